@@ -1,0 +1,26 @@
+"""fastnn: fast neural-network training on the CPU with Numba kernels, Keras-style API.
+
+    >>> from fastnn import MLP, Dense, ReLU, Softmax, Adam, CrossEntropy, Dataset
+    >>> model = MLP(seed=0)
+    >>> model.add(Dense(784, 100, activation=ReLU()))
+    >>> model.add(Dense(100, 10, activation=Softmax()))
+    >>> model.compile(loss=CrossEntropy(), optimizer=Adam(1e-3), metrics=["accuracy"])
+    >>> history = model.fit(x, y, epochs=10, batch_size=50)
+"""
+from .activations import ELU, Heaviside, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback, LearningRateScheduler,
+                        ModelCheckpoint, TensorBoard)
+from .datasets import Dataset, load_digits, load_mnist
+from .initializers import (Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, Normal, Ones, RandomNormal,
+                           RandomUniform, Uniform, XavierNormal, XavierUniform, Zeros)
+from .layers import Activation, Dense, Input, Layer
+from .losses import (MAE, MAPE, MSE, MSLE, SSE, BinaryCrossEntropy, CosineSimilarity, CrossEntropy, KLDivergence,
+                     Loss, PerceptronCriterion)
+from .model import MLP, Perceptron, Sequential
+from .optimizers import SGD, AdaGrad, Adagrad, Adam, Optimizer, RMSProp, RMSprop
+from .saving import load_model
+from .threading import set_num_threads, get_num_threads, threading_info
+
+__version__ = "0.1.0"
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,85 @@
+"""Backends own a model's arrays on one device and run the network kernels on them.
+
+The model (``fastnn.model``) decides what to compute; a backend decides where. Both expose
+the same methods, so layers and the model never branch on the device: ``CPUBackend`` calls
+``fastnn.kernels.network``; ``CUDABackend`` (``fastnn.cuda.backend``) its twin in ``fastnn.cuda``.
+"""
+import numpy as np
+
+from .config import INFERENCE_BATCH_SIZE
+from .kernels import network
+
+
+class CPUBackend:
+    """Arrays are NumPy arrays in host memory; kernels are Numba CPU functions."""
+    name = "cpu"
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.capacity = 0
+
+    def load(self, layers, alphas, params, state1, state2):
+        """Take the network table and the flat buffers (host arrays, copied)."""
+        self.layers = np.ascontiguousarray(layers, dtype=np.int64)
+        self.alphas = np.ascontiguousarray(alphas, dtype=np.float64)
+        self.params = np.array(params, dtype=self.dtype)
+        self.grads = np.zeros_like(self.params)
+        self.state1 = np.array(state1, dtype=self.dtype)
+        self.state2 = np.array(state2, dtype=self.dtype)
+        self.capacity = 0
+
+    def host(self, name):
+        """A host copy of one of the flat buffers ('params', 'state1', 'state2')."""
+        return getattr(self, name).copy()
+
+    def write(self, name, lo, values):
+        """Overwrite ``buffer[lo:lo + values.size]`` from a host array."""
+        getattr(self, name)[lo: lo + values.size] = values.reshape(-1)
+
+    def dataset(self, x, y):
+        """The training arrays as the kernels read them (a no-op on the CPU)."""
+        return x, y
+
+    def reserve(self, rows):
+        """Workspace for forward and backward passes of up to ``rows`` rows; allocates only
+        when it grows, so steady-state training allocates nothing."""
+        if rows <= self.capacity:
+            return
+        widths = np.concatenate([[self.layers[0, network.N_IN]], self.layers[:, network.N_OUT]])
+        self.act_off = np.concatenate([[0], np.cumsum(widths * rows)]).astype(np.int64)
+        self.acts = np.empty(self.act_off[-1], dtype=self.dtype)
+        self.deltas = np.empty((2, rows * widths.max()), dtype=self.dtype)
+        self.targets = np.empty(rows * widths[-1], dtype=self.dtype)
+        self.capacity = rows
+
+    def train(self, data, order, batch_size, first, stop, loss, opt_meta, opt_hyper, opt_steps,
+              batch_loss, batch_correct):
+        """Train on batches [first, stop) of ``data[order]``; see ``kernels.network.train_batches``."""
+        x, y = data
+        self.reserve(batch_size)
+        return network.train_batches(
+            self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss,
+            opt_meta, opt_hyper, opt_steps, x, y, order, batch_size, first, stop,
+            self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct)
+
+    def predict(self, x, batch_size=INFERENCE_BATCH_SIZE):
+        out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)
+        self.reserve(batch_size)
+        network.predict_batches(out, self.params, self.layers, self.alphas, x, batch_size,
+                                self.acts, self.act_off)
+        return out
+
+    def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
+        self.reserve(batch_size)
+        return network.evaluate_batches(self.params, self.layers, self.alphas, loss, x, y, batch_size,
+                                        self.acts, self.act_off)
+
+
+def get_backend(device, dtype):
+    """The backend for ``device`` ('cpu' or 'cuda'); a clear error where one is unavailable."""
+    if device == "cpu":
+        return CPUBackend(dtype)
+    if device == "cuda":
+        from .cuda.backend import CUDABackend
+        return CUDABackend(dtype)
+    raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")

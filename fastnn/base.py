@@ -1,0 +1,110 @@
+"""What every public fastnn object shares: hyper-parameters kept as given, a JSON-able
+config, and the seed framework's camelCase keywords.
+
+The seed framework spells keywords in camelCase (``inputDim``, ``learningRate``); fastnn's
+API is snake_case like Keras and scikit-learn. ``Configurable`` translates once, for every
+subclass, so ``Dense(inputDim=3, outputDim=4)`` and ``Dense(input_dim=3, output_dim=4)`` are
+the same call. A subclass lists other historical names in ``_aliases`` (e.g. LeakyReLU's
+``epsilon`` for ``alpha``).
+"""
+import functools
+import inspect
+import re
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def snake_case(name):
+    """'learningRate' -> 'learning_rate'; snake_case names pass unchanged."""
+    return _CAMEL.sub(r"_\1", name).lower()
+
+
+def translate_kwargs(func, aliases, kwargs):
+    """Map camelCase keywords and ``aliases`` onto ``func``'s parameter names.
+
+    A keyword that ``func`` accepts as spelled is never renamed; passing the same parameter
+    under two spellings is an error, as it would be in Python.
+    """
+    accepted = inspect.signature(func).parameters
+    out = {}
+    for key, value in kwargs.items():
+        name = key if key in accepted else aliases.get(key, snake_case(key))
+        if name in out:
+            raise TypeError(f"{func.__qualname__}() got {name!r} twice (once as {key!r})")
+        out[name] = value
+    return out
+
+
+def accepts_seed_keywords(func, aliases=None):
+    """Wrap ``func`` so that it takes the seed's camelCase keywords too."""
+    aliases = aliases or {}
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **translate_kwargs(func, aliases, kwargs))
+    return wrapper
+
+
+class Configurable:
+    """Base of layers, activations, losses, optimizers, initializers and callbacks.
+
+    Subclasses store each ``__init__`` argument under its own name (scikit-learn's rule),
+    which makes ``get_config`` and ``repr`` derivable from the signature, and ``deserialize``
+    able to rebuild any of them from JSON without running code from the file.
+    """
+    _aliases = {}
+    _registry = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Configurable._registry[cls.__name__] = cls
+        if "__init__" in cls.__dict__:
+            cls.__init__ = accepts_seed_keywords(cls.__dict__["__init__"], cls._aliases)
+
+    @classmethod
+    def _param_names(cls):
+        return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    def get_config(self):
+        """The constructor arguments as a JSON-able dict: ``type(self)(**get_config())`` rebuilds it."""
+        return {name: _jsonable(getattr(self, name)) for name in self._param_names()}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _jsonable(value):
+    if isinstance(value, Configurable):
+        return {"class_name": type(value).__name__, "config": value.get_config()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def deserialize(value):
+    """Inverse of ``get_config``: rebuild ``{"class_name": ..., "config": ...}`` dicts, recursively.
+
+    Only classes defined as fastnn Configurables can be named, and their constructors
+    validate every argument, so a tampered file yields an error, never arbitrary objects.
+    """
+    if isinstance(value, dict) and set(value) == {"class_name", "config"}:
+        cls = Configurable._registry.get(value["class_name"])
+        if cls is None or not isinstance(value["config"], dict):
+            raise ValueError(f"unknown or malformed object in config: {value['class_name']!r}")
+        return cls(**{k: deserialize(v) for k, v in value["config"].items()})
+    if isinstance(value, list):
+        return [deserialize(v) for v in value]
+    return value
+
+
+def resolve(identifier, base, by_name, what):
+    """An instance of ``base`` from an instance, a subclass, or a name in ``by_name``."""
+    if isinstance(identifier, base):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, base):
+        return identifier()
+    if isinstance(identifier, str) and identifier.lower() in by_name:
+        return by_name[identifier.lower()]()
+    raise ValueError(f"{what} must be a {base.__name__} or one of {sorted(by_name)}, got {identifier!r}")

@@ -1,0 +1,50 @@
+"""Every Numba option and numeric threshold of fastnn lives here, not as literals in kernels.
+
+Kernels are compiled through :func:`kernel`, which applies one set of flags to the whole
+package, so a reader (and ``tests/test_config.py``) can check them in one place.
+"""
+import os
+import types
+
+import numba
+
+# fastmath without 'nnan' and 'ninf': with those two, isnan/isfinite fold to False
+# (numba#9383) and a diverging loss would go unnoticed. The rest lets LLVM vectorize
+# reductions and contract multiply-adds.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+# Compiled kernels persist between processes. FASTNN_NO_CACHE=1 turns this off, e.g. when
+# several processes would write the same cache at once (numba#4807).
+CACHE = os.environ.get("FASTNN_NO_CACHE", "0") not in ("1", "true", "yes")
+
+# An elementwise kernel runs its parallel build only from this many elements up: below it
+# the thread start costs more than the loop (measured on 2 cores; see docs/performance.md).
+PARALLEL_MIN_ELEMENTS = 1 << 17
+
+# Rows per forward pass in predict/evaluate: large enough for efficient GEMMs, small enough
+# that the activations of a wide network stay in cache.
+INFERENCE_BATCH_SIZE = 1024
+
+# CUDA launch geometry.
+CUDA_THREADS_PER_BLOCK = 256
+
+
+def kernel(fn=None, *, parallel=False):
+    """Compile ``fn`` with the package's flags (``njit``, cached, fastmath without nnan/ninf)."""
+    def wrap(f):
+        return numba.njit(cache=CACHE, fastmath=FASTMATH, parallel=parallel, error_model="numpy")(f)
+    return wrap if fn is None else wrap(fn)
+
+
+def kernel_pair(fn):
+    """Compile ``fn`` twice, serially and with ``parallel=True``: the caller picks by size.
+
+    ``fn`` writes through ``prange`` loops only, so both builds compute the same thing.
+    """
+    # Numba's cache keys on the function's name and bytecode, not on its flags: the parallel
+    # build gets a name of its own so that the two builds never overwrite each other's cache.
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel",
+                              fn.__defaults__, fn.__closure__)
+    twin.__qualname__ = fn.__qualname__ + "_parallel"
+    twin.__module__ = fn.__module__
+    return kernel(fn), kernel(twin, parallel=True)

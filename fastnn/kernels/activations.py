@@ -1,0 +1,234 @@
+"""Activation kernels: ``<name>_forward(out, x[, alpha])`` and ``<name>_backward(dx, dout, out[, alpha])``.
+
+The primitives work on one contiguous 1-D vector (a row, or a whole flattened matrix for the
+elementwise ones; softmax is row-wise). Every backward reads the forward's *output*, never
+its input, so the network keeps one buffer per layer: for sigmoid s' = s(1-s), tanh
+t' = 1-t², relu/leaky-relu/elu by the sign of the output (which is why LeakyReLU needs
+alpha >= 0 and ELU alpha > 0). ``in place`` is allowed: ``out`` may be ``x``, ``dx`` may be ``dout``.
+
+The 2-D drivers ``bias_activation_forward`` / ``activation_backward`` add the bias and apply
+an activation chosen by its integer code, row by row, in one pass over memory. They come in
+a ``_serial`` and a ``_parallel`` build (see ``config.kernel_pair``); the plain names pick
+one by size.
+"""
+import numpy as np
+from numba import prange
+
+from ..config import PARALLEL_MIN_ELEMENTS, kernel, kernel_pair
+
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTMAX, HEAVISIDE = range(8)
+
+
+@kernel
+def identity_forward(out, x):
+    for i in range(x.size):
+        out[i] = x[i]
+
+
+@kernel
+def identity_backward(dx, dout, out):
+    for i in range(dout.size):
+        dx[i] = dout[i]
+
+
+@kernel
+def sigmoid_forward(out, x):
+    """1 / (1 + exp(-x)), computed from exp(-|x|) so neither branch overflows."""
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        v = x[i]
+        if v >= 0:
+            out[i] = one / (one + np.exp(-v))
+        else:
+            e = np.exp(v)
+            out[i] = e / (one + e)
+
+
+@kernel
+def sigmoid_backward(dx, dout, out):
+    one = out.dtype.type(1)
+    for i in range(out.size):
+        dx[i] = dout[i] * out[i] * (one - out[i])
+
+
+@kernel
+def tanh_forward(out, x):
+    for i in range(x.size):
+        out[i] = np.tanh(x[i])
+
+
+@kernel
+def tanh_backward(dx, dout, out):
+    one = out.dtype.type(1)
+    for i in range(out.size):
+        dx[i] = dout[i] * (one - out[i] * out[i])
+
+
+@kernel
+def relu_forward(out, x):
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        out[i] = x[i] if x[i] > zero else zero
+
+
+@kernel
+def relu_backward(dx, dout, out):
+    """Derivative 0 at x == 0, as torch.nn.ReLU."""
+    zero = out.dtype.type(0)
+    for i in range(out.size):
+        dx[i] = dout[i] if out[i] > zero else zero
+
+
+@kernel
+def leaky_relu_forward(out, x, alpha):
+    """max(alpha*x, x) for 0 <= alpha <= 1: torch.nn.LeakyReLU(negative_slope=alpha)."""
+    a = x.dtype.type(alpha)
+    for i in range(x.size):
+        out[i] = x[i] if x[i] > 0 else a * x[i]
+
+
+@kernel
+def leaky_relu_backward(dx, dout, out, alpha):
+    a = out.dtype.type(alpha)
+    for i in range(out.size):
+        dx[i] = dout[i] if out[i] > 0 else a * dout[i]
+
+
+@kernel
+def elu_forward(out, x, alpha):
+    """x for x > 0, alpha*(exp(x)-1) otherwise: torch.nn.ELU(alpha)."""
+    a = x.dtype.type(alpha)
+    for i in range(x.size):
+        out[i] = x[i] if x[i] > 0 else a * np.expm1(x[i])
+
+
+@kernel
+def elu_backward(dx, dout, out, alpha):
+    """For x <= 0, d/dx alpha*(e^x - 1) = alpha*e^x = out + alpha."""
+    a = out.dtype.type(alpha)
+    for i in range(out.size):
+        dx[i] = dout[i] if out[i] > 0 else dout[i] * (out[i] + a)
+
+
+@kernel
+def softmax_forward(out, x):
+    """exp(x - max x) / sum exp(x - max x) over one row: torch.softmax(x, dim=-1)."""
+    m = x[0]
+    for i in range(1, x.size):
+        if x[i] > m:
+            m = x[i]
+    total = x.dtype.type(0)
+    for i in range(x.size):
+        e = np.exp(x[i] - m)
+        out[i] = e
+        total += e
+    inv = x.dtype.type(1) / total
+    for i in range(x.size):
+        out[i] *= inv
+
+
+@kernel
+def softmax_backward(dx, dout, out):
+    """Jacobian-vector product of one row: dx = s * (dout - <dout, s>)."""
+    dot = out.dtype.type(0)
+    for i in range(out.size):
+        dot += dout[i] * out[i]
+    for i in range(out.size):
+        dx[i] = out[i] * (dout[i] - dot)
+
+
+@kernel
+def heaviside_forward(out, x):
+    """The perceptron's step: 1 for x > 0, else 0 (the seed's convention at 0)."""
+    for i in range(x.size):
+        out[i] = x.dtype.type(1) if x[i] > 0 else x.dtype.type(0)
+
+
+@kernel
+def heaviside_backward(dx, dout, out):
+    """Straight-through: the step has derivative 0 almost everywhere, so it passes ``dout``
+    unchanged. With the PerceptronCriterion loss this makes SGD the perceptron learning rule."""
+    for i in range(dout.size):
+        dx[i] = dout[i]
+
+
+@kernel
+def activation_row_forward(act, out, x, alpha):
+    """Apply activation ``act`` (a code above) to one row."""
+    if act == IDENTITY:
+        identity_forward(out, x)
+    elif act == SIGMOID:
+        sigmoid_forward(out, x)
+    elif act == TANH:
+        tanh_forward(out, x)
+    elif act == RELU:
+        relu_forward(out, x)
+    elif act == LEAKY_RELU:
+        leaky_relu_forward(out, x, alpha)
+    elif act == ELU:
+        elu_forward(out, x, alpha)
+    elif act == SOFTMAX:
+        softmax_forward(out, x)
+    else:
+        heaviside_forward(out, x)
+
+
+@kernel
+def activation_row_backward(act, dx, dout, out, alpha):
+    if act == IDENTITY:
+        identity_backward(dx, dout, out)
+    elif act == SIGMOID:
+        sigmoid_backward(dx, dout, out)
+    elif act == TANH:
+        tanh_backward(dx, dout, out)
+    elif act == RELU:
+        relu_backward(dx, dout, out)
+    elif act == LEAKY_RELU:
+        leaky_relu_backward(dx, dout, out, alpha)
+    elif act == ELU:
+        elu_backward(dx, dout, out, alpha)
+    elif act == SOFTMAX:
+        softmax_backward(dx, dout, out)
+    else:
+        heaviside_backward(dx, dout, out)
+
+
+def _bias_activation_forward(out, x, b, act, alpha):
+    """out[i] = act(x[i] + b) row by row (b may be empty: no bias). ``out`` may be ``x``."""
+    rows, cols = x.shape
+    for i in prange(rows):
+        row = out[i]
+        if b.size:
+            for j in range(cols):
+                row[j] = x[i, j] + b[j]
+            activation_row_forward(act, row, row, alpha)
+        else:
+            activation_row_forward(act, row, x[i], alpha)
+
+
+def _activation_backward(dx, dout, out, act, alpha):
+    """dx = dout * act'(.) row by row, from the forward's output. ``dx`` may be ``dout``."""
+    for i in prange(out.shape[0]):
+        activation_row_backward(act, dx[i], dout[i], out[i], alpha)
+
+
+bias_activation_forward_serial, bias_activation_forward_parallel = kernel_pair(_bias_activation_forward)
+activation_backward_serial, activation_backward_parallel = kernel_pair(_activation_backward)
+
+
+@kernel
+def bias_activation_forward(out, x, b, act, alpha):
+    """The serial or parallel build of the forward driver, whichever pays at this size."""
+    if x.size >= PARALLEL_MIN_ELEMENTS:
+        bias_activation_forward_parallel(out, x, b, act, alpha)
+    else:
+        bias_activation_forward_serial(out, x, b, act, alpha)
+
+
+@kernel
+def activation_backward(dx, dout, out, act, alpha):
+    """The serial or parallel build of the backward driver, whichever pays at this size."""
+    if out.size >= PARALLEL_MIN_ELEMENTS:
+        activation_backward_parallel(dx, dout, out, act, alpha)
+    else:
+        activation_backward_serial(dx, dout, out, act, alpha)

@@ -1,0 +1,156 @@
+"""The whole network as kernels: forward, backward and the training loop over many batches.
+
+This file is the data path of ``MLP.fit``: ``train_batches`` gathers a shuffled batch,
+runs ``network_forward`` (layer by layer: GEMM, then bias + activation in one pass),
+evaluates the loss, runs ``network_backward`` (the loss gradient, fused with a softmax or
+sigmoid where possible, then each layer in reverse) and applies every optimizer to its slice
+of the flat parameter buffer. The Python side calls it once per epoch (or per chunk of
+batches when a callback or progress bar wants to see them), so no Python runs per batch.
+
+A network is described by arrays, not objects, so that one compiled function serves every
+architecture:
+
+- ``layers`` int64 (L, 6), one row per layer: offset of W and of b in ``params``, input and
+  output width, activation code, and whether the layer is dense (1) or a bare activation (0).
+- ``alphas`` float64 (L,): the activation's parameter (LeakyReLU/ELU alpha).
+- ``acts`` one flat buffer for every layer's output; layer k writes rows x ``layers[k, N_OUT]``
+  values from ``act_off[k + 1]``; ``act_off[0]`` is where a gathered input batch goes.
+- ``deltas`` (2, capacity): two gradient buffers used in turn going backward.
+- ``opt_meta`` int64 (S, 3): start, stop, kind of each optimizer's slice of ``params``;
+  ``opt_hyper`` float64 (S, N_HYPER); ``opt_steps`` int64 (S,), the step counts.
+"""
+import numpy as np
+
+from ..config import kernel
+from .activations import SIGMOID, SOFTMAX, bias_activation_forward, activation_backward
+from .dense import dense_backward, dense_forward
+from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward,
+                     sigmoid_binary_cross_entropy_backward, softmax_cross_entropy_backward)
+from .metrics import count_correct
+from .optimizers import optimizer_step
+
+W_OFF, B_OFF, N_IN, N_OUT, ACT, DENSE = range(6)
+
+
+@kernel
+def fused_loss_activation(loss, act):
+    """Whether the last activation and the loss are differentiated as one (see losses.py)."""
+    return (loss == CROSS_ENTROPY and act == SOFTMAX) or (loss == BINARY_CROSS_ENTROPY and act == SIGMOID)
+
+
+@kernel
+def network_forward(params, layers, alphas, x, acts, act_off):
+    """Run every layer on the rows of ``x``; returns the last layer's output (a view of ``acts``)."""
+    rows = x.shape[0]
+    inp = x
+    for k in range(layers.shape[0]):
+        n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
+        out = acts[act_off[k + 1]: act_off[k + 1] + rows * n_out].reshape(rows, n_out)
+        if layers[k, DENSE]:
+            w, b = layers[k, W_OFF], layers[k, B_OFF]
+            W = params[w: w + n_in * n_out].reshape(n_in, n_out)
+            dense_forward(out, inp, W, params[b: b + n_out], layers[k, ACT], alphas[k])
+        else:
+            bias_activation_forward(out, inp, params[0:0], layers[k, ACT], alphas[k])
+        inp = out
+    return inp
+
+
+@kernel
+def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, loss, target):
+    """Fill ``grads`` with dL/dparams for the batch whose forward pass is in ``acts``."""
+    rows = x.shape[0]
+    last = layers.shape[0] - 1
+    n_last = layers[last, N_OUT]
+    pred = acts[act_off[last + 1]: act_off[last + 1] + rows * n_last].reshape(rows, n_last)
+    cur = 0
+    dout = deltas[cur, : rows * n_last].reshape(rows, n_last)
+    fused = fused_loss_activation(loss, layers[last, ACT])
+    if fused and loss == CROSS_ENTROPY:
+        softmax_cross_entropy_backward(dout, pred, target)
+    elif fused:
+        sigmoid_binary_cross_entropy_backward(dout, pred, target)
+    else:
+        loss_backward(loss, dout, pred, target)
+    for k in range(last, -1, -1):
+        n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
+        out = acts[act_off[k + 1]: act_off[k + 1] + rows * n_out].reshape(rows, n_out)
+        dout = deltas[cur, : rows * n_out].reshape(rows, n_out)
+        if not (k == last and fused):
+            activation_backward(dout, dout, out, layers[k, ACT], alphas[k])
+        if layers[k, DENSE]:
+            inp = x if k == 0 else acts[act_off[k]: act_off[k] + rows * n_in].reshape(rows, n_in)
+            w, b = layers[k, W_OFF], layers[k, B_OFF]
+            W = params[w: w + n_in * n_out].reshape(n_in, n_out)
+            dW = grads[w: w + n_in * n_out].reshape(n_in, n_out)
+            # The input batch needs no gradient: an empty dx tells dense_backward to skip it.
+            dx = deltas[1 - cur, : (rows * n_in if k > 0 else 0)].reshape(rows if k > 0 else 0, n_in)
+            dense_backward(dx, dW, grads[b: b + n_out], dout, inp, W)
+            cur = 1 - cur
+
+
+@kernel
+def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps):
+    """One step of every optimizer on its own slice of the flat buffers."""
+    for s in range(opt_meta.shape[0]):
+        lo, hi = opt_meta[s, 0], opt_meta[s, 1]
+        opt_steps[s] += 1
+        optimizer_step(opt_meta[s, 2], params[lo:hi], grads[lo:hi], state1[lo:hi], state2[lo:hi],
+                       opt_hyper[s], opt_steps[s])
+
+
+@kernel
+def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
+                  x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
+                  batch_loss, batch_correct):
+    """Train on batches ``first`` .. ``stop - 1`` of the rows ``x[order]``, ``y[order]``.
+
+    Writes each batch's loss and number of correct rows into ``batch_loss``/``batch_correct``.
+    Returns -1, or the index of the first batch whose loss was NaN or infinite (training
+    stops there, before that batch's update).
+    """
+    n = order.size
+    n_in = x.shape[1]
+    n_out = y.shape[1]
+    for bi in range(first, stop):
+        lo = bi * batch_size
+        rows = min(lo + batch_size, n) - lo
+        xb = acts[act_off[0]: act_off[0] + rows * n_in].reshape(rows, n_in)
+        yb = targets[: rows * n_out].reshape(rows, n_out)
+        for r in range(rows):
+            src = order[lo + r]
+            xb[r, :] = x[src]
+            yb[r, :] = y[src]
+        pred = network_forward(params, layers, alphas, xb, acts, act_off)
+        value = loss_forward(loss, pred, yb)
+        batch_loss[bi] = value
+        if not np.isfinite(value):
+            return bi
+        batch_correct[bi] = count_correct(pred, yb)
+        network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, loss, yb)
+        apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps)
+    return -1
+
+
+@kernel
+def predict_batches(out, params, layers, alphas, x, batch_size, acts, act_off):
+    """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass."""
+    n = x.shape[0]
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)
+        pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off)
+        out[lo:hi, :] = pred
+
+
+@kernel
+def evaluate_batches(params, layers, alphas, loss, x, y, batch_size, acts, act_off):
+    """(sum over batches of loss x rows, number of correct rows) over all rows of ``x``."""
+    n = x.shape[0]
+    total = 0.0
+    correct = 0
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)
+        pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off)
+        total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
+        correct += count_correct(pred, y[lo:hi])
+    return total, correct

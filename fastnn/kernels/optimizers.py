@@ -1,0 +1,111 @@
+"""Optimizer steps over flat 1-D parameter and gradient arrays, updated in place.
+
+Each kernel is one loop over one array (the model keeps all parameters in one flat buffer)
+and reproduces the update of the PyTorch optimizer named in its docstring, operation for
+operation, so results agree with torch.optim to float rounding. Each comes in a serial and
+a ``_parallel`` build; ``optimizer_step`` picks by size.
+"""
+import numpy as np
+from numba import prange
+
+from ..config import PARALLEL_MIN_ELEMENTS, kernel, kernel_pair
+
+SGD, ADAM, RMSPROP, ADAGRAD = range(4)
+
+# Layout of an optimizer's hyper-parameter vector, as passed to ``optimizer_step``.
+H_LR, H_1, H_2, H_EPS, H_FLAG = range(5)
+N_HYPER = 5
+
+
+def _sgd_step(params, grads, velocity, lr, momentum, nesterov):
+    """torch.optim.SGD(lr, momentum, dampening=0, nesterov): v = m v + g; p -= lr (g + m v if nesterov else v).
+
+    With momentum 0, p -= lr g and ``velocity`` is untouched. The first step gives v = g, as
+    torch's buffer initialised from the first gradient, since ``velocity`` starts at zero.
+    """
+    t = params.dtype.type
+    lr_, m = t(lr), t(momentum)
+    for i in prange(params.size):
+        g = grads[i]
+        if m != 0:
+            v = m * velocity[i] + g
+            velocity[i] = v
+            g = g + m * v if nesterov else v
+        params[i] -= lr_ * g
+
+
+def _adam_step(params, grads, m, v, lr, beta1, beta2, eps, step):
+    """torch.optim.Adam (Kingma & Ba, Algorithm 1): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
+    p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps), ``step`` = t counting from 1."""
+    t = params.dtype.type
+    b1, b2, eps_ = t(beta1), t(beta2), t(eps)
+    step_size = t(lr / (1.0 - beta1 ** step))
+    inv_sqrt_bc2 = t(1.0 / np.sqrt(1.0 - beta2 ** step))
+    one = t(1)
+    for i in prange(params.size):
+        g = grads[i]
+        mi = b1 * m[i] + (one - b1) * g
+        vi = b2 * v[i] + (one - b2) * g * g
+        m[i] = mi
+        v[i] = vi
+        params[i] -= step_size * mi / (np.sqrt(vi) * inv_sqrt_bc2 + eps_)
+
+
+def _rmsprop_step(params, grads, square_avg, lr, rho, eps):
+    """torch.optim.RMSprop(lr, alpha=rho, eps): s = rho s + (1-rho) g²; p -= lr g / (sqrt(s) + eps)."""
+    t = params.dtype.type
+    lr_, rho_, eps_, one = t(lr), t(rho), t(eps), t(1)
+    for i in prange(params.size):
+        g = grads[i]
+        s = rho_ * square_avg[i] + (one - rho_) * g * g
+        square_avg[i] = s
+        params[i] -= lr_ * g / (np.sqrt(s) + eps_)
+
+
+def _adagrad_step(params, grads, sum_sq, lr, eps):
+    """torch.optim.Adagrad(lr, eps, initial_accumulator_value, lr_decay=0): s += g²; p -= lr g / (sqrt(s) + eps).
+
+    ``sum_sq`` starts at initial_accumulator_value (set by the caller)."""
+    t = params.dtype.type
+    lr_, eps_ = t(lr), t(eps)
+    for i in prange(params.size):
+        g = grads[i]
+        s = sum_sq[i] + g * g
+        sum_sq[i] = s
+        params[i] -= lr_ * g / (np.sqrt(s) + eps_)
+
+
+sgd_step, sgd_step_parallel = kernel_pair(_sgd_step)
+adam_step, adam_step_parallel = kernel_pair(_adam_step)
+rmsprop_step, rmsprop_step_parallel = kernel_pair(_rmsprop_step)
+adagrad_step, adagrad_step_parallel = kernel_pair(_adagrad_step)
+
+
+@kernel
+def optimizer_step(kind, params, grads, state1, state2, hyper, step):
+    """One update of optimizer ``kind`` over matching flat slices; ``hyper`` laid out as H_*.
+
+    state1/state2: SGD velocity/unused, Adam m/v, RMSprop square_avg/unused, Adagrad sum/unused.
+    """
+    big = params.size >= PARALLEL_MIN_ELEMENTS
+    lr, h1, h2, eps, flag = hyper[H_LR], hyper[H_1], hyper[H_2], hyper[H_EPS], hyper[H_FLAG]
+    if kind == SGD:
+        if big:
+            sgd_step_parallel(params, grads, state1, lr, h1, flag != 0)
+        else:
+            sgd_step(params, grads, state1, lr, h1, flag != 0)
+    elif kind == ADAM:
+        if big:
+            adam_step_parallel(params, grads, state1, state2, lr, h1, h2, eps, step)
+        else:
+            adam_step(params, grads, state1, state2, lr, h1, h2, eps, step)
+    elif kind == RMSPROP:
+        if big:
+            rmsprop_step_parallel(params, grads, state1, lr, h1, eps)
+        else:
+            rmsprop_step(params, grads, state1, lr, h1, eps)
+    else:
+        if big:
+            adagrad_step_parallel(params, grads, state1, lr, eps)
+        else:
+            adagrad_step(params, grads, state1, lr, eps)

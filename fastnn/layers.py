@@ -1,0 +1,135 @@
+"""Layers: Input, Dense, Activation.
+
+A layer holds its configuration; its weights live in the model's flat parameter buffer,
+laid out [W1, b1, W2, b2, ...] with each W of shape (input_dim, output_dim). The model
+assigns each layer its offsets when it builds; ``get_weights``/``set_weights`` read and
+write through them.
+"""
+import numpy as np
+
+from . import activations, initializers, optimizers
+from .base import Configurable
+from .kernels.network import ACT, B_OFF, DENSE, N_IN, N_OUT, W_OFF
+from .validation import check_features, check_int
+
+_SEED_DEFAULT_ACTIVATION = "sigmoid"
+
+
+class Layer(Configurable):
+    """Base class. ``input_dim``/``output_dim`` are widths; ``_model`` is set when added."""
+    input_dim = None
+    output_dim = None
+    _model = None
+
+    def weight_shapes(self):
+        """Shapes of this layer's parameter arrays, in buffer order."""
+        return []
+
+    def count_params(self):
+        return int(sum(np.prod(s) for s in self.weight_shapes()))
+
+    def connect(self, input_dim):
+        """Fix the input width from the previous layer; a mismatch names ``input_dim``."""
+        if self.input_dim is None:
+            self.input_dim = input_dim
+        elif input_dim is not None and self.input_dim != input_dim:
+            raise ValueError(f"{type(self).__name__} has input_dim={self.input_dim} but the previous "
+                             f"layer outputs {input_dim} features: input_dim must match")
+
+    def table_row(self, offset):
+        """This layer's row of the kernels' ``layers`` table, its parameters starting at ``offset``."""
+        row = np.zeros(6, np.int64)
+        row[N_IN], row[N_OUT] = self.input_dim, self.output_dim
+        return row
+
+    def get_weights(self):
+        """The layer's parameters as a list of new NumPy arrays ([] before the model is built)."""
+        if self._model is None or not self.weight_shapes():
+            return []
+        return self._model._layer_weights(self)
+
+    def set_weights(self, weights):
+        """Replace the layer's parameters; shapes must equal ``[w.shape for w in get_weights()]``."""
+        if self._model is None:
+            raise ValueError(f"{type(self).__name__} must be added to a model before set_weights")
+        self._model._set_layer_weights(self, weights)
+
+
+class Input(Layer):
+    """The input's shape, e.g. ``Input((784,))`` or ``Input(784)``; images (28, 28) are flattened."""
+
+    def __init__(self, shape):
+        shape = (shape,) if np.isscalar(shape) else tuple(shape)
+        if not shape:
+            raise ValueError("shape must name at least one dimension, got ()")
+        self.shape = tuple(check_int(d, "shape", minimum=1) for d in shape)
+        self.output_dim = int(np.prod(self.shape))
+        self.input_dim = self.output_dim
+
+
+class Dense(Layer):
+    """Fully connected layer: act(x @ W + b), W of shape (input_dim, output_dim).
+
+    - ``input_dim`` may be left out after the first layer (taken from the previous one).
+    - ``activation`` defaults to Sigmoid, as in the seed framework (None means identity).
+    - ``optimizer`` None means the one given to ``compile`` (Adam if none), the seed's default;
+      a layer's own optimizer wins over compile's. One object may serve several layers.
+    - ``kernel_initializer`` defaults to Glorot uniform and ``bias_initializer`` to zeros (Keras).
+    The seed's ``inputDim``/``outputDim`` and Keras' ``units`` are accepted.
+    """
+    _aliases = {"units": "output_dim"}
+
+    def __init__(self, input_dim=None, output_dim=None, activation=_SEED_DEFAULT_ACTIVATION, optimizer=None,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros"):
+        if output_dim is None:
+            raise TypeError("Dense needs output_dim (the number of units)")
+        self.input_dim = None if input_dim is None else check_int(input_dim, "input_dim", minimum=1)
+        self.output_dim = check_int(output_dim, "output_dim", minimum=1)
+        self.activation = activations.get(activation)
+        self.optimizer = None if optimizer is None else optimizers.get(optimizer)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+
+    def weight_shapes(self):
+        return [(self.input_dim, self.output_dim), (self.output_dim,)]
+
+    def table_row(self, offset):
+        row = super().table_row(offset)
+        row[W_OFF], row[B_OFF] = offset, offset + self.input_dim * self.output_dim
+        row[ACT], row[DENSE] = self.activation.code, 1
+        return row
+
+    def initial_weights(self, rng, dtype):
+        return [self.kernel_initializer(self.weight_shapes()[0], rng, dtype),
+                self.bias_initializer(self.weight_shapes()[1], rng, dtype)]
+
+
+class Activation(Layer):
+    """An activation as a layer of its own: ``Activation("softmax")``, ``Activation(ReLU())``."""
+
+    def __init__(self, activation):
+        self.activation = activations.get(activation)
+
+    def connect(self, input_dim):
+        super().connect(input_dim)
+        self.output_dim = self.input_dim
+
+    def table_row(self, offset):
+        row = super().table_row(offset)
+        row[ACT] = self.activation.code
+        return row
+
+
+def check_weight_list(weights, shapes, name, dtype):
+    """``weights`` as a list of arrays of exactly ``shapes``, finite, in ``dtype``."""
+    if not isinstance(weights, (list, tuple)):
+        raise TypeError(f"{name} must be a list of arrays, got {type(weights).__name__}")
+    if len(weights) != len(shapes):
+        raise ValueError(f"{name} must hold {len(shapes)} arrays of shapes {shapes}, got {len(weights)}")
+    out = []
+    for i, (w, shape) in enumerate(zip(weights, shapes)):
+        arr = np.asarray(w)
+        if arr.shape != tuple(shape):
+            raise ValueError(f"{name}[{i}] must have shape {tuple(shape)}, got {arr.shape}")
+        out.append(check_features(arr.reshape(1, -1), f"{name}[{i}]", dtype=dtype).reshape(shape))
+    return out

@@ -1,0 +1,120 @@
+"""Loss functions. Each object names a kernel pair in ``fastnn.kernels.losses`` (its ``code``).
+
+Reductions follow PyTorch where it has the loss (mean over all elements for MSE/MAE/BCE,
+mean over rows for cross-entropy), Keras otherwise; each docstring says which function the
+value equals. ``loss(pred, target)`` returns the value, ``loss.gradient(pred, target)`` the
+gradient with respect to ``pred``.
+"""
+import numpy as np
+
+from .base import Configurable, resolve
+from .kernels import losses as K
+from .validation import check_features, check_targets
+
+
+class Loss(Configurable):
+    """Base class. ``takes_labels``: 1-D integer targets are class indices, one-hot encoded.
+    ``unit_interval``: targets must lie in [0, 1]."""
+    code = K.MSE
+    takes_labels = False
+    unit_interval = False
+
+    def _arrays(self, pred, target):
+        pred = np.asarray(pred)
+        dtype = pred.dtype if pred.dtype in (np.float32, np.float64) else np.float64
+        pred = check_features(pred.reshape(-1, 1) if pred.ndim == 1 else pred, "pred", dtype=dtype)
+        target = check_targets(target, "target", pred.shape[0], pred.shape[1], dtype=dtype,
+                               one_hot_labels=self.takes_labels, unit_interval=self.unit_interval)
+        return pred, target
+
+    def __call__(self, pred, target):
+        """The loss value (a Python float) of predictions ``pred`` against ``target``."""
+        pred, target = self._arrays(pred, target)
+        return float(K.loss_forward(self.code, pred, target))
+
+    def gradient(self, pred, target):
+        """dL/dpred, an array of pred's shape (2-D)."""
+        pred, target = self._arrays(pred, target)
+        out = np.empty_like(pred)
+        K.loss_backward(self.code, out, pred, target)
+        return out
+
+
+class MSE(Loss):
+    """Mean squared error, mean over all elements: torch.nn.MSELoss()."""
+    code = K.MSE
+
+
+class SSE(Loss):
+    """Sum of squared errors over all elements: torch.nn.MSELoss(reduction='sum')."""
+    code = K.SSE
+
+
+class MAE(Loss):
+    """Mean absolute error: torch.nn.L1Loss()."""
+    code = K.MAE
+
+
+class MAPE(Loss):
+    """Mean absolute percentage error, 100 * mean(|t - p| / max(|t|, 1e-7)): keras.losses.MeanAbsolutePercentageError."""
+    code = K.MAPE
+
+
+class MSLE(Loss):
+    """Mean squared logarithmic error (inputs clamped at 1e-7): keras.losses.MeanSquaredLogarithmicError."""
+    code = K.MSLE
+
+
+class CosineSimilarity(Loss):
+    """Negative mean cosine similarity of rows: keras.losses.CosineSimilarity (values in [-1, 1])."""
+    code = K.COSINE_SIMILARITY
+
+
+class CrossEntropy(Loss):
+    """Categorical cross-entropy, mean over rows, of probabilities against one-hot (or
+    probability) targets or integer class labels.
+
+    After a Softmax layer it equals torch.nn.CrossEntropyLoss() on the logits, and the
+    gradient is computed fused, as (p - y) / batch.
+    """
+    code = K.CROSS_ENTROPY
+    takes_labels = True
+
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy of probabilities, mean over all elements: torch.nn.BCELoss().
+    Targets must lie in [0, 1]; after a Sigmoid layer the gradient is fused as (p - y) / N."""
+    code = K.BINARY_CROSS_ENTROPY
+    unit_interval = True
+
+
+class KLDivergence(Loss):
+    """Kullback-Leibler divergence sum t log(t / p), mean over rows, both clipped to [1e-7, 1]:
+    keras.losses.KLDivergence."""
+    code = K.KL_DIVERGENCE
+    takes_labels = True
+
+
+class PerceptronCriterion(Loss):
+    """The perceptron's rule as a loss: value = fraction of wrong 0/1 outputs; gradient =
+    pred - target summed over the batch, so SGD through a Heaviside layer performs
+    Rosenblatt's update w += lr (t - y) x."""
+    code = K.PERCEPTRON
+    unit_interval = True
+
+
+_BY_NAME = {
+    "mse": MSE, "mean_squared_error": MSE, "sse": SSE, "sum_squared_error": SSE,
+    "mae": MAE, "mean_absolute_error": MAE, "mape": MAPE, "mean_absolute_percentage_error": MAPE,
+    "msle": MSLE, "mean_squared_logarithmic_error": MSLE, "cosine_similarity": CosineSimilarity,
+    "cross_entropy": CrossEntropy, "categorical_crossentropy": CrossEntropy,
+    "sparse_categorical_crossentropy": CrossEntropy, "crossentropy": CrossEntropy,
+    "binary_crossentropy": BinaryCrossEntropy, "binary_cross_entropy": BinaryCrossEntropy, "bce": BinaryCrossEntropy,
+    "kl_divergence": KLDivergence, "kld": KLDivergence, "kullback_leibler_divergence": KLDivergence,
+    "perceptron": PerceptronCriterion,
+}
+
+
+def get(identifier):
+    """A loss from an instance, a class or a name ('mse', 'categorical_crossentropy', ...)."""
+    return resolve(identifier, Loss, _BY_NAME, "loss")

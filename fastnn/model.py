@@ -1,0 +1,470 @@
+"""The model: ``MLP`` (alias ``Sequential``), a stack of layers trained Keras-style.
+
+Data path of ``fit`` (all of it, top to bottom): validate ``x``/``y`` once
+(``fastnn.validation``) -> lay the parameters out in one flat buffer and hand it to a
+backend (``_build``) -> per epoch, shuffle an index array in place and call
+``backend.train`` once (or once per chunk of batches when a callback or the progress bar
+wants to see them) -> that runs ``fastnn.kernels.network.train_batches``: gather batch,
+forward, loss, backward, optimizer step, for every batch, with no Python in between and no
+allocation -> per-epoch logs, validation, callbacks.
+"""
+import time
+
+import numpy as np
+
+from . import losses, optimizers
+from .backend import get_backend
+from .callbacks import Callback, History, TensorBoard
+from .config import INFERENCE_BATCH_SIZE
+from .kernels.network import N_OUT
+from .kernels.optimizers import N_HYPER
+from .layers import Input, Layer, check_weight_list
+from .validation import check_dtype, check_features, check_float, check_int, check_targets
+
+_ACCURACY_NAMES = ("accuracy", "acc")
+# Batches per call into the compiled loop while a progress bar is shown: often enough for
+# a smooth bar, rarely enough that the calls cost nothing measurable.
+_PROGRESS_UPDATES_PER_EPOCH = 20
+
+
+class MLP:
+    """A multi-layer perceptron: ``MLP([Dense(784, 100, activation="relu"), ...])`` or ``add`` layer by layer.
+
+    - ``seed``: makes weight initialization and shuffling reproducible.
+    - ``dtype``: 'float32' (default) or 'float64', for parameters and computation.
+    - ``device``: 'cpu' (default) or 'cuda' (needs numba-cuda and an NVIDIA GPU).
+    """
+
+    def __init__(self, layers=None, seed=None, dtype="float32", device="cpu", name=None):
+        self.seed = None if seed is None else check_int(seed, "seed", minimum=0)
+        self.dtype = check_dtype(dtype)
+        self.device = device
+        self.name = name or "mlp"
+        self.layers = []
+        self.loss = None
+        self.optimizer = None
+        self.metrics = []
+        self.stop_training = False
+        self._rng = np.random.default_rng(self.seed)
+        self._backend = None
+        get_backend(device, self.dtype)  # fail now, not at the first fit, if the device is missing
+        for layer in layers or []:
+            self.add(layer)
+
+    # ---- building -------------------------------------------------------------------------
+
+    def add(self, layer):
+        """Append a layer; its input_dim must match the previous layer's output."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer must be a fastnn layer (Dense, Activation, Input), got {type(layer).__name__}")
+        if layer._model is not None:
+            raise ValueError(f"this {type(layer).__name__} already belongs to a model: create a new layer")
+        if isinstance(layer, Input) and self.layers:
+            raise ValueError("Input must be the first layer")
+        layer.connect(self.layers[-1].output_dim if self.layers else None)
+        if layer.input_dim is None:
+            raise ValueError(f"the first layer needs input_dim (or add an Input first): {layer!r}")
+        weights = self.get_weights() if self._backend is not None else None
+        layer._model = self
+        self.layers.append(layer)
+        if weights is not None:  # keep trained weights; only the new layer is initialised
+            self._build(weights + self._initial_weights([layer]))
+        return self
+
+    addLayer = add  # the seed framework's name
+
+    def _initial_weights(self, layers):
+        return [w for layer in layers if layer.count_params()
+                for w in layer.initial_weights(self._rng, self.dtype)]
+
+    def _compute_layers(self):
+        return [layer for layer in self.layers if not isinstance(layer, Input)]
+
+    def _ensure_built(self):
+        if self._backend is None:
+            if not self._compute_layers():
+                raise ValueError("the model has no layers: add a Dense or Activation layer first")
+            self._build(self._initial_weights(self.layers))
+
+    def _build(self, weights):
+        """Lay ``weights`` out in one flat buffer, [W1, b1, W2, b2, ...], and load the backend."""
+        layers = self._compute_layers()
+        table, offset = [], 0
+        for layer in layers:
+            layer._offset = offset
+            table.append(layer.table_row(offset))
+            offset += layer.count_params()
+        params = np.concatenate([np.ravel(w) for w in weights]).astype(self.dtype) if weights \
+            else np.zeros(0, self.dtype)
+        self._table = np.array(table, dtype=np.int64)
+        self._alphas = np.array([getattr(l, "activation", None) and l.activation.alpha or 0.0 for l in layers])
+        self._backend = get_backend(self.device, self.dtype)
+        self._backend.load(self._table, self._alphas, params, np.zeros_like(params), np.zeros_like(params))
+        self._configure_optimizers()
+
+    def _configure_optimizers(self):
+        """Give each run of consecutive layers that share an optimizer one slice of the flat
+        buffers, and reset the optimizer state (momentum, moments, step counts)."""
+        default = self.optimizer or _default_optimizer(self)
+        segments = []  # [optimizer, lo, hi]
+        for layer in self._compute_layers():
+            n = layer.count_params()
+            if not n:
+                continue
+            opt = getattr(layer, "optimizer", None) or default
+            if segments and segments[-1][0] is opt and segments[-1][2] == layer._offset:
+                segments[-1][2] += n
+            else:
+                segments.append([opt, layer._offset, layer._offset + n])
+        self._segments = segments
+        self._opt_meta = np.array([[lo, hi, opt.kind] for opt, lo, hi in segments], dtype=np.int64).reshape(-1, 3)
+        self._opt_steps = np.zeros(len(segments), dtype=np.int64)
+        for name in ("state1", "state2"):
+            self._backend.write(name, 0, np.zeros(self._table_param_count(), self.dtype))
+        for opt, lo, hi in segments:
+            if opt.initial_state:
+                self._backend.write("state1", lo, np.full(hi - lo, opt.initial_state, self.dtype))
+
+    def _table_param_count(self):
+        return sum(layer.count_params() for layer in self._compute_layers())
+
+    def optimizers(self):
+        """The distinct optimizer objects that update this model's parameters."""
+        self._ensure_built()
+        seen = []
+        for opt, _, _ in self._segments:
+            if all(opt is not s for s in seen):
+                seen.append(opt)
+        return seen
+
+    def _opt_hyper(self):
+        """Hyper-parameters read from the optimizer objects now (a scheduler may have changed them)."""
+        return np.array([opt.hyper_parameters() for opt, _, _ in self._segments]).reshape(-1, N_HYPER)
+
+    def compile(self, loss="cross_entropy", optimizer=None, metrics=None):
+        """Set the loss, the default optimizer (for layers without their own) and metrics ('accuracy')."""
+        self.loss = losses.get(loss)
+        self.optimizer = None if optimizer is None else optimizers.get(optimizer)
+        metrics = list(metrics or [])
+        for m in metrics:
+            if m not in _ACCURACY_NAMES:
+                raise ValueError(f"metrics may hold 'accuracy', got {m!r}")
+        self.metrics = ["accuracy"] if metrics else []
+        if self._backend is not None:
+            self._configure_optimizers()
+        return self
+
+    # ---- data -----------------------------------------------------------------------------
+
+    @property
+    def input_dim(self):
+        return self.layers[0].input_dim if self.layers else None
+
+    @property
+    def output_dim(self):
+        return self.layers[-1].output_dim if self.layers else None
+
+    def _check_xy(self, x, y, prefix=""):
+        x = check_features(x, prefix + "x", width=self.input_dim, dtype=self.dtype)
+        y = check_targets(y, prefix + "y", x.shape[0], self.output_dim, dtype=self.dtype,
+                          one_hot_labels=self.output_dim > 1, unit_interval=self.loss.unit_interval)
+        return x, y
+
+    def _require_compiled(self, what):
+        if self.loss is None:
+            raise ValueError(f"call compile(loss=...) before {what}")
+        self._ensure_built()
+
+    # ---- training -------------------------------------------------------------------------
+
+    def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, validation_split=0.0, shuffle=True,
+            callbacks=None, verbose=1, initial_epoch=0):
+        """Train for ``epochs`` passes over (x, y); returns a ``History``.
+
+        y: integer class labels (one-hot encoded for a multi-output model), one-hot rows, or
+        targets of the output's width. The last batch of an epoch may be smaller. Loss and
+        accuracy per epoch are averages over that epoch's batches weighted by their rows
+        (Keras' convention); validation figures are computed after the epoch.
+        """
+        self._require_compiled("fit")
+        epochs = check_int(epochs, "epochs", minimum=0)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
+        verbose = check_int(verbose, "verbose", minimum=0, maximum=2)
+        validation_split = check_float(validation_split, "validation_split", minimum=0.0, maximum=1.0,
+                                       max_inclusive=False)
+        x, y = self._check_xy(x, y)
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (x_val, y_val)")
+            x_val, y_val = self._check_xy(*validation_data, prefix="validation_data ")
+        elif validation_split > 0:
+            cut = x.shape[0] - int(x.shape[0] * validation_split)
+            if cut in (0, x.shape[0]):
+                raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set "
+                                 f"of {x.shape[0]} rows")
+            x, x_val, y, y_val = x[:cut], x[cut:], y[:cut], y[cut:]
+        else:
+            x_val = y_val = None
+        callbacks = _callback_list(callbacks)
+        history = History()
+        callbacks = [history] + callbacks
+        for cb in callbacks:
+            cb.set_model(self)
+
+        n = x.shape[0]
+        n_batches = -(-n // batch_size)
+        rows = np.full(n_batches, batch_size, dtype=np.float64)
+        rows[-1] = n - batch_size * (n_batches - 1)
+        batch_loss = np.zeros(n_batches)
+        batch_correct = np.zeros(n_batches, dtype=np.int64)
+        order = np.arange(n, dtype=np.int64)
+        data = self._backend.dataset(x, y)
+        per_batch = any(cb.wants_batches() for cb in callbacks)
+        chunk = 1 if per_batch else (max(1, n_batches // _PROGRESS_UPDATES_PER_EPOCH) if verbose == 1
+                                     else n_batches)
+        bar = _progress_bar(verbose, n_batches)
+
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch)
+            if shuffle:
+                self._rng.shuffle(order)
+            hyper = self._opt_hyper()
+            if bar is not None:
+                bar.reset()
+                bar.set_description(f"Epoch {epoch + 1}/{epochs}")
+            start = time.perf_counter()
+            for first in range(0, n_batches, chunk):
+                stop = min(first + chunk, n_batches)
+                bad = self._backend.train(data, order, batch_size, first, stop, self.loss.code, self._opt_meta,
+                                          hyper, self._opt_steps, batch_loss, batch_correct)
+                if bad >= 0:
+                    raise FloatingPointError(
+                        f"the loss became {batch_loss[bad]} at epoch {epoch + 1}, batch {bad + 1}: training "
+                        "diverged (try a lower learning_rate, or check the data's scale)")
+                if per_batch:
+                    blogs = self._logs(batch_loss[first:stop], batch_correct[first:stop], rows[first:stop])
+                    for cb in callbacks:
+                        if cb.wants_batches():
+                            cb.on_batch_end(first, blogs)
+                if bar is not None:
+                    bar.update(stop - first)
+            seconds = time.perf_counter() - start
+            logs = self._logs(batch_loss, batch_correct, rows)
+            if x_val is not None:
+                val = self._evaluate_arrays(x_val, y_val)
+                logs.update({"val_" + k: v for k, v in val.items()})
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if verbose:
+                line = f"Epoch {epoch + 1}/{epochs} - {seconds:.2f}s - {n / max(seconds, 1e-9):,.0f} samples/s - " \
+                       + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+                (bar.write if bar is not None else print)(line)
+            if self.stop_training:
+                break
+        if bar is not None:
+            bar.close()
+        for cb in callbacks:
+            cb.on_train_end()
+        return history
+
+    def _logs(self, batch_loss, batch_correct, rows):
+        total = rows.sum()
+        logs = {"loss": float(np.dot(batch_loss, rows) / total)}
+        if self.metrics:
+            logs["accuracy"] = float(batch_correct.sum() / total)
+        return logs
+
+    def train_on_batch(self, x, y):
+        """One optimizer step on exactly these rows; returns the loss before the step
+        (and the accuracy, as a list, when compiled with metrics=['accuracy'])."""
+        self._require_compiled("train_on_batch")
+        x, y = self._check_xy(x, y)
+        n = x.shape[0]
+        batch_loss, batch_correct = np.zeros(1), np.zeros(1, dtype=np.int64)
+        bad = self._backend.train(self._backend.dataset(x, y), np.arange(n, dtype=np.int64), n, 0, 1,
+                                  self.loss.code, self._opt_meta, self._opt_hyper(), self._opt_steps,
+                                  batch_loss, batch_correct)
+        if bad >= 0:
+            raise FloatingPointError(f"the loss is {batch_loss[0]}: training diverged")
+        logs = self._logs(batch_loss, batch_correct, np.array([float(n)]))
+        return logs["loss"] if len(logs) == 1 else list(logs.values())
+
+    def train(self, dataset, loss=None, epochs=10, metrics=("train_loss", "train_accuracy"), tensorboard=False,
+              callbacks=None, verbose=1):
+        """The seed framework's training call: ``classifier.train(dataset, loss=CrossEntropy(), epochs=10,
+        metrics=["train_loss", "test_loss", "train_accuracy", "test_accuracy"], tensorboard=False, callbacks={})``.
+
+        Trains on ``dataset.x_train`` in batches of ``dataset.batch_size``; "test_*" metrics are
+        measured on the dataset's test rows after each epoch. Returns a History keyed by the
+        metric names asked for.
+        """
+        known = {"train_loss": "loss", "train_accuracy": "accuracy", "test_loss": "val_loss",
+                 "test_accuracy": "val_accuracy"}
+        metrics = list(metrics)
+        for m in metrics:
+            if m not in known:
+                raise ValueError(f"metrics may hold {sorted(known)}, got {m!r}")
+        self.compile(loss=loss if loss is not None else (self.loss or "cross_entropy"), optimizer=self.optimizer,
+                     metrics=["accuracy"] if any(m.endswith("accuracy") for m in metrics) else None)
+        wants_test = any(m.startswith("test_") for m in metrics)
+        if wants_test and len(dataset.x_test) == 0:
+            raise ValueError("test metrics were asked for but the dataset has no test rows")
+        callbacks = _callback_list(callbacks) + ([TensorBoard()] if tensorboard else [])
+        history = self.fit(dataset.x_train, dataset.y_train, epochs=epochs, batch_size=dataset.batch_size,
+                           validation_data=(dataset.x_test, dataset.y_test) if wants_test else None,
+                           callbacks=callbacks, verbose=verbose)
+        history.history = {m: history.history[known[m]] for m in metrics}
+        return history
+
+    # ---- inference ------------------------------------------------------------------------
+
+    def predict(self, x, batch_size=None, verbose=0):
+        """The last layer's output for every row of ``x`` (e.g. class probabilities after Softmax)."""
+        self._ensure_built()
+        x = check_features(x, "x", width=self.input_dim, dtype=self.dtype)
+        batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+        return self._backend.predict(x, min(batch_size, x.shape[0]))
+
+    def predict_classes(self, x, batch_size=None):
+        """The most probable class of each row (threshold 0.5 for a single output)."""
+        p = self.predict(x, batch_size)
+        return (p[:, 0] > 0.5).astype(np.int64) if p.shape[1] == 1 else p.argmax(axis=1)
+
+    def evaluate(self, x, y, batch_size=None, verbose=0, return_dict=False):
+        """The loss on (x, y) (and accuracy: a list [loss, accuracy] when compiled with it)."""
+        self._require_compiled("evaluate")
+        x, y = self._check_xy(x, y)
+        logs = self._evaluate_arrays(x, y, batch_size)
+        if return_dict:
+            return logs
+        return logs["loss"] if len(logs) == 1 else list(logs.values())
+
+    def _evaluate_arrays(self, x, y, batch_size=None):
+        batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+        total, correct = self._backend.evaluate(x, y, self.loss.code, min(batch_size, x.shape[0]))
+        logs = {"loss": total / x.shape[0]}
+        if self.metrics:
+            logs["accuracy"] = correct / x.shape[0]
+        return logs
+
+    # ---- weights and description ----------------------------------------------------------
+
+    def count_params(self):
+        return sum(layer.count_params() for layer in self.layers)
+
+    def get_weights(self):
+        """All parameters as [W1, b1, W2, b2, ...] (new arrays; W of shape (input_dim, output_dim))."""
+        self._ensure_built()
+        params = self._backend.host("params")
+        return _split(params, [s for layer in self.layers for s in layer.weight_shapes()])
+
+    def set_weights(self, weights):
+        """Replace all parameters; ``weights`` as ``get_weights()`` returns them."""
+        self._ensure_built()
+        shapes = [s for layer in self.layers for s in layer.weight_shapes()]
+        arrays = check_weight_list(weights, shapes, "weights", self.dtype)
+        flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, self.dtype)
+        self._backend.write("params", 0, flat)
+
+    def _layer_weights(self, layer):
+        self._ensure_built()
+        n = layer.count_params()
+        return _split(self._backend.host("params")[layer._offset: layer._offset + n], layer.weight_shapes())
+
+    def _set_layer_weights(self, layer, weights):
+        self._ensure_built()
+        arrays = check_weight_list(weights, layer.weight_shapes(), "weights", self.dtype)
+        if arrays:
+            self._backend.write("params", layer._offset, np.concatenate([a.ravel() for a in arrays]))
+
+    def summary(self, print_fn=print):
+        """Print a table of layers, output widths and parameter counts (Keras' ``summary``)."""
+        lines = [f'Model: "{self.name}" ({np.dtype(self.dtype).name}, {self.device})',
+                 f"{'Layer (type)':<28}{'Output Shape':<16}{'Activation':<14}{'Param #':>10}"]
+        for i, layer in enumerate(self.layers):
+            act = type(layer.activation).__name__ if hasattr(layer, "activation") else ""
+            lines.append(f"{type(layer).__name__.lower() + '_' + str(i) + ' (' + type(layer).__name__ + ')':<28}"
+                         f"{str((None, layer.output_dim)):<16}{act:<14}{layer.count_params():>10,}")
+        lines.append(f"Total params: {self.count_params():,}")
+        print_fn("\n".join(lines))
+
+    def to(self, device):
+        """Move parameters and optimizer state to ``device`` ('cpu' or 'cuda'); returns self."""
+        backend = get_backend(device, self.dtype)
+        if self._backend is not None:
+            backend.load(self._table, self._alphas, *(self._backend.host(n) for n in ("params", "state1", "state2")))
+            self._backend = backend
+        self.device = device
+        return self
+
+    def save(self, path):
+        """Save architecture, weights and optimizer state to ``path`` (a NumPy .npz archive, no pickle)."""
+        from .saving import save_model
+        save_model(self, path)
+
+    def __repr__(self):
+        return f"MLP(layers={self.layers!r}, dtype={np.dtype(self.dtype).name!r}, device={self.device!r})"
+
+
+Sequential = MLP
+
+
+def _default_optimizer(model):
+    """Adam, the seed framework's default optimizer, created once per model."""
+    if getattr(model, "_default_optimizer", None) is None:
+        model._default_optimizer = optimizers.Adam()
+    return model._default_optimizer
+
+
+def _split(flat, shapes):
+    out, pos = [], 0
+    for shape in shapes:
+        n = int(np.prod(shape))
+        out.append(flat[pos: pos + n].reshape(shape).copy())
+        pos += n
+    return out
+
+
+def _callback_list(callbacks):
+    """Callbacks as a list; the seed framework passes a dict (``callbacks={}``)."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, dict):
+        callbacks = list(callbacks.values())
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be fastnn Callback objects, got {type(cb).__name__}")
+    return callbacks
+
+
+def _progress_bar(verbose, total):
+    if verbose != 1:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)
+
+
+class Perceptron(MLP):
+    """Rosenblatt's single-layer perceptron: Dense + Heaviside step, trained by the perceptron rule
+    w += learning_rate (t - y) x, b += learning_rate (t - y) for each sample (batch_size=1),
+    through the PerceptronCriterion loss and SGD. Targets are 0/1; weights start at zero."""
+
+    def __init__(self, input_dim, output_dim=1, learning_rate=1.0, seed=None, dtype="float32"):
+        from .activations import Heaviside
+        from .layers import Dense
+        super().__init__(seed=seed, dtype=dtype)
+        self.add(Dense(input_dim, output_dim, activation=Heaviside(), optimizer=optimizers.SGD(learning_rate),
+                       kernel_initializer="zeros"))
+        self.compile(loss=losses.PerceptronCriterion(), metrics=["accuracy"])
+
+    def fit(self, x, y, epochs=10, batch_size=1, **kwargs):
+        return super().fit(x, y, epochs=epochs, batch_size=batch_size, **kwargs)

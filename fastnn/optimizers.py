@@ -1,0 +1,116 @@
+"""Optimizers: SGD, Adam, RMSProp, AdaGrad, with PyTorch's update rules and defaults.
+
+An optimizer object holds hyper-parameters only. Its state (momentum, moment estimates)
+is per parameter and lives in the model's flat state buffers, so one object may serve
+several layers (as in the seed framework) and a step is one kernel over one array slice.
+Changing ``learning_rate`` between epochs (a scheduler callback does) takes effect at the
+next epoch.
+"""
+import numpy as np
+
+from .base import Configurable, resolve
+from .kernels import optimizers as K
+from .validation import check_float
+
+
+class Optimizer(Configurable):
+    kind = K.SGD
+    initial_state = 0.0
+
+    def hyper_parameters(self):
+        """The vector that ``kernels.optimizers.optimizer_step`` reads (layout ``H_*``), validated."""
+        h = np.zeros(K.N_HYPER)
+        h[K.H_LR] = check_float(self.learning_rate, "learning_rate", minimum=0.0)
+        return h
+
+    def step(self, params, grads, state1, state2, step):
+        """Apply one update to the flat arrays ``params`` in place (``step`` counts from 1).
+
+        The model calls the kernels directly; this is for using an optimizer on your own arrays.
+        """
+        K.optimizer_step(self.kind, params, grads, state1, state2, self.hyper_parameters(), step)
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD(lr, momentum, nesterov) with dampening 0:
+    v = momentum v + g; p -= lr (g + momentum v if nesterov else v); momentum 0 gives p -= lr g."""
+    kind = K.SGD
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
+        self.learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0)
+        self.momentum = check_float(momentum, "momentum", minimum=0.0, maximum=1.0, max_inclusive=False)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0 (as torch.optim.SGD)")
+        self.nesterov = bool(nesterov)
+
+    def hyper_parameters(self):
+        h = super().hyper_parameters()
+        h[K.H_1], h[K.H_FLAG] = self.momentum, float(self.nesterov)
+        return h
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam(lr, betas=(beta_1, beta_2), eps=epsilon), Kingma & Ba's Algorithm 1 with
+    bias correction: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
+    kind = K.ADAM
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        self.learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0)
+        self.beta_1 = check_float(beta_1, "beta_1", minimum=0.0, maximum=1.0, max_inclusive=False)
+        self.beta_2 = check_float(beta_2, "beta_2", minimum=0.0, maximum=1.0, max_inclusive=False)
+        self.epsilon = check_float(epsilon, "epsilon", minimum=0.0)
+
+    def hyper_parameters(self):
+        h = super().hyper_parameters()
+        h[K.H_1], h[K.H_2], h[K.H_EPS] = self.beta_1, self.beta_2, self.epsilon
+        return h
+
+
+class RMSProp(Optimizer):
+    """torch.optim.RMSprop(lr, alpha=rho, eps=epsilon), no momentum, not centered:
+    s = rho s + (1-rho) g²; p -= lr g / (sqrt(s) + eps). Defaults are PyTorch's."""
+    kind = K.RMSPROP
+
+    def __init__(self, learning_rate=0.01, rho=0.99, epsilon=1e-8):
+        self.learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0)
+        self.rho = check_float(rho, "rho", minimum=0.0, maximum=1.0, max_inclusive=False)
+        self.epsilon = check_float(epsilon, "epsilon", minimum=0.0)
+
+    def hyper_parameters(self):
+        h = super().hyper_parameters()
+        h[K.H_1], h[K.H_EPS] = self.rho, self.epsilon
+        return h
+
+
+class AdaGrad(Optimizer):
+    """torch.optim.Adagrad(lr, eps=epsilon, initial_accumulator_value), lr_decay 0:
+    s += g²; p -= lr g / (sqrt(s) + eps), s starting at initial_accumulator_value."""
+    kind = K.ADAGRAD
+
+    def __init__(self, learning_rate=0.01, epsilon=1e-10, initial_accumulator_value=0.0):
+        self.learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0)
+        self.epsilon = check_float(epsilon, "epsilon", minimum=0.0)
+        self.initial_accumulator_value = check_float(initial_accumulator_value, "initial_accumulator_value",
+                                                     minimum=0.0)
+
+    @property
+    def initial_state(self):
+        return self.initial_accumulator_value
+
+    def hyper_parameters(self):
+        h = super().hyper_parameters()
+        h[K.H_EPS] = self.epsilon
+        return h
+
+
+RMSprop = RMSProp
+Adagrad = AdaGrad
+_BY_NAME = {"sgd": SGD, "adam": Adam, "rmsprop": RMSProp, "adagrad": AdaGrad}
+
+
+def get(identifier):
+    """An optimizer from an instance, a class or a name ('adam', 'sgd', 'rmsprop', 'adagrad')."""
+    return resolve(identifier, Optimizer, _BY_NAME, "optimizer")

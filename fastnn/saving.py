@@ -1,0 +1,98 @@
+"""Saving and loading models without pickle.
+
+A saved model is a NumPy ``.npz`` archive: ``config`` (the architecture, loss, optimizers
+and metrics as JSON text, stored as bytes), ``params``, ``state1``, ``state2`` (the flat
+parameter and optimizer-state buffers) and ``opt_steps``. Loading reads it with
+``allow_pickle=False`` and rebuilds objects only through fastnn's own constructors, which
+validate every argument; any mismatch is a ValueError.
+"""
+import json
+import zipfile
+
+import numpy as np
+
+from .base import deserialize
+from .layers import Layer
+
+FORMAT = "fastnn.model"
+VERSION = 1
+
+
+def save_model(model, path):
+    """Write ``model`` to ``path`` (exactly that name; no suffix is added)."""
+    model._ensure_built()
+    optimizers = [opt for opt, _, _ in model._segments]
+    distinct = []
+    for opt in optimizers + ([model.optimizer] if model.optimizer is not None else []):
+        if all(opt is not d for d in distinct):
+            distinct.append(opt)
+    index = {id(opt): i for i, opt in enumerate(distinct)}
+    layers = []
+    for layer in model.layers:
+        config = layer.get_config()
+        if getattr(layer, "optimizer", None) is not None:
+            config["optimizer"] = {"shared": index[id(layer.optimizer)]}
+        layers.append({"class_name": type(layer).__name__, "config": config})
+    config = {
+        "format": FORMAT, "version": VERSION,
+        "model": {"name": model.name, "dtype": np.dtype(model.dtype).name, "seed": model.seed},
+        "layers": layers,
+        "optimizers": [{"class_name": type(o).__name__, "config": o.get_config()} for o in distinct],
+        "compile": None if model.loss is None else {
+            "loss": {"class_name": type(model.loss).__name__, "config": model.loss.get_config()},
+            "optimizer": None if model.optimizer is None else index[id(model.optimizer)],
+            "metrics": model.metrics,
+        },
+    }
+    arrays = {name: model._backend.host(name) for name in ("params", "state1", "state2")}
+    with open(path, "wb") as f:
+        np.savez(f, config=np.frombuffer(json.dumps(config).encode(), dtype=np.uint8),
+                 opt_steps=model._opt_steps, **arrays)
+
+
+def load_model(path, device="cpu"):
+    """Rebuild a model saved with ``model.save(path)``, weights and optimizer state included."""
+    from .model import MLP
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        config = json.loads(arrays.pop("config").tobytes().decode())
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError, UnicodeDecodeError, EOFError) as exc:
+        raise ValueError(f"{path!r} is not a readable fastnn model file: {exc}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"{path!r} is not a fastnn model file (format marker missing)")
+    if config.get("version") != VERSION:
+        raise ValueError(f"{path!r} has format version {config.get('version')}, this fastnn reads {VERSION}")
+    try:
+        optimizers = [deserialize(o) for o in config["optimizers"]]
+        model = MLP(seed=config["model"]["seed"], dtype=config["model"]["dtype"], device=device,
+                    name=config["model"]["name"])
+        for spec in config["layers"]:
+            layer_config = dict(spec["config"])
+            if isinstance(layer_config.get("optimizer"), dict):
+                layer_config["optimizer"] = optimizers[layer_config["optimizer"]["shared"]]
+            layer = deserialize({"class_name": spec["class_name"], "config": layer_config})
+            if not isinstance(layer, Layer):
+                raise ValueError(f"{spec['class_name']!r} is not a layer")
+            model.add(layer)
+        compiled = config["compile"]
+        if compiled is not None:
+            model.compile(loss=deserialize(compiled["loss"]),
+                          optimizer=None if compiled["optimizer"] is None else optimizers[compiled["optimizer"]],
+                          metrics=compiled["metrics"])
+        model._ensure_built()
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{path!r} holds a malformed model config: {exc!r}") from None
+    n = model.count_params()
+    for name in ("params", "state1", "state2"):
+        arr = arrays.get(name)
+        if arr is None or arr.ndim != 1 or arr.size != n or arr.dtype.kind != "f":
+            raise ValueError(f"{path!r}: {name} must be a float vector of {n} values to match the architecture")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{path!r}: {name} holds NaN or infinite values")
+        model._backend.write(name, 0, arr.astype(model.dtype))
+    steps = arrays.get("opt_steps")
+    if steps is None or steps.shape != model._opt_steps.shape or steps.dtype.kind not in "iu" or (steps < 0).any():
+        raise ValueError(f"{path!r}: opt_steps does not match the model's optimizers")
+    model._opt_steps[:] = steps
+    return model
