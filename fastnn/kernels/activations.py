@@ -7,14 +7,11 @@ t' = 1-t², relu/leaky-relu/elu by the sign of the output (which is why LeakyReL
 alpha >= 0 and ELU alpha > 0). ``in place`` is allowed: ``out`` may be ``x``, ``dx`` may be ``dout``.
 
 The 2-D drivers ``bias_activation_forward`` / ``activation_backward`` add the bias and apply
-an activation chosen by its integer code, row by row, in one pass over memory. They come in
-a ``_serial`` and a ``_parallel`` build (see ``config.kernel_pair``); the plain names pick
-one by size.
+an activation chosen by its integer code, row by row, in one pass over memory.
 """
 import numpy as np
-from numba import prange
 
-from ..config import PARALLEL_MIN_ELEMENTS, kernel, kernel_pair
+from ..config import kernel
 
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTMAX, HEAVISIDE = range(8)
 
@@ -193,10 +190,15 @@ def activation_row_backward(act, dx, dout, out, alpha):
         heaviside_backward(dx, dout, out)
 
 
-def _bias_activation_forward(out, x, b, act, alpha):
-    """out[i] = act(x[i] + b) row by row (b may be empty: no bias). ``out`` may be ``x``."""
+@kernel
+def bias_activation_forward(out, x, b, act, alpha):
+    """out[i] = act(x[i] + b) row by row (b may be empty: no bias). ``out`` may be ``x``.
+
+    Serial on purpose: this pass costs a few percent of the matrix product before it, and a
+    parallel build of it costs seconds of compile time at every cold start.
+    """
     rows, cols = x.shape
-    for i in prange(rows):
+    for i in range(rows):
         row = out[i]
         if b.size:
             for j in range(cols):
@@ -206,29 +208,8 @@ def _bias_activation_forward(out, x, b, act, alpha):
             activation_row_forward(act, row, x[i], alpha)
 
 
-def _activation_backward(dx, dout, out, act, alpha):
-    """dx = dout * act'(.) row by row, from the forward's output. ``dx`` may be ``dout``."""
-    for i in prange(out.shape[0]):
-        activation_row_backward(act, dx[i], dout[i], out[i], alpha)
-
-
-bias_activation_forward_serial, bias_activation_forward_parallel = kernel_pair(_bias_activation_forward)
-activation_backward_serial, activation_backward_parallel = kernel_pair(_activation_backward)
-
-
-@kernel
-def bias_activation_forward(out, x, b, act, alpha):
-    """The serial or parallel build of the forward driver, whichever pays at this size."""
-    if x.size >= PARALLEL_MIN_ELEMENTS:
-        bias_activation_forward_parallel(out, x, b, act, alpha)
-    else:
-        bias_activation_forward_serial(out, x, b, act, alpha)
-
-
 @kernel
 def activation_backward(dx, dout, out, act, alpha):
-    """The serial or parallel build of the backward driver, whichever pays at this size."""
-    if out.size >= PARALLEL_MIN_ELEMENTS:
-        activation_backward_parallel(dx, dout, out, act, alpha)
-    else:
-        activation_backward_serial(dx, dout, out, act, alpha)
+    """dx = dout * act'(.) row by row, from the forward's output. ``dx`` may be ``dout``."""
+    for i in range(out.shape[0]):
+        activation_row_backward(act, dx[i], dout[i], out[i], alpha)

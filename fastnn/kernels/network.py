@@ -39,6 +39,18 @@ def fused_loss_activation(loss, act):
 
 
 @kernel
+def gather_rows(dst, src, order, start):
+    """dst[r] = src[order[start + r]] for every row of dst.
+
+    Element loops rather than slice assignment: a slice assignment compiles numba's
+    shape-mismatch error formatting, seconds of every cold start."""
+    for r in range(dst.shape[0]):
+        s = order[start + r]
+        for j in range(dst.shape[1]):
+            dst[r, j] = src[s, j]
+
+
+@kernel
 def network_forward(params, layers, alphas, x, acts, act_off):
     """Run every layer on the rows of ``x``; returns the last layer's output (a view of ``acts``)."""
     rows = x.shape[0]
@@ -117,10 +129,8 @@ def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta,
         rows = min(lo + batch_size, n) - lo
         xb = acts[act_off[0]: act_off[0] + rows * n_in].reshape(rows, n_in)
         yb = targets[: rows * n_out].reshape(rows, n_out)
-        for r in range(rows):
-            src = order[lo + r]
-            xb[r, :] = x[src]
-            yb[r, :] = y[src]
+        gather_rows(xb, x, order, lo)
+        gather_rows(yb, y, order, lo)
         pred = network_forward(params, layers, alphas, xb, acts, act_off)
         value = loss_forward(loss, pred, yb)
         batch_loss[bi] = value
@@ -139,7 +149,9 @@ def predict_batches(out, params, layers, alphas, x, batch_size, acts, act_off):
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off)
-        out[lo:hi, :] = pred
+        for i in range(hi - lo):
+            for j in range(pred.shape[1]):
+                out[lo + i, j] = pred[i, j]
 
 
 @kernel
