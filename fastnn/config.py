@@ -3,10 +3,13 @@
 Kernels are compiled through :func:`kernel`, which applies one set of flags to the whole
 package, so a reader (and ``tests/test_config.py``) can check them in one place.
 """
+import hashlib
 import os
+import pathlib
 import types
 
 import numba
+from numba.core import caching
 
 # fastmath without 'nnan' and 'ninf': with those two, isnan/isfinite fold to False
 # (numba#9383) and a diverging loss would go unnoticed. The rest lets LLVM vectorize
@@ -27,6 +30,48 @@ INFERENCE_BATCH_SIZE = 1024
 
 # CUDA launch geometry.
 CUDA_THREADS_PER_BLOCK = 256
+
+
+def _kernel_sources_stamp():
+    """A hash of every kernel module's source.
+
+    Numba's cache checks only the source file of the function it loads, not the files of
+    the functions that it calls (numba#6845): after an edit to ``losses.py``, the cached
+    ``network.train_batches`` would still run the old loss. Stamping each fastnn kernel's
+    cache entry with all kernel sources makes any change recompile everything that may
+    depend on it.
+    """
+    root = pathlib.Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.glob("kernels/*.py")) + [root / "config.py"]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _install_cache_locators():
+    """Put fastnn's stamp in front of Numba's cache locators, for fastnn's functions only."""
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    if impl is None or not hasattr(impl, "_locator_classes"):
+        return  # an unknown Numba layout: fall back to Numba's own invalidation
+    stamp = _kernel_sources_stamp()
+
+    class StampedLocator:
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not getattr(py_func, "__module__", "").startswith(__package__ + "."):
+                return None
+            return super().from_function(py_func, py_file)
+
+        def get_source_stamp(self):
+            return (super().get_source_stamp(), stamp)
+
+    if not any(getattr(c, "_fastnn_stamp", False) for c in impl._locator_classes):
+        impl._locator_classes[:0] = [type("Fastnn" + c.__name__, (StampedLocator, c), {"_fastnn_stamp": True})
+                                     for c in list(impl._locator_classes)]
+
+
+if CACHE:
+    _install_cache_locators()
 
 
 def kernel(fn=None, *, parallel=False):

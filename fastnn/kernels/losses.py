@@ -212,8 +212,10 @@ def binary_cross_entropy_forward(pred, target):
         for j in range(pred.shape[1]):
             p = np.float64(pred[i, j])
             t = np.float64(target[i, j])
-            lp = max(np.log(p), BCE_LOG_MIN) if p > 0 else BCE_LOG_MIN
-            lq = max(np.log1p(-p), BCE_LOG_MIN) if p < 1 else BCE_LOG_MIN
+            # A NaN p fails both tests and reaches the total (max keeps a NaN first argument):
+            # a diverged network must not score a finite loss, which train_batches would miss.
+            lp = BCE_LOG_MIN if p <= 0 else max(np.log(p), BCE_LOG_MIN)
+            lq = BCE_LOG_MIN if p >= 1 else max(np.log1p(-p), BCE_LOG_MIN)
             total -= t * lp + (1.0 - t) * lq
     return total / pred.size
 

@@ -1,0 +1,49 @@
+"""Shared test utilities: central finite differences and tolerances.
+
+Every backward kernel is checked against ``numerical_gradient`` of its forward, computed in
+float64. The step 1e-6 balances truncation error (O(eps²) times the third derivative) against
+rounding (about 1e-16 * |f| / eps), which leaves some 8 correct digits: comparisons at
+``FD_RTOL``/``FD_ATOL`` would still catch a factor, a sign or a missing term.
+"""
+import numpy as np
+
+FD_EPS = 1e-6
+FD_RTOL = 1e-5
+FD_ATOL = 1e-7
+
+# Forward kernels against their float64 NumPy twins: a few ulps of the kernel's dtype.
+FORWARD_RTOL = {np.float32: 2e-6, np.float64: 1e-12}
+
+
+def numerical_gradient(f, x, eps=FD_EPS):
+    """Central differences d f() / d x for every element of the float64 array ``x``.
+
+    ``f`` takes no argument: it reads ``x``, which is perturbed in place one element at a
+    time and restored exactly afterwards.
+    """
+    assert x.dtype == np.float64, "finite differences are only meaningful in float64"
+    assert x.flags.c_contiguous, "x must be contiguous so that its flat view writes through"
+    flat = x.reshape(-1)
+    grad = np.empty(x.size)
+    for i in range(x.size):
+        old = flat[i]
+        flat[i] = old + eps
+        f_plus = f()
+        flat[i] = old - eps
+        f_minus = f()
+        flat[i] = old
+        grad[i] = (f_plus - f_minus) / (2 * eps)
+    return grad.reshape(x.shape)
+
+
+def assert_gradient(analytic, numeric, rtol=FD_RTOL, atol=FD_ATOL):
+    """An analytic gradient equals its finite-difference estimate, and is not trivially zero."""
+    assert np.any(numeric != 0), "the finite-difference gradient is all zeros: the test checks nothing"
+    np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=atol)
+
+
+def away_from_zero(rng, shape, low=1e-2, high=3.0, dtype=np.float64):
+    """Random values with |x| in [low, high] and random signs: no kink of relu, leaky relu,
+    elu, abs or the step lies within a finite-difference step of them."""
+    x = rng.uniform(low, high, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+    return np.ascontiguousarray(x, dtype=dtype)

@@ -1,0 +1,367 @@
+"""Tests of fastnn.kernels.network on small float64 networks described by hand-built tables.
+
+``network_forward`` is compared with a NumPy forward pass (``naive_network_forward``),
+``network_backward``'s full gradient with central finite differences of
+``loss_forward(network_forward(...))`` with respect to every parameter, and ``train_batches``
+with the same steps written out in NumPy (gather, forward, backward, the optimizers' rules).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from fastnn.kernels import activations as A
+from fastnn.kernels import losses as L
+from fastnn.kernels import network as N
+from fastnn.kernels import optimizers as O
+from helpers import assert_gradient, numerical_gradient
+
+# Pre-activations and prediction errors stay this far from a kink, so that no finite
+# difference step of 1e-6 crosses one.
+KINK_MARGIN = 1e-4
+KINKED = (A.RELU, A.LEAKY_RELU, A.ELU)
+
+
+# ---- references ---------------------------------------------------------------------------
+
+def naive_activation(code, z, alpha):
+    if code == A.IDENTITY:
+        return z.copy()
+    if code == A.SIGMOID:
+        return np.exp(-np.logaddexp(0.0, -z))
+    if code == A.TANH:
+        return np.tanh(z)
+    if code == A.RELU:
+        return np.where(z > 0, z, 0.0)
+    if code == A.LEAKY_RELU:
+        return np.where(z > 0, z, alpha * z)
+    if code == A.ELU:
+        return np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0.0)))
+    if code == A.SOFTMAX:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return np.where(z > 0, 1.0, 0.0)
+
+
+def naive_network_forward(net, params, x):
+    """(output, [(activation code, pre-activation) per layer]) of the network on the rows of x."""
+    h, pre = np.asarray(x, dtype=np.float64), []
+    for (w, b, n_in, n_out, act, dense), alpha in zip(net.layers, net.alphas):
+        z = h @ params[w: w + n_in * n_out].reshape(n_in, n_out) + params[b: b + n_out] if dense else h
+        pre.append((act, z))
+        h = naive_activation(act, z, alpha)
+    return h, pre
+
+
+def naive_sgd_update(p, g, v, lr, momentum):
+    """torch.optim.SGD, dampening 0: v = m v + g (v starting at 0, so v = g first); p -= lr v."""
+    v[:] = momentum * v + g
+    p -= lr * v
+
+
+def naive_adam_update(p, g, m, v, t, lr, beta1, beta2, eps):
+    """torch.optim.Adam, step t counting from 1."""
+    m[:] = beta1 * m + (1 - beta1) * g
+    v[:] = beta2 * v + (1 - beta2) * g * g
+    p -= lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
+
+
+# ---- building networks by hand ------------------------------------------------------------
+
+@dataclass
+class Net:
+    layers: np.ndarray   # int64 (L, 6), columns as N.W_OFF .. N.DENSE
+    alphas: np.ndarray   # float64 (L,)
+    params: np.ndarray   # flat [W1, b1, W2, b2, ...]
+
+    @property
+    def n_in(self):
+        return int(self.layers[0, N.N_IN])
+
+    @property
+    def n_out(self):
+        return int(self.layers[-1, N.N_OUT])
+
+
+def dense(n_out, act, alpha=0.0):
+    return ("dense", n_out, act, alpha)
+
+
+def activation(act, alpha=0.0):
+    return ("activation", None, act, alpha)
+
+
+def build(n_in, spec, rng, dtype=np.float64):
+    """The table and initial parameters of the network ``spec`` (dense(...)/activation(...) items)."""
+    rows, alphas, chunks, offset, width = [], [], [], 0, n_in
+    for kind, n_out, act, alpha in spec:
+        if kind == "dense":
+            rows.append([offset, offset + width * n_out, width, n_out, act, 1])
+            chunks += [rng.standard_normal(width * n_out) / np.sqrt(width), 0.5 * rng.standard_normal(n_out)]
+            offset += width * n_out + n_out
+            width = n_out
+        else:
+            rows.append([0, 0, width, width, act, 0])
+        alphas.append(alpha)
+    return Net(np.array(rows, dtype=np.int64), np.array(alphas, dtype=np.float64),
+               np.concatenate(chunks).astype(dtype))
+
+
+def workspace(net, rows, dtype=np.float64):
+    """acts, act_off, deltas, targets sized as CPUBackend.reserve sizes them."""
+    widths = np.concatenate([[net.layers[0, N.N_IN]], net.layers[:, N.N_OUT]])
+    act_off = np.concatenate([[0], np.cumsum(widths * rows)]).astype(np.int64)
+    acts = np.full(act_off[-1], np.nan, dtype=dtype)
+    deltas = np.full((2, rows * widths.max()), np.nan, dtype=dtype)
+    targets = np.full(rows * widths[-1], np.nan, dtype=dtype)
+    return acts, act_off, deltas, targets
+
+
+def make_targets(loss, pred_shape, rng):
+    rows, cols = pred_shape
+    if loss in (L.CROSS_ENTROPY, L.KL_DIVERGENCE):
+        if loss == L.CROSS_ENTROPY and cols > 1:
+            return np.eye(cols)[rng.integers(0, cols, rows)]
+        e = np.exp(rng.standard_normal(pred_shape))
+        return e / e.sum(axis=1, keepdims=True)
+    if loss == L.BINARY_CROSS_ENTROPY:
+        return (rng.random(pred_shape) > 0.5).astype(float)
+    if loss == L.MSLE:
+        return rng.uniform(0.0, 2.0, pred_shape)
+    if loss == L.MAPE:
+        return rng.uniform(1.0, 3.0, pred_shape) * rng.choice([-1.0, 1.0], pred_shape)
+    return rng.standard_normal(pred_shape)
+
+
+# (name, spec, loss); every network takes 4 inputs. Hidden layers cover every smooth
+# activation and the kinked ones; the fused pairs appear as a Dense activation and as a bare
+# Activation layer at the end.
+NETWORKS = {
+    "tanh_softmax_ce_fused": ([dense(5, A.TANH), dense(3, A.SOFTMAX)], L.CROSS_ENTROPY),
+    "leaky_sigmoid_bce_fused": ([dense(5, A.LEAKY_RELU, 0.1), dense(2, A.SIGMOID)], L.BINARY_CROSS_ENTROPY),
+    "identity_then_bare_softmax_ce_fused": ([dense(5, A.SIGMOID), dense(3, A.IDENTITY), activation(A.SOFTMAX)],
+                                            L.CROSS_ENTROPY),
+    "bare_tanh_in_the_middle_mse": ([dense(6, A.IDENTITY), activation(A.TANH), dense(3, A.IDENTITY)], L.MSE),
+    "bare_leaky_first_sse": ([activation(A.LEAKY_RELU, 0.2), dense(5, A.ELU, 0.7), dense(2, A.IDENTITY)], L.SSE),
+    "elu_mae": ([dense(5, A.ELU, 1.3), dense(3, A.IDENTITY)], L.MAE),
+    "relu_cosine": ([dense(7, A.RELU), dense(3, A.IDENTITY)], L.COSINE_SIMILARITY),
+    "elu_softmax_kld": ([dense(5, A.ELU, 1.0), dense(4, A.SOFTMAX)], L.KL_DIVERGENCE),
+    "tanh_sigmoid_msle": ([dense(5, A.TANH), dense(3, A.SIGMOID)], L.MSLE),
+    "leaky_identity_mape": ([dense(5, A.LEAKY_RELU, 0.05), dense(2, A.IDENTITY)], L.MAPE),
+    "sigmoid_then_ce_unfused": ([dense(5, A.TANH), dense(3, A.SIGMOID)], L.CROSS_ENTROPY),
+    "softmax_then_bce_unfused": ([dense(5, A.TANH), dense(3, A.SOFTMAX)], L.BINARY_CROSS_ENTROPY),
+    "three_hidden_layers_ce": ([dense(6, A.ELU, 0.5), dense(5, A.TANH), dense(4, A.LEAKY_RELU, 0.3),
+                                dense(3, A.SOFTMAX)], L.CROSS_ENTROPY),
+    "single_layer_softmax_ce": ([dense(3, A.SOFTMAX)], L.CROSS_ENTROPY),
+}
+N_IN, ROWS = 4, 6
+
+
+def setup_network(name, seed=0, rows=ROWS):
+    spec, loss = NETWORKS[name]
+    rng = np.random.default_rng(seed)
+    net = build(N_IN, spec, rng)
+    x = rng.standard_normal((rows, N_IN))
+    target = make_targets(loss, (rows, net.n_out), rng)
+    return net, loss, x, target
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_network_forward_matches_naive(name):
+    net, _, x, _ = setup_network(name)
+    acts, act_off, _, _ = workspace(net, ROWS)
+    pred = N.network_forward(net.params, net.layers, net.alphas, x, acts, act_off)
+    np.testing.assert_allclose(pred, naive_network_forward(net, net.params, x)[0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_network_backward_matches_finite_differences(name):
+    net, loss, x, target = setup_network(name)
+    _, pre = naive_network_forward(net, net.params, x)
+    for act, z in pre:  # the chosen seed keeps clear of kinks; fail loudly if it stops doing so
+        if act in KINKED:
+            assert np.abs(z).min() > KINK_MARGIN
+    if loss == L.MAE:
+        assert np.abs(naive_network_forward(net, net.params, x)[0] - target).min() > KINK_MARGIN
+    acts, act_off, deltas, _ = workspace(net, ROWS)
+    N.network_forward(net.params, net.layers, net.alphas, x, acts, act_off)
+    grads = np.full_like(net.params, np.nan)
+    N.network_backward(net.params, grads, net.layers, net.alphas, x, acts, act_off, deltas, loss, target)
+
+    fd_acts = np.empty_like(acts)
+
+    def loss_value():
+        pred = N.network_forward(net.params, net.layers, net.alphas, x, fd_acts, act_off)
+        return L.loss_forward(loss, pred, target)
+
+    assert_gradient(grads, numerical_gradient(loss_value, net.params))
+
+
+def test_network_backward_float32_matches_float64():
+    net, loss, x, target = setup_network("three_hidden_layers_ce")
+    results = []
+    for dtype in (np.float64, np.float32):
+        params = net.params.astype(dtype)
+        acts, act_off, deltas, _ = workspace(net, ROWS, dtype)
+        xd, td = x.astype(dtype), target.astype(dtype)
+        N.network_forward(params, net.layers, net.alphas, xd, acts, act_off)
+        grads = np.full_like(params, np.nan)
+        N.network_backward(params, grads, net.layers, net.alphas, xd, acts, act_off, deltas, loss, td)
+        assert grads.dtype == dtype
+        results.append(grads)
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-4, atol=1e-6)
+
+
+def test_fused_loss_activation():
+    assert N.fused_loss_activation(L.CROSS_ENTROPY, A.SOFTMAX)
+    assert N.fused_loss_activation(L.BINARY_CROSS_ENTROPY, A.SIGMOID)
+    assert not N.fused_loss_activation(L.CROSS_ENTROPY, A.SIGMOID)
+    assert not N.fused_loss_activation(L.BINARY_CROSS_ENTROPY, A.SOFTMAX)
+    assert not N.fused_loss_activation(L.MSE, A.SOFTMAX)
+
+
+# ---- train_batches ------------------------------------------------------------------------
+
+def two_optimizers(net, sgd_lr=0.1, momentum=0.9, adam=(0.01, 0.9, 0.999, 1e-3)):
+    """The first dense layer on SGD with momentum, the rest on Adam: two slices of params."""
+    split = int(net.layers[net.layers[:, N.DENSE] == 1][1, N.W_OFF])
+    opt_meta = np.array([[0, split, O.SGD], [split, net.params.size, O.ADAM]], dtype=np.int64)
+    opt_hyper = np.zeros((2, O.N_HYPER))
+    opt_hyper[0, [O.H_LR, O.H_1]] = sgd_lr, momentum
+    opt_hyper[1, [O.H_LR, O.H_1, O.H_2, O.H_EPS]] = adam
+    return opt_meta, opt_hyper
+
+
+def run_train_batches(net, params, loss, x, y, order, batch_size, first, stop, opt_meta, opt_hyper,
+                      state1=None, state2=None, opt_steps=None):
+    acts, act_off, deltas, targets = workspace(net, batch_size)
+    grads = np.zeros_like(params)
+    state1 = np.zeros_like(params) if state1 is None else state1
+    state2 = np.zeros_like(params) if state2 is None else state2
+    opt_steps = np.zeros(opt_meta.shape[0], dtype=np.int64) if opt_steps is None else opt_steps
+    n_batches = -(-order.size // batch_size)
+    batch_loss = np.full(n_batches, -1.0)
+    batch_correct = np.full(n_batches, -1, dtype=np.int64)
+    bad = N.train_batches(params, grads, state1, state2, net.layers, net.alphas, loss, opt_meta, opt_hyper,
+                          opt_steps, x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
+                          batch_loss, batch_correct)
+    return bad, batch_loss, batch_correct, opt_steps
+
+
+def test_train_batches_matches_the_steps_written_out():
+    net, loss, x, y = setup_network("tanh_softmax_ce_fused", rows=10)
+    order = np.random.default_rng(5).permutation(10).astype(np.int64)
+    batch_size = 4  # batches of 4, 4 and 2 rows
+    opt_meta, opt_hyper = two_optimizers(net)
+    params = net.params.copy()
+    bad, batch_loss, batch_correct, opt_steps = run_train_batches(
+        net, params, loss, x, y, order, batch_size, 0, 3, opt_meta, opt_hyper)
+    assert bad == -1
+    np.testing.assert_array_equal(opt_steps, [3, 3])
+
+    p = net.params.copy()
+    split = opt_meta[0, 1]
+    v_sgd, m_adam, v_adam = np.zeros(split), np.zeros(p.size - split), np.zeros(p.size - split)
+    for bi in range(3):
+        rows = order[bi * batch_size: (bi + 1) * batch_size]
+        pred, _ = naive_network_forward(net, p, x[rows])
+        expected_loss = np.mean(-(y[rows] * np.log(pred)).sum(axis=1))
+        assert batch_loss[bi] == pytest.approx(expected_loss, rel=1e-12)
+        assert batch_correct[bi] == np.sum(pred.argmax(axis=1) == y[rows].argmax(axis=1))
+        # This batch's gradient from network_backward, which the finite-difference tests check.
+        g = np.empty_like(p)
+        acts, act_off, deltas, _ = workspace(net, rows.size)
+        N.network_forward(p, net.layers, net.alphas, x[rows], acts, act_off)
+        N.network_backward(p, g, net.layers, net.alphas, x[rows], acts, act_off, deltas, loss, y[rows])
+        naive_sgd_update(p[:split], g[:split], v_sgd, 0.1, 0.9)
+        naive_adam_update(p[split:], g[split:], m_adam, v_adam, bi + 1, 0.01, 0.9, 0.999, 1e-3)
+    np.testing.assert_allclose(params, p, rtol=1e-12, atol=1e-14)
+
+
+def test_train_batches_resumes_where_it_stopped():
+    """Batches [0, 3) in one call equal [0, 1) then [1, 3) with the state carried over."""
+    net, loss, x, y = setup_network("leaky_sigmoid_bce_fused", rows=12)
+    order = np.arange(12, dtype=np.int64)[::-1].copy()
+    opt_meta, opt_hyper = two_optimizers(net)
+    whole = net.params.copy()
+    run_train_batches(net, whole, loss, x, y, order, 4, 0, 3, opt_meta, opt_hyper)
+    parts = net.params.copy()
+    s1, s2, steps = np.zeros_like(parts), np.zeros_like(parts), np.zeros(2, dtype=np.int64)
+    run_train_batches(net, parts, loss, x, y, order, 4, 0, 1, opt_meta, opt_hyper, s1, s2, steps)
+    run_train_batches(net, parts, loss, x, y, order, 4, 1, 3, opt_meta, opt_hyper, s1, s2, steps)
+    np.testing.assert_array_equal(parts, whole)
+    np.testing.assert_array_equal(steps, [3, 3])
+
+
+@pytest.mark.parametrize("name,poison", [
+    # No saturating activation, so that 1e300 reaches the loss (and overflows its square).
+    ("bare_leaky_first_sse", np.nan), ("bare_leaky_first_sse", np.inf), ("bare_leaky_first_sse", 1e300),
+    # The clamped losses after the fused activations must still see the NaN.
+    ("tanh_softmax_ce_fused", np.nan), ("leaky_sigmoid_bce_fused", np.nan), ("elu_softmax_kld", np.nan),
+    ("tanh_sigmoid_msle", np.nan),
+])
+def test_train_batches_stops_before_updating_on_a_non_finite_loss(name, poison):
+    net, loss, x, y = setup_network(name, rows=12)
+    order = np.random.default_rng(1).permutation(12).astype(np.int64)
+    x[order[5]] = poison  # a row of batch 1 (batches of 4)
+    opt_meta, opt_hyper = two_optimizers(net)
+
+    expected = net.params.copy()  # after batch 0 alone
+    s1, s2 = np.zeros_like(expected), np.zeros_like(expected)
+    run_train_batches(net, expected, loss, x, y, order, 4, 0, 1, opt_meta, opt_hyper, s1, s2)
+
+    params = net.params.copy()
+    state1, state2 = np.zeros_like(params), np.zeros_like(params)
+    bad, batch_loss, batch_correct, opt_steps = run_train_batches(
+        net, params, loss, x, y, order, 4, 0, 3, opt_meta, opt_hyper, state1, state2)
+    assert bad == 1
+    assert not np.isfinite(batch_loss[1])
+    assert batch_loss[2] == -1.0 and batch_correct[2] == -1  # never reached
+    np.testing.assert_array_equal(opt_steps, [1, 1])
+    np.testing.assert_array_equal(params, expected)
+    np.testing.assert_array_equal(state1, s1)
+    np.testing.assert_array_equal(state2, s2)
+
+
+def test_perceptron_training_is_rosenblatts_rule():
+    """Heaviside + PerceptronCriterion + SGD(lr), one sample per batch: w += lr (t - y) x, b += lr (t - y)."""
+    rng = np.random.default_rng(2)
+    net = build(3, [dense(1, A.HEAVISIDE)], rng)
+    x = rng.standard_normal((20, 3))
+    y = (x @ np.array([1.0, -2.0, 0.5]) > 0.3).astype(float)[:, None]
+    order = np.arange(20, dtype=np.int64)
+    lr = 0.5
+    opt_meta = np.array([[0, net.params.size, O.SGD]], dtype=np.int64)
+    opt_hyper = np.zeros((1, O.N_HYPER))
+    opt_hyper[0, O.H_LR] = lr
+    params = net.params.copy()
+    bad, batch_loss, batch_correct, _ = run_train_batches(net, params, L.PERCEPTRON, x, y, order, 1, 0, 20,
+                                                          opt_meta, opt_hyper)
+    assert bad == -1
+    w, b = net.params[:3].copy(), net.params[3:].copy()
+    mistakes = 0
+    for i in range(20):
+        out = float(x[i] @ w + b[0] > 0)
+        assert batch_loss[i] == float(out != y[i, 0])
+        assert batch_correct[i] == int(out == y[i, 0])
+        w += lr * (y[i, 0] - out) * x[i]
+        b += lr * (y[i, 0] - out)
+        mistakes += out != y[i, 0]
+    assert mistakes > 0  # the rule was exercised, not only the no-op
+    np.testing.assert_allclose(params, np.concatenate([w, b]), rtol=1e-14, atol=1e-14)
+
+
+# ---- inference ----------------------------------------------------------------------------
+
+def test_predict_and_evaluate_batches():
+    net, loss, x, y = setup_network("three_hidden_layers_ce", rows=11)
+    batch_size = 4
+    acts, act_off, _, _ = workspace(net, batch_size)
+    expected = naive_network_forward(net, net.params, x)[0]
+    out = np.full((11, net.n_out), np.nan)
+    N.predict_batches(out, net.params, net.layers, net.alphas, x, batch_size, acts, act_off)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
+    total, correct = N.evaluate_batches(net.params, net.layers, net.alphas, loss, x, y, batch_size, acts, act_off)
+    per_row = -(y * np.log(expected)).sum(axis=1)
+    assert total == pytest.approx(per_row.sum(), rel=1e-12)  # sum over batches of mean loss x rows
+    assert correct == np.sum(expected.argmax(axis=1) == y.argmax(axis=1))
