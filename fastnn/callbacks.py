@@ -62,7 +62,10 @@ def _monitor_mode(monitor, mode):
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs
-    (keras.callbacks.EarlyStopping); ``restore_best_weights`` puts back the best epoch's weights."""
+    (keras.callbacks.EarlyStopping); ``restore_best_weights`` puts back the best epoch's weights.
+
+    As in Keras, training stops at the end of the ``patience``-th consecutive epoch without
+    improvement (patience 0 and 1 both stop at the first one)."""
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", restore_best_weights=False):
         self.monitor = monitor
@@ -89,7 +92,7 @@ class EarlyStopping(Callback):
                 self.best_weights = self.model.get_weights()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
             if self.restore_best_weights and self.best_weights is not None:

@@ -2,7 +2,8 @@
 (a ``numpy.random.Generator``), so a model seeded with ``MLP(seed=...)`` is reproducible.
 
 Dense layers default to ``GlorotUniform`` for the kernel and ``Zeros`` for the bias, as
-Keras does. fan_in and fan_out are the first and second dimension of a (in, out) kernel.
+Keras does. fan_in and fan_out are the first and second dimension of a (in, out) kernel
+(both the length of a 1-D shape, as in Keras).
 The normal variants draw from an untruncated normal, as torch.nn.init does.
 """
 import numpy as np
@@ -17,9 +18,11 @@ class Initializer(Configurable):
 
     @staticmethod
     def fans(shape):
-        fan_in = shape[0] if len(shape) > 1 else 1
-        fan_out = shape[1] if len(shape) > 1 else shape[0]
-        return fan_in, fan_out
+        """(fan_in, fan_out) of an (in, out) kernel; a 1-D shape (n,) counts n for both, as Keras'
+        ``compute_fans`` does, so that a bias drawn by He or Glorot has a scale set by its width."""
+        if len(shape) == 1:
+            return shape[0], shape[0]
+        return shape[0], shape[1]
 
 
 class Zeros(Initializer):

@@ -16,7 +16,6 @@ from . import losses, optimizers
 from .backend import get_backend
 from .callbacks import Callback, History, TensorBoard
 from .config import INFERENCE_BATCH_SIZE
-from .kernels.network import N_OUT
 from .kernels.optimizers import N_HYPER
 from .layers import Input, Layer, check_weight_list
 from .validation import check_dtype, check_features, check_float, check_int, check_targets
@@ -143,12 +142,14 @@ class MLP:
 
     def compile(self, loss="cross_entropy", optimizer=None, metrics=None):
         """Set the loss, the default optimizer (for layers without their own) and metrics ('accuracy')."""
-        self.loss = losses.get(loss)
-        self.optimizer = None if optimizer is None else optimizers.get(optimizer)
-        metrics = list(metrics or [])
+        # Everything is checked before anything is set: a failed compile leaves the model as it was.
+        loss = losses.get(loss)
+        optimizer = None if optimizer is None else optimizers.get(optimizer)
+        metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
         for m in metrics:
             if m not in _ACCURACY_NAMES:
                 raise ValueError(f"metrics may hold 'accuracy', got {m!r}")
+        self.loss, self.optimizer = loss, optimizer
         self.metrics = ["accuracy"] if metrics else []
         if self._backend is not None:
             self._configure_optimizers()
@@ -208,7 +209,8 @@ class MLP:
             x_val = y_val = None
         callbacks = _callback_list(callbacks)
         history = History()
-        callbacks = [history] + callbacks
+        # Last, as in Keras: History records what the other callbacks add to an epoch's logs.
+        callbacks = callbacks + [history]
         for cb in callbacks:
             cb.set_model(self)
 
@@ -226,11 +228,14 @@ class MLP:
         bar = _progress_bar(verbose, n_batches)
 
         self.stop_training = False
+        # Hooks get their logs positionally, as Keras passes them: a LambdaCallback's
+        # functions take (logs) and (epoch, logs).
+        logs = {}
         for cb in callbacks:
-            cb.on_train_begin()
+            cb.on_train_begin({})
         for epoch in range(initial_epoch, epochs):
             for cb in callbacks:
-                cb.on_epoch_begin(epoch)
+                cb.on_epoch_begin(epoch, {})
             if shuffle:
                 self._rng.shuffle(order)
             hyper = self._opt_hyper()
@@ -269,7 +274,7 @@ class MLP:
         if bar is not None:
             bar.close()
         for cb in callbacks:
-            cb.on_train_end()
+            cb.on_train_end(logs)
         return history
 
     def _logs(self, batch_loss, batch_correct, rows):
@@ -309,8 +314,10 @@ class MLP:
         for m in metrics:
             if m not in known:
                 raise ValueError(f"metrics may hold {sorted(known)}, got {m!r}")
-        self.compile(loss=loss if loss is not None else (self.loss or "cross_entropy"), optimizer=self.optimizer,
-                     metrics=["accuracy"] if any(m.endswith("accuracy") for m in metrics) else None)
+        # Loss and metrics only: a second train() call continues with the optimizers' state, as
+        # a second fit() does (compile would reset it).
+        self.loss = losses.get(loss if loss is not None else (self.loss or "cross_entropy"))
+        self.metrics = ["accuracy"] if any(m.endswith("accuracy") for m in metrics) else []
         wants_test = any(m.startswith("test_") for m in metrics)
         if wants_test and len(dataset.x_test) == 0:
             raise ValueError("test metrics were asked for but the dataset has no test rows")

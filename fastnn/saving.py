@@ -7,12 +7,14 @@ parameter and optimizer-state buffers) and ``opt_steps``. Loading reads it with
 validate every argument; any mismatch is a ValueError.
 """
 import json
+import os
 import zipfile
 
 import numpy as np
 
 from .base import deserialize
 from .layers import Layer
+from .optimizers import Optimizer
 
 FORMAT = "fastnn.model"
 VERSION = 1
@@ -27,6 +29,7 @@ def save_model(model, path):
         if all(opt is not d for d in distinct):
             distinct.append(opt)
     index = {id(opt): i for i, opt in enumerate(distinct)}
+    default = getattr(model, "_default_optimizer", None)
     layers = []
     for layer in model.layers:
         config = layer.get_config()
@@ -35,7 +38,10 @@ def save_model(model, path):
         layers.append({"class_name": type(layer).__name__, "config": config})
     config = {
         "format": FORMAT, "version": VERSION,
-        "model": {"name": model.name, "dtype": np.dtype(model.dtype).name, "seed": model.seed},
+        "model": {"name": model.name, "dtype": np.dtype(model.dtype).name, "seed": model.seed,
+                  # Where the shuffling stream stands, so that training resumed after loading
+                  # draws the same epoch orders as the model that was saved.
+                  "rng_state": model._rng.bit_generator.state},
         "layers": layers,
         "optimizers": [{"class_name": type(o).__name__, "config": o.get_config()} for o in distinct],
         "compile": None if model.loss is None else {
@@ -43,6 +49,8 @@ def save_model(model, path):
             "optimizer": None if model.optimizer is None else index[id(model.optimizer)],
             "metrics": model.metrics,
         },
+        # The Adam that serves layers with no optimizer of their own when compile named none.
+        "default_optimizer": None if default is None else index.get(id(default)),
     }
     arrays = {name: model._backend.host(name) for name in ("params", "state1", "state2")}
     with open(path, "wb") as f:
@@ -53,16 +61,24 @@ def save_model(model, path):
 def load_model(path, device="cpu"):
     """Rebuild a model saved with ``model.save(path)``, weights and optimizer state included."""
     from .model import MLP
+    shown = os.fspath(path) if isinstance(path, os.PathLike) else path  # 'model.npz', not PosixPath(...)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {shown!r}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
+        # Opened here, not by np.load: np.load leaves its own file open when the zip is damaged.
+        with open(path, "rb") as f:
+            archive = np.load(f, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):  # a lone .npy array
+                raise ValueError(f"it holds one array of shape {archive.shape}, not an .npz archive")
+            with archive:
+                arrays = {k: archive[k] for k in archive.files}
         config = json.loads(arrays.pop("config").tobytes().decode())
     except (OSError, ValueError, zipfile.BadZipFile, KeyError, UnicodeDecodeError, EOFError) as exc:
-        raise ValueError(f"{path!r} is not a readable fastnn model file: {exc}") from None
+        raise ValueError(f"{shown!r} is not a readable fastnn model file: {exc}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ValueError(f"{path!r} is not a fastnn model file (format marker missing)")
+        raise ValueError(f"{shown!r} is not a fastnn model file (format marker missing)")
     if config.get("version") != VERSION:
-        raise ValueError(f"{path!r} has format version {config.get('version')}, this fastnn reads {VERSION}")
+        raise ValueError(f"{shown!r} has format version {config.get('version')}, this fastnn reads {VERSION}")
     try:
         optimizers = [deserialize(o) for o in config["optimizers"]]
         model = MLP(seed=config["model"]["seed"], dtype=config["model"]["dtype"], device=device,
@@ -80,19 +96,29 @@ def load_model(path, device="cpu"):
             model.compile(loss=deserialize(compiled["loss"]),
                           optimizer=None if compiled["optimizer"] is None else optimizers[compiled["optimizer"]],
                           metrics=compiled["metrics"])
+        if config.get("default_optimizer") is not None:
+            model._default_optimizer = optimizers[config["default_optimizer"]]
+            if not isinstance(model._default_optimizer, Optimizer):
+                raise ValueError(f"default_optimizer names a {type(model._default_optimizer).__name__}")
         model._ensure_built()
+        if config["model"].get("rng_state") is not None:
+            model._rng.bit_generator.state = config["model"]["rng_state"]
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise ValueError(f"{path!r} holds a malformed model config: {exc!r}") from None
+        raise ValueError(f"{shown!r} holds a malformed model config: {exc!r}") from None
+    except ValueError as exc:  # a constructor rejected a value: say which file it came from
+        raise ValueError(f"{shown!r} holds an invalid model config: {exc}") from None
     n = model.count_params()
     for name in ("params", "state1", "state2"):
         arr = arrays.get(name)
         if arr is None or arr.ndim != 1 or arr.size != n or arr.dtype.kind != "f":
-            raise ValueError(f"{path!r}: {name} must be a float vector of {n} values to match the architecture")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{path!r}: {name} holds NaN or infinite values")
-        model._backend.write(name, 0, arr.astype(model.dtype))
+            raise ValueError(f"{shown!r}: {name} must be a float vector of {n} values to match the architecture")
+        with np.errstate(over="ignore"):  # checked after the cast: 1e300 is inf in float32
+            values = arr.astype(model.dtype)
+        if not np.isfinite(values).all():
+            raise ValueError(f"{shown!r}: {name} holds NaN or infinite values")
+        model._backend.write(name, 0, values)
     steps = arrays.get("opt_steps")
     if steps is None or steps.shape != model._opt_steps.shape or steps.dtype.kind not in "iu" or (steps < 0).any():
-        raise ValueError(f"{path!r}: opt_steps does not match the model's optimizers")
+        raise ValueError(f"{shown!r}: opt_steps does not match the model's optimizers")
     model._opt_steps[:] = steps
     return model

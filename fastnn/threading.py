@@ -16,6 +16,8 @@ def set_num_threads(n):
     """Use ``n`` threads in Numba's parallel kernels and in BLAS (1 <= n <= NUMBA_NUM_THREADS)."""
     n = check_int(n, "n", minimum=1, maximum=numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(n)
+    # Numba's np.dot calls SciPy's BLAS, which is loaded lazily: load it so the limit reaches it.
+    import scipy.linalg.cython_blas  # noqa: F401
     threadpoolctl.threadpool_limits(limits=n, user_api="blas")
 
 

@@ -15,7 +15,13 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 def check_dtype(dtype):
     """Normalise ``dtype`` ('float32', 'float64', or the NumPy types) to a NumPy scalar type."""
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    name = dtype if isinstance(dtype, str) else None
+    # np.dtype(None) means float64: None must not pass silently as a choice of precision.
+    if name is None and dtype is not None:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:  # not a dtype at all: reported below like any other bad value
+            pass
     if name not in DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return DTYPES[name]
@@ -66,6 +72,8 @@ def check_features(x, name="x", width=None, dtype=np.float32):
     of shape (rows, 28, 28) are flattened to (rows, 784).
     """
     arr = _as_numeric_array(x, name)
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must be a 2-D array (rows, features), got a scalar")
     if arr.ndim == 1 and width is not None and arr.shape[0] == width and width > 1:
         arr = arr.reshape(1, -1)
     elif arr.ndim == 1:
@@ -79,9 +87,10 @@ def check_features(x, name="x", width=None, dtype=np.float32):
     if width is not None and arr.shape[1] != width:
         raise ValueError(f"{name} must have {width} features per row (the model's input width), "
                          f"got shape {np.shape(x)}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):  # a value beyond the dtype's range becomes inf: reported below
+        arr = np.ascontiguousarray(arr, dtype=dtype)
     if not all_finite(arr):
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise ValueError(f"{name} contains NaN or infinite values (or values beyond {np.dtype(dtype).name}'s range)")
     return arr
 
 
@@ -121,11 +130,12 @@ def check_targets(y, name, n_rows, width, dtype=np.float32, one_hot_labels=True,
         arr = arr.reshape(arr.shape[0], -1)
     if arr.shape[1] != width:
         raise ValueError(f"{name} must have {width} columns (the model's output width), got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=dtype)
     if not all_finite(arr):
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise ValueError(f"{name} contains NaN or infinite values (or values beyond {np.dtype(dtype).name}'s range)")
     if unit_interval and (arr.min() < 0 or arr.max() > 1):
-        raise ValueError(f"{name} must lie in [0, 1] for binary cross-entropy, "
+        raise ValueError(f"{name} must lie in [0, 1] for this loss (binary cross-entropy, perceptron), "
                          f"got values in [{arr.min()}, {arr.max()}]")
     return arr
 

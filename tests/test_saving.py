@@ -1,0 +1,291 @@
+"""Tests of ``model.save`` and ``fastnn.load_model``: a round trip keeps architecture, weights,
+optimizer state (training continued after loading equals training never interrupted) and
+shared optimizers; loading never unpickles, and every damaged or tampered file is a ValueError.
+
+References: a twin model trained without interruption, and the saved file's own arrays.
+"""
+import json
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import (MLP, SGD, Activation, AdaGrad, Adam, Dense, Input, LeakyReLU, RMSProp, load_model)
+
+
+def blobs(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=n)
+    return (3 * np.eye(3, 4)[labels] + 0.6 * rng.normal(size=(n, 4))).astype(np.float32), labels
+
+
+def weights_equal(a, b):
+    return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def build(dtype="float32"):
+    """Several layer kinds, a shared optimizer, a per-layer one and compile's default."""
+    shared = Adam(0.01, beta_1=0.8)
+    model = MLP([Input(4), Dense(output_dim=6, activation=LeakyReLU(0.1), optimizer=shared),
+                 Dense(6, 5, activation="tanh", optimizer=SGD(0.05, momentum=0.9, nesterov=True)),
+                 Dense(5, 4, activation="relu", optimizer=shared), Dense(4, 3, activation=None),
+                 Activation("softmax")], seed=1, dtype=dtype, name="saved")
+    return model.compile("cross_entropy", RMSProp(0.01), metrics=["accuracy"])
+
+
+def small(optimizer):
+    model = MLP([Dense(4, 5, activation="tanh"), Dense(5, 3, activation="softmax")], seed=0)
+    return model.compile("cross_entropy", optimizer)
+
+
+def read_archive(path):
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    return json.loads(arrays.pop("config").tobytes().decode()), arrays
+
+
+def write_archive(path, config, arrays):
+    with open(path, "wb") as f:
+        np.savez(f, config=np.frombuffer(json.dumps(config).encode(), dtype=np.uint8), **arrays)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A trained model saved to disk: (path, model)."""
+    x, y = blobs()
+    model = build()
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    return path, model
+
+
+# --------------------------------------------------------------------------------------------
+# Round trip
+# --------------------------------------------------------------------------------------------
+
+def test_round_trip_keeps_architecture_weights_and_predictions(saved):
+    path, model = saved
+    loaded = load_model(path)
+    assert [type(l) for l in loaded.layers] == [type(l) for l in model.layers]
+    assert [l.get_config() for l in loaded.layers[:1]] == [model.layers[0].get_config()]
+    assert [(l.input_dim, l.output_dim) for l in loaded.layers] == [(l.input_dim, l.output_dim) for l in model.layers]
+    assert loaded.name == "saved" and loaded.dtype is np.float32 and loaded.seed == 1
+    assert weights_equal(loaded.get_weights(), model.get_weights())
+    x, y = blobs(20, seed=5)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert loaded.evaluate(x, y) == model.evaluate(x, y)
+    assert type(loaded.loss) is type(model.loss) and loaded.metrics == ["accuracy"]
+    assert loaded.layers[1].activation.alpha == 0.1
+    sgd = loaded.layers[2].optimizer
+    assert isinstance(sgd, SGD) and (sgd.learning_rate, sgd.momentum, sgd.nesterov) == (0.05, 0.9, True)
+    assert isinstance(loaded.optimizer, RMSProp) and loaded.optimizer.learning_rate == 0.01
+
+
+def test_shared_optimizers_stay_shared(saved):
+    path, _ = saved
+    loaded = load_model(path)
+    first, third = loaded.layers[1].optimizer, loaded.layers[3].optimizer
+    assert first is third and isinstance(first, Adam) and (first.learning_rate, first.beta_1) == (0.01, 0.8)
+    assert loaded.layers[4].optimizer is None
+    assert [type(o) for o in loaded.optimizers()] == [Adam, SGD, RMSProp]
+    first.learning_rate = 0.5
+    assert loaded.layers[3].optimizer.learning_rate == 0.5
+
+
+def test_training_after_loading_continues_as_if_never_saved(saved, tmp_path):
+    """Weights, every optimizer's state and step count, and the shuffling stream all survive."""
+    path, model = saved
+    loaded = load_model(path)
+    x, y = blobs()
+    h_model = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    h_loaded = loaded.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert h_loaded.history == h_model.history
+    assert weights_equal(loaded.get_weights(), model.get_weights())
+
+
+@pytest.mark.parametrize("make", [lambda: Adam(0.01), lambda: SGD(0.1, momentum=0.5), lambda: RMSProp(0.01),
+                                  lambda: AdaGrad(0.1, initial_accumulator_value=0.1)],
+                         ids=["adam", "sgd", "rmsprop", "adagrad"])
+def test_optimizer_state_survives_for_each_optimizer(make, tmp_path):
+    x, y = blobs()
+    a, b = small(make()), small(make())
+    for model in (a, b):
+        model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    a.save(tmp_path / "a.npz")
+    a = load_model(tmp_path / "a.npz")
+    for model in (a, b):
+        model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    assert weights_equal(a.get_weights(), b.get_weights())
+    # A fresh optimizer state would give different weights: the state did matter.
+    c = small(make())
+    c.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    c.compile("cross_entropy", make())  # a new compile resets the optimizer state
+    c.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    assert not weights_equal(c.get_weights(), b.get_weights())
+
+
+def test_the_default_adam_survives_with_its_learning_rate(tmp_path):
+    x, y = blobs()
+    model = MLP([Dense(4, 3, activation="softmax")], seed=0).compile("cross_entropy")
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[fastnn.LearningRateScheduler(lambda epoch, lr: 0.05)])
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    assert [o.learning_rate for o in loaded.optimizers()] == [0.05]
+    model.fit(x, y, epochs=1, verbose=0)
+    loaded.fit(x, y, epochs=1, verbose=0)
+    assert weights_equal(loaded.get_weights(), model.get_weights())
+
+
+def test_uncompiled_and_float64_models(tmp_path):
+    model = MLP([Dense(3, 2, activation="tanh")], seed=0, dtype="float64")
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    assert loaded.loss is None and loaded.dtype is np.float64
+    assert all(w.dtype == np.float64 for w in loaded.get_weights())
+    assert weights_equal(loaded.get_weights(), model.get_weights())
+
+
+def test_save_writes_an_npz_of_json_and_float_arrays(saved):
+    path, model = saved
+    assert zipfile.is_zipfile(path)
+    config, arrays = read_archive(path)  # loads with allow_pickle=False
+    assert config["format"] == "fastnn.model" and config["version"] == 1
+    assert sorted(arrays) == ["opt_steps", "params", "state1", "state2"]
+    assert arrays["params"].size == model.count_params()
+    np.testing.assert_array_equal(arrays["params"], np.concatenate([w.ravel() for w in model.get_weights()]))
+
+
+# --------------------------------------------------------------------------------------------
+# Damaged and tampered files
+# --------------------------------------------------------------------------------------------
+
+def test_load_never_unpickles(tmp_path, monkeypatch):
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("load_model unpickled something")
+    monkeypatch.setattr(pickle, "load", spy)
+    monkeypatch.setattr(pickle, "loads", spy)
+    path = tmp_path / "objects.npz"
+    with open(path, "wb") as f:  # an npz whose config is an object array, stored pickled
+        np.savez(f, config=np.array([{"format": "fastnn.model"}], dtype=object), params=np.zeros(3))
+    with pytest.raises(ValueError, match=r"not a readable fastnn model file"):
+        load_model(path)
+    path = tmp_path / "pickle.npz"
+    path.write_bytes(pickle.dumps({"format": "fastnn.model"}))
+    with pytest.raises(ValueError, match=r"not a readable fastnn model file"):
+        load_model(path)
+    assert calls == []
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 10, np.random.default_rng(0).bytes(5000), b"PK\x03\x04junk"],
+                         ids=["empty", "zeros", "random", "zip-magic"])
+def test_garbage_files(tmp_path, content):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"not a readable fastnn model file"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.99])
+def test_truncated_file(saved, tmp_path, keep):
+    path, _ = saved
+    data = path.read_bytes()
+    bad = tmp_path / "truncated.npz"
+    bad.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ValueError, match=r"not a readable fastnn model file"):
+        load_model(bad)
+
+
+def test_a_lone_npy_array(tmp_path):
+    path = tmp_path / "weights.npy"
+    np.save(path, np.zeros(5))
+    with pytest.raises(ValueError, match=r"not a readable fastnn model file: it holds one array"):
+        load_model(path)
+
+
+def _tamper(config, arrays, edit):
+    edit(config, arrays)
+    return config, arrays
+
+
+def _set(path, value):
+    """An edit that sets config[path[0]][path[1]]... to value."""
+    def edit(config, arrays):
+        node = config
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return edit
+
+
+TAMPERED = [
+    ("format-marker", _set(["format"], "keras"), r"format marker missing"),
+    ("version", _set(["version"], 99), r"format version 99"),
+    ("unknown-layer-class", _set(["layers", 1, "class_name"], "Conv2D"), r"unknown or malformed object.*'Conv2D'"),
+    ("not-a-layer", _set(["layers", 1], {"class_name": "SGD", "config": {}}), r"'SGD' is not a layer"),
+    ("unknown-activation", _set(["layers", 1, "config", "activation", "class_name"], "Swish"), r"'Swish'"),
+    ("activation-is-an-optimizer", _set(["layers", 1, "config", "activation"],
+                                        {"class_name": "Adam", "config": {}}), r"activation must be"),
+    ("unknown-optimizer", _set(["optimizers", 0, "class_name"], "LAMB"), r"'LAMB'"),
+    ("bad-hyper-parameter", _set(["optimizers", 0, "config", "learning_rate"], -1.0), r"learning_rate must be >= 0"),
+    ("unknown-argument", _set(["layers", 1, "config", "kernel_size"], 3), r"malformed model config"),
+    ("wrong-width", _set(["layers", 2, "config", "output_dim"], 7), r"input_dim must match"),
+    ("wrong-param-count", _set(["layers", 4, "config", "output_dim"], 4), r"params must be a float vector of \d+"),
+    ("bad-shared-index", _set(["layers", 1, "config", "optimizer"], {"shared": 17}), r"malformed model config"),
+    ("bad-dtype", _set(["model", "dtype"], "int8"), r"dtype must be"),
+    ("bad-seed", _set(["model", "seed"], -3), r"seed must be >= 0"),
+    ("bad-rng-state", _set(["model", "rng_state"], {"bit_generator": "MT19937"}), r"PCG64|malformed|state"),
+    ("missing-layers", lambda c, a: c.pop("layers"), r"malformed model config"),
+    ("layers-not-a-list", _set(["layers"], 5), r"malformed model config"),
+    ("unknown-loss", _set(["compile", "loss", "class_name"], "Hinge"), r"'Hinge'"),
+    ("loss-is-a-layer", _set(["compile", "loss"], {"class_name": "ReLU", "config": {}}), r"loss must be a Loss"),
+    ("bad-metric", _set(["compile", "metrics"], ["auc"]), r"metrics may hold"),
+    ("default-optimizer-not-an-optimizer", lambda c, a: (c["optimizers"].append({"class_name": "ReLU", "config": {}}),
+                                                         c.__setitem__("default_optimizer", len(c["optimizers"]) - 1)),
+     r"default_optimizer names a ReLU"),
+    ("nan-weights", lambda c, a: a["params"].__setitem__(3, np.nan), r"params holds NaN or infinite"),
+    ("inf-state", lambda c, a: a["state2"].__setitem__(0, np.inf), r"state2 holds NaN or infinite"),
+    ("beyond-float32", lambda c, a: a.__setitem__("params", a["params"].astype(np.float64) * 1e300),
+     r"params holds NaN or infinite"),
+    ("short-params", lambda c, a: a.__setitem__("params", a["params"][:-1]), r"params must be a float vector"),
+    ("int-params", lambda c, a: a.__setitem__("params", a["params"].astype(np.int64)), r"params must be a float"),
+    ("2d-params", lambda c, a: a.__setitem__("params", a["params"].reshape(1, -1)), r"params must be a float"),
+    ("missing-state", lambda c, a: a.pop("state1"), r"state1 must be a float vector"),
+    ("bad-steps", lambda c, a: a.__setitem__("opt_steps", a["opt_steps"][:1]), r"opt_steps does not match"),
+    ("negative-steps", lambda c, a: a.__setitem__("opt_steps", -a["opt_steps"] - 1), r"opt_steps does not match"),
+]
+
+
+@pytest.mark.parametrize("edit, match", [t[1:] for t in TAMPERED], ids=[t[0] for t in TAMPERED])
+def test_tampered_files_are_value_errors(saved, tmp_path, edit, match):
+    path, _ = saved
+    config, arrays = read_archive(path)
+    edit(config, arrays)
+    bad = tmp_path / "tampered.npz"
+    write_archive(bad, config, arrays)
+    with pytest.raises(ValueError, match=match):
+        load_model(bad)
+
+
+def test_config_that_is_not_json(saved, tmp_path):
+    path, _ = saved
+    _, arrays = read_archive(path)
+    bad = tmp_path / "bad.npz"
+    with open(bad, "wb") as f:
+        np.savez(f, config=np.frombuffer(b"{not json", dtype=np.uint8), **arrays)
+    with pytest.raises(ValueError, match=r"not a readable fastnn model file"):
+        load_model(bad)
+    with open(bad, "wb") as f:
+        np.savez(f, **arrays)  # no config at all
+    with pytest.raises(ValueError, match=r"not a readable fastnn model file"):
+        load_model(bad)
+
+
+def test_load_model_of_a_missing_file_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        fastnn.load_model(tmp_path / "absent.npz")
