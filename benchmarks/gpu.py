@@ -1,0 +1,322 @@
+"""fastnn on an NVIDIA GPU against PyTorch CUDA (eager and CUDA graphs), and its SGEMM against cuBLAS.
+
+    python benchmarks/gpu.py [--epochs N] [--configs 0,1,2,3] [--no-torch] [--no-sgemm] [--tiles]
+
+Needs an NVIDIA GPU, numba-cuda (``pip install -e ".[cuda]"``) and, for the comparison,
+PyTorch with CUDA; exits with a message saying what is missing otherwise. ``--smoke`` runs the
+script's own code paths on tiny sizes without a GPU (fastnn in Numba's CUDA simulator,
+PyTorch on the CPU): a check of the script, not a measurement.
+
+What is measured
+----------------
+* Training throughput (samples/s) of 784-100-50-10 (batch 50 and 512), 784-1024-1024-10
+  (batch 256) and 784-4096-4096-10 (batch 4096): ReLU hidden layers, softmax + cross-entropy,
+  Adam(1e-3), float32, shuffled epochs over MNIST's 60,000 training images (``$FASTNN_DATA``;
+  random pixels of the same shape when it is absent: throughput does not depend on values).
+  Every contender keeps the data set on the GPU and shuffles it there.
+* fastnn: ``MLP(device="cuda").fit``; one warm-up epoch (kernel compilation, CUDA-graph
+  capture), then ``--epochs`` epochs, each timed from its start to its end, including the
+  read-back of its losses; the median epoch is reported.
+* PyTorch eager: ``nn.Sequential`` of ``nn.Linear``/``nn.ReLU``, ``F.cross_entropy`` on the
+  logits, ``torch.optim.Adam`` (its default, foreach implementation), a batch gathered with
+  ``index_select`` from a ``randperm`` made on the device. PyTorch CUDA graph: the same step
+  (forward, backward, ``Adam(capturable=True)``) captured once with ``torch.cuda.graph`` and
+  replayed after copying each gathered batch into the static inputs. TF32 is off throughout.
+  PyTorch drops a last incomplete batch; samples/s counts the samples actually trained.
+* SGEMM, C = A @ B for 4096^3 float32 (2 * 4096^3 flop): fastnn's tiled kernel
+  (``fastnn.cuda.dense.sgemm``) against cuBLAS through ``torch.matmul``, median of timed
+  repeats with the device synchronized, TFLOP/s.
+* ``--tiles``: fastnn's SGEMM with each tile configuration on the shapes that the training
+  configs use, to check ``fastnn.cuda.dense.choose_tile``.
+"""
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+CONFIGS = [  # (hidden widths, batch size)
+    ((100, 50), 50),
+    ((100, 50), 512),
+    ((1024, 1024), 256),
+    ((4096, 4096), 4096),
+]
+SGEMM_SIZE = 4096
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per contender (after one warm-up)")
+    p.add_argument("--configs", default="0,1,2,3", help="indices into the config list, comma-separated")
+    p.add_argument("--no-torch", action="store_true", help="fastnn only")
+    p.add_argument("--no-sgemm", action="store_true", help="skip the SGEMM comparison")
+    p.add_argument("--tiles", action="store_true", help="time every SGEMM tile on the configs' shapes")
+    p.add_argument("--repeats", type=int, default=20, help="SGEMM repeats")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, no GPU needed: checks this script only")
+    return p.parse_args()
+
+
+# ---- environment --------------------------------------------------------------------------
+
+def require_gpu(smoke):
+    """numba.cuda, or exit with a message naming what is missing."""
+    if smoke:
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    try:
+        from numba import cuda
+    except ImportError:
+        sys.exit("benchmarks/gpu.py: numba.cuda is not installed; pip install -e '.[cuda]' (numba-cuda)")
+    if not cuda.is_available():
+        sys.exit("benchmarks/gpu.py: no NVIDIA GPU found (numba.cuda.is_available() is False: no GPU or no driver). "
+                 "Run it on a machine with an NVIDIA GPU; --smoke checks the script without one.")
+    return cuda
+
+
+def import_torch(smoke, wanted):
+    if not wanted:
+        return None, "not asked for (--no-torch)"
+    try:
+        import torch
+    except ImportError:
+        return None, "PyTorch is not installed"
+    if not smoke and not torch.cuda.is_available():
+        return None, "PyTorch has no CUDA"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch, None
+
+
+def describe(cuda, torch):
+    import numba
+    import fastnn
+    lines = [f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
+             f"fastnn {fastnn.__version__}"]
+    try:
+        from importlib.metadata import version
+        lines[0] += f", numba-cuda {version('numba-cuda')}"
+    except Exception:
+        pass
+    if torch is not None:
+        lines[0] += f", torch {torch.__version__}"
+    try:
+        dev = cuda.get_current_device()
+        name = dev.name.decode() if isinstance(dev.name, bytes) else dev.name
+        lines.append(f"GPU: {name}, compute capability {dev.compute_capability}, "
+                     f"{dev.MULTIPROCESSOR_COUNT} SMs")
+    except Exception:
+        lines.append("GPU: the CUDA simulator (--smoke)")
+    return "\n".join(lines)
+
+
+def load_data(smoke):
+    if smoke:
+        rng = np.random.default_rng(0)
+        return rng.random((16, 20), dtype=np.float32), rng.integers(0, 10, 16), "random (smoke)"
+    try:
+        from fastnn import load_mnist
+        x, y, _, _ = load_mnist()
+        return x, y, "MNIST"
+    except Exception as exc:  # no copy and no network: the shape is what matters here
+        rng = np.random.default_rng(0)
+        return (rng.random((60000, 784), dtype=np.float32), rng.integers(0, 10, 60000),
+                f"random pixels of MNIST's shape (MNIST unavailable: {exc})")
+
+
+# ---- fastnn -------------------------------------------------------------------------------
+
+def fastnn_throughput(hidden, batch, x, y, epochs, cuda):
+    from fastnn import MLP, Adam, Callback, Dense
+
+    class EpochTimer(Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    widths = (x.shape[1],) + tuple(hidden)
+    layers = [Dense(a, b, activation="relu") for a, b in zip(widths[:-1], widths[1:])]
+    model = MLP(layers + [Dense(widths[-1], 10, activation="softmax")], seed=0, device="cuda")
+    model.compile(loss="cross_entropy", optimizer=Adam(1e-3))
+    model.fit(x, y, epochs=1, batch_size=batch, verbose=0)  # compile, capture the graphs
+    timer = EpochTimer()
+    timer.seconds = []
+    model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0, callbacks=[timer])
+    cuda.synchronize()
+    graphs = model._backend.runner.uses_graphs
+    return x.shape[0] / statistics.median(timer.seconds), graphs
+
+
+# ---- PyTorch ------------------------------------------------------------------------------
+
+def torch_throughput(torch, hidden, batch, x, y, epochs, graph, device):
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    widths = (x.shape[1],) + tuple(hidden)
+    mods = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*mods, torch.nn.Linear(widths[-1], 10)).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, capturable=graph)
+    X = torch.as_tensor(x, device=device)
+    Y = torch.as_tensor(y, device=device)
+    n = X.shape[0]
+    steps = n // batch
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(xb), yb)
+        loss.backward()
+        opt.step()
+        return loss
+
+    if graph:
+        static_x = X[:batch].clone()
+        static_y = Y[:batch].clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step(static_x, static_y)
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(g):
+            static_loss = F.cross_entropy(net(static_x), static_y)
+            static_loss.backward()
+            opt.step()
+
+        def epoch():
+            perm = torch.randperm(n, device=device)
+            for i in range(steps):
+                idx = perm[i * batch:(i + 1) * batch]
+                torch.index_select(X, 0, idx, out=static_x)
+                torch.index_select(Y, 0, idx, out=static_y)
+                g.replay()
+    else:
+        def epoch():
+            perm = torch.randperm(n, device=device)
+            for i in range(steps):
+                idx = perm[i * batch:(i + 1) * batch]
+                step(X.index_select(0, idx), Y.index_select(0, idx))
+
+    epoch()  # warm-up: allocator, cuBLAS handles, kernels
+    sync()
+    seconds = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        epoch()
+        sync()
+        seconds.append(time.perf_counter() - t)
+    return steps * batch / statistics.median(seconds)
+
+
+# ---- SGEMM --------------------------------------------------------------------------------
+
+def fastnn_sgemm_tflops(cuda, m, n, k, repeats, tile=None):
+    from fastnn.cuda.dense import sgemm
+    rng = np.random.default_rng(0)
+    a = cuda.to_device(rng.standard_normal(m * k, dtype=np.float32))
+    b = cuda.to_device(rng.standard_normal(k * n, dtype=np.float32))
+    c = cuda.device_array(m * n, np.float32)
+    sgemm(c, a, b, m, n, k, tile=tile)  # compile
+    cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sgemm(c, a, b, m, n, k, tile=tile)
+        cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    # A fast wrong kernel is no result: check the first row of C.
+    ref = a.copy_to_host()[:k].astype(np.float64) @ b.copy_to_host().reshape(k, n).astype(np.float64)
+    np.testing.assert_allclose(c.copy_to_host()[:n], ref, rtol=1e-3, atol=1e-2)
+    return 2.0 * m * n * k / statistics.median(times) / 1e12
+
+
+def cublas_sgemm_tflops(torch, m, n, k, repeats, device):
+    a = torch.randn(m, k, device=device)
+    b = torch.randn(k, n, device=device)
+    c = torch.matmul(a, b)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.matmul(a, b, out=c)
+        sync()
+        times.append(time.perf_counter() - t)
+    return 2.0 * m * n * k / statistics.median(times) / 1e12
+
+
+def gemm_shapes(n_in, hidden, batch):
+    """(M, N, K) of the training step's GEMMs: forward, dW (with the bias row), dx."""
+    widths = (n_in,) + tuple(hidden) + (10,)
+    shapes = []
+    for k, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        shapes += [(batch, b, a), (a + 1, b, batch)] + ([(batch, a, b)] if k else [])
+    return shapes
+
+
+# ---- main ---------------------------------------------------------------------------------
+
+def main():
+    args = parse_args()
+    cuda = require_gpu(args.smoke)
+    torch, torch_why = import_torch(args.smoke, not args.no_torch)
+    device = "cpu" if args.smoke else "cuda"
+    x, y, source = load_data(args.smoke)
+    configs = [CONFIGS[int(i)] for i in args.configs.split(",")]
+    if args.smoke:
+        configs = [((6, 5), 8)]
+        args.epochs, args.repeats = 1, 1
+    print("command: python " + " ".join(["benchmarks/gpu.py"] + sys.argv[1:]))
+    print(describe(cuda, torch))
+    print(f"data: {source}, {x.shape[0]} rows; {args.epochs} timed epochs after one warm-up, median")
+    if torch is None:
+        print(f"PyTorch columns skipped: {torch_why}")
+    print()
+    header = f"{'network':<18}{'batch':>6}{'fastnn':>12}{'torch eager':>13}{'torch graph':>13}" \
+             f"{'vs eager':>10}{'vs graph':>10}"
+    print("training samples/s (float32, Adam)")
+    print(header)
+    for hidden, batch in configs:
+        name = "-".join(map(str, (x.shape[1],) + hidden + (10,)))
+        ours, graphs = fastnn_throughput(hidden, batch, x, y, args.epochs, cuda)
+        eager = graph = None
+        if torch is not None:
+            eager = torch_throughput(torch, hidden, batch, x, y, args.epochs, False, device)
+            if device == "cuda":
+                graph = torch_throughput(torch, hidden, batch, x, y, args.epochs, True, device)
+        fmt = lambda v: f"{v:,.0f}" if v else "-"  # noqa: E731
+        ratio = lambda v: f"{ours / v:.2f}x" if v else "-"  # noqa: E731
+        print(f"{name:<18}{batch:>6}{fmt(ours):>12}{fmt(eager):>13}{fmt(graph):>13}{ratio(eager):>10}"
+              f"{ratio(graph):>10}" + ("" if graphs else "   (fastnn without CUDA graphs)"))
+    if not args.no_sgemm:
+        size = 16 if args.smoke else SGEMM_SIZE
+        print(f"\nSGEMM {size}^3 float32, TFLOP/s (TF32 off)")
+        ours = fastnn_sgemm_tflops(cuda, size, size, size, args.repeats)
+        line = f"fastnn {ours:.3g}"
+        if torch is not None:
+            theirs = cublas_sgemm_tflops(torch, size, size, size, args.repeats, device)
+            line += f"   cuBLAS (torch.matmul) {theirs:.3g}   fastnn / cuBLAS {ours / theirs:.0%}"
+        print(line)
+    if args.tiles:
+        from fastnn.cuda import TILES
+        from fastnn.cuda.dense import choose_tile
+        print("\nSGEMM TFLOP/s per tile (BM, BN, BK, TM, TN) on the configs' shapes; * = choose_tile's pick")
+        shapes = sorted({s for hidden, batch in configs for s in gemm_shapes(x.shape[1], hidden, batch)})
+        print(f"{'M x N x K':<22}" + "".join(f"{str(t[:2]):>14}" for t in TILES))
+        for m, n, k in shapes:
+            cells = []
+            for t in TILES:
+                v = fastnn_sgemm_tflops(cuda, m, n, k, args.repeats, tile=t)
+                cells.append(f"{v:.3g}" + ("*" if t == choose_tile(m, n) else " "))
+            print(f"{f'{m} x {n} x {k}':<22}" + "".join(f"{c:>14}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()

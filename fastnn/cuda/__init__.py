@@ -1,0 +1,145 @@
+"""CUDA kernels: the twins of ``fastnn.kernels``, module for module, written with ``numba.cuda``.
+
+``activations``, ``dense``, ``losses``, ``metrics`` and ``optimizers`` hold the kernels and
+their host-side launchers (outputs first, then inputs, then sizes; every array a flat 1-D
+device array, so that one compiled kernel serves every shape); ``network`` strings them into
+a training step; ``backend.CUDABackend`` owns the device arrays of a model.
+
+Kernels are built per dtype (float32 or float64) by cached factories, so that every
+constant in them has the array's type: Numba types ``float32 * 2.0`` as float64, and the
+CUDA simulator, which runs kernels as Python, would hide such a promotion.
+
+Importing this package does not import ``numba.cuda``: ``CUDABackend`` checks for it first,
+so that a missing package or GPU is a clear error, not an ImportError from deep inside.
+"""
+import os
+
+from ..config import CUDA_THREADS_PER_BLOCK
+
+# Elementwise kernels: threads per block (fewer when there are fewer elements).
+THREADS = CUDA_THREADS_PER_BLOCK
+# Single-block reductions (loss, accuracy): the most threads, a power of two, and the size of
+# their shared-memory scratch.
+REDUCE_THREADS = CUDA_THREADS_PER_BLOCK
+
+# SGEMM tiles, (BM, BN, BK, TM, TN): a block computes a BM x BN tile of C, stepping through K
+# BK at a time in shared memory; each of its (BM/TM) * (BN/TN) threads keeps a TM x TN tile
+# of C in registers. The large tile has the most reuse per load; the small ones leave
+# enough blocks to keep more of the GPU busy when a matrix is small (``dense.choose_tile``).
+# The choice among them is a heuristic not yet tuned on hardware (benchmarks/gpu.py --tiles).
+TILE_128 = (128, 128, 8, 8, 8)
+TILE_64 = (64, 64, 16, 4, 4)
+TILE_16 = (16, 16, 16, 2, 2)
+TILE_8 = (8, 8, 16, 2, 2)
+TILES = (TILE_128, TILE_64, TILE_16, TILE_8)
+# Streaming multiprocessors assumed when the device does not say (the simulator): an H100's.
+DEFAULT_SM_COUNT = 132
+
+# Training steps per captured CUDA graph: one graph launch then replaces this many steps of
+# kernel launches. FASTNN_CUDA_GRAPHS=0 turns graphs off (plain launches every step).
+GRAPH_STEPS = 16
+USE_GRAPHS = os.environ.get("FASTNN_CUDA_GRAPHS", "1") not in ("0", "false", "no")
+
+# The training set is uploaded once per fit when it takes at most this fraction of the free
+# device memory; otherwise it is streamed to the device a chunk at a time.
+DATASET_MEMORY_FRACTION = 0.5
+
+# Layout of the int64 ``control`` array that the training-step kernels share on the device
+# (a captured graph replays fixed arguments, so what changes from step to step lives here):
+# the index of the batch being trained, and the first batch whose loss was not finite (-1
+# while none was), after which no update is applied.
+C_BATCH, C_BAD = range(2)
+N_CONTROL = 2
+
+# No fastmath: it would allow approximate division, square root and exp (results would
+# leave float32 rounding of the CPU's), flush denormals, and assume no NaN/Inf (a diverging
+# loss would go unseen, as on the CPU side; see config.FASTMATH).
+# No on-disk cache: the kernels are closures built per dtype, tile and layout, which
+# numba-cuda's cache tells apart only by pickling their cells (device functions among them),
+# and it checks the source of the kernel's own file, not of the device functions it inlines
+# from the others (numba#6845): a stale kernel must never run. Each process compiles the
+# kernels it uses at their first launch instead.
+JIT_OPTIONS = {"fastmath": False, "cache": False}
+
+
+def kernel(fn=None, *, device=False):
+    """``numba.cuda.jit`` with the package's options; ``device=True`` for device functions."""
+    from numba import cuda
+
+    def wrap(f):
+        return cuda.jit(device=device, **JIT_OPTIONS)(f)
+    return wrap if fn is None else wrap(fn)
+
+
+class Plan:
+    """Kernel launches recorded in order, to be replayed as one training step.
+
+    Every launcher in this package takes ``plan=None``: with a plan it appends its launches
+    (a kernel configured for grid, block and the plan's stream, and its arguments) instead of
+    running them, so a step is built once and replayed without rebuilding arguments, or
+    captured into a CUDA graph (``network.StepRunner``).
+    """
+
+    def __init__(self, stream=0):
+        self.stream = stream
+        self.launches = []
+        self._key = None
+
+    def add(self, kernel_, grid, block, args):
+        # The simulator's kernel[grid, block] configures the kernel object itself and returns
+        # it, so a configuration cannot be kept there: it is made again at each run.
+        configured = None if _simulated() else _configure(kernel_, grid, block, self.stream)
+        self.launches.append((configured, args, (kernel_, grid, block)))
+
+    def run(self):
+        for configured, args, (kernel_, grid, block) in self.launches:
+            (configured or _configure(kernel_, grid, block, self.stream))(*args)
+
+    def key(self):
+        """What a captured graph of this plan depends on: kernels, geometry, device pointers, scalars."""
+        if self._key is None or self._key[0] != len(self.launches):
+            self._key = (len(self.launches), tuple((id(k), g, b, tuple(_arg_key(a) for a in args))
+                                                   for _, args, (k, g, b) in self.launches))
+        return self._key[1]
+
+
+def _arg_key(a):
+    ptr = getattr(a, "device_ctypes_pointer", None)
+    if ptr is not None:
+        return ("ptr", ptr.value, a.size)
+    try:
+        hash(a)
+    except TypeError:  # an array without a device pointer (the simulator's)
+        return ("id", id(a))
+    return a
+
+
+def launch(plan, kernel_, grid, block, *args):
+    """Run ``kernel_[grid, block](*args)`` now, or append it to ``plan``."""
+    if plan is None:
+        _configure(kernel_, grid, block, 0)(*args)
+    else:
+        plan.add(kernel_, grid, block, args)
+
+
+def _simulated():
+    from numba import config
+    return bool(config.ENABLE_CUDASIM)
+
+
+def _configure(kernel_, grid, block, stream):
+    """``kernel_[grid, block, stream]``, without numba-cuda's warning about grids under 128
+    blocks: the loss kernel is one block by design, and a small network's layers are small."""
+    import warnings
+    from numba.core.errors import NumbaPerformanceWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        return kernel_[grid, block, stream]
+
+
+def blocks(size, threads=THREADS):
+    """(grid, block) for one thread per element of ``size``, blocks no larger than needed
+    (a block of a few threads still takes a warp on the GPU, but the simulator, which runs
+    every thread in Python, is spared the idle ones)."""
+    block = min(threads, max(1, size))
+    return max(1, -(-size // block)), block

@@ -1,0 +1,268 @@
+"""``CUDABackend``: a model's arrays on an NVIDIA GPU, driven by the kernels of ``fastnn.cuda``.
+
+The same interface as ``fastnn.backend.CPUBackend``, so the model never branches on the
+device. Parameters, gradients, optimizer state, workspace, the training set (uploaded once
+per fit when it fits in memory), the epoch's order and the per-batch losses all stay on the
+device; a call of ``train`` uploads what the host decided (the order of this call's batches,
+step counts, hyper-parameters: a few small copies), enqueues every step, and reads the
+batch losses and correct counts back once at its end.
+"""
+import numpy as np
+
+from ..config import INFERENCE_BATCH_SIZE
+from ..kernels.network import B_OFF, DENSE, N_IN, N_OUT, W_OFF
+from ..kernels.optimizers import N_HYPER
+from . import C_BAD, C_BATCH, DATASET_MEMORY_FRACTION, N_CONTROL
+
+_INSTALL_HINT = "pip install 'fastnn[cuda]' (NVIDIA's numba-cuda package)"
+
+
+def _require_cuda():
+    """``numba.cuda``, or a RuntimeError naming what is missing."""
+    try:
+        from numba import cuda
+    except ImportError as e:
+        raise RuntimeError(f"device='cuda' needs numba.cuda, which is not installed: {_INSTALL_HINT}") from e
+    from numba import config
+    if not config.ENABLE_CUDASIM and getattr(cuda, "implementation", "NVIDIA") != "NVIDIA":
+        raise RuntimeError("device='cuda' needs NVIDIA's numba-cuda package; numba's own CUDA target, "
+                           f"deprecated, cannot compile fastnn's kernels: {_INSTALL_HINT}")
+    try:
+        available = cuda.is_available()
+    except Exception as e:  # a broken driver or toolkit install
+        raise RuntimeError(f"device='cuda': numba.cuda cannot initialize CUDA ({e})") from e
+    if not available:
+        raise RuntimeError("device='cuda' found no usable NVIDIA GPU: numba.cuda.is_available() is False "
+                           "(no GPU, or no NVIDIA driver; numba.cuda.detect() tells more). Use device='cpu'.")
+    return cuda
+
+
+class DeviceData:
+    """The training arrays as ``CUDABackend.train`` reads them: flat device copies when they fit
+    in device memory (``x``, ``y``), else the host arrays, streamed in chunks (``host``)."""
+
+    def __init__(self, host, x=None, y=None):
+        self.host = host
+        self.x = x
+        self.y = y
+
+    @property
+    def resident(self):
+        return self.x is not None
+
+
+class CUDABackend:
+    """Arrays are numba.cuda device arrays; kernels are ``fastnn.cuda``'s. See ``fastnn.backend``."""
+    name = "cuda"
+
+    def __init__(self, dtype):
+        self.cuda = _require_cuda()
+        from . import network  # imports numba.cuda: only once it is known to work
+        self._network = network
+        self.dtype = np.dtype(dtype)
+        self.stream = self.cuda.stream()
+        self.runner = network.StepRunner(self.stream)
+        self.capacity = 0
+        # Bytes a training set may take to be uploaded whole; None: DATASET_MEMORY_FRACTION
+        # of the device memory free when it is uploaded.
+        self.dataset_budget = None
+        self._small = {}  # name -> device array reused between calls (graphs keep pointers)
+        self._views, self._bases = {}, {}
+
+    # ---- buffers ----------------------------------------------------------------------------
+
+    def _to_device(self, array):
+        return self.cuda.to_device(np.ascontiguousarray(array), stream=self.stream)
+
+    def load(self, layers, alphas, params, state1, state2):
+        """Take the network table and the flat buffers (host arrays, copied to the device)."""
+        self.layers = np.ascontiguousarray(layers, dtype=np.int64)
+        self.alphas = np.ascontiguousarray(alphas, dtype=np.float64)
+        for row in self.layers:
+            if row[DENSE] and row[B_OFF] != row[W_OFF] + row[N_IN] * row[N_OUT]:
+                raise ValueError("layers: the CUDA backend needs each dense layer's bias right after its "
+                                 "weights in the flat buffer ([W, b] layout)")
+        self.params = self._to_device(np.asarray(params, dtype=self.dtype))
+        self.grads = self._to_device(np.zeros(self.params.size, dtype=self.dtype))
+        self.state1 = self._to_device(np.asarray(state1, dtype=self.dtype))
+        self.state2 = self._to_device(np.asarray(state2, dtype=self.dtype))
+        self.capacity = 0
+        self.runner.forget()
+
+    def host(self, name):
+        """A host copy of one of the flat buffers ('params', 'state1', 'state2')."""
+        out = getattr(self, name).copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        return out
+
+    def write(self, name, lo, values):
+        """Overwrite ``buffer[lo:lo + values.size]`` from a host array."""
+        values = np.ascontiguousarray(np.reshape(values, -1), dtype=self.dtype)
+        if values.size:
+            getattr(self, name)[lo: lo + values.size].copy_to_device(values, stream=self.stream)
+            self.stream.synchronize()  # the caller may change ``values`` once this returns
+
+    def _small_array(self, name, size, dtype):
+        """A device array of at least ``size`` elements kept between calls, so that captured
+        graphs, which replay pointers, stay valid; grows (and moves) only when too small."""
+        arr = self._small.get(name)
+        if arr is None or arr.size < size or arr.dtype != dtype:
+            arr = self.cuda.device_array(max(size, 1), dtype=dtype, stream=self.stream)
+            self._small[name] = arr
+        return arr
+
+    def _sized(self, name, shape, dtype):
+        """A device array of exactly ``shape``, backed by the kept array ``name``; the same object
+        while the shape stays, so that the plans built on it (keyed by identity) are reused."""
+        shape = tuple(int(d) for d in shape)
+        view = self._views.get(name)
+        stale = view is None or self._small.get(name) is not self._bases[name]
+        if stale or view.shape != shape or view.dtype != dtype:
+            size = int(np.prod(shape))
+            base = self._small_array(name, size, dtype)
+            view = base[:size].reshape(shape) if size else self.cuda.device_array(shape, dtype=dtype)
+            self._views[name], self._bases[name] = view, base
+        return view
+
+    def _upload(self, name, values):
+        """``values`` (host) into the kept device array ``name`` (see ``_sized``)."""
+        values = np.ascontiguousarray(values)
+        view = self._sized(name, values.shape, values.dtype)
+        if values.size:
+            view.copy_to_device(values, stream=self.stream)
+        return view
+
+    def dataset(self, x, y):
+        """The training arrays on the device when they fit (see ``DeviceData``)."""
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        y = np.ascontiguousarray(y, dtype=self.dtype)
+        self.runner.forget()  # the plans of an earlier data set would keep it on the device
+        if x.nbytes + y.nbytes > self._dataset_budget():
+            return DeviceData((x, y))
+        return DeviceData((x, y), self._to_device(x.reshape(-1)), self._to_device(y.reshape(-1)))
+
+    def _dataset_budget(self):
+        if self.dataset_budget is not None:
+            return self.dataset_budget
+        try:
+            return DATASET_MEMORY_FRACTION * self.cuda.current_context().get_memory_info()[0]
+        except Exception:  # the simulator has no memory to report
+            return float("inf")
+
+    def reserve(self, rows):
+        """Workspace for forward and backward passes of up to ``rows`` rows; allocates only
+        when it grows, so steady-state training allocates nothing."""
+        if rows <= self.capacity:
+            return
+        widths = np.concatenate([[self.layers[0, N_IN]], self.layers[:, N_OUT]])
+        self.act_off = np.concatenate([[0], np.cumsum(widths * rows)]).astype(np.int64)
+        self.acts = self.cuda.device_array(int(self.act_off[-1]), dtype=self.dtype, stream=self.stream)
+        self.deltas = self.cuda.device_array((2, int(rows * widths.max())), dtype=self.dtype, stream=self.stream)
+        self.targets = self.cuda.device_array(int(rows * widths[-1]), dtype=self.dtype, stream=self.stream)
+        self.capacity = rows
+        self.runner.forget()
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def train(self, data, order, batch_size, first, stop, loss, opt_meta, opt_hyper, opt_steps,
+              batch_loss, batch_correct):
+        """Train on batches [first, stop) of ``data[order]``; see ``kernels.network.train_batches``.
+
+        Returns -1, or the first batch whose loss was not finite (no update was applied from
+        it on). ``batch_loss``, ``batch_correct`` and ``opt_steps`` are updated on the host.
+        """
+        if stop <= first:
+            return -1
+        self.reserve(batch_size)
+        n = order.size
+        meta = self._upload("opt_meta", np.asarray(opt_meta, dtype=np.int64).reshape(-1, 3))
+        hyper = self._upload("opt_hyper", np.asarray(opt_hyper, dtype=np.float64).reshape(-1, N_HYPER))
+        steps = self._upload("opt_steps", np.asarray(opt_steps, dtype=np.int64))
+        control = self._upload("control", _control(first))
+        records = self._small_array("records", 2 * stop, np.float64)
+        positions = self._sized("order", (n,), np.int64)
+        lo, hi = first * batch_size, min(stop * batch_size, n)
+        common = (self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss, meta, hyper,
+                  steps)
+        work = (self.acts, self.act_off, self.deltas, self.targets, records, control)
+        if data.resident:
+            positions[lo:hi].copy_to_device(np.ascontiguousarray(order[lo:hi], dtype=np.int64), stream=self.stream)
+            self._network.train_batches(*common, data.x, data.y, positions, batch_size, first, stop, *work,
+                                        self.runner)
+        else:
+            self._train_streamed(data, order, batch_size, first, stop, common, work, positions)
+        out = records[2 * first: 2 * stop].copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        batch_loss[first:stop] = out[0::2]
+        batch_correct[first:stop] = out[1::2].astype(np.int64)
+        bad = np.flatnonzero(~np.isfinite(out[0::2]))
+        bad = first + int(bad[0]) if bad.size else -1
+        opt_steps += (bad if bad >= 0 else stop) - first
+        return bad
+
+    def _train_streamed(self, data, order, batch_size, first, stop, common, work, positions):
+        """Training for a data set that does not fit: the rows of as many batches as fit in the
+        budget are gathered on the host, uploaded to a staging buffer, and trained on."""
+        x, y = data.host
+        n = order.size
+        row_bytes = (x.shape[1] + y.shape[1]) * self.dtype.itemsize
+        per_chunk = int(max(1, min(stop - first, self._dataset_budget() // (row_bytes * batch_size))))
+        stage_rows = min(per_chunk * batch_size, n)
+        xs = self._small_array("stage_x", stage_rows * x.shape[1], self.dtype)
+        ys = self._small_array("stage_y", stage_rows * y.shape[1], self.dtype)
+        for b0 in range(first, stop, per_chunk):
+            b1 = min(b0 + per_chunk, stop)
+            lo, hi = b0 * batch_size, min(b1 * batch_size, n)
+            rows = order[lo:hi]
+            xs[: (hi - lo) * x.shape[1]].copy_to_device(np.ascontiguousarray(x[rows]).reshape(-1), stream=self.stream)
+            ys[: (hi - lo) * y.shape[1]].copy_to_device(np.ascontiguousarray(y[rows]).reshape(-1), stream=self.stream)
+            # The step gathers rows order[b * batch_size + r]: here, positions in the staging buffer.
+            positions[lo:hi].copy_to_device(np.arange(hi - lo, dtype=np.int64), stream=self.stream)
+            self._network.train_batches(*common, xs, ys, positions, batch_size, b0, b1, *work, self.runner)
+            self.stream.synchronize()  # the staging buffer is overwritten next
+
+    # ---- inference --------------------------------------------------------------------------
+
+    def predict(self, x, batch_size=INFERENCE_BATCH_SIZE):
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        n_out = int(self.layers[-1, N_OUT])
+        if x.shape[0] == 0:
+            return np.empty((0, n_out), dtype=self.dtype)
+        self.reserve(batch_size)
+        out = self.cuda.device_array(x.shape[0] * n_out, dtype=self.dtype, stream=self.stream)
+        self._network.predict_batches(out, self.params, self.layers, self.alphas, x, batch_size, self.acts,
+                                      self.act_off, self.stream)
+        host = out.copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        return host.reshape(x.shape[0], n_out)
+
+    def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
+        """(sum over batches of loss x rows, number of correct rows), as ``CPUBackend.evaluate``."""
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        y = np.ascontiguousarray(y, dtype=self.dtype)
+        n = x.shape[0]
+        if n == 0:
+            return 0.0, 0
+        self.reserve(batch_size)
+        n_batches = -(-n // batch_size)
+        records = self._small_array("eval_records", 2 * n_batches, np.float64)
+        control = self._upload("eval_control", _control(0))
+        steps = self._small_array("eval_steps", 1, np.int64)
+        self._network.evaluate_batches(self.params, self.layers, self.alphas, loss, x, y, batch_size, self.acts,
+                                       self.act_off, self.targets, records, control, steps, self.stream)
+        out = records[: 2 * n_batches].copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        total, correct = 0.0, 0
+        for b in range(n_batches):
+            rows = min(batch_size, n - b * batch_size)
+            total += float(out[2 * b]) * rows
+            correct += int(out[2 * b + 1])
+        return total, correct
+
+
+def _control(first):
+    """A fresh ``control`` array (see ``fastnn.cuda.C_BATCH``): at batch ``first``, no bad batch yet."""
+    control = np.empty(N_CONTROL, dtype=np.int64)
+    control[C_BATCH] = first
+    control[C_BAD] = -1
+    return control

@@ -1,0 +1,264 @@
+"""CUDA twin of ``fastnn.kernels.dense``: a tiled, register-blocked SGEMM with fused epilogues.
+
+``C = op(A) @ op(B)`` for row-major flat arrays, op a transpose or not, fixed when the
+kernel is built (three variants serve a dense layer: NN forward, TN for dW, NT for dx).
+A block computes a BM x BN tile of C: it steps through K BK at a time, each thread loading
+a few elements of the A and B slices into shared memory (padded so that the stores hit
+distinct banks), then every thread multiplies a column of the A slice by a row of the B
+slice into its own TM x TN accumulators, which live in registers (the loops over the tile
+have constant trip counts and unroll), while the next slice's loads are already on their way
+into registers. Thread (ty, tx) owns rows ty + i*TY and columns
+tx + j*TX, so a warp reads consecutive B columns and writes consecutive C columns. Edges of
+any size are zero-filled on load and masked on store.
+
+The epilogue runs on the accumulators before the single store of C (through a shared-memory
+slab, which keeps the accumulators in registers; see the kernel):
+
+- ``EPI_BIAS_ACT`` (forward): ``act(acc + b[n])``, the layer's bias and elementwise activation;
+- ``EPI_ACT_GRAD`` (dx): ``act'(acc)`` from the previous layer's output, so dx comes out as the
+  gradient with respect to the previous layer's pre-activation;
+- ``EPI_NONE``.
+
+The bias gradient costs no kernel either: the layout [W, b] puts db right after dW, so the
+TN GEMM computes both as ``[x, 1].T @ dz``, ``x.T`` with a row of ones appended.
+"""
+from functools import lru_cache
+
+import numba
+import numpy as np
+from numba import cuda
+
+from . import DEFAULT_SM_COUNT, TILES, kernel, launch
+from .activations import IDENTITY, SOFTMAX, bias_activation_forward, activation_backward, device_functions
+
+EPI_NONE, EPI_BIAS_ACT, EPI_ACT_GRAD = range(3)
+
+
+@lru_cache(maxsize=None)
+def gemm_kernel(dtype, trans_a, trans_b, epilogue, tile):
+    """The SGEMM kernel ``gemm(C, ldc, A, lda, B, ldb, M, N, K, ones_row, E, lde, act, alpha)``.
+
+    C (M, N) = op(A) (M, K) @ op(B) (K, N), then the epilogue. A is stored (M, K), or (K, M)
+    when ``trans_a``; B (K, N), or (N, K) when ``trans_b``; ld* are the stored row lengths.
+    With ``trans_a``, rows ``ones_row`` .. M-1 of op(A) read as ones (M = ones_row + 1 appends
+    the bias row; ones_row = M appends none). E is the bias (EPI_BIAS_ACT) or the previous
+    layer's output with row length ``lde`` (EPI_ACT_GRAD), read by the epilogue only.
+    """
+    T = numba.from_dtype(np.dtype(dtype))
+    ZERO, ONE = T(0), T(1)
+    BM, BN, BK, TM, TN = tile
+    TX, TY = BN // TN, BM // TM
+    NT = TX * TY
+    A_LOADS, B_LOADS = BM * BK // NT, BN * BK // NT
+    # Padding so that a warp's stores along K into the k-major tiles land in distinct banks.
+    PAD = 32 // BK
+    A_SHAPE, B_SHAPE = (BK, BM + PAD), (BK, BN + PAD)
+    SLAB_SHAPE, SLAB_LOADS = (TY, BN), TY * BN // NT
+    ACC = TM * TN
+    TRANS_A, TRANS_B, EPI = bool(trans_a), bool(trans_b), epilogue
+    f = device_functions(dtype)
+    forward_value, backward_value = f.activation_forward_value, f.activation_backward_value
+
+    @kernel(device=True)
+    def load_a(regs, A, lda, M, K, ones_row, m0, k0, tid):
+        """This thread's elements of the (BM, BK) slice of op(A) at (m0, k0), zero outside it."""
+        for e in range(A_LOADS):
+            idx = tid + e * NT
+            if TRANS_A:  # stored (K, M): consecutive threads along m read consecutive addresses
+                m = m0 + idx % BM
+                k = k0 + idx // BM
+            else:  # stored (M, K): consecutive threads along k
+                m = m0 + idx // BK
+                k = k0 + idx % BK
+            v = ZERO
+            if TRANS_A:
+                if k < K:
+                    if m < ones_row:
+                        v = A[k * lda + m]
+                    elif m < M:
+                        v = ONE
+            elif m < M and k < K:
+                v = A[m * lda + k]
+            regs[e] = v
+
+    @kernel(device=True)
+    def store_a(As, regs, tid):
+        for e in range(A_LOADS):
+            idx = tid + e * NT
+            if TRANS_A:
+                As[idx // BM, idx % BM] = regs[e]
+            else:
+                As[idx % BK, idx // BK] = regs[e]
+
+    @kernel(device=True)
+    def load_b(regs, B, ldb, N, K, n0, k0, tid):
+        """This thread's elements of the (BK, BN) slice of op(B) at (k0, n0), zero outside it."""
+        for e in range(B_LOADS):
+            idx = tid + e * NT
+            if TRANS_B:  # stored (N, K)
+                n = n0 + idx // BK
+                k = k0 + idx % BK
+            else:  # stored (K, N)
+                n = n0 + idx % BN
+                k = k0 + idx // BN
+            v = ZERO
+            if n < N and k < K:
+                v = B[n * ldb + k] if TRANS_B else B[k * ldb + n]
+            regs[e] = v
+
+    @kernel(device=True)
+    def store_b(Bs, regs, tid):
+        for e in range(B_LOADS):
+            idx = tid + e * NT
+            if TRANS_B:
+                Bs[idx % BK, idx // BK] = regs[e]
+            else:
+                Bs[idx // BN, idx % BN] = regs[e]
+
+    @kernel
+    def gemm(C, ldc, A, lda, B, ldb, M, N, K, ones_row, E, lde, act, alpha):
+        As = cuda.shared.array(A_SHAPE, T)
+        Bs = cuda.shared.array(B_SHAPE, T)
+        slab = cuda.shared.array(SLAB_SHAPE, T)
+        acc = cuda.local.array(ACC, T)
+        a_reg = cuda.local.array(TM, T)
+        b_reg = cuda.local.array(TN, T)
+        a_next = cuda.local.array(A_LOADS, T)
+        b_next = cuda.local.array(B_LOADS, T)
+        tid = cuda.threadIdx.x
+        tx = tid % TX
+        ty = tid // TX
+        m0 = cuda.blockIdx.y * BM
+        n0 = cuda.blockIdx.x * BN
+        for i in range(ACC):
+            acc[i] = ZERO
+        load_a(a_next, A, lda, M, K, ones_row, m0, 0, tid)
+        load_b(b_next, B, ldb, N, K, n0, 0, tid)
+        for k0 in range(0, K, BK):
+            store_a(As, a_next, tid)
+            store_b(Bs, b_next, tid)
+            cuda.syncthreads()
+            # The next slice's loads are issued before this slice's arithmetic, which hides
+            # their latency behind it (register double buffering).
+            if k0 + BK < K:
+                load_a(a_next, A, lda, M, K, ones_row, m0, k0 + BK, tid)
+                load_b(b_next, B, ldb, N, K, n0, k0 + BK, tid)
+            for kk in range(BK):
+                for i in range(TM):
+                    a_reg[i] = As[kk, ty + i * TY]
+                for j in range(TN):
+                    b_reg[j] = Bs[kk, tx + j * TX]
+                for i in range(TM):
+                    for j in range(TN):
+                        acc[i * TN + j] += a_reg[i] * b_reg[j]
+            cuda.syncthreads()
+        if EPI == EPI_NONE:
+            for i in range(TM):
+                m = m0 + ty + i * TY
+                if m < M:
+                    for j in range(TN):
+                        n = n0 + tx + j * TX
+                        if n < N:
+                            C[m * ldc + n] = acc[i * TN + j]
+            return
+        # The epilogue's activation is too much code to unroll TM * TN times, and a loop that
+        # is not unrolled would index ``acc`` at run time, which moves it out of registers
+        # into local memory. So the tile goes out one row of each thread's tile at a time
+        # through shared memory, where the block applies the epilogue in a plain loop; the
+        # rows of ``acc`` shift forward after each, so only constant indices ever touch it.
+        for i in range(TM):
+            for j in range(TN):
+                slab[ty, tx + j * TX] = acc[j]
+            for q in range(ACC - TN):
+                acc[q] = acc[q + TN]
+            cuda.syncthreads()
+            for e in range(SLAB_LOADS):
+                idx = tid + e * NT
+                r = idx // BN
+                c = idx % BN
+                m = m0 + r + i * TY
+                n = n0 + c
+                if m < M and n < N:
+                    v = slab[r, c]
+                    if EPI == EPI_BIAS_ACT:
+                        v = forward_value(act, v + E[n], alpha)
+                    else:
+                        v = backward_value(act, v, E[m * lde + n], alpha)
+                    C[m * ldc + n] = v
+            cuda.syncthreads()
+
+    return gemm
+
+
+def _sm_count():
+    try:
+        return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    except Exception:  # the simulator's device has no attributes
+        return DEFAULT_SM_COUNT
+
+
+def choose_tile(M, N):
+    """The largest tile that still gives every multiprocessor a block, else the smallest.
+
+    A large tile reuses each loaded element more (TM + TN loads per TM * TN multiply-adds), but
+    a matrix cut into fewer blocks than there are multiprocessors leaves some idle: when no
+    tile fills the GPU, the smallest keeps the most of it busy.
+    """
+    sms = _sm_count()
+    for tile in TILES:
+        if -(-M // tile[0]) * -(-N // tile[1]) >= sms:
+            return tile
+    return TILES[-1]
+
+
+def _launch_gemm(plan, dtype, trans_a, trans_b, epi, tile, C, ldc, A, lda, B, ldb, M, N, K, ones_row, E, lde,
+                 act, alpha):
+    tile = tile or choose_tile(M, N)
+    k = gemm_kernel(np.dtype(dtype).name, trans_a, trans_b, epi, tile)
+    grid = (-(-N // tile[1]), -(-M // tile[0]))
+    threads = (tile[0] // tile[3]) * (tile[1] // tile[4])
+    launch(plan, k, grid, threads, C, ldc, A, lda, B, ldb, M, N, K, ones_row, E, lde, act, float(alpha))
+
+
+def sgemm(C, A, B, M, N, K, trans_a=False, trans_b=False, tile=None, plan=None):
+    """C (M, N) = op(A) @ op(B), flat row-major device arrays; A stored (K, M) when ``trans_a``,
+    B stored (N, K) when ``trans_b``. ``tile`` None picks one by size (``choose_tile``)."""
+    _launch_gemm(plan, C.dtype, trans_a, trans_b, EPI_NONE, tile, C, N, A, M if trans_a else K, B,
+                 K if trans_b else N, M, N, K, M, C, 0, IDENTITY, 0.0)
+
+
+def dense_forward(out, x, W, b, act, alpha, rows, n_in, n_out, defer_softmax=False, tile=None, plan=None):
+    """out (rows, n_out) = act(x (rows, n_in) @ W (n_in, n_out) + b), one GEMM with the bias and
+    an elementwise activation in its epilogue. Softmax takes one row kernel more, unless
+    ``defer_softmax`` (the loss kernel applies it, ``losses.loss_forward_backward``)."""
+    if act == SOFTMAX:
+        _launch_gemm(plan, out.dtype, False, False, EPI_BIAS_ACT, tile, out, n_out, x, n_in, W, n_out,
+                     rows, n_out, n_in, rows, b, 0, IDENTITY, 0.0)
+        if not defer_softmax:
+            bias_activation_forward(out, out, None, SOFTMAX, 0.0, rows, n_out, plan=plan)
+    else:
+        _launch_gemm(plan, out.dtype, False, False, EPI_BIAS_ACT, tile, out, n_out, x, n_in, W, n_out,
+                     rows, n_out, n_in, rows, b, 0, act, alpha)
+
+
+def dense_backward(dx, dWb, dz, x, W, rows, n_in, n_out, prev_out=None, prev_act=IDENTITY, prev_alpha=0.0,
+                   tile=None, plan=None):
+    """Gradients of a dense layer from dz = dL/d(x @ W + b) (rows, n_out).
+
+    dWb ((n_in + 1) * n_out): dW = x.T @ dz followed by db = column sums of dz, in one TN GEMM.
+    dx (rows, n_in) = dz @ W.T, times act'(prev_out) of the previous layer's activation
+    ``prev_act`` when ``prev_out`` is given (softmax takes one row kernel more); ``dx`` None
+    skips it (the first layer). As ``kernels.dense.dense_backward``.
+    """
+    _launch_gemm(plan, dz.dtype, True, False, EPI_NONE, tile, dWb, n_out, x, n_in, dz, n_out,
+                 n_in + 1, n_out, rows, n_in, dWb, 0, IDENTITY, 0.0)
+    if dx is None:
+        return
+    if prev_out is None or prev_act == SOFTMAX:
+        _launch_gemm(plan, dz.dtype, False, True, EPI_NONE, tile, dx, n_in, dz, n_out, W, n_out,
+                     rows, n_in, n_out, rows, dx, 0, IDENTITY, 0.0)
+        if prev_out is not None:
+            activation_backward(dx, dx, prev_out, SOFTMAX, 0.0, rows, n_in, plan=plan)
+    else:
+        _launch_gemm(plan, dz.dtype, False, True, EPI_ACT_GRAD, tile, dx, n_in, dz, n_out, W, n_out,
+                     rows, n_in, n_out, rows, prev_out, n_in, prev_act, prev_alpha)

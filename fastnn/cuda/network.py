@@ -1,0 +1,320 @@
+"""CUDA twin of ``fastnn.kernels.network``: a training step as a short fixed sequence of launches.
+
+The same network table (``layers``, ``alphas``, ``act_off``; see ``kernels.network``) and flat
+buffers, here device arrays. One training step, for a network of L dense layers:
+
+1. ``gather_batch``: rows ``order[b * batch_size + r]`` of the resident data set into the
+   batch buffers (b read from ``control[C_BATCH]``);
+2. per layer, one SGEMM with bias + activation in its epilogue (``dense.dense_forward``);
+   the last layer's softmax is left to the loss kernel;
+3. ``losses.loss_backward``: softmax, loss, accuracy and dL/d(pre-activation) of the last
+   layer in one block, which also records the batch's loss and advances step and batch counters;
+4. per layer, in reverse: dW and db in one TN SGEMM, and (but for the first layer) dx in one
+   NT SGEMM whose epilogue multiplies by the previous activation's derivative;
+5. ``optimizers.optimizer_step``: every optimizer over the whole flat buffer.
+
+That is 2 + 3L launches (11 for 784-100-50-10), with no host synchronization: everything
+that changes between steps (batch index, step counts, learning rates, the stop flag) is in
+device memory, so the same launches, with the same arguments, serve every step. Hence
+``StepRunner`` can capture them once into a CUDA graph of GRAPH_STEPS steps and replay it,
+which costs about a microsecond per kernel instead of some 27 µs per launch from Python.
+The host reads the batch losses back once per call of ``train_batches``' caller (an epoch).
+"""
+import warnings
+from functools import lru_cache
+from types import SimpleNamespace
+
+import numpy as np
+from numba import cuda
+
+from ..kernels.network import ACT, B_OFF, DENSE, N_IN, N_OUT, W_OFF  # noqa: F401
+from . import C_BATCH, GRAPH_STEPS, USE_GRAPHS, Plan, blocks, kernel, launch
+from .activations import SOFTMAX, activation_backward, bias_activation_forward
+from .dense import dense_backward, dense_forward
+from .losses import loss_backward, loss_forward
+from .optimizers import optimizer_step
+
+
+@lru_cache(maxsize=None)
+def kernels(dtype):
+    @kernel
+    def gather_batch(xb, yb, x, y, order, control, batch_size, rows, n_in, n_out):
+        """xb[r] = x[order[b * batch_size + r]], yb likewise, one thread per element of both."""
+        i = cuda.grid(1)
+        lo = control[C_BATCH] * batch_size
+        if i < rows * n_in:
+            r = i // n_in
+            xb[i] = x[order[lo + r] * n_in + (i - r * n_in)]
+        else:
+            j = i - rows * n_in
+            if j < rows * n_out:
+                r = j // n_out
+                yb[j] = y[order[lo + r] * n_out + (j - r * n_out)]
+
+    return SimpleNamespace(gather_batch=gather_batch)
+
+
+def _view(buffer, lo, size):
+    return buffer[int(lo): int(lo) + int(size)]
+
+
+def gather_batch(xb, yb, x, y, order, control, batch_size, rows, n_in, n_out, plan=None):
+    launch(plan, kernels(np.dtype(x.dtype).name).gather_batch, *blocks(rows * (n_in + n_out)),
+           xb, yb, x, y, order, control, batch_size, rows, n_in, n_out)
+
+
+def network_forward(params, layers, alphas, x, acts, act_off, rows, out=None, defer_softmax=False, plan=None):
+    """Every layer on the ``rows`` rows of ``x``; the last writes to ``out`` if given (else its
+    slice of ``acts``). Returns whether the last layer's softmax was deferred to the loss kernel
+    (``defer_softmax`` and a dense last layer with softmax)."""
+    last = layers.shape[0] - 1
+    deferred = bool(defer_softmax and layers[last, DENSE] and layers[last, ACT] == SOFTMAX)
+    inp = x
+    for k in range(last + 1):
+        n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
+        o = out if (out is not None and k == last) else _view(acts, act_off[k + 1], rows * n_out)
+        if layers[k, DENSE]:
+            w, b = layers[k, W_OFF], layers[k, B_OFF]
+            dense_forward(o, inp, _view(params, w, n_in * n_out), _view(params, b, n_out), int(layers[k, ACT]),
+                          alphas[k], rows, n_in, n_out, defer_softmax=deferred and k == last, plan=plan)
+        else:
+            bias_activation_forward(o, inp, None, int(layers[k, ACT]), alphas[k], rows, n_out, plan=plan)
+        inp = o
+    return deferred
+
+
+def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, rows, plan=None):
+    """Fill ``grads`` from dL/d(pre-activation of the last layer), which is in ``deltas[0]``."""
+    cur = 0
+    for k in range(layers.shape[0] - 1, -1, -1):
+        n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
+        dz = _view(deltas[cur], 0, rows * n_out)
+        below = _view(acts, act_off[k], rows * n_in) if k > 0 else x  # this layer's input
+        if layers[k, DENSE]:
+            w = layers[k, W_OFF]
+            dWb = _view(grads, w, (n_in + 1) * n_out)  # [dW, db]: b follows W in the layout
+            W = _view(params, w, n_in * n_out)
+            if k > 0:
+                dx = _view(deltas[1 - cur], 0, rows * n_in)
+                dense_backward(dx, dWb, dz, below, W, rows, n_in, n_out, prev_out=below,
+                               prev_act=int(layers[k - 1, ACT]), prev_alpha=alphas[k - 1], plan=plan)
+                cur = 1 - cur
+            else:
+                dense_backward(None, dWb, dz, below, W, rows, n_in, n_out, plan=plan)
+        elif k > 0:
+            # An Activation layer's pre-activation is its input, the output of layer k - 1:
+            # dz is already dL/d(that output), and one more derivative makes it layer k - 1's.
+            activation_backward(dz, dz, below, int(layers[k - 1, ACT]), alphas[k - 1], rows, n_in, plan=plan)
+
+
+def train_step(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
+               x, y, order, batch_size, rows, acts, act_off, deltas, targets, records, control, plan):
+    """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring)."""
+    last = layers.shape[0] - 1
+    n_in, n_out = int(layers[0, N_IN]), int(layers[last, N_OUT])
+    xb = _view(acts, act_off[0], rows * n_in)
+    yb = _view(targets, 0, rows * n_out)
+    gather_batch(xb, yb, x, y, order, control, batch_size, rows, n_in, n_out, plan=plan)
+    deferred = network_forward(params, layers, alphas, xb, acts, act_off, rows, defer_softmax=True, plan=plan)
+    pred = _view(acts, act_off[last + 1], rows * n_out)
+    loss_backward(records, _view(deltas[0], 0, rows * n_out), pred, yb, loss, int(layers[last, ACT]), alphas[last],
+                  rows, n_out, control, opt_steps, softmax_first=deferred, plan=plan)
+    network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, rows, plan=plan)
+    if opt_meta.shape[0]:
+        optimizer_step(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, control, plan=plan)
+
+
+def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
+                  x, y, order, batch_size, first, stop, acts, act_off, deltas, targets, records, control, runner):
+    """Enqueue training on batches ``first`` .. ``stop - 1`` of the rows ``x[order]``, ``y[order]``.
+
+    Device arrays throughout (``x``, ``y`` flat row-major, ``order`` int64 positions into them);
+    ``control[C_BATCH]`` must hold ``first``. Nothing is read back: the loss and correct count
+    of batch b land in ``records[2b]``, ``records[2b + 1]``. Full batches run as one replayed
+    plan, a smaller last batch as a plan of its own.
+    """
+    n = order.size
+    full_stop = min(stop, n // batch_size)
+    args = (params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps, x, y, order,
+            batch_size)
+    work = (acts, act_off, deltas, targets, records, control)
+    for rows, times in ((batch_size, full_stop - first), (n - full_stop * batch_size, stop - max(first, full_stop))):
+        if times > 0:
+            plan = runner.plan(args + (rows,) + work,
+                               lambda p, rows=rows: train_step(*args, rows, *work, p))
+            runner.run(plan, times)
+
+
+def predict_batches(out, params, layers, alphas, x, batch_size, acts, act_off, stream):
+    """out (flat, n x n_out, device) = network(x[i]) for every row of the host array ``x``,
+    ``batch_size`` rows per forward pass, each batch copied into the input slice of ``acts``."""
+    n, n_in = x.shape
+    n_out = int(layers[-1, N_OUT])
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)
+        xb = _view(acts, act_off[0], (hi - lo) * n_in)
+        xb.copy_to_device(x[lo:hi].reshape(-1), stream=stream)
+        plan = Plan(stream)
+        network_forward(params, layers, alphas, xb, acts, act_off, hi - lo,
+                        out=_view(out, lo * n_out, (hi - lo) * n_out), plan=plan)
+        plan.run()
+
+
+def evaluate_batches(params, layers, alphas, loss, x, y, batch_size, acts, act_off, targets, records, control,
+                     steps, stream):
+    """Enqueue the loss and correct rows of every ``batch_size`` rows of host arrays (x, y) into
+    ``records`` (as ``losses.loss_forward``); ``control[C_BATCH]`` must be 0. The caller sums
+    loss x rows over the batches, as ``kernels.network.evaluate_batches``."""
+    n, n_in = x.shape
+    n_out = int(layers[-1, N_OUT])
+    last = layers.shape[0] - 1
+    for lo in range(0, n, batch_size):
+        rows = min(lo + batch_size, n) - lo
+        xb = _view(acts, act_off[0], rows * n_in)
+        yb = _view(targets, 0, rows * n_out)
+        xb.copy_to_device(x[lo:lo + rows].reshape(-1), stream=stream)
+        yb.copy_to_device(y[lo:lo + rows].reshape(-1), stream=stream)
+        plan = Plan(stream)
+        deferred = network_forward(params, layers, alphas, xb, acts, act_off, rows, defer_softmax=True, plan=plan)
+        loss_forward(records, _view(acts, act_off[last + 1], rows * n_out), yb, loss, rows, n_out, control, steps,
+                     softmax_first=deferred, plan=plan)
+        plan.run()
+
+
+class StepRunner:
+    """Runs a step plan many times: launch by launch, or as replays of captured CUDA graphs.
+
+    Graphs need a real GPU and the driver API of ``cuda.bindings`` (installed with numba-cuda);
+    in the simulator, or with FASTNN_CUDA_GRAPHS=0, or if a capture fails, plans run launch
+    by launch, which computes the same thing. The first run of a new plan is always plain: it
+    compiles the kernels, which must not happen while a stream is being captured. A graph is
+    kept per plan (its kernels, geometry, pointers and scalars, all of which it replays) and
+    number of steps.
+    """
+    MAX_GRAPHS = 16
+    MAX_PLANS = 16
+
+    def __init__(self, stream, use_graphs=USE_GRAPHS):
+        self.stream = stream
+        self.driver = _graph_driver() if use_graphs else None
+        self.warm = set()
+        self.graphs = {}
+        self.plans = {}
+
+    def plan(self, inputs, build):
+        """The plan ``build(plan)`` records for these exact ``inputs`` (arrays by identity, the
+        rest by value), built once: building costs more host time than replaying a graph."""
+        key = tuple(a.tobytes() if isinstance(a, np.ndarray) else a if isinstance(a, (int, float, np.generic))
+                    else id(a) for a in inputs)
+        found = self.plans.get(key)
+        if found is None:
+            if len(self.plans) >= self.MAX_PLANS:
+                self.plans.clear()
+            plan = Plan(self.stream)
+            build(plan)
+            # The inputs are kept with the plan so that no id in the key can be reused by a new object.
+            found = self.plans[key] = (plan, tuple(inputs))
+        return found[0]
+
+    @property
+    def uses_graphs(self):
+        return self.driver is not None
+
+    def run(self, plan, times):
+        if self.driver is None:
+            for _ in range(times):
+                plan.run()
+            return
+        key = plan.key()
+        if key not in self.warm:
+            plan.run()
+            times -= 1
+            self.warm.add(key)
+        done = 0
+        try:
+            for steps, count in ((GRAPH_STEPS, times // GRAPH_STEPS), (1, times % GRAPH_STEPS)):
+                if count:
+                    graph = self._graph(plan, key, steps)
+                    for _ in range(count):
+                        _check(self.driver.cuGraphLaunch(graph, self._handle()))
+                        done += steps
+        except _GraphError as e:
+            # Nothing runs while a stream is captured, and the device counters tell each step
+            # where it is: the steps not yet done can run as plain launches.
+            warnings.warn(f"CUDA graph capture failed ({e}); training continues with plain kernel launches",
+                          RuntimeWarning, stacklevel=2)
+            self.driver = None
+            for _ in range(times - done):
+                plan.run()
+
+    def _handle(self):
+        h = self.stream.handle
+        return self.driver.CUstream(h.value if hasattr(h, "value") else int(h))
+
+    def _graph(self, plan, key, steps):
+        found = self.graphs.get((key, steps))
+        if found is not None:
+            return found[1]
+        if len(self.graphs) >= self.MAX_GRAPHS:
+            self.release()
+        drv = self.driver
+        try:
+            h = self._handle()
+            _check(drv.cuStreamBeginCapture(h, drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_GLOBAL))
+        except Exception as e:
+            raise _GraphError(str(e)) from e
+        try:
+            for _ in range(steps):
+                plan.run()
+        except Exception as e:
+            drv.cuStreamEndCapture(h)
+            raise _GraphError(str(e)) from e
+        try:
+            graph = _check(drv.cuStreamEndCapture(h))[0]
+            exec_ = _check(drv.cuGraphInstantiate(graph, 0))[0]
+        except RuntimeError as e:
+            raise _GraphError(str(e)) from e
+        self.graphs[(key, steps)] = (graph, exec_)
+        return exec_
+
+    def release(self):
+        """Destroy the captured graphs (their device memory is the driver's)."""
+        for graph, exec_ in self.graphs.values():
+            self.driver.cuGraphExecDestroy(exec_)
+            self.driver.cuGraphDestroy(graph)
+        self.graphs.clear()
+
+    def forget(self):
+        """Drop every plan and graph: a plan keeps its arrays alive, which must not outlive the
+        buffers the backend has replaced (a new data set, larger workspace, new parameters)."""
+        self.plans.clear()
+        self.warm.clear()
+        if self.driver is not None:
+            self.release()
+
+
+class _GraphError(RuntimeError):
+    pass
+
+
+def _graph_driver():
+    """The CUDA driver API module for graph capture, or None where it cannot be used."""
+    from numba import config
+    if config.ENABLE_CUDASIM:
+        return None
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        try:
+            from cuda import cuda as driver  # cuda-python before 12.6
+        except ImportError:
+            return None
+    return driver
+
+
+def _check(result):
+    """The values after the CUresult of a ``cuda.bindings.driver`` call; RuntimeError if it failed."""
+    err = result[0] if isinstance(result, tuple) else result
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA driver error {err}")
+    return result[1:] if isinstance(result, tuple) else ()

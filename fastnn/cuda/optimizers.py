@@ -1,0 +1,81 @@
+"""CUDA twin of ``fastnn.kernels.optimizers``: every optimizer over the flat buffer in one launch.
+
+One thread per parameter finds which optimizer's slice it is in (``meta`` rows [start, stop,
+kind], as ``opt_meta`` on the CPU; a model has a handful) and applies that optimizer's
+update with the CPU kernel's formula operation for operation (the PyTorch rule each CPU
+docstring names). Step counts and hyper-parameters are read from device memory, so a
+captured graph replays correctly after a learning-rate change, and no update is applied
+once a batch's loss was not finite (``control[C_BAD]``), as the CPU loop stops there.
+"""
+import math
+from functools import lru_cache
+from types import SimpleNamespace
+
+import numba
+import numpy as np
+from numba import cuda
+
+from ..kernels.optimizers import ADAGRAD, ADAM, H_1, H_2, H_EPS, H_FLAG, H_LR, RMSPROP, SGD  # noqa: F401
+from . import C_BAD, blocks, kernel, launch
+
+
+@lru_cache(maxsize=None)
+def kernels(dtype):
+    T = numba.from_dtype(np.dtype(dtype))
+    ZERO, ONE = T(0), T(1)
+
+    @kernel
+    def optimizer_step_elements(params, grads, state1, state2, meta, hyper, steps, n_segments, control):
+        i = cuda.grid(1)
+        if i >= params.size or control[C_BAD] >= 0:
+            return
+        s = 0
+        while s < n_segments - 1 and i >= meta[s, 1]:
+            s += 1
+        if i < meta[s, 0] or i >= meta[s, 1]:
+            return
+        kind = meta[s, 2]
+        lr = hyper[s, H_LR]
+        g = grads[i]
+        if kind == SGD:  # torch.optim.SGD(lr, momentum, dampening=0, nesterov)
+            m = T(hyper[s, H_1])
+            if m != ZERO:
+                v = m * state1[i] + g
+                state1[i] = v
+                g = g + m * v if hyper[s, H_FLAG] != 0.0 else v
+            params[i] -= T(lr) * g
+        elif kind == ADAM:  # torch.optim.Adam
+            beta1 = hyper[s, H_1]
+            beta2 = hyper[s, H_2]
+            step = steps[s]
+            b1 = T(beta1)
+            b2 = T(beta2)
+            step_size = T(lr / (1.0 - beta1 ** step))
+            inv_sqrt_bc2 = T(1.0 / math.sqrt(1.0 - beta2 ** step))
+            mi = b1 * state1[i] + (ONE - b1) * g
+            vi = b2 * state2[i] + (ONE - b2) * g * g
+            state1[i] = mi
+            state2[i] = vi
+            params[i] -= step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + T(hyper[s, H_EPS]))
+        elif kind == RMSPROP:  # torch.optim.RMSprop(lr, alpha=rho, eps)
+            rho = T(hyper[s, H_1])
+            sq = rho * state1[i] + (ONE - rho) * g * g
+            state1[i] = sq
+            params[i] -= T(lr) * g / (math.sqrt(sq) + T(hyper[s, H_EPS]))
+        else:  # torch.optim.Adagrad(lr, eps, initial_accumulator_value)
+            sq = state1[i] + g * g
+            state1[i] = sq
+            params[i] -= T(lr) * g / (math.sqrt(sq) + T(hyper[s, H_EPS]))
+
+    return SimpleNamespace(optimizer_step_elements=optimizer_step_elements)
+
+
+def optimizer_step(params, grads, state1, state2, meta, hyper, steps, control, plan=None):
+    """One update of every optimizer on its slice of the flat device buffers.
+
+    meta int64 (S, 3) [start, stop, kind] sorted by start; hyper float64 (S, N_HYPER); steps
+    int64 (S,), the step each optimizer is at (counting from 1, as ``kernels.optimizers``);
+    state1/state2 as there. Skipped entirely while ``control[C_BAD]`` >= 0.
+    """
+    launch(plan, kernels(np.dtype(params.dtype).name).optimizer_step_elements, *blocks(params.size),
+           params, grads, state1, state2, meta, hyper, steps, meta.shape[0], control)

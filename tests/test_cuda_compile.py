@@ -1,0 +1,71 @@
+"""The CUDA kernels compile for a real GPU (sm_90 PTX), which the CUDA simulator never checks.
+
+The simulator runs kernels as Python, so it accepts code that Numba's CUDA compiler rejects
+(a shared-memory shape that is not a compile-time constant, a type that does not unify) and
+cannot tell whether the SGEMM's accumulators stay in registers. Where numba-cuda and NVVM are
+installed this test compiles every kernel of a training step to PTX without a GPU, in a
+process of its own with the simulator off, and checks that no SGEMM uses local memory. It
+skips where the compiler is not available (no numba-cuda, no NVVM), and runs on the device
+itself where there is a GPU (the other CUDA tests then compile everything anyway).
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SKIP = 77  # the child's exit status when it cannot compile here at all
+
+CHILD = textwrap.dedent(r"""
+    import re, sys
+    import numba
+    from numba import cuda, types as t
+    from numba.core.errors import NumbaError
+    if getattr(cuda, "implementation", "") != "NVIDIA":
+        print("numba's built-in CUDA target, not numba-cuda"); sys.exit(77)
+    try:
+        import numba.cuda.dispatcher as dispatcher
+        class _Device:  # device functions ask the current device for its compute capability
+            compute_capability = (9, 0)
+        dispatcher.get_current_device = lambda: _Device()
+        from fastnn.cuda import TILE_8, TILE_128, activations, dense, losses, metrics, network, optimizers
+    except Exception as e:
+        print("cannot set up:", e); sys.exit(77)
+    F = t.float32[::1]
+    I, D, B, I1, D1 = t.int64, t.float64, t.boolean, t.int64[::1], t.float64[::1]
+    GEMM = (F, I, F, I, F, I, I, I, I, I, F, I, I, D)
+    jobs = [(f"gemm{tile[0]}_{ta:d}{tb:d}_{epi}", dense.gemm_kernel("float32", ta, tb, epi, tile), GEMM)
+            for tile in (TILE_8, TILE_128) for ta, tb, epi in ((0, 0, 1), (1, 0, 0), (0, 1, 2))]
+    ak = activations.kernels("float32")
+    jobs += [("bias_activation_elements", ak.bias_activation_elements, (F, F, F, B, I, D, I, I)),
+             ("bias_softmax_rows", ak.bias_softmax_rows, (F, F, F, B, I, I)),
+             ("activation_backward_elements", ak.activation_backward_elements, (F, F, F, I, D, I, I)),
+             ("softmax_backward_rows", ak.softmax_backward_rows, (F, F, F, I, I)),
+             ("loss_step", losses.kernels("float32").loss_step, (D1, F, F, F, I, I, I, I, D, B, B, I1, I1, I)),
+             ("count_correct", metrics.kernels("float32").count_correct_block, (I1, F, F, I, I)),
+             ("optimizer_step", optimizers.kernels("float32").optimizer_step_elements,
+              (F, F, F, F, t.int64[:, ::1], t.float64[:, ::1], I1, I, I1)),
+             ("gather_batch", network.kernels("float32").gather_batch, (F, F, F, F, I1, I1, I, I, I, I))]
+    failed = 0
+    for name, kernel, sig in jobs:
+        try:
+            ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
+        except NumbaError as e:  # fastnn's code does not compile
+            print(f"{name}: {type(e).__name__}: {e}"); failed += 1; continue
+        except Exception as e:  # no NVVM, or a toolkit this numba-cuda cannot use
+            print(f"{name}: cannot compile here: {e}"); sys.exit(77)
+        if name.startswith("gemm") and re.search(r"\b(ld|st)\.local", ptx):
+            print(f"{name}: uses local memory (accumulators not in registers)"); failed += 1
+    sys.exit(1 if failed else 0)
+""")
+
+
+def test_every_training_kernel_compiles_to_ptx_for_sm90():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=600)
+    if result.returncode == SKIP:
+        pytest.skip("no CUDA compiler here (numba-cuda with NVVM): " + result.stdout.strip()[-300:])
+    assert result.returncode == 0, result.stdout + result.stderr

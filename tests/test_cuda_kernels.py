@@ -1,0 +1,385 @@
+"""Tests of the CUDA kernels (fastnn.cuda) against NumPy references and their CPU twins.
+
+Every kernel is run on small random inputs and compared with the ``naive_*`` NumPy
+reference below (the SGEMM, the gather) or with its twin in ``fastnn.kernels``, which the
+CPU tests check against closed forms, finite differences and PyTorch. Without a GPU the
+kernels run in Numba's CUDA simulator (tests/conftest.py), which executes every thread in
+Python: shapes stay tiny, and ragged (no dimension a multiple of a tile) so that every
+masked edge is exercised.
+"""
+import numpy as np
+import pytest
+
+cuda = pytest.importorskip("numba.cuda")
+if not cuda.is_available():
+    pytest.skip("no CUDA GPU, and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM)", allow_module_level=True)
+
+from fastnn.cuda import C_BAD, C_BATCH, TILE_8, TILE_16, TILE_64, TILE_128, TILES  # noqa: E402
+from fastnn.cuda import activations as CA  # noqa: E402
+from fastnn.cuda import dense as CD  # noqa: E402
+from fastnn.cuda import losses as CL  # noqa: E402
+from fastnn.cuda import metrics as CM  # noqa: E402
+from fastnn.cuda import network as CN  # noqa: E402
+from fastnn.cuda import optimizers as CO  # noqa: E402
+from fastnn.kernels import activations as A  # noqa: E402
+from fastnn.kernels import dense as D  # noqa: E402
+from fastnn.kernels import losses as L  # noqa: E402
+from fastnn.kernels import metrics as M  # noqa: E402
+from fastnn.kernels import optimizers as O  # noqa: E402
+
+ALPHA = {A.LEAKY_RELU: 0.1, A.ELU: 1.3}
+CODES = range(8)
+# float32 results of the same formula on two devices: libm and CUDA's libdevice may differ
+# in the last bit of exp/tanh/log, and sums may be ordered differently.
+RTOL, ATOL = 2e-5, 1e-6
+
+
+# ---- references ---------------------------------------------------------------------------
+
+def naive_matmul(a, b):
+    return np.asarray(a, dtype=np.float64) @ np.asarray(b, dtype=np.float64)
+
+
+def naive_gather(x, order, lo, rows):
+    return x[order[lo: lo + rows]]
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+def dev(a):
+    """A flat device copy of ``a``."""
+    return cuda.to_device(np.ascontiguousarray(a).reshape(-1))
+
+
+def back(d, shape=None):
+    out = d.copy_to_host()
+    return out if shape is None else out.reshape(shape)
+
+
+def control(batch=0, bad=-1):
+    c = np.empty(2, np.int64)
+    c[C_BATCH], c[C_BAD] = batch, bad
+    return dev(c)
+
+
+def away_from_zero(rng, shape, dtype=np.float32):
+    """|x| in [0.05, 2]: no kink of relu/leaky relu/elu/step lies within rounding of an input."""
+    return (rng.uniform(0.05, 2.0, shape) * rng.choice([-1.0, 1.0], shape)).astype(dtype)
+
+
+# ---- SGEMM --------------------------------------------------------------------------------
+
+# Every tile on a ragged shape whose K takes at least two slices, the smallest also on several
+# blocks in each direction; each layout a dense layer uses (NN forward, TN dW, NT dx), and TT.
+TRANSPOSES = [(False, False), (True, False), (False, True), (True, True)]
+GEMM_CASES = ([(TILE_8, 7, 13, 5, ta, tb) for ta, tb in TRANSPOSES]
+              + [(TILE_8, 17, 10, 19, ta, tb) for ta, tb in TRANSPOSES]
+              + [(TILE_16, 20, 18, 19, ta, tb) for ta, tb in TRANSPOSES]
+              + [(TILE_64, 7, 13, 21, ta, tb) for ta, tb in TRANSPOSES[:3]]
+              + [(TILE_128, 9, 11, 13, ta, tb) for ta, tb in TRANSPOSES[:3]])
+
+
+@pytest.mark.parametrize("tile,m,n,k,trans_a,trans_b", GEMM_CASES)
+def test_sgemm_matches_naive_matmul(tile, m, n, k, trans_a, trans_b, rng):
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = cuda.device_array(m * n, np.float32)
+    CD.sgemm(c, dev(a.T if trans_a else a), dev(b.T if trans_b else b), m, n, k, trans_a, trans_b, tile=tile)
+    np.testing.assert_allclose(back(c, (m, n)), naive_matmul(a, b), rtol=1e-5, atol=1e-5)
+
+
+def test_sgemm_float64(rng):
+    m, n, k = 6, 9, 17
+    a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    c = cuda.device_array(m * n, np.float64)
+    CD.sgemm(c, dev(a), dev(b), m, n, k, tile=TILE_8)
+    np.testing.assert_allclose(back(c, (m, n)), a @ b, rtol=1e-13, atol=1e-13)
+
+
+def test_choose_tile_fills_the_gpu_with_the_largest_tile():
+    sms = CD._sm_count()
+    assert CD.choose_tile(4096, 4096) == TILE_128
+    assert CD.choose_tile(5, 7) == TILES[-1]
+    for m, n in [(50, 100), (256, 1024), (1024, 784), (4096, 10)]:
+        tile = CD.choose_tile(m, n)
+        blocks = -(-m // tile[0]) * -(-n // tile[1])
+        assert blocks >= sms or tile == TILES[-1]
+        larger = TILES[:TILES.index(tile)]
+        assert all(-(-m // t[0]) * -(-n // t[1]) < sms for t in larger)
+
+
+# ---- dense layer --------------------------------------------------------------------------
+
+def cpu_dense_forward(x, w, b, act, alpha):
+    out = np.empty((x.shape[0], w.shape[1]), x.dtype)
+    D.dense_forward(out, x, w, b, act, alpha)
+    return out
+
+
+@pytest.mark.parametrize("act", CODES)
+def test_dense_forward_matches_cpu(act, rng):
+    rows, n_in, n_out = 5, 7, 6
+    x, w, b = rng.standard_normal((rows, n_in)), rng.standard_normal((n_in, n_out)), rng.standard_normal(n_out)
+    x, w, b = (v.astype(np.float32) for v in (x, w, b))
+    alpha = ALPHA.get(act, 0.0)
+    out = cuda.device_array(rows * n_out, np.float32)
+    CD.dense_forward(out, dev(x), dev(w), dev(b), act, alpha, rows, n_in, n_out, tile=TILE_8)
+    expected = cpu_dense_forward(x, w, b, act, alpha)
+    if act == A.HEAVISIDE:  # a pre-activation within rounding of 0 may step either way
+        z = naive_matmul(x, w) + b
+        keep = np.abs(z) > 1e-5
+        np.testing.assert_array_equal(back(out, expected.shape)[keep], expected[keep])
+    else:
+        np.testing.assert_allclose(back(out, expected.shape), expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("tile", [TILE_16, TILE_64, TILE_128])
+def test_dense_forward_epilogue_on_every_tile(tile, rng):
+    """The epilogue leaves through shared memory one row of each thread's tile at a time."""
+    rows, n_in, n_out = 19, 5, 18
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((rows, n_in), (n_in, n_out), (n_out,)))
+    out = cuda.device_array(rows * n_out, np.float32)
+    CD.dense_forward(out, dev(x), dev(w), dev(b), A.ELU, 1.3, rows, n_in, n_out, tile=tile)
+    np.testing.assert_allclose(back(out, (rows, n_out)), cpu_dense_forward(x, w, b, A.ELU, 1.3), rtol=RTOL, atol=ATOL)
+
+
+def test_dense_forward_can_defer_softmax(rng):
+    rows, n_in, n_out = 4, 3, 5
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((rows, n_in), (n_in, n_out), (n_out,)))
+    out = cuda.device_array(rows * n_out, np.float32)
+    CD.dense_forward(out, dev(x), dev(w), dev(b), A.SOFTMAX, 0.0, rows, n_in, n_out, defer_softmax=True)
+    np.testing.assert_allclose(back(out, (rows, n_out)), naive_matmul(x, w) + b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("prev_act", CODES)
+def test_dense_backward_matches_cpu(prev_act, rng):
+    """dW, db in one GEMM with a row of ones; dx with the previous activation's derivative fused."""
+    rows, n_in, n_out = 6, 5, 4
+    x = rng.standard_normal((rows, n_in)).astype(np.float32)
+    prev_alpha = ALPHA.get(prev_act, 0.0)
+    prev_out = np.empty_like(x)
+    A.bias_activation_forward(prev_out, away_from_zero(rng, (rows, n_in)), np.zeros(0, np.float32), prev_act,
+                              prev_alpha)
+    w = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    dz = rng.standard_normal((rows, n_out)).astype(np.float32)
+    dWb = cuda.device_array((n_in + 1) * n_out, np.float32)
+    dx = cuda.device_array(rows * n_in, np.float32)
+    CD.dense_backward(dx, dWb, dev(dz), dev(prev_out), dev(w), rows, n_in, n_out, prev_out=dev(prev_out),
+                      prev_act=prev_act, prev_alpha=prev_alpha, tile=TILE_8)
+    dW, db, dx_cpu = np.empty_like(w), np.empty(n_out, np.float32), np.empty_like(x)
+    D.dense_backward(dx_cpu, dW, db, dz, prev_out, w)
+    A.activation_backward(dx_cpu, dx_cpu, prev_out, prev_act, prev_alpha)
+    got = back(dWb)
+    np.testing.assert_allclose(got[: n_in * n_out].reshape(n_in, n_out), dW, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got[n_in * n_out:], db, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got[: n_in * n_out].reshape(n_in, n_out), naive_matmul(prev_out.T, dz), rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(back(dx, x.shape), dx_cpu, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("tile", [TILE_16, TILE_64])
+def test_dense_backward_first_layer_on_larger_tiles(tile, rng):
+    rows, n_in, n_out = 18, 17, 3
+    x, dz = rng.standard_normal((rows, n_in)).astype(np.float32), rng.standard_normal((rows, n_out)).astype(np.float32)
+    w = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    dWb = cuda.device_array((n_in + 1) * n_out, np.float32)
+    CD.dense_backward(None, dWb, dev(dz), dev(x), dev(w), rows, n_in, n_out, tile=tile)
+    expected = np.vstack([naive_matmul(x.T, dz), dz.astype(np.float64).sum(axis=0)])
+    np.testing.assert_allclose(back(dWb, (n_in + 1, n_out)), expected, rtol=1e-5, atol=1e-5)
+
+
+# ---- activations --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("act", CODES)
+def test_bias_activation_forward_matches_cpu(act, with_bias, rng):
+    rows, cols = 3, 5
+    x = away_from_zero(rng, (rows, cols))
+    b = (0.01 * rng.standard_normal(cols)).astype(np.float32) if with_bias else np.zeros(0, np.float32)
+    out = cuda.device_array(rows * cols, np.float32)
+    CA.bias_activation_forward(out, dev(x), dev(b) if with_bias else None, act, ALPHA.get(act, 0.0), rows, cols)
+    expected = np.empty_like(x)
+    A.bias_activation_forward(expected, x, b, act, ALPHA.get(act, 0.0))
+    np.testing.assert_allclose(back(out, x.shape), expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("act", CODES)
+def test_activation_backward_matches_cpu_in_place(act, rng):
+    rows, cols = 3, 5
+    out = np.empty((rows, cols), np.float32)
+    A.bias_activation_forward(out, away_from_zero(rng, (rows, cols)), np.zeros(0, np.float32), act,
+                              ALPHA.get(act, 0.0))
+    dout = rng.standard_normal((rows, cols)).astype(np.float32)
+    d = dev(dout)
+    CA.activation_backward(d, d, dev(out), act, ALPHA.get(act, 0.0), rows, cols)
+    expected = dout.copy()
+    A.activation_backward(expected, expected, out, act, ALPHA.get(act, 0.0))
+    np.testing.assert_allclose(back(d, out.shape), expected, rtol=RTOL, atol=ATOL)
+
+
+# ---- losses and accuracy ------------------------------------------------------------------
+
+def loss_inputs(rng, loss, act, rows, cols):
+    """A prediction as the activation ``act`` would output it, and a target in the loss's domain."""
+    z = rng.standard_normal((rows, cols))
+    pred = np.empty((rows, cols), np.float32)
+    A.bias_activation_forward(pred, z.astype(np.float32), np.zeros(0, np.float32), act, ALPHA.get(act, 0.0))
+    if loss in (L.CROSS_ENTROPY, L.KL_DIVERGENCE):
+        target = np.eye(cols, dtype=np.float32)[rng.integers(0, cols, rows)]
+        # Cross-entropy gets rows that do not sum to 1: its fused gradient scales p by the sum.
+        target = (0.8 * target + (0.2 / cols if loss == L.KL_DIVERGENCE else 0.1)).astype(np.float32)
+    elif loss in (L.BINARY_CROSS_ENTROPY, L.PERCEPTRON):
+        target = (rng.random((rows, cols)) > 0.5).astype(np.float32)
+    elif loss == L.MSLE:
+        target = rng.uniform(0.0, 2.0, (rows, cols)).astype(np.float32)
+    else:
+        target = rng.standard_normal((rows, cols)).astype(np.float32)
+    return pred, target
+
+
+def cpu_loss_step(loss, act, alpha, pred, target):
+    """Value, correct rows and dL/d(pre-activation), as kernels.network computes them."""
+    value = L.loss_forward(loss, pred, target)
+    dz = np.empty_like(pred)
+    if loss == L.CROSS_ENTROPY and act == A.SOFTMAX:
+        L.softmax_cross_entropy_backward(dz, pred, target)
+    elif loss == L.BINARY_CROSS_ENTROPY and act == A.SIGMOID:
+        L.sigmoid_binary_cross_entropy_backward(dz, pred, target)
+    else:
+        L.loss_backward(loss, dz, pred, target)
+        A.activation_backward(dz, dz, pred, act, alpha)
+    return value, M.count_correct(pred, target), dz
+
+
+LOSS_CASES = [  # (loss, the last activation)
+    (L.MSE, A.IDENTITY), (L.MSE, A.SOFTMAX), (L.SSE, A.TANH), (L.MAE, A.LEAKY_RELU), (L.MAPE, A.IDENTITY),
+    (L.MSLE, A.RELU), (L.COSINE_SIMILARITY, A.ELU), (L.CROSS_ENTROPY, A.SOFTMAX), (L.CROSS_ENTROPY, A.SIGMOID),
+    (L.BINARY_CROSS_ENTROPY, A.SIGMOID), (L.BINARY_CROSS_ENTROPY, A.SOFTMAX), (L.KL_DIVERGENCE, A.SOFTMAX),
+    (L.PERCEPTRON, A.HEAVISIDE),
+]
+
+
+@pytest.mark.parametrize("loss,act", LOSS_CASES)
+def test_loss_step_matches_cpu(loss, act, rng):
+    rows, cols = 5, 3
+    pred, target = loss_inputs(rng, loss, act, rows, cols)
+    alpha = ALPHA.get(act, 0.0)
+    records, dz = cuda.to_device(np.full(6, np.nan)), cuda.device_array(rows * cols, np.float32)
+    ctrl, steps = control(batch=2), dev(np.array([4, 0], np.int64))
+    CL.loss_backward(records, dz, dev(pred), dev(target), loss, act, alpha, rows, cols, ctrl, steps)
+    value, correct, dz_cpu = cpu_loss_step(loss, act, alpha, pred, target)
+    rec = back(records)
+    np.testing.assert_allclose(rec[4], value, rtol=1e-6)
+    assert rec[5] == correct
+    assert np.isnan(rec[:4]).all()  # batch 2 only
+    np.testing.assert_allclose(back(dz, pred.shape), dz_cpu, rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(back(steps), [5, 1])
+    np.testing.assert_array_equal(back(ctrl), [3, -1])
+
+
+@pytest.mark.parametrize("loss", [L.CROSS_ENTROPY, L.MSE])
+def test_loss_step_applies_a_deferred_softmax(loss, rng):
+    rows, cols = 4, 5
+    logits = rng.standard_normal((rows, cols)).astype(np.float32)
+    probs = np.empty_like(logits)
+    A.bias_activation_forward(probs, logits, np.zeros(0, np.float32), A.SOFTMAX, 0.0)
+    target = np.eye(cols, dtype=np.float32)[rng.integers(0, cols, rows)]
+    records, dz, pred = cuda.device_array(2, np.float64), cuda.device_array(rows * cols, np.float32), dev(logits)
+    CL.loss_backward(records, dz, pred, dev(target), loss, A.SOFTMAX, 0.0, rows, cols, control(),
+                     dev(np.zeros(1, np.int64)), softmax_first=True)
+    value, correct, dz_cpu = cpu_loss_step(loss, A.SOFTMAX, 0.0, probs, target)
+    np.testing.assert_allclose(back(pred, probs.shape), probs, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(back(records), [value, correct], rtol=1e-6)
+    np.testing.assert_allclose(back(dz, probs.shape), dz_cpu, rtol=RTOL, atol=ATOL)
+
+
+def test_loss_forward_leaves_gradient_and_steps_alone(rng):
+    rows, cols = 4, 3
+    pred, target = loss_inputs(rng, L.MAE, A.IDENTITY, rows, cols)
+    records, steps, ctrl = cuda.device_array(2, np.float64), dev(np.array([3], np.int64)), control()
+    CL.loss_forward(records, dev(pred), dev(target), L.MAE, rows, cols, ctrl, steps)
+    np.testing.assert_allclose(back(records), [L.loss_forward(L.MAE, pred, target), M.count_correct(pred, target)],
+                               rtol=1e-6)
+    assert back(steps)[0] == 3 and back(ctrl)[C_BATCH] == 1
+
+
+@pytest.mark.parametrize("bad_before", [False, True])
+def test_loss_step_flags_a_loss_that_is_not_finite(bad_before, rng):
+    """No step is counted from the first non-finite loss on, and the flag names that batch."""
+    rows, cols = 3, 2
+    pred = np.full((rows, cols), np.nan, np.float32) if not bad_before else rng.random((rows, cols)).astype(np.float32)
+    target = rng.random((rows, cols)).astype(np.float32)
+    records, steps = cuda.device_array(4, np.float64), dev(np.array([7], np.int64))
+    ctrl = control(batch=1, bad=0 if bad_before else -1)
+    dz = cuda.device_array(rows * cols, np.float32)
+    CL.loss_backward(records, dz, dev(pred), dev(target), L.BINARY_CROSS_ENTROPY, A.IDENTITY, 0.0, rows, cols,
+                     ctrl, steps)
+    assert back(steps)[0] == 7
+    np.testing.assert_array_equal(back(ctrl), [2, 0 if bad_before else 1])
+    assert np.isfinite(back(records)[2]) == bad_before
+
+
+@pytest.mark.parametrize("cols", [1, 4])
+def test_count_correct_matches_cpu(cols, rng):
+    rows = 9
+    pred = rng.random((rows, cols)).astype(np.float32)
+    target = np.eye(cols, dtype=np.float32)[rng.integers(0, cols, rows)] if cols > 1 \
+        else (rng.random((rows, 1)) > 0.5).astype(np.float32)
+    result = cuda.device_array(1, np.int64)
+    CM.count_correct(result, dev(pred), dev(target), rows, cols)
+    expected = M.count_correct(pred, target)
+    assert 0 < expected < rows  # the test can tell right from wrong rows
+    assert back(result)[0] == expected
+
+
+# ---- optimizers ---------------------------------------------------------------------------
+
+def test_optimizer_step_matches_cpu_on_every_segment(rng):
+    """Four optimizers on four slices of one flat buffer, one launch per step, three steps."""
+    segments = [(0, 7, O.ADAM, [0.01, 0.9, 0.999, 1e-8, 0]), (7, 12, O.SGD, [0.1, 0.9, 0, 0, 1]),
+                (12, 20, O.RMSPROP, [0.01, 0.9, 0, 1e-8, 0]), (20, 26, O.ADAGRAD, [0.1, 0, 0, 1e-10, 0])]
+    meta = np.array([s[:3] for s in segments], np.int64)
+    hyper = np.array([s[3] for s in segments], np.float64)
+    params = rng.standard_normal(26).astype(np.float32)
+    state1 = np.zeros(26, np.float32)
+    state1[20:] = 0.1  # Adagrad's initial accumulator
+    state2 = np.zeros(26, np.float32)
+    d = {name: dev(a) for name, a in (("p", params), ("s1", state1), ("s2", state2))}
+    d_meta, d_hyper = cuda.to_device(meta), cuda.to_device(hyper)
+    ctrl = control()
+    for step in range(1, 4):
+        grads = rng.standard_normal(26).astype(np.float32)
+        CO.optimizer_step(d["p"], dev(grads), d["s1"], d["s2"], d_meta, d_hyper, dev(np.full(4, step, np.int64)), ctrl)
+        for (lo, hi, kind, _), h in zip(segments, hyper):
+            O.optimizer_step(kind, params[lo:hi], grads[lo:hi], state1[lo:hi], state2[lo:hi], h, step)
+    np.testing.assert_allclose(back(d["p"]), params, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(back(d["s1"]), state1, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(back(d["s2"]), state2, rtol=1e-6, atol=1e-7)
+
+
+def test_optimizer_step_is_skipped_after_a_bad_batch(rng):
+    params = rng.standard_normal(5).astype(np.float32)
+    d = dev(params)
+    CO.optimizer_step(d, dev(np.ones(5, np.float32)), dev(np.zeros(5, np.float32)), dev(np.zeros(5, np.float32)),
+                      cuda.to_device(np.array([[0, 5, O.SGD]], np.int64)),
+                      cuda.to_device(np.array([[0.1, 0, 0, 0, 0]])), dev(np.ones(1, np.int64)), control(bad=3))
+    np.testing.assert_array_equal(back(d), params)
+
+
+# ---- network ------------------------------------------------------------------------------
+
+def test_gather_batch_matches_naive(rng):
+    n, n_in, n_out, batch_size = 11, 3, 2, 4
+    x = rng.standard_normal((n, n_in)).astype(np.float32)
+    y = rng.standard_normal((n, n_out)).astype(np.float32)
+    order = rng.permutation(n).astype(np.int64)
+    rows = 3  # the last, ragged batch: batch 2 holds rows 8, 9, 10
+    xb, yb = cuda.device_array(rows * n_in, np.float32), cuda.device_array(rows * n_out, np.float32)
+    CN.gather_batch(xb, yb, dev(x), dev(y), dev(order), control(batch=2), batch_size, rows, n_in, n_out)
+    np.testing.assert_array_equal(back(xb, (rows, n_in)), naive_gather(x, order, 8, rows))
+    np.testing.assert_array_equal(back(yb, (rows, n_out)), naive_gather(y, order, 8, rows))

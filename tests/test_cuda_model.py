@@ -1,0 +1,219 @@
+"""End-to-end tests of ``device="cuda"``: the same model trained on the CPU and on the GPU agrees.
+
+The reference is the CPU path itself (``device="cpu"``, tested against NumPy and PyTorch by
+the other test files): fit, train_on_batch, evaluate, predict, save/load, get/set_weights
+and moving a model between devices must give the CPU's numbers within float32 rounding.
+Without a GPU the kernels run in Numba's CUDA simulator (tests/conftest.py), one Python
+thread per GPU thread, so the networks and data sets here are tiny.
+"""
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import SGD, Activation, Adam, Dense, MLP, RMSprop
+
+cuda = pytest.importorskip("numba.cuda")
+if not cuda.is_available():
+    pytest.skip("no CUDA GPU, and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM)", allow_module_level=True)
+
+# The issue's bar for a few epochs of float32 training on two devices.
+TOL = 1e-4
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((11, 6)).astype(np.float32)
+    return x, rng.integers(0, 3, 11)
+
+
+def classifier(device, dtype="float32"):
+    model = MLP([Dense(6, 5, activation="relu"), Dense(5, 3, activation="softmax")], seed=1, dtype=dtype,
+                device=device)
+    model.compile(loss="categorical_crossentropy", optimizer=Adam(0.05), metrics=["accuracy"])
+    return model
+
+
+def assert_weights_close(a, b, tol=TOL):
+    assert len(a.get_weights()) == len(b.get_weights())
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=0, atol=tol)
+
+
+def assert_history_close(ha, hb, tol=TOL):
+    assert ha.history.keys() == hb.history.keys()
+    for key in ha.history:
+        np.testing.assert_allclose(ha.history[key], hb.history[key], rtol=0, atol=tol, err_msg=key)
+
+
+def test_fit_predict_evaluate_match_cpu(data):
+    """Batches of 4 over 11 rows (the last one ragged), shuffled, with validation, 3 epochs."""
+    x, y = data
+    models = {d: classifier(d) for d in ("cpu", "cuda")}
+    hist = {d: m.fit(x, y, epochs=3, batch_size=4, validation_data=(x[:5], y[:5]), verbose=0)
+            for d, m in models.items()}
+    assert hist["cpu"].history["loss"][-1] < hist["cpu"].history["loss"][0]  # it learned something
+    assert_history_close(hist["cpu"], hist["cuda"])
+    assert_weights_close(models["cpu"], models["cuda"])
+    np.testing.assert_allclose(models["cuda"].predict(x), models["cpu"].predict(x), atol=TOL)
+    np.testing.assert_allclose(models["cuda"].predict(x, batch_size=3), models["cpu"].predict(x), atol=TOL)
+    np.testing.assert_allclose(models["cuda"].evaluate(x, y, batch_size=4), models["cpu"].evaluate(x, y, batch_size=4),
+                               atol=TOL)
+    assert models["cuda"]._opt_steps.tolist() == models["cpu"]._opt_steps.tolist() == [9]
+
+
+def test_train_on_batch_matches_cpu(data):
+    x, y = data
+    models = {d: classifier(d) for d in ("cpu", "cuda")}
+    for _ in range(2):
+        results = {d: m.train_on_batch(x[:7], y[:7]) for d, m in models.items()}
+        np.testing.assert_allclose(results["cuda"], results["cpu"], atol=TOL)
+    assert_weights_close(models["cpu"], models["cuda"])
+
+
+@pytest.mark.parametrize("case", ["activation_layers_mse_sgd", "sigmoid_bce_rmsprop"])
+def test_other_layers_losses_and_optimizers_match_cpu(case):
+    """Activation layers (their own backward launches), a softmax that is not fused with the
+    loss, a single sigmoid output with binary accuracy, SGD with Nesterov momentum, RMSprop."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((9, 5)).astype(np.float32)
+    if case == "activation_layers_mse_sgd":
+        y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 9)]
+    else:
+        y = (x[:, :1] > 0).astype(np.float32)
+    models = {}
+    for device in ("cpu", "cuda"):
+        if case == "activation_layers_mse_sgd":
+            model = MLP([Dense(5, 4, activation="tanh"), Activation("leaky_relu"), Dense(4, 3, activation=None),
+                         Activation("softmax")], seed=2, device=device)
+            model.compile(loss="mse", optimizer=SGD(0.5, momentum=0.9, nesterov=True), metrics=["accuracy"])
+        else:
+            model = MLP([Dense(5, 3, activation="sigmoid"), Dense(3, 1, activation="sigmoid")], seed=2, device=device)
+            model.compile(loss="binary_crossentropy", optimizer=RMSprop(0.01), metrics=["accuracy"])
+        models[device] = (model, model.fit(x, y, epochs=2, batch_size=4, verbose=0))
+    assert_history_close(models["cpu"][1], models["cuda"][1])
+    assert_weights_close(models["cpu"][0], models["cuda"][0])
+
+
+def test_float64_model_matches_cpu_closely(data):
+    x, y = data
+    models = {d: classifier(d, dtype="float64") for d in ("cpu", "cuda")}
+    hist = {d: m.fit(x, y, epochs=1, batch_size=4, verbose=0) for d, m in models.items()}
+    assert models["cuda"].get_weights()[0].dtype == np.float64
+    assert_history_close(hist["cpu"], hist["cuda"], tol=1e-10)
+    assert_weights_close(models["cpu"], models["cuda"], tol=1e-10)
+
+
+def test_save_load_and_moving_between_devices_keep_training_state(data, tmp_path):
+    """Weights and optimizer state survive save/load and to(); training then continues alike."""
+    x, y = data
+    model = classifier("cuda")
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = {d: fastnn.load_model(tmp_path / "m.npz", device=d) for d in ("cpu", "cuda")}
+    for other in loaded.values():
+        assert_weights_close(model, other, tol=0)
+    moved = classifier("cpu")
+    moved.set_weights(model.get_weights())
+    assert_weights_close(model, moved, tol=0)
+    model.to("cpu")
+    assert model.device == "cpu"
+    model.to("cuda")
+    for m in [model, *loaded.values()]:
+        m.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+    assert_weights_close(loaded["cpu"], loaded["cuda"])
+    assert_weights_close(loaded["cpu"], model)
+
+
+def test_divergence_stops_at_the_same_batch_as_cpu():
+    """A loss that is not finite stops training before that batch's update, on both devices."""
+    x = np.full((8, 2), 1e18, np.float32)
+    y = np.ones((8, 1), np.float32)
+    models, errors = {}, {}
+    for device in ("cpu", "cuda"):
+        models[device] = MLP([Dense(2, 1, activation=None)], seed=0, device=device)
+        models[device].compile(loss="mse", optimizer=SGD(1e10))
+        # The simulator runs the kernels as NumPy scalars, which warn of the overflow.
+        with pytest.raises(FloatingPointError) as e, warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            models[device].fit(x, y, epochs=1, batch_size=2, verbose=0, shuffle=False)
+        errors[device] = str(e.value)
+    assert errors["cuda"] == errors["cpu"]
+    assert "batch 2" in errors["cpu"]
+    assert models["cuda"]._opt_steps.tolist() == models["cpu"]._opt_steps.tolist() == [1]
+    for wa, wb in zip(models["cpu"].get_weights(), models["cuda"].get_weights()):
+        np.testing.assert_allclose(wb, wa, rtol=1e-5)
+
+
+def test_a_data_set_too_large_for_the_device_is_streamed(data):
+    x, y = data
+    models = {d: classifier(d) for d in ("cpu", "cuda")}
+    models["cuda"].get_weights()  # builds the backend
+    models["cuda"]._backend.dataset_budget = 2 * 4 * (6 + 3) * 4  # two batches of rows at a time
+    hist = {d: m.fit(x, y, epochs=2, batch_size=4, verbose=0) for d, m in models.items()}
+    assert not models["cuda"]._backend.dataset(x, np.eye(3, dtype=np.float32)[y]).resident
+    assert_history_close(hist["cpu"], hist["cuda"])
+    assert_weights_close(models["cpu"], models["cuda"])
+
+
+def test_a_failed_graph_capture_falls_back_to_plain_launches(data):
+    class NoCapture:  # a driver whose stream capture always fails
+        class CUstreamCaptureMode:
+            CU_STREAM_CAPTURE_MODE_GLOBAL = 0
+
+        @staticmethod
+        def CUstream(handle):
+            return handle
+
+        @staticmethod
+        def cuStreamBeginCapture(stream, mode):
+            return (1,)
+
+    x, y = data
+    models = {d: classifier(d) for d in ("cpu", "cuda")}
+    models["cuda"].get_weights()
+    runner = models["cuda"]._backend.runner
+    runner.driver = NoCapture()
+    with pytest.warns(RuntimeWarning, match="graph capture failed"):
+        hist = {d: m.fit(x, y, epochs=1, batch_size=2, verbose=0) for d, m in models.items()}
+    assert not runner.uses_graphs
+    assert_history_close(hist["cpu"], hist["cuda"])
+    assert_weights_close(models["cpu"], models["cuda"])
+
+
+def test_missing_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="no usable NVIDIA GPU"):
+        MLP([Dense(2, 1)], device="cuda")
+    model = MLP([Dense(2, 1)])
+    with pytest.raises(RuntimeError, match="no usable NVIDIA GPU"):
+        model.to("cuda")
+    assert model.device == "cpu"
+
+
+def test_missing_numba_cuda_is_a_clear_error(monkeypatch):
+    import numba
+    monkeypatch.delattr(numba, "cuda")
+    monkeypatch.setitem(sys.modules, "numba.cuda", None)
+    with pytest.raises(RuntimeError, match=r"numba-cuda"):
+        MLP([Dense(2, 1)], device="cuda")
+
+
+def test_numbas_own_cuda_target_on_a_gpu_is_a_clear_error(monkeypatch):
+    """numba's built-in (deprecated) CUDA target cannot compile the kernels: say so up front."""
+    import numba
+    monkeypatch.setattr(numba.config, "ENABLE_CUDASIM", 0)
+    monkeypatch.setattr(cuda, "implementation", "Built-in", raising=False)
+    with pytest.raises(RuntimeError, match="numba-cuda"):
+        MLP([Dense(2, 1)], device="cuda")
+
+
+def test_no_warning_on_a_plain_fit(data):
+    """numba-cuda warns about grids under 128 blocks (on a GPU): small by design here."""
+    x, y = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        classifier("cuda").fit(x, y, epochs=1, batch_size=11, verbose=0)
