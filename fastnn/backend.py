@@ -4,10 +4,27 @@ The model (``fastnn.model``) decides what to compute; a backend decides where. B
 the same methods, so layers and the model never branch on the device: ``CPUBackend`` calls
 ``fastnn.kernels.network``; ``CUDABackend`` (``fastnn.cuda.backend``) its twin in ``fastnn.cuda``.
 """
+import contextlib
+
 import numpy as np
 
-from .config import INFERENCE_BATCH_SIZE
+from .config import BLAS_PARALLEL_MIN_FLOPS, INFERENCE_BATCH_SIZE
 from .kernels import network
+
+_blas_controller = None
+
+
+def blas_threads_for(flops):
+    """A context in which BLAS uses one thread if ``flops`` of matrix products are too few to
+    pay for more (``config.BLAS_PARALLEL_MIN_FLOPS``), else the threads it has."""
+    global _blas_controller
+    if flops >= BLAS_PARALLEL_MIN_FLOPS:
+        return contextlib.nullcontext()
+    if _blas_controller is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
+        import threadpoolctl
+        _blas_controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    return _blas_controller.limit(limits=1)
 
 
 class CPUBackend:
@@ -27,6 +44,9 @@ class CPUBackend:
         self.state1 = np.array(state1, dtype=self.dtype)
         self.state2 = np.array(state2, dtype=self.dtype)
         self.capacity = 0
+        # Forward matrix-product FLOPs per row; a training step costs about three times this.
+        self.flops_per_row = 2.0 * float(np.sum(self.layers[:, network.N_IN] * self.layers[:, network.N_OUT]
+                                                * self.layers[:, network.DENSE]))
 
     def host(self, name):
         """A host copy of one of the flat buffers ('params', 'state1', 'state2')."""
@@ -57,22 +77,25 @@ class CPUBackend:
         """Train on batches [first, stop) of ``data[order]``; see ``kernels.network.train_batches``."""
         x, y = data
         self.reserve(batch_size)
-        return network.train_batches(
-            self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss,
-            opt_meta, opt_hyper, opt_steps, x, y, order, batch_size, first, stop,
-            self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct)
+        with blas_threads_for(3 * self.flops_per_row * batch_size):
+            return network.train_batches(
+                self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss,
+                opt_meta, opt_hyper, opt_steps, x, y, order, batch_size, first, stop,
+                self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct)
 
     def predict(self, x, batch_size=INFERENCE_BATCH_SIZE):
         out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)
         self.reserve(batch_size)
-        network.predict_batches(out, self.params, self.layers, self.alphas, x, batch_size,
-                                self.acts, self.act_off)
+        with blas_threads_for(self.flops_per_row * batch_size):
+            network.predict_batches(out, self.params, self.layers, self.alphas, x, batch_size,
+                                    self.acts, self.act_off)
         return out
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
         self.reserve(batch_size)
-        return network.evaluate_batches(self.params, self.layers, self.alphas, loss, x, y, batch_size,
-                                        self.acts, self.act_off)
+        with blas_threads_for(self.flops_per_row * batch_size):
+            return network.evaluate_batches(self.params, self.layers, self.alphas, loss, x, y, batch_size,
+                                            self.acts, self.act_off)
 
 
 def get_backend(device, dtype):

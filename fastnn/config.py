@@ -24,6 +24,14 @@ CACHE = os.environ.get("FASTNN_NO_CACHE", "0") not in ("1", "true", "yes")
 # the thread start costs more than the loop (measured on 2 cores; see docs/performance.md).
 PARALLEL_MIN_ELEMENTS = 1 << 17
 
+# Matrix-product work per call into the compiled loop (FLOPs of one training step, or of one
+# inference batch) below which BLAS runs on one thread. Small products finish in tens of
+# microseconds, about what waking and joining BLAS's threads costs, and a second thread
+# that is descheduled on a shared machine stalls every product it takes part in (seen:
+# the seed MNIST configuration ran 5-20x slower with two BLAS threads than with one while
+# other processes competed for the cores). Large products amortise both.
+BLAS_PARALLEL_MIN_FLOPS = 64e6
+
 # Rows per forward pass in predict/evaluate: large enough for efficient GEMMs, small enough
 # that the activations of a wide network stay in cache.
 INFERENCE_BATCH_SIZE = 1024
