@@ -1,0 +1,82 @@
+"""End to end through the public API: ``MLP.fit`` for one epoch, ``train_on_batch`` and
+``predict``, for the seed (784-100-50-10, batch 50) and wide (784-1024-1024-10, batch 256)
+networks, on MNIST-shaped synthetic data, which needs no download and makes every run train
+on the same numbers. The row counts are parameters, so that figures taken with
+FASTNN_BENCH_QUICK (fewer rows) are never mistaken for full ones."""
+import time
+
+from . import CONFIGS, PREDICT_ROWS, TRAIN_ROWS, build_model, synthetic_data
+from . import warm_numba_cache as setup_cache  # noqa: F401  (asv runs it once, first)
+
+
+def warm_up():
+    model, _ = build_model("seed")
+    x, y = synthetic_data(8)
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    model.train_on_batch(x, y)
+    model.predict(x)
+    model.evaluate(x, y)
+
+
+class FitEpoch:
+    """One epoch of ``fit``: shuffle, every batch in the compiled loop, the epoch's logs."""
+    params = [list(CONFIGS), [TRAIN_ROWS]]
+    param_names = ["network", "rows"]
+    # An epoch of the wide network takes seconds: a few samples, no asv warm-up (setup did it).
+    number = 1
+    repeat = (2, 5, 60.0)
+    warmup_time = 0.0
+    rounds = 1
+    timeout = 900
+
+    def setup(self, config, rows):
+        self.x, self.y = synthetic_data(rows)
+        self.model, self.batch = build_model(config)
+        self.model.fit(self.x[: 2 * self.batch], self.y[: 2 * self.batch], epochs=1, batch_size=self.batch,
+                       verbose=0)
+
+    def _epoch(self):
+        self.model.fit(self.x, self.y, epochs=1, batch_size=self.batch, verbose=0)
+
+    def time_fit_epoch(self, config, rows):
+        self._epoch()
+
+    def peakmem_fit_epoch(self, config, rows):
+        """Peak resident memory of a process that holds the training set and trains one epoch."""
+        self._epoch()
+
+    def track_train_samples_per_second(self, config, rows):
+        """Training rows per second over one epoch, as ``fit(verbose=1)`` prints it. Higher is better."""
+        start = time.perf_counter()
+        self._epoch()
+        return round(rows / (time.perf_counter() - start), 1)
+
+    track_train_samples_per_second.unit = "samples/s"
+
+
+class TrainOnBatch:
+    """``train_on_batch``: one optimizer step through the public API, input validation included."""
+    params = [list(CONFIGS)]
+    param_names = ["network"]
+
+    def setup(self, config):
+        self.model, batch = build_model(config)
+        self.x, self.y = synthetic_data(batch)
+        self.model.train_on_batch(self.x, self.y)
+
+    def time_train_on_batch(self, config):
+        self.model.train_on_batch(self.x, self.y)
+
+
+class Predict:
+    """``predict`` on MNIST's test-set size, in fastnn's default inference batches."""
+    params = [list(CONFIGS), [PREDICT_ROWS]]
+    param_names = ["network", "rows"]
+
+    def setup(self, config, rows):
+        self.model, _ = build_model(config)
+        self.x, _ = synthetic_data(rows)
+        self.model.predict(self.x)
+
+    def time_predict(self, config, rows):
+        self.model.predict(self.x)
