@@ -24,13 +24,13 @@ CACHE = os.environ.get("FASTNN_NO_CACHE", "0") not in ("1", "true", "yes")
 # the thread start costs more than the loop (measured on 2 cores; see docs/performance.md).
 PARALLEL_MIN_ELEMENTS = 1 << 17
 
-# Matrix-product work per call into the compiled loop (FLOPs of one training step, or of one
-# inference batch) below which BLAS runs on one thread. Small products finish in tens of
-# microseconds, about what waking and joining BLAS's threads costs, and a second thread
-# that is descheduled on a shared machine stalls every product it takes part in (seen:
-# the seed MNIST configuration ran 5-20x slower with two BLAS threads than with one while
-# other processes competed for the cores). Large products amortise both.
-BLAS_PARALLEL_MIN_FLOPS = 64e6
+# Matrix-product work (FLOPs of one training step, or of one inference batch) below which BLAS
+# runs on one thread: products of a few microseconds cost less than waking and joining BLAS's
+# threads (a batch of 8 in the 784-100-50-10 network), while from about a batch of 50 up two
+# threads pay on an idle machine (125k vs 82k samples/s measured at batch 50). On cores that
+# other processes compete for, a descheduled BLAS thread stalls every product it takes part in
+# (5-20x slower seen at batch 50): there, fastnn.set_num_threads(1) is the faster setting.
+BLAS_PARALLEL_MIN_FLOPS = 8e6
 
 # Rows per forward pass in predict/evaluate: large enough for efficient GEMMs, small enough
 # that the activations of a wide network stay in cache.
