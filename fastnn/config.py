@@ -8,8 +8,14 @@ import os
 import pathlib
 import types
 
-import numba
-from numba.core import caching
+# Numba's OpenMP threads spin after each parallel kernel by default, taking the cores from the
+# BLAS threads of the matrix product that follows: training 784-256-256-10 at batch 256 ran
+# 2.5x faster (28k -> 71k samples/s) with passive waiting. Set before the OpenMP runtime loads;
+# a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402
+from numba.core import caching  # noqa: E402
 
 # fastmath without 'nnan' and 'ninf': with those two, isnan/isfinite fold to False
 # (numba#9383) and a diverging loss would go unnoticed. The rest lets LLVM vectorize

@@ -1,7 +1,9 @@
 """Thread control for both pools that fastnn's kernels use: Numba's (elementwise kernels,
 optimizer steps) and the BLAS library's (matrix products, called through SciPy's BLAS).
 
-Both default to one thread per core. ``set_num_threads(n)`` sets both, so they never
+Both default to one thread per core. fastnn sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is
+already set (``fastnn.config``), so that Numba's idle threads do not spin while BLAS works;
+BLAS itself runs on one thread for small products (``config.BLAS_PARALLEL_MIN_FLOPS``). ``set_num_threads(n)`` sets both, so they never
 oversubscribe the cores; ``threading_info()`` shows what is in use. The environment
 variables ``NUMBA_NUM_THREADS``, ``NUMBA_THREADING_LAYER`` and ``OPENBLAS_NUM_THREADS`` set
 the same before start-up.
