@@ -119,13 +119,10 @@ class MLP:
         self._opt_meta = np.array([[lo, hi, opt.kind] for opt, lo, hi in segments], dtype=np.int64).reshape(-1, 3)
         self._opt_steps = np.zeros(len(segments), dtype=np.int64)
         for name in ("state1", "state2"):
-            self._backend.write(name, 0, np.zeros(self._table_param_count(), self.dtype))
+            self._backend.write(name, 0, np.zeros(self.count_params(), self.dtype))
         for opt, lo, hi in segments:
             if opt.initial_state:
                 self._backend.write("state1", lo, np.full(hi - lo, opt.initial_state, self.dtype))
-
-    def _table_param_count(self):
-        return sum(layer.count_params() for layer in self._compute_layers())
 
     def optimizers(self):
         """The distinct optimizer objects that update this model's parameters."""

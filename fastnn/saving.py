@@ -23,11 +23,9 @@ VERSION = 1
 def save_model(model, path):
     """Write ``model`` to ``path`` (exactly that name; no suffix is added)."""
     model._ensure_built()
-    optimizers = [opt for opt, _, _ in model._segments]
-    distinct = []
-    for opt in optimizers + ([model.optimizer] if model.optimizer is not None else []):
-        if all(opt is not d for d in distinct):
-            distinct.append(opt)
+    distinct = model.optimizers()
+    if model.optimizer is not None and all(model.optimizer is not d for d in distinct):
+        distinct.append(model.optimizer)
     index = {id(opt): i for i, opt in enumerate(distinct)}
     default = getattr(model, "_default_optimizer", None)
     layers = []
