@@ -123,19 +123,26 @@ def msle_backward(dpred, pred, target):
 
 
 @kernel
+def row_dot_products(pred, target, i):
+    """(<p, p>, <t, t>, <p, t>) of row i, in float64."""
+    pp = 0.0
+    tt = 0.0
+    pt = 0.0
+    for j in range(pred.shape[1]):
+        p = np.float64(pred[i, j])
+        t = np.float64(target[i, j])
+        pp += p * p
+        tt += t * t
+        pt += p * t
+    return pp, tt, pt
+
+
+@kernel
 def cosine_similarity_forward(pred, target):
     """-mean over rows of <p/|p|, t/|t|>: keras.losses.CosineSimilarity (norms floored at 1e-6)."""
     total = 0.0
     for i in range(pred.shape[0]):
-        pp = 0.0
-        tt = 0.0
-        pt = 0.0
-        for j in range(pred.shape[1]):
-            p = np.float64(pred[i, j])
-            t = np.float64(target[i, j])
-            pp += p * p
-            tt += t * t
-            pt += p * t
+        pp, tt, pt = row_dot_products(pred, target, i)
         total += pt / (np.sqrt(max(pp, COSINE_EPSILON)) * np.sqrt(max(tt, COSINE_EPSILON)))
     return -total / pred.shape[0]
 
@@ -145,15 +152,7 @@ def cosine_similarity_backward(dpred, pred, target):
     """d/dp of -<p, t>/(|p||t|) / B = -(t/|t| - cos * p/|p|) / (|p| B)."""
     rows = pred.shape[0]
     for i in range(rows):
-        pp = 0.0
-        tt = 0.0
-        pt = 0.0
-        for j in range(pred.shape[1]):
-            p = np.float64(pred[i, j])
-            t = np.float64(target[i, j])
-            pp += p * p
-            tt += t * t
-            pt += p * t
+        pp, tt, pt = row_dot_products(pred, target, i)
         np_ = np.sqrt(max(pp, COSINE_EPSILON))
         nt = np.sqrt(max(tt, COSINE_EPSILON))
         cos = pt / (np_ * nt)
