@@ -6,12 +6,27 @@ from ..config import kernel
 
 @kernel
 def all_finite(x):
-    """True when no element of the contiguous array ``x`` is NaN or +-inf (``np.isfinite(x).all()``)."""
+    """True when no element of the contiguous float array ``x`` is NaN or +-inf
+    (``np.isfinite(x).all()``).
+
+    Tests the exponent bits as integers: an all-ones exponent is inf or NaN. An integer
+    OR-reduction vectorizes, where a per-element ``np.isfinite`` branch does not, and fastmath
+    cannot fold integer operations away as it may fold floating-point tricks like v - v.
+    """
     flat = x.reshape(-1)
-    for i in range(flat.size):
-        if not np.isfinite(flat[i]):
-            return False
-    return True
+    if flat.itemsize == 4:
+        bits32 = flat.view(np.uint32)
+        mask32 = np.uint32(0x7F800000)
+        bad32 = np.uint32(0)
+        for i in range(bits32.size):
+            bad32 |= np.uint32((bits32[i] & mask32) == mask32)
+        return bad32 == 0
+    bits64 = flat.view(np.uint64)
+    mask64 = np.uint64(0x7FF0000000000000)
+    bad64 = np.uint64(0)
+    for i in range(bits64.size):
+        bad64 |= np.uint64((bits64[i] & mask64) == mask64)
+    return bad64 == 0
 
 
 @kernel

@@ -1,0 +1,35 @@
+"""fastnn.kernels.checks against NumPy's own isfinite / range checks."""
+import numpy as np
+import pytest
+
+from fastnn.kernels.checks import all_finite, labels_in_range
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, "payload-nan"])
+@pytest.mark.parametrize("where", [0, 777, -1])
+def test_all_finite_finds_one_non_finite_value(dtype, bad, where):
+    x = np.random.default_rng(0).standard_normal((37, 29)).astype(dtype)
+    assert all_finite(x) and np.isfinite(x).all()
+    flat = x.reshape(-1)
+    if bad == "payload-nan":  # a NaN with a non-default mantissa is still NaN
+        bits = flat.view(np.uint32 if dtype == np.float32 else np.uint64)
+        bits[where] = bits.dtype.type(0x7F800001 if dtype == np.float32 else 0x7FF0000000000001)
+    else:
+        flat[where] = bad
+    assert not np.isfinite(x).all()
+    assert not all_finite(x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_accepts_extreme_finite_values(dtype):
+    info = np.finfo(dtype)
+    x = np.array([info.max, -info.max, info.tiny, info.smallest_subnormal, 0.0, -0.0], dtype=dtype)
+    assert all_finite(x)
+
+
+def test_labels_in_range_matches_numpy():
+    labels = np.array([0, 3, 9, 2], dtype=np.int64)
+    assert labels_in_range(labels, 10)
+    assert not labels_in_range(labels, 9)
+    assert not labels_in_range(np.array([0, -1], dtype=np.int64), 10)
