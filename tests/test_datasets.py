@@ -1,7 +1,7 @@
 """Tests of fastnn.datasets: the MNIST and digits loaders, downloads, and the Dataset class.
 
 The real-MNIST tests read the folder named by the environment variable FASTNN_DATA (e.g.
-``FASTNN_DATA=/work/shared/data``, holding ``mnist/*.gz``) and are skipped without it. Everything
+``FASTNN_DATA=/path/to/data``, holding ``mnist/*.gz``) and are skipped without it. Everything
 else runs on small IDX files written to tmp_path, and never touches the network.
 """
 import gzip
@@ -32,7 +32,7 @@ REAL_MNIST = _real_mnist_folder()
 requires_mnist = pytest.mark.skipif(
     REAL_MNIST is None,
     reason="MNIST files not found: set FASTNN_DATA to a folder holding mnist/*-ubyte.gz "
-           "(e.g. FASTNN_DATA=/work/shared/data)")
+           "(e.g. FASTNN_DATA=/path/to/data)")
 
 
 @pytest.fixture
