@@ -55,19 +55,25 @@ def device_functions(dtype):
         return v
 
     @kernel(device=True)
+    def row_dot_products(pred, target, lo, cols):
+        """(<p, p>, <t, t>, <p, t>) of the row at ``lo``, in float64 (cosine similarity)."""
+        pp = 0.0
+        tt = 0.0
+        pt = 0.0
+        for j in range(cols):
+            p = F64(pred[lo + j])
+            t = F64(target[lo + j])
+            pp += p * p
+            tt += t * t
+            pt += p * t
+        return pp, tt, pt
+
+    @kernel(device=True)
     def row_value(loss, pred, target, lo, cols):
         """The row's term of the loss, before the reduction ``finish`` applies (float64)."""
         total = 0.0
         if loss == COSINE_SIMILARITY:
-            pp = 0.0
-            tt = 0.0
-            pt = 0.0
-            for j in range(cols):
-                p = F64(pred[lo + j])
-                t = F64(target[lo + j])
-                pp += p * p
-                tt += t * t
-                pt += p * t
+            pp, tt, pt = row_dot_products(pred, target, lo, cols)
             return pt / (math.sqrt(max(pp, COSINE_EPSILON)) * math.sqrt(max(tt, COSINE_EPSILON)))
         for j in range(cols):
             p = F64(pred[lo + j])
@@ -117,15 +123,7 @@ def device_functions(dtype):
         """dL/dpred for the row at ``lo``, written to ``dz``."""
         size = rows * cols
         if loss == COSINE_SIMILARITY:
-            pp = 0.0
-            tt = 0.0
-            pt = 0.0
-            for j in range(cols):
-                p = F64(pred[lo + j])
-                t = F64(target[lo + j])
-                pp += p * p
-                tt += t * t
-                pt += p * t
+            pp, tt, pt = row_dot_products(pred, target, lo, cols)
             np_ = math.sqrt(max(pp, COSINE_EPSILON))
             nt = math.sqrt(max(tt, COSINE_EPSILON))
             cos = pt / (np_ * nt)
