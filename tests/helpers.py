@@ -47,3 +47,33 @@ def away_from_zero(rng, shape, low=1e-2, high=3.0, dtype=np.float64):
     elu, abs or the step lies within a finite-difference step of them."""
     x = rng.uniform(low, high, size=shape) * rng.choice([-1.0, 1.0], size=shape)
     return np.ascontiguousarray(x, dtype=dtype)
+
+
+# The clamp of probabilities inside logarithms (Keras' epsilon), as fastnn.kernels.losses.
+PROB_EPSILON = 1e-7
+
+
+def naive_loss(name, p, t):
+    """Each loss's value as its docstring defines it (torch's or Keras' formula)."""
+    if name == "mse":
+        return np.mean((p - t) ** 2)
+    if name == "sse":
+        return np.sum((p - t) ** 2)
+    if name == "mae":
+        return np.mean(np.abs(p - t))
+    if name == "mape":
+        return 100 * np.mean(np.abs(t - p) / np.maximum(np.abs(t), PROB_EPSILON))
+    if name == "msle":
+        return np.mean((np.log1p(np.maximum(p, PROB_EPSILON)) - np.log1p(np.maximum(t, PROB_EPSILON))) ** 2)
+    if name == "cosine_similarity":
+        pn = np.sqrt(np.maximum((p * p).sum(1), 1e-12))
+        tn = np.sqrt(np.maximum((t * t).sum(1), 1e-12))
+        return -np.mean((p * t).sum(1) / (pn * tn))
+    if name == "cross_entropy":
+        return np.mean(-(t * np.log(np.maximum(p, PROB_EPSILON))).sum(1))
+    if name == "binary_crossentropy":
+        return -np.mean(t * np.maximum(np.log(p), -100) + (1 - t) * np.maximum(np.log1p(-p), -100))
+    if name == "kl_divergence":
+        tc, pc = np.clip(t, PROB_EPSILON, 1), np.clip(p, PROB_EPSILON, 1)
+        return np.mean((tc * np.log(tc / pc)).sum(1))
+    raise KeyError(name)

@@ -3,7 +3,7 @@ compile/fit/evaluate/predict/train_on_batch, weights, summary, seeds and dtypes,
 training a small problem, shared and per-layer optimizers, and Rosenblatt's perceptron.
 
 References (NumPy, top of file): ``naive_forward`` (the network's output from ``get_weights()``),
-``naive_loss`` (each loss's formula), ``naive_gradients`` (backpropagation of a tanh-identity
+``naive_loss`` (each loss's formula, shared in helpers.py), ``naive_gradients`` (backpropagation of a tanh-identity
 network under MSE, written out by hand) and the perceptron rule w += lr (t - y) x by hand.
 """
 import numpy as np
@@ -12,8 +12,7 @@ import pytest
 import fastnn
 from fastnn import (MLP, SGD, Activation, AdaGrad, Adam, Dense, Input, LeakyReLU, Perceptron, ReLU, RMSProp,
                     Sequential, Softmax)
-
-PROB_EPSILON = 1e-7  # the clamp of probabilities inside logarithms (Keras' epsilon)
+from helpers import naive_loss
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,31 +54,6 @@ def naive_forward(model, x):
             h = naive_activation(layer.activation, h)
     assert weights == []
     return h
-
-
-def naive_loss(name, p, t):
-    if name == "mse":
-        return np.mean((p - t) ** 2)
-    if name == "sse":
-        return np.sum((p - t) ** 2)
-    if name == "mae":
-        return np.mean(np.abs(p - t))
-    if name == "mape":
-        return 100 * np.mean(np.abs(t - p) / np.maximum(np.abs(t), PROB_EPSILON))
-    if name == "msle":
-        return np.mean((np.log1p(np.maximum(p, PROB_EPSILON)) - np.log1p(np.maximum(t, PROB_EPSILON))) ** 2)
-    if name == "cosine_similarity":
-        pn = np.sqrt(np.maximum((p * p).sum(1), 1e-12))
-        tn = np.sqrt(np.maximum((t * t).sum(1), 1e-12))
-        return -np.mean((p * t).sum(1) / (pn * tn))
-    if name == "cross_entropy":
-        return np.mean(-(t * np.log(np.maximum(p, PROB_EPSILON))).sum(1))
-    if name == "binary_crossentropy":
-        return -np.mean(t * np.maximum(np.log(p), -100) + (1 - t) * np.maximum(np.log1p(-p), -100))
-    if name == "kl_divergence":
-        tc, pc = np.clip(t, PROB_EPSILON, 1), np.clip(p, PROB_EPSILON, 1)
-        return np.mean((tc * np.log(tc / pc)).sum(1))
-    raise KeyError(name)
 
 
 def naive_gradients(W1, b1, W2, b2, x, t):

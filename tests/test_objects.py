@@ -4,7 +4,7 @@ against their published update rules, initializer statistics, and the activation
 objects against NumPy formulas and float64 central finite differences.
 
 References (NumPy, top of file): ``naive_sgd``/``naive_adam``/``naive_rmsprop``/``naive_adagrad``
-(the update rules of torch.optim's documentation), ``naive_activation`` and ``naive_loss``.
+(the update rules of torch.optim's documentation), ``naive_activation``; ``naive_loss`` is in helpers.py.
 """
 import inspect
 
@@ -16,8 +16,7 @@ from fastnn import (ELU, SGD, AdaGrad, Adam, Constant, CrossEntropy, Dense, Glor
                     HeNormal, HeUniform, Identity, LeakyReLU, Normal, Ones, ReLU, RMSProp, Sigmoid, Softmax,
                     Tanh, Uniform, Zeros)
 from fastnn.base import Configurable, deserialize, snake_case, translate_kwargs
-
-PROB_EPSILON = 1e-7  # the clamp of probabilities inside logarithms (Keras' epsilon)
+from helpers import naive_loss
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,32 +69,6 @@ def naive_activation(name, z, alpha=0.0):
     if name == "softmax":
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
-    raise KeyError(name)
-
-
-def naive_loss(name, p, t):
-    """Each loss's value as its docstring defines it (torch's or Keras' formula)."""
-    if name == "mse":
-        return np.mean((p - t) ** 2)
-    if name == "sse":
-        return np.sum((p - t) ** 2)
-    if name == "mae":
-        return np.mean(np.abs(p - t))
-    if name == "mape":
-        return 100 * np.mean(np.abs(t - p) / np.maximum(np.abs(t), PROB_EPSILON))
-    if name == "msle":
-        return np.mean((np.log1p(np.maximum(p, PROB_EPSILON)) - np.log1p(np.maximum(t, PROB_EPSILON))) ** 2)
-    if name == "cosine_similarity":
-        pn = np.sqrt(np.maximum((p * p).sum(1), 1e-12))
-        tn = np.sqrt(np.maximum((t * t).sum(1), 1e-12))
-        return -np.mean((p * t).sum(1) / (pn * tn))
-    if name == "cross_entropy":
-        return np.mean(-(t * np.log(np.maximum(p, PROB_EPSILON))).sum(1))
-    if name == "binary_crossentropy":
-        return -np.mean(t * np.maximum(np.log(p), -100) + (1 - t) * np.maximum(np.log1p(-p), -100))
-    if name == "kl_divergence":
-        tc, pc = np.clip(t, PROB_EPSILON, 1), np.clip(p, PROB_EPSILON, 1)
-        return np.mean((tc * np.log(tc / pc)).sum(1))
     raise KeyError(name)
 
 
