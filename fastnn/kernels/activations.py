@@ -16,19 +16,19 @@ from ..config import kernel
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTMAX, HEAVISIDE = range(8)
 
 
-@kernel
+@kernel(inline=True)
 def identity_forward(out, x):
     for i in range(x.size):
         out[i] = x[i]
 
 
-@kernel
+@kernel(inline=True)
 def identity_backward(dx, dout, out):
     for i in range(dout.size):
         dx[i] = dout[i]
 
 
-@kernel
+@kernel(inline=True)
 def sigmoid_forward(out, x):
     """1 / (1 + exp(-x)), computed from exp(-|x|) so neither branch overflows."""
     one = x.dtype.type(1)
@@ -41,34 +41,34 @@ def sigmoid_forward(out, x):
             out[i] = e / (one + e)
 
 
-@kernel
+@kernel(inline=True)
 def sigmoid_backward(dx, dout, out):
     one = out.dtype.type(1)
     for i in range(out.size):
         dx[i] = dout[i] * out[i] * (one - out[i])
 
 
-@kernel
+@kernel(inline=True)
 def tanh_forward(out, x):
     for i in range(x.size):
         out[i] = np.tanh(x[i])
 
 
-@kernel
+@kernel(inline=True)
 def tanh_backward(dx, dout, out):
     one = out.dtype.type(1)
     for i in range(out.size):
         dx[i] = dout[i] * (one - out[i] * out[i])
 
 
-@kernel
+@kernel(inline=True)
 def relu_forward(out, x):
     zero = x.dtype.type(0)
     for i in range(x.size):
         out[i] = x[i] if x[i] > zero else zero
 
 
-@kernel
+@kernel(inline=True)
 def relu_backward(dx, dout, out):
     """Derivative 0 at x == 0, as torch.nn.ReLU."""
     zero = out.dtype.type(0)
@@ -76,7 +76,7 @@ def relu_backward(dx, dout, out):
         dx[i] = dout[i] if out[i] > zero else zero
 
 
-@kernel
+@kernel(inline=True)
 def leaky_relu_forward(out, x, alpha):
     """max(alpha*x, x) for 0 <= alpha <= 1: torch.nn.LeakyReLU(negative_slope=alpha)."""
     a = x.dtype.type(alpha)
@@ -84,14 +84,14 @@ def leaky_relu_forward(out, x, alpha):
         out[i] = x[i] if x[i] > 0 else a * x[i]
 
 
-@kernel
+@kernel(inline=True)
 def leaky_relu_backward(dx, dout, out, alpha):
     a = out.dtype.type(alpha)
     for i in range(out.size):
         dx[i] = dout[i] if out[i] > 0 else a * dout[i]
 
 
-@kernel
+@kernel(inline=True)
 def elu_forward(out, x, alpha):
     """x for x > 0, alpha*(exp(x)-1) otherwise: torch.nn.ELU(alpha)."""
     a = x.dtype.type(alpha)
@@ -99,7 +99,7 @@ def elu_forward(out, x, alpha):
         out[i] = x[i] if x[i] > 0 else a * np.expm1(x[i])
 
 
-@kernel
+@kernel(inline=True)
 def elu_backward(dx, dout, out, alpha):
     """For x <= 0, d/dx alpha*(e^x - 1) = alpha*e^x = out + alpha."""
     a = out.dtype.type(alpha)
@@ -107,7 +107,7 @@ def elu_backward(dx, dout, out, alpha):
         dx[i] = dout[i] if out[i] > 0 else dout[i] * (out[i] + a)
 
 
-@kernel
+@kernel(inline=True)
 def softmax_forward(out, x):
     """exp(x - max x) / sum exp(x - max x) over one row: torch.softmax(x, dim=-1)."""
     m = x[0]
@@ -124,7 +124,7 @@ def softmax_forward(out, x):
         out[i] *= inv
 
 
-@kernel
+@kernel(inline=True)
 def softmax_backward(dx, dout, out):
     """Jacobian-vector product of one row: dx = s * (dout - <dout, s>)."""
     dot = out.dtype.type(0)
@@ -134,14 +134,14 @@ def softmax_backward(dx, dout, out):
         dx[i] = out[i] * (dout[i] - dot)
 
 
-@kernel
+@kernel(inline=True)
 def heaviside_forward(out, x):
     """The perceptron's step: 1 for x > 0, else 0 (the seed's convention at 0)."""
     for i in range(x.size):
         out[i] = x.dtype.type(1) if x[i] > 0 else x.dtype.type(0)
 
 
-@kernel
+@kernel(inline=True)
 def heaviside_backward(dx, dout, out):
     """Straight-through: the step has derivative 0 almost everywhere, so it passes ``dout``
     unchanged. With the PerceptronCriterion loss this makes SGD the perceptron learning rule."""

@@ -10,14 +10,14 @@ from ..config import kernel
 from .activations import bias_activation_forward
 
 
-@kernel
+@kernel(inline=True)
 def dense_forward(out, x, W, b, act, alpha):
     """out (B, n_out) = act(x (B, n_in) @ W (n_in, n_out) + b (n_out,)), ``act`` an activation code."""
     np.dot(x, W, out)
     bias_activation_forward(out, out, b, act, alpha)
 
 
-@kernel
+@kernel(inline=True)
 def dense_backward(dx, dW, db, dz, x, W):
     """Gradients of a dense layer from dz = dL/d(x @ W + b) (B, n_out).
 

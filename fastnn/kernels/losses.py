@@ -25,7 +25,7 @@ BCE_GRAD_EPSILON = 1e-12
 COSINE_EPSILON = 1e-12
 
 
-@kernel
+@kernel(inline=True)
 def mse_forward(pred, target):
     """mean((pred - target)²) over all elements: torch.nn.MSELoss()."""
     total = 0.0
@@ -36,7 +36,7 @@ def mse_forward(pred, target):
     return total / pred.size
 
 
-@kernel
+@kernel(inline=True)
 def mse_backward(dpred, pred, target):
     scale = pred.dtype.type(2.0 / pred.size)
     for i in range(pred.shape[0]):
@@ -44,13 +44,13 @@ def mse_backward(dpred, pred, target):
             dpred[i, j] = scale * (pred[i, j] - target[i, j])
 
 
-@kernel
+@kernel(inline=True)
 def sse_forward(pred, target):
     """sum((pred - target)²) over all elements: torch.nn.MSELoss(reduction='sum')."""
     return mse_forward(pred, target) * pred.size
 
 
-@kernel
+@kernel(inline=True)
 def sse_backward(dpred, pred, target):
     two = pred.dtype.type(2)
     for i in range(pred.shape[0]):
@@ -58,7 +58,7 @@ def sse_backward(dpred, pred, target):
             dpred[i, j] = two * (pred[i, j] - target[i, j])
 
 
-@kernel
+@kernel(inline=True)
 def mae_forward(pred, target):
     """mean(|pred - target|): torch.nn.L1Loss()."""
     total = 0.0
@@ -68,7 +68,7 @@ def mae_forward(pred, target):
     return total / pred.size
 
 
-@kernel
+@kernel(inline=True)
 def mae_backward(dpred, pred, target):
     """sign(pred - target) / N, with 0 where they are equal (as torch.sign)."""
     scale = pred.dtype.type(1.0 / pred.size)
@@ -77,7 +77,7 @@ def mae_backward(dpred, pred, target):
             dpred[i, j] = scale * np.sign(pred[i, j] - target[i, j])
 
 
-@kernel
+@kernel(inline=True)
 def mape_forward(pred, target):
     """100 * mean(|target - pred| / max(|target|, eps)): keras.losses.MeanAbsolutePercentageError."""
     total = 0.0
@@ -88,7 +88,7 @@ def mape_forward(pred, target):
     return 100.0 * total / pred.size
 
 
-@kernel
+@kernel(inline=True)
 def mape_backward(dpred, pred, target):
     for i in range(pred.shape[0]):
         for j in range(pred.shape[1]):
@@ -97,7 +97,7 @@ def mape_backward(dpred, pred, target):
             dpred[i, j] = g
 
 
-@kernel
+@kernel(inline=True)
 def msle_forward(pred, target):
     """mean((log1p(max(pred, eps)) - log1p(max(target, eps)))²): keras.losses.MeanSquaredLogarithmicError."""
     total = 0.0
@@ -109,7 +109,7 @@ def msle_forward(pred, target):
     return total / pred.size
 
 
-@kernel
+@kernel(inline=True)
 def msle_backward(dpred, pred, target):
     """Zero where pred was clamped at eps, as the clamp's derivative."""
     for i in range(pred.shape[0]):
@@ -122,7 +122,7 @@ def msle_backward(dpred, pred, target):
                 dpred[i, j] = 2.0 * d / ((1.0 + p) * pred.size)
 
 
-@kernel
+@kernel(inline=True)
 def row_dot_products(pred, target, i):
     """(<p, p>, <t, t>, <p, t>) of row i, in float64."""
     pp = 0.0
@@ -137,7 +137,7 @@ def row_dot_products(pred, target, i):
     return pp, tt, pt
 
 
-@kernel
+@kernel(inline=True)
 def cosine_similarity_forward(pred, target):
     """-mean over rows of <p/|p|, t/|t|>: keras.losses.CosineSimilarity (norms floored at 1e-6)."""
     total = 0.0
@@ -147,7 +147,7 @@ def cosine_similarity_forward(pred, target):
     return -total / pred.shape[0]
 
 
-@kernel
+@kernel(inline=True)
 def cosine_similarity_backward(dpred, pred, target):
     """d/dp of -<p, t>/(|p||t|) / B = -(t/|t| - cos * p/|p|) / (|p| B)."""
     rows = pred.shape[0]
@@ -164,7 +164,7 @@ def cosine_similarity_backward(dpred, pred, target):
             dpred[i, j] = -g / rows
 
 
-@kernel
+@kernel(inline=True)
 def cross_entropy_forward(pred, target):
     """mean over rows of -sum_j t_j log(max(p_j, eps)), pred being probabilities.
 
@@ -180,7 +180,7 @@ def cross_entropy_forward(pred, target):
     return total / pred.shape[0]
 
 
-@kernel
+@kernel(inline=True)
 def cross_entropy_backward(dpred, pred, target):
     """-t / p / B, zero where p was clamped."""
     rows = pred.shape[0]
@@ -190,7 +190,7 @@ def cross_entropy_backward(dpred, pred, target):
             dpred[i, j] = -np.float64(target[i, j]) / (p * rows) if p > PROB_EPSILON else 0.0
 
 
-@kernel
+@kernel(inline=True)
 def softmax_cross_entropy_backward(dlogits, probs, target):
     """dL/dz for L = cross_entropy(softmax(z)): (p * sum_j t_j - t) / B, i.e. (p - t)/B for one-hot t."""
     rows = probs.shape[0]
@@ -203,7 +203,7 @@ def softmax_cross_entropy_backward(dlogits, probs, target):
             dlogits[i, j] = (probs[i, j] * mass - target[i, j]) * inv_rows
 
 
-@kernel
+@kernel(inline=True)
 def binary_cross_entropy_forward(pred, target):
     """-mean(t log p + (1-t) log(1-p)) with each log clamped at -100: torch.nn.BCELoss()."""
     total = 0.0
@@ -219,7 +219,7 @@ def binary_cross_entropy_forward(pred, target):
     return total / pred.size
 
 
-@kernel
+@kernel(inline=True)
 def binary_cross_entropy_backward(dpred, pred, target):
     """(p - t) / max(p(1-p), 1e-12) / N, as torch's BCELoss backward."""
     for i in range(pred.shape[0]):
@@ -228,7 +228,7 @@ def binary_cross_entropy_backward(dpred, pred, target):
             dpred[i, j] = (p - np.float64(target[i, j])) / (max(p * (1.0 - p), BCE_GRAD_EPSILON) * pred.size)
 
 
-@kernel
+@kernel(inline=True)
 def sigmoid_binary_cross_entropy_backward(dlogits, probs, target):
     """dL/dz for L = binary_cross_entropy(sigmoid(z)): (p - t) / N."""
     scale = probs.dtype.type(1.0 / probs.size)
@@ -237,7 +237,7 @@ def sigmoid_binary_cross_entropy_backward(dlogits, probs, target):
             dlogits[i, j] = (probs[i, j] - target[i, j]) * scale
 
 
-@kernel
+@kernel(inline=True)
 def kl_divergence_forward(pred, target):
     """mean over rows of sum_j t_j log(t_j / p_j), both clipped to [eps, 1]: keras.losses.KLDivergence
     (torch.nn.KLDivLoss(reduction='batchmean') on log(pred))."""
@@ -250,7 +250,7 @@ def kl_divergence_forward(pred, target):
     return total / pred.shape[0]
 
 
-@kernel
+@kernel(inline=True)
 def kl_divergence_backward(dpred, pred, target):
     """-t / p / B inside the clip, zero where pred was clipped."""
     rows = pred.shape[0]
@@ -264,7 +264,7 @@ def kl_divergence_backward(dpred, pred, target):
                 dpred[i, j] = 0.0
 
 
-@kernel
+@kernel(inline=True)
 def perceptron_forward(pred, target):
     """Fraction of outputs that differ from their 0/1 target (the perceptron's error rate)."""
     wrong = 0.0
@@ -275,7 +275,7 @@ def perceptron_forward(pred, target):
     return wrong / pred.size
 
 
-@kernel
+@kernel(inline=True)
 def perceptron_backward(dpred, pred, target):
     """pred - target, summed (not averaged) over the batch: with a Heaviside layer (whose
     backward passes gradients straight through) and SGD(lr), one sample's update is Rosenblatt's

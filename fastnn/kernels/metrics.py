@@ -2,7 +2,7 @@
 from ..config import kernel
 
 
-@kernel
+@kernel(inline=True)
 def count_correct(pred, target):
     """Rows whose prediction matches the target: argmax equality for C > 1 (one-hot or
     probability targets), threshold at 0.5 for a single output (binary accuracy)."""

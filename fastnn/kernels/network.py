@@ -32,13 +32,13 @@ from .optimizers import optimizer_step
 W_OFF, B_OFF, N_IN, N_OUT, ACT, DENSE = range(6)
 
 
-@kernel
+@kernel(inline=True)
 def fused_loss_activation(loss, act):
     """Whether the last activation and the loss are differentiated as one (see losses.py)."""
     return (loss == CROSS_ENTROPY and act == SOFTMAX) or (loss == BINARY_CROSS_ENTROPY and act == SIGMOID)
 
 
-@kernel
+@kernel(inline=True)
 def gather_rows(dst, src, order, start):
     """dst[r] = src[order[start + r]] for every row of dst.
 
