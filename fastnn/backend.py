@@ -81,7 +81,8 @@ class CPUBackend:
             return network.train_batches(
                 self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss,
                 opt_meta, opt_hyper, opt_steps, x, y, order, batch_size, first, stop,
-                self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct)
+                self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct,
+                network.parallel_optimizers(opt_meta))
 
     def predict(self, x, batch_size=INFERENCE_BATCH_SIZE):
         out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)

@@ -234,9 +234,11 @@ DISPATCH_CASES = {
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("dispatcher", ["optimizer_step", "optimizer_step_parallel"])
 @pytest.mark.parametrize("case", DISPATCH_CASES)
-def test_optimizer_step_dispatch(case, size, dtype):
+def test_optimizer_step_dispatch(case, dispatcher, size, dtype):
     kind, h, reference = DISPATCH_CASES[case]
+    step = getattr(K, dispatcher)
     if kind in (K.SGD, K.RMSPROP, K.ADAGRAD):
         h = h.copy()
         # Slots an optimizer does not read: NaN there would poison any update that did.
@@ -253,7 +255,7 @@ def test_optimizer_step_dispatch(case, size, dtype):
     s1 = np.full_like(p, 0.25 if kind == K.ADAGRAD else 0.0)
     s2 = np.zeros_like(p)
     for t, g in enumerate(grads, start=1):
-        K.optimizer_step(kind, p, g, s1, s2, h, t)
+        step(kind, p, g, s1, s2, h, t)
     check(p, expected[0], dtype, "params")
     if len(expected) > 1:
         check(s1, expected[1], dtype, "state1")
@@ -293,3 +295,8 @@ def test_against_torch_optim(case):
     for t, g in enumerate(grads, start=1):
         BUILDS[name][0](p, g, *state, *args, *((t,) if name == "adam" else ()))
     np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_step_for_size_picks_the_parallel_build_from_the_threshold():
+    assert K.step_for_size(config.PARALLEL_MIN_ELEMENTS - 1) is K.optimizer_step
+    assert K.step_for_size(config.PARALLEL_MIN_ELEMENTS) is K.optimizer_step_parallel

@@ -3,7 +3,8 @@
 Each kernel is one loop over one array (the model keeps all parameters in one flat buffer)
 and reproduces the update of the PyTorch optimizer named in its docstring, operation for
 operation, so results agree with torch.optim to float rounding. Each comes in a serial and
-a ``_parallel`` build; ``optimizer_step`` picks by size.
+a ``_parallel`` build; ``optimizer_step`` and ``optimizer_step_parallel`` dispatch to one or
+the other.
 """
 import numpy as np
 from numba import prange
@@ -86,26 +87,39 @@ def optimizer_step(kind, params, grads, state1, state2, hyper, step):
     """One update of optimizer ``kind`` over matching flat slices; ``hyper`` laid out as H_*.
 
     state1/state2: SGD velocity/unused, Adam m/v, RMSprop square_avg/unused, Adagrad sum/unused.
+    Serial; ``optimizer_step_parallel`` is the same update on all threads, for slices of at
+    least ``PARALLEL_MIN_ELEMENTS`` (``step_for_size`` picks).
     """
-    big = params.size >= PARALLEL_MIN_ELEMENTS
     lr, h1, h2, eps, flag = hyper[H_LR], hyper[H_1], hyper[H_2], hyper[H_EPS], hyper[H_FLAG]
     if kind == SGD:
-        if big:
-            sgd_step_parallel(params, grads, state1, lr, h1, flag != 0)
-        else:
-            sgd_step(params, grads, state1, lr, h1, flag != 0)
+        sgd_step(params, grads, state1, lr, h1, flag != 0)
     elif kind == ADAM:
-        if big:
-            adam_step_parallel(params, grads, state1, state2, lr, h1, h2, eps, step)
-        else:
-            adam_step(params, grads, state1, state2, lr, h1, h2, eps, step)
+        adam_step(params, grads, state1, state2, lr, h1, h2, eps, step)
     elif kind == RMSPROP:
-        if big:
-            rmsprop_step_parallel(params, grads, state1, lr, h1, eps)
-        else:
-            rmsprop_step(params, grads, state1, lr, h1, eps)
+        rmsprop_step(params, grads, state1, lr, h1, eps)
     else:
-        if big:
-            adagrad_step_parallel(params, grads, state1, lr, eps)
-        else:
-            adagrad_step(params, grads, state1, lr, eps)
+        adagrad_step(params, grads, state1, lr, eps)
+
+
+@kernel
+def optimizer_step_parallel(kind, params, grads, state1, state2, hyper, step):
+    """``optimizer_step`` through the parallel builds.
+
+    A function of its own so that only what calls it compiles them: the four parallel builds
+    are about 5 s of a cold start, which a model whose slices are all below
+    ``PARALLEL_MIN_ELEMENTS`` never pays (see ``network.apply_optimizers``).
+    """
+    lr, h1, h2, eps, flag = hyper[H_LR], hyper[H_1], hyper[H_2], hyper[H_EPS], hyper[H_FLAG]
+    if kind == SGD:
+        sgd_step_parallel(params, grads, state1, lr, h1, flag != 0)
+    elif kind == ADAM:
+        adam_step_parallel(params, grads, state1, state2, lr, h1, h2, eps, step)
+    elif kind == RMSPROP:
+        rmsprop_step_parallel(params, grads, state1, lr, h1, eps)
+    else:
+        adagrad_step_parallel(params, grads, state1, lr, eps)
+
+
+def step_for_size(size):
+    """The optimizer_step build for a slice of ``size`` parameters (a Python-side choice)."""
+    return optimizer_step_parallel if size >= PARALLEL_MIN_ELEMENTS else optimizer_step
