@@ -1,11 +1,10 @@
-"""Optimizer kernels through ``optimizer_step`` / ``optimizer_step_parallel`` (picked by size, as
-the training loop picks): one update of the whole flat parameter buffer, for every optimizer
-kind, at the parameter counts of a small layer, the seed network and the wide network (the
-last above PARALLEL_MIN_ELEMENTS: the parallel build)."""
+"""Optimizer kernels through ``optimizer_step``, as the training loop calls them: one update of
+the whole flat parameter buffer, for every optimizer kind, at the parameter counts of a small
+layer, the seed network and the wide network."""
 import numpy as np
 
 from fastnn.kernels import optimizers as O
-from fastnn.kernels.optimizers import N_HYPER, step_for_size
+from fastnn.kernels.optimizers import N_HYPER
 
 from . import sizes, warm_numba_cache as setup_cache  # noqa: F401  (asv runs it once, first)
 
@@ -36,11 +35,10 @@ class OptimizerArrays:
         self.grads = rng.standard_normal(n, dtype=np.float32) * np.float32(1e-3)
         self.state1 = np.zeros(n, np.float32)
         self.state2 = np.zeros(n, np.float32)
-        self.kernel = step_for_size(n)
 
     def step(self):
         # A fixed step count: Adam's bias correction costs the same at every step.
-        self.kernel(self.code, self.params, self.grads, self.state1, self.state2, self.hyper, 10)
+        O.optimizer_step(self.code, self.params, self.grads, self.state1, self.state2, self.hyper, 10)
 
 
 def warm_up():

@@ -4,27 +4,11 @@ The model (``fastnn.model``) decides what to compute; a backend decides where. B
 the same methods, so layers and the model never branch on the device: ``CPUBackend`` calls
 ``fastnn.kernels.network``; ``CUDABackend`` (``fastnn.cuda.backend``) its twin in ``fastnn.cuda``.
 """
-import contextlib
-
 import numpy as np
 
-from .config import BLAS_PARALLEL_MIN_FLOPS, INFERENCE_BATCH_SIZE
+from .config import INFERENCE_BATCH_SIZE
 from .kernels import network
-
-_blas_controller = None
-
-
-def blas_threads_for(flops):
-    """A context in which BLAS uses one thread if ``flops`` of matrix products are too few to
-    pay for more (``config.BLAS_PARALLEL_MIN_FLOPS``), else the threads it has."""
-    global _blas_controller
-    if flops >= BLAS_PARALLEL_MIN_FLOPS:
-        return contextlib.nullcontext()
-    if _blas_controller is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
-        import threadpoolctl
-        _blas_controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
-    return _blas_controller.limit(limits=1)
+from .threading import blas_threads_for
 
 
 class CPUBackend:
@@ -81,8 +65,7 @@ class CPUBackend:
             return network.train_batches(
                 self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss,
                 opt_meta, opt_hyper, opt_steps, x, y, order, batch_size, first, stop,
-                self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct,
-                network.parallel_optimizers(opt_meta))
+                self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct)
 
     def predict(self, x, batch_size=INFERENCE_BATCH_SIZE):
         out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)

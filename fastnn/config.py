@@ -6,16 +6,9 @@ package, so a reader (and ``tests/test_config.py``) can check them in one place.
 import hashlib
 import os
 import pathlib
-import types
 
-# Numba's OpenMP threads spin after each parallel kernel by default, taking the cores from the
-# BLAS threads of the matrix product that follows: training 784-256-256-10 at batch 256 ran
-# 2.5x faster (28k -> 71k samples/s) with passive waiting. Set before the OpenMP runtime loads;
-# a value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numba  # noqa: E402
-from numba.core import caching  # noqa: E402
+import numba
+from numba.core import caching
 
 # fastmath without 'nnan' and 'ninf': with those two, isnan/isfinite fold to False
 # (numba#9383) and a diverging loss would go unnoticed. The rest lets LLVM vectorize
@@ -25,10 +18,6 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # Compiled kernels persist between processes. FASTNN_NO_CACHE=1 turns this off, e.g. when
 # several processes would write the same cache at once (numba#4807).
 CACHE = os.environ.get("FASTNN_NO_CACHE", "0") not in ("1", "true", "yes")
-
-# An elementwise kernel runs its parallel build only from this many elements up: below it
-# the thread start costs more than the loop (measured on 2 cores; see docs/performance.md).
-PARALLEL_MIN_ELEMENTS = 1 << 17
 
 # Matrix-product work (FLOPs of one training step, or of one inference batch) below which BLAS
 # runs on one thread: products of a few microseconds cost less than waking and joining BLAS's
@@ -88,11 +77,16 @@ if CACHE:
     _install_cache_locators()
 
 
-def kernel(fn=None, *, parallel=False, inline=False):
+def kernel(fn=None, *, inline=False):
     """Compile ``fn`` with the package's flags (``njit``, cached, fastmath without nnan/ninf).
 
+    Every kernel is serial (no ``parallel=True``): the cores belong to BLAS's threads, which run
+    the matrix products. Numba's parallel builds start an OpenMP runtime whose idle threads spin
+    and take the cores from BLAS (784-256-256-10 trained at 28k instead of 74k samples/s), and
+    after GNU OpenMP has run, a fork-based process pool in the user's program hangs.
+
     ``inline=True`` is for small kernels with one or two call sites (one activation, one loss,
-    one optimizer's serial loop, a dense layer's pass): Numba then splices their code into the
+    one optimizer's loop, a dense layer's pass): Numba then splices their code into the
     caller instead of compiling each as a function of its own, which costs 0.2-0.3 s of a cold
     start apiece (typing, lowering, an LLVM module, a cache file). Inlining these cut the first
     fit of a new model from about 23 to 17 s (CPU time, paired runs on an empty cache). Called
@@ -101,20 +95,6 @@ def kernel(fn=None, *, parallel=False, inline=False):
     dispatchers as well made the cold start slower (about 22 s; everything inlined: 41 s).
     """
     def wrap(f):
-        return numba.njit(cache=CACHE, fastmath=FASTMATH, parallel=parallel, error_model="numpy",
+        return numba.njit(cache=CACHE, fastmath=FASTMATH, error_model="numpy",
                           inline="always" if inline else "never")(f)
     return wrap if fn is None else wrap(fn)
-
-
-def kernel_pair(fn):
-    """Compile ``fn`` twice, serially and with ``parallel=True``: the caller picks by size.
-
-    ``fn`` writes through ``prange`` loops only, so both builds compute the same thing.
-    """
-    # Numba's cache keys on the function's name and bytecode, not on its flags: the parallel
-    # build gets a name of its own so that the two builds never overwrite each other's cache.
-    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel",
-                              fn.__defaults__, fn.__closure__)
-    twin.__qualname__ = fn.__qualname__ + "_parallel"
-    twin.__module__ = fn.__module__
-    return kernel(fn, inline=True), kernel(twin, parallel=True)

@@ -28,7 +28,7 @@ class Optimizer(Configurable):
 
         The model calls the kernels directly; this is for using an optimizer on your own arrays.
         """
-        K.step_for_size(params.size)(self.kind, params, grads, state1, state2, self.hyper_parameters(), step)
+        K.optimizer_step(self.kind, params, grads, state1, state2, self.hyper_parameters(), step)
 
 
 class SGD(Optimizer):

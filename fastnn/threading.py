@@ -1,45 +1,92 @@
-"""Thread control for both pools that fastnn's kernels use: Numba's (elementwise kernels,
-optimizer steps) and the BLAS library's (matrix products, called through SciPy's BLAS).
+"""Threads: fastnn's kernels are serial, and its matrix products run on the BLAS library that
+Numba's ``np.dot`` calls (SciPy's), whose threads do the parallel work.
 
-Both default to one thread per core. fastnn sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is
-already set (``fastnn.config``), so that Numba's idle threads do not spin while BLAS works;
-BLAS itself runs on one thread for small products (``config.BLAS_PARALLEL_MIN_FLOPS``). ``set_num_threads(n)`` sets both, so they never
-oversubscribe the cores; ``threading_info()`` shows what is in use. The environment
-variables ``NUMBA_NUM_THREADS``, ``NUMBA_THREADING_LAYER`` and ``OPENBLAS_NUM_THREADS`` set
-the same before start-up.
+fastnn changes nothing in the process beyond itself: it writes no environment variable, starts
+no OpenMP runtime (so fork-based process pools keep working), and sets no library's threads for
+good. While one of its own calls runs (``fit``, ``predict``, ``evaluate``, ...), it limits the
+threads of that one BLAS library: to one thread for products too small to pay for more
+(``config.BLAS_PARALLEL_MIN_FLOPS``), else to ``set_num_threads(n)`` if that was called; the
+previous count is back when the call returns. NumPy's own BLAS, PyTorch's and any other
+library's pools are never touched. ``OPENBLAS_NUM_THREADS`` (read by OpenBLAS at start-up)
+sets the default.
 """
-import numba
-import threadpoolctl
+import contextlib
+import os
+import sys
 
+from .config import BLAS_PARALLEL_MIN_FLOPS
 from .validation import check_int
+
+_num_threads = None     # set_num_threads(n); None: the BLAS library's own count
+_blas = None            # threadpoolctl controller of the BLAS library Numba calls, made once
+
+
+def _import_threadpoolctl():
+    """threadpoolctl, imported without the ``KMP_DUPLICATE_LIB_OK=True`` that its import writes
+    into ``os.environ`` (a setting that hides the duplicate-OpenMP error in every library and
+    child process): the variable is put back as it was."""
+    if "threadpoolctl" in sys.modules:
+        return sys.modules["threadpoolctl"]
+    key = "KMP_DUPLICATE_LIB_OK"
+    before = os.environ.get(key)
+    import threadpoolctl
+    if before is None:
+        os.environ.pop(key, None)
+    elif os.environ.get(key) != before:
+        os.environ[key] = before
+    return threadpoolctl
+
+
+def _blas_controller():
+    """A threadpoolctl controller for the BLAS library that Numba's ``np.dot`` calls: the one
+    ``scipy.linalg.cython_blas`` is linked against. Where SciPy shares its BLAS with NumPy (one
+    system library), that library is the one; the BLAS NumPy ships on its own is left alone."""
+    global _blas
+    if _blas is None:
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the library if it is not loaded yet)
+        controller = _import_threadpoolctl().ThreadpoolController().select(user_api="blas")
+        scipy_dir = os.path.realpath(os.path.dirname(scipy.__file__))  # .../scipy; wheels: .../scipy.libs
+        ours = [lib.filepath for lib in controller.lib_controllers
+                if os.path.realpath(lib.filepath).startswith(scipy_dir)]
+        _blas = controller.select(filepath=ours) if ours else controller
+    return _blas
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in Numba's parallel kernels and in BLAS (1 <= n <= NUMBA_NUM_THREADS)."""
-    n = check_int(n, "n", minimum=1, maximum=numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(n)
-    # Numba's np.dot calls SciPy's BLAS, which is loaded lazily: load it so the limit reaches it.
-    import scipy.linalg.cython_blas  # noqa: F401
-    threadpoolctl.threadpool_limits(limits=n, user_api="blas")
+    """Use ``n`` BLAS threads in fastnn's matrix products from now on (1 <= n <= cores).
+
+    Applies inside fastnn's calls only; other libraries in the process keep their own threads.
+    """
+    global _num_threads
+    _num_threads = check_int(n, "n", minimum=1, maximum=os.cpu_count() or 1)
 
 
 def get_num_threads():
-    """The number of threads Numba's parallel kernels use."""
-    return numba.get_num_threads()
+    """The number of BLAS threads fastnn's matrix products use: ``set_num_threads``' value,
+    else the BLAS library's own count."""
+    if _num_threads is not None:
+        return _num_threads
+    counts = [lib.num_threads for lib in _blas_controller().lib_controllers]
+    return max(counts) if counts else 1
+
+
+def blas_threads_for(flops):
+    """A context for a fastnn call whose matrix products do ``flops`` of work per batch: BLAS on
+    one thread below ``BLAS_PARALLEL_MIN_FLOPS`` (waking threads costs more than the product),
+    else on ``set_num_threads``' count (or its own). The previous count is restored on exit."""
+    limit = 1 if flops < BLAS_PARALLEL_MIN_FLOPS else _num_threads
+    if limit is None:
+        return contextlib.nullcontext()
+    return _blas_controller().limit(limits=limit)
 
 
 def threading_info():
-    """Numba's threading layer and thread count, and each loaded BLAS library with its threads.
-
-    The threading layer is known once a parallel kernel has run; this runs a tiny one first.
-    """
-    from .kernels.optimizers import sgd_step_parallel
-    import numpy as np
-    p = np.zeros(1, np.float32)
-    sgd_step_parallel(p, p, p, 0.0, 0.0, False)
+    """What fastnn's calls run on: the thread count they use and the BLAS library (name, version,
+    threads outside fastnn's calls, the CPU core type it picked, its file)."""
+    keys = ("internal_api", "version", "num_threads", "architecture", "threading_layer", "filepath")
     return {
-        "numba_threading_layer": numba.threading_layer(),
-        "numba_num_threads": numba.get_num_threads(),
-        "blas": [{k: info[k] for k in ("internal_api", "num_threads", "version", "filepath") if k in info}
-                 for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"],
+        "num_threads": get_num_threads(),
+        "kernels": "serial Numba (no threading layer)",
+        "blas": [{k: info[k] for k in keys if k in info} for info in _blas_controller().info()],
     }

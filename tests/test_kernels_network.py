@@ -244,7 +244,7 @@ def run_train_batches(net, params, loss, x, y, order, batch_size, first, stop, o
     batch_correct = np.full(n_batches, -1, dtype=np.int64)
     bad = N.train_batches(params, grads, state1, state2, net.layers, net.alphas, loss, opt_meta, opt_hyper,
                           opt_steps, x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
-                          batch_loss, batch_correct, N.parallel_optimizers(opt_meta))
+                          batch_loss, batch_correct)
     return bad, batch_loss, batch_correct, opt_steps
 
 
@@ -367,43 +367,24 @@ def test_predict_and_evaluate_batches():
     assert correct == np.sum(expected.argmax(axis=1) == y.argmax(axis=1))
 
 
-def test_apply_optimizers_parallel_path_matches_serial():
-    """With ``parallel`` set, slices from PARALLEL_MIN_ELEMENTS up take the parallel builds,
-    smaller ones the serial loop; the updates agree with parallel=None (all serial)."""
-    from fastnn import config
+def test_apply_optimizers_updates_each_slice_with_its_own_optimizer():
+    """Each slice of the flat buffers gets its own optimizer's update and step count, as
+    ``optimizer_step`` over that slice alone; nothing outside the slices moves."""
     rng = np.random.default_rng(11)
-    big = config.PARALLEL_MIN_ELEMENTS + 17
-    n = big + 50
-    opt_meta = np.array([[0, big, O.ADAM], [big, n, O.SGD]], dtype=np.int64)
+    n = 1000
+    opt_meta = np.array([[0, 600, O.ADAM], [600, 990, O.SGD]], dtype=np.int64)
     opt_hyper = np.zeros((2, O.N_HYPER))
     opt_hyper[0, [O.H_LR, O.H_1, O.H_2, O.H_EPS]] = 0.01, 0.9, 0.999, 1e-8
     opt_hyper[1, [O.H_LR, O.H_1]] = 0.1, 0.9
-    assert N.parallel_optimizers(opt_meta) is True
-    assert N.parallel_optimizers(opt_meta[1:]) is None
     params, grads = rng.standard_normal(n), rng.standard_normal(n)
-    results = []
-    for parallel in (None, True):
-        p, s1, s2, steps = params.copy(), np.zeros(n), np.zeros(n), np.zeros(2, dtype=np.int64)
-        for _ in range(3):
-            N.apply_optimizers(p, grads, s1, s2, opt_meta, opt_hyper, steps, parallel)
-        np.testing.assert_array_equal(steps, [3, 3])
-        results.append((p, s1, s2))
-    assert not np.array_equal(results[0][0], params)
-    for a, b in zip(*results):
+    p, s1, s2, steps = params.copy(), np.zeros(n), np.zeros(n), np.zeros(2, dtype=np.int64)
+    expected = [params.copy(), np.zeros(n), np.zeros(n)]
+    for t in range(1, 4):
+        N.apply_optimizers(p, grads, s1, s2, opt_meta, opt_hyper, steps)
+        for (lo, hi, kind), h in zip(opt_meta, opt_hyper):
+            O.optimizer_step(kind, *(a[lo:hi] for a in (expected[0], grads, expected[1], expected[2])), h, t)
+    np.testing.assert_array_equal(steps, [3, 3])
+    for a, b in zip((p, s1, s2), expected):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
-
-
-def test_serial_training_loop_compiles_without_the_parallel_builds():
-    """parallel=None must drop the parallel branch before typing: that is what keeps the
-    parallel builds (seconds of compile time) out of a small model's cold start."""
-    import numba
-    # A compile of its own: Numba cannot show the IR of code loaded from its cache.
-    fresh = numba.njit(cache=False)(N.apply_optimizers.py_func)
-    opt_meta = np.array([[0, 10, O.ADAM]], dtype=np.int64)
-    args = (np.zeros(10), np.zeros(10), np.zeros(10), np.zeros(10), opt_meta, np.zeros((1, O.N_HYPER)),
-            np.zeros(1, dtype=np.int64))
-    fresh(*args, None)
-    fresh(*args, True)
-    ir = {str(sig[-1]): fresh.inspect_llvm(sig) for sig in fresh.signatures}
-    assert "optimizer_step_parallel" not in ir["none"]
-    assert "optimizer_step_parallel" in ir["bool"]
+    assert not np.array_equal(p[:990], params[:990])
+    np.testing.assert_array_equal(p[990:], params[990:])

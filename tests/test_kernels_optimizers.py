@@ -1,19 +1,17 @@
 """Tests of fastnn.kernels.optimizers against the published update rules, step by step.
 
 Each ``naive_*`` below follows the algorithm box of the torch.optim class named in its
-docstring, written as plainly as possible in float64. Every kernel, in its serial and its
-parallel build, on a small size and one above ``PARALLEL_MIN_ELEMENTS``, in float32 and
-float64, runs 5 consecutive steps on random gradients and must land on the same parameters
-and state. torch.optim itself is a second oracle where it is importable.
+docstring, written as plainly as possible in float64. Every kernel, on a small size and a
+larger one that is no multiple of any vector width, in float32 and float64, runs 5
+consecutive steps on random gradients and must land on the same parameters and state. torch.optim itself is a second oracle where it is importable.
 """
 import numpy as np
 import pytest
 
-from fastnn import config
 from fastnn.kernels import optimizers as K
 
 STEPS = 5
-SIZES = {"small": 37, "big": config.PARALLEL_MIN_ELEMENTS + 1001}
+SIZES = {"small": 37, "big": 40_009}
 DTYPES = [np.float32, np.float64]
 # float64: the kernels and the references differ only by operation order (a few ulps of an
 # update). float32: the kernels round every step in float32, the references do not.
@@ -92,12 +90,7 @@ ADAGRAD_CASES = {
     "zero_accumulator": dict(lr=0.1, eps=1e-10, initial_accumulator_value=0.0),
     "initial_accumulator": dict(lr=0.1, eps=1e-3, initial_accumulator_value=0.1),
 }
-BUILDS = {
-    "sgd": (K.sgd_step, K.sgd_step_parallel),
-    "adam": (K.adam_step, K.adam_step_parallel),
-    "rmsprop": (K.rmsprop_step, K.rmsprop_step_parallel),
-    "adagrad": (K.adagrad_step, K.adagrad_step_parallel),
-}
+KERNELS = {"sgd": K.sgd_step, "adam": K.adam_step, "rmsprop": K.rmsprop_step, "adagrad": K.adagrad_step}
 
 
 def problem(size, dtype, seed=3):
@@ -116,11 +109,10 @@ def check(actual, expected, dtype, what):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("build", ["serial", "parallel"])
 @pytest.mark.parametrize("case", SGD_CASES)
-def test_sgd_step(case, build, size, dtype):
+def test_sgd_step(case, size, dtype):
     h = SGD_CASES[case]
-    step = BUILDS["sgd"][build == "parallel"]
+    step = KERNELS["sgd"]
     params, grads = problem(SIZES[size], dtype)
     expected_p, expected_v = naive_sgd(params, grads, **h)
     p = params.copy()
@@ -137,11 +129,10 @@ def test_sgd_step(case, build, size, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("build", ["serial", "parallel"])
 @pytest.mark.parametrize("case", ADAM_CASES)
-def test_adam_step(case, build, size, dtype):
+def test_adam_step(case, size, dtype):
     h = ADAM_CASES[case]
-    step = BUILDS["adam"][build == "parallel"]
+    step = KERNELS["adam"]
     params, grads = problem(SIZES[size], dtype)
     expected = naive_adam(params, grads, **h)
     p, m, v = params.copy(), np.zeros_like(params), np.zeros_like(params)
@@ -153,11 +144,10 @@ def test_adam_step(case, build, size, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("build", ["serial", "parallel"])
 @pytest.mark.parametrize("case", RMSPROP_CASES)
-def test_rmsprop_step(case, build, size, dtype):
+def test_rmsprop_step(case, size, dtype):
     h = RMSPROP_CASES[case]
-    step = BUILDS["rmsprop"][build == "parallel"]
+    step = KERNELS["rmsprop"]
     params, grads = problem(SIZES[size], dtype)
     expected_p, expected_s = naive_rmsprop(params, grads, **h)
     p, s = params.copy(), np.zeros_like(params)
@@ -169,11 +159,10 @@ def test_rmsprop_step(case, build, size, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("build", ["serial", "parallel"])
 @pytest.mark.parametrize("case", ADAGRAD_CASES)
-def test_adagrad_step(case, build, size, dtype):
+def test_adagrad_step(case, size, dtype):
     h = ADAGRAD_CASES[case]
-    step = BUILDS["adagrad"][build == "parallel"]
+    step = KERNELS["adagrad"]
     params, grads = problem(SIZES[size], dtype)
     expected_p, expected_s = naive_adagrad(params, grads, **h)
     p, s = params.copy(), np.full_like(params, h["initial_accumulator_value"])
@@ -181,36 +170,6 @@ def test_adagrad_step(case, build, size, dtype):
         step(p, g, s, h["lr"], h["eps"])
     check(p, expected_p, dtype, "params")
     check(s, expected_s, dtype, "sum_sq")
-
-
-@pytest.mark.parametrize("name", BUILDS)
-def test_builds_are_serial_and_parallel(name):
-    serial, parallel = BUILDS[name]
-    assert not serial.targetoptions.get("parallel")
-    assert parallel.targetoptions.get("parallel")
-    assert SIZES["big"] >= config.PARALLEL_MIN_ELEMENTS > SIZES["small"]
-
-
-@pytest.mark.parametrize("name", BUILDS)
-def test_serial_and_parallel_builds_agree(name):
-    """The same update from both builds, on a size where the parallel one is used.
-
-    Not bit for bit: fastmath ('arcp', 'contract') lets LLVM lower the divisions and
-    multiply-adds of the vectorized serial loop differently from the parfor's body, which
-    moves Adam's and RMSprop's results by a few ulps."""
-    serial, parallel = BUILDS[name]
-    params, grads = problem(SIZES["big"], np.float64)
-    args = {"sgd": (0.1, 0.9, True), "adam": (0.01, 0.9, 0.999, 1e-8),
-            "rmsprop": (0.01, 0.99, 1e-8), "adagrad": (0.1, 1e-10)}[name]
-    n_state = {"sgd": 1, "adam": 2, "rmsprop": 1, "adagrad": 1}[name]
-    results = []
-    for step in (serial, parallel):
-        p, state = params.copy(), [np.zeros_like(params) for _ in range(n_state)]
-        for t, g in enumerate(grads, start=1):
-            step(p, g, *state, *args, *((t,) if name == "adam" else ()))
-        results.append([p] + state)
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, **TOL[np.float64])
 
 
 # ---- optimizer_step: the H_* layout -------------------------------------------------------
@@ -234,11 +193,10 @@ DISPATCH_CASES = {
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("dispatcher", ["optimizer_step", "optimizer_step_parallel"])
 @pytest.mark.parametrize("case", DISPATCH_CASES)
-def test_optimizer_step_dispatch(case, dispatcher, size, dtype):
+def test_optimizer_step_dispatch(case, size, dtype):
     kind, h, reference = DISPATCH_CASES[case]
-    step = getattr(K, dispatcher)
+    step = K.optimizer_step
     if kind in (K.SGD, K.RMSPROP, K.ADAGRAD):
         h = h.copy()
         # Slots an optimizer does not read: NaN there would poison any update that did.
@@ -293,10 +251,6 @@ def test_against_torch_optim(case):
     n_state = 2 if name == "adam" else 1
     state = [np.full_like(p, 0.25 if name == "adagrad" else 0.0)] + [np.zeros_like(p)] * (n_state - 1)
     for t, g in enumerate(grads, start=1):
-        BUILDS[name][0](p, g, *state, *args, *((t,) if name == "adam" else ()))
+        KERNELS[name](p, g, *state, *args, *((t,) if name == "adam" else ()))
     np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12, atol=1e-14)
 
-
-def test_step_for_size_picks_the_parallel_build_from_the_threshold():
-    assert K.step_for_size(config.PARALLEL_MIN_ELEMENTS - 1) is K.optimizer_step
-    assert K.step_for_size(config.PARALLEL_MIN_ELEMENTS) is K.optimizer_step_parallel

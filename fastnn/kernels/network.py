@@ -21,13 +21,13 @@ architecture:
 """
 import numpy as np
 
-from ..config import PARALLEL_MIN_ELEMENTS, kernel
+from ..config import kernel
 from .activations import SIGMOID, SOFTMAX, bias_activation_forward, activation_backward
 from .dense import dense_backward, dense_forward
 from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward,
                      sigmoid_binary_cross_entropy_backward, softmax_cross_entropy_backward)
 from .metrics import count_correct
-from .optimizers import optimizer_step, optimizer_step_parallel
+from .optimizers import optimizer_step
 
 W_OFF, B_OFF, N_IN, N_OUT, ACT, DENSE = range(6)
 
@@ -102,41 +102,24 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, lo
 
 
 @kernel
-def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, parallel):
-    """One step of every optimizer on its own slice of the flat buffers.
-
-    ``parallel`` None: every slice is updated serially, and this compiles without the
-    parallel builds (Numba drops a branch on ``is None`` of a None-typed argument before
-    typing it), saving seconds of a cold start. Otherwise slices of at least
-    ``PARALLEL_MIN_ELEMENTS`` use them (``parallel_optimizers`` says when that is needed).
-    """
+def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps):
+    """One step of every optimizer on its own slice of the flat buffers."""
     for s in range(opt_meta.shape[0]):
         lo, hi = opt_meta[s, 0], opt_meta[s, 1]
         opt_steps[s] += 1
-        if parallel is not None and hi - lo >= PARALLEL_MIN_ELEMENTS:
-            optimizer_step_parallel(opt_meta[s, 2], params[lo:hi], grads[lo:hi], state1[lo:hi], state2[lo:hi],
-                                    opt_hyper[s], opt_steps[s])
-        else:
-            optimizer_step(opt_meta[s, 2], params[lo:hi], grads[lo:hi], state1[lo:hi], state2[lo:hi],
-                           opt_hyper[s], opt_steps[s])
-
-
-def parallel_optimizers(opt_meta):
-    """The ``parallel`` argument of ``apply_optimizers``/``train_batches`` for these slices:
-    True if any is large enough for the parallel builds, else None."""
-    sizes = opt_meta[:, 1] - opt_meta[:, 0]
-    return True if sizes.size and sizes.max() >= PARALLEL_MIN_ELEMENTS else None
+        optimizer_step(opt_meta[s, 2], params[lo:hi], grads[lo:hi], state1[lo:hi], state2[lo:hi],
+                       opt_hyper[s], opt_steps[s])
 
 
 @kernel
 def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
                   x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
-                  batch_loss, batch_correct, parallel):
+                  batch_loss, batch_correct):
     """Train on batches ``first`` .. ``stop - 1`` of the rows ``x[order]``, ``y[order]``.
 
     Writes each batch's loss and number of correct rows into ``batch_loss``/``batch_correct``.
     Returns -1, or the index of the first batch whose loss was NaN or infinite (training
-    stops there, before that batch's update). ``parallel``: see ``apply_optimizers``.
+    stops there, before that batch's update).
     """
     n = order.size
     n_in = x.shape[1]
@@ -155,7 +138,7 @@ def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta,
             return bi
         batch_correct[bi] = count_correct(pred, yb)
         network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, loss, yb)
-        apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, parallel)
+        apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps)
     return -1
 
 

@@ -2,14 +2,16 @@
 
 Each kernel is one loop over one array (the model keeps all parameters in one flat buffer)
 and reproduces the update of the PyTorch optimizer named in its docstring, operation for
-operation, so results agree with torch.optim to float rounding. Each comes in a serial and
-a ``_parallel`` build; ``optimizer_step`` and ``optimizer_step_parallel`` dispatch to one or
-the other.
+operation, so results agree with torch.optim to float rounding; ``optimizer_step`` dispatches
+on the optimizer's code.
+
+The loops are serial. A parallel build ran Adam over the wide network's 1.86M parameters in
+0.64 ms instead of 1.15 ms, but its OpenMP threads then spin and take the cores from the
+BLAS threads of the next matrix product (784-256-256-10 trained at 28k instead of 74k
+samples/s), and using GNU OpenMP at all breaks fork-based process pools in the user's program.
 """
 import numpy as np
-from numba import prange
-
-from ..config import PARALLEL_MIN_ELEMENTS, kernel, kernel_pair
+from ..config import kernel
 
 SGD, ADAM, RMSPROP, ADAGRAD = range(4)
 
@@ -18,7 +20,8 @@ H_LR, H_1, H_2, H_EPS, H_FLAG = range(5)
 N_HYPER = 5
 
 
-def _sgd_step(params, grads, velocity, lr, momentum, nesterov):
+@kernel(inline=True)
+def sgd_step(params, grads, velocity, lr, momentum, nesterov):
     """torch.optim.SGD(lr, momentum, dampening=0, nesterov): v = m v + g; p -= lr (g + m v if nesterov else v).
 
     With momentum 0, p -= lr g and ``velocity`` is untouched. The first step gives v = g, as
@@ -26,7 +29,7 @@ def _sgd_step(params, grads, velocity, lr, momentum, nesterov):
     """
     t = params.dtype.type
     lr_, m = t(lr), t(momentum)
-    for i in prange(params.size):
+    for i in range(params.size):
         g = grads[i]
         if m != 0:
             v = m * velocity[i] + g
@@ -35,7 +38,8 @@ def _sgd_step(params, grads, velocity, lr, momentum, nesterov):
         params[i] -= lr_ * g
 
 
-def _adam_step(params, grads, m, v, lr, beta1, beta2, eps, step):
+@kernel(inline=True)
+def adam_step(params, grads, m, v, lr, beta1, beta2, eps, step):
     """torch.optim.Adam (Kingma & Ba, Algorithm 1): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
     p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps), ``step`` = t counting from 1."""
     t = params.dtype.type
@@ -43,7 +47,7 @@ def _adam_step(params, grads, m, v, lr, beta1, beta2, eps, step):
     step_size = t(lr / (1.0 - beta1 ** step))
     inv_sqrt_bc2 = t(1.0 / np.sqrt(1.0 - beta2 ** step))
     one = t(1)
-    for i in prange(params.size):
+    for i in range(params.size):
         g = grads[i]
         mi = b1 * m[i] + (one - b1) * g
         vi = b2 * v[i] + (one - b2) * g * g
@@ -52,34 +56,30 @@ def _adam_step(params, grads, m, v, lr, beta1, beta2, eps, step):
         params[i] -= step_size * mi / (np.sqrt(vi) * inv_sqrt_bc2 + eps_)
 
 
-def _rmsprop_step(params, grads, square_avg, lr, rho, eps):
+@kernel(inline=True)
+def rmsprop_step(params, grads, square_avg, lr, rho, eps):
     """torch.optim.RMSprop(lr, alpha=rho, eps): s = rho s + (1-rho) g²; p -= lr g / (sqrt(s) + eps)."""
     t = params.dtype.type
     lr_, rho_, eps_, one = t(lr), t(rho), t(eps), t(1)
-    for i in prange(params.size):
+    for i in range(params.size):
         g = grads[i]
         s = rho_ * square_avg[i] + (one - rho_) * g * g
         square_avg[i] = s
         params[i] -= lr_ * g / (np.sqrt(s) + eps_)
 
 
-def _adagrad_step(params, grads, sum_sq, lr, eps):
+@kernel(inline=True)
+def adagrad_step(params, grads, sum_sq, lr, eps):
     """torch.optim.Adagrad(lr, eps, initial_accumulator_value, lr_decay=0): s += g²; p -= lr g / (sqrt(s) + eps).
 
     ``sum_sq`` starts at initial_accumulator_value (set by the caller)."""
     t = params.dtype.type
     lr_, eps_ = t(lr), t(eps)
-    for i in prange(params.size):
+    for i in range(params.size):
         g = grads[i]
         s = sum_sq[i] + g * g
         sum_sq[i] = s
         params[i] -= lr_ * g / (np.sqrt(s) + eps_)
-
-
-sgd_step, sgd_step_parallel = kernel_pair(_sgd_step)
-adam_step, adam_step_parallel = kernel_pair(_adam_step)
-rmsprop_step, rmsprop_step_parallel = kernel_pair(_rmsprop_step)
-adagrad_step, adagrad_step_parallel = kernel_pair(_adagrad_step)
 
 
 @kernel
@@ -87,8 +87,6 @@ def optimizer_step(kind, params, grads, state1, state2, hyper, step):
     """One update of optimizer ``kind`` over matching flat slices; ``hyper`` laid out as H_*.
 
     state1/state2: SGD velocity/unused, Adam m/v, RMSprop square_avg/unused, Adagrad sum/unused.
-    Serial; ``optimizer_step_parallel`` is the same update on all threads, for slices of at
-    least ``PARALLEL_MIN_ELEMENTS`` (``step_for_size`` picks).
     """
     lr, h1, h2, eps, flag = hyper[H_LR], hyper[H_1], hyper[H_2], hyper[H_EPS], hyper[H_FLAG]
     if kind == SGD:
@@ -99,27 +97,3 @@ def optimizer_step(kind, params, grads, state1, state2, hyper, step):
         rmsprop_step(params, grads, state1, lr, h1, eps)
     else:
         adagrad_step(params, grads, state1, lr, eps)
-
-
-@kernel
-def optimizer_step_parallel(kind, params, grads, state1, state2, hyper, step):
-    """``optimizer_step`` through the parallel builds.
-
-    A function of its own so that only what calls it compiles them: the four parallel builds
-    are about 5 s of a cold start, which a model whose slices are all below
-    ``PARALLEL_MIN_ELEMENTS`` never pays (see ``network.apply_optimizers``).
-    """
-    lr, h1, h2, eps, flag = hyper[H_LR], hyper[H_1], hyper[H_2], hyper[H_EPS], hyper[H_FLAG]
-    if kind == SGD:
-        sgd_step_parallel(params, grads, state1, lr, h1, flag != 0)
-    elif kind == ADAM:
-        adam_step_parallel(params, grads, state1, state2, lr, h1, h2, eps, step)
-    elif kind == RMSPROP:
-        rmsprop_step_parallel(params, grads, state1, lr, h1, eps)
-    else:
-        adagrad_step_parallel(params, grads, state1, lr, eps)
-
-
-def step_for_size(size):
-    """The optimizer_step build for a slice of ``size`` parameters (a Python-side choice)."""
-    return optimizer_step_parallel if size >= PARALLEL_MIN_ELEMENTS else optimizer_step
