@@ -1,0 +1,387 @@
+"""The frameworks that ``peers.py`` compares, one class per peer, each run inside a worker
+process of its own (``peers_worker.py``); plus what every peer shares: the initial weights,
+the FLOP count, the peak-memory probe, and the peers' names and labels.
+
+Only numpy and the standard library are imported at module level: asv imports this module as
+``benchmarks.peers_adapters`` while it discovers the suite, and ``peers.py`` (the parent
+process, which must load no framework) imports it for the names. Each framework is imported
+inside its peer's ``__init__``, in the worker.
+"""
+import time
+import warnings
+
+import numpy as np
+
+# The peers, in report order. PyTorch eager runs as three peers, one per Adam implementation
+# (``torch.optim.Adam(fused=True)``, ``(foreach=True)`` and its default), each in its own worker.
+TORCH_VARIANTS = ("fused", "foreach", "default")
+TORCH_PEERS = tuple(f"torch_{v}" for v in TORCH_VARIANTS)
+PEER_NAMES = ("fastnn",) + TORCH_PEERS + ("torch_compile", "jax", "sklearn")
+PEER_MODULES = dict({p: "torch" for p in TORCH_PEERS}, fastnn="fastnn", torch_compile="torch", jax="jax",
+                    sklearn="sklearn")
+PEER_LABELS = dict({p: f"PyTorch eager ({p[len('torch_'):]})" for p in TORCH_PEERS}, fastnn="fastnn",
+                   torch_compile="torch.compile", jax="JAX jit", sklearn="scikit-learn", torch="PyTorch eager")
+N_CLASSES = 10
+
+
+def torch_variant(peer):
+    """'fused' for 'torch_fused'; None for a peer that is not a PyTorch eager variant."""
+    return peer[len("torch_"):] if peer in TORCH_PEERS else None
+
+
+def glorot_weights(sizes, seed=0):
+    """[W1, b1, W2, b2, ...]: W (fan_in, fan_out) Glorot-uniform float32, b zeros; the same in
+    every process for the same ``sizes`` and ``seed``."""
+    rng = np.random.default_rng(seed)
+    weights = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        weights.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32))
+        weights.append(np.zeros(fan_out, np.float32))
+    return weights
+
+
+def flops_per_sample(sizes):
+    """Training FLOPs per sample: forward, weight gradients and input gradients of the GEMMs
+    (no input gradient for the first layer)."""
+    products = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    return 4 * sum(products) + 2 * sum(products[1:])
+
+
+def maxrss_mb():
+    """This process's peak resident memory in MB. VmHWM where Linux has it: ru_maxrss of a
+    spawned child starts from its parent's peak (the kernel carries it across fork and exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
+def blas_text(entries):
+    """'openblas 0.3.27 (SkylakeX, pthreads, 2 threads)' per threadpoolctl entry, joined by '; '."""
+    out = []
+    for b in entries:
+        details = [str(b[k]) for k in ("architecture", "threading_layer") if b.get(k)]
+        if b.get("num_threads") is not None:
+            details.append(f"{b['num_threads']} threads")
+        out.append(f"{b.get('internal_api', '?')} {b.get('version') or '?'} ({', '.join(details)})")
+    return "; ".join(out) or "none found"
+
+
+# --------------------------------------------------------------------------------------------
+# Peers: build(sizes, batch_size) -> reset() -> fit_rows(n, batch_size, seed) -> accuracy()
+# --------------------------------------------------------------------------------------------
+
+class Peer:
+    """fit_rows trains one shuffled pass over the first ``n`` training rows and returns its
+    seconds, measured inside the worker. info() returns {"summary": str, "blas": str}."""
+
+    def set_data(self, x, y, x_test, y_test):
+        self.x, self.y, self.x_test, self.y_test = x, y, x_test, y_test
+
+    def warm_up(self, batch_size, rows, seed=12345):
+        """Train on ``rows`` rows (full and tail-sized batches), then go back to the initial state."""
+        seconds = self.fit_rows(rows, batch_size, seed)
+        self.reset()
+        return seconds
+
+    def accuracy(self):
+        return float(np.mean(self.probabilities().argmax(axis=1) == self.y_test))
+
+    def predict_seconds(self):
+        start = time.perf_counter()
+        self.probabilities()
+        return time.perf_counter() - start
+
+    def maxrss_mb(self):
+        return maxrss_mb()
+
+
+class FastnnPeer(Peer):
+    def __init__(self, threads, options):
+        import fastnn
+        fastnn.set_num_threads(threads)
+        self.fastnn = fastnn
+
+    def info(self):
+        import numba
+        threading = self.fastnn.threading_info()
+        return {"summary": f"fastnn {self.fastnn.__version__}, numba {numba.__version__}, "
+                           f"kernels: {threading.get('kernels', '?')}, {threading['num_threads']} BLAS threads",
+                "blas": blas_text(threading.get("blas", []))}
+
+    def build(self, sizes, batch_size):
+        fn = self.fastnn
+        layers = [fn.Dense(a, b, activation="relu") for a, b in zip(sizes[:-2], sizes[1:-1])]
+        layers.append(fn.Dense(sizes[-2], sizes[-1], activation="softmax"))
+        self.model = fn.MLP(layers, seed=0)
+        self.initial = glorot_weights(sizes)
+        self.reset()
+
+    def reset(self):
+        # compile() on a built model resets the optimizer state (moments, step counts)
+        self.model.compile(loss="cross_entropy", optimizer=self.fastnn.Adam(1e-3), metrics=["accuracy"])
+        self.model.set_weights(self.initial)
+
+    def fit_rows(self, n, batch_size, seed):
+        x, y = self.x[:n], self.y[:n]
+        start = time.perf_counter()
+        self.model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)  # shuffles internally
+        return time.perf_counter() - start
+
+    def probabilities(self):
+        return self.model.predict(self.x_test)
+
+
+class TorchPeer(Peer):
+    """PyTorch eager; ``adam`` picks torch.optim.Adam's implementation: fused=True, foreach=True,
+    or its default (no argument)."""
+    compiled = False
+    adam = "default"
+
+    def __init__(self, threads, options):
+        import torch
+        torch.set_num_threads(threads)
+        self.torch = torch
+
+    def info(self):
+        torch = self.torch
+        mode = "torch.compile(dynamic=False), inductor" if self.compiled else "eager"
+        # the BLAS of a torch build: the "BLAS_INFO=..." build setting and the MKL / oneDNN lines
+        shown = torch.__config__.show()
+        parts = [line.strip(" -") for line in shown.splitlines()
+                 if any(k in line for k in ("Math Kernel Library", "MKL-DNN", "oneDNN", "OpenBLAS"))
+                 and "Build settings" not in line]
+        for setting in shown.replace("\n", ",").split(","):
+            if setting.strip().startswith("BLAS_INFO="):
+                parts.insert(0, setting.strip())
+        try:
+            capability = torch.backends.cpu.get_cpu_capability()
+        except AttributeError:
+            capability = "?"
+        return {"summary": f"torch {torch.__version__} {mode}, {torch.get_num_threads()} threads, "
+                           f"Adam({', '.join(f'{k}={v}' for k, v in self.adam_kwargs().items())})",
+                "blas": "; ".join(parts) + f"; MKL available {torch.backends.mkl.is_available()}, "
+                        f"oneDNN available {torch.backends.mkldnn.is_available()}; CPU capability {capability}"}
+
+    def adam_kwargs(self):
+        return {"fused": {"fused": True}, "foreach": {"foreach": True}}.get(self.adam, {})
+
+    def set_data(self, x, y, x_test, y_test):
+        super().set_data(x, y, x_test, y_test)
+        torch = self.torch
+        self.x_t, self.y_t = torch.from_numpy(x), torch.from_numpy(y)
+        self.x_test_t = torch.from_numpy(x_test)
+
+    def build(self, sizes, batch_size):
+        nn = self.torch.nn
+        modules = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            modules.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                modules.append(nn.ReLU())
+        self.net = nn.Sequential(*modules)
+        self.linears = [m for m in modules if isinstance(m, nn.Linear)]
+        self.forward = self.torch.compile(self.net, dynamic=False) if self.compiled else self.net
+        self.loss_fn = nn.CrossEntropyLoss()  # mean over the batch of -log softmax
+        self.initial = glorot_weights(sizes)
+        self.reset()
+
+    def reset(self):
+        torch = self.torch
+        with torch.no_grad():
+            for linear, w, b in zip(self.linears, self.initial[0::2], self.initial[1::2]):
+                linear.weight.copy_(torch.from_numpy(w.T))  # torch keeps (out, in)
+                linear.bias.copy_(torch.from_numpy(b))
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-3, **self.adam_kwargs())
+
+    def fit_rows(self, n, batch_size, seed):
+        torch = self.torch
+        start = time.perf_counter()
+        order = torch.from_numpy(np.random.default_rng(seed).permutation(n))
+        for lo in range(0, n, batch_size):
+            index = order[lo:lo + batch_size]
+            xb, yb = self.x_t.index_select(0, index), self.y_t.index_select(0, index)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.forward(xb), yb)
+            loss.backward()
+            self.optimizer.step()
+        return time.perf_counter() - start
+
+    def probabilities(self):
+        torch = self.torch
+        with torch.no_grad():
+            return torch.softmax(self.forward(self.x_test_t), dim=1).numpy()
+
+
+class TorchFusedPeer(TorchPeer):
+    adam = "fused"
+
+
+class TorchForeachPeer(TorchPeer):
+    adam = "foreach"
+
+
+class TorchDefaultPeer(TorchPeer):
+    adam = "default"
+
+
+class TorchCompilePeer(TorchPeer):
+    compiled = True
+    adam = "fused"
+
+
+class JaxPeer(Peer):
+    def __init__(self, threads, options):
+        import jax
+        self.jax = jax
+        try:
+            import optax
+        except ImportError:
+            optax = None
+        self.optax = optax
+
+    def info(self):
+        import os
+        jax = self.jax
+        opt = f"optax {self.optax.__version__} adam" if self.optax else "hand-written Adam"
+        return {"summary": f"jax {jax.__version__} jit on {jax.devices()[0].platform}, {opt}, "
+                           f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} "
+                           "CPUs (XLA's own thread pool)",
+                "blas": "none: XLA's own CPU GEMMs (Eigen / oneDNN), no external BLAS library"}
+
+    def set_data(self, x, y, x_test, y_test):
+        super().set_data(x, y, x_test, y_test)
+        jnp = self.jax.numpy
+        self.x_j, self.y_j = jnp.asarray(x), jnp.asarray(y.astype(np.int32))
+        self.x_test_j = jnp.asarray(x_test)
+
+    def build(self, sizes, batch_size):
+        import functools
+        jax = self.jax
+        jnp = jax.numpy
+
+        def logits(params, x):
+            for w, b in params[:-1]:
+                x = jax.nn.relu(x @ w + b)
+            w, b = params[-1]
+            return x @ w + b
+
+        def loss(params, x, y):
+            log_p = jax.nn.log_softmax(logits(params, x))
+            return -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=1))
+
+        if self.optax is not None:
+            optimizer = self.optax.adam(1e-3)
+            self.init_state = optimizer.init
+
+            def update(grads, state, params):
+                updates, state = optimizer.update(grads, state, params)
+                return self.optax.apply_updates(params, updates), state
+        else:
+            beta1, beta2, eps, lr = 0.9, 0.999, 1e-8, 1e-3
+
+            def init_state(params):
+                zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+                return (jnp.zeros((), jnp.int32), zeros, zeros)
+
+            def update(grads, state, params):
+                t, m, v = state
+                t = t + 1
+                m = jax.tree_util.tree_map(lambda m, g: beta1 * m + (1 - beta1) * g, m, grads)
+                v = jax.tree_util.tree_map(lambda v, g: beta2 * v + (1 - beta2) * g * g, v, grads)
+                c1, c2 = 1 - beta1 ** t, 1 - beta2 ** t
+                params = jax.tree_util.tree_map(
+                    lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps), params, m, v)
+                return params, (t, m, v)
+            self.init_state = init_state
+
+        @functools.partial(jax.jit, donate_argnums=(0, 1))
+        def step(params, state, x, y, index):
+            xb, yb = x[index], y[index]  # the gather runs inside the jitted step
+            value, grads = jax.value_and_grad(loss)(params, xb, yb)
+            params, state = update(grads, state, params)
+            return params, state, value
+
+        self.step = step
+        self.predict_fn = jax.jit(lambda params, x: jax.nn.softmax(logits(params, x)))
+        self.initial = glorot_weights(sizes)
+        self.reset()
+
+    def reset(self):
+        jnp = self.jax.numpy
+        # copies: the step donates these buffers, which must never alias self.initial
+        self.params = [(jnp.asarray(w.copy()), jnp.asarray(b.copy()))
+                       for w, b in zip(self.initial[0::2], self.initial[1::2])]
+        self.state = self.init_state(self.params)
+
+    def fit_rows(self, n, batch_size, seed):
+        start = time.perf_counter()
+        order = np.random.default_rng(seed).permutation(n).astype(np.int32)
+        params, state = self.params, self.state
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "donated buffers were not usable" on some builds
+            for lo in range(0, n, batch_size):
+                params, state, _ = self.step(params, state, self.x_j, self.y_j, order[lo:lo + batch_size])
+        self.jax.block_until_ready(params)
+        self.params, self.state = params, state
+        return time.perf_counter() - start
+
+    def probabilities(self):
+        return np.asarray(self.jax.block_until_ready(self.predict_fn(self.params, self.x_test_j)))
+
+
+class SklearnPeer(Peer):
+    def __init__(self, threads, options):
+        import sklearn
+        import threadpoolctl
+        self.limits = threadpoolctl.threadpool_limits(limits=threads)  # kept: the limit lasts while it lives
+        self.threadpoolctl = threadpoolctl
+        self.sklearn = sklearn
+
+    def info(self):
+        blas = [b for b in self.threadpoolctl.threadpool_info() if b.get("user_api") == "blas"]
+        return {"summary": f"scikit-learn {self.sklearn.__version__} MLPClassifier(solver='adam', alpha=0) "
+                           "partial_fit",
+                "blas": blas_text(blas)}
+
+    def build(self, sizes, batch_size):
+        from sklearn.neural_network import MLPClassifier
+        self.clf = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), activation="relu", solver="adam",
+                                 alpha=0.0, batch_size=batch_size, learning_rate_init=1e-3, max_iter=1,
+                                 shuffle=True, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # the first partial_fit creates coefs_; reset() then replaces them with the shared ones
+            self.clf.partial_fit(self.x[:batch_size], self.y[:batch_size], classes=np.arange(N_CLASSES))
+        self.initial = glorot_weights(sizes)
+        self.reset()
+
+    def reset(self):
+        clf = self.clf
+        dtype = clf.coefs_[0].dtype
+        clf.coefs_ = [w.astype(dtype, copy=True) for w in self.initial[0::2]]
+        clf.intercepts_ = [b.astype(dtype, copy=True) for b in self.initial[1::2]]
+        if hasattr(clf, "_optimizer"):
+            del clf._optimizer  # partial_fit then builds a fresh Adam over the new arrays
+
+    def fit_rows(self, n, batch_size, seed):
+        self.clf.batch_size = batch_size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            start = time.perf_counter()
+            self.clf.partial_fit(self.x[:n], self.y[:n])  # one shuffled epoch
+            return time.perf_counter() - start
+
+    def probabilities(self):
+        return self.clf.predict_proba(self.x_test)
+
+
+PEER_CLASSES = {"fastnn": FastnnPeer, "torch_fused": TorchFusedPeer, "torch_foreach": TorchForeachPeer,
+                "torch_default": TorchDefaultPeer, "torch_compile": TorchCompilePeer, "jax": JaxPeer,
+                "sklearn": SklearnPeer}
