@@ -4,6 +4,7 @@
                                [--torch-adam fused,foreach,default] [--sweep | --no-sweep]
                                [--sweep-peers ...] [--cold | --no-cold] [--plot PATH] [--json PATH]
                                [--threads N]
+    python benchmarks/peers.py --from-json PATH [--plot PATH]     # the report of a saved run, again
 
 The peers are the ``bench`` extra (``pip install -e ".[bench]"``), never a dependency of
 fastnn; a peer that is not installed, or fails to start, is skipped and the report says why.
@@ -423,6 +424,8 @@ def _parse_args(argv):
     parser.add_argument("--plot", default="docs/peers.png", help="PNG of the sweep (default docs/peers.png; "
                                                                  "'' for none)")
     parser.add_argument("--json", default=None, help="write all raw timings here")
+    parser.add_argument("--from-json", default=None, metavar="PATH",
+                        help="measure nothing: print the report (and --plot) of a run saved with --json")
     parser.add_argument("--threads", type=int, default=2, help="threads for every peer (default 2)")
     args = parser.parse_args(argv)
     if args.threads < 1:
@@ -458,6 +461,14 @@ def main(argv=None):
     # First of all: the environment this script was started with, the source of every child's.
     start_env = dict(os.environ)
     args = _parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            run = json.load(f)
+        print(peers_report.report(run))
+        if args.plot and run.get("sweep"):
+            peers_report.plot(run, args.plot)
+            print(f"\nplot: {args.plot}")
+        return 0
     t0 = time.perf_counter()
 
     def log(message):

@@ -9,6 +9,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from peers_adapters import PEER_LABELS, flops_per_sample, torch_variant  # noqa: E402
+from peers_worker import VALUES_HIDDEN  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # The goals of the benchmark, stated once. Ratio = fastnn's samples/s / the peer's; "torch" is
@@ -22,10 +23,9 @@ GOAL_WARM_START_S = 1.0                   # new process -> first trained batch, 
 GOAL_COLD_START_S = 15.0                  # the same, empty Numba cache
 # "Equal accuracy": fastnn's median test accuracy at most this far below the peer's.
 ACCURACY_TOLERANCE = 0.01
-BUSY_LOAD = 1.5                           # load average above which the machine counts as busy
+BUSY_LOAD = 1.5                           # other work's load average above which the machine counts as busy
 
 # Shown by name only in the environments (see peers_worker).
-_VALUES_HIDDEN = ("PATH", "HOME", "USER", "LOGNAME", "TERM")
 
 
 def resolve(result, peer):
@@ -52,8 +52,14 @@ def label(peer, result=None):
     return PEER_LABELS.get(peer, peer)
 
 
+def _other_load(run):
+    """The load average of other work: at the start, and at the end less the benchmark's own
+    threads (one peer at a time keeps ``threads`` cores busy, which the average counts)."""
+    return max(run["load_start"][0], run.get("load_end", (0.0,))[0] - run["threads"])
+
+
 def _busy(run):
-    return max(run["load_start"][0], run.get("load_end", (0.0,))[0]) > BUSY_LOAD
+    return _other_load(run) > BUSY_LOAD
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,7 +67,7 @@ def _busy(run):
 # --------------------------------------------------------------------------------------------
 
 def _environ_text(environ):
-    return " ".join(k if v is None else f"{k}={v}" for k, v in environ.items()) or "(empty)"
+    return " ".join(k if v is None or k in VALUES_HIDDEN else f"{k}={v}" for k, v in environ.items()) or "(empty)"
 
 
 def _changed_text(changed):
@@ -85,7 +91,7 @@ def header(run):
     lines.append("Each peer runs in a process of its own, started with a clean environment: "
                  + ", ".join(run.get("clean_env_names", [])) + " from the caller (where set), and "
                  f"OMP_NUM_THREADS = MKL_NUM_THREADS = OPENBLAS_NUM_THREADS = {run['threads']}. Shown: each worker's os.environ after import and set-up "
-                 f"({', '.join(_VALUES_HIDDEN)}: names only), and what import and set-up changed.")
+                 f"({', '.join(VALUES_HIDDEN)}: names only), and what import and set-up changed.")
     for p, w in run["peer_info"].items():
         info = w["info"]
         lines.append(f"  {PEER_LABELS.get(p, p)}: {info['summary']}")
@@ -310,8 +316,8 @@ def goals(run, peak, small_peak):
             else:
                 out.append((goal, "SKIP", startup.get("fastnn_error", "not measured")))
     if _busy(run):
-        load = max(run["load_start"][0], run.get("load_end", (0.0,))[0])
-        out = [(g, s, t + f" (machine busy: load average up to {load:.1f})" if s == "FAIL" else t)
+        load = _other_load(run)
+        out = [(g, s, t + f" (machine busy: other load up to {load:.1f})" if s == "FAIL" else t)
                for g, s, t in out]
     return out
 

@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 
 _CALL_TIMEOUT_S = 1800
 _CLOSE_TIMEOUT_S = 10
-# Reported by name only: their values say nothing about the measurement.
-_VALUES_HIDDEN = ("PATH", "HOME", "USER", "LOGNAME", "TERM")
+# Reported by name only: their values (paths, names) say nothing about the measurement.
+VALUES_HIDDEN = ("PATH", "HOME", "USER", "LOGNAME", "TERM", "VIRTUAL_ENV", "PYTHONPATH", "TMPDIR")
 
 
 class PeerFailed(RuntimeError):
@@ -122,11 +122,11 @@ class Worker:
 # --------------------------------------------------------------------------------------------
 
 def _environ_report():
-    """(environ, changed): the environment now, values of _VALUES_HIDDEN replaced by None, and
+    """(environ, changed): the environment now, values of VALUES_HIDDEN replaced by None, and
     every variable that differs from the one this process started with: name -> [before, after]
     (None where unset)."""
     now = dict(os.environ)
-    environ = {k: (None if k in _VALUES_HIDDEN else v) for k, v in sorted(now.items())}
+    environ = {k: (None if k in VALUES_HIDDEN else v) for k, v in sorted(now.items())}
     changed = {k: [_ENV_AT_START.get(k), now.get(k)] for k in sorted(set(now) | set(_ENV_AT_START))
                if now.get(k) != _ENV_AT_START.get(k)}
     return environ, changed
