@@ -114,6 +114,13 @@ def _arg_key(a):
     return a
 
 
+def check_code(code, last, what):
+    """A ValueError unless 0 <= ``code`` <= ``last``: device code cannot raise, so every launcher
+    checks the codes it passes on the host, where the CPU kernels' dispatch has its error branch."""
+    if not 0 <= int(code) <= last:
+        raise ValueError(f"unknown {what} code {int(code)} (valid: 0..{last})")
+
+
 def launch(plan, kernel_, grid, block, *args):
     """Run ``kernel_[grid, block](*args)`` now, or append it to ``plan``."""
     if plan is None:

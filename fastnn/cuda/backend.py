@@ -11,8 +11,8 @@ import numpy as np
 
 from ..config import INFERENCE_BATCH_SIZE
 from ..kernels.network import B_OFF, DENSE, N_IN, N_OUT, W_OFF
-from ..kernels.optimizers import N_HYPER
-from . import C_BAD, C_BATCH, DATASET_MEMORY_FRACTION, N_CONTROL
+from ..kernels.optimizers import ADAGRAD, N_HYPER
+from . import C_BAD, C_BATCH, DATASET_MEMORY_FRACTION, N_CONTROL, check_code
 
 _INSTALL_HINT = "pip install 'fastnn[cuda]' (NVIDIA's numba-cuda package)"
 
@@ -173,9 +173,12 @@ class CUDABackend:
         """
         if stop <= first:
             return -1
+        opt_meta = np.asarray(opt_meta, dtype=np.int64).reshape(-1, 3)
+        for kind in opt_meta[:, 2]:
+            check_code(kind, ADAGRAD, "optimizer")
         self.reserve(batch_size)
         n = order.size
-        meta = self._upload("opt_meta", np.asarray(opt_meta, dtype=np.int64).reshape(-1, 3))
+        meta = self._upload("opt_meta", opt_meta)
         hyper = self._upload("opt_hyper", np.asarray(opt_hyper, dtype=np.float64).reshape(-1, N_HYPER))
         steps = self._upload("opt_steps", np.asarray(opt_steps, dtype=np.int64))
         control = self._upload("control", _control(first))

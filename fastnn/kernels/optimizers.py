@@ -95,5 +95,7 @@ def optimizer_step(kind, params, grads, state1, state2, hyper, step):
         adam_step(params, grads, state1, state2, lr, h1, h2, eps, step)
     elif kind == RMSPROP:
         rmsprop_step(params, grads, state1, lr, h1, eps)
-    else:
+    elif kind == ADAGRAD:
         adagrad_step(params, grads, state1, lr, eps)
+    else:
+        raise ValueError("unknown optimizer code")
