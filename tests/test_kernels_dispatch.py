@@ -31,7 +31,7 @@ def test_unknown_loss_code_raises():
 def test_unknown_optimizer_code_raises():
     p = np.ones(4)
     with pytest.raises(ValueError, match="optimizer"):
-        O.optimizer_step(O.ADAGRAD + 1, p, p.copy(), np.zeros(4), np.zeros(4), np.full(O.N_HYPER, 0.1), 1)
+        O.optimizer_step(O.ADAMW + 1, p, p.copy(), np.zeros(4), np.zeros(4), np.full(O.N_HYPER, 0.1), 1)
     np.testing.assert_array_equal(p, 1.0)
 
 
