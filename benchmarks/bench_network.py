@@ -10,7 +10,7 @@ import numpy as np
 from fastnn.backend import CPUBackend
 from fastnn.kernels.activations import RELU, SOFTMAX
 from fastnn.kernels.losses import CROSS_ENTROPY
-from fastnn.kernels.network import ACT, B_OFF, DENSE, N_IN, N_OUT, W_OFF
+from fastnn.kernels.network import ACT, B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF
 from fastnn.kernels.optimizers import ADAM, H_1, H_2, H_EPS, H_LR, N_HYPER
 
 from . import CONFIGS, synthetic_data, warm_numba_cache as setup_cache  # noqa: F401
@@ -31,12 +31,13 @@ class TrainingLoop:
             row = self.layers[k]
             row[W_OFF], row[B_OFF] = offset, offset + n_in * n_out
             row[N_IN], row[N_OUT] = n_in, n_out
-            row[ACT], row[DENSE] = (SOFTMAX if k == n_layers - 1 else RELU), 1
+            row[ACT], row[KIND] = (SOFTMAX if k == n_layers - 1 else RELU), DENSE_LAYER
             chunks += [rng.standard_normal(n_in * n_out) * np.sqrt(2.0 / n_in), np.zeros(n_out)]
             offset += n_in * n_out + n_out
         params = np.concatenate(chunks).astype(np.float32)
         self.backend = CPUBackend(np.float32)
-        self.backend.load(self.layers, np.zeros(n_layers), params, np.zeros_like(params), np.zeros_like(params))
+        self.backend.load(self.layers, np.zeros(n_layers), params, np.zeros_like(params), np.zeros_like(params),
+                          np.zeros(2, np.int64))
         self.opt_meta = np.array([[0, params.size, ADAM]], np.int64)
         self.opt_hyper = np.zeros((1, N_HYPER))
         self.opt_hyper[0, [H_LR, H_1, H_2, H_EPS]] = 1e-3, 0.9, 0.999, 1e-8

@@ -13,11 +13,11 @@ from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallb
 from .datasets import Dataset, load_digits, load_mnist
 from .initializers import (Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, Normal, Ones, RandomNormal,
                            RandomUniform, Uniform, XavierNormal, XavierUniform, Zeros)
-from .layers import Activation, Dense, Input, Layer
+from .layers import Activation, Dense, Dropout, Input, Layer
 from .losses import (MAE, MAPE, MSE, MSLE, SSE, BinaryCrossEntropy, CosineSimilarity, CrossEntropy, KLDivergence,
                      Loss, PerceptronCriterion)
 from .model import MLP, Perceptron, Sequential
-from .optimizers import SGD, AdaGrad, Adagrad, Adam, Optimizer, RMSProp, RMSprop
+from .optimizers import SGD, AdaGrad, Adagrad, Adam, AdamW, Optimizer, RMSProp, RMSprop
 from .saving import load_model
 from .threading import set_num_threads, get_num_threads, threading_info
 

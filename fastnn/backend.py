@@ -19,21 +19,22 @@ class CPUBackend:
         self.dtype = dtype
         self.capacity = 0
 
-    def load(self, layers, alphas, params, state1, state2):
-        """Take the network table and the flat buffers (host arrays, copied)."""
+    def load(self, layers, alphas, params, state1, state2, rng):
+        """Take the network table, the flat buffers and the random key and step (host arrays, copied)."""
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
         self.alphas = np.ascontiguousarray(alphas, dtype=np.float64)
         self.params = np.array(params, dtype=self.dtype)
         self.grads = np.zeros_like(self.params)
         self.state1 = np.array(state1, dtype=self.dtype)
         self.state2 = np.array(state2, dtype=self.dtype)
+        self.rng = np.array(rng, dtype=np.int64).reshape(2)
         self.capacity = 0
         # Forward matrix-product FLOPs per row; a training step costs about three times this.
         self.flops_per_row = 2.0 * float(np.sum(self.layers[:, network.N_IN] * self.layers[:, network.N_OUT]
-                                                * self.layers[:, network.DENSE]))
+                                                * (self.layers[:, network.KIND] == network.DENSE_LAYER)))
 
     def host(self, name):
-        """A host copy of one of the flat buffers ('params', 'state1', 'state2')."""
+        """A host copy of one of the flat buffers ('params', 'state1', 'state2') or of 'rng'."""
         return getattr(self, name).copy()
 
     def write(self, name, lo, values):
@@ -65,21 +66,21 @@ class CPUBackend:
             return network.train_batches(
                 self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss,
                 opt_meta, opt_hyper, opt_steps, x, y, order, batch_size, first, stop,
-                self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct)
+                self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct, self.rng)
 
-    def predict(self, x, batch_size=INFERENCE_BATCH_SIZE):
+    def predict(self, x, batch_size=INFERENCE_BATCH_SIZE, training=False):
         out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
             network.predict_batches(out, self.params, self.layers, self.alphas, x, batch_size,
-                                    self.acts, self.act_off)
+                                    self.acts, self.act_off, training, self.rng)
         return out
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
             return network.evaluate_batches(self.params, self.layers, self.alphas, loss, x, y, batch_size,
-                                            self.acts, self.act_off)
+                                            self.acts, self.act_off, self.rng)
 
 
 def get_backend(device, dtype):

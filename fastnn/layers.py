@@ -1,4 +1,4 @@
-"""Layers: Input, Dense, Activation.
+"""Layers: Input, Dense, Activation, Dropout.
 
 A layer holds its configuration; its weights live in the model's flat parameter buffer,
 laid out [W1, b1, W2, b2, ...] with each W of shape (input_dim, output_dim). The model
@@ -9,8 +9,8 @@ import numpy as np
 
 from . import activations, initializers, optimizers
 from .base import Configurable
-from .kernels.network import ACT, B_OFF, DENSE, N_IN, N_OUT, W_OFF
-from .validation import check_features, check_int
+from .kernels.network import ACT, ACTIVATION_LAYER, B_OFF, DENSE_LAYER, DROPOUT_LAYER, KIND, N_IN, N_OUT, W_OFF
+from .validation import check_features, check_float, check_int
 
 _SEED_DEFAULT_ACTIVATION = "sigmoid"
 
@@ -41,6 +41,11 @@ class Layer(Configurable):
         row = np.zeros(6, np.int64)
         row[N_IN], row[N_OUT] = self.input_dim, self.output_dim
         return row
+
+    def table_float(self):
+        """This layer's entry of the kernels' ``alphas`` (its activation's alpha, or a Dropout's rate)."""
+        activation = getattr(self, "activation", None)
+        return float(activation.alpha) if activation is not None else 0.0
 
     def get_weights(self):
         """The layer's parameters as a list of new NumPy arrays ([] before the model is built)."""
@@ -96,7 +101,7 @@ class Dense(Layer):
     def table_row(self, offset):
         row = super().table_row(offset)
         row[W_OFF], row[B_OFF] = offset, offset + self.input_dim * self.output_dim
-        row[ACT], row[DENSE] = self.activation.code, 1
+        row[ACT], row[KIND] = self.activation.code, DENSE_LAYER
         return row
 
     def initial_weights(self, rng, dtype):
@@ -116,8 +121,36 @@ class Activation(Layer):
 
     def table_row(self, offset):
         row = super().table_row(offset)
-        row[ACT] = self.activation.code
+        row[ACT], row[KIND] = self.activation.code, ACTIVATION_LAYER
         return row
+
+
+class Dropout(Layer):
+    """Inverted dropout, as ``torch.nn.Dropout(p=rate)`` and Keras' ``Dropout(rate)``.
+
+    In training each input element is zeroed with probability ``rate`` and the others are
+    scaled by 1 / (1 - rate), so the expected output equals the input; at inference
+    (``predict``, ``evaluate``, validation) the layer passes its input through untouched.
+    Masks come from a counter-based hash of the model's seed, the training step, the layer's
+    position and the element's (``fastnn.kernels.dropout``): the same seed gives the same masks,
+    on the CPU and on CUDA, and each step draws new ones. Usable first (on the input) or between
+    any layers; it has no parameters.
+    """
+
+    def __init__(self, rate):
+        self.rate = check_float(rate, "rate", minimum=0.0, maximum=1.0, max_inclusive=False)
+
+    def connect(self, input_dim):
+        super().connect(input_dim)
+        self.output_dim = self.input_dim
+
+    def table_row(self, offset):
+        row = super().table_row(offset)
+        row[KIND] = DROPOUT_LAYER
+        return row
+
+    def table_float(self):
+        return self.rate
 
 
 def check_weight_list(weights, shapes, name, dtype):

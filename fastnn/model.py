@@ -55,7 +55,7 @@ class MLP:
     def add(self, layer):
         """Append a layer; its input_dim must match the previous layer's output."""
         if not isinstance(layer, Layer):
-            raise TypeError(f"layer must be a fastnn layer (Dense, Activation, Input), got {type(layer).__name__}")
+            raise TypeError(f"layer must be a fastnn layer (Dense, Activation, Dropout, Input), got {type(layer).__name__}")
         if layer._model is not None:
             raise ValueError(f"this {type(layer).__name__} already belongs to a model: create a new layer")
         if isinstance(layer, Input) and self.layers:
@@ -86,7 +86,9 @@ class MLP:
             self._build(self._initial_weights(self.layers))
 
     def _build(self, weights):
-        """Lay ``weights`` out in one flat buffer, [W1, b1, W2, b2, ...], and load the backend."""
+        """Lay ``weights`` out in one flat buffer, [W1, b1, W2, b2, ...], and load the backend.
+
+        The random key and step (Dropout's masks) carry over from an earlier build."""
         layers = self._compute_layers()
         table, offset = [], 0
         for layer in layers:
@@ -96,10 +98,18 @@ class MLP:
         params = np.concatenate([np.ravel(w) for w in weights]).astype(self.dtype) if weights \
             else np.zeros(0, self.dtype)
         self._table = np.array(table, dtype=np.int64)
-        self._alphas = np.array([getattr(l, "activation", None) and l.activation.alpha or 0.0 for l in layers])
+        self._alphas = np.array([layer.table_float() for layer in layers], dtype=np.float64)
+        rng = self._backend.host("rng") if self._backend is not None else np.array([self._random_key(), 0])
         self._backend = get_backend(self.device, self.dtype)
-        self._backend.load(self._table, self._alphas, params, np.zeros_like(params), np.zeros_like(params))
+        self._backend.load(self._table, self._alphas, params, np.zeros_like(params), np.zeros_like(params), rng)
         self._configure_optimizers()
+
+    def _random_key(self):
+        """The key of Dropout's masks: the seed itself, so that a seed fixes them (and the shuffling
+        stream is left as it was); without a seed, fresh entropy."""
+        if self.seed is not None:
+            return self.seed
+        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
 
     def _configure_optimizers(self):
         """Give each run of consecutive layers that share an optimizer one slice of the flat
@@ -334,6 +344,21 @@ class MLP:
         batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
         return self._backend.predict(x, min(batch_size, x.shape[0]))
 
+    def __call__(self, x, training=False):
+        """The network's output for ``x``, as Keras' ``model(x, training=...)``.
+
+        ``training=False`` is ``predict``. ``training=True`` runs the training-mode forward pass
+        over all rows at once: Dropout draws masks (new ones at each call: the call advances the
+        model's step counter as a training step does). Nothing is learned.
+        """
+        if not training:
+            return self.predict(x)
+        self._ensure_built()
+        x = check_features(x, "x", width=self.input_dim, dtype=self.dtype)
+        out = self._backend.predict(x, x.shape[0], training=True)
+        self._backend.write("rng", 1, self._backend.host("rng")[1:] + 1)
+        return out
+
     def predict_classes(self, x, batch_size=None):
         """The most probable class of each row (threshold 0.5 for a single output)."""
         p = self.predict(x, batch_size)
@@ -401,7 +426,8 @@ class MLP:
         """Move parameters and optimizer state to ``device`` ('cpu' or 'cuda'); returns self."""
         backend = get_backend(device, self.dtype)
         if self._backend is not None:
-            backend.load(self._table, self._alphas, *(self._backend.host(n) for n in ("params", "state1", "state2")))
+            backend.load(self._table, self._alphas,
+                         *(self._backend.host(n) for n in ("params", "state1", "state2", "rng")))
             self._backend = backend
         self.device = device
         return self

@@ -69,6 +69,22 @@ class Adam(Optimizer):
         return h
 
 
+class AdamW(Adam):
+    """torch.optim.AdamW(lr, betas=(beta_1, beta_2), eps=epsilon, weight_decay) (Loshchilov &
+    Hutter, decoupled weight decay): p *= 1 - lr * weight_decay, then Adam's update. Defaults are
+    PyTorch's (weight_decay 0.01)."""
+    kind = K.ADAMW
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.01):
+        super().__init__(learning_rate, beta_1, beta_2, epsilon)
+        self.weight_decay = check_float(weight_decay, "weight_decay", minimum=0.0)
+
+    def hyper_parameters(self):
+        h = super().hyper_parameters()
+        h[K.H_DECAY] = self.weight_decay
+        return h
+
+
 class RMSProp(Optimizer):
     """torch.optim.RMSprop(lr, alpha=rho, eps=epsilon), no momentum, not centered:
     s = rho s + (1-rho) g²; p -= lr g / (sqrt(s) + eps). Defaults are PyTorch's."""
@@ -108,9 +124,9 @@ class AdaGrad(Optimizer):
 
 RMSprop = RMSProp
 Adagrad = AdaGrad
-_BY_NAME = {"sgd": SGD, "adam": Adam, "rmsprop": RMSProp, "adagrad": AdaGrad}
+_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp, "adagrad": AdaGrad}
 
 
 def get(identifier):
-    """An optimizer from an instance, a class or a name ('adam', 'sgd', 'rmsprop', 'adagrad')."""
+    """An optimizer from an instance, a class or a name ('adam', 'adamw', 'sgd', 'rmsprop', 'adagrad')."""
     return resolve(identifier, Optimizer, _BY_NAME, "optimizer")

@@ -2,7 +2,8 @@
 
 A saved model is a NumPy ``.npz`` archive: ``config`` (the architecture, loss, optimizers
 and metrics as JSON text, stored as bytes), ``params``, ``state1``, ``state2`` (the flat
-parameter and optimizer-state buffers) and ``opt_steps``. Loading reads it with
+parameter and optimizer-state buffers), ``opt_steps`` and ``rng`` (Dropout's random key and
+the training step count). Loading reads it with
 ``allow_pickle=False`` and rebuilds objects only through fastnn's own constructors, which
 validate every argument; any mismatch is a ValueError.
 """
@@ -50,7 +51,7 @@ def save_model(model, path):
         # The Adam that serves layers with no optimizer of their own when compile named none.
         "default_optimizer": None if default is None else index.get(id(default)),
     }
-    arrays = {name: model._backend.host(name) for name in ("params", "state1", "state2")}
+    arrays = {name: model._backend.host(name) for name in ("params", "state1", "state2", "rng")}
     with open(path, "wb") as f:
         np.savez(f, config=np.frombuffer(json.dumps(config).encode(), dtype=np.uint8),
                  opt_steps=model._opt_steps, **arrays)
@@ -119,4 +120,9 @@ def load_model(path, device="cpu"):
     if steps is None or steps.shape != model._opt_steps.shape or steps.dtype.kind not in "iu" or (steps < 0).any():
         raise ValueError(f"{shown!r}: opt_steps does not match the model's optimizers")
     model._opt_steps[:] = steps
+    rng = arrays.get("rng")  # files written before Dropout existed have none: the fresh model's is kept
+    if rng is not None:
+        if rng.shape != (2,) or rng.dtype.kind not in "iu" or rng[1] < 0:
+            raise ValueError(f"{shown!r}: rng must be two integers (random key, step count >= 0)")
+        model._backend.write("rng", 0, rng.astype(np.int64))
     return model

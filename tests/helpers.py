@@ -77,3 +77,25 @@ def naive_loss(name, p, t):
         tc, pc = np.clip(t, PROB_EPSILON, 1), np.clip(p, PROB_EPSILON, 1)
         return np.mean((tc * np.log(tc / pc)).sum(1))
     raise KeyError(name)
+
+
+def naive_splitmix64(z):
+    """SplitMix64's finalizer in Python integers (Steele, Lea & Flood 2014)."""
+    mask = (1 << 64) - 1
+    z &= mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def naive_dropout_keep(key, step, layer, shape, rate):
+    """The keep-mask (bool array of ``shape``) that fastnn's Dropout draws for (key, step, layer):
+    element i (row-major) is kept when the top 32 bits of its hash are >= rate * 2**32."""
+    mask, golden = (1 << 64) - 1, 0x9E3779B97F4A7C15
+    z = naive_splitmix64((int(key) + golden) & mask)
+    z = naive_splitmix64(z ^ ((int(step) * golden) & mask))
+    stream = naive_splitmix64(z ^ ((int(layer) + golden) & mask))
+    threshold = int(rate * 4294967296.0)
+    n = int(np.prod(shape))
+    bits = [naive_splitmix64(stream ^ ((i * golden) & mask)) >> 32 for i in range(n)]
+    return (np.array(bits, dtype=np.uint64) >= threshold).reshape(shape)

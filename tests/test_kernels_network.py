@@ -14,7 +14,7 @@ from fastnn.kernels import activations as A
 from fastnn.kernels import losses as L
 from fastnn.kernels import network as N
 from fastnn.kernels import optimizers as O
-from helpers import assert_gradient, numerical_gradient
+from helpers import assert_gradient, naive_dropout_keep, numerical_gradient
 
 # Pre-activations and prediction errors stay this far from a kink, so that no finite
 # difference step of 1e-6 crosses one.
@@ -43,11 +43,16 @@ def naive_activation(code, z, alpha):
     return np.where(z > 0, 1.0, 0.0)
 
 
-def naive_network_forward(net, params, x):
-    """(output, [(activation code, pre-activation) per layer]) of the network on the rows of x."""
+def naive_network_forward(net, params, x, training=False, rng=(0, 0)):
+    """(output, [(activation code, pre-activation) per layer]) of the network on the rows of x;
+    in ``training``, Dropout layers apply the mask of ``naive_dropout_keep`` for key, step = ``rng``."""
     h, pre = np.asarray(x, dtype=np.float64), []
-    for (w, b, n_in, n_out, act, dense), alpha in zip(net.layers, net.alphas):
-        z = h @ params[w: w + n_in * n_out].reshape(n_in, n_out) + params[b: b + n_out] if dense else h
+    for k, ((w, b, n_in, n_out, act, kind), alpha) in enumerate(zip(net.layers, net.alphas)):
+        if kind == N.DROPOUT_LAYER:
+            if training:
+                h = h * naive_dropout_keep(rng[0], rng[1], k, h.shape, alpha) / (1.0 - alpha)
+            continue
+        z = h @ params[w: w + n_in * n_out].reshape(n_in, n_out) + params[b: b + n_out] if kind == N.DENSE_LAYER else h
         pre.append((act, z))
         h = naive_activation(act, z, alpha)
     return h, pre
@@ -70,7 +75,7 @@ def naive_adam_update(p, g, m, v, t, lr, beta1, beta2, eps):
 
 @dataclass
 class Net:
-    layers: np.ndarray   # int64 (L, 6), columns as N.W_OFF .. N.DENSE
+    layers: np.ndarray   # int64 (L, 6), columns as N.W_OFF .. N.KIND
     alphas: np.ndarray   # float64 (L,)
     params: np.ndarray   # flat [W1, b1, W2, b2, ...]
 
@@ -91,17 +96,21 @@ def activation(act, alpha=0.0):
     return ("activation", None, act, alpha)
 
 
+def dropout(rate):
+    return ("dropout", None, A.IDENTITY, rate)
+
+
 def build(n_in, spec, rng, dtype=np.float64):
     """The table and initial parameters of the network ``spec`` (dense(...)/activation(...) items)."""
     rows, alphas, chunks, offset, width = [], [], [], 0, n_in
     for kind, n_out, act, alpha in spec:
         if kind == "dense":
-            rows.append([offset, offset + width * n_out, width, n_out, act, 1])
+            rows.append([offset, offset + width * n_out, width, n_out, act, N.DENSE_LAYER])
             chunks += [rng.standard_normal(width * n_out) / np.sqrt(width), 0.5 * rng.standard_normal(n_out)]
             offset += width * n_out + n_out
             width = n_out
         else:
-            rows.append([0, 0, width, width, act, 0])
+            rows.append([0, 0, width, width, act, N.DROPOUT_LAYER if kind == "dropout" else N.ACTIVATION_LAYER])
         alphas.append(alpha)
     return Net(np.array(rows, dtype=np.int64), np.array(alphas, dtype=np.float64),
                np.concatenate(chunks).astype(dtype))
@@ -153,7 +162,12 @@ NETWORKS = {
     "three_hidden_layers_ce": ([dense(6, A.ELU, 0.5), dense(5, A.TANH), dense(4, A.LEAKY_RELU, 0.3),
                                 dense(3, A.SOFTMAX)], L.CROSS_ENTROPY),
     "single_layer_softmax_ce": ([dense(3, A.SOFTMAX)], L.CROSS_ENTROPY),
+    "dropout_between_dense_ce": ([dense(6, A.TANH), dropout(0.4), dense(3, A.SOFTMAX)], L.CROSS_ENTROPY),
+    "dropout_on_the_input_and_twice_mse": ([dropout(0.25), dense(6, A.SIGMOID), dropout(0.5), dropout(0.2),
+                                            dense(2, A.IDENTITY)], L.MSE),
+    "dropout_after_a_softmax_mse": ([dense(5, A.TANH), dense(3, A.SOFTMAX), dropout(0.3)], L.MSE),
 }
+RNG = np.array([1234, 17], dtype=np.int64)  # random key and step for Dropout
 N_IN, ROWS = 4, 6
 
 
@@ -170,28 +184,30 @@ def setup_network(name, seed=0, rows=ROWS):
 def test_network_forward_matches_naive(name):
     net, _, x, _ = setup_network(name)
     acts, act_off, _, _ = workspace(net, ROWS)
-    pred = N.network_forward(net.params, net.layers, net.alphas, x, acts, act_off)
-    np.testing.assert_allclose(pred, naive_network_forward(net, net.params, x)[0], rtol=1e-12, atol=1e-14)
+    for training in (False, True):
+        pred = N.network_forward(net.params, net.layers, net.alphas, x, acts, act_off, training, RNG)
+        expected = naive_network_forward(net, net.params, x, training, RNG)[0]
+        np.testing.assert_allclose(pred, expected, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", NETWORKS)
 def test_network_backward_matches_finite_differences(name):
     net, loss, x, target = setup_network(name)
-    _, pre = naive_network_forward(net, net.params, x)
+    _, pre = naive_network_forward(net, net.params, x, True, RNG)
     for act, z in pre:  # the chosen seed keeps clear of kinks; fail loudly if it stops doing so
         if act in KINKED:
             assert np.abs(z).min() > KINK_MARGIN
     if loss == L.MAE:
-        assert np.abs(naive_network_forward(net, net.params, x)[0] - target).min() > KINK_MARGIN
+        assert np.abs(naive_network_forward(net, net.params, x, True, RNG)[0] - target).min() > KINK_MARGIN
     acts, act_off, deltas, _ = workspace(net, ROWS)
-    N.network_forward(net.params, net.layers, net.alphas, x, acts, act_off)
+    N.network_forward(net.params, net.layers, net.alphas, x, acts, act_off, True, RNG)
     grads = np.full_like(net.params, np.nan)
-    N.network_backward(net.params, grads, net.layers, net.alphas, x, acts, act_off, deltas, loss, target)
+    N.network_backward(net.params, grads, net.layers, net.alphas, x, acts, act_off, deltas, loss, target, RNG)
 
     fd_acts = np.empty_like(acts)
 
-    def loss_value():
-        pred = N.network_forward(net.params, net.layers, net.alphas, x, fd_acts, act_off)
+    def loss_value():  # the training-mode loss, with the same Dropout masks
+        pred = N.network_forward(net.params, net.layers, net.alphas, x, fd_acts, act_off, True, RNG)
         return L.loss_forward(loss, pred, target)
 
     assert_gradient(grads, numerical_gradient(loss_value, net.params))
@@ -204,9 +220,9 @@ def test_network_backward_float32_matches_float64():
         params = net.params.astype(dtype)
         acts, act_off, deltas, _ = workspace(net, ROWS, dtype)
         xd, td = x.astype(dtype), target.astype(dtype)
-        N.network_forward(params, net.layers, net.alphas, xd, acts, act_off)
+        N.network_forward(params, net.layers, net.alphas, xd, acts, act_off, True, RNG)
         grads = np.full_like(params, np.nan)
-        N.network_backward(params, grads, net.layers, net.alphas, xd, acts, act_off, deltas, loss, td)
+        N.network_backward(params, grads, net.layers, net.alphas, xd, acts, act_off, deltas, loss, td, RNG)
         assert grads.dtype == dtype
         results.append(grads)
     np.testing.assert_allclose(results[1], results[0], rtol=1e-4, atol=1e-6)
@@ -224,7 +240,7 @@ def test_fused_loss_activation():
 
 def two_optimizers(net, sgd_lr=0.1, momentum=0.9, adam=(0.01, 0.9, 0.999, 1e-3)):
     """The first dense layer on SGD with momentum, the rest on Adam: two slices of params."""
-    split = int(net.layers[net.layers[:, N.DENSE] == 1][1, N.W_OFF])
+    split = int(net.layers[net.layers[:, N.KIND] == N.DENSE_LAYER][1, N.W_OFF])
     opt_meta = np.array([[0, split, O.SGD], [split, net.params.size, O.ADAM]], dtype=np.int64)
     opt_hyper = np.zeros((2, O.N_HYPER))
     opt_hyper[0, [O.H_LR, O.H_1]] = sgd_lr, momentum
@@ -233,46 +249,52 @@ def two_optimizers(net, sgd_lr=0.1, momentum=0.9, adam=(0.01, 0.9, 0.999, 1e-3))
 
 
 def run_train_batches(net, params, loss, x, y, order, batch_size, first, stop, opt_meta, opt_hyper,
-                      state1=None, state2=None, opt_steps=None):
+                      state1=None, state2=None, opt_steps=None, rng=None):
     acts, act_off, deltas, targets = workspace(net, batch_size)
     grads = np.zeros_like(params)
     state1 = np.zeros_like(params) if state1 is None else state1
     state2 = np.zeros_like(params) if state2 is None else state2
     opt_steps = np.zeros(opt_meta.shape[0], dtype=np.int64) if opt_steps is None else opt_steps
+    rng = np.array([RNG[0], 0], dtype=np.int64) if rng is None else rng
     n_batches = -(-order.size // batch_size)
     batch_loss = np.full(n_batches, -1.0)
     batch_correct = np.full(n_batches, -1, dtype=np.int64)
     bad = N.train_batches(params, grads, state1, state2, net.layers, net.alphas, loss, opt_meta, opt_hyper,
                           opt_steps, x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
-                          batch_loss, batch_correct)
+                          batch_loss, batch_correct, rng)
     return bad, batch_loss, batch_correct, opt_steps
 
 
-def test_train_batches_matches_the_steps_written_out():
-    net, loss, x, y = setup_network("tanh_softmax_ce_fused", rows=10)
+@pytest.mark.parametrize("name", ["tanh_softmax_ce_fused", "dropout_between_dense_ce"])
+def test_train_batches_matches_the_steps_written_out(name):
+    """Batch b trains with Dropout's masks of step b, and the step count ends at the batches run."""
+    net, loss, x, y = setup_network(name, rows=10)
     order = np.random.default_rng(5).permutation(10).astype(np.int64)
     batch_size = 4  # batches of 4, 4 and 2 rows
     opt_meta, opt_hyper = two_optimizers(net)
     params = net.params.copy()
+    rng = np.array([RNG[0], 0], dtype=np.int64)
     bad, batch_loss, batch_correct, opt_steps = run_train_batches(
-        net, params, loss, x, y, order, batch_size, 0, 3, opt_meta, opt_hyper)
+        net, params, loss, x, y, order, batch_size, 0, 3, opt_meta, opt_hyper, rng=rng)
     assert bad == -1
     np.testing.assert_array_equal(opt_steps, [3, 3])
+    np.testing.assert_array_equal(rng, [RNG[0], 3])
 
     p = net.params.copy()
     split = opt_meta[0, 1]
     v_sgd, m_adam, v_adam = np.zeros(split), np.zeros(p.size - split), np.zeros(p.size - split)
     for bi in range(3):
         rows = order[bi * batch_size: (bi + 1) * batch_size]
-        pred, _ = naive_network_forward(net, p, x[rows])
+        step = np.array([RNG[0], bi], dtype=np.int64)
+        pred, _ = naive_network_forward(net, p, x[rows], True, step)
         expected_loss = np.mean(-(y[rows] * np.log(pred)).sum(axis=1))
         assert batch_loss[bi] == pytest.approx(expected_loss, rel=1e-12)
         assert batch_correct[bi] == np.sum(pred.argmax(axis=1) == y[rows].argmax(axis=1))
         # This batch's gradient from network_backward, which the finite-difference tests check.
         g = np.empty_like(p)
         acts, act_off, deltas, _ = workspace(net, rows.size)
-        N.network_forward(p, net.layers, net.alphas, x[rows], acts, act_off)
-        N.network_backward(p, g, net.layers, net.alphas, x[rows], acts, act_off, deltas, loss, y[rows])
+        N.network_forward(p, net.layers, net.alphas, x[rows], acts, act_off, True, step)
+        N.network_backward(p, g, net.layers, net.alphas, x[rows], acts, act_off, deltas, loss, y[rows], step)
         naive_sgd_update(p[:split], g[:split], v_sgd, 0.1, 0.9)
         naive_adam_update(p[split:], g[split:], m_adam, v_adam, bi + 1, 0.01, 0.9, 0.999, 1e-3)
     np.testing.assert_allclose(params, p, rtol=1e-12, atol=1e-14)
@@ -359,9 +381,10 @@ def test_predict_and_evaluate_batches():
     acts, act_off, _, _ = workspace(net, batch_size)
     expected = naive_network_forward(net, net.params, x)[0]
     out = np.full((11, net.n_out), np.nan)
-    N.predict_batches(out, net.params, net.layers, net.alphas, x, batch_size, acts, act_off)
+    N.predict_batches(out, net.params, net.layers, net.alphas, x, batch_size, acts, act_off, False, RNG)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
-    total, correct = N.evaluate_batches(net.params, net.layers, net.alphas, loss, x, y, batch_size, acts, act_off)
+    total, correct = N.evaluate_batches(net.params, net.layers, net.alphas, loss, x, y, batch_size, acts, act_off,
+                                        RNG)
     per_row = -(y * np.log(expected)).sum(axis=1)
     assert total == pytest.approx(per_row.sum(), rel=1e-12)  # sum over batches of mean loss x rows
     assert correct == np.sum(expected.argmax(axis=1) == y.argmax(axis=1))

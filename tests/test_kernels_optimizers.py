@@ -33,13 +33,16 @@ def naive_sgd(params, grads, lr, momentum=0.0, nesterov=False):
     return p, buf
 
 
-def naive_adam(params, grads, lr, beta1, beta2, eps):
-    """torch.optim.Adam (Kingma & Ba, Algorithm 1). Returns (params, m, v)."""
+def naive_adam(params, grads, lr, beta1, beta2, eps, weight_decay=0.0):
+    """torch.optim.Adam (Kingma & Ba, Algorithm 1); with ``weight_decay``, torch.optim.AdamW
+    (Loshchilov & Hutter, Algorithm 2: p = p - lr * weight_decay * p before the Adam step).
+    Returns (params, m, v)."""
     p = params.astype(np.float64)
     m = np.zeros_like(p)
     v = np.zeros_like(p)
     for t, g in enumerate(grads, start=1):
         g = g.astype(np.float64)
+        p = p - lr * weight_decay * p
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
         m_hat = m / (1 - beta1 ** t)
@@ -81,6 +84,8 @@ SGD_CASES = {
 ADAM_CASES = {
     "defaults": dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8),
     "strong": dict(lr=0.05, beta1=0.8, beta2=0.95, eps=1e-3),
+    "adamw_defaults": dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01),
+    "adamw_strong": dict(lr=0.05, beta1=0.8, beta2=0.95, eps=1e-3, weight_decay=0.5),
 }
 RMSPROP_CASES = {
     "defaults": dict(lr=0.01, alpha=0.99, eps=1e-8),
@@ -137,7 +142,7 @@ def test_adam_step(case, size, dtype):
     expected = naive_adam(params, grads, **h)
     p, m, v = params.copy(), np.zeros_like(params), np.zeros_like(params)
     for t, g in enumerate(grads, start=1):
-        step(p, g, m, v, h["lr"], h["beta1"], h["beta2"], h["eps"], t)
+        step(p, g, m, v, h["lr"], h["beta1"], h["beta2"], h["eps"], t, h.get("weight_decay", 0.0))
     for name, actual, exp in zip(["params", "m", "v"], [p, m, v], expected):
         check(actual, exp, dtype, name)
 
@@ -174,9 +179,12 @@ def test_adagrad_step(case, size, dtype):
 
 # ---- optimizer_step: the H_* layout -------------------------------------------------------
 
-def hyper(lr, h1=0.0, h2=0.0, eps=0.0, flag=0.0):
+def hyper(lr, h1=0.0, h2=0.0, eps=0.0, flag=0.0, decay=None):
+    """Slots an optimizer does not read stay NaN: a kernel that read one would poison its update."""
     h = np.full(K.N_HYPER, np.nan)
     h[K.H_LR], h[K.H_1], h[K.H_2], h[K.H_EPS], h[K.H_FLAG] = lr, h1, h2, eps, flag
+    if decay is not None:
+        h[K.H_DECAY] = decay
     return h
 
 
@@ -186,6 +194,8 @@ DISPATCH_CASES = {
     "sgd_nesterov": (K.SGD, hyper(0.1, h1=0.8, flag=1.0), lambda p, g: naive_sgd(p, g, 0.1, 0.8, True)),
     "adam": (K.ADAM, hyper(0.05, h1=0.8, h2=0.95, eps=1e-3),
              lambda p, g: naive_adam(p, g, 0.05, 0.8, 0.95, 1e-3)),
+    "adamw": (K.ADAMW, hyper(0.05, h1=0.8, h2=0.95, eps=1e-3, decay=0.3),
+              lambda p, g: naive_adam(p, g, 0.05, 0.8, 0.95, 1e-3, 0.3)),
     "rmsprop": (K.RMSPROP, hyper(0.03, h1=0.9, eps=1e-3), lambda p, g: naive_rmsprop(p, g, 0.03, 0.9, 1e-3)),
     "adagrad": (K.ADAGRAD, hyper(0.1, eps=1e-3), lambda p, g: naive_adagrad(p, g, 0.1, 1e-3, 0.25)),
 }
@@ -231,6 +241,9 @@ TORCH_CASES = {
     "sgd_nesterov": (lambda o, p: o.SGD([p], lr=0.1, momentum=0.8, nesterov=True), "sgd", (0.1, 0.8, True)),
     "adam": (lambda o, p: o.Adam([p], lr=0.05, betas=(0.8, 0.95), eps=1e-3), "adam", (0.05, 0.8, 0.95, 1e-3)),
     "adam_defaults": (lambda o, p: o.Adam([p], lr=1e-3), "adam", (1e-3, 0.9, 0.999, 1e-8)),
+    "adamw": (lambda o, p: o.AdamW([p], lr=0.05, betas=(0.8, 0.95), eps=1e-3, weight_decay=0.3), "adamw",
+              (0.05, 0.8, 0.95, 1e-3)),
+    "adamw_defaults": (lambda o, p: o.AdamW([p], lr=1e-3), "adamw", (1e-3, 0.9, 0.999, 1e-8)),
     "rmsprop": (lambda o, p: o.RMSprop([p], lr=0.03, alpha=0.9, eps=1e-3), "rmsprop", (0.03, 0.9, 1e-3)),
     "adagrad": (lambda o, p: o.Adagrad([p], lr=0.1, eps=1e-3, initial_accumulator_value=0.25), "adagrad",
                 (0.1, 1e-3)),
@@ -248,9 +261,51 @@ def test_against_torch_optim(case):
         tp.grad = torch.tensor(g)
         opt.step()
     p = params.copy()
-    n_state = 2 if name == "adam" else 1
+    n_state = 2 if name in ("adam", "adamw") else 1
     state = [np.full_like(p, 0.25 if name == "adagrad" else 0.0)] + [np.zeros_like(p)] * (n_state - 1)
     for t, g in enumerate(grads, start=1):
-        KERNELS[name](p, g, *state, *args, *((t,) if name == "adam" else ()))
+        if name == "adamw":  # torch's AdamW defaults: weight_decay 0.01 unless the case sets it
+            decay = 0.3 if case == "adamw" else 0.01
+            K.adam_step(p, g, *state, *args, t, decay)
+        else:
+            KERNELS[name](p, g, *state, *args, *((t, 0.0) if name == "adam" else ()))
     np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12, atol=1e-14)
 
+
+
+# ---- denormal states ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["sgd_momentum", "adam", "adamw", "rmsprop"])
+def test_states_below_the_smallest_normal_are_stored_as_zero(case, dtype):
+    """A zero gradient decays the state; once it would be denormal (slow on Intel cores) it is 0,
+    while normal states, and NaN, pass through as the rule computes them."""
+    kind, h, _ = DISPATCH_CASES[case]
+    h = np.where(np.isnan(h), 0.0, h)
+    tiny = np.finfo(dtype).tiny
+    state = np.array([tiny * 0.5, tiny * 1.01, 1e-3, np.nan], dtype=dtype)  # both denormal after a decay <= 0.95
+    p = np.ones(4, dtype=dtype)
+    s1, s2 = state.copy(), state.copy()
+    K.optimizer_step(kind, p, np.zeros(4, dtype=dtype), s1, s2, h, 3)
+    touched = [s1, s2] if kind in (K.ADAM, K.ADAMW) else [s1]
+    for s in touched:
+        assert s[0] == 0 and s[1] == 0  # 0.5 tiny and 1.01 tiny x decay are below tiny: flushed
+        assert s[2] > tiny and np.isnan(s[3])
+    assert np.isfinite(p[:3]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["adam", "adamw", "rmsprop", "adagrad"])
+def test_gradients_whose_square_would_be_denormal_count_as_zero(case, dtype):
+    """Below sqrt(tiny / (1 - beta2)) (Adagrad: sqrt(tiny)) a gradient is taken as 0, so no
+    denormal square is ever computed; just above it, the rule runs as published."""
+    kind, h, _ = DISPATCH_CASES[case]
+    h = np.where(np.isnan(h), 0.0, h)
+    decay = 1.0 if kind == K.ADAGRAD else 1.0 - h[K.H_2 if kind in (K.ADAM, K.ADAMW) else K.H_1]
+    small = np.sqrt(np.finfo(dtype).tiny / decay)
+    grads = np.array([small * 0.5, -small * 0.5, small * 4, np.nan], dtype=dtype)
+    s1, s2, p = np.zeros(4, dtype=dtype), np.zeros(4, dtype=dtype), np.ones(4, dtype=dtype)
+    K.optimizer_step(kind, p, grads, s1, s2, h, 1)
+    square = s2 if kind in (K.ADAM, K.ADAMW) else s1
+    assert square[0] == 0 and square[1] == 0  # the square term was skipped
+    assert square[2] >= np.finfo(dtype).tiny and np.isnan(square[3])

@@ -31,6 +31,11 @@ def naive_sgd(p, g, state, lr, momentum=0.0, nesterov=False):
     return p - lr * g
 
 
+def naive_adamw(p, g, state, lr, beta1, beta2, eps, weight_decay):
+    """Loshchilov & Hutter's AdamW (torch.optim.AdamW): decay p by lr * weight_decay, then Adam."""
+    return naive_adam(p - lr * weight_decay * p, g, state, lr, beta1, beta2, eps)
+
+
 def naive_adam(p, g, state, lr, beta1, beta2, eps):
     """Kingma & Ba, Algorithm 1 (torch.optim.Adam): bias-corrected moments."""
     t = state["t"] = state.get("t", 0) + 1
@@ -90,11 +95,11 @@ def central_difference(f, x, eps=1e-6):
 # --------------------------------------------------------------------------------------------
 
 PUBLIC_NAMES = [
-    "MLP", "Sequential", "Perceptron", "Dense", "Input", "Activation", "Layer",
+    "MLP", "Sequential", "Perceptron", "Dense", "Input", "Activation", "Dropout", "Layer",
     "Identity", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU", "Softmax", "Heaviside",
     "Loss", "MSE", "SSE", "MAE", "MAPE", "MSLE", "CosineSimilarity", "CrossEntropy", "BinaryCrossEntropy",
     "KLDivergence", "PerceptronCriterion",
-    "Optimizer", "SGD", "Adam", "RMSProp", "RMSprop", "AdaGrad", "Adagrad",
+    "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "RMSprop", "AdaGrad", "Adagrad",
     "Zeros", "Ones", "Constant", "Normal", "Uniform", "RandomNormal", "RandomUniform", "GlorotNormal",
     "GlorotUniform", "XavierNormal", "XavierUniform", "HeNormal", "HeUniform",
     "Callback", "History", "EarlyStopping", "LearningRateScheduler", "ModelCheckpoint", "CSVLogger",
@@ -172,6 +177,9 @@ def test_every_constructor_takes_camel_case_through_the_one_translation(cls):
 def test_optimizer_defaults_are_pytorchs():
     adam = Adam()
     assert (adam.learning_rate, adam.beta_1, adam.beta_2, adam.epsilon) == (1e-3, 0.9, 0.999, 1e-8)
+    adamw = fastnn.AdamW()
+    assert (adamw.learning_rate, adamw.beta_1, adamw.beta_2, adamw.epsilon, adamw.weight_decay) == \
+        (1e-3, 0.9, 0.999, 1e-8, 0.01)
     rms = RMSProp()
     assert (rms.learning_rate, rms.rho, rms.epsilon) == (0.01, 0.99, 1e-8)
     ada = AdaGrad()
@@ -209,14 +217,15 @@ def test_activation_names(name, cls):
     assert isinstance(Dense(2, 2, activation=name).activation, cls)
 
 
-@pytest.mark.parametrize("name, cls", [("sgd", SGD), ("adam", Adam), ("rmsprop", RMSProp), ("adagrad", AdaGrad)])
+@pytest.mark.parametrize("name, cls", [("sgd", SGD), ("adam", Adam), ("adamw", fastnn.AdamW), ("rmsprop", RMSProp),
+                                       ("adagrad", AdaGrad)])
 def test_optimizer_names(name, cls):
     assert isinstance(Dense(2, 2, optimizer=name).optimizer, cls)
     assert isinstance(Dense(2, 2, optimizer=cls).optimizer, cls)
 
 
 @pytest.mark.parametrize("obj", [Dense(3, 4, activation=LeakyReLU(0.2), optimizer=SGD(0.5, momentum=0.9)),
-                                 Adam(0.01, beta_1=0.8), ELU(0.5), Normal(1.0, 2.0), fastnn.Input((28, 28)),
+                                 Adam(0.01, beta_1=0.8), fastnn.AdamW(weight_decay=0.1), fastnn.Dropout(0.3), ELU(0.5), Normal(1.0, 2.0), fastnn.Input((28, 28)),
                                  fastnn.Activation("softmax"), fastnn.EarlyStopping(patience=3)],
                          ids=lambda o: type(o).__name__)
 def test_get_config_round_trip(obj):
@@ -236,6 +245,8 @@ OPTIMIZER_CASES = [
     (SGD(0.1, momentum=0.9), naive_sgd, dict(lr=0.1, momentum=0.9)),
     (SGD(0.1, momentum=0.9, nesterov=True), naive_sgd, dict(lr=0.1, momentum=0.9, nesterov=True)),
     (Adam(0.01, beta_1=0.8, beta_2=0.95, epsilon=1e-6), naive_adam, dict(lr=0.01, beta1=0.8, beta2=0.95, eps=1e-6)),
+    (fastnn.AdamW(0.01, beta_1=0.8, beta_2=0.95, epsilon=1e-6, weight_decay=0.2), naive_adamw,
+     dict(lr=0.01, beta1=0.8, beta2=0.95, eps=1e-6, weight_decay=0.2)),
     (RMSProp(0.01, rho=0.9, epsilon=1e-6), naive_rmsprop, dict(lr=0.01, alpha=0.9, eps=1e-6)),
     (AdaGrad(0.1, epsilon=1e-10, initial_accumulator_value=0.5), naive_adagrad,
      dict(lr=0.1, eps=1e-10, initial_accumulator_value=0.5)),

@@ -153,7 +153,8 @@ def test_save_writes_an_npz_of_json_and_float_arrays(saved):
     assert zipfile.is_zipfile(path)
     config, arrays = read_archive(path)  # loads with allow_pickle=False
     assert config["format"] == "fastnn.model" and config["version"] == 1
-    assert sorted(arrays) == ["opt_steps", "params", "state1", "state2"]
+    assert sorted(arrays) == ["opt_steps", "params", "rng", "state1", "state2"]
+    assert arrays["rng"].dtype == np.int64 and arrays["rng"].shape == (2,)
     assert arrays["params"].size == model.count_params()
     np.testing.assert_array_equal(arrays["params"], np.concatenate([w.ravel() for w in model.get_weights()]))
 

@@ -141,7 +141,7 @@ MODEL_CASES = [
     # compile and train
     ("unknown-loss", lambda m: m.compile(loss="hinge"), ValueError, r"loss must be a Loss or one of"),
     ("loss-not-a-loss", lambda m: m.compile(loss=42), ValueError, r"loss must be a Loss"),
-    ("unknown-optimizer", lambda m: m.compile(loss="mse", optimizer="adamw"), ValueError, r"optimizer must be"),
+    ("unknown-optimizer", lambda m: m.compile(loss="mse", optimizer="lamb"), ValueError, r"optimizer must be"),
     ("unknown-metric", lambda m: m.compile(loss="mse", metrics=["precision"]), ValueError, r"metrics may hold"),
     ("train-unknown-metric", lambda m: m.train(fastnn.Dataset("digits"), metrics=["val_loss"]), ValueError,
      r"metrics may hold"),

@@ -46,10 +46,12 @@ DATASET_MEMORY_FRACTION = 0.5
 
 # Layout of the int64 ``control`` array that the training-step kernels share on the device
 # (a captured graph replays fixed arguments, so what changes from step to step lives here):
-# the index of the batch being trained, and the first batch whose loss was not finite (-1
-# while none was), after which no update is applied.
-C_BATCH, C_BAD = range(2)
-N_CONTROL = 2
+# the index of the batch being trained, the first batch whose loss was not finite (-1 while
+# none was), after which no update is applied, the training step of the batch being trained
+# (Dropout's masks depend on it; the step's gather kernel writes it), and the step that batch 0
+# of this call would have (C_STEP = C_STEP0 + C_BATCH).
+C_BATCH, C_BAD, C_STEP, C_STEP0 = range(4)
+N_CONTROL = 4
 
 # No fastmath: it would allow approximate division, square root and exp (results would
 # leave float32 rounding of the CPU's), flush denormals, and assume no NaN/Inf (a diverging
@@ -112,6 +114,13 @@ def _arg_key(a):
     except TypeError:  # an array without a device pointer (the simulator's)
         return ("id", id(a))
     return a
+
+
+def check_code(code, last, what):
+    """A ValueError unless 0 <= ``code`` <= ``last``: device code cannot raise, so every launcher
+    checks the codes it passes on the host, where the CPU kernels' dispatch has its error branch."""
+    if not 0 <= int(code) <= last:
+        raise ValueError(f"unknown {what} code {int(code)} (valid: 0..{last})")
 
 
 def launch(plan, kernel_, grid, block, *args):

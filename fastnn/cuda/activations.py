@@ -20,7 +20,7 @@ from numba import cuda
 
 from ..kernels.activations import (ELU, HEAVISIDE, IDENTITY, LEAKY_RELU, RELU, SIGMOID, SOFTMAX,  # noqa: F401
                                    TANH)
-from . import blocks, kernel, launch
+from . import blocks, check_code, kernel, launch
 
 
 @lru_cache(maxsize=None)
@@ -149,6 +149,7 @@ def kernels(dtype):
 def bias_activation_forward(out, x, b, act, alpha, rows, cols, plan=None):
     """out = act(x + b) for (rows, cols) row-major ``x`` (flat device arrays); ``b`` None: no
     bias. ``out`` may be ``x``. As ``kernels.activations.bias_activation_forward``."""
+    check_code(act, HEAVISIDE, "activation")
     k = kernels(np.dtype(x.dtype).name)
     has_bias = b is not None
     b = b if has_bias else x
@@ -162,6 +163,7 @@ def bias_activation_forward(out, x, b, act, alpha, rows, cols, plan=None):
 def activation_backward(dx, dout, out, act, alpha, rows, cols, plan=None):
     """dx = dout * act'(.) from the forward's output ``out``; ``dx`` may be ``dout``.
     As ``kernels.activations.activation_backward``."""
+    check_code(act, HEAVISIDE, "activation")
     k = kernels(np.dtype(out.dtype).name)
     if act == SOFTMAX:
         launch(plan, k.softmax_backward_rows, *blocks(rows), dx, dout, out, rows, cols)

@@ -10,9 +10,9 @@ batch losses and correct counts back once at its end.
 import numpy as np
 
 from ..config import INFERENCE_BATCH_SIZE
-from ..kernels.network import B_OFF, DENSE, N_IN, N_OUT, W_OFF
-from ..kernels.optimizers import N_HYPER
-from . import C_BAD, C_BATCH, DATASET_MEMORY_FRACTION, N_CONTROL
+from ..kernels.network import B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF
+from ..kernels.optimizers import ADAMW, N_HYPER
+from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, check_code
 
 _INSTALL_HINT = "pip install 'fastnn[cuda]' (NVIDIA's numba-cuda package)"
 
@@ -74,29 +74,36 @@ class CUDABackend:
     def _to_device(self, array):
         return self.cuda.to_device(np.ascontiguousarray(array), stream=self.stream)
 
-    def load(self, layers, alphas, params, state1, state2):
-        """Take the network table and the flat buffers (host arrays, copied to the device)."""
+    def load(self, layers, alphas, params, state1, state2, rng):
+        """Take the network table, the flat buffers (host arrays, copied to the device) and the
+        random key and step (kept on the host: each call hands the step to the device)."""
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
         self.alphas = np.ascontiguousarray(alphas, dtype=np.float64)
         for row in self.layers:
-            if row[DENSE] and row[B_OFF] != row[W_OFF] + row[N_IN] * row[N_OUT]:
+            if row[KIND] == DENSE_LAYER and row[B_OFF] != row[W_OFF] + row[N_IN] * row[N_OUT]:
                 raise ValueError("layers: the CUDA backend needs each dense layer's bias right after its "
                                  "weights in the flat buffer ([W, b] layout)")
         self.params = self._to_device(np.asarray(params, dtype=self.dtype))
         self.grads = self._to_device(np.zeros(self.params.size, dtype=self.dtype))
         self.state1 = self._to_device(np.asarray(state1, dtype=self.dtype))
         self.state2 = self._to_device(np.asarray(state2, dtype=self.dtype))
+        self.rng = np.array(rng, dtype=np.int64).reshape(2)
         self.capacity = 0
         self.runner.forget()
 
     def host(self, name):
-        """A host copy of one of the flat buffers ('params', 'state1', 'state2')."""
+        """A host copy of one of the flat buffers ('params', 'state1', 'state2') or of 'rng'."""
+        if name == "rng":
+            return self.rng.copy()
         out = getattr(self, name).copy_to_host(stream=self.stream)
         self.stream.synchronize()
         return out
 
     def write(self, name, lo, values):
         """Overwrite ``buffer[lo:lo + values.size]`` from a host array."""
+        if name == "rng":
+            self.rng[lo: lo + np.size(values)] = np.reshape(values, -1)
+            return
         values = np.ascontiguousarray(np.reshape(values, -1), dtype=self.dtype)
         if values.size:
             getattr(self, name)[lo: lo + values.size].copy_to_device(values, stream=self.stream)
@@ -173,24 +180,28 @@ class CUDABackend:
         """
         if stop <= first:
             return -1
+        opt_meta = np.asarray(opt_meta, dtype=np.int64).reshape(-1, 3)
+        for kind in opt_meta[:, 2]:
+            check_code(kind, ADAMW, "optimizer")
         self.reserve(batch_size)
         n = order.size
-        meta = self._upload("opt_meta", np.asarray(opt_meta, dtype=np.int64).reshape(-1, 3))
+        meta = self._upload("opt_meta", opt_meta)
         hyper = self._upload("opt_hyper", np.asarray(opt_hyper, dtype=np.float64).reshape(-1, N_HYPER))
         steps = self._upload("opt_steps", np.asarray(opt_steps, dtype=np.int64))
-        control = self._upload("control", _control(first))
+        control = self._upload("control", _control(first, self.rng[1] - first))
         records = self._small_array("records", 2 * stop, np.float64)
         positions = self._sized("order", (n,), np.int64)
         lo, hi = first * batch_size, min(stop * batch_size, n)
         common = (self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss, meta, hyper,
                   steps)
+        key = int(self.rng[0])
         work = (self.acts, self.act_off, self.deltas, self.targets, records, control)
         if data.resident:
             positions[lo:hi].copy_to_device(np.ascontiguousarray(order[lo:hi], dtype=np.int64), stream=self.stream)
-            self._network.train_batches(*common, data.x, data.y, positions, batch_size, first, stop, *work,
+            self._network.train_batches(*common, data.x, data.y, positions, batch_size, key, first, stop, *work,
                                         self.runner)
         else:
-            self._train_streamed(data, order, batch_size, first, stop, common, work, positions)
+            self._train_streamed(data, order, batch_size, key, first, stop, common, work, positions)
         out = records[2 * first: 2 * stop].copy_to_host(stream=self.stream)
         self.stream.synchronize()
         batch_loss[first:stop] = out[0::2]
@@ -198,9 +209,10 @@ class CUDABackend:
         bad = np.flatnonzero(~np.isfinite(out[0::2]))
         bad = first + int(bad[0]) if bad.size else -1
         opt_steps += (bad if bad >= 0 else stop) - first
+        self.rng[1] += (bad if bad >= 0 else stop) - first
         return bad
 
-    def _train_streamed(self, data, order, batch_size, first, stop, common, work, positions):
+    def _train_streamed(self, data, order, batch_size, key, first, stop, common, work, positions):
         """Training for a data set that does not fit: the rows of as many batches as fit in the
         budget are gathered on the host, uploaded to a staging buffer, and trained on."""
         x, y = data.host
@@ -218,20 +230,22 @@ class CUDABackend:
             ys[: (hi - lo) * y.shape[1]].copy_to_device(np.ascontiguousarray(y[rows]).reshape(-1), stream=self.stream)
             # The step gathers rows order[b * batch_size + r]: here, positions in the staging buffer.
             positions[lo:hi].copy_to_device(np.arange(hi - lo, dtype=np.int64), stream=self.stream)
-            self._network.train_batches(*common, xs, ys, positions, batch_size, b0, b1, *work, self.runner)
+            self._network.train_batches(*common, xs, ys, positions, batch_size, key, b0, b1, *work, self.runner)
             self.stream.synchronize()  # the staging buffer is overwritten next
 
     # ---- inference --------------------------------------------------------------------------
 
-    def predict(self, x, batch_size=INFERENCE_BATCH_SIZE):
+    def predict(self, x, batch_size=INFERENCE_BATCH_SIZE, training=False):
         x = np.ascontiguousarray(x, dtype=self.dtype)
         n_out = int(self.layers[-1, N_OUT])
         if x.shape[0] == 0:
             return np.empty((0, n_out), dtype=self.dtype)
         self.reserve(batch_size)
         out = self.cuda.device_array(x.shape[0] * n_out, dtype=self.dtype, stream=self.stream)
+        control = self._upload("predict_control", _control(0, self.rng[1]))
         self._network.predict_batches(out, self.params, self.layers, self.alphas, x, batch_size, self.acts,
-                                      self.act_off, self.stream)
+                                      self.act_off, self.stream, training=training, key=int(self.rng[0]),
+                                      control=control)
         host = out.copy_to_host(stream=self.stream)
         self.stream.synchronize()
         return host.reshape(x.shape[0], n_out)
@@ -246,7 +260,7 @@ class CUDABackend:
         self.reserve(batch_size)
         n_batches = -(-n // batch_size)
         records = self._small_array("eval_records", 2 * n_batches, np.float64)
-        control = self._upload("eval_control", _control(0))
+        control = self._upload("eval_control", _control(0, 0))
         steps = self._small_array("eval_steps", 1, np.int64)
         self._network.evaluate_batches(self.params, self.layers, self.alphas, loss, x, y, batch_size, self.acts,
                                        self.act_off, self.targets, records, control, steps, self.stream)
@@ -260,9 +274,12 @@ class CUDABackend:
         return total, correct
 
 
-def _control(first):
-    """A fresh ``control`` array (see ``fastnn.cuda.C_BATCH``): at batch ``first``, no bad batch yet."""
+def _control(first, step0):
+    """A fresh ``control`` array (see ``fastnn.cuda.C_BATCH``): at batch ``first``, no bad batch yet,
+    batch 0 at training step ``step0`` (so batch ``first`` at step0 + first)."""
     control = np.empty(N_CONTROL, dtype=np.int64)
     control[C_BATCH] = first
     control[C_BAD] = -1
+    control[C_STEP0] = step0
+    control[C_STEP] = step0 + first
     return control

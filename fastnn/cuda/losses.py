@@ -26,8 +26,8 @@ from numba import cuda
 from ..kernels.losses import (BCE_GRAD_EPSILON, BCE_LOG_MIN, BINARY_CROSS_ENTROPY, COSINE_EPSILON,  # noqa: F401
                               COSINE_SIMILARITY, CROSS_ENTROPY, KL_DIVERGENCE, MAE, MAPE, MSE, MSLE, PERCEPTRON,
                               PROB_EPSILON, SSE)
-from . import C_BAD, C_BATCH, REDUCE_THREADS, kernel, launch
-from .activations import SIGMOID, SOFTMAX, device_functions as activation_functions
+from . import C_BAD, C_BATCH, REDUCE_THREADS, check_code, kernel, launch
+from .activations import HEAVISIDE, SIGMOID, SOFTMAX, device_functions as activation_functions
 from .metrics import device_functions as metric_functions, reduce_threads
 
 F64 = numba.float64
@@ -263,6 +263,8 @@ def loss_forward_backward(record, dz, pred, target, loss, act, alpha, rows, cols
     the loss is finite and no earlier batch's was not, every ``steps`` counter += 1; else
     ``control[C_BAD]`` = b. ``softmax_first`` applies the deferred softmax to ``pred`` in place.
     """
+    check_code(loss, PERCEPTRON, "loss")
+    check_code(act, HEAVISIDE, "activation")
     launch(plan, kernels(np.dtype(pred.dtype).name).loss_step, 1, reduce_threads(rows),
            record, dz if dz is not None else pred, pred, target, rows, cols, loss, act, float(alpha),
            bool(softmax_first), bool(train), control, steps, steps.size)

@@ -27,10 +27,12 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda
 
-from ..kernels.network import ACT, B_OFF, DENSE, N_IN, N_OUT, W_OFF  # noqa: F401
-from . import C_BATCH, GRAPH_STEPS, USE_GRAPHS, Plan, blocks, kernel, launch
-from .activations import SOFTMAX, activation_backward, bias_activation_forward
+from ..kernels.network import (ACT, ACTIVATION_LAYER, B_OFF, DENSE_LAYER, DROPOUT_LAYER, KIND, N_IN,  # noqa: F401
+                               N_OUT, W_OFF)
+from . import C_BATCH, C_STEP, C_STEP0, GRAPH_STEPS, N_CONTROL, USE_GRAPHS, Plan, blocks, kernel, launch
+from .activations import IDENTITY, SOFTMAX, activation_backward, bias_activation_forward
 from .dense import dense_backward, dense_forward
+from .dropout import dropout_backward, dropout_forward
 from .losses import loss_backward, loss_forward
 from .optimizers import optimizer_step
 
@@ -39,9 +41,12 @@ from .optimizers import optimizer_step
 def kernels(dtype):
     @kernel
     def gather_batch(xb, yb, x, y, order, control, batch_size, rows, n_in, n_out):
-        """xb[r] = x[order[b * batch_size + r]], yb likewise, one thread per element of both."""
+        """xb[r] = x[order[b * batch_size + r]], yb likewise, one thread per element of both;
+        also sets this step's ``control[C_STEP]`` (read by the step's later kernels)."""
         i = cuda.grid(1)
         lo = control[C_BATCH] * batch_size
+        if i == 0:
+            control[C_STEP] = control[C_STEP0] + control[C_BATCH]
         if i < rows * n_in:
             r = i // n_in
             xb[i] = x[order[lo + r] * n_in + (i - r * n_in)]
@@ -63,34 +68,57 @@ def gather_batch(xb, yb, x, y, order, control, batch_size, rows, n_in, n_out, pl
            xb, yb, x, y, order, control, batch_size, rows, n_in, n_out)
 
 
-def network_forward(params, layers, alphas, x, acts, act_off, rows, out=None, defer_softmax=False, plan=None):
+def network_forward(params, layers, alphas, x, acts, act_off, rows, out=None, defer_softmax=False, plan=None,
+                    training=False, key=0, control=None):
     """Every layer on the ``rows`` rows of ``x``; the last writes to ``out`` if given (else its
     slice of ``acts``). Returns whether the last layer's softmax was deferred to the loss kernel
-    (``defer_softmax`` and a dense last layer with softmax)."""
+    (``defer_softmax`` and a dense last layer with softmax).
+
+    ``training``: Dropout draws its mask from ``key`` and the step in ``control[C_STEP]``;
+    otherwise it is skipped (a last Dropout copies its input to its output).
+    """
     last = layers.shape[0] - 1
-    deferred = bool(defer_softmax and layers[last, DENSE] and layers[last, ACT] == SOFTMAX)
+    deferred = bool(defer_softmax and layers[last, KIND] == DENSE_LAYER and layers[last, ACT] == SOFTMAX)
     inp = x
     for k in range(last + 1):
         n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
         o = out if (out is not None and k == last) else _view(acts, act_off[k + 1], rows * n_out)
-        if layers[k, DENSE]:
+        kind = layers[k, KIND]
+        if kind == DENSE_LAYER:
             w, b = layers[k, W_OFF], layers[k, B_OFF]
             dense_forward(o, inp, _view(params, w, n_in * n_out), _view(params, b, n_out), int(layers[k, ACT]),
                           alphas[k], rows, n_in, n_out, defer_softmax=deferred and k == last, plan=plan)
-        else:
+        elif kind == ACTIVATION_LAYER:
             bias_activation_forward(o, inp, None, int(layers[k, ACT]), alphas[k], rows, n_out, plan=plan)
+        elif kind == DROPOUT_LAYER:
+            if training:
+                dropout_forward(o, inp, rows * n_out, key, k, alphas[k], control, plan=plan)
+            elif k == last:  # the caller reads the last layer's output: rate 0 keeps every element, a copy
+                dropout_forward(o, inp, rows * n_out, key, k, 0.0, _inference_control(), plan=plan)
+            else:
+                continue
+        else:
+            raise ValueError(f"layers: unknown layer kind {kind} in row {k}")
         inp = o
     return deferred
 
 
-def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, rows, plan=None):
-    """Fill ``grads`` from dL/d(pre-activation of the last layer), which is in ``deltas[0]``."""
+def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, rows, plan=None, key=0, control=None):
+    """Fill ``grads`` from dL/d(pre-activation of the last layer), which is in ``deltas[0]``.
+
+    When layer k is reached, ``deltas[cur]`` holds dL/d(its pre-activation); a layer without an
+    activation of its own (Dropout) has its output there. Each kind's backward leaves
+    dL/d(its input) and, fused into it, the activation derivative of the layer below, so that
+    the invariant holds for k - 1: a dense layer's dx SGEMM applies it in its epilogue, an
+    Activation or Dropout layer applies it after its own pass.
+    """
     cur = 0
     for k in range(layers.shape[0] - 1, -1, -1):
         n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
         dz = _view(deltas[cur], 0, rows * n_out)
         below = _view(acts, act_off[k], rows * n_in) if k > 0 else x  # this layer's input
-        if layers[k, DENSE]:
+        kind = layers[k, KIND]
+        if kind == DENSE_LAYER:
             w = layers[k, W_OFF]
             dWb = _view(grads, w, (n_in + 1) * n_out)  # [dW, db]: b follows W in the layout
             W = _view(params, w, n_in * n_out)
@@ -101,42 +129,53 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, ro
                 cur = 1 - cur
             else:
                 dense_backward(None, dWb, dz, below, W, rows, n_in, n_out, plan=plan)
-        elif k > 0:
-            # An Activation layer's pre-activation is its input, the output of layer k - 1:
-            # dz is already dL/d(that output), and one more derivative makes it layer k - 1's.
+            continue
+        if kind == DROPOUT_LAYER:
+            if k == 0:
+                continue  # the input batch needs no gradient
+            dropout_backward(dz, dz, rows * n_out, key, k, alphas[k], control, plan=plan)
+        elif kind != ACTIVATION_LAYER:
+            raise ValueError(f"layers: unknown layer kind {kind} in row {k}")
+        # dz is now dL/d(this layer's input), the output of layer k - 1: one more derivative
+        # makes it dL/d(layer k - 1's pre-activation).
+        if k > 0 and layers[k - 1, ACT] != IDENTITY:
             activation_backward(dz, dz, below, int(layers[k - 1, ACT]), alphas[k - 1], rows, n_in, plan=plan)
 
 
 def train_step(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
-               x, y, order, batch_size, rows, acts, act_off, deltas, targets, records, control, plan):
+               x, y, order, batch_size, key, rows, acts, act_off, deltas, targets, records, control, plan):
     """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring)."""
     last = layers.shape[0] - 1
     n_in, n_out = int(layers[0, N_IN]), int(layers[last, N_OUT])
     xb = _view(acts, act_off[0], rows * n_in)
     yb = _view(targets, 0, rows * n_out)
     gather_batch(xb, yb, x, y, order, control, batch_size, rows, n_in, n_out, plan=plan)
-    deferred = network_forward(params, layers, alphas, xb, acts, act_off, rows, defer_softmax=True, plan=plan)
+    deferred = network_forward(params, layers, alphas, xb, acts, act_off, rows, defer_softmax=True, plan=plan,
+                               training=True, key=key, control=control)
     pred = _view(acts, act_off[last + 1], rows * n_out)
     loss_backward(records, _view(deltas[0], 0, rows * n_out), pred, yb, loss, int(layers[last, ACT]), alphas[last],
                   rows, n_out, control, opt_steps, softmax_first=deferred, plan=plan)
-    network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, rows, plan=plan)
+    network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, rows, plan=plan, key=key,
+                     control=control)
     if opt_meta.shape[0]:
         optimizer_step(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, control, plan=plan)
 
 
 def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
-                  x, y, order, batch_size, first, stop, acts, act_off, deltas, targets, records, control, runner):
+                  x, y, order, batch_size, key, first, stop, acts, act_off, deltas, targets, records, control,
+                  runner):
     """Enqueue training on batches ``first`` .. ``stop - 1`` of the rows ``x[order]``, ``y[order]``.
 
     Device arrays throughout (``x``, ``y`` flat row-major, ``order`` int64 positions into them);
-    ``control[C_BATCH]`` must hold ``first``. Nothing is read back: the loss and correct count
+    ``control[C_BATCH]`` must hold ``first`` and ``control[C_STEP0]`` the training step of batch 0
+    (``key`` and that step draw Dropout's masks). Nothing is read back: the loss and correct count
     of batch b land in ``records[2b]``, ``records[2b + 1]``. Full batches run as one replayed
     plan, a smaller last batch as a plan of its own.
     """
     n = order.size
     full_stop = min(stop, n // batch_size)
     args = (params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps, x, y, order,
-            batch_size)
+            batch_size, key)
     work = (acts, act_off, deltas, targets, records, control)
     for rows, times in ((batch_size, full_stop - first), (n - full_stop * batch_size, stop - max(first, full_stop))):
         if times > 0:
@@ -145,9 +184,11 @@ def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta,
             runner.run(plan, times)
 
 
-def predict_batches(out, params, layers, alphas, x, batch_size, acts, act_off, stream):
+def predict_batches(out, params, layers, alphas, x, batch_size, acts, act_off, stream, training=False, key=0,
+                    control=None):
     """out (flat, n x n_out, device) = network(x[i]) for every row of the host array ``x``,
-    ``batch_size`` rows per forward pass, each batch copied into the input slice of ``acts``."""
+    ``batch_size`` rows per forward pass, each batch copied into the input slice of ``acts``;
+    ``training`` as in ``network_forward`` (Dropout's step in ``control[C_STEP]``)."""
     n, n_in = x.shape
     n_out = int(layers[-1, N_OUT])
     for lo in range(0, n, batch_size):
@@ -156,7 +197,8 @@ def predict_batches(out, params, layers, alphas, x, batch_size, acts, act_off, s
         xb.copy_to_device(x[lo:hi].reshape(-1), stream=stream)
         plan = Plan(stream)
         network_forward(params, layers, alphas, xb, acts, act_off, hi - lo,
-                        out=_view(out, lo * n_out, (hi - lo) * n_out), plan=plan)
+                        out=_view(out, lo * n_out, (hi - lo) * n_out), plan=plan, training=training, key=key,
+                        control=control)
         plan.run()
 
 
@@ -179,6 +221,12 @@ def evaluate_batches(params, layers, alphas, loss, x, y, batch_size, acts, act_o
         loss_forward(records, _view(acts, act_off[last + 1], rows * n_out), yb, loss, rows, n_out, control, steps,
                      softmax_first=deferred, plan=plan)
         plan.run()
+
+
+@lru_cache(maxsize=1)
+def _inference_control():
+    """A control array for launches that read none of it (Dropout at rate 0)."""
+    return cuda.to_device(np.zeros(N_CONTROL, dtype=np.int64))
 
 
 class StepRunner:

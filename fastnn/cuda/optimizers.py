@@ -15,7 +15,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ..kernels.optimizers import ADAGRAD, ADAM, H_1, H_2, H_EPS, H_FLAG, H_LR, RMSPROP, SGD  # noqa: F401
+from ..kernels.optimizers import ADAGRAD, ADAM, ADAMW, H_1, H_2, H_DECAY, H_EPS, H_FLAG, H_LR, RMSPROP, SGD  # noqa: F401
 from . import C_BAD, blocks, kernel, launch
 
 
@@ -23,6 +23,9 @@ from . import C_BAD, blocks, kernel, launch
 def kernels(dtype):
     T = numba.from_dtype(np.dtype(dtype))
     ZERO, ONE = T(0), T(1)
+    # States below the smallest normal number are stored as zero, as on the CPU (kernels.optimizers).
+    TINY64 = float(np.finfo(np.dtype(dtype)).tiny)
+    TINY = T(TINY64)
 
     @kernel
     def optimizer_step_elements(params, grads, state1, state2, meta, hyper, steps, n_segments, control):
@@ -41,10 +44,12 @@ def kernels(dtype):
             m = T(hyper[s, H_1])
             if m != ZERO:
                 v = m * state1[i] + g
+                v = ZERO if abs(v) < TINY else v
                 state1[i] = v
                 g = g + m * v if hyper[s, H_FLAG] != 0.0 else v
             params[i] -= T(lr) * g
-        elif kind == ADAM:  # torch.optim.Adam
+        elif kind == ADAM or kind == ADAMW:  # torch.optim.Adam, torch.optim.AdamW
+            decay = T(1.0 - lr * hyper[s, H_DECAY]) if kind == ADAMW else ONE
             beta1 = hyper[s, H_1]
             beta2 = hyper[s, H_2]
             step = steps[s]
@@ -52,17 +57,23 @@ def kernels(dtype):
             b2 = T(beta2)
             step_size = T(lr / (1.0 - beta1 ** step))
             inv_sqrt_bc2 = T(1.0 / math.sqrt(1.0 - beta2 ** step))
+            g = ZERO if abs(g) < T(math.sqrt(TINY64 / (1.0 - beta2))) else g
             mi = b1 * state1[i] + (ONE - b1) * g
             vi = b2 * state2[i] + (ONE - b2) * g * g
+            mi = ZERO if abs(mi) < TINY else mi
+            vi = ZERO if vi < TINY else vi
             state1[i] = mi
             state2[i] = vi
-            params[i] -= step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + T(hyper[s, H_EPS]))
+            params[i] = params[i] * decay - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + T(hyper[s, H_EPS]))
         elif kind == RMSPROP:  # torch.optim.RMSprop(lr, alpha=rho, eps)
             rho = T(hyper[s, H_1])
+            g = ZERO if abs(g) < T(math.sqrt(TINY64 / (1.0 - hyper[s, H_1]))) else g
             sq = rho * state1[i] + (ONE - rho) * g * g
+            sq = ZERO if sq < TINY else sq
             state1[i] = sq
             params[i] -= T(lr) * g / (math.sqrt(sq) + T(hyper[s, H_EPS]))
         else:  # torch.optim.Adagrad(lr, eps, initial_accumulator_value)
+            g = ZERO if abs(g) < T(math.sqrt(TINY64)) else g
             sq = state1[i] + g * g
             state1[i] = sq
             params[i] -= T(lr) * g / (math.sqrt(sq) + T(hyper[s, H_EPS]))

@@ -166,8 +166,10 @@ def activation_row_forward(act, out, x, alpha):
         elu_forward(out, x, alpha)
     elif act == SOFTMAX:
         softmax_forward(out, x)
-    else:
+    elif act == HEAVISIDE:
         heaviside_forward(out, x)
+    else:
+        raise ValueError("unknown activation code")
 
 
 @kernel
@@ -186,8 +188,10 @@ def activation_row_backward(act, dx, dout, out, alpha):
         elu_backward(dx, dout, out, alpha)
     elif act == SOFTMAX:
         softmax_backward(dx, dout, out)
-    else:
+    elif act == HEAVISIDE:
         heaviside_backward(dx, dout, out)
+    else:
+        raise ValueError("unknown activation code")
 
 
 @kernel

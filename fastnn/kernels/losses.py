@@ -306,7 +306,9 @@ def loss_forward(loss, pred, target):
         return binary_cross_entropy_forward(pred, target)
     elif loss == KL_DIVERGENCE:
         return kl_divergence_forward(pred, target)
-    return perceptron_forward(pred, target)
+    elif loss == PERCEPTRON:
+        return perceptron_forward(pred, target)
+    raise ValueError("unknown loss code")
 
 
 @kernel
@@ -329,5 +331,7 @@ def loss_backward(loss, dpred, pred, target):
         binary_cross_entropy_backward(dpred, pred, target)
     elif loss == KL_DIVERGENCE:
         kl_divergence_backward(dpred, pred, target)
-    else:
+    elif loss == PERCEPTRON:
         perceptron_backward(dpred, pred, target)
+    else:
+        raise ValueError("unknown loss code")

@@ -11,8 +11,14 @@ A network is described by arrays, not objects, so that one compiled function ser
 architecture:
 
 - ``layers`` int64 (L, 6), one row per layer: offset of W and of b in ``params``, input and
-  output width, activation code, and whether the layer is dense (1) or a bare activation (0).
-- ``alphas`` float64 (L,): the activation's parameter (LeakyReLU/ELU alpha).
+  output width, activation code, and the layer's kind (``ACTIVATION_LAYER``, ``DENSE_LAYER``,
+  ``DROPOUT_LAYER``). Each kind has its forward/backward pair (``kernels/dense.py``,
+  ``kernels/activations.py``, ``kernels/dropout.py``) and one branch in ``network_forward`` and
+  ``network_backward``; an unknown kind raises.
+- ``alphas`` float64 (L,): the layer's float parameter: the activation's alpha (LeakyReLU,
+  ELU), or a Dropout's rate.
+- ``rng`` int64 (2,): the model's random key and its training step count; Dropout's masks are
+  a function of the two and of the layer's index (see ``kernels/dropout.py``).
 - ``acts`` one flat buffer for every layer's output; layer k writes rows x ``layers[k, N_OUT]``
   values from ``act_off[k + 1]``; ``act_off[0]`` is where a gathered input batch goes.
 - ``deltas`` (2, capacity): two gradient buffers used in turn going backward.
@@ -24,12 +30,15 @@ import numpy as np
 from ..config import kernel
 from .activations import SIGMOID, SOFTMAX, bias_activation_forward, activation_backward
 from .dense import dense_backward, dense_forward
+from .dropout import dropout_backward, dropout_forward, dropout_stream
 from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward,
                      sigmoid_binary_cross_entropy_backward, softmax_cross_entropy_backward)
 from .metrics import count_correct
 from .optimizers import optimizer_step
 
-W_OFF, B_OFF, N_IN, N_OUT, ACT, DENSE = range(6)
+W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND = range(6)
+ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER = range(3)
+RNG_KEY, RNG_STEP = range(2)
 
 
 @kernel(inline=True)
@@ -51,33 +60,52 @@ def gather_rows(dst, src, order, start):
 
 
 @kernel
-def network_forward(params, layers, alphas, x, acts, act_off):
-    """Run every layer on the rows of ``x``; returns the last layer's output (a view of ``acts``)."""
+def network_forward(params, layers, alphas, x, acts, act_off, training, rng):
+    """Run every layer on the rows of ``x``; returns the last layer's output (a view of ``acts``,
+    or of ``x`` when the layers after it are all inactive).
+
+    ``training``: Dropout draws its mask for step ``rng[RNG_STEP]``; otherwise Dropout is the
+    identity and is skipped (its output is its input, nothing is copied).
+    """
     rows = x.shape[0]
     inp = x
     for k in range(layers.shape[0]):
         n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
         out = acts[act_off[k + 1]: act_off[k + 1] + rows * n_out].reshape(rows, n_out)
-        if layers[k, DENSE]:
+        kind = layers[k, KIND]
+        if kind == DENSE_LAYER:
             w, b = layers[k, W_OFF], layers[k, B_OFF]
             W = params[w: w + n_in * n_out].reshape(n_in, n_out)
             dense_forward(out, inp, W, params[b: b + n_out], layers[k, ACT], alphas[k])
-        else:
+        elif kind == ACTIVATION_LAYER:
             bias_activation_forward(out, inp, params[0:0], layers[k, ACT], alphas[k])
+        elif kind == DROPOUT_LAYER:
+            if not training:
+                continue
+            stream = dropout_stream(rng[RNG_KEY], rng[RNG_STEP], k)
+            dropout_forward(out.reshape(-1), inp.reshape(-1), stream, alphas[k])
+        else:
+            raise ValueError("unknown layer kind")
         inp = out
     return inp
 
 
 @kernel
-def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, loss, target):
-    """Fill ``grads`` with dL/dparams for the batch whose forward pass is in ``acts``."""
+def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, loss, target, rng):
+    """Fill ``grads`` with dL/dparams for the batch whose training forward pass is in ``acts``.
+
+    One rule for every kind: ``deltas[cur]`` holds dL/d(layer k's output) when layer k is
+    reached, and the layer's backward leaves dL/d(its input) there (an in-place pass) or in
+    ``deltas[1 - cur]`` (a dense layer's dx), which then becomes ``cur``. The loss and the
+    last activation are differentiated as one where ``fused_loss_activation`` says so.
+    """
     rows = x.shape[0]
     last = layers.shape[0] - 1
     n_last = layers[last, N_OUT]
     pred = acts[act_off[last + 1]: act_off[last + 1] + rows * n_last].reshape(rows, n_last)
     cur = 0
     dout = deltas[cur, : rows * n_last].reshape(rows, n_last)
-    fused = fused_loss_activation(loss, layers[last, ACT])
+    fused = layers[last, KIND] != DROPOUT_LAYER and fused_loss_activation(loss, layers[last, ACT])
     if fused and loss == CROSS_ENTROPY:
         softmax_cross_entropy_backward(dout, pred, target)
     elif fused:
@@ -88,9 +116,16 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, lo
         n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
         out = acts[act_off[k + 1]: act_off[k + 1] + rows * n_out].reshape(rows, n_out)
         dout = deltas[cur, : rows * n_out].reshape(rows, n_out)
+        kind = layers[k, KIND]
+        if kind == DROPOUT_LAYER:
+            if k > 0:  # the input batch needs no gradient
+                stream = dropout_stream(rng[RNG_KEY], rng[RNG_STEP], k)
+                flat = dout.reshape(-1)
+                dropout_backward(flat, flat, stream, alphas[k])
+            continue
         if not (k == last and fused):
             activation_backward(dout, dout, out, layers[k, ACT], alphas[k])
-        if layers[k, DENSE]:
+        if kind == DENSE_LAYER:
             inp = x if k == 0 else acts[act_off[k]: act_off[k] + rows * n_in].reshape(rows, n_in)
             w, b = layers[k, W_OFF], layers[k, B_OFF]
             W = params[w: w + n_in * n_out].reshape(n_in, n_out)
@@ -99,6 +134,8 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, lo
             dx = deltas[1 - cur, : (rows * n_in if k > 0 else 0)].reshape(rows if k > 0 else 0, n_in)
             dense_backward(dx, dW, grads[b: b + n_out], dout, inp, W)
             cur = 1 - cur
+        elif kind != ACTIVATION_LAYER:
+            raise ValueError("unknown layer kind")
 
 
 @kernel
@@ -114,12 +151,12 @@ def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_ste
 @kernel
 def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
                   x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
-                  batch_loss, batch_correct):
+                  batch_loss, batch_correct, rng):
     """Train on batches ``first`` .. ``stop - 1`` of the rows ``x[order]``, ``y[order]``.
 
     Writes each batch's loss and number of correct rows into ``batch_loss``/``batch_correct``.
     Returns -1, or the index of the first batch whose loss was NaN or infinite (training
-    stops there, before that batch's update).
+    stops there, before that batch's update). ``rng[RNG_STEP]`` advances by one per batch trained.
     """
     n = order.size
     n_in = x.shape[1]
@@ -131,38 +168,41 @@ def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta,
         yb = targets[: rows * n_out].reshape(rows, n_out)
         gather_rows(xb, x, order, lo)
         gather_rows(yb, y, order, lo)
-        pred = network_forward(params, layers, alphas, xb, acts, act_off)
+        pred = network_forward(params, layers, alphas, xb, acts, act_off, True, rng)
         value = loss_forward(loss, pred, yb)
         batch_loss[bi] = value
         if not np.isfinite(value):
             return bi
         batch_correct[bi] = count_correct(pred, yb)
-        network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, loss, yb)
+        network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, loss, yb, rng)
         apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps)
+        rng[RNG_STEP] += 1
     return -1
 
 
 @kernel
-def predict_batches(out, params, layers, alphas, x, batch_size, acts, act_off):
-    """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass."""
+def predict_batches(out, params, layers, alphas, x, batch_size, acts, act_off, training, rng):
+    """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass: in inference
+    mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``rng[RNG_STEP]``)."""
     n = x.shape[0]
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off)
+        pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off, training, rng)
         for i in range(hi - lo):
             for j in range(pred.shape[1]):
                 out[lo + i, j] = pred[i, j]
 
 
 @kernel
-def evaluate_batches(params, layers, alphas, loss, x, y, batch_size, acts, act_off):
-    """(sum over batches of loss x rows, number of correct rows) over all rows of ``x``."""
+def evaluate_batches(params, layers, alphas, loss, x, y, batch_size, acts, act_off, rng):
+    """(sum over batches of loss x rows, number of correct rows) over all rows of ``x``, in
+    inference mode (``rng`` is not read)."""
     n = x.shape[0]
     total = 0.0
     correct = 0
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off)
+        pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off, False, rng)
         total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct

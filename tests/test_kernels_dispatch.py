@@ -1,0 +1,43 @@
+"""Every dispatch on an integer code ends in an error branch: an unknown code raises instead of
+falling through to the last real kernel (Numba kernels do no other checks). The CUDA launchers
+check the same codes on the host, since device code cannot raise."""
+import numpy as np
+import pytest
+
+from fastnn.kernels import activations as A
+from fastnn.kernels import losses as L
+from fastnn.kernels import optimizers as O
+
+
+def test_unknown_activation_code_raises():
+    x = np.full((2, 3), 0.5)
+    with pytest.raises(ValueError, match="activation"):
+        A.bias_activation_forward(x, x, np.zeros(3), A.HEAVISIDE + 1, 0.0)
+    with pytest.raises(ValueError, match="activation"):
+        A.activation_backward(x, x, x, -1, 0.0)
+    A.bias_activation_forward(x, x, np.zeros(3), A.HEAVISIDE, 0.0)  # the last real code still works
+    np.testing.assert_array_equal(x, 1.0)  # heaviside(0.5) = 1
+
+
+def test_unknown_loss_code_raises():
+    pred, target = np.full((2, 3), 0.5), np.full((2, 3), 0.5)
+    with pytest.raises(ValueError, match="loss"):
+        L.loss_forward(L.PERCEPTRON + 1, pred, target)
+    with pytest.raises(ValueError, match="loss"):
+        L.loss_backward(L.PERCEPTRON + 1, np.zeros_like(pred), pred, target)
+    assert L.loss_forward(L.PERCEPTRON, pred, target) == 0.0
+
+
+def test_unknown_optimizer_code_raises():
+    p = np.ones(4)
+    with pytest.raises(ValueError, match="optimizer"):
+        O.optimizer_step(O.ADAMW + 1, p, p.copy(), np.zeros(4), np.zeros(4), np.full(O.N_HYPER, 0.1), 1)
+    np.testing.assert_array_equal(p, 1.0)
+
+
+def test_cuda_launchers_check_codes_on_the_host():
+    from fastnn.cuda import check_code
+    check_code(3, 3, "loss")
+    for bad in (-1, 4):
+        with pytest.raises(ValueError, match="unknown loss code"):
+            check_code(bad, 3, "loss")
