@@ -355,7 +355,7 @@ class MLP:
             return self.predict(x)
         self._ensure_built()
         x = check_features(x, "x", width=self.input_dim, dtype=self.dtype)
-        out = self._backend.predict(x, x.shape[0], training=True)
+        out = self._backend.predict(x, max(1, x.shape[0]), training=True)
         self._backend.write("rng", 1, self._backend.host("rng")[1:] + 1)
         return out
 
