@@ -37,7 +37,7 @@ class TrainingLoop:
         params = np.concatenate(chunks).astype(np.float32)
         self.backend = CPUBackend(np.float32)
         self.backend.load(self.layers, np.zeros(n_layers), params, np.zeros_like(params), np.zeros_like(params),
-                          np.zeros(2, np.int64))
+                          np.zeros(2, np.int64), np.zeros((0, 4)))
         self.opt_meta = np.array([[0, params.size, ADAM]], np.int64)
         self.opt_hyper = np.zeros((1, N_HYPER))
         self.opt_hyper[0, [H_LR, H_1, H_2, H_EPS]] = 1e-3, 0.9, 0.999, 1e-8

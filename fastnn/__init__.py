@@ -18,6 +18,7 @@ from .losses import (MAE, MAPE, MSE, MSLE, SSE, BinaryCrossEntropy, CosineSimila
                      Loss, PerceptronCriterion)
 from .model import MLP, Perceptron, Sequential
 from .optimizers import SGD, AdaGrad, Adagrad, Adam, AdamW, Optimizer, RMSProp, RMSprop
+from .regularizers import L1, L1L2, L2, Regularizer
 from .saving import load_model
 from .threading import set_num_threads, get_num_threads, threading_info
 

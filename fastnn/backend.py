@@ -19,8 +19,9 @@ class CPUBackend:
         self.dtype = dtype
         self.capacity = 0
 
-    def load(self, layers, alphas, params, state1, state2, rng):
-        """Take the network table, the flat buffers and the random key and step (host arrays, copied)."""
+    def load(self, layers, alphas, params, state1, state2, rng, reg):
+        """Take the network table, the flat buffers, the random key and step and the weight
+        penalties' table (host arrays, copied)."""
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
         self.alphas = np.ascontiguousarray(alphas, dtype=np.float64)
         self.params = np.array(params, dtype=self.dtype)
@@ -28,6 +29,8 @@ class CPUBackend:
         self.state1 = np.array(state1, dtype=self.dtype)
         self.state2 = np.array(state2, dtype=self.dtype)
         self.rng = np.array(rng, dtype=np.int64).reshape(2)
+        self.reg = np.array(reg, dtype=np.float64).reshape(-1, 4)
+        self.tensors = network.weight_tensors(self.layers)
         self.capacity = 0
         # Forward matrix-product FLOPs per row; a training step costs about three times this.
         self.flops_per_row = 2.0 * float(np.sum(self.layers[:, network.N_IN] * self.layers[:, network.N_OUT]
@@ -66,7 +69,8 @@ class CPUBackend:
             return network.train_batches(
                 self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss,
                 opt_meta, opt_hyper, opt_steps, x, y, order, batch_size, first, stop,
-                self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct, self.rng)
+                self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct, self.rng,
+                self.reg, self.tensors)
 
     def predict(self, x, batch_size=INFERENCE_BATCH_SIZE, training=False):
         out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)

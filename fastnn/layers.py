@@ -7,7 +7,7 @@ write through them.
 """
 import numpy as np
 
-from . import activations, initializers, optimizers
+from . import activations, initializers, optimizers, regularizers
 from .base import Configurable
 from .kernels.network import ACT, ACTIVATION_LAYER, B_OFF, DENSE_LAYER, DROPOUT_LAYER, KIND, N_IN, N_OUT, W_OFF
 from .validation import check_features, check_float, check_int
@@ -41,6 +41,11 @@ class Layer(Configurable):
         row = np.zeros(6, np.int64)
         row[N_IN], row[N_OUT] = self.input_dim, self.output_dim
         return row
+
+    def regularized_slices(self):
+        """Rows [start, stop, l1, l2] of the kernels' ``reg`` table for this layer's penalized
+        parameters (offsets into the flat buffer; the model has set ``_offset``)."""
+        return []
 
     def table_float(self):
         """This layer's entry of the kernels' ``alphas`` (its activation's alpha, or a Dropout's rate)."""
@@ -80,12 +85,15 @@ class Dense(Layer):
     - ``optimizer`` None means the one given to ``compile`` (Adam if none), the seed's default;
       a layer's own optimizer wins over compile's. One object may serve several layers.
     - ``kernel_initializer`` defaults to Glorot uniform and ``bias_initializer`` to zeros (Keras).
+    - ``kernel_regularizer``/``bias_regularizer``: ``L1``, ``L2``, ``L1L2`` (``fastnn.regularizers``)
+      or their names; the penalty is added to the loss, as Keras adds it.
     The seed's ``inputDim``/``outputDim`` and Keras' ``units`` are accepted.
     """
     _aliases = {"units": "output_dim"}
 
     def __init__(self, input_dim=None, output_dim=None, activation=_SEED_DEFAULT_ACTIVATION, optimizer=None,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros"):
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
+                 bias_regularizer=None):
         if output_dim is None:
             raise TypeError("Dense needs output_dim (the number of units)")
         self.input_dim = None if input_dim is None else check_int(input_dim, "input_dim", minimum=1)
@@ -94,6 +102,8 @@ class Dense(Layer):
         self.optimizer = None if optimizer is None else optimizers.get(optimizer)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer, "kernel_regularizer")
+        self.bias_regularizer = regularizers.get(bias_regularizer, "bias_regularizer")
 
     def weight_shapes(self):
         return [(self.input_dim, self.output_dim), (self.output_dim,)]
@@ -103,6 +113,15 @@ class Dense(Layer):
         row[W_OFF], row[B_OFF] = offset, offset + self.input_dim * self.output_dim
         row[ACT], row[KIND] = self.activation.code, DENSE_LAYER
         return row
+
+    def regularized_slices(self):
+        n_w = self.input_dim * self.output_dim
+        rows = []
+        for reg, lo, n in ((self.kernel_regularizer, self._offset, n_w), (self.bias_regularizer, self._offset + n_w,
+                                                                        self.output_dim)):
+            if reg is not None and any(reg.factors()):
+                rows.append([lo, lo + n, *reg.factors()])
+        return rows
 
     def initial_weights(self, rng, dtype):
         return [self.kernel_initializer(self.weight_shapes()[0], rng, dtype),

@@ -17,6 +17,7 @@ from .backend import get_backend
 from .callbacks import Callback, History, TensorBoard
 from .config import INFERENCE_BATCH_SIZE
 from .kernels.optimizers import N_HYPER
+from .kernels.regularizers import regularization_penalty
 from .layers import Input, Layer, check_weight_list
 from .validation import check_dtype, check_features, check_float, check_int, check_targets
 
@@ -55,7 +56,8 @@ class MLP:
     def add(self, layer):
         """Append a layer; its input_dim must match the previous layer's output."""
         if not isinstance(layer, Layer):
-            raise TypeError(f"layer must be a fastnn layer (Dense, Activation, Dropout, Input), got {type(layer).__name__}")
+            raise TypeError("layer must be a fastnn layer (Dense, Activation, Dropout, Input), "
+                            f"got {type(layer).__name__}")
         if layer._model is not None:
             raise ValueError(f"this {type(layer).__name__} already belongs to a model: create a new layer")
         if isinstance(layer, Input) and self.layers:
@@ -99,9 +101,12 @@ class MLP:
             else np.zeros(0, self.dtype)
         self._table = np.array(table, dtype=np.int64)
         self._alphas = np.array([layer.table_float() for layer in layers], dtype=np.float64)
+        self._reg = np.array([row for layer in layers for row in layer.regularized_slices()],
+                             dtype=np.float64).reshape(-1, 4)
         rng = self._backend.host("rng") if self._backend is not None else np.array([self._random_key(), 0])
         self._backend = get_backend(self.device, self.dtype)
-        self._backend.load(self._table, self._alphas, params, np.zeros_like(params), np.zeros_like(params), rng)
+        self._backend.load(self._table, self._alphas, params, np.zeros_like(params), np.zeros_like(params), rng,
+                           self._reg)
         self._configure_optimizers()
 
     def _random_key(self):
@@ -376,7 +381,9 @@ class MLP:
     def _evaluate_arrays(self, x, y, batch_size=None):
         batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
         total, correct = self._backend.evaluate(x, y, self.loss.code, min(batch_size, x.shape[0]))
-        logs = {"loss": total / x.shape[0]}
+        # Keras' evaluate reports the loss with the weight penalty, as fit logs it.
+        penalty = regularization_penalty(self._backend.host("params"), self._reg) if self._reg.size else 0.0
+        logs = {"loss": total / x.shape[0] + penalty}
         if self.metrics:
             logs["accuracy"] = correct / x.shape[0]
         return logs
@@ -427,7 +434,7 @@ class MLP:
         backend = get_backend(device, self.dtype)
         if self._backend is not None:
             backend.load(self._table, self._alphas,
-                         *(self._backend.host(n) for n in ("params", "state1", "state2", "rng")))
+                         *(self._backend.host(n) for n in ("params", "state1", "state2", "rng")), self._reg)
             self._backend = backend
         self.device = device
         return self

@@ -5,6 +5,13 @@ is per parameter and lives in the model's flat state buffers, so one object may 
 several layers (as in the seed framework) and a step is one kernel over one array slice.
 Changing ``learning_rate`` between epochs (a scheduler callback does) takes effect at the
 next epoch.
+
+Every optimizer also takes Keras' gradient clipping, applied to its own parameters before each
+update: ``clipnorm`` (each weight tensor's gradient scaled to norm <= clipnorm, Keras'
+clip_by_norm), ``global_clipnorm`` (all its gradients together, as
+``torch.nn.utils.clip_grad_norm_``: scaled by min(1, c / (norm + 1e-6))) and ``clipvalue``
+(each element clamped to [-c, c], ``torch.nn.utils.clip_grad_value_``). None is off; clipnorm
+and global_clipnorm exclude each other, as in Keras.
 """
 import numpy as np
 
@@ -16,19 +23,33 @@ from .validation import check_float
 class Optimizer(Configurable):
     kind = K.SGD
     initial_state = 0.0
+    clipnorm = global_clipnorm = clipvalue = None
+
+    def _set_clipping(self, clipnorm, global_clipnorm, clipvalue):
+        for name, value in (("clipnorm", clipnorm), ("global_clipnorm", global_clipnorm), ("clipvalue", clipvalue)):
+            setattr(self, name, None if value is None else
+                    check_float(value, name, minimum=0.0, min_inclusive=False))
+        if self.clipnorm is not None and self.global_clipnorm is not None:
+            raise ValueError("clipnorm and global_clipnorm cannot both be set (as in Keras): choose one")
 
     def hyper_parameters(self):
         """The vector that ``kernels.optimizers.optimizer_step`` reads (layout ``H_*``), validated."""
         h = np.zeros(K.N_HYPER)
         h[K.H_LR] = check_float(self.learning_rate, "learning_rate", minimum=0.0)
+        h[K.H_CLIPNORM] = self.clipnorm or 0.0
+        h[K.H_GLOBAL_CLIPNORM] = self.global_clipnorm or 0.0
+        h[K.H_CLIPVALUE] = self.clipvalue or 0.0
         return h
 
     def step(self, params, grads, state1, state2, step):
         """Apply one update to the flat arrays ``params`` in place (``step`` counts from 1).
 
-        The model calls the kernels directly; this is for using an optimizer on your own arrays.
+        The model calls the kernels directly; this is for using an optimizer on your own arrays,
+        which are clipped (if asked) as one weight tensor.
         """
-        K.optimizer_step(self.kind, params, grads, state1, state2, self.hyper_parameters(), step)
+        hyper = self.hyper_parameters()
+        K.clip_gradients(grads, 0, grads.size, np.array([[0, grads.size]], dtype=np.int64), hyper)
+        K.optimizer_step(self.kind, params, grads, state1, state2, hyper, step)
 
 
 class SGD(Optimizer):
@@ -36,7 +57,9 @@ class SGD(Optimizer):
     v = momentum v + g; p -= lr (g + momentum v if nesterov else v); momentum 0 gives p -= lr g."""
     kind = K.SGD
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False,
+                 clipnorm=None, global_clipnorm=None, clipvalue=None):
+        self._set_clipping(clipnorm, global_clipnorm, clipvalue)
         self.learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0)
         self.momentum = check_float(momentum, "momentum", minimum=0.0, maximum=1.0, max_inclusive=False)
         if not isinstance(nesterov, (bool, np.bool_)):
@@ -57,7 +80,9 @@ class Adam(Optimizer):
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
     kind = K.ADAM
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 clipnorm=None, global_clipnorm=None, clipvalue=None):
+        self._set_clipping(clipnorm, global_clipnorm, clipvalue)
         self.learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0)
         self.beta_1 = check_float(beta_1, "beta_1", minimum=0.0, maximum=1.0, max_inclusive=False)
         self.beta_2 = check_float(beta_2, "beta_2", minimum=0.0, maximum=1.0, max_inclusive=False)
@@ -75,8 +100,9 @@ class AdamW(Adam):
     PyTorch's (weight_decay 0.01)."""
     kind = K.ADAMW
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.01):
-        super().__init__(learning_rate, beta_1, beta_2, epsilon)
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.01,
+                 clipnorm=None, global_clipnorm=None, clipvalue=None):
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, clipnorm, global_clipnorm, clipvalue)
         self.weight_decay = check_float(weight_decay, "weight_decay", minimum=0.0)
 
     def hyper_parameters(self):
@@ -90,7 +116,9 @@ class RMSProp(Optimizer):
     s = rho s + (1-rho) g²; p -= lr g / (sqrt(s) + eps). Defaults are PyTorch's."""
     kind = K.RMSPROP
 
-    def __init__(self, learning_rate=0.01, rho=0.99, epsilon=1e-8):
+    def __init__(self, learning_rate=0.01, rho=0.99, epsilon=1e-8,
+                 clipnorm=None, global_clipnorm=None, clipvalue=None):
+        self._set_clipping(clipnorm, global_clipnorm, clipvalue)
         self.learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0)
         self.rho = check_float(rho, "rho", minimum=0.0, maximum=1.0, max_inclusive=False)
         self.epsilon = check_float(epsilon, "epsilon", minimum=0.0)
@@ -106,7 +134,9 @@ class AdaGrad(Optimizer):
     s += g²; p -= lr g / (sqrt(s) + eps), s starting at initial_accumulator_value."""
     kind = K.ADAGRAD
 
-    def __init__(self, learning_rate=0.01, epsilon=1e-10, initial_accumulator_value=0.0):
+    def __init__(self, learning_rate=0.01, epsilon=1e-10, initial_accumulator_value=0.0,
+                 clipnorm=None, global_clipnorm=None, clipvalue=None):
+        self._set_clipping(clipnorm, global_clipnorm, clipvalue)
         self.learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0)
         self.epsilon = check_float(epsilon, "epsilon", minimum=0.0)
         self.initial_accumulator_value = check_float(initial_accumulator_value, "initial_accumulator_value",

@@ -249,19 +249,20 @@ def two_optimizers(net, sgd_lr=0.1, momentum=0.9, adam=(0.01, 0.9, 0.999, 1e-3))
 
 
 def run_train_batches(net, params, loss, x, y, order, batch_size, first, stop, opt_meta, opt_hyper,
-                      state1=None, state2=None, opt_steps=None, rng=None):
+                      state1=None, state2=None, opt_steps=None, rng=None, reg=None):
     acts, act_off, deltas, targets = workspace(net, batch_size)
     grads = np.zeros_like(params)
     state1 = np.zeros_like(params) if state1 is None else state1
     state2 = np.zeros_like(params) if state2 is None else state2
     opt_steps = np.zeros(opt_meta.shape[0], dtype=np.int64) if opt_steps is None else opt_steps
     rng = np.array([RNG[0], 0], dtype=np.int64) if rng is None else rng
+    reg = np.zeros((0, 4)) if reg is None else reg
     n_batches = -(-order.size // batch_size)
     batch_loss = np.full(n_batches, -1.0)
     batch_correct = np.full(n_batches, -1, dtype=np.int64)
     bad = N.train_batches(params, grads, state1, state2, net.layers, net.alphas, loss, opt_meta, opt_hyper,
                           opt_steps, x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
-                          batch_loss, batch_correct, rng)
+                          batch_loss, batch_correct, rng, reg, N.weight_tensors(net.layers))
     return bad, batch_loss, batch_correct, opt_steps
 
 
@@ -403,7 +404,7 @@ def test_apply_optimizers_updates_each_slice_with_its_own_optimizer():
     p, s1, s2, steps = params.copy(), np.zeros(n), np.zeros(n), np.zeros(2, dtype=np.int64)
     expected = [params.copy(), np.zeros(n), np.zeros(n)]
     for t in range(1, 4):
-        N.apply_optimizers(p, grads, s1, s2, opt_meta, opt_hyper, steps)
+        N.apply_optimizers(p, grads, s1, s2, opt_meta, opt_hyper, steps, np.zeros((0, 2), np.int64))
         for (lo, hi, kind), h in zip(opt_meta, opt_hyper):
             O.optimizer_step(kind, *(a[lo:hi] for a in (expected[0], grads, expected[1], expected[2])), h, t)
     np.testing.assert_array_equal(steps, [3, 3])

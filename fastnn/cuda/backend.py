@@ -7,11 +7,13 @@ device; a call of ``train`` uploads what the host decided (the order of this cal
 step counts, hyper-parameters: a few small copies), enqueues every step, and reads the
 batch losses and correct counts back once at its end.
 """
+from types import SimpleNamespace
+
 import numpy as np
 
 from ..config import INFERENCE_BATCH_SIZE
-from ..kernels.network import B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF
-from ..kernels.optimizers import ADAMW, N_HYPER
+from ..kernels.network import B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, weight_tensors
+from ..kernels.optimizers import ADAMW, H_CLIPNORM, H_CLIPVALUE, H_GLOBAL_CLIPNORM, N_HYPER
 from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, check_code
 
 _INSTALL_HINT = "pip install 'fastnn[cuda]' (NVIDIA's numba-cuda package)"
@@ -74,9 +76,10 @@ class CUDABackend:
     def _to_device(self, array):
         return self.cuda.to_device(np.ascontiguousarray(array), stream=self.stream)
 
-    def load(self, layers, alphas, params, state1, state2, rng):
-        """Take the network table, the flat buffers (host arrays, copied to the device) and the
-        random key and step (kept on the host: each call hands the step to the device)."""
+    def load(self, layers, alphas, params, state1, state2, rng, reg):
+        """Take the network table, the flat buffers (host arrays, copied to the device), the
+        random key and step (kept on the host: each call hands the step to the device) and the
+        weight penalties' table."""
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
         self.alphas = np.ascontiguousarray(alphas, dtype=np.float64)
         for row in self.layers:
@@ -88,6 +91,13 @@ class CUDABackend:
         self.state1 = self._to_device(np.asarray(state1, dtype=self.dtype))
         self.state2 = self._to_device(np.asarray(state2, dtype=self.dtype))
         self.rng = np.array(rng, dtype=np.int64).reshape(2)
+        reg = np.ascontiguousarray(np.reshape(reg, (-1, 4)), dtype=np.float64)
+        self.reg = SimpleNamespace(table=self._to_device(reg), rows=reg.shape[0], size=int(reg[:, 1].max())) \
+            if reg.shape[0] else None
+        tensors = weight_tensors(self.layers)
+        self.clip = SimpleNamespace(tensors=self._to_device(tensors), n=tensors.shape[0],
+                                    sums=self.cuda.device_array(max(1, tensors.shape[0]), np.float64)) \
+            if tensors.shape[0] else None
         self.capacity = 0
         self.runner.forget()
 
@@ -194,14 +204,17 @@ class CUDABackend:
         lo, hi = first * batch_size, min(stop * batch_size, n)
         common = (self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss, meta, hyper,
                   steps)
-        key = int(self.rng[0])
+        host_hyper = np.asarray(opt_hyper, dtype=np.float64).reshape(-1, N_HYPER)
+        clipping = bool(np.any(host_hyper[:, [H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE]] > 0))
+        # Dropout's key, the weight penalties, the clipping scratch (None: not planned into the step)
+        step_args = (int(self.rng[0]), self.reg, self.clip if clipping else None)
         work = (self.acts, self.act_off, self.deltas, self.targets, records, control)
         if data.resident:
             positions[lo:hi].copy_to_device(np.ascontiguousarray(order[lo:hi], dtype=np.int64), stream=self.stream)
-            self._network.train_batches(*common, data.x, data.y, positions, batch_size, key, first, stop, *work,
-                                        self.runner)
+            self._network.train_batches(*common, data.x, data.y, positions, batch_size, *step_args, first, stop,
+                                        *work, self.runner)
         else:
-            self._train_streamed(data, order, batch_size, key, first, stop, common, work, positions)
+            self._train_streamed(data, order, batch_size, step_args, first, stop, common, work, positions)
         out = records[2 * first: 2 * stop].copy_to_host(stream=self.stream)
         self.stream.synchronize()
         batch_loss[first:stop] = out[0::2]
@@ -212,7 +225,7 @@ class CUDABackend:
         self.rng[1] += (bad if bad >= 0 else stop) - first
         return bad
 
-    def _train_streamed(self, data, order, batch_size, key, first, stop, common, work, positions):
+    def _train_streamed(self, data, order, batch_size, step_args, first, stop, common, work, positions):
         """Training for a data set that does not fit: the rows of as many batches as fit in the
         budget are gathered on the host, uploaded to a staging buffer, and trained on."""
         x, y = data.host
@@ -230,7 +243,8 @@ class CUDABackend:
             ys[: (hi - lo) * y.shape[1]].copy_to_device(np.ascontiguousarray(y[rows]).reshape(-1), stream=self.stream)
             # The step gathers rows order[b * batch_size + r]: here, positions in the staging buffer.
             positions[lo:hi].copy_to_device(np.arange(hi - lo, dtype=np.int64), stream=self.stream)
-            self._network.train_batches(*common, xs, ys, positions, batch_size, key, b0, b1, *work, self.runner)
+            self._network.train_batches(*common, xs, ys, positions, batch_size, *step_args, b0, b1, *work,
+                                        self.runner)
             self.stream.synchronize()  # the staging buffer is overwritten next
 
     # ---- inference --------------------------------------------------------------------------

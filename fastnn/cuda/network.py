@@ -34,7 +34,8 @@ from .activations import IDENTITY, SOFTMAX, activation_backward, bias_activation
 from .dense import dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward
 from .losses import loss_backward, loss_forward
-from .optimizers import optimizer_step
+from .optimizers import clip_gradients, optimizer_step
+from .regularizers import regularization_forward_backward
 
 
 @lru_cache(maxsize=None)
@@ -143,7 +144,8 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, ro
 
 
 def train_step(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
-               x, y, order, batch_size, key, rows, acts, act_off, deltas, targets, records, control, plan):
+               x, y, order, batch_size, key, reg, clip, rows, acts, act_off, deltas, targets, records, control,
+               plan):
     """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring)."""
     last = layers.shape[0] - 1
     n_in, n_out = int(layers[0, N_IN]), int(layers[last, N_OUT])
@@ -157,25 +159,32 @@ def train_step(params, grads, state1, state2, layers, alphas, loss, opt_meta, op
                   rows, n_out, control, opt_steps, softmax_first=deferred, plan=plan)
     network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, rows, plan=plan, key=key,
                      control=control)
+    if reg is not None:
+        regularization_forward_backward(params, grads, reg.table, reg.rows, reg.size, records, control, plan=plan)
+    if clip is not None and opt_meta.shape[0]:
+        clip_gradients(grads, opt_meta, opt_hyper, clip.tensors, clip.n, clip.sums, control, plan=plan)
     if opt_meta.shape[0]:
         optimizer_step(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, control, plan=plan)
 
 
 def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
-                  x, y, order, batch_size, key, first, stop, acts, act_off, deltas, targets, records, control,
-                  runner):
+                  x, y, order, batch_size, key, reg, clip, first, stop, acts, act_off, deltas, targets, records,
+                  control, runner):
     """Enqueue training on batches ``first`` .. ``stop - 1`` of the rows ``x[order]``, ``y[order]``.
 
     Device arrays throughout (``x``, ``y`` flat row-major, ``order`` int64 positions into them);
     ``control[C_BATCH]`` must hold ``first`` and ``control[C_STEP0]`` the training step of batch 0
-    (``key`` and that step draw Dropout's masks). Nothing is read back: the loss and correct count
+    (``key`` and that step draw Dropout's masks). ``reg``: the weight penalties on the device
+    (``table``, ``rows``, ``size``: see ``regularizers``), or None; ``clip``: the weight tensors
+    (``tensors``, ``n``) and a float64 scratch ``sums`` when an optimizer clips, else None.
+    Nothing is read back: the loss and correct count
     of batch b land in ``records[2b]``, ``records[2b + 1]``. Full batches run as one replayed
     plan, a smaller last batch as a plan of its own.
     """
     n = order.size
     full_stop = min(stop, n // batch_size)
     args = (params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps, x, y, order,
-            batch_size, key)
+            batch_size, key, reg, clip)
     work = (acts, act_off, deltas, targets, records, control)
     for rows, times in ((batch_size, full_stop - first), (n - full_stop * batch_size, stop - max(first, full_stop))):
         if times > 0:

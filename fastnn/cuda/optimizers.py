@@ -15,8 +15,10 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ..kernels.optimizers import ADAGRAD, ADAM, ADAMW, H_1, H_2, H_DECAY, H_EPS, H_FLAG, H_LR, RMSPROP, SGD  # noqa: F401
-from . import C_BAD, blocks, kernel, launch
+from ..kernels.optimizers import (ADAGRAD, ADAM, ADAMW, GLOBAL_CLIPNORM_EPSILON, H_1, H_2,  # noqa: F401
+                                  H_CLIPNORM, H_CLIPVALUE, H_DECAY, H_EPS, H_FLAG, H_GLOBAL_CLIPNORM, H_LR, RMSPROP,
+                                  SGD)
+from . import C_BAD, REDUCE_THREADS, blocks, kernel, launch
 
 
 @lru_cache(maxsize=None)
@@ -78,7 +80,72 @@ def kernels(dtype):
             state1[i] = sq
             params[i] -= T(lr) * g / (math.sqrt(sq) + T(hyper[s, H_EPS]))
 
-    return SimpleNamespace(optimizer_step_elements=optimizer_step_elements)
+    @kernel
+    def tensor_square_sums(grads, tensors, sums):
+        """sums[k] = sum of grads² over tensor k (float64): one block per tensor."""
+        part = cuda.shared.array(REDUCE_THREADS, numba.float64)
+        k = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        acc = 0.0
+        for i in range(tensors[k, 0] + tid, tensors[k, 1], cuda.blockDim.x):
+            g = numba.float64(grads[i])
+            acc += g * g
+        part[tid] = acc
+        cuda.syncthreads()
+        s = cuda.blockDim.x // 2
+        while s > 0:
+            if tid < s:
+                part[tid] += part[tid + s]
+            cuda.syncthreads()
+            s //= 2
+        if tid == 0:
+            sums[k] = part[0]
+
+    @kernel
+    def clip_elements(grads, meta, hyper, n_segments, tensors, n_tensors, sums, control):
+        """``kernels.optimizers.clip_gradients`` for every slice at once, from ``sums``."""
+        i = cuda.grid(1)
+        if i >= grads.size or control[C_BAD] >= 0:
+            return
+        s = 0
+        while s < n_segments - 1 and i >= meta[s, 1]:
+            s += 1
+        lo, hi = meta[s, 0], meta[s, 1]
+        if i < lo or i >= hi:
+            return
+        g = grads[i]
+        clipnorm, global_clipnorm, clipvalue = hyper[s, H_CLIPNORM], hyper[s, H_GLOBAL_CLIPNORM], hyper[s, H_CLIPVALUE]
+        if clipnorm > 0.0:
+            for k in range(n_tensors):
+                if tensors[k, 0] <= i < tensors[k, 1] and tensors[k, 0] >= lo and tensors[k, 1] <= hi:
+                    norm = math.sqrt(sums[k])
+                    if norm > clipnorm:
+                        g = g * T(clipnorm / norm)
+        elif global_clipnorm > 0.0:
+            total = 0.0
+            for k in range(n_tensors):
+                if tensors[k, 0] >= lo and tensors[k, 1] <= hi:
+                    total += sums[k]
+            coef = global_clipnorm / (math.sqrt(total) + GLOBAL_CLIPNORM_EPSILON)
+            if coef < 1.0:
+                g = g * T(coef)
+        if clipvalue > 0.0:
+            c = T(clipvalue)
+            g = c if g > c else (-c if g < -c else g)
+        grads[i] = g
+
+    return SimpleNamespace(optimizer_step_elements=optimizer_step_elements, tensor_square_sums=tensor_square_sums,
+                           clip_elements=clip_elements)
+
+
+def clip_gradients(grads, meta, hyper, tensors, n_tensors, sums, control, plan=None):
+    """Every optimizer's gradient clipping (``hyper``'s H_CLIP* columns) over the flat device
+    gradients, as ``kernels.optimizers.clip_gradients``: each tensor's sum of squares (rows of
+    ``tensors``, float64 into ``sums``), then one thread per element scales and clamps."""
+    k = kernels(np.dtype(grads.dtype).name)
+    launch(plan, k.tensor_square_sums, int(n_tensors), REDUCE_THREADS, grads, tensors, sums)
+    launch(plan, k.clip_elements, *blocks(grads.size), grads, meta, hyper, meta.shape[0], tensors, int(n_tensors),
+           sums, control)
 
 
 def optimizer_step(params, grads, state1, state2, meta, hyper, steps, control, plan=None):

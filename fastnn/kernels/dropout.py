@@ -1,4 +1,4 @@
-"""Dropout: ``dropout_forward(out, x, stream, threshold, scale)`` and ``dropout_backward(dx, dout, stream, threshold, scale)``.
+"""Dropout: ``dropout_forward(out, x, stream, rate)`` and ``dropout_backward(dx, dout, stream, rate)``.
 
 Inverted dropout (``torch.nn.Dropout``, Keras' ``Dropout``): in training each element is kept
 with probability 1 - rate and scaled by 1 / (1 - rate), else zeroed; at inference the layer is

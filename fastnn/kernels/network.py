@@ -19,6 +19,10 @@ architecture:
   ELU), or a Dropout's rate.
 - ``rng`` int64 (2,): the model's random key and its training step count; Dropout's masks are
   a function of the two and of the layer's index (see ``kernels/dropout.py``).
+- ``tensors`` int64 (T, 2): [start, stop) of every weight tensor in ``params`` (a dense layer's
+  W and b), for per-tensor gradient clipping.
+- ``reg`` float64 (R, 4): the weight penalties, [start, stop, l1, l2] per penalized slice of
+  ``params`` (``kernels/regularizers.py``); R = 0 without regularizers.
 - ``acts`` one flat buffer for every layer's output; layer k writes rows x ``layers[k, N_OUT]``
   values from ``act_off[k + 1]``; ``act_off[0]`` is where a gathered input batch goes.
 - ``deltas`` (2, capacity): two gradient buffers used in turn going backward.
@@ -34,7 +38,8 @@ from .dropout import dropout_backward, dropout_forward, dropout_stream
 from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward,
                      sigmoid_binary_cross_entropy_backward, softmax_cross_entropy_backward)
 from .metrics import count_correct
-from .optimizers import optimizer_step
+from .optimizers import clip_gradients, optimizer_step
+from .regularizers import regularization_forward_backward
 
 W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND = range(6)
 ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER = range(3)
@@ -139,22 +144,34 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, lo
 
 
 @kernel
-def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps):
-    """One step of every optimizer on its own slice of the flat buffers."""
+def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, tensors):
+    """One step of every optimizer on its own slice of the flat buffers, after clipping the
+    slice's gradients as the optimizer asks (``tensors``: [start, stop) of every weight tensor)."""
     for s in range(opt_meta.shape[0]):
         lo, hi = opt_meta[s, 0], opt_meta[s, 1]
+        clip_gradients(grads, lo, hi, tensors, opt_hyper[s])
         opt_steps[s] += 1
         optimizer_step(opt_meta[s, 2], params[lo:hi], grads[lo:hi], state1[lo:hi], state2[lo:hi],
                        opt_hyper[s], opt_steps[s])
 
 
+def weight_tensors(layers):
+    """``tensors`` for the network table ``layers``: [start, stop) of each dense layer's W and b."""
+    rows = []
+    for w, b, n_in, n_out, _, kind in np.asarray(layers, dtype=np.int64).reshape(-1, 6):
+        if kind == DENSE_LAYER:
+            rows += [[w, w + n_in * n_out], [b, b + n_out]]
+    return np.array(rows, dtype=np.int64).reshape(-1, 2)
+
+
 @kernel
 def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
                   x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
-                  batch_loss, batch_correct, rng):
+                  batch_loss, batch_correct, rng, reg, tensors):
     """Train on batches ``first`` .. ``stop - 1`` of the rows ``x[order]``, ``y[order]``.
 
-    Writes each batch's loss and number of correct rows into ``batch_loss``/``batch_correct``.
+    Writes each batch's loss (with the weight penalty of ``reg``) and number of correct rows into
+    ``batch_loss``/``batch_correct``.
     Returns -1, or the index of the first batch whose loss was NaN or infinite (training
     stops there, before that batch's update). ``rng[RNG_STEP]`` advances by one per batch trained.
     """
@@ -175,7 +192,8 @@ def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta,
             return bi
         batch_correct[bi] = count_correct(pred, yb)
         network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, loss, yb, rng)
-        apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps)
+        batch_loss[bi] = value + regularization_forward_backward(params, grads, reg)
+        apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, tensors)
         rng[RNG_STEP] += 1
     return -1
 

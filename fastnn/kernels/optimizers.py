@@ -7,14 +7,14 @@ on the optimizer's code.
 
 One departure: no state is ever a denormal number. A decaying state (momentum, Adam's
 moments, RMSprop's average) that falls below the smallest normal number of its dtype is stored
-as zero, and where a gradient is so small that its square would be (|g| below about 3e-18 in
-float32: sqrt(tiny / (1 - beta2))), Adam, RMSprop and Adagrad take it as zero; SIMD code
-computes both sides of a select, so the input itself must be cleared before it is squared. A parameter whose gradient is zero at every step (the weights of MNIST's
-always-blank border pixels) would otherwise have its moments decay into denormals within about
-800 steps, and Intel cores compute with denormals some 25-60x slower: Adam over 84,060 such
-parameters took 2,576 µs instead of 43 µs, and with gradients of 1e-22, 1,047 µs. torch keeps
-the denormals; what they would add to an update is below the rounding of any parameter whose
-magnitude exceeds about 1e-30.
+as zero, and a gradient so small that its square would be denormal (|g| below
+sqrt(tiny / (1 - beta2)), about 3e-18 in float32) counts as zero in Adam, RMSprop and Adagrad
+(SIMD code computes both sides of a select, so the input is cleared before it is squared). A
+parameter whose gradient is zero at every step (the weights of MNIST's always-blank border
+pixels) would otherwise have its moments decay into denormals within about 800 steps, and Intel
+cores compute with denormals some 25-60x slower: Adam over 84,060 such parameters took 2,576 µs
+instead of 43 µs, and with gradients of 1e-22, 1,047 µs. torch keeps the denormals; what they
+would add to an update is below the rounding of any parameter larger than about 1e-30.
 
 The loops are serial. A parallel build ran Adam over the wide network's 1.86M parameters in
 0.64 ms instead of 1.15 ms, but its OpenMP threads then spin and take the cores from the
@@ -22,13 +22,17 @@ BLAS threads of the next matrix product (784-256-256-10 trained at 28k instead o
 samples/s), and using GNU OpenMP at all breaks fork-based process pools in the user's program.
 """
 import numpy as np
+
 from ..config import kernel
 
 SGD, ADAM, RMSPROP, ADAGRAD, ADAMW = range(5)
 
-# Layout of an optimizer's hyper-parameter vector, as passed to ``optimizer_step``.
-H_LR, H_1, H_2, H_EPS, H_FLAG, H_DECAY = range(6)
-N_HYPER = 6
+# Layout of an optimizer's hyper-parameter vector, as passed to ``optimizer_step``; the last
+# three are its gradient clipping (0: off), applied by ``clip_gradients`` before the update.
+H_LR, H_1, H_2, H_EPS, H_FLAG, H_DECAY, H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE = range(9)
+N_HYPER = 9
+# torch.nn.utils.clip_grad_norm_'s guard: scale = max_norm / (total_norm + 1e-6).
+GLOBAL_CLIPNORM_EPSILON = 1e-6
 
 
 @kernel(inline=True)
@@ -108,6 +112,44 @@ def adagrad_step(params, grads, sum_sq, lr, eps):
         s = sum_sq[i] + g * g
         sum_sq[i] = s
         params[i] -= lr_ * g / (np.sqrt(s) + eps_)
+
+
+@kernel(inline=True)
+def clip_gradients(grads, lo, hi, tensors, hyper):
+    """Clip the gradients of one optimizer's slice [lo, hi), in Keras' order: ``clipnorm`` per
+    weight tensor (rows [start, stop) of ``tensors`` inside the slice; keras' clip_by_norm:
+    g * c / max(norm, c)), or ``global_clipnorm`` over the whole slice
+    (torch.nn.utils.clip_grad_norm_: g * min(1, c / (norm + 1e-6))); then ``clipvalue``
+    (clamp to [-c, c], torch.nn.utils.clip_grad_value_). Each is off at 0. Norms are summed in
+    float64; a NaN norm scales nothing, so NaN stays visible."""
+    t = grads.dtype.type
+    clipnorm, global_clipnorm, clipvalue = hyper[H_CLIPNORM], hyper[H_GLOBAL_CLIPNORM], hyper[H_CLIPVALUE]
+    if clipnorm > 0:
+        for k in range(tensors.shape[0]):
+            a, b = tensors[k, 0], tensors[k, 1]
+            if a >= lo and b <= hi:
+                square_sum = 0.0
+                for i in range(a, b):
+                    square_sum += np.float64(grads[i]) * np.float64(grads[i])
+                norm = np.sqrt(square_sum)
+                if norm > clipnorm:
+                    scale = t(clipnorm / norm)
+                    for i in range(a, b):
+                        grads[i] *= scale
+    elif global_clipnorm > 0:
+        square_sum = 0.0
+        for i in range(lo, hi):
+            square_sum += np.float64(grads[i]) * np.float64(grads[i])
+        coef = global_clipnorm / (np.sqrt(square_sum) + GLOBAL_CLIPNORM_EPSILON)
+        if coef < 1.0:
+            scale = t(coef)
+            for i in range(lo, hi):
+                grads[i] *= scale
+    if clipvalue > 0:
+        c = t(clipvalue)
+        for i in range(lo, hi):
+            g = grads[i]
+            grads[i] = c if g > c else (-c if g < -c else g)
 
 
 @kernel

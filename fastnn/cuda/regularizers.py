@@ -1,0 +1,61 @@
+"""CUDA twin of ``fastnn.kernels.regularizers``: the weight penalty's gradient, added to ``grads``,
+and its value, added to the batch's recorded loss, in one launch.
+
+One thread per parameter up to the last penalized one; each block sums its threads' penalty
+in shared memory and adds the sum to ``records[2 * (control[C_BATCH] - 1)]``, the loss of the
+batch the loss kernel has just recorded (atomically: blocks finish in any order, so the float64
+sum is rounded in a varying order, far below float32 resolution).
+"""
+from functools import lru_cache
+from types import SimpleNamespace
+
+import numba
+import numpy as np
+from numba import cuda
+
+from ..kernels.regularizers import R_HI, R_L1, R_L2, R_LO
+from . import C_BATCH, REDUCE_THREADS, kernel, launch
+from .metrics import reduce_threads
+
+F64 = numba.float64
+
+
+@lru_cache(maxsize=None)
+def kernels(dtype):
+    T = numba.from_dtype(np.dtype(dtype))
+    ZERO, ONE = T(0), T(1)
+
+    @kernel
+    def regularization_elements(params, grads, reg, n_reg, size, records, control):
+        part = cuda.shared.array(REDUCE_THREADS, F64)
+        tid = cuda.threadIdx.x
+        i = cuda.grid(1)
+        value = 0.0
+        if i < size:
+            for r in range(n_reg):
+                if reg[r, R_LO] <= i < reg[r, R_HI]:
+                    w = params[i]
+                    l1, l2 = reg[r, R_L1], reg[r, R_L2]
+                    value = l1 * abs(F64(w)) + l2 * F64(w) * F64(w)
+                    sign = ONE if w > ZERO else (-ONE if w < ZERO else ZERO)
+                    grads[i] += T(l1) * sign + T(2.0 * l2) * w
+        part[tid] = value
+        cuda.syncthreads()
+        s = cuda.blockDim.x // 2
+        while s > 0:
+            if tid < s:
+                part[tid] += part[tid + s]
+            cuda.syncthreads()
+            s //= 2
+        if tid == 0 and part[0] != 0.0:
+            cuda.atomic.add(records, 2 * (control[C_BATCH] - 1), part[0])
+
+    return SimpleNamespace(regularization_elements=regularization_elements)
+
+
+def regularization_forward_backward(params, grads, reg, n_reg, size, records, control, plan=None):
+    """As ``kernels.regularizers.regularization_forward_backward`` for the device table ``reg``
+    (``n_reg`` rows, penalized parameters below ``size``), after the step's loss kernel."""
+    threads = reduce_threads(size)
+    launch(plan, kernels(np.dtype(params.dtype).name).regularization_elements, -(-size // threads), threads,
+           params, grads, reg, int(n_reg), int(size), records, control)
