@@ -25,7 +25,8 @@ What is measured, and how
   ``benchmarks`` package and its ``__init__`` never reach it) with an environment built from a
   whitelist of the one this script was started with: PATH, HOME, USER, LOGNAME, LANG, LC_ALL,
   LC_CTYPE, TMPDIR, TERM, VIRTUAL_ENV, PYTHONPATH (those set), plus OMP_NUM_THREADS =
-  MKL_NUM_THREADS = OPENBLAS_NUM_THREADS = ``--threads``. Nothing else (no FASTNN_*, NUMBA_*, OMP_WAIT_POLICY, KMP_*). The
+  MKL_NUM_THREADS = OPENBLAS_NUM_THREADS = ``--threads``. Nothing else (no FASTNN_*, NUMBA_*,
+  OMP_WAIT_POLICY, KMP_*). The
   start-up and memory runs use the same environment (the cold start-up adds an empty
   ``NUMBA_CACHE_DIR``). Each worker reports its ``os.environ`` after importing its framework and
   setting it up, and every variable that import and set-up changed; the report prints both, the

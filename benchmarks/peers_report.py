@@ -90,7 +90,8 @@ def header(run):
         lines.append(f"NumPy's BLAS (clean GEMM-peak process): {gemm['blas']}")
     lines.append("Each peer runs in a process of its own, started with a clean environment: "
                  + ", ".join(run.get("clean_env_names", [])) + " from the caller (where set), and "
-                 f"OMP_NUM_THREADS = MKL_NUM_THREADS = OPENBLAS_NUM_THREADS = {run['threads']}. Shown: each worker's os.environ after import and set-up "
+                 f"OMP_NUM_THREADS = MKL_NUM_THREADS = OPENBLAS_NUM_THREADS = {run['threads']}. Shown: each worker's "
+                 "os.environ after import and set-up "
                  f"({', '.join(VALUES_HIDDEN)}: names only), and what import and set-up changed.")
     for p, w in run["peer_info"].items():
         info = w["info"]

@@ -9,7 +9,7 @@
 """
 from .activations import ELU, Heaviside, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback, LearningRateScheduler,
-                        ModelCheckpoint, TensorBoard)
+                        ModelCheckpoint, ReduceLROnPlateau, TensorBoard)
 from .datasets import Dataset, load_digits, load_mnist
 from .initializers import (Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, Normal, Ones, RandomNormal,
                            RandomUniform, Uniform, XavierNormal, XavierUniform, Zeros)
@@ -20,6 +20,8 @@ from .model import MLP, Perceptron, Sequential
 from .optimizers import SGD, AdaGrad, Adagrad, Adam, AdamW, Optimizer, RMSProp, RMSprop
 from .regularizers import L1, L1L2, L2, Regularizer
 from .saving import load_model
+from .schedules import (CosineDecay, ExponentialDecay, InverseTimeDecay, LearningRateSchedule,
+                        PiecewiseConstantDecay)
 from .threading import set_num_threads, get_num_threads, threading_info
 
 __version__ = "0.1.0"

@@ -116,6 +116,53 @@ class LearningRateScheduler(Callback):
                                             minimum=0.0)
 
 
+class ReduceLROnPlateau(Callback):
+    """Multiply every optimizer's learning rate by ``factor`` (not below ``min_lr``) once
+    ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs, then wait
+    ``cooldown`` epochs before counting again (keras.callbacks.ReduceLROnPlateau, whose defaults
+    these are). For optimizers whose ``learning_rate`` is a number; a schedule is left alone."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
+                 cooldown=0, min_lr=0.0):
+        self.monitor = monitor
+        self.factor = check_float(factor, "factor", minimum=0.0, maximum=1.0, min_inclusive=False,
+                                  max_inclusive=False)
+        self.patience = check_int(patience, "patience", minimum=0)
+        self.verbose = check_int(verbose, "verbose", minimum=0)
+        self.mode = mode
+        self.min_delta = check_float(min_delta, "min_delta", minimum=0.0)
+        self.cooldown = check_int(cooldown, "cooldown", minimum=0)
+        self.min_lr = check_float(min_lr, "min_lr", minimum=0.0)
+        self._sign = 1.0 if _monitor_mode(monitor, mode) == "min" else -1.0
+
+    def on_train_begin(self, logs=None):
+        self.best = math.inf
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor not in (logs or {}):
+            raise ValueError(f"ReduceLROnPlateau monitors {self.monitor!r}, which is not among the logged "
+                             f"metrics {sorted(logs or {})}")
+        value = self._sign * logs[self.monitor]
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if value < self.best - self.min_delta:
+            self.best, self.wait = value, 0
+            return
+        if self.cooldown_counter > 0:
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            for opt in self.model.optimizers():
+                if isinstance(opt.learning_rate, (int, float)) and opt.learning_rate > self.min_lr:
+                    opt.learning_rate = max(opt.learning_rate * self.factor, self.min_lr)
+                    if self.verbose:
+                        print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {opt.learning_rate}.")
+            self.cooldown_counter, self.wait = self.cooldown, 0
+
+
 class ModelCheckpoint(Callback):
     """Save the model to ``filepath`` (formatted with ``epoch`` and the logs) after each epoch,
     or only when ``monitor`` improves with ``save_best_only``."""

@@ -150,7 +150,11 @@ class MLP:
 
     def _opt_hyper(self):
         """Hyper-parameters read from the optimizer objects now (a scheduler may have changed them)."""
-        return np.array([opt.hyper_parameters() for opt, _, _ in self._segments]).reshape(-1, N_HYPER)
+        rows = [opt.hyper_parameters() for opt, _, _ in self._segments]
+        hyper = np.zeros((len(rows), max([N_HYPER] + [r.size for r in rows])))
+        for i, row in enumerate(rows):  # schedules with more pieces make longer rows: pad the others
+            hyper[i, :row.size] = row
+        return hyper
 
     def compile(self, loss="cross_entropy", optimizer=None, metrics=None):
         """Set the loss, the default optimizer (for layers without their own) and metrics ('accuracy')."""

@@ -11,12 +11,14 @@ update: ``clipnorm`` (each weight tensor's gradient scaled to norm <= clipnorm, 
 clip_by_norm), ``global_clipnorm`` (all its gradients together, as
 ``torch.nn.utils.clip_grad_norm_``: scaled by min(1, c / (norm + 1e-6))) and ``clipvalue``
 (each element clamped to [-c, c], ``torch.nn.utils.clip_grad_value_``). None is off; clipnorm
-and global_clipnorm exclude each other, as in Keras.
+and global_clipnorm exclude each other, as in Keras. ``learning_rate`` may be a schedule
+(``fastnn.schedules``), evaluated at every update inside the training step.
 """
 import numpy as np
 
 from .base import Configurable, resolve
 from .kernels import optimizers as K
+from .schedules import LearningRateSchedule
 from .validation import check_float
 
 
@@ -33,9 +35,13 @@ class Optimizer(Configurable):
             raise ValueError("clipnorm and global_clipnorm cannot both be set (as in Keras): choose one")
 
     def hyper_parameters(self):
-        """The vector that ``kernels.optimizers.optimizer_step`` reads (layout ``H_*``), validated."""
-        h = np.zeros(K.N_HYPER)
-        h[K.H_LR] = check_float(self.learning_rate, "learning_rate", minimum=0.0)
+        """The vector that ``kernels.optimizers.optimizer_step`` reads (layout ``H_*``), validated;
+        a learning-rate schedule fills the columns from ``H_SCHEDULE`` on."""
+        lr = _check_learning_rate(self.learning_rate)
+        schedule = lr.row() if isinstance(lr, LearningRateSchedule) else np.zeros(0)
+        h = np.zeros(max(K.N_HYPER, K.H_SCHEDULE + schedule.size))
+        h[K.H_SCHEDULE: K.H_SCHEDULE + schedule.size] = schedule
+        h[K.H_LR] = lr.initial_learning_rate if isinstance(lr, LearningRateSchedule) else lr
         h[K.H_CLIPNORM] = self.clipnorm or 0.0
         h[K.H_GLOBAL_CLIPNORM] = self.global_clipnorm or 0.0
         h[K.H_CLIPVALUE] = self.clipvalue or 0.0
@@ -48,6 +54,8 @@ class Optimizer(Configurable):
         which are clipped (if asked) as one weight tensor.
         """
         hyper = self.hyper_parameters()
+        if isinstance(self.learning_rate, LearningRateSchedule):
+            hyper[K.H_LR] = self.learning_rate(step - 1)
         K.clip_gradients(grads, 0, grads.size, np.array([[0, grads.size]], dtype=np.int64), hyper)
         K.optimizer_step(self.kind, params, grads, state1, state2, hyper, step)
 
@@ -60,7 +68,7 @@ class SGD(Optimizer):
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False,
                  clipnorm=None, global_clipnorm=None, clipvalue=None):
         self._set_clipping(clipnorm, global_clipnorm, clipvalue)
-        self.learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0)
+        self.learning_rate = _check_learning_rate(learning_rate)
         self.momentum = check_float(momentum, "momentum", minimum=0.0, maximum=1.0, max_inclusive=False)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
@@ -83,7 +91,7 @@ class Adam(Optimizer):
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  clipnorm=None, global_clipnorm=None, clipvalue=None):
         self._set_clipping(clipnorm, global_clipnorm, clipvalue)
-        self.learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0)
+        self.learning_rate = _check_learning_rate(learning_rate)
         self.beta_1 = check_float(beta_1, "beta_1", minimum=0.0, maximum=1.0, max_inclusive=False)
         self.beta_2 = check_float(beta_2, "beta_2", minimum=0.0, maximum=1.0, max_inclusive=False)
         self.epsilon = check_float(epsilon, "epsilon", minimum=0.0)
@@ -119,7 +127,7 @@ class RMSProp(Optimizer):
     def __init__(self, learning_rate=0.01, rho=0.99, epsilon=1e-8,
                  clipnorm=None, global_clipnorm=None, clipvalue=None):
         self._set_clipping(clipnorm, global_clipnorm, clipvalue)
-        self.learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0)
+        self.learning_rate = _check_learning_rate(learning_rate)
         self.rho = check_float(rho, "rho", minimum=0.0, maximum=1.0, max_inclusive=False)
         self.epsilon = check_float(epsilon, "epsilon", minimum=0.0)
 
@@ -137,7 +145,7 @@ class AdaGrad(Optimizer):
     def __init__(self, learning_rate=0.01, epsilon=1e-10, initial_accumulator_value=0.0,
                  clipnorm=None, global_clipnorm=None, clipvalue=None):
         self._set_clipping(clipnorm, global_clipnorm, clipvalue)
-        self.learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0)
+        self.learning_rate = _check_learning_rate(learning_rate)
         self.epsilon = check_float(epsilon, "epsilon", minimum=0.0)
         self.initial_accumulator_value = check_float(initial_accumulator_value, "initial_accumulator_value",
                                                      minimum=0.0)
@@ -155,6 +163,13 @@ class AdaGrad(Optimizer):
 RMSprop = RMSProp
 Adagrad = AdaGrad
 _BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp, "adagrad": AdaGrad}
+
+
+def _check_learning_rate(value):
+    """A learning rate: a number >= 0, or a ``fastnn.schedules`` schedule."""
+    if isinstance(value, LearningRateSchedule):
+        return value
+    return check_float(value, "learning_rate", minimum=0.0)
 
 
 def get(identifier):

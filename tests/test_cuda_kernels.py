@@ -14,7 +14,8 @@ cuda = pytest.importorskip("numba.cuda")
 if not cuda.is_available():
     pytest.skip("no CUDA GPU, and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM)", allow_module_level=True)
 
-from fastnn.cuda import C_BAD, C_BATCH, C_STEP, C_STEP0, N_CONTROL, TILE_8, TILE_16, TILE_64, TILE_128, TILES  # noqa: E402
+from fastnn.cuda import (C_BAD, C_BATCH, C_STEP, C_STEP0, N_CONTROL, TILE_8, TILE_16, TILE_64, TILE_128,  # noqa: E402
+                         TILES)
 from fastnn.cuda import activations as CA  # noqa: E402
 from fastnn.cuda import dense as CD  # noqa: E402
 from fastnn.cuda import losses as CL  # noqa: E402
@@ -345,7 +346,7 @@ def test_optimizer_step_matches_cpu_on_every_segment(rng):
                 (12, 20, O.RMSPROP, [0.01, 0.9, 0, 1e-8, 0, 0]), (20, 26, O.ADAGRAD, [0.1, 0, 0, 1e-10, 0, 0]),
                 (26, 33, O.ADAMW, [0.01, 0.9, 0.999, 1e-8, 0, 0.3])]
     meta = np.array([s[:3] for s in segments], np.int64)
-    hyper = np.array([s[3] for s in segments], np.float64)
+    hyper = np.array([np.pad(s[3], (0, O.N_HYPER - len(s[3]))) for s in segments], np.float64)
     params = rng.standard_normal(33).astype(np.float32)
     state1 = np.zeros(33, np.float32)
     state1[20:26] = 0.1  # Adagrad's initial accumulator
@@ -370,7 +371,8 @@ def test_optimizer_step_is_skipped_after_a_bad_batch(rng):
     d = dev(params)
     CO.optimizer_step(d, dev(np.ones(5, np.float32)), dev(np.zeros(5, np.float32)), dev(np.zeros(5, np.float32)),
                       cuda.to_device(np.array([[0, 5, O.SGD]], np.int64)),
-                      cuda.to_device(np.array([[0.1, 0, 0, 0, 0, 0]])), dev(np.ones(1, np.int64)), control(bad=3))
+                      cuda.to_device(np.pad([[0.1]], ((0, 0), (0, O.N_HYPER - 1)))), dev(np.ones(1, np.int64)),
+                      control(bad=3))
     np.testing.assert_array_equal(back(d), params)
 
 
@@ -397,7 +399,7 @@ def test_optimizer_step_flushes_denormals_as_the_cpu_does(rng):
     segments = [(0, 6, O.ADAM, [0.01, 0.9, 0.999, 1e-8, 0, 0]), (6, 12, O.SGD, [0.1, 0.9, 0, 0, 0, 0]),
                 (12, 18, O.RMSPROP, [0.01, 0.9, 0, 1e-8, 0, 0]), (18, 24, O.ADAGRAD, [0.1, 0, 0, 1e-10, 0, 0])]
     meta = np.array([s[:3] for s in segments], np.int64)
-    hyper = np.array([s[3] for s in segments], np.float64)
+    hyper = np.array([np.pad(s[3], (0, O.N_HYPER - len(s[3]))) for s in segments], np.float64)
     pattern = np.array([0.5, 1.01, 3.0, 1e4, 0.0, 2.0], np.float32) * np.float32(tiny)
     state1, state2 = np.tile(pattern, 4), np.tile(pattern[::-1], 4)
     grads = np.tile(np.array([0.0, 1e-22, -1e-19, 1e-17, 1e-3, -2e-3], np.float32), 4)

@@ -3,7 +3,8 @@
 Each ``naive_*`` below follows the algorithm box of the torch.optim class named in its
 docstring, written as plainly as possible in float64. Every kernel, on a small size and a
 larger one that is no multiple of any vector width, in float32 and float64, runs 5
-consecutive steps on random gradients and must land on the same parameters and state. torch.optim itself is a second oracle where it is importable.
+consecutive steps on random gradients and must land on the same parameters and state.
+torch.optim itself is a second oracle where it is importable.
 """
 import numpy as np
 import pytest

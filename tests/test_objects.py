@@ -96,13 +96,16 @@ def central_difference(f, x, eps=1e-6):
 
 PUBLIC_NAMES = [
     "MLP", "Sequential", "Perceptron", "Dense", "Input", "Activation", "Dropout", "Layer",
+    "L1", "L2", "L1L2", "Regularizer", "ExponentialDecay", "InverseTimeDecay", "PiecewiseConstantDecay", "CosineDecay",
+    "LearningRateSchedule",
     "Identity", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU", "Softmax", "Heaviside",
     "Loss", "MSE", "SSE", "MAE", "MAPE", "MSLE", "CosineSimilarity", "CrossEntropy", "BinaryCrossEntropy",
     "KLDivergence", "PerceptronCriterion",
     "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "RMSprop", "AdaGrad", "Adagrad",
     "Zeros", "Ones", "Constant", "Normal", "Uniform", "RandomNormal", "RandomUniform", "GlorotNormal",
     "GlorotUniform", "XavierNormal", "XavierUniform", "HeNormal", "HeUniform",
-    "Callback", "History", "EarlyStopping", "LearningRateScheduler", "ModelCheckpoint", "CSVLogger",
+    "Callback", "History", "EarlyStopping", "LearningRateScheduler", "ReduceLROnPlateau", "ModelCheckpoint",
+    "CSVLogger",
     "LambdaCallback", "TensorBoard",
     "Dataset", "load_digits", "load_mnist", "load_model",
     "set_num_threads", "get_num_threads", "threading_info",
@@ -225,7 +228,8 @@ def test_optimizer_names(name, cls):
 
 
 @pytest.mark.parametrize("obj", [Dense(3, 4, activation=LeakyReLU(0.2), optimizer=SGD(0.5, momentum=0.9)),
-                                 Adam(0.01, beta_1=0.8), fastnn.AdamW(weight_decay=0.1), fastnn.Dropout(0.3), ELU(0.5), Normal(1.0, 2.0), fastnn.Input((28, 28)),
+                                 Adam(0.01, beta_1=0.8), fastnn.AdamW(weight_decay=0.1), fastnn.Dropout(0.3),
+                                 ELU(0.5), Normal(1.0, 2.0), fastnn.Input((28, 28)),
                                  fastnn.Activation("softmax"), fastnn.EarlyStopping(patience=3)],
                          ids=lambda o: type(o).__name__)
 def test_get_config_round_trip(obj):

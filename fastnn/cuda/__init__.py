@@ -73,6 +73,17 @@ def kernel(fn=None, *, device=False):
     return wrap if fn is None else wrap(fn)
 
 
+def device_twin(cpu_kernel, **callees):
+    """``cpu_kernel``'s own Python source compiled as a CUDA device function, its calls to other
+    CPU kernels bound to their device twins (``callees``, by global name): one source for both
+    targets, as for Dropout's hash and the learning-rate schedules."""
+    import types
+    fn = cpu_kernel.py_func
+    scope = dict(fn.__globals__, **callees)
+    twin = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+    return kernel(twin, device=True)
+
+
 class Plan:
     """Kernel launches recorded in order, to be replayed as one training step.
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import INFERENCE_BATCH_SIZE
 from ..kernels.network import B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, weight_tensors
-from ..kernels.optimizers import ADAMW, H_CLIPNORM, H_CLIPVALUE, H_GLOBAL_CLIPNORM, N_HYPER
+from ..kernels.optimizers import ADAMW, H_CLIPNORM, H_CLIPVALUE, H_GLOBAL_CLIPNORM
 from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, check_code
 
 _INSTALL_HINT = "pip install 'fastnn[cuda]' (NVIDIA's numba-cuda package)"
@@ -196,7 +196,8 @@ class CUDABackend:
         self.reserve(batch_size)
         n = order.size
         meta = self._upload("opt_meta", opt_meta)
-        hyper = self._upload("opt_hyper", np.asarray(opt_hyper, dtype=np.float64).reshape(-1, N_HYPER))
+        host_hyper = np.asarray(opt_hyper, dtype=np.float64).reshape(opt_meta.shape[0], -1)
+        hyper = self._upload("opt_hyper", host_hyper)
         steps = self._upload("opt_steps", np.asarray(opt_steps, dtype=np.int64))
         control = self._upload("control", _control(first, self.rng[1] - first))
         records = self._small_array("records", 2 * stop, np.float64)
@@ -204,7 +205,6 @@ class CUDABackend:
         lo, hi = first * batch_size, min(stop * batch_size, n)
         common = (self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss, meta, hyper,
                   steps)
-        host_hyper = np.asarray(opt_hyper, dtype=np.float64).reshape(-1, N_HYPER)
         clipping = bool(np.any(host_hyper[:, [H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE]] > 0))
         # Dropout's key, the weight penalties, the clipping scratch (None: not planned into the step)
         step_args = (int(self.rng[0]), self.reg, self.clip if clipping else None)

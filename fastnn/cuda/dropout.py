@@ -2,11 +2,10 @@
 
 The mask functions are not rewritten here: ``mix64``, ``dropout_stream``, ``dropout_keeps`` and
 ``dropout_threshold`` are the CPU kernels' own Python source, compiled as device functions
-(``_device_twin``), so both targets hash (key, step, layer, element) bit for bit alike and draw
+(``fastnn.cuda.device_twin``), so both targets hash (key, step, layer, element) bit for bit alike and draw
 the same masks. The step is read from ``control[C_STEP]`` (written by the step's gather
 kernel), so a replayed CUDA graph draws new masks at every step.
 """
-import types
 from functools import lru_cache
 from types import SimpleNamespace
 
@@ -15,22 +14,13 @@ import numpy as np
 from numba import cuda
 
 from ..kernels import dropout as cpu
-from . import C_STEP, blocks, kernel, launch
+from . import C_STEP, blocks, device_twin, kernel, launch
 
 
-def _device_twin(cpu_kernel, **callees):
-    """``cpu_kernel``'s Python function compiled as a CUDA device function, its calls to other
-    CPU kernels bound to their device twins (``callees``, by global name)."""
-    fn = cpu_kernel.py_func
-    scope = dict(fn.__globals__, **callees)
-    twin = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
-    return kernel(twin, device=True)
-
-
-mix64 = _device_twin(cpu.mix64)
-dropout_stream = _device_twin(cpu.dropout_stream, mix64=mix64)
-dropout_keeps = _device_twin(cpu.dropout_keeps, mix64=mix64)
-dropout_threshold = _device_twin(cpu.dropout_threshold)
+mix64 = device_twin(cpu.mix64)
+dropout_stream = device_twin(cpu.dropout_stream, mix64=mix64)
+dropout_keeps = device_twin(cpu.dropout_keeps, mix64=mix64)
+dropout_threshold = device_twin(cpu.dropout_threshold)
 
 
 @lru_cache(maxsize=None)

@@ -16,9 +16,13 @@ import numpy as np
 from numba import cuda
 
 from ..kernels.optimizers import (ADAGRAD, ADAM, ADAMW, GLOBAL_CLIPNORM_EPSILON, H_1, H_2,  # noqa: F401
-                                  H_CLIPNORM, H_CLIPVALUE, H_DECAY, H_EPS, H_FLAG, H_GLOBAL_CLIPNORM, H_LR, RMSPROP,
-                                  SGD)
-from . import C_BAD, REDUCE_THREADS, blocks, kernel, launch
+                                  H_CLIPNORM, H_CLIPVALUE, H_DECAY, H_EPS, H_FLAG, H_GLOBAL_CLIPNORM, H_LR, H_SCHEDULE,
+                                  RMSPROP, SGD)
+from ..kernels import schedules as cpu_schedules
+from ..kernels.schedules import CONSTANT
+from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch
+
+learning_rate_at = device_twin(cpu_schedules.learning_rate_at)
 
 
 @lru_cache(maxsize=None)
@@ -40,7 +44,10 @@ def kernels(dtype):
         if i < meta[s, 0] or i >= meta[s, 1]:
             return
         kind = meta[s, 2]
+        # steps[s] already counts this update (the loss kernel advanced it): the schedule's step is one less.
         lr = hyper[s, H_LR]
+        if hyper[s, H_SCHEDULE] != CONSTANT:
+            lr = learning_rate_at(hyper[s], H_SCHEDULE, steps[s] - 1)
         g = grads[i]
         if kind == SGD:  # torch.optim.SGD(lr, momentum, dampening=0, nesterov)
             m = T(hyper[s, H_1])

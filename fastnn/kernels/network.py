@@ -27,7 +27,7 @@ architecture:
   values from ``act_off[k + 1]``; ``act_off[0]`` is where a gathered input batch goes.
 - ``deltas`` (2, capacity): two gradient buffers used in turn going backward.
 - ``opt_meta`` int64 (S, 3): start, stop, kind of each optimizer's slice of ``params``;
-  ``opt_hyper`` float64 (S, N_HYPER); ``opt_steps`` int64 (S,), the step counts.
+  ``opt_hyper`` float64 (S, >= N_HYPER); ``opt_steps`` int64 (S,), the step counts.
 """
 import numpy as np
 
@@ -38,7 +38,8 @@ from .dropout import dropout_backward, dropout_forward, dropout_stream
 from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward,
                      sigmoid_binary_cross_entropy_backward, softmax_cross_entropy_backward)
 from .metrics import count_correct
-from .optimizers import clip_gradients, optimizer_step
+from .optimizers import H_LR, H_SCHEDULE, clip_gradients, optimizer_step
+from .schedules import CONSTANT, learning_rate_at
 from .regularizers import regularization_forward_backward
 
 W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND = range(6)
@@ -146,10 +147,13 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, lo
 @kernel
 def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, tensors):
     """One step of every optimizer on its own slice of the flat buffers, after clipping the
-    slice's gradients as the optimizer asks (``tensors``: [start, stop) of every weight tensor)."""
+    slice's gradients as the optimizer asks (``tensors``: [start, stop) of every weight tensor),
+    at the learning rate its schedule gives for this step (written into ``opt_hyper[s, H_LR]``)."""
     for s in range(opt_meta.shape[0]):
         lo, hi = opt_meta[s, 0], opt_meta[s, 1]
         clip_gradients(grads, lo, hi, tensors, opt_hyper[s])
+        if opt_hyper[s, H_SCHEDULE] != CONSTANT:
+            opt_hyper[s, H_LR] = learning_rate_at(opt_hyper[s], H_SCHEDULE, opt_steps[s])
         opt_steps[s] += 1
         optimizer_step(opt_meta[s, 2], params[lo:hi], grads[lo:hi], state1[lo:hi], state2[lo:hi],
                        opt_hyper[s], opt_steps[s])

@@ -27,10 +27,12 @@ from ..config import kernel
 
 SGD, ADAM, RMSPROP, ADAGRAD, ADAMW = range(5)
 
-# Layout of an optimizer's hyper-parameter vector, as passed to ``optimizer_step``; the last
-# three are its gradient clipping (0: off), applied by ``clip_gradients`` before the update.
-H_LR, H_1, H_2, H_EPS, H_FLAG, H_DECAY, H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE = range(9)
-N_HYPER = 9
+# Layout of an optimizer's hyper-parameter vector, as passed to ``optimizer_step``. H_CLIP* are
+# its gradient clipping (0: off), applied by ``clip_gradients`` before the update. From
+# H_SCHEDULE on, its learning-rate schedule (``kernels.schedules``; kind CONSTANT: H_LR as is):
+# N_HYPER columns at least, more for a PiecewiseConstantDecay's boundaries and values.
+H_LR, H_1, H_2, H_EPS, H_FLAG, H_DECAY, H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE, H_SCHEDULE = range(10)
+N_HYPER = H_SCHEDULE + 8
 # torch.nn.utils.clip_grad_norm_'s guard: scale = max_norm / (total_norm + 1e-6).
 GLOBAL_CLIPNORM_EPSILON = 1e-6
 
