@@ -4,9 +4,10 @@ Data path of ``fit`` (all of it, top to bottom): validate ``x``/``y`` once
 (``fastnn.validation``) -> lay the parameters out in one flat buffer and hand it to a
 backend (``_build``) -> per epoch, shuffle an index array in place and call
 ``backend.train`` once (or once per chunk of batches when a callback or the progress bar
-wants to see them) -> that runs ``fastnn.kernels.network.train_batches``: gather batch,
-forward, loss, backward, optimizer step, for every batch, with no Python in between and no
-allocation -> per-epoch logs, validation, callbacks.
+wants to see them) -> that runs ``fastnn.kernels.network.train_batches``. For every batch it
+gathers, runs the forward pass (Dropout active), the loss, the backward pass, the weight
+penalty, clipping, the learning-rate schedule and the optimizer step, with no Python in between
+and no allocation -> per-epoch logs, validation, callbacks.
 """
 import time
 

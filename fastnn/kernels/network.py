@@ -1,10 +1,16 @@
 """The whole network as kernels: forward, backward and the training loop over many batches.
 
-This file is the data path of ``MLP.fit``: ``train_batches`` gathers a shuffled batch,
-runs ``network_forward`` (layer by layer: GEMM, then bias + activation in one pass),
-evaluates the loss, runs ``network_backward`` (the loss gradient, fused with a softmax or
-sigmoid where possible, then each layer in reverse) and applies every optimizer to its slice
-of the flat parameter buffer. The Python side calls it once per epoch (or per chunk of
+This file is the data path of ``MLP.fit``. For each batch, ``train_batches`` runs these stages in
+order:
+1. Gather a shuffled batch.
+2. ``network_forward`` in training mode: layer by layer (GEMM, then bias + activation in one
+   pass); Dropout draws its mask for this step.
+3. Evaluate the loss.
+4. ``network_backward``: the loss gradient, fused with a softmax or sigmoid where possible, then
+   each layer in reverse.
+5. Add the weight penalty and its gradient (``kernels/regularizers.py``).
+6. ``apply_optimizers``: for each optimizer's slice of the flat parameter buffer, clip the
+   gradients, take this step's learning rate from the schedule, and update. The Python side calls it once per epoch (or per chunk of
 batches when a callback or progress bar wants to see them), so no Python runs per batch.
 
 A network is described by arrays, not objects, so that one compiled function serves every
