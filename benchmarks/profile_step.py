@@ -23,7 +23,7 @@ STAGES = ("gather", "forward", "loss", "backward", "optimizer")
 
 @kernel
 def run_stages(stage, params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
-               x, y, order, batch_size, n_batches, acts, act_off, deltas, targets, rng, tensors):
+               x, y, order, batch_size, n_batches, acts, act_off, deltas, targets, rng):
     """train_batches' loop, stopping each batch after ``stage`` (an index into STAGES)."""
     n_in, n_out = x.shape[1], y.shape[1]
     total = 0.0
@@ -40,7 +40,7 @@ def run_stages(stage, params, grads, state1, state2, layers, alphas, loss, opt_m
         if stage >= 3:
             net.network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, loss, yb, rng)
         if stage >= 4:
-            net.apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, tensors)
+            net.apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, None, None)
     return total
 
 
@@ -77,7 +77,7 @@ def main(argv=None):
         return run_stages(stage, backend.params, backend.grads, backend.state1, backend.state2, backend.layers,
                           backend.alphas, model.loss.code, model._opt_meta, model._opt_hyper(), model._opt_steps,
                           x, y, order, args.batch, n_batches, backend.acts, backend.act_off, backend.deltas,
-                          backend.targets, backend.rng, backend.tensors)
+                          backend.targets, backend.rng)
 
     per_batch = {name: [] for name in STAGES}
     with blas_threads_for(3 * backend.flops_per_row * args.batch):

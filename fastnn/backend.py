@@ -8,6 +8,8 @@ import numpy as np
 
 from .config import INFERENCE_BATCH_SIZE
 from .kernels import network
+from .kernels.optimizers import H_CLIPNORM, H_CLIPVALUE, H_GLOBAL_CLIPNORM, H_SCHEDULE
+from .kernels.schedules import CONSTANT
 from .threading import blas_threads_for
 
 
@@ -70,7 +72,16 @@ class CPUBackend:
                 self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss,
                 opt_meta, opt_hyper, opt_steps, x, y, order, batch_size, first, stop,
                 self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct, self.rng,
-                self.reg, self.tensors)
+                *self.optional_stages(opt_hyper))
+
+    def optional_stages(self, opt_hyper):
+        """(reg, tensors, schedules) for ``train_batches``: each None where no layer or optimizer
+        uses that stage, so that it compiles out of the step."""
+        hyper = np.asarray(opt_hyper)
+        clipping = hyper.size and bool(np.any(hyper[:, [H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE]] > 0))
+        scheduled = hyper.size and bool(np.any(hyper[:, H_SCHEDULE] != CONSTANT))
+        return (self.reg if self.reg.shape[0] else None, self.tensors if clipping else None,
+                True if scheduled else None)
 
     def predict(self, x, batch_size=INFERENCE_BATCH_SIZE, training=False):
         out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)

@@ -262,7 +262,7 @@ def run_train_batches(net, params, loss, x, y, order, batch_size, first, stop, o
     batch_correct = np.full(n_batches, -1, dtype=np.int64)
     bad = N.train_batches(params, grads, state1, state2, net.layers, net.alphas, loss, opt_meta, opt_hyper,
                           opt_steps, x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
-                          batch_loss, batch_correct, rng, reg, N.weight_tensors(net.layers))
+                          batch_loss, batch_correct, rng, reg, N.weight_tensors(net.layers), True)
     return bad, batch_loss, batch_correct, opt_steps
 
 
@@ -404,7 +404,7 @@ def test_apply_optimizers_updates_each_slice_with_its_own_optimizer():
     p, s1, s2, steps = params.copy(), np.zeros(n), np.zeros(n), np.zeros(2, dtype=np.int64)
     expected = [params.copy(), np.zeros(n), np.zeros(n)]
     for t in range(1, 4):
-        N.apply_optimizers(p, grads, s1, s2, opt_meta, opt_hyper, steps, np.zeros((0, 2), np.int64))
+        N.apply_optimizers(p, grads, s1, s2, opt_meta, opt_hyper, steps, None, None)
         for (lo, hi, kind), h in zip(opt_meta, opt_hyper):
             O.optimizer_step(kind, *(a[lo:hi] for a in (expected[0], grads, expected[1], expected[2])), h, t)
     np.testing.assert_array_equal(steps, [3, 3])
@@ -412,3 +412,21 @@ def test_apply_optimizers_updates_each_slice_with_its_own_optimizer():
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     assert not np.array_equal(p[:990], params[:990])
     np.testing.assert_array_equal(p[990:], params[990:])
+
+
+def test_unused_optional_stages_compile_out():
+    """tensors=None (no clipping) and schedules=None drop their branches before typing: the cosine
+    and floor of the schedules appear only in the build that uses them, which is also a third
+    larger. That is what keeps them out of a plain model's cold start."""
+    import numba
+    # A compile of its own: Numba cannot show the IR of code loaded from its cache.
+    fresh = numba.njit(cache=False)(N.apply_optimizers.py_func)
+    opt_meta = np.array([[0, 10, O.SGD]], dtype=np.int64)
+    args = (np.zeros(10), np.zeros(10), np.zeros(10), np.zeros(10), opt_meta, np.zeros((1, O.N_HYPER)),
+            np.zeros(1, dtype=np.int64))
+    fresh(*args, None, None)
+    fresh(*args, np.array([[0, 10]], dtype=np.int64), True)
+    plain, full = (fresh.inspect_llvm(sig) for sig in fresh.signatures)
+    assert "llvm.cos" not in plain and "llvm.cos" in full
+    assert "llvm.floor" not in plain and "llvm.floor" in full
+    assert len(full) > 1.2 * len(plain)

@@ -151,15 +151,22 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, lo
 
 
 @kernel
-def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, tensors):
+def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, tensors, schedules):
     """One step of every optimizer on its own slice of the flat buffers, after clipping the
     slice's gradients as the optimizer asks (``tensors``: [start, stop) of every weight tensor),
-    at the learning rate its schedule gives for this step (written into ``opt_hyper[s, H_LR]``)."""
+    at the learning rate its schedule gives for this step (written into ``opt_hyper[s, H_LR]``).
+
+    ``tensors`` None: no optimizer clips; ``schedules`` None: no optimizer has a schedule. Numba
+    drops a branch on ``is None`` of a None-typed argument before typing it, so a model without
+    clipping or schedules compiles neither (seconds of a cold start).
+    """
     for s in range(opt_meta.shape[0]):
         lo, hi = opt_meta[s, 0], opt_meta[s, 1]
-        clip_gradients(grads, lo, hi, tensors, opt_hyper[s])
-        if opt_hyper[s, H_SCHEDULE] != CONSTANT:
-            opt_hyper[s, H_LR] = learning_rate_at(opt_hyper[s], H_SCHEDULE, opt_steps[s])
+        if tensors is not None:
+            clip_gradients(grads, lo, hi, tensors, opt_hyper[s])
+        if schedules is not None:
+            if opt_hyper[s, H_SCHEDULE] != CONSTANT:
+                opt_hyper[s, H_LR] = learning_rate_at(opt_hyper[s], H_SCHEDULE, opt_steps[s])
         opt_steps[s] += 1
         optimizer_step(opt_meta[s, 2], params[lo:hi], grads[lo:hi], state1[lo:hi], state2[lo:hi],
                        opt_hyper[s], opt_steps[s])
@@ -177,13 +184,15 @@ def weight_tensors(layers):
 @kernel
 def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
                   x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
-                  batch_loss, batch_correct, rng, reg, tensors):
+                  batch_loss, batch_correct, rng, reg, tensors, schedules):
     """Train on batches ``first`` .. ``stop - 1`` of the rows ``x[order]``, ``y[order]``.
 
     Writes each batch's loss (with the weight penalty of ``reg``) and number of correct rows into
     ``batch_loss``/``batch_correct``.
     Returns -1, or the index of the first batch whose loss was NaN or infinite (training
     stops there, before that batch's update). ``rng[RNG_STEP]`` advances by one per batch trained.
+    ``reg``, ``tensors``, ``schedules``: None for a model without weight penalties, clipping or
+    schedules, whose code then compiles out (see ``apply_optimizers``).
     """
     n = order.size
     n_in = x.shape[1]
@@ -202,8 +211,9 @@ def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta,
             return bi
         batch_correct[bi] = count_correct(pred, yb)
         network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, loss, yb, rng)
-        batch_loss[bi] = value + regularization_forward_backward(params, grads, reg)
-        apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, tensors)
+        if reg is not None:
+            batch_loss[bi] = value + regularization_forward_backward(params, grads, reg)
+        apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, tensors, schedules)
         rng[RNG_STEP] += 1
     return -1
 
