@@ -41,11 +41,9 @@ def run_python(code, env=None, timeout=300):
 
 
 def test_environment_is_unchanged_by_import_fit_and_threading_calls():
-    code = TRAIN + textwrap.dedent("""
-        import json, os
-        before = dict(os.environ)
-        import fastnn
-        after_import = dict(os.environ)
+    # The snapshot is taken before anything of fastnn (or its dependencies) is imported.
+    code = "import json, os\nbefore = dict(os.environ)\nimport fastnn\nafter_import = dict(os.environ)\n" \
+        + TRAIN + textwrap.dedent("""
         fit_once(0)
         fastnn.set_num_threads(1)
         fit_once(1)
