@@ -8,7 +8,7 @@ import numpy as np
 
 from .config import INFERENCE_BATCH_SIZE
 from .kernels import network
-from .kernels.optimizers import H_CLIPNORM, H_CLIPVALUE, H_GLOBAL_CLIPNORM, H_SCHEDULE
+from .kernels.optimizers import H_SCHEDULE, any_clipping
 from .kernels.schedules import CONSTANT
 from .threading import blas_threads_for
 
@@ -78,9 +78,8 @@ class CPUBackend:
         """(reg, tensors, schedules) for ``train_batches``: each None where no layer or optimizer
         uses that stage, so that it compiles out of the step."""
         hyper = np.asarray(opt_hyper)
-        clipping = hyper.size and bool(np.any(hyper[:, [H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE]] > 0))
         scheduled = hyper.size and bool(np.any(hyper[:, H_SCHEDULE] != CONSTANT))
-        return (self.reg if self.reg.shape[0] else None, self.tensors if clipping else None,
+        return (self.reg if self.reg.shape[0] else None, self.tensors if any_clipping(hyper) else None,
                 True if scheduled else None)
 
     def predict(self, x, batch_size=INFERENCE_BATCH_SIZE, training=False):

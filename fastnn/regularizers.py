@@ -17,12 +17,6 @@ class Regularizer(Configurable):
     def factors(self):
         return self.l1, self.l2
 
-    def penalty(self, w):
-        """The penalty of array ``w`` (NumPy, float64)."""
-        import numpy as np
-        w = np.asarray(w, dtype=np.float64)
-        return self.l1 * np.abs(w).sum() + self.l2 * np.square(w).sum()
-
 
 class L1(Regularizer):
     """l1 * sum(|w|) (``keras.regularizers.L1``); ``alpha`` is accepted for ``l1``."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import INFERENCE_BATCH_SIZE
 from ..kernels.network import B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, weight_tensors
-from ..kernels.optimizers import ADAMW, H_CLIPNORM, H_CLIPVALUE, H_GLOBAL_CLIPNORM
+from ..kernels.optimizers import ADAMW, any_clipping
 from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, check_code
 
 _INSTALL_HINT = "pip install 'fastnn[cuda]' (NVIDIA's numba-cuda package)"
@@ -205,9 +205,8 @@ class CUDABackend:
         lo, hi = first * batch_size, min(stop * batch_size, n)
         common = (self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss, meta, hyper,
                   steps)
-        clipping = bool(np.any(host_hyper[:, [H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE]] > 0))
         # Dropout's key, the weight penalties, the clipping scratch (None: not planned into the step)
-        step_args = (int(self.rng[0]), self.reg, self.clip if clipping else None)
+        step_args = (int(self.rng[0]), self.reg, self.clip if any_clipping(host_hyper) else None)
         work = (self.acts, self.act_off, self.deltas, self.targets, records, control)
         if data.resident:
             positions[lo:hi].copy_to_device(np.ascontiguousarray(order[lo:hi], dtype=np.int64), stream=self.stream)

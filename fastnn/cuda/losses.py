@@ -28,7 +28,7 @@ from ..kernels.losses import (BCE_GRAD_EPSILON, BCE_LOG_MIN, BINARY_CROSS_ENTROP
                               PROB_EPSILON, SSE)
 from . import C_BAD, C_BATCH, REDUCE_THREADS, check_code, kernel, launch
 from .activations import HEAVISIDE, SIGMOID, SOFTMAX, device_functions as activation_functions
-from .metrics import device_functions as metric_functions, reduce_threads
+from .metrics import block_sum, device_functions as metric_functions, reduce_threads
 
 F64 = numba.float64
 
@@ -230,14 +230,8 @@ def kernels(dtype):
                             dz[lo + j] = backward_value(act, dz[lo + j], pred[lo + j], alpha)
         total_part[tid] = total
         hits[tid] = n
-        cuda.syncthreads()
-        s = cuda.blockDim.x // 2
-        while s > 0:
-            if tid < s:
-                total_part[tid] += total_part[tid + s]
-                hits[tid] += hits[tid + s]
-            cuda.syncthreads()
-            s //= 2
+        block_sum(total_part)
+        block_sum(hits)
         if tid == 0:
             value = finish(loss, total_part[0], rows, cols)
             b = control[C_BATCH]

@@ -14,6 +14,21 @@ from numba import cuda
 from . import REDUCE_THREADS, kernel, launch
 
 
+@kernel(device=True)
+def block_sum(part):
+    """Sum ``part`` (a shared array of one entry per thread of a power-of-two block) into
+    ``part[0]``, by halving; every thread of the block must call it. The one tree reduction of
+    fastnn.cuda: the loss, metric, regularization and clipping kernels use it."""
+    tid = cuda.threadIdx.x
+    cuda.syncthreads()
+    s = cuda.blockDim.x // 2
+    while s > 0:
+        if tid < s:
+            part[tid] += part[tid + s]
+        cuda.syncthreads()
+        s //= 2
+
+
 @lru_cache(maxsize=None)
 def device_functions(dtype):
     HALF = numba.from_dtype(np.dtype(dtype))(0.5)
@@ -48,13 +63,7 @@ def kernels(dtype):
         for r in range(tid, rows, cuda.blockDim.x):
             n += correct_row(pred, target, r * cols, cols)
         hits[tid] = n
-        cuda.syncthreads()
-        s = cuda.blockDim.x // 2
-        while s > 0:
-            if tid < s:
-                hits[tid] += hits[tid + s]
-            cuda.syncthreads()
-            s //= 2
+        block_sum(hits)
         if tid == 0:
             result[0] = hits[0]
 

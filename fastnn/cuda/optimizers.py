@@ -21,8 +21,18 @@ from ..kernels.optimizers import (ADAGRAD, ADAM, ADAMW, GLOBAL_CLIPNORM_EPSILON,
 from ..kernels import schedules as cpu_schedules
 from ..kernels.schedules import CONSTANT
 from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch
+from .metrics import block_sum
 
 learning_rate_at = device_twin(cpu_schedules.learning_rate_at)
+
+
+@kernel(device=True)
+def slice_of(i, meta, n_segments):
+    """The optimizer slice (row of ``meta``, sorted by start) holding element ``i``, or -1."""
+    s = 0
+    while s < n_segments - 1 and i >= meta[s, 1]:
+        s += 1
+    return s if meta[s, 0] <= i < meta[s, 1] else -1
 
 
 @lru_cache(maxsize=None)
@@ -38,10 +48,8 @@ def kernels(dtype):
         i = cuda.grid(1)
         if i >= params.size or control[C_BAD] >= 0:
             return
-        s = 0
-        while s < n_segments - 1 and i >= meta[s, 1]:
-            s += 1
-        if i < meta[s, 0] or i >= meta[s, 1]:
+        s = slice_of(i, meta, n_segments)
+        if s < 0:
             return
         kind = meta[s, 2]
         # steps[s] already counts this update (the loss kernel advanced it): the schedule's step is one less.
@@ -98,13 +106,7 @@ def kernels(dtype):
             g = numba.float64(grads[i])
             acc += g * g
         part[tid] = acc
-        cuda.syncthreads()
-        s = cuda.blockDim.x // 2
-        while s > 0:
-            if tid < s:
-                part[tid] += part[tid + s]
-            cuda.syncthreads()
-            s //= 2
+        block_sum(part)
         if tid == 0:
             sums[k] = part[0]
 
@@ -114,12 +116,10 @@ def kernels(dtype):
         i = cuda.grid(1)
         if i >= grads.size or control[C_BAD] >= 0:
             return
-        s = 0
-        while s < n_segments - 1 and i >= meta[s, 1]:
-            s += 1
-        lo, hi = meta[s, 0], meta[s, 1]
-        if i < lo or i >= hi:
+        s = slice_of(i, meta, n_segments)
+        if s < 0:
             return
+        lo, hi = meta[s, 0], meta[s, 1]
         g = grads[i]
         clipnorm, global_clipnorm, clipvalue = hyper[s, H_CLIPNORM], hyper[s, H_GLOBAL_CLIPNORM], hyper[s, H_CLIPVALUE]
         if clipnorm > 0.0:

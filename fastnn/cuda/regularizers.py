@@ -15,7 +15,7 @@ from numba import cuda
 
 from ..kernels.regularizers import R_HI, R_L1, R_L2, R_LO
 from . import C_BATCH, REDUCE_THREADS, kernel, launch
-from .metrics import reduce_threads
+from .metrics import block_sum, reduce_threads
 
 F64 = numba.float64
 
@@ -40,13 +40,7 @@ def kernels(dtype):
                     sign = ONE if w > ZERO else (-ONE if w < ZERO else ZERO)
                     grads[i] += T(l1) * sign + T(2.0 * l2) * w
         part[tid] = value
-        cuda.syncthreads()
-        s = cuda.blockDim.x // 2
-        while s > 0:
-            if tid < s:
-                part[tid] += part[tid + s]
-            cuda.syncthreads()
-            s //= 2
+        block_sum(part)
         if tid == 0 and part[0] != 0.0:
             cuda.atomic.add(records, 2 * (control[C_BATCH] - 1), part[0])
 

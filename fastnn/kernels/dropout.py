@@ -65,9 +65,7 @@ def dropout_forward(out, x, stream, rate):
 
 @kernel(inline=True)
 def dropout_backward(dx, dout, stream, rate):
-    """dx = dout * keep / (1 - rate), with the forward's mask recomputed; ``dx`` may be ``dout``."""
-    threshold = dropout_threshold(rate)
-    scale = dout.dtype.type(1.0 / (1.0 - rate))
-    zero = dout.dtype.type(0)
-    for i in range(dout.size):
-        dx[i] = dout[i] * scale if dropout_keeps(stream, i, threshold) else zero
+    """dx = dout * keep / (1 - rate), with the forward's mask recomputed; ``dx`` may be ``dout``.
+
+    The layer is linear in its input, so its backward is its forward's pass over dout."""
+    dropout_forward(dx, dout, stream, rate)

@@ -37,6 +37,13 @@ N_HYPER = H_SCHEDULE + 8
 GLOBAL_CLIPNORM_EPSILON = 1e-6
 
 
+def any_clipping(opt_hyper):
+    """Whether any optimizer of the (S, >= N_HYPER) hyper-parameter table clips its gradients
+    (the backends leave the clipping stage out of a step otherwise)."""
+    hyper = np.asarray(opt_hyper, dtype=np.float64)
+    return bool(hyper.size) and bool(np.any(hyper[:, [H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE]] > 0))
+
+
 @kernel(inline=True)
 def sgd_step(params, grads, velocity, lr, momentum, nesterov):
     """torch.optim.SGD(lr, momentum, dampening=0, nesterov): v = m v + g; p -= lr (g + m v if nesterov else v).
