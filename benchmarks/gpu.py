@@ -1,6 +1,6 @@
 """fastnn on an NVIDIA GPU against PyTorch CUDA (eager and CUDA graphs), and its SGEMM against cuBLAS.
 
-    python benchmarks/gpu.py [--epochs N] [--configs 0,1,2,3] [--no-torch] [--no-sgemm] [--tiles]
+    python benchmarks/gpu.py [--epochs N] [--configs 0,1,2,3] [--no-torch] [--no-sgemm] [--tiles] [--json FILE]
 
 Needs an NVIDIA GPU, numba-cuda (``pip install -e ".[cuda]"``) and, for the comparison,
 PyTorch with CUDA; exits with a message saying what is missing otherwise. ``--smoke`` runs the
@@ -28,13 +28,20 @@ What is measured
   repeats with the device synchronized, TFLOP/s.
 * ``--tiles``: fastnn's SGEMM with each tile configuration on the shapes that the training
   configs use, to check ``fastnn.cuda.dense.choose_tile``.
+
+The goals (the issue on the CUDA path) are printed PASS/FAIL at the end: 784-100-50-10 at batch
+50 >= 1x PyTorch with CUDA graphs, 784-1024-1024-10 at batch 256 >= 0.5x, SGEMM 4096^3 >= 50%
+of cuBLAS. A contender that fails is reported with its error and the run goes on.
 """
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -45,6 +52,9 @@ CONFIGS = [  # (hidden widths, batch size)
     ((4096, 4096), 4096),
 ]
 SGEMM_SIZE = 4096
+# (config index, least fastnn / PyTorch-CUDA-graph ratio); SGEMM: least fraction of cuBLAS.
+GOALS = [(0, 1.0), (2, 0.5)]
+SGEMM_GOAL = 0.5
 
 
 def parse_args():
@@ -56,6 +66,9 @@ def parse_args():
     p.add_argument("--tiles", action="store_true", help="time every SGEMM tile on the configs' shapes")
     p.add_argument("--repeats", type=int, default=20, help="SGEMM repeats")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, no GPU needed: checks this script only")
+    p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--profile", action="store_true", help="also print fastnn's device time per kernel "
+                   "(PyTorch's profiler) for each config")
     return p.parse_args()
 
 
@@ -105,10 +118,29 @@ def describe(cuda, torch):
         dev = cuda.get_current_device()
         name = dev.name.decode() if isinstance(dev.name, bytes) else dev.name
         lines.append(f"GPU: {name}, compute capability {dev.compute_capability}, "
-                     f"{dev.MULTIPROCESSOR_COUNT} SMs")
+                     f"{dev.MULTIPROCESSOR_COUNT} SMs, driver {driver_version()}")
     except Exception:
         lines.append("GPU: the CUDA simulator (--smoke)")
     return "\n".join(lines)
+
+
+def driver_version():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+        return out or "unknown"
+    except Exception:
+        return "unknown (no nvidia-smi)"
+
+
+def attempt(what, fn, *args):
+    """fn(*args), or None with the error printed: one failing contender must not end the run."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        print(f"{what} FAILED: {type(exc).__name__}: {exc}")
+        traceback.print_exc(file=sys.stdout)
+        return None
 
 
 def load_data(smoke):
@@ -127,8 +159,17 @@ def load_data(smoke):
 
 # ---- fastnn -------------------------------------------------------------------------------
 
+def fastnn_model(hidden, n_in):
+    from fastnn import MLP, Adam, Dense
+    widths = (n_in,) + tuple(hidden)
+    layers = [Dense(a, b, activation="relu") for a, b in zip(widths[:-1], widths[1:])]
+    model = MLP(layers + [Dense(widths[-1], 10, activation="softmax")], seed=0, device="cuda")
+    model.compile(loss="cross_entropy", optimizer=Adam(1e-3))
+    return model
+
+
 def fastnn_throughput(hidden, batch, x, y, epochs, cuda):
-    from fastnn import MLP, Adam, Callback, Dense
+    from fastnn import Callback
 
     class EpochTimer(Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -137,10 +178,7 @@ def fastnn_throughput(hidden, batch, x, y, epochs, cuda):
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(time.perf_counter() - self.start)
 
-    widths = (x.shape[1],) + tuple(hidden)
-    layers = [Dense(a, b, activation="relu") for a, b in zip(widths[:-1], widths[1:])]
-    model = MLP(layers + [Dense(widths[-1], 10, activation="softmax")], seed=0, device="cuda")
-    model.compile(loss="cross_entropy", optimizer=Adam(1e-3))
+    model = fastnn_model(hidden, x.shape[1])
     model.fit(x, y, epochs=1, batch_size=batch, verbose=0)  # compile, capture the graphs
     timer = EpochTimer()
     timer.seconds = []
@@ -148,6 +186,28 @@ def fastnn_throughput(hidden, batch, x, y, epochs, cuda):
     cuda.synchronize()
     graphs = model._backend.runner.uses_graphs
     return x.shape[0] / statistics.median(timer.seconds), graphs
+
+
+def fastnn_profile(torch, hidden, batch, x, y, cuda, steps=160):
+    """Device time per kernel over ``steps`` training steps, from PyTorch's profiler (CUPTI sees
+    every kernel of the process, numba's included, and those replayed from graphs)."""
+    from torch.profiler import ProfilerActivity, profile
+    model = fastnn_model(hidden, x.shape[1])
+    xs, ys = x[:batch * steps], y[:batch * steps]
+    model.fit(xs, ys, epochs=1, batch_size=batch, verbose=0, shuffle=False)
+    cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        model.fit(xs, ys, epochs=1, batch_size=batch, verbose=0, shuffle=False)
+        cuda.synchronize()
+    events = prof.key_averages()
+    for key in ("self_device_time_total", "self_cuda_time_total", "device_time_total", "cuda_time_total"):
+        try:
+            table = events.table(sort_by=key, row_limit=20, max_name_column_width=70)
+            break
+        except Exception:
+            continue
+    print(f"\nfastnn device time per kernel, {steps} steps of batch {batch}, {'-'.join(map(str, hidden))} hidden")
+    print(table)
 
 
 # ---- PyTorch ------------------------------------------------------------------------------
@@ -281,29 +341,42 @@ def main():
     print()
     header = f"{'network':<18}{'batch':>6}{'fastnn':>12}{'torch eager':>13}{'torch graph':>13}" \
              f"{'vs eager':>10}{'vs graph':>10}"
+    results = {"command": " ".join(["benchmarks/gpu.py"] + sys.argv[1:]), "environment": describe(cuda, torch),
+               "data": source, "training": [], "sgemm": None, "tiles": []}
     print("training samples/s (float32, Adam)")
     print(header)
+    fmt = lambda v: f"{v:,.0f}" if v else "-"  # noqa: E731
     for hidden, batch in configs:
         name = "-".join(map(str, (x.shape[1],) + hidden + (10,)))
-        ours, graphs = fastnn_throughput(hidden, batch, x, y, args.epochs, cuda)
+        got = attempt(f"fastnn {name} batch {batch}", fastnn_throughput, hidden, batch, x, y, args.epochs, cuda)
+        ours, graphs = got if got else (None, False)
         eager = graph = None
         if torch is not None:
-            eager = torch_throughput(torch, hidden, batch, x, y, args.epochs, False, device)
+            eager = attempt(f"torch eager {name}", torch_throughput, torch, hidden, batch, x, y, args.epochs, False,
+                            device)
             if device == "cuda":
-                graph = torch_throughput(torch, hidden, batch, x, y, args.epochs, True, device)
-        fmt = lambda v: f"{v:,.0f}" if v else "-"  # noqa: E731
-        ratio = lambda v: f"{ours / v:.2f}x" if v else "-"  # noqa: E731
+                graph = attempt(f"torch graph {name}", torch_throughput, torch, hidden, batch, x, y, args.epochs,
+                                True, device)
+        ratio = lambda v: f"{ours / v:.2f}x" if v and ours else "-"  # noqa: E731
         print(f"{name:<18}{batch:>6}{fmt(ours):>12}{fmt(eager):>13}{fmt(graph):>13}{ratio(eager):>10}"
-              f"{ratio(graph):>10}" + ("" if graphs else "   (fastnn without CUDA graphs)"))
+              f"{ratio(graph):>10}" + ("" if graphs or not ours else "   (fastnn without CUDA graphs)"), flush=True)
+        if args.profile and torch is not None and device == "cuda":
+            attempt(f"profile {name}", fastnn_profile, torch, hidden, batch, x, y, cuda)
+        results["training"].append({"network": name, "batch": batch, "fastnn": ours, "fastnn_graphs": graphs,
+                                    "torch_eager": eager, "torch_graph": graph,
+                                    "config": CONFIGS.index((hidden, batch)) if (hidden, batch) in CONFIGS else None})
     if not args.no_sgemm:
         size = 16 if args.smoke else SGEMM_SIZE
         print(f"\nSGEMM {size}^3 float32, TFLOP/s (TF32 off)")
-        ours = fastnn_sgemm_tflops(cuda, size, size, size, args.repeats)
-        line = f"fastnn {ours:.3g}"
+        ours = attempt("fastnn sgemm", fastnn_sgemm_tflops, cuda, size, size, size, args.repeats)
+        theirs = None
+        line = f"fastnn {ours:.3g}" if ours else "fastnn -"
         if torch is not None:
-            theirs = cublas_sgemm_tflops(torch, size, size, size, args.repeats, device)
-            line += f"   cuBLAS (torch.matmul) {theirs:.3g}   fastnn / cuBLAS {ours / theirs:.0%}"
-        print(line)
+            theirs = attempt("cuBLAS sgemm", cublas_sgemm_tflops, torch, size, size, size, args.repeats, device)
+            if ours and theirs:
+                line += f"   cuBLAS (torch.matmul) {theirs:.3g}   fastnn / cuBLAS {ours / theirs:.0%}"
+        print(line, flush=True)
+        results["sgemm"] = {"size": size, "fastnn_tflops": ours, "cublas_tflops": theirs}
     if args.tiles:
         from fastnn.cuda import TILES
         from fastnn.cuda.dense import choose_tile
@@ -313,9 +386,37 @@ def main():
         for m, n, k in shapes:
             cells = []
             for t in TILES:
-                v = fastnn_sgemm_tflops(cuda, m, n, k, args.repeats, tile=t)
-                cells.append(f"{v:.3g}" + ("*" if t == choose_tile(m, n) else " "))
-            print(f"{f'{m} x {n} x {k}':<22}" + "".join(f"{c:>14}" for c in cells))
+                v = attempt(f"sgemm tile {t}", fastnn_sgemm_tflops, cuda, m, n, k, args.repeats, t)
+                cells.append((f"{v:.3g}" if v else "-") + ("*" if t == choose_tile(m, n) else " "))
+                results["tiles"].append({"m": m, "n": n, "k": k, "tile": list(t), "tflops": v,
+                                         "chosen": t == choose_tile(m, n)})
+            print(f"{f'{m} x {n} x {k}':<22}" + "".join(f"{c:>14}" for c in cells), flush=True)
+    print_goals(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def print_goals(results):
+    """PASS/FAIL per goal, from what this run measured (FAIL with a reason where it measured nothing)."""
+    print("\ngoals")
+    by_config = {r["config"]: r for r in results["training"]}
+    for index, least in GOALS:
+        hidden, batch = CONFIGS[index]
+        name = f"{'-'.join(map(str, (784,) + hidden + (10,)))} batch {batch} >= {least:g}x PyTorch CUDA graph"
+        r = by_config.get(index)
+        if r is None or not r["fastnn"] or not r["torch_graph"]:
+            print(f"  {name}: not measured")
+            continue
+        got = r["fastnn"] / r["torch_graph"]
+        print(f"  {name}: {got:.2f}x  {'PASS' if got >= least else 'FAIL'}")
+    g = results["sgemm"]
+    name = f"SGEMM {SGEMM_SIZE}^3 >= {SGEMM_GOAL:.0%} of cuBLAS"
+    if not g or not g["fastnn_tflops"] or not g["cublas_tflops"]:
+        print(f"  {name}: not measured")
+    else:
+        got = g["fastnn_tflops"] / g["cublas_tflops"]
+        print(f"  {name}: {got:.0%}  {'PASS' if got >= SGEMM_GOAL else 'FAIL'}")
 
 
 if __name__ == "__main__":

@@ -29,11 +29,13 @@ CHILD = textwrap.dedent(r"""
         class _Device:  # device functions ask the current device for its compute capability
             compute_capability = (9, 0)
         dispatcher.get_current_device = lambda: _Device()
-        from fastnn.cuda import TILE_8, TILE_128, activations, dense, losses, metrics, network, optimizers
+        from fastnn.cuda import (TILE_8, TILE_128, activations, dense, dropout, losses, metrics, network,
+                                 optimizers, regularizers)
     except Exception as e:
         print("cannot set up:", e); sys.exit(77)
     F = t.float32[::1]
     I, D, B, I1, D1 = t.int64, t.float64, t.boolean, t.int64[::1], t.float64[::1]
+    I2, D2 = t.int64[:, ::1], t.float64[:, ::1]
     GEMM = (F, I, F, I, F, I, I, I, I, I, F, I, I, D)
     jobs = [(f"gemm{tile[0]}_{ta:d}{tb:d}_{epi}", dense.gemm_kernel("float32", ta, tb, epi, tile), GEMM)
             for tile in (TILE_8, TILE_128) for ta, tb, epi in ((0, 0, 1), (1, 0, 0), (0, 1, 2))]
@@ -46,7 +48,12 @@ CHILD = textwrap.dedent(r"""
              ("count_correct", metrics.kernels("float32").count_correct_block, (I1, F, F, I, I)),
              ("optimizer_step", optimizers.kernels("float32").optimizer_step_elements,
               (F, F, F, F, t.int64[:, ::1], t.float64[:, ::1], I1, I, I1)),
-             ("gather_batch", network.kernels("float32").gather_batch, (F, F, F, F, I1, I1, I, I, I, I))]
+             ("gather_batch", network.kernels("float32").gather_batch, (F, F, F, F, I1, I1, I, I, I, I)),
+             ("dropout_elements", dropout.kernels("float32").dropout_elements, (F, F, I, I, I, D, I1)),
+             ("regularization_elements", regularizers.kernels("float32").regularization_elements,
+              (F, F, D2, I, I, D1, I1)),
+             ("tensor_square_sums", optimizers.kernels("float32").tensor_square_sums, (F, I2, D1)),
+             ("clip_elements", optimizers.kernels("float32").clip_elements, (F, I2, D2, I, I2, I, D1, I1))]
     failed = 0
     for name, kernel, sig in jobs:
         try:
@@ -57,6 +64,8 @@ CHILD = textwrap.dedent(r"""
             print(f"{name}: cannot compile here: {e}"); sys.exit(77)
         if name.startswith("gemm") and re.search(r"\b(ld|st)\.local", ptx):
             print(f"{name}: uses local memory (accumulators not in registers)"); failed += 1
+        if name.startswith("gemm128") and not re.search(r"ld\.shared\.v4\.f32", ptx):
+            print(f"{name}: reads its shared slices one float at a time (no 16-byte loads)"); failed += 1
     sys.exit(1 if failed else 0)
 """)
 

@@ -15,7 +15,7 @@ if not cuda.is_available():
     pytest.skip("no CUDA GPU, and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM)", allow_module_level=True)
 
 from fastnn.cuda import (C_BAD, C_BATCH, C_STEP, C_STEP0, N_CONTROL, TILE_8, TILE_16, TILE_64, TILE_128,  # noqa: E402
-                         TILES)
+                         TILE_MIN_FILL, TILES)
 from fastnn.cuda import activations as CA  # noqa: E402
 from fastnn.cuda import dense as CD  # noqa: E402
 from fastnn.cuda import losses as CL  # noqa: E402
@@ -102,16 +102,23 @@ def test_sgemm_float64(rng):
     np.testing.assert_allclose(back(c, (m, n)), a @ b, rtol=1e-13, atol=1e-13)
 
 
-def test_choose_tile_fills_the_gpu_with_the_largest_tile():
-    sms = CD._sm_count()
+def test_choose_tile_fills_the_gpu_with_the_largest_tile(monkeypatch):
+    monkeypatch.setattr(CD, "_sm_count", lambda: 132)  # an H100's or H200's, where the rule was tuned
+    # The sweep on an H200 (docs/gpu.md): the fastest tile per shape of the benchmark's networks.
     assert CD.choose_tile(4096, 4096) == TILE_128
+    assert CD.choose_tile(785, 4096) == TILE_128
+    assert CD.choose_tile(256, 1024) == TILE_64
+    assert CD.choose_tile(785, 1024) == TILE_64
+    assert CD.choose_tile(4096, 10) == TILE_16  # 64 x 64 would pad 10 columns to 64
+    assert CD.choose_tile(512, 100) == TILE_16
     assert CD.choose_tile(5, 7) == TILES[-1]
-    for m, n in [(50, 100), (256, 1024), (1024, 784), (4096, 10)]:
+    for m, n in [(50, 100), (256, 1024), (1024, 784), (4096, 10), (300, 70)]:
         tile = CD.choose_tile(m, n)
         blocks = -(-m // tile[0]) * -(-n // tile[1])
-        assert blocks >= sms or tile == TILES[-1]
-        larger = TILES[:TILES.index(tile)]
-        assert all(-(-m // t[0]) * -(-n // t[1]) < sms for t in larger)
+        assert blocks >= TILE_MIN_FILL[tile] * 132 or tile == TILES[-1]
+        for t in TILES[:TILES.index(tile)]:  # every larger tile: too few blocks, or mostly padding
+            rows, cols = -(-m // t[0]), -(-n // t[1])
+            assert rows * cols < TILE_MIN_FILL[t] * 132 or rows * cols * t[0] * t[1] > 2 * m * n
 
 
 # ---- dense layer --------------------------------------------------------------------------
@@ -415,3 +422,33 @@ def test_optimizer_step_flushes_denormals_as_the_cpu_does(rng):
         assert not np.any((np.abs(decayed) > 0) & (np.abs(decayed) < tiny)), name
         np.testing.assert_allclose(back(d[name]), cpu, rtol=1e-5, atol=0, err_msg=name)
     np.testing.assert_allclose(back(d["p"]), params, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", range(10))
+def test_a_nan_prediction_gives_the_cpus_loss(loss, rng):
+    """A NaN prediction makes every loss NaN on both devices (the perceptron's counts it as a
+    miss on both). CUDA's max and min return the other operand of a NaN, so a clamp such as
+    max(p, eps) would turn it into a finite loss on a GPU and hide a diverged model."""
+    rows, cols = 3, 4
+    pred, target = loss_inputs(rng, loss, A.IDENTITY, rows, cols)
+    pred[1, 2] = np.nan
+    records, ctrl = cuda.device_array(2, np.float64), control()
+    CL.loss_forward(records, dev(pred), dev(target), loss, rows, cols, ctrl, dev(np.zeros(1, np.int64)))
+    cpu = L.loss_forward(loss, pred, target)
+    assert np.isnan(cpu) == (loss != L.PERCEPTRON)
+    assert np.isnan(back(records)[0]) == np.isnan(cpu)
+
+
+def test_nan_max_and_min_propagate_nan_from_either_side():
+    @cuda.jit
+    def probe(out, a, b):
+        i = cuda.grid(1)
+        if i < a.size:
+            out[2 * i] = CL.nan_max(a[i], b[i])
+            out[2 * i + 1] = CL.nan_min(a[i], b[i])
+
+    a = np.array([np.nan, 1.0, 2.0, 3.0])
+    b = np.array([1.0, np.nan, 5.0, -1.0])
+    out = cuda.device_array(8, np.float64)
+    probe[1, 4](out, dev(a), dev(b))
+    np.testing.assert_array_equal(back(out), [np.nan, np.nan, np.nan, np.nan, 5.0, 2.0, 3.0, -1.0])

@@ -26,12 +26,15 @@ REDUCE_THREADS = CUDA_THREADS_PER_BLOCK
 # BK at a time in shared memory; each of its (BM/TM) * (BN/TN) threads keeps a TM x TN tile
 # of C in registers. The large tile has the most reuse per load; the small ones leave
 # enough blocks to keep more of the GPU busy when a matrix is small (``dense.choose_tile``).
-# The choice among them is a heuristic not yet tuned on hardware (benchmarks/gpu.py --tiles).
+# The choice among them (``dense.choose_tile``) follows a tile sweep on an H200
+# (benchmarks/gpu.py --tiles).
 TILE_128 = (128, 128, 8, 8, 8)
 TILE_64 = (64, 64, 16, 4, 4)
 TILE_16 = (16, 16, 16, 2, 2)
 TILE_8 = (8, 8, 16, 2, 2)
 TILES = (TILE_128, TILE_64, TILE_16, TILE_8)
+# Blocks per multiprocessor below which a tile is passed over for a smaller one.
+TILE_MIN_FILL = {TILE_128: 1.0, TILE_64: 0.25, TILE_16: 1.0, TILE_8: 0.0}
 # Streaming multiprocessors assumed when the device does not say (the simulator): an H100's.
 DEFAULT_SM_COUNT = 132
 
@@ -151,9 +154,10 @@ def _configure(kernel_, grid, block, stream):
     """``kernel_[grid, block, stream]``, without numba-cuda's warning about grids under 128
     blocks: the loss kernel is one block by design, and a small network's layers are small."""
     import warnings
-    from numba.core.errors import NumbaPerformanceWarning
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        # By its message: numba-cuda raises its own NumbaPerformanceWarning class
+        # (numba.cuda.core.errors), not numba.core.errors' one, and versions differ.
+        warnings.filterwarnings("ignore", message=r".*Grid size \d+ will likely result in GPU under-utilization")
         return kernel_[grid, block, stream]
 
 

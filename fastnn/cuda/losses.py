@@ -33,6 +33,23 @@ from .metrics import block_sum, device_functions as metric_functions, reduce_thr
 F64 = numba.float64
 
 
+@kernel(device=True)
+def nan_max(a, b):
+    """max(a, b), NaN when either is, as on the CPU. CUDA's max is fmax, which returns the other
+    operand: a NaN prediction would give a finite loss, and a diverged model would go unseen."""
+    if a != a or b != b:
+        return a + b
+    return a if a > b else b
+
+
+@kernel(device=True)
+def nan_min(a, b):
+    """min(a, b), NaN when either is (see ``nan_max``)."""
+    if a != a or b != b:
+        return a + b
+    return a if a < b else b
+
+
 @lru_cache(maxsize=None)
 def device_functions(dtype):
     T = numba.from_dtype(np.dtype(dtype))
@@ -74,7 +91,7 @@ def device_functions(dtype):
         total = 0.0
         if loss == COSINE_SIMILARITY:
             pp, tt, pt = row_dot_products(pred, target, lo, cols)
-            return pt / (math.sqrt(max(pp, COSINE_EPSILON)) * math.sqrt(max(tt, COSINE_EPSILON)))
+            return pt / (math.sqrt(nan_max(pp, COSINE_EPSILON)) * math.sqrt(nan_max(tt, COSINE_EPSILON)))
         for j in range(cols):
             p = F64(pred[lo + j])
             t = F64(target[lo + j])
@@ -84,21 +101,21 @@ def device_functions(dtype):
             elif loss == MAE:
                 total += abs(p - t)
             elif loss == MAPE:
-                total += abs(t - p) / max(abs(t), PROB_EPSILON)
+                total += abs(t - p) / nan_max(abs(t), PROB_EPSILON)
             elif loss == MSLE:
-                d = math.log1p(max(p, PROB_EPSILON)) - math.log1p(max(t, PROB_EPSILON))
+                d = math.log1p(nan_max(p, PROB_EPSILON)) - math.log1p(nan_max(t, PROB_EPSILON))
                 total += d * d
             elif loss == CROSS_ENTROPY:
                 if t != 0.0:
-                    total -= t * math.log(max(p, PROB_EPSILON))
+                    total -= t * math.log(nan_max(p, PROB_EPSILON))
             elif loss == BINARY_CROSS_ENTROPY:
                 # A NaN p fails both tests and reaches the total, as on the CPU.
-                lp = BCE_LOG_MIN if p <= 0.0 else max(math.log(p), BCE_LOG_MIN)
-                lq = BCE_LOG_MIN if p >= 1.0 else max(math.log1p(-p), BCE_LOG_MIN)
+                lp = BCE_LOG_MIN if p <= 0.0 else nan_max(math.log(p), BCE_LOG_MIN)
+                lq = BCE_LOG_MIN if p >= 1.0 else nan_max(math.log1p(-p), BCE_LOG_MIN)
                 total -= t * lp + (1.0 - t) * lq
             elif loss == KL_DIVERGENCE:
-                t = min(max(t, PROB_EPSILON), 1.0)
-                p = min(max(p, PROB_EPSILON), 1.0)
+                t = nan_min(nan_max(t, PROB_EPSILON), 1.0)
+                p = nan_min(nan_max(p, PROB_EPSILON), 1.0)
                 total += t * math.log(t / p)
             elif pred[lo + j] != target[lo + j]:  # perceptron: outputs that differ
                 total += 1.0
