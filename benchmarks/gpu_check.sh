@@ -23,3 +23,8 @@ timeout "$test_s" python3 -m pytest -q -rf --tb=short -p no:cacheprovider \
 echo "cuda tests: exit ${PIPESTATUS[0]} after $(( $(date +%s) - t0 )) s"
 timeout 90 python3 -m pytest -q -rf --tb=short -p no:cacheprovider -k cuda tests/test_clipping.py tests/test_regularizers.py \
     tests/test_schedules.py tests/test_kernels_dispatch.py tests/test_validation.py 2>&1 | tee "$out/tests_k_cuda.log" | tail -20
+# A memory check of one short training run on the device, where compute-sanitizer is installed.
+if command -v compute-sanitizer > /dev/null; then
+    timeout 150 compute-sanitizer --tool memcheck --print-limit 20 python3 -m pytest -q -p no:cacheprovider \
+        tests/test_cuda_model.py -k "fit_predict_evaluate_match_cpu" 2>&1 | tee "$out/memcheck.log" | tail -15
+fi
