@@ -67,6 +67,8 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=20, help="SGEMM repeats")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, no GPU needed: checks this script only")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--tile-candidates", help="tiles to compare instead of the training run: "
+                   "'BM,BN,BK,TM,TN;...', each in the NN, TN and NT layouts on the large shapes of the configs")
     p.add_argument("--profile", action="store_true", help="also print fastnn's device time per kernel "
                    "(PyTorch's profiler) for each config")
     return p.parse_args()
@@ -277,22 +279,27 @@ def torch_throughput(torch, hidden, batch, x, y, epochs, graph, device):
 
 # ---- SGEMM --------------------------------------------------------------------------------
 
-def fastnn_sgemm_tflops(cuda, m, n, k, repeats, tile=None):
+def fastnn_sgemm_tflops(cuda, m, n, k, repeats, tile=None, trans_a=False, trans_b=False):
+    """fastnn's SGEMM on C (m, n) = op(A) @ op(B), TFLOP/s: the median of ``repeats`` calls,
+    each timed from the host with the device synchronized, after a check of C's first row."""
     from fastnn.cuda.dense import sgemm
     rng = np.random.default_rng(0)
-    a = cuda.to_device(rng.standard_normal(m * k, dtype=np.float32))
-    b = cuda.to_device(rng.standard_normal(k * n, dtype=np.float32))
+    a_host = rng.standard_normal(m * k, dtype=np.float32)
+    b_host = rng.standard_normal(k * n, dtype=np.float32)
+    a, b = cuda.to_device(a_host), cuda.to_device(b_host)
     c = cuda.device_array(m * n, np.float32)
-    sgemm(c, a, b, m, n, k, tile=tile)  # compile
+    sgemm(c, a, b, m, n, k, trans_a, trans_b, tile=tile)  # compile
     cuda.synchronize()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        sgemm(c, a, b, m, n, k, tile=tile)
+        sgemm(c, a, b, m, n, k, trans_a, trans_b, tile=tile)
         cuda.synchronize()
         times.append(time.perf_counter() - t)
     # A fast wrong kernel is no result: check the first row of C.
-    ref = a.copy_to_host()[:k].astype(np.float64) @ b.copy_to_host().reshape(k, n).astype(np.float64)
+    a_row = a_host.reshape(k, m)[:, 0] if trans_a else a_host[:k]
+    b_mat = b_host.reshape(n, k).T if trans_b else b_host.reshape(k, n)
+    ref = a_row.astype(np.float64) @ b_mat.astype(np.float64)
     np.testing.assert_allclose(c.copy_to_host()[:n], ref, rtol=1e-3, atol=1e-2)
     return 2.0 * m * n * k / statistics.median(times) / 1e12
 
@@ -341,6 +348,9 @@ def main():
     print()
     header = f"{'network':<18}{'batch':>6}{'fastnn':>12}{'torch eager':>13}{'torch graph':>13}" \
              f"{'vs eager':>10}{'vs graph':>10}"
+    if args.tile_candidates:
+        return compare_tiles(cuda, [tuple(map(int, t.split(","))) for t in args.tile_candidates.split(";")],
+                             args.repeats, 16 if args.smoke else None)
     results = {"command": " ".join(["benchmarks/gpu.py"] + sys.argv[1:]), "environment": describe(cuda, torch),
                "data": source, "training": [], "sgemm": None, "tiles": []}
     print("training samples/s (float32, Adam)")
@@ -395,6 +405,22 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+
+
+def compare_tiles(cuda, tiles, repeats, size=None):
+    """TFLOP/s of each candidate tile on the large GEMMs of training (forward NN, dW TN, dx NT)."""
+    shapes = [(4096, 4096, 4096, 0, 0), (4096, 4096, 4096, 1, 0), (4096, 4096, 4096, 0, 1),
+              (256, 1024, 1024, 0, 0), (1025, 1024, 256, 1, 0), (256, 1024, 1024, 0, 1)]
+    if size:
+        shapes = [(size, size, size, ta, tb) for _, _, _, ta, tb in shapes[:3]]
+    print(f"{'M x N x K layout':<24}" + "".join(f"{str(t):>22}" for t in tiles))
+    for m, n, k, ta, tb in shapes:
+        cells = []
+        for t in tiles:
+            v = attempt(f"sgemm {t}", fastnn_sgemm_tflops, cuda, m, n, k, repeats, t, bool(ta), bool(tb))
+            cells.append(f"{v:.3g}" if v else "-")
+        layout = "TN" if ta else ("NT" if tb else "NN")
+        print(f"{f'{m} x {n} x {k} {layout}':<24}" + "".join(f"{c:>22}" for c in cells), flush=True)
 
 
 def print_goals(results):
