@@ -36,9 +36,11 @@ CHILD = textwrap.dedent(r"""
     F = t.float32[::1]
     I, D, B, I1, D1 = t.int64, t.float64, t.boolean, t.int64[::1], t.float64[::1]
     I2, D2 = t.int64[:, ::1], t.float64[:, ::1]
-    GEMM = (F, I, F, I, F, I, I, I, I, I, F, I, I, D)
+    GEMM = (F, I, F, I, F, I, I, I, I, I, F, I, I, D, I, I)
     jobs = [(f"gemm{tile[0]}_{ta:d}{tb:d}_{epi}", dense.gemm_kernel("float32", ta, tb, epi, tile), GEMM)
             for tile in (TILE_8, TILE_128) for ta, tb, epi in ((0, 0, 1), (1, 0, 0), (0, 1, 2))]
+    jobs += [(f"split_k_sum_{epi}", dense.split_k_sum_kernel("float32", epi), (F, I, F, I, I, I, F, I, I, D))
+             for epi in (0, 1, 2)]
     ak = activations.kernels("float32")
     jobs += [("bias_activation_elements", ak.bias_activation_elements, (F, F, F, B, I, D, I, I)),
              ("bias_softmax_rows", ak.bias_softmax_rows, (F, F, F, B, I, I)),

@@ -94,6 +94,50 @@ def test_sgemm_matches_naive_matmul(tile, m, n, k, trans_a, trans_b, rng):
     np.testing.assert_allclose(back(c, (m, n)), naive_matmul(a, b), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("splits", [2, 3])
+def test_sgemm_split_along_k_matches_naive_matmul(splits, trans_a, trans_b, rng):
+    """K = 37 in 2 or 3 parts of whole 16-slices (the last part shorter), summed by split_k_sum."""
+    m, n, k = 5, 9, 37
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = cuda.device_array(m * n, np.float32)
+    CD.sgemm(c, dev(a.T if trans_a else a), dev(b.T if trans_b else b), m, n, k, trans_a, trans_b, tile=TILE_8,
+             splits=splits)
+    np.testing.assert_allclose(back(c, (m, n)), naive_matmul(a, b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("epi", [CD.EPI_BIAS_ACT, CD.EPI_ACT_GRAD])
+def test_split_k_applies_the_epilogue_after_the_sum(epi, rng):
+    """A split GEMM with an epilogue equals the unsplit one: bias + activation (forward) or the
+    previous layer's activation derivative (dx), applied once to the summed product."""
+    m, n, k = 6, 7, 40
+    act = A.TANH
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    e = rng.standard_normal(n).astype(np.float32) if epi == CD.EPI_BIAS_ACT else \
+        np.tanh(rng.standard_normal((m, n))).astype(np.float32)
+    out = {}
+    for splits in (1, 3):
+        c = cuda.device_array(m * n, np.float32)
+        CD._launch_gemm(None, np.float32, False, False, epi, TILE_8, c, n, dev(x), k, dev(w), n, m, n, k, m, dev(e),
+                        n, act, 0.0, splits)
+        out[splits] = back(c, (m, n))
+    np.testing.assert_allclose(out[3], out[1], rtol=1e-5, atol=1e-6)
+    z = naive_matmul(x, w)
+    ref = np.tanh(z + e) if epi == CD.EPI_BIAS_ACT else z * (1.0 - e.astype(np.float64) ** 2)
+    np.testing.assert_allclose(out[3], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_a_long_k_on_a_small_matrix_is_split(monkeypatch):
+    monkeypatch.setattr(CD, "_sm_count", lambda: 132)
+    # The seed network's first layer at batch 50: 28 blocks of 16 x 16 would each walk K = 784.
+    assert CD.choose_tile(50, 100, 784) == TILE_16
+    assert CD.split_count(50, 100, 784, TILE_16) == 5  # 140 blocks, parts of 160
+    assert CD.split_count(50, 100, 100, CD.choose_tile(50, 100, 100)) == 1  # too short to split
+    assert CD.split_count(256, 1024, 1024, CD.choose_tile(256, 1024, 1024)) == 1  # 64 x 64 fills the GPU
+
+
 def test_sgemm_float64(rng):
     m, n, k = 6, 9, 17
     a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))

@@ -30,7 +30,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from . import DEFAULT_SM_COUNT, TILE_MIN_FILL, TILES, _simulated, kernel, launch
+from . import DEFAULT_SM_COUNT, TILE_16, TILE_MIN_FILL, TILES, _simulated, blocks, kernel, launch
 from .activations import IDENTITY, SOFTMAX, bias_activation_forward, activation_backward, device_functions
 
 EPI_NONE, EPI_BIAS_ACT, EPI_ACT_GRAD = range(3)
@@ -38,13 +38,17 @@ EPI_NONE, EPI_BIAS_ACT, EPI_ACT_GRAD = range(3)
 
 @lru_cache(maxsize=None)
 def gemm_kernel(dtype, trans_a, trans_b, epilogue, tile):
-    """The SGEMM kernel ``gemm(C, ldc, A, lda, B, ldb, M, N, K, ones_row, E, lde, act, alpha)``.
+    """The SGEMM kernel ``gemm(C, ldc, A, lda, B, ldb, M, N, K, ones_row, E, lde, act, alpha, k_chunk, c_split)``.
 
     C (M, N) = op(A) (M, K) @ op(B) (K, N), then the epilogue. A is stored (M, K), or (K, M)
     when ``trans_a``; B (K, N), or (N, K) when ``trans_b``; ld* are the stored row lengths.
     With ``trans_a``, rows ``ones_row`` .. M-1 of op(A) read as ones (M = ones_row + 1 appends
     the bias row; ones_row = M appends none). E is the bias (EPI_BIAS_ACT) or the previous
     layer's output with row length ``lde`` (EPI_ACT_GRAD), read by the epilogue only.
+
+    Split K: block z of the grid's third dimension sums K's range [z * k_chunk, (z + 1) * k_chunk)
+    only and writes at C + z * c_split (``k_chunk`` = K and one z: no split); the caller then sums
+    the parts (``split_k_sum``), with EPI_NONE here.
     """
     T = numba.from_dtype(np.dtype(dtype))
     ZERO, ONE = T(0), T(1)
@@ -134,7 +138,7 @@ def gemm_kernel(dtype, trans_a, trans_b, epilogue, tile):
                 Bs[idx // BN, idx % BN] = regs[e]
 
     @kernel
-    def gemm(C, ldc, A, lda, B, ldb, M, N, K, ones_row, E, lde, act, alpha):
+    def gemm(C, ldc, A, lda, B, ldb, M, N, K, ones_row, E, lde, act, alpha, k_chunk, c_split):
         As = cuda.shared.array(A_SHAPE, T, alignment=ALIGN)
         Bs = cuda.shared.array(B_SHAPE, T, alignment=ALIGN)
         slab = cuda.shared.array(SLAB_SHAPE, T)
@@ -153,17 +157,20 @@ def gemm_kernel(dtype, trans_a, trans_b, epilogue, tile):
         a_base, b_base = ty * VM, tx * VN
         for i in range(ACC):
             acc[i] = ZERO
-        load_a(a_next, A, lda, M, K, ones_row, m0, 0, tid)
-        load_b(b_next, B, ldb, N, K, n0, 0, tid)
-        for k0 in range(0, K, BK):
+        k_begin = cuda.blockIdx.z * k_chunk
+        k_end = min(K, k_begin + k_chunk)
+        c0 = cuda.blockIdx.z * c_split
+        load_a(a_next, A, lda, M, k_end, ones_row, m0, k_begin, tid)
+        load_b(b_next, B, ldb, N, k_end, n0, k_begin, tid)
+        for k0 in range(k_begin, k_end, BK):
             store_a(As, a_next, tid)
             store_b(Bs, b_next, tid)
             cuda.syncthreads()
             # The next slice's loads are issued before this slice's arithmetic, which hides
             # their latency behind it (register double buffering).
-            if k0 + BK < K:
-                load_a(a_next, A, lda, M, K, ones_row, m0, k0 + BK, tid)
-                load_b(b_next, B, ldb, N, K, n0, k0 + BK, tid)
+            if k0 + BK < k_end:
+                load_a(a_next, A, lda, M, k_end, ones_row, m0, k0 + BK, tid)
+                load_b(b_next, B, ldb, N, k_end, n0, k0 + BK, tid)
             for kk in range(BK):
                 # Constant offsets from one base per thread: the compiler then sees each
                 # group's four addresses as consecutive and aligned, and loads them at once.
@@ -182,7 +189,7 @@ def gemm_kernel(dtype, trans_a, trans_b, epilogue, tile):
                     for j in range(TN):
                         n = n0 + col_of(tx, j)
                         if n < N:
-                            C[m * ldc + n] = acc[i * TN + j]
+                            C[c0 + m * ldc + n] = acc[i * TN + j]
             return
         # The epilogue's activation is too much code to unroll TM * TN times, and a loop that
         # is not unrolled would index ``acc`` at run time, which moves it out of registers
@@ -220,8 +227,14 @@ def _sm_count():
         return DEFAULT_SM_COUNT
 
 
-def choose_tile(M, N):
-    """The largest tile that cuts (M, N) into enough blocks without padding it much, else the smallest.
+# Split K: each split sums at least this much of K, and there are at most this many.
+SPLIT_MIN_K = 128
+MAX_SPLITS = 16
+
+
+def choose_tile(M, N, K=0):
+    """The largest tile that cuts (M, N) into enough blocks without padding it much, else the
+    16 x 16 tile when K is long enough to split (``split_count``), else the smallest.
 
     A large tile reuses each loaded element more (TM + TN loads per TM * TN multiply-adds), but
     a matrix cut into too few blocks leaves multiprocessors idle. "Enough" is per tile
@@ -231,27 +244,95 @@ def choose_tile(M, N):
     padded area is over twice the matrix's computes mostly zeros (64 x 64 on 4096 x 10).
     """
     sms = _sm_count()
-    for tile in TILES:
+    for tile in TILES[:-1]:
         rows, cols = -(-M // tile[0]), -(-N // tile[1])
         if rows * cols >= TILE_MIN_FILL[tile] * sms and rows * tile[0] * cols * tile[1] <= 2 * M * N:
             return tile
-    return TILES[-1]
+    return TILE_16 if K >= 2 * SPLIT_MIN_K else TILES[-1]
+
+
+def split_count(M, N, K, tile):
+    """How many parts to split K into: enough for the blocks to fill the GPU when ``tile`` alone
+    cuts C into too few (a batch of 50 against 784 inputs makes 28 blocks of 16 x 16 on 132
+    multiprocessors, each walking all 784), each part at least SPLIT_MIN_K long; else 1."""
+    n_blocks = -(-M // tile[0]) * -(-N // tile[1])
+    sms = _sm_count()
+    if n_blocks >= TILE_MIN_FILL[tile] * sms or K < 2 * SPLIT_MIN_K:
+        return 1
+    return min(-(-sms // n_blocks), K // SPLIT_MIN_K, MAX_SPLITS)
+
+
+@lru_cache(maxsize=None)
+def split_k_sum_kernel(dtype, epilogue):
+    """``split_k_sum(C, ldc, parts, splits, M, N, E, lde, act, alpha)``: C (M, N) = the epilogue
+    of the sum of ``splits`` partial products (``parts``, contiguous (splits, M, N)), summed
+    in a fixed order, so that results do not vary from run to run as atomic adds would."""
+    f = device_functions(dtype)
+    forward_value, backward_value = f.activation_forward_value, f.activation_backward_value
+    EPI = epilogue
+
+    @kernel
+    def split_k_sum(C, ldc, parts, splits, M, N, E, lde, act, alpha):
+        i = cuda.grid(1)
+        if i < M * N:
+            m = i // N
+            n = i - m * N
+            v = parts[i]
+            for z in range(1, splits):
+                v += parts[z * M * N + i]
+            if EPI == EPI_BIAS_ACT:
+                v = forward_value(act, v + E[n], alpha)
+            elif EPI == EPI_ACT_GRAD:
+                v = backward_value(act, v, E[m * lde + n], alpha)
+            C[m * ldc + n] = v
+
+    return split_k_sum
+
+
+_workspaces = {}
+
+
+def _workspace(dtype, size):
+    """A device scratch array of at least ``size`` elements for split-K parts, one per dtype,
+    replaced by a larger one when a plan needs more (plans keep the arrays they were built with)."""
+    name = np.dtype(dtype).name
+    found = _workspaces.get(name)
+    if found is None or found.size < size:
+        found = _workspaces[name] = cuda.device_array(max(size, 2 * (found.size if found is not None else 0)),
+                                                      np.dtype(dtype))
+    return found
 
 
 def _launch_gemm(plan, dtype, trans_a, trans_b, epi, tile, C, ldc, A, lda, B, ldb, M, N, K, ones_row, E, lde,
-                 act, alpha):
-    tile = tile or choose_tile(M, N)
-    k = gemm_kernel(np.dtype(dtype).name, trans_a, trans_b, epi, tile)
+                 act, alpha, splits=None):
+    """One GEMM with its epilogue; split along K (a GEMM into a workspace, then ``split_k_sum``)
+    when ``splits`` > 1, or, with ``splits`` None, when neither it nor ``tile`` is given and
+    ``split_count`` says so."""
+    if splits is None:
+        splits = 1 if tile else split_count(M, N, K, choose_tile(M, N, K))
+    tile = tile or choose_tile(M, N, K)
     grid = (-(-N // tile[1]), -(-M // tile[0]))
     threads = (tile[0] // tile[3]) * (tile[1] // tile[4])
-    launch(plan, k, grid, threads, C, ldc, A, lda, B, ldb, M, N, K, ones_row, E, lde, act, float(alpha))
+    if splits <= 1:
+        launch(plan, gemm_kernel(np.dtype(dtype).name, trans_a, trans_b, epi, tile), grid, threads,
+               C, ldc, A, lda, B, ldb, M, N, K, ones_row, E, lde, act, float(alpha), K, 0)
+        return
+    chunk = -(-K // splits)
+    chunk = -(-chunk // tile[2]) * tile[2]  # whole slices of BK per part
+    splits = -(-K // chunk)
+    parts = _workspace(dtype, splits * M * N)
+    launch(plan, gemm_kernel(np.dtype(dtype).name, trans_a, trans_b, EPI_NONE, tile), grid + (splits,), threads,
+           parts, N, A, lda, B, ldb, M, N, K, ones_row, parts, 0, IDENTITY, 0.0, chunk, M * N)
+    launch(plan, split_k_sum_kernel(np.dtype(dtype).name, epi), *blocks(M * N),
+           C, ldc, parts, splits, M, N, E, lde, act, float(alpha))
 
 
-def sgemm(C, A, B, M, N, K, trans_a=False, trans_b=False, tile=None, plan=None):
+def sgemm(C, A, B, M, N, K, trans_a=False, trans_b=False, tile=None, plan=None, splits=None):
     """C (M, N) = op(A) @ op(B), flat row-major device arrays; A stored (K, M) when ``trans_a``,
-    B stored (N, K) when ``trans_b``. ``tile`` None picks one by size (``choose_tile``)."""
+    B stored (N, K) when ``trans_b``. ``tile`` None picks one by size (``choose_tile``), and
+    ``splits`` None splits K by ``split_count`` then."""
     _launch_gemm(plan, C.dtype, trans_a, trans_b, EPI_NONE, tile, C, N, A, M if trans_a else K, B,
-                 K if trans_b else N, M, N, K, M, C, 0, IDENTITY, 0.0)
+                 K if trans_b else N, M, N, K, M, C, 0, IDENTITY, 0.0, splits)
 
 
 def dense_forward(out, x, W, b, act, alpha, rows, n_in, n_out, defer_softmax=False, tile=None, plan=None):
