@@ -15,7 +15,7 @@ if not cuda.is_available():
     pytest.skip("no CUDA GPU, and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM)", allow_module_level=True)
 
 from fastnn.cuda import (C_BAD, C_BATCH, C_STEP, C_STEP0, N_CONTROL, TILE_8, TILE_16, TILE_64, TILE_128,  # noqa: E402
-                         TILE_MIN_FILL, TILES)
+                         TILE_MIN_FILL, TILES, launch)
 from fastnn.cuda import activations as CA  # noqa: E402
 from fastnn.cuda import dense as CD  # noqa: E402
 from fastnn.cuda import losses as CL  # noqa: E402
@@ -494,5 +494,5 @@ def test_nan_max_and_min_propagate_nan_from_either_side():
     a = np.array([np.nan, 1.0, 2.0, 3.0])
     b = np.array([1.0, np.nan, 5.0, -1.0])
     out = cuda.device_array(8, np.float64)
-    probe[1, 4](out, dev(a), dev(b))
+    launch(None, probe, 1, 4, out, dev(a), dev(b))
     np.testing.assert_array_equal(back(out), [np.nan, np.nan, np.nan, np.nan, 5.0, 2.0, 3.0, -1.0])
