@@ -13,7 +13,7 @@ from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallb
 from .datasets import Dataset, load_digits, load_mnist
 from .initializers import (Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, Normal, Ones, RandomNormal,
                            RandomUniform, Uniform, XavierNormal, XavierUniform, Zeros)
-from .layers import Activation, Dense, Dropout, Input, Layer
+from .layers import Activation, BatchNorm, BatchNormalization, Dense, Dropout, Input, Layer
 from .losses import (MAE, MAPE, MSE, MSLE, SSE, BinaryCrossEntropy, CosineSimilarity, CrossEntropy, KLDivergence,
                      Loss, PerceptronCriterion)
 from .model import MLP, Perceptron, Sequential

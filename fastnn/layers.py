@@ -1,4 +1,4 @@
-"""Layers: Input, Dense, Activation, Dropout.
+"""Layers: Input, Dense, Activation, Dropout, BatchNormalization.
 
 A layer holds its configuration; its weights live in the model's flat parameter buffer,
 laid out [W1, b1, W2, b2, ...] with each W of shape (input_dim, output_dim). The model
@@ -9,7 +9,8 @@ import numpy as np
 
 from . import activations, initializers, optimizers, regularizers
 from .base import Configurable
-from .kernels.network import ACT, ACTIVATION_LAYER, B_OFF, DENSE_LAYER, DROPOUT_LAYER, KIND, N_IN, N_OUT, W_OFF
+from .kernels.network import (ACT, ACTIVATION_LAYER, B_OFF, BATCHNORM_LAYER, DENSE_LAYER, DROPOUT_LAYER, KIND, N_IN,
+                              N_OUT, W_OFF)
 from .validation import check_features, check_float, check_int
 
 _SEED_DEFAULT_ACTIVATION = "sigmoid"
@@ -27,6 +28,11 @@ class Layer(Configurable):
 
     def count_params(self):
         return int(sum(np.prod(s) for s in self.weight_shapes()))
+
+    def count_trainable_params(self):
+        """Parameters an optimizer updates: the first this many of the layer's slice (the rest,
+        such as BatchNorm's running statistics, are written by the forward pass only)."""
+        return self.count_params()
 
     def connect(self, input_dim):
         """Fix the input width from the previous layer; a mismatch names ``input_dim``."""
@@ -47,10 +53,11 @@ class Layer(Configurable):
         parameters (offsets into the flat buffer; the model has set ``_offset``)."""
         return []
 
-    def table_float(self):
-        """This layer's entry of the kernels' ``alphas`` (its activation's alpha, or a Dropout's rate)."""
+    def table_floats(self):
+        """This layer's row of the kernels' ``alphas``: [its activation's alpha, a Dropout's rate or
+        a BatchNorm's momentum; a BatchNorm's epsilon]."""
         activation = getattr(self, "activation", None)
-        return float(activation.alpha) if activation is not None else 0.0
+        return [float(activation.alpha) if activation is not None else 0.0, 0.0]
 
     def get_weights(self):
         """The layer's parameters as a list of new NumPy arrays ([] before the model is built)."""
@@ -168,8 +175,57 @@ class Dropout(Layer):
         row[KIND] = DROPOUT_LAYER
         return row
 
-    def table_float(self):
-        return self.rate
+    def table_floats(self):
+        return [self.rate, 0.0]
+
+
+class BatchNormalization(Layer):
+    """Batch normalization over the features, as ``torch.nn.BatchNorm1d(num_features, eps=epsilon,
+    momentum=momentum)`` (Ioffe & Szegedy, 2015).
+
+    In training each feature is normalized with the batch's mean and biased variance, then
+    scaled by gamma and shifted by beta (both trained by the layer's optimizer, initially 1 and
+    0), and the running statistics move as running = (1 - momentum) * running + momentum *
+    batch, with the unbiased variance (PyTorch's convention; Keras' ``momentum`` is 1 minus
+    this one). At inference (``predict``, ``evaluate``, validation) the running mean and
+    variance (initially 0 and 1) are used instead. ``model(x, training=True)`` normalizes with
+    the batch and updates the running statistics, as in Keras and PyTorch. ``get_weights()``
+    returns [gamma, beta, running_mean, running_var]. ``epsilon`` keeps a constant feature
+    (variance 0) finite. Alias: ``BatchNorm``.
+    """
+
+    def __init__(self, input_dim=None, momentum=0.1, epsilon=1e-5, optimizer=None):
+        self.input_dim = None if input_dim is None else check_int(input_dim, "input_dim", minimum=1)
+        self.momentum = check_float(momentum, "momentum", minimum=0.0, maximum=1.0)
+        self.epsilon = check_float(epsilon, "epsilon", minimum=0.0, min_inclusive=False)
+        self.optimizer = None if optimizer is None else optimizers.get(optimizer)
+        if self.input_dim is not None:
+            self.output_dim = self.input_dim
+
+    def connect(self, input_dim):
+        super().connect(input_dim)
+        self.output_dim = self.input_dim
+
+    def weight_shapes(self):
+        return [(self.output_dim,)] * 4
+
+    def count_trainable_params(self):
+        return 2 * self.output_dim
+
+    def table_row(self, offset):
+        row = super().table_row(offset)
+        row[W_OFF], row[B_OFF], row[KIND] = offset, offset + self.output_dim, BATCHNORM_LAYER
+        return row
+
+    def table_floats(self):
+        return [self.momentum, self.epsilon]
+
+    def initial_weights(self, rng, dtype):
+        n = self.output_dim
+        return [np.ones(n, dtype), np.zeros(n, dtype), np.zeros(n, dtype), np.ones(n, dtype)]
+
+
+BatchNorm = BatchNormalization
 
 
 def check_weight_list(weights, shapes, name, dtype):

@@ -57,7 +57,7 @@ class MLP:
     def add(self, layer):
         """Append a layer; its input_dim must match the previous layer's output."""
         if not isinstance(layer, Layer):
-            raise TypeError("layer must be a fastnn layer (Dense, Activation, Dropout, Input), "
+            raise TypeError("layer must be a fastnn layer (Dense, Activation, Dropout, BatchNormalization, Input), "
                             f"got {type(layer).__name__}")
         if layer._model is not None:
             raise ValueError(f"this {type(layer).__name__} already belongs to a model: create a new layer")
@@ -101,7 +101,7 @@ class MLP:
         params = np.concatenate([np.ravel(w) for w in weights]).astype(self.dtype) if weights \
             else np.zeros(0, self.dtype)
         self._table = np.array(table, dtype=np.int64)
-        self._alphas = np.array([layer.table_float() for layer in layers], dtype=np.float64)
+        self._alphas = np.array([layer.table_floats() for layer in layers], dtype=np.float64).reshape(-1, 2)
         self._reg = np.array([row for layer in layers for row in layer.regularized_slices()],
                              dtype=np.float64).reshape(-1, 4)
         rng = self._backend.host("rng") if self._backend is not None else np.array([self._random_key(), 0])
@@ -123,7 +123,7 @@ class MLP:
         default = self.optimizer or _default_optimizer(self)
         segments = []  # [optimizer, lo, hi]
         for layer in self._compute_layers():
-            n = layer.count_params()
+            n = layer.count_trainable_params()
             if not n:
                 continue
             opt = getattr(layer, "optimizer", None) or default
@@ -425,13 +425,16 @@ class MLP:
 
     def summary(self, print_fn=print):
         """Print a table of layers, output widths and parameter counts (Keras' ``summary``)."""
+        names = [f"{type(layer).__name__.lower()}_{i} ({type(layer).__name__})" for i, layer in enumerate(self.layers)]
+        width = max([28] + [len(n) + 2 for n in names])
         lines = [f'Model: "{self.name}" ({np.dtype(self.dtype).name}, {self.device})',
-                 f"{'Layer (type)':<28}{'Output Shape':<16}{'Activation':<14}{'Param #':>10}"]
-        for i, layer in enumerate(self.layers):
+                 f"{'Layer (type)':<{width}}{'Output Shape':<16}{'Activation':<14}{'Param #':>10}"]
+        for name, layer in zip(names, self.layers):
             act = type(layer.activation).__name__ if hasattr(layer, "activation") else ""
-            lines.append(f"{type(layer).__name__.lower() + '_' + str(i) + ' (' + type(layer).__name__ + ')':<28}"
-                         f"{str((None, layer.output_dim)):<16}{act:<14}{layer.count_params():>10,}")
-        lines.append(f"Total params: {self.count_params():,}")
+            lines.append(f"{name:<{width}}{str((None, layer.output_dim)):<16}{act:<14}{layer.count_params():>10,}")
+        trainable = sum(layer.count_trainable_params() for layer in self.layers)
+        lines += [f"Total params: {self.count_params():,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {self.count_params() - trainable:,}"]
         print_fn("\n".join(lines))
 
     def to(self, device):

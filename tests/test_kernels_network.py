@@ -47,7 +47,13 @@ def naive_network_forward(net, params, x, training=False, rng=(0, 0)):
     """(output, [(activation code, pre-activation) per layer]) of the network on the rows of x;
     in ``training``, Dropout layers apply the mask of ``naive_dropout_keep`` for key, step = ``rng``."""
     h, pre = np.asarray(x, dtype=np.float64), []
-    for k, ((w, b, n_in, n_out, act, kind), alpha) in enumerate(zip(net.layers, net.alphas)):
+    for k, ((w, b, n_in, n_out, act, kind), (alpha, eps)) in enumerate(zip(net.layers, net.alphas)):
+        if kind == N.BATCHNORM_LAYER:  # torch.nn.BatchNorm1d: batch statistics in training
+            gamma, beta, mean, var = params[w: w + 4 * n_out].reshape(4, n_out)
+            if training:
+                mean, var = h.mean(axis=0), h.var(axis=0)
+            h = gamma * (h - mean) / np.sqrt(var + eps) + beta
+            continue
         if kind == N.DROPOUT_LAYER:
             if training:
                 h = h * naive_dropout_keep(rng[0], rng[1], k, h.shape, alpha) / (1.0 - alpha)
@@ -76,8 +82,9 @@ def naive_adam_update(p, g, m, v, t, lr, beta1, beta2, eps):
 @dataclass
 class Net:
     layers: np.ndarray   # int64 (L, 6), columns as N.W_OFF .. N.KIND
-    alphas: np.ndarray   # float64 (L,)
+    alphas: np.ndarray   # float64 (L, 2)
     params: np.ndarray   # flat [W1, b1, W2, b2, ...]
+    frozen: np.ndarray   # indices of params no optimizer trains (BatchNorm's running statistics)
 
     @property
     def n_in(self):
@@ -100,20 +107,30 @@ def dropout(rate):
     return ("dropout", None, A.IDENTITY, rate)
 
 
+def batchnorm(momentum, epsilon):
+    return ("batchnorm", None, A.IDENTITY, (momentum, epsilon))
+
+
 def build(n_in, spec, rng, dtype=np.float64):
     """The table and initial parameters of the network ``spec`` (dense(...)/activation(...) items)."""
-    rows, alphas, chunks, offset, width = [], [], [], 0, n_in
+    rows, alphas, chunks, offset, width, frozen = [], [], [], 0, n_in, []
     for kind, n_out, act, alpha in spec:
         if kind == "dense":
             rows.append([offset, offset + width * n_out, width, n_out, act, N.DENSE_LAYER])
             chunks += [rng.standard_normal(width * n_out) / np.sqrt(width), 0.5 * rng.standard_normal(n_out)]
             offset += width * n_out + n_out
             width = n_out
+        elif kind == "batchnorm":  # gamma, beta, running mean and variance, none of them trivial
+            rows.append([offset, offset + width, width, width, act, N.BATCHNORM_LAYER])
+            chunks += [rng.uniform(0.5, 1.5, width), rng.standard_normal(width), rng.standard_normal(width),
+                       rng.uniform(0.5, 2.0, width)]
+            frozen += list(range(offset + 2 * width, offset + 4 * width))
+            offset += 4 * width
         else:
             rows.append([0, 0, width, width, act, N.DROPOUT_LAYER if kind == "dropout" else N.ACTIVATION_LAYER])
-        alphas.append(alpha)
-    return Net(np.array(rows, dtype=np.int64), np.array(alphas, dtype=np.float64),
-               np.concatenate(chunks).astype(dtype))
+        alphas.append(alpha if kind == "batchnorm" else (alpha, 0.0))
+    return Net(np.array(rows, dtype=np.int64), np.array(alphas, dtype=np.float64).reshape(-1, 2),
+               np.concatenate(chunks).astype(dtype), np.array(frozen, dtype=np.int64))
 
 
 def workspace(net, rows, dtype=np.float64):
@@ -166,6 +183,10 @@ NETWORKS = {
     "dropout_on_the_input_and_twice_mse": ([dropout(0.25), dense(6, A.SIGMOID), dropout(0.5), dropout(0.2),
                                             dense(2, A.IDENTITY)], L.MSE),
     "dropout_after_a_softmax_mse": ([dense(5, A.TANH), dense(3, A.SOFTMAX), dropout(0.3)], L.MSE),
+    "batchnorm_between_dense_ce": ([dense(5, A.TANH), batchnorm(0.1, 1e-3), dense(3, A.SOFTMAX)], L.CROSS_ENTROPY),
+    "batchnorm_on_the_input_and_after_elu_mse": ([batchnorm(0.2, 1e-2), dense(5, A.ELU, 1.0), batchnorm(0.1, 1e-5),
+                                                  dense(2, A.IDENTITY)], L.MSE),
+    "batchnorm_last_mse": ([dense(5, A.SIGMOID), batchnorm(0.5, 1e-3)], L.MSE),
 }
 RNG = np.array([1234, 17], dtype=np.int64)  # random key and step for Dropout
 N_IN, ROWS = 4, 6
@@ -210,6 +231,10 @@ def test_network_backward_matches_finite_differences(name):
         pred = N.network_forward(net.params, net.layers, net.alphas, x, fd_acts, act_off, True, RNG)
         return L.loss_forward(loss, pred, target)
 
+    # BatchNorm's running statistics get no gradient (their slots are left as they were) and do
+    # not enter the training-mode loss.
+    assert np.isnan(grads[net.frozen]).all()
+    grads[net.frozen] = 0.0
     assert_gradient(grads, numerical_gradient(loss_value, net.params))
 
 

@@ -27,10 +27,11 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda
 
-from ..kernels.network import (ACT, ACTIVATION_LAYER, B_OFF, DENSE_LAYER, DROPOUT_LAYER, KIND, N_IN,  # noqa: F401
-                               N_OUT, W_OFF)
+from ..kernels.network import (ACT, ACTIVATION_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, DENSE_LAYER, DROPOUT_LAYER,  # noqa: F401,E501
+                               EPSILON, KIND, N_IN, N_OUT, W_OFF)
 from . import C_BATCH, C_STEP, C_STEP0, GRAPH_STEPS, N_CONTROL, USE_GRAPHS, Plan, blocks, kernel, launch
 from .activations import IDENTITY, SOFTMAX, activation_backward, bias_activation_forward
+from .batchnorm import batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward
 from .losses import loss_backward, loss_forward
@@ -88,16 +89,19 @@ def network_forward(params, layers, alphas, x, acts, act_off, rows, out=None, de
         if kind == DENSE_LAYER:
             w, b = layers[k, W_OFF], layers[k, B_OFF]
             dense_forward(o, inp, _view(params, w, n_in * n_out), _view(params, b, n_out), int(layers[k, ACT]),
-                          alphas[k], rows, n_in, n_out, defer_softmax=deferred and k == last, plan=plan)
+                          alphas[k, ALPHA], rows, n_in, n_out, defer_softmax=deferred and k == last, plan=plan)
         elif kind == ACTIVATION_LAYER:
-            bias_activation_forward(o, inp, None, int(layers[k, ACT]), alphas[k], rows, n_out, plan=plan)
+            bias_activation_forward(o, inp, None, int(layers[k, ACT]), alphas[k, ALPHA], rows, n_out, plan=plan)
         elif kind == DROPOUT_LAYER:
             if training:
-                dropout_forward(o, inp, rows * n_out, key, k, alphas[k], control, plan=plan)
+                dropout_forward(o, inp, rows * n_out, key, k, alphas[k, ALPHA], control, plan=plan)
             elif k == last:  # the caller reads the last layer's output: rate 0 keeps every element, a copy
                 dropout_forward(o, inp, rows * n_out, key, k, 0.0, _inference_control(), plan=plan)
             else:
                 continue
+        elif kind == BATCHNORM_LAYER:
+            batchnorm_forward(o, inp, params, layers[k, W_OFF], layers[k, B_OFF], rows, n_out, training,
+                              alphas[k, ALPHA], alphas[k, EPSILON], plan=plan)
         else:
             raise ValueError(f"layers: unknown layer kind {kind} in row {k}")
         inp = o
@@ -126,7 +130,7 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, ro
             if k > 0:
                 dx = _view(deltas[1 - cur], 0, rows * n_in)
                 dense_backward(dx, dWb, dz, below, W, rows, n_in, n_out, prev_out=below,
-                               prev_act=int(layers[k - 1, ACT]), prev_alpha=alphas[k - 1], plan=plan)
+                               prev_act=int(layers[k - 1, ACT]), prev_alpha=alphas[k - 1, ALPHA], plan=plan)
                 cur = 1 - cur
             else:
                 dense_backward(None, dWb, dz, below, W, rows, n_in, n_out, plan=plan)
@@ -134,13 +138,18 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, ro
         if kind == DROPOUT_LAYER:
             if k == 0:
                 continue  # the input batch needs no gradient
-            dropout_backward(dz, dz, rows * n_out, key, k, alphas[k], control, plan=plan)
+            dropout_backward(dz, dz, rows * n_out, key, k, alphas[k, ALPHA], control, plan=plan)
+        elif kind == BATCHNORM_LAYER:
+            batchnorm_backward(dz, grads, dz, below, params, layers[k, W_OFF], layers[k, B_OFF], rows, n_out,
+                               alphas[k, EPSILON], want_dx=k > 0, plan=plan)
+            if k == 0:
+                continue
         elif kind != ACTIVATION_LAYER:
             raise ValueError(f"layers: unknown layer kind {kind} in row {k}")
         # dz is now dL/d(this layer's input), the output of layer k - 1: one more derivative
         # makes it dL/d(layer k - 1's pre-activation).
         if k > 0 and layers[k - 1, ACT] != IDENTITY:
-            activation_backward(dz, dz, below, int(layers[k - 1, ACT]), alphas[k - 1], rows, n_in, plan=plan)
+            activation_backward(dz, dz, below, int(layers[k - 1, ACT]), alphas[k - 1, ALPHA], rows, n_in, plan=plan)
 
 
 def train_step(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
@@ -155,7 +164,7 @@ def train_step(params, grads, state1, state2, layers, alphas, loss, opt_meta, op
     deferred = network_forward(params, layers, alphas, xb, acts, act_off, rows, defer_softmax=True, plan=plan,
                                training=True, key=key, control=control)
     pred = _view(acts, act_off[last + 1], rows * n_out)
-    loss_backward(records, _view(deltas[0], 0, rows * n_out), pred, yb, loss, int(layers[last, ACT]), alphas[last],
+    loss_backward(records, _view(deltas[0], 0, rows * n_out), pred, yb, loss, int(layers[last, ACT]), alphas[last, ALPHA],
                   rows, n_out, control, opt_steps, softmax_first=deferred, plan=plan)
     network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, rows, plan=plan, key=key,
                      control=control)

@@ -18,11 +18,13 @@ architecture:
 
 - ``layers`` int64 (L, 6), one row per layer: offset of W and of b in ``params``, input and
   output width, activation code, and the layer's kind (``ACTIVATION_LAYER``, ``DENSE_LAYER``,
-  ``DROPOUT_LAYER``). Each kind has its forward/backward pair (``kernels/dense.py``,
-  ``kernels/activations.py``, ``kernels/dropout.py``) and one branch in ``network_forward`` and
-  ``network_backward``; an unknown kind raises.
-- ``alphas`` float64 (L,): the layer's float parameter: the activation's alpha (LeakyReLU,
-  ELU), or a Dropout's rate.
+  ``DROPOUT_LAYER``, ``BATCHNORM_LAYER``). Each kind has its forward/backward pair
+  (``kernels/dense.py``, ``kernels/activations.py``, ``kernels/dropout.py``,
+  ``kernels/batchnorm.py``) and one branch in ``network_forward`` and ``network_backward``; an
+  unknown kind raises. A BatchNorm layer's W and b are its gamma and beta; its running mean and
+  variance follow b in ``params``, outside every optimizer's slice.
+- ``alphas`` float64 (L, 2): the layer's float parameters: [the activation's alpha (LeakyReLU,
+  ELU), a Dropout's rate or a BatchNorm's momentum; a BatchNorm's epsilon].
 - ``rng`` int64 (2,): the model's random key and its training step count; Dropout's masks are
   a function of the two and of the layer's index (see ``kernels/dropout.py``).
 - ``tensors`` int64 (T, 2): [start, stop) of every weight tensor in ``params`` (a dense layer's
@@ -39,6 +41,7 @@ import numpy as np
 
 from ..config import kernel
 from .activations import SIGMOID, SOFTMAX, bias_activation_forward, activation_backward
+from .batchnorm import batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward, dropout_stream
 from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward,
@@ -49,7 +52,8 @@ from .schedules import CONSTANT, learning_rate_at
 from .regularizers import regularization_forward_backward
 
 W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND = range(6)
-ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER = range(3)
+ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER, BATCHNORM_LAYER = range(4)
+ALPHA, EPSILON = range(2)
 RNG_KEY, RNG_STEP = range(2)
 
 
@@ -76,8 +80,9 @@ def network_forward(params, layers, alphas, x, acts, act_off, training, rng):
     """Run every layer on the rows of ``x``; returns the last layer's output (a view of ``acts``,
     or of ``x`` when the layers after it are all inactive).
 
-    ``training``: Dropout draws its mask for step ``rng[RNG_STEP]``; otherwise Dropout is the
-    identity and is skipped (its output is its input, nothing is copied).
+    ``training``: Dropout draws its mask for step ``rng[RNG_STEP]`` and BatchNorm normalizes with
+    the batch's statistics and updates its running ones; otherwise Dropout is the identity and
+    is skipped (its output is its input, nothing is copied) and BatchNorm uses its running statistics.
     """
     rows = x.shape[0]
     inp = x
@@ -88,14 +93,17 @@ def network_forward(params, layers, alphas, x, acts, act_off, training, rng):
         if kind == DENSE_LAYER:
             w, b = layers[k, W_OFF], layers[k, B_OFF]
             W = params[w: w + n_in * n_out].reshape(n_in, n_out)
-            dense_forward(out, inp, W, params[b: b + n_out], layers[k, ACT], alphas[k])
+            dense_forward(out, inp, W, params[b: b + n_out], layers[k, ACT], alphas[k, ALPHA])
         elif kind == ACTIVATION_LAYER:
-            bias_activation_forward(out, inp, params[0:0], layers[k, ACT], alphas[k])
+            bias_activation_forward(out, inp, params[0:0], layers[k, ACT], alphas[k, ALPHA])
         elif kind == DROPOUT_LAYER:
             if not training:
                 continue
             stream = dropout_stream(rng[RNG_KEY], rng[RNG_STEP], k)
-            dropout_forward(out.reshape(-1), inp.reshape(-1), stream, alphas[k])
+            dropout_forward(out.reshape(-1), inp.reshape(-1), stream, alphas[k, ALPHA])
+        elif kind == BATCHNORM_LAYER:
+            batchnorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], training, alphas[k, ALPHA],
+                              alphas[k, EPSILON])
         else:
             raise ValueError("unknown layer kind")
         inp = out
@@ -133,10 +141,15 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, lo
             if k > 0:  # the input batch needs no gradient
                 stream = dropout_stream(rng[RNG_KEY], rng[RNG_STEP], k)
                 flat = dout.reshape(-1)
-                dropout_backward(flat, flat, stream, alphas[k])
+                dropout_backward(flat, flat, stream, alphas[k, ALPHA])
+            continue
+        if kind == BATCHNORM_LAYER:  # no activation of its own; dL/d(its input) in place
+            inp = x if k == 0 else acts[act_off[k]: act_off[k] + rows * n_in].reshape(rows, n_in)
+            batchnorm_backward(dout if k > 0 else dout[:0], grads, dout, inp, params, layers[k, W_OFF],
+                               layers[k, B_OFF], alphas[k, EPSILON])
             continue
         if not (k == last and fused):
-            activation_backward(dout, dout, out, layers[k, ACT], alphas[k])
+            activation_backward(dout, dout, out, layers[k, ACT], alphas[k, ALPHA])
         if kind == DENSE_LAYER:
             inp = x if k == 0 else acts[act_off[k]: act_off[k] + rows * n_in].reshape(rows, n_in)
             w, b = layers[k, W_OFF], layers[k, B_OFF]
@@ -173,11 +186,14 @@ def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_ste
 
 
 def weight_tensors(layers):
-    """``tensors`` for the network table ``layers``: [start, stop) of each dense layer's W and b."""
+    """``tensors`` for the network table ``layers``: [start, stop) of each dense layer's W and b
+    and each BatchNorm's gamma and beta."""
     rows = []
     for w, b, n_in, n_out, _, kind in np.asarray(layers, dtype=np.int64).reshape(-1, 6):
         if kind == DENSE_LAYER:
             rows += [[w, w + n_in * n_out], [b, b + n_out]]
+        elif kind == BATCHNORM_LAYER:
+            rows += [[w, w + n_out], [b, b + n_out]]
     return np.array(rows, dtype=np.int64).reshape(-1, 2)
 
 
