@@ -1,9 +1,12 @@
 """Regularization kernels as the training step calls them: Dropout's forward and backward over a
-hidden layer's batch (the mask hashed per element, never stored), the weight penalty's value and
+hidden layer's batch (the mask hashed per element, never stored), BatchNorm's training forward
+(batch statistics, running statistics updated) and backward over the same batches, the weight
+penalty's value and
 gradient over a network's weights, and gradient clipping of a flat gradient buffer per tensor
 (clipnorm), over the whole buffer (global_clipnorm) and per element (clipvalue)."""
 import numpy as np
 
+from fastnn.kernels import batchnorm as BN
 from fastnn.kernels import dropout as D
 from fastnn.kernels import optimizers as O
 from fastnn.kernels.regularizers import regularization_forward_backward
@@ -29,6 +32,23 @@ class DropoutArrays:
 
     def backward(self):
         D.dropout_backward(self.out, self.x, self.stream, 0.5)
+
+
+class BatchNormArrays:
+    def __init__(self, rows, cols, seed=0):
+        rng = np.random.default_rng(seed)
+        self.x = rng.standard_normal((rows, cols), dtype=np.float32)
+        self.dout = rng.standard_normal((rows, cols), dtype=np.float32)
+        self.out, self.dx = np.empty_like(self.x), np.empty_like(self.x)
+        self.params = np.concatenate([np.ones(cols), np.zeros(cols), np.zeros(cols), np.ones(cols)]).astype(np.float32)
+        self.grads = np.zeros_like(self.params)
+        self.cols = cols
+
+    def forward(self):
+        BN.batchnorm_forward(self.out, self.x, self.params, 0, self.cols, True, 0.1, 1e-5)
+
+    def backward(self):
+        BN.batchnorm_backward(self.dx, self.grads, self.dout, self.x, self.params, 0, self.cols, 1e-5)
 
 
 class PenaltyArrays:
@@ -57,6 +77,8 @@ class ClipArrays:
 def warm_up():
     DropoutArrays(2, 3).forward()
     DropoutArrays(2, 3).backward()
+    BatchNormArrays(2, 3).forward()
+    BatchNormArrays(2, 3).backward()
     PenaltyArrays(6).step()
     for kind in CLIPPING:
         ClipArrays(kind, 6).step()
@@ -75,6 +97,22 @@ class Dropout:
         self.a.forward()
 
     def time_dropout_backward(self, shape):
+        self.a.backward()
+
+
+class BatchNorm:
+    params = [sizes(SHAPES)]
+    param_names = ["shape"]
+
+    def setup(self, shape):
+        self.a = BatchNormArrays(*shape)
+        self.a.forward()
+        self.a.backward()
+
+    def time_batchnorm_forward(self, shape):
+        self.a.forward()
+
+    def time_batchnorm_backward(self, shape):
         self.a.backward()
 
 

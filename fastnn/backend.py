@@ -33,6 +33,10 @@ class CPUBackend:
         self.rng = np.array(rng, dtype=np.int64).reshape(2)
         self.reg = np.array(reg, dtype=np.float64).reshape(-1, 4)
         self.tensors = network.weight_tensors(self.layers)
+        # (dropout, batchnorm) for the network kernels: None for a kind no layer is, which then
+        # compiles out of the model's kernels.
+        self.kinds = tuple(True if np.any(self.layers[:, network.KIND] == kind) else None
+                           for kind in (network.DROPOUT_LAYER, network.BATCHNORM_LAYER))
         self.capacity = 0
         # Forward matrix-product FLOPs per row; a training step costs about three times this.
         self.flops_per_row = 2.0 * float(np.sum(self.layers[:, network.N_IN] * self.layers[:, network.N_OUT]
@@ -72,7 +76,7 @@ class CPUBackend:
                 self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss,
                 opt_meta, opt_hyper, opt_steps, x, y, order, batch_size, first, stop,
                 self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct, self.rng,
-                *self.optional_stages(opt_hyper))
+                *self.optional_stages(opt_hyper), *self.kinds)
 
     def optional_stages(self, opt_hyper):
         """(reg, tensors, schedules) for ``train_batches``: each None where no layer or optimizer
@@ -87,14 +91,14 @@ class CPUBackend:
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
             network.predict_batches(out, self.params, self.layers, self.alphas, x, batch_size,
-                                    self.acts, self.act_off, training, self.rng)
+                                    self.acts, self.act_off, training, self.rng, *self.kinds)
         return out
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
             return network.evaluate_batches(self.params, self.layers, self.alphas, loss, x, y, batch_size,
-                                            self.acts, self.act_off, self.rng)
+                                            self.acts, self.act_off, self.rng, *self.kinds)
 
 
 def get_backend(device, dtype):

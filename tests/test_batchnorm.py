@@ -114,6 +114,35 @@ def test_a_constant_feature_stays_finite():
     assert np.all(np.isfinite(dx)) and np.all(np.isfinite(grads)) and np.all(np.isfinite(params))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_the_column_form_the_cuda_twin_runs_equals_the_cpu_form(training, dtype):
+    """Bit for bit in float32; in float64 within an ulp (the compiler may fuse a multiply-add in
+    the vectorized row loop and not in the column loop)."""
+    same = np.testing.assert_array_equal if dtype == np.float32 else \
+        (lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-15, atol=1e-15))
+    rng = np.random.default_rng(4)
+    rows, n, eps = 9, 6, 1e-3
+    x = (rng.standard_normal((rows, n)) * 2.0 + 1.0).astype(dtype)
+    dout = rng.standard_normal((rows, n)).astype(dtype)
+    params = layer_params(rng, n).astype(dtype)
+    p_rows, p_cols = params.copy(), params.copy()
+    out_rows, out_cols = np.empty_like(x), np.empty_like(x).reshape(-1)
+    K.batchnorm_forward(out_rows, x, p_rows, 0, n, training, 0.1, eps)
+    for j in range(n):
+        K.batchnorm_forward_column(out_cols, x.reshape(-1), p_cols, 0, n, rows, n, j, training, 0.1, eps)
+    same(out_rows.reshape(-1), out_cols)
+    same(p_rows, p_cols)
+    g_rows, g_cols = np.zeros_like(params), np.zeros_like(params)
+    dx_rows, dx_cols = np.empty_like(x), np.empty_like(x).reshape(-1)
+    K.batchnorm_backward(dx_rows, g_rows, dout, x, params, 0, n, eps)
+    for j in range(n):
+        K.batchnorm_backward_column(dx_cols, g_cols, dout.reshape(-1), x.reshape(-1), params, 0, n, rows, n, j, eps,
+                                    True)
+    same(dx_rows.reshape(-1), dx_cols)
+    same(g_rows, g_cols)
+
+
 # ---- the layer ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, error, name", [

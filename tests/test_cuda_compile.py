@@ -29,8 +29,8 @@ CHILD = textwrap.dedent(r"""
         class _Device:  # device functions ask the current device for its compute capability
             compute_capability = (9, 0)
         dispatcher.get_current_device = lambda: _Device()
-        from fastnn.cuda import (TILE_8, TILE_128, activations, dense, dropout, losses, metrics, network,
-                                 optimizers, regularizers)
+        from fastnn.cuda import (TILE_8, TILE_128, activations, batchnorm, dense, dropout, losses, metrics,
+                                 network, optimizers, regularizers)
     except Exception as e:
         print("cannot set up:", e); sys.exit(77)
     F = t.float32[::1]
@@ -55,7 +55,11 @@ CHILD = textwrap.dedent(r"""
              ("regularization_elements", regularizers.kernels("float32").regularization_elements,
               (F, F, D2, I, I, D1, I1)),
              ("tensor_square_sums", optimizers.kernels("float32").tensor_square_sums, (F, I2, D1)),
-             ("clip_elements", optimizers.kernels("float32").clip_elements, (F, I2, D2, I, I2, I, D1, I1))]
+             ("clip_elements", optimizers.kernels("float32").clip_elements, (F, I2, D2, I, I2, I, D1, I1)),
+             ("batchnorm_forward_columns", batchnorm.kernels("float32").batchnorm_forward_columns,
+              (F, F, F, I, I, I, I, B, D, D)),
+             ("batchnorm_backward_columns", batchnorm.kernels("float32").batchnorm_backward_columns,
+              (F, F, F, F, F, I, I, I, I, D, B))]
     failed = 0
     for name, kernel, sig in jobs:
         try:

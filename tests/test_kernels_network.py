@@ -455,3 +455,26 @@ def test_unused_optional_stages_compile_out():
     assert "llvm.cos" not in plain and "llvm.cos" in full
     assert "llvm.floor" not in plain and "llvm.floor" in full
     assert len(full) > 1.2 * len(plain)
+
+
+def test_unused_layer_kinds_compile_out():
+    """dropout=None and batchnorm=None drop those kinds' code from the forward pass before typing:
+    SplitMix64's multiplier (Dropout's hash) appears only in the build that keeps them, and it
+    alone calls a square root (BatchNorm's 1/std)."""
+    import numba
+    fresh = numba.njit(cache=False)(N.network_forward.py_func)
+    net, _, x, _ = setup_network("tanh_softmax_ce_fused")
+    acts, act_off, _, _ = workspace(net, ROWS)
+    args = (net.params, net.layers, net.alphas, x, acts, act_off, True, RNG)
+    np.testing.assert_array_equal(fresh(*args, None, None), fresh(*args, True, True))
+    plain, full = (fresh.inspect_llvm(sig) for sig in fresh.signatures)
+    mix = str(np.int64(np.uint64(0xBF58476D1CE4E5B9).astype(np.int64)))
+    assert mix not in plain and mix in full
+    assert "sqrt" not in plain and "sqrt" in full
+
+
+def test_a_kind_the_flags_leave_out_is_an_error():
+    net, _, x, _ = setup_network("batchnorm_between_dense_ce")
+    acts, act_off, _, _ = workspace(net, ROWS)
+    with pytest.raises(ValueError, match="BatchNorm"):
+        N.network_forward(net.params, net.layers, net.alphas, x, acts, act_off, True, RNG, True, None)

@@ -17,11 +17,16 @@ running statistics are written by the forward pass in training and read at infer
   The batch statistics are recomputed from x rather than kept from the forward pass, as
   Dropout recomputes its mask: no workspace, and the same numbers.
 
-Each function works on one column of flat row-major (rows, n) arrays, so that the CPU loops
-over columns and the CUDA twin (``fastnn.cuda.batchnorm``) runs one thread per column of the
-very same source. Sums are float64.
+The column functions work on one feature (column) of flat row-major (rows, n) arrays: the CUDA
+twin (``fastnn.cuda.batchnorm``) runs one thread per feature of this very source. The CPU
+forms (``batchnorm_forward``, ``batchnorm_backward``) walk the batch row by row with the same
+arithmetic in the same order: they agree bit for bit in float32 and within an ulp in float64,
+where the compiler may fuse a multiply-add in one loop and not the other (tested). Sums are
+float64.
 """
 import math
+
+import numpy as np
 
 from ..config import kernel
 
@@ -80,19 +85,73 @@ def batchnorm_backward_column(dx, grads, dout, x, params, w, b, rows, n, j, epsi
 @kernel(inline=True)
 def batchnorm_forward(out, x, params, w, b, training, momentum, epsilon):
     """out (rows, n) = the layer on x (rows, n), in training mode with batch statistics (and the
-    running statistics updated) or at inference with the running statistics."""
+    running statistics updated) or at inference with the running statistics.
+
+    Row by row, with one float64 accumulator per feature: the column functions above walk
+    memory a row apart at every step, which took 2.5 ms instead of 0.2 ms on a 256 x 1024
+    batch. Each feature's sums run over the rows in the same order, with the same arithmetic."""
     rows, n = x.shape
-    flat_out, flat_x = out.reshape(-1), x.reshape(-1)
+    stats = np.zeros((2, n))  # mean, var; then shift, scale
+    mean, var = stats[0], stats[1]
+    if training:
+        for r in range(rows):
+            for j in range(n):
+                mean[j] += x[r, j]
+        for j in range(n):
+            mean[j] /= rows
+        for r in range(rows):
+            for j in range(n):
+                d = x[r, j] - mean[j]
+                var[j] += d * d
+        for j in range(n):
+            var[j] /= rows
+            unbiased = var[j] * rows / (rows - 1) if rows > 1 else var[j]
+            params[b + n + j] = (1.0 - momentum) * params[b + n + j] + momentum * mean[j]
+            params[b + 2 * n + j] = (1.0 - momentum) * params[b + 2 * n + j] + momentum * unbiased
+    else:
+        for j in range(n):
+            mean[j] = params[b + n + j]
+            var[j] = params[b + 2 * n + j]
     for j in range(n):
-        batchnorm_forward_column(flat_out, flat_x, params, w, b, rows, n, j, training, momentum, epsilon)
+        scale = params[w + j] / math.sqrt(var[j] + epsilon)
+        mean[j] = params[b + j] - mean[j] * scale
+        var[j] = scale
+    for r in range(rows):
+        for j in range(n):
+            out[r, j] = x[r, j] * var[j] + mean[j]
 
 
 @kernel(inline=True)
 def batchnorm_backward(dx, grads, dout, x, params, w, b, epsilon):
     """dgamma, dbeta into ``grads`` and dx (rows, n) from dout (rows, n) and the layer's input x;
-    ``dx`` with zero rows skips it (the input batch needs none); ``dx`` may be ``dout``."""
+    ``dx`` with zero rows skips it (the input batch needs none); ``dx`` may be ``dout``.
+    Row by row as ``batchnorm_forward``, with the column function's arithmetic."""
     rows, n = x.shape
-    want_dx = dx.shape[0] > 0
-    flat_dx, flat_dout, flat_x = dx.reshape(-1), dout.reshape(-1), x.reshape(-1)
+    acc = np.zeros((5, n))  # mean, var then 1/std, dgamma, dbeta, dx's factor
+    mean, inv_std, dgamma, dbeta, c = acc[0], acc[1], acc[2], acc[3], acc[4]
+    for r in range(rows):
+        for j in range(n):
+            mean[j] += x[r, j]
     for j in range(n):
-        batchnorm_backward_column(flat_dx, grads, flat_dout, flat_x, params, w, b, rows, n, j, epsilon, want_dx)
+        mean[j] /= rows
+    for r in range(rows):
+        for j in range(n):
+            d = x[r, j] - mean[j]
+            inv_std[j] += d * d
+    for j in range(n):
+        inv_std[j] = 1.0 / math.sqrt(inv_std[j] / rows + epsilon)
+    for r in range(rows):
+        for j in range(n):
+            g = 1.0 * dout[r, j]
+            dbeta[j] += g
+            dgamma[j] += g * (x[r, j] - mean[j]) * inv_std[j]
+    for j in range(n):
+        grads[w + j] = dgamma[j]
+        grads[b + j] = dbeta[j]
+    if dx.shape[0] > 0:
+        for j in range(n):
+            c[j] = params[w + j] * inv_std[j] / rows
+        for r in range(rows):
+            for j in range(n):
+                xhat = (x[r, j] - mean[j]) * inv_std[j]
+                dx[r, j] = c[j] * (rows * dout[r, j] - dbeta[j] - xhat * dgamma[j])

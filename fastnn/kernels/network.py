@@ -76,13 +76,17 @@ def gather_rows(dst, src, order, start):
 
 
 @kernel
-def network_forward(params, layers, alphas, x, acts, act_off, training, rng):
+def network_forward(params, layers, alphas, x, acts, act_off, training, rng, dropout=True, batchnorm=True):
     """Run every layer on the rows of ``x``; returns the last layer's output (a view of ``acts``,
     or of ``x`` when the layers after it are all inactive).
 
     ``training``: Dropout draws its mask for step ``rng[RNG_STEP]`` and BatchNorm normalizes with
     the batch's statistics and updates its running ones; otherwise Dropout is the identity and
     is skipped (its output is its input, nothing is copied) and BatchNorm uses its running statistics.
+
+    ``dropout``/``batchnorm`` None: the network has no such layer, and the kind's code compiles
+    out (Numba drops a branch on ``is None`` of a None-typed argument before typing it), which
+    keeps it out of a plain model's cold start.
     """
     rows = x.shape[0]
     inp = x
@@ -97,11 +101,15 @@ def network_forward(params, layers, alphas, x, acts, act_off, training, rng):
         elif kind == ACTIVATION_LAYER:
             bias_activation_forward(out, inp, params[0:0], layers[k, ACT], alphas[k, ALPHA])
         elif kind == DROPOUT_LAYER:
+            if dropout is None:
+                raise ValueError("a Dropout layer, but dropout=None")
             if not training:
                 continue
             stream = dropout_stream(rng[RNG_KEY], rng[RNG_STEP], k)
             dropout_forward(out.reshape(-1), inp.reshape(-1), stream, alphas[k, ALPHA])
         elif kind == BATCHNORM_LAYER:
+            if batchnorm is None:
+                raise ValueError("a BatchNorm layer, but batchnorm=None")
             batchnorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], training, alphas[k, ALPHA],
                               alphas[k, EPSILON])
         else:
@@ -111,13 +119,15 @@ def network_forward(params, layers, alphas, x, acts, act_off, training, rng):
 
 
 @kernel
-def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, loss, target, rng):
+def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, loss, target, rng, dropout=True,
+                     batchnorm=True):
     """Fill ``grads`` with dL/dparams for the batch whose training forward pass is in ``acts``.
 
     One rule for every kind: ``deltas[cur]`` holds dL/d(layer k's output) when layer k is
     reached, and the layer's backward leaves dL/d(its input) there (an in-place pass) or in
     ``deltas[1 - cur]`` (a dense layer's dx), which then becomes ``cur``. The loss and the
     last activation are differentiated as one where ``fused_loss_activation`` says so.
+    ``dropout``/``batchnorm`` as in ``network_forward``.
     """
     rows = x.shape[0]
     last = layers.shape[0] - 1
@@ -138,12 +148,16 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, lo
         dout = deltas[cur, : rows * n_out].reshape(rows, n_out)
         kind = layers[k, KIND]
         if kind == DROPOUT_LAYER:
+            if dropout is None:
+                raise ValueError("a Dropout layer, but dropout=None")
             if k > 0:  # the input batch needs no gradient
                 stream = dropout_stream(rng[RNG_KEY], rng[RNG_STEP], k)
                 flat = dout.reshape(-1)
                 dropout_backward(flat, flat, stream, alphas[k, ALPHA])
             continue
         if kind == BATCHNORM_LAYER:  # no activation of its own; dL/d(its input) in place
+            if batchnorm is None:
+                raise ValueError("a BatchNorm layer, but batchnorm=None")
             inp = x if k == 0 else acts[act_off[k]: act_off[k] + rows * n_in].reshape(rows, n_in)
             batchnorm_backward(dout if k > 0 else dout[:0], grads, dout, inp, params, layers[k, W_OFF],
                                layers[k, B_OFF], alphas[k, EPSILON])
@@ -200,7 +214,7 @@ def weight_tensors(layers):
 @kernel
 def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
                   x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
-                  batch_loss, batch_correct, rng, reg, tensors, schedules):
+                  batch_loss, batch_correct, rng, reg, tensors, schedules, dropout=True, batchnorm=True):
     """Train on batches ``first`` .. ``stop - 1`` of the rows ``x[order]``, ``y[order]``.
 
     Writes each batch's loss (with the weight penalty of ``reg``) and number of correct rows into
@@ -208,7 +222,8 @@ def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta,
     Returns -1, or the index of the first batch whose loss was NaN or infinite (training
     stops there, before that batch's update). ``rng[RNG_STEP]`` advances by one per batch trained.
     ``reg``, ``tensors``, ``schedules``: None for a model without weight penalties, clipping or
-    schedules, whose code then compiles out (see ``apply_optimizers``).
+    schedules, whose code then compiles out (see ``apply_optimizers``); ``dropout``,
+    ``batchnorm`` likewise for layer kinds (see ``network_forward``).
     """
     n = order.size
     n_in = x.shape[1]
@@ -220,13 +235,13 @@ def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta,
         yb = targets[: rows * n_out].reshape(rows, n_out)
         gather_rows(xb, x, order, lo)
         gather_rows(yb, y, order, lo)
-        pred = network_forward(params, layers, alphas, xb, acts, act_off, True, rng)
+        pred = network_forward(params, layers, alphas, xb, acts, act_off, True, rng, dropout, batchnorm)
         value = loss_forward(loss, pred, yb)
         batch_loss[bi] = value
         if not np.isfinite(value):
             return bi
         batch_correct[bi] = count_correct(pred, yb)
-        network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, loss, yb, rng)
+        network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, loss, yb, rng, dropout, batchnorm)
         if reg is not None:
             batch_loss[bi] = value + regularization_forward_backward(params, grads, reg)
         apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, tensors, schedules)
@@ -235,20 +250,22 @@ def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta,
 
 
 @kernel
-def predict_batches(out, params, layers, alphas, x, batch_size, acts, act_off, training, rng):
+def predict_batches(out, params, layers, alphas, x, batch_size, acts, act_off, training, rng, dropout=True,
+                    batchnorm=True):
     """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass: in inference
     mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``rng[RNG_STEP]``)."""
     n = x.shape[0]
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off, training, rng)
+        pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off, training, rng, dropout, batchnorm)
         for i in range(hi - lo):
             for j in range(pred.shape[1]):
                 out[lo + i, j] = pred[i, j]
 
 
 @kernel
-def evaluate_batches(params, layers, alphas, loss, x, y, batch_size, acts, act_off, rng):
+def evaluate_batches(params, layers, alphas, loss, x, y, batch_size, acts, act_off, rng, dropout=True,
+                     batchnorm=True):
     """(sum over batches of loss x rows, number of correct rows) over all rows of ``x``, in
     inference mode (``rng`` is not read)."""
     n = x.shape[0]
@@ -256,7 +273,7 @@ def evaluate_batches(params, layers, alphas, loss, x, y, batch_size, acts, act_o
     correct = 0
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off, False, rng)
+        pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off, False, rng, dropout, batchnorm)
         total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct
