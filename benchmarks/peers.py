@@ -37,6 +37,9 @@ What is measured, and how
 * Model: ReLU hidden layers, softmax + cross-entropy, Adam(1e-3), every peer starting from
   the same Glorot-uniform weights and zero biases; each repeat starts again from them with a
   fresh optimizer state, and the test accuracy (10,000 rows) after that epoch is reported.
+  Configs: seed 784-100-50-10 at batch 50, wide 784-1024-1024-10 at batch 256, and
+  seed+bn+dropout: the seed network with BatchNorm (PyTorch's BatchNorm1d defaults) and
+  Dropout(0.2) after each hidden ReLU, in every peer that has them (scikit-learn has not).
 * All workers are alive at once (no two OpenMP runtimes or thread pools share a process), and
   the peers take turns within each repeat (the order rotates from repeat to repeat). Every peer
   is warmed up first on full and tail-sized batches, so JIT compilation and first-call costs
@@ -230,17 +233,19 @@ def gemm_peak(threads, env):
 # Training and predict, driven from this process
 # --------------------------------------------------------------------------------------------
 
-def measure_config(workers, name, sizes, batch_size, rows, repeats, log):
+def measure_config(workers, name, sizes, batch_size, rows, repeats, log, style="plain"):
     """Warm every peer up, then ``repeats`` rounds of one epoch each, peers taking turns.
+    ``style``: "plain" (Dense + ReLU) or "bn_dropout" (BatchNorm and Dropout after each hidden ReLU).
     ``result["torch_best"]``: the fastest PyTorch eager variant measured (None if none)."""
     tail = rows % batch_size
     warm_rows = min(rows, 2 * batch_size + tail) if rows > 2 * batch_size else rows
-    result = {"config": name, "sizes": list(sizes), "batch_size": batch_size, "rows": rows, "peers": {}}
+    result = {"config": name, "sizes": list(sizes), "batch_size": batch_size, "rows": rows, "style": style,
+              "peers": {}}
     active = []
     for peer, worker in workers.items():
         try:
             start = time.perf_counter()
-            worker.call("build", sizes=list(sizes), batch_size=batch_size)
+            worker.call("build", sizes=list(sizes), batch_size=batch_size, style=style)
             worker.call("warm_up", batch_size=batch_size, rows=warm_rows)
             result["peers"][peer] = {"warm_up_s": time.perf_counter() - start, "seconds": [], "accuracy": []}
             active.append(peer)
@@ -529,9 +534,11 @@ def main(argv=None):
 
         run["predict"] = {}
         best = {}
-        for name, sizes, batch in (("seed", SEED_SIZES, SEED_BATCH), ("wide", WIDE_SIZES, WIDE_BATCH)):
+        for name, sizes, batch, style in (("seed", SEED_SIZES, SEED_BATCH, "plain"),
+                                          ("wide", WIDE_SIZES, WIDE_BATCH, "plain"),
+                                          ("seed+bn+dropout", SEED_SIZES, SEED_BATCH, "bn_dropout")):
             log(f"config {name} {'-'.join(map(str, sizes))} batch {batch}: {repeats} x {main_rows:,} rows per peer")
-            result = measure_config(workers, name, sizes, batch, main_rows, repeats, log)
+            result = measure_config(workers, name, sizes, batch, main_rows, repeats, log, style)
             run["configs"].append(result)
             best[name] = result["torch_best"]
             if best[name]:

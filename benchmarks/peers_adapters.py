@@ -77,6 +77,11 @@ def blas_text(entries):
 # Peers: build(sizes, batch_size) -> reset() -> fit_rows(n, batch_size, seed) -> accuracy()
 # --------------------------------------------------------------------------------------------
 
+# The regularized config ("bn_dropout"): after each hidden ReLU, BatchNorm1d (momentum 0.1,
+# epsilon 1e-5, PyTorch's defaults and fastnn's) and Dropout at this rate, in every peer.
+DROPOUT_RATE = 0.2
+
+
 class Peer:
     """fit_rows trains one shuffled pass over the first ``n`` training rows and returns its
     seconds, measured inside the worker. info() returns {"summary": str, "blas": str}."""
@@ -115,9 +120,13 @@ class FastnnPeer(Peer):
                            f"kernels: {threading.get('kernels', '?')}, {threading['num_threads']} BLAS threads",
                 "blas": blas_text(threading.get("blas", []))}
 
-    def build(self, sizes, batch_size):
+    def build(self, sizes, batch_size, style="plain"):
         fn = self.fastnn
-        layers = [fn.Dense(a, b, activation="relu") for a, b in zip(sizes[:-2], sizes[1:-1])]
+        layers = []
+        for a, b in zip(sizes[:-2], sizes[1:-1]):
+            layers.append(fn.Dense(a, b, activation="relu"))
+            if style == "bn_dropout":
+                layers += [fn.BatchNormalization(), fn.Dropout(DROPOUT_RATE)]
         layers.append(fn.Dense(sizes[-2], sizes[-1], activation="softmax"))
         self.model = fn.MLP(layers, seed=0)
         self.initial = glorot_weights(sizes)
@@ -126,7 +135,13 @@ class FastnnPeer(Peer):
     def reset(self):
         # compile() on a built model resets the optimizer state (moments, step counts)
         self.model.compile(loss="cross_entropy", optimizer=self.fastnn.Adam(1e-3), metrics=["accuracy"])
-        self.model.set_weights(self.initial)
+        dense = iter(zip(self.initial[0::2], self.initial[1::2]))
+        for layer in self.model.layers:
+            if isinstance(layer, self.fastnn.Dense):
+                layer.set_weights(list(next(dense)))
+            elif isinstance(layer, self.fastnn.BatchNormalization):  # gamma 1, beta 0, mean 0, variance 1
+                n = layer.output_dim
+                layer.set_weights([np.ones(n), np.zeros(n), np.zeros(n), np.ones(n)])
 
     def fit_rows(self, n, batch_size, seed):
         x, y = self.x[:n], self.y[:n]
@@ -178,13 +193,15 @@ class TorchPeer(Peer):
         self.x_t, self.y_t = torch.from_numpy(x), torch.from_numpy(y)
         self.x_test_t = torch.from_numpy(x_test)
 
-    def build(self, sizes, batch_size):
+    def build(self, sizes, batch_size, style="plain"):
         nn = self.torch.nn
         modules = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             modules.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
                 modules.append(nn.ReLU())
+                if style == "bn_dropout":
+                    modules += [nn.BatchNorm1d(b), nn.Dropout(DROPOUT_RATE)]
         self.net = nn.Sequential(*modules)
         self.linears = [m for m in modules if isinstance(m, nn.Linear)]
         self.forward = self.torch.compile(self.net, dynamic=False) if self.compiled else self.net
@@ -198,10 +215,14 @@ class TorchPeer(Peer):
             for linear, w, b in zip(self.linears, self.initial[0::2], self.initial[1::2]):
                 linear.weight.copy_(torch.from_numpy(w.T))  # torch keeps (out, in)
                 linear.bias.copy_(torch.from_numpy(b))
+        for module in self.net:
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.reset_parameters()  # gamma 1, beta 0, running mean 0 and variance 1
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-3, **self.adam_kwargs())
 
     def fit_rows(self, n, batch_size, seed):
         torch = self.torch
+        self.net.train()
         start = time.perf_counter()
         order = torch.from_numpy(np.random.default_rng(seed).permutation(n))
         for lo in range(0, n, batch_size):
@@ -215,6 +236,7 @@ class TorchPeer(Peer):
 
     def probabilities(self):
         torch = self.torch
+        self.net.eval()  # Dropout off, BatchNorm's running statistics
         with torch.no_grad():
             return torch.softmax(self.forward(self.x_test_t), dim=1).numpy()
 
@@ -261,20 +283,37 @@ class JaxPeer(Peer):
         self.x_j, self.y_j = jnp.asarray(x), jnp.asarray(y.astype(np.int32))
         self.x_test_j = jnp.asarray(x_test)
 
-    def build(self, sizes, batch_size):
+    def build(self, sizes, batch_size, style="plain"):
         import functools
         jax = self.jax
         jnp = jax.numpy
+        self.style = style
+        regularized = style == "bn_dropout"
 
-        def logits(params, x):
-            for w, b in params[:-1]:
+        def logits(params, stats, x, key, training):
+            """(logits, new running statistics); with BatchNorm1d's and Dropout's rules for bn_dropout."""
+            new_stats = []
+            for i, (w, b) in enumerate(params["dense"][:-1]):
                 x = jax.nn.relu(x @ w + b)
-            w, b = params[-1]
-            return x @ w + b
+                if regularized:
+                    gamma, beta = params["bn"][i]
+                    mean, var = stats[i]
+                    if training:
+                        rows = x.shape[0]
+                        mean, var = jnp.mean(x, axis=0), jnp.var(x, axis=0)
+                        new_stats.append((0.9 * stats[i][0] + 0.1 * mean,
+                                          0.9 * stats[i][1] + 0.1 * var * rows / max(rows - 1, 1)))
+                    x = gamma * (x - mean) / jnp.sqrt(var + 1e-5) + beta
+                    if training:
+                        keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - DROPOUT_RATE, x.shape)
+                        x = jnp.where(keep, x / (1.0 - DROPOUT_RATE), 0.0)
+            w, b = params["dense"][-1]
+            return x @ w + b, (new_stats if training else stats)
 
-        def loss(params, x, y):
-            log_p = jax.nn.log_softmax(logits(params, x))
-            return -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=1))
+        def loss(params, stats, x, y, key):
+            out, new_stats = logits(params, stats, x, key, True)
+            log_p = jax.nn.log_softmax(out)
+            return -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=1)), new_stats
 
         if self.optax is not None:
             optimizer = self.optax.adam(1e-3)
@@ -301,39 +340,49 @@ class JaxPeer(Peer):
                 return params, (t, m, v)
             self.init_state = init_state
 
-        @functools.partial(jax.jit, donate_argnums=(0, 1))
-        def step(params, state, x, y, index):
+        base_key = jax.random.PRNGKey(0)
+
+        @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+        def step(params, state, stats, t, x, y, index):
             xb, yb = x[index], y[index]  # the gather runs inside the jitted step
-            value, grads = jax.value_and_grad(loss)(params, xb, yb)
+            key = jax.random.fold_in(base_key, t)  # Dropout's masks for this step
+            (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params, stats, xb, yb, key)
             params, state = update(grads, state, params)
-            return params, state, value
+            return params, state, stats, t + 1, value
 
         self.step = step
-        self.predict_fn = jax.jit(lambda params, x: jax.nn.softmax(logits(params, x)))
+        self.predict_fn = jax.jit(lambda params, stats, x: jax.nn.softmax(logits(params, stats, x, None, False)[0]))
+        self.widths = sizes[1:-1]
         self.initial = glorot_weights(sizes)
         self.reset()
 
     def reset(self):
         jnp = self.jax.numpy
         # copies: the step donates these buffers, which must never alias self.initial
-        self.params = [(jnp.asarray(w.copy()), jnp.asarray(b.copy()))
-                       for w, b in zip(self.initial[0::2], self.initial[1::2])]
+        self.params = {"dense": [(jnp.asarray(w.copy()), jnp.asarray(b.copy()))
+                                 for w, b in zip(self.initial[0::2], self.initial[1::2])]}
+        self.stats = []
+        if self.style == "bn_dropout":
+            self.params["bn"] = [(jnp.ones(n, jnp.float32), jnp.zeros(n, jnp.float32)) for n in self.widths]
+            self.stats = [(jnp.zeros(n, jnp.float32), jnp.ones(n, jnp.float32)) for n in self.widths]
         self.state = self.init_state(self.params)
+        self.t = jnp.zeros((), jnp.int32)
 
     def fit_rows(self, n, batch_size, seed):
         start = time.perf_counter()
         order = np.random.default_rng(seed).permutation(n).astype(np.int32)
-        params, state = self.params, self.state
+        params, state, stats, t = self.params, self.state, self.stats, self.t
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "donated buffers were not usable" on some builds
             for lo in range(0, n, batch_size):
-                params, state, _ = self.step(params, state, self.x_j, self.y_j, order[lo:lo + batch_size])
+                params, state, stats, t, _ = self.step(params, state, stats, t, self.x_j, self.y_j,
+                                                       order[lo:lo + batch_size])
         self.jax.block_until_ready(params)
-        self.params, self.state = params, state
+        self.params, self.state, self.stats, self.t = params, state, stats, t
         return time.perf_counter() - start
 
     def probabilities(self):
-        return np.asarray(self.jax.block_until_ready(self.predict_fn(self.params, self.x_test_j)))
+        return np.asarray(self.jax.block_until_ready(self.predict_fn(self.params, self.stats, self.x_test_j)))
 
 
 class SklearnPeer(Peer):
@@ -350,7 +399,9 @@ class SklearnPeer(Peer):
                            "partial_fit",
                 "blas": blas_text(blas)}
 
-    def build(self, sizes, batch_size):
+    def build(self, sizes, batch_size, style="plain"):
+        if style != "plain":
+            raise NotImplementedError("MLPClassifier has no BatchNorm or Dropout")
         from sklearn.neural_network import MLPClassifier
         self.clf = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), activation="relu", solver="adam",
                                  alpha=0.0, batch_size=batch_size, learning_rate_init=1e-3, max_iter=1,
