@@ -42,6 +42,10 @@ class Layer(Configurable):
             raise ValueError(f"{type(self).__name__} has input_dim={self.input_dim} but the previous "
                              f"layer outputs {input_dim} features: input_dim must match")
 
+    def check_weights(self, arrays, name):
+        """A ValueError naming ``name`` if ``arrays`` (shapes and finiteness already checked) are
+        not valid weights for this layer; any finite values are, unless a layer says otherwise."""
+
     def table_row(self, offset):
         """This layer's row of the kernels' ``layers`` table, its parameters starting at ``offset``."""
         row = np.zeros(6, np.int64)
@@ -219,6 +223,10 @@ class BatchNormalization(Layer):
 
     def table_floats(self):
         return [self.momentum, self.epsilon]
+
+    def check_weights(self, arrays, name):
+        if np.any(arrays[3] < 0):
+            raise ValueError(f"{name}: running_var (the fourth array) must be >= 0, got {np.min(arrays[3])}")
 
     def initial_weights(self, rng, dtype):
         n = self.output_dim

@@ -409,6 +409,11 @@ class MLP:
         self._ensure_built()
         shapes = [s for layer in self.layers for s in layer.weight_shapes()]
         arrays = check_weight_list(weights, shapes, "weights", self.dtype)
+        start = 0
+        for layer in self.layers:
+            n = len(layer.weight_shapes())
+            layer.check_weights(arrays[start: start + n], f"weights[{start}:{start + n}]")
+            start += n
         flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, self.dtype)
         self._backend.write("params", 0, flat)
 
@@ -420,6 +425,7 @@ class MLP:
     def _set_layer_weights(self, layer, weights):
         self._ensure_built()
         arrays = check_weight_list(weights, layer.weight_shapes(), "weights", self.dtype)
+        layer.check_weights(arrays, "weights")
         if arrays:
             self._backend.write("params", layer._offset, np.concatenate([a.ravel() for a in arrays]))
 

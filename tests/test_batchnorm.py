@@ -172,6 +172,18 @@ def test_layer_shapes_weights_and_config():
     assert "Trainable params: 46" in lines[0] and "Non-trainable params: 8" in lines[0]
 
 
+def test_a_negative_running_variance_is_refused():
+    m = MLP([Dense(3, 2, activation="relu"), BatchNorm(), Dense(2, 2)], seed=0)
+    gamma, beta, mean, var = m.layers[1].get_weights()
+    with pytest.raises(ValueError, match="running_var"):
+        m.layers[1].set_weights([gamma, beta, mean, -var])
+    weights = m.get_weights()
+    weights[5] = -weights[5]
+    with pytest.raises(ValueError, match=r"weights\[2:6\].*running_var"):
+        m.set_weights(weights)
+    np.testing.assert_array_equal(m.layers[1].get_weights()[3], var)  # nothing was written
+
+
 def classifier(device="cpu", first=False, optimizer=None, dtype="float64", seed=0):
     layers = ([Input(6), BatchNorm(momentum=0.2, epsilon=1e-3)] if first else []) + \
         [Dense(6, 5, activation="relu"), BatchNorm(momentum=0.2, epsilon=1e-3), Dense(5, 3, activation="softmax")]
