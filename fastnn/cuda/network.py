@@ -27,8 +27,8 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda
 
-from ..kernels.network import (ACT, ACTIVATION_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, DENSE_LAYER, DROPOUT_LAYER,  # noqa: F401,E501
-                               EPSILON, KIND, N_IN, N_OUT, W_OFF)
+from ..kernels.network import (ACT, ACTIVATION_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER,  # noqa: F401
+                               DENSE_LAYER, DROPOUT_LAYER, EPSILON, KIND, N_IN, N_OUT, W_OFF)
 from . import C_BATCH, C_STEP, C_STEP0, GRAPH_STEPS, N_CONTROL, USE_GRAPHS, Plan, blocks, kernel, launch
 from .activations import IDENTITY, SOFTMAX, activation_backward, bias_activation_forward
 from .batchnorm import batchnorm_backward, batchnorm_forward
@@ -164,8 +164,8 @@ def train_step(params, grads, state1, state2, layers, alphas, loss, opt_meta, op
     deferred = network_forward(params, layers, alphas, xb, acts, act_off, rows, defer_softmax=True, plan=plan,
                                training=True, key=key, control=control)
     pred = _view(acts, act_off[last + 1], rows * n_out)
-    loss_backward(records, _view(deltas[0], 0, rows * n_out), pred, yb, loss, int(layers[last, ACT]), alphas[last, ALPHA],
-                  rows, n_out, control, opt_steps, softmax_first=deferred, plan=plan)
+    loss_backward(records, _view(deltas[0], 0, rows * n_out), pred, yb, loss, int(layers[last, ACT]),
+                  alphas[last, ALPHA], rows, n_out, control, opt_steps, softmax_first=deferred, plan=plan)
     network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, rows, plan=plan, key=key,
                      control=control)
     if reg is not None:

@@ -10,8 +10,9 @@ order:
    each layer in reverse.
 5. Add the weight penalty and its gradient (``kernels/regularizers.py``).
 6. ``apply_optimizers``: for each optimizer's slice of the flat parameter buffer, clip the
-   gradients, take this step's learning rate from the schedule, and update. The Python side calls it once per epoch (or per chunk of
-batches when a callback or progress bar wants to see them), so no Python runs per batch.
+   gradients, take this step's learning rate from the schedule, and update.
+The Python side calls it once per epoch (or per chunk of batches when a callback or progress
+bar wants to see them), so no Python runs per batch.
 
 A network is described by arrays, not objects, so that one compiled function serves every
 architecture:
