@@ -36,7 +36,7 @@ class TrainingLoop:
             offset += n_in * n_out + n_out
         params = np.concatenate(chunks).astype(np.float32)
         self.backend = CPUBackend(np.float32)
-        self.backend.load(self.layers, np.zeros(n_layers), params, np.zeros_like(params), np.zeros_like(params),
+        self.backend.load(self.layers, np.zeros((n_layers, 2)), params, np.zeros_like(params), np.zeros_like(params),
                           np.zeros(2, np.int64), np.zeros((0, 4)))
         self.opt_meta = np.array([[0, params.size, ADAM]], np.int64)
         self.opt_hyper = np.zeros((1, N_HYPER))

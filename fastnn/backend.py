@@ -25,7 +25,7 @@ class CPUBackend:
         """Take the network table, the flat buffers, the random key and step and the weight
         penalties' table (host arrays, copied)."""
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
-        self.alphas = np.ascontiguousarray(alphas, dtype=np.float64)
+        self.alphas = network.alpha_table(alphas)
         self.params = np.array(params, dtype=self.dtype)
         self.grads = np.zeros_like(self.params)
         self.state1 = np.array(state1, dtype=self.dtype)

@@ -295,3 +295,11 @@ def test_cuda_matches_the_cpu(first):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(gpu.predict(x), cpu.predict(x), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(gpu(x, training=True), cpu(x, training=True), rtol=1e-4, atol=1e-5)
+
+
+def test_backends_take_the_one_column_alphas_of_older_callers():
+    from fastnn.kernels.network import alpha_table
+    np.testing.assert_array_equal(alpha_table([0.1, 0.5]), [[0.1, 0.0], [0.5, 0.0]])
+    np.testing.assert_array_equal(alpha_table([[0.1, 1e-5]]), [[0.1, 1e-5]])
+    with pytest.raises(ValueError, match="alphas"):
+        alpha_table(np.zeros((2, 3)))

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..config import INFERENCE_BATCH_SIZE
-from ..kernels.network import B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, weight_tensors
+from ..kernels.network import B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, alpha_table, weight_tensors
 from ..kernels.optimizers import ADAMW, any_clipping
 from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, check_code
 
@@ -81,7 +81,7 @@ class CUDABackend:
         random key and step (kept on the host: each call hands the step to the device) and the
         weight penalties' table."""
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
-        self.alphas = np.ascontiguousarray(alphas, dtype=np.float64)
+        self.alphas = alpha_table(alphas)
         for row in self.layers:
             if row[KIND] == DENSE_LAYER and row[B_OFF] != row[W_OFF] + row[N_IN] * row[N_OUT]:
                 raise ValueError("layers: the CUDA backend needs each dense layer's bias right after its "

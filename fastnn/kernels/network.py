@@ -200,6 +200,17 @@ def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_ste
                        opt_hyper[s], opt_steps[s])
 
 
+def alpha_table(alphas):
+    """``alphas`` as the kernels read it, float64 (L, 2); a 1-D array of one float per layer (the
+    layout before BatchNorm's epsilon) becomes the first column."""
+    alphas = np.asarray(alphas, dtype=np.float64)
+    if alphas.ndim == 1:
+        alphas = np.stack([alphas, np.zeros_like(alphas)], axis=1)
+    if alphas.ndim != 2 or alphas.shape[1] != 2:
+        raise ValueError(f"alphas must have shape (layers, 2), got {alphas.shape}")
+    return np.ascontiguousarray(alphas)
+
+
 def weight_tensors(layers):
     """``tensors`` for the network table ``layers``: [start, stop) of each dense layer's W and b
     and each BatchNorm's gamma and beta."""
