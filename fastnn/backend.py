@@ -59,11 +59,10 @@ class CPUBackend:
         when it grows, so steady-state training allocates nothing."""
         if rows <= self.capacity:
             return
-        widths = np.concatenate([[self.layers[0, network.N_IN]], self.layers[:, network.N_OUT]])
-        self.act_off = np.concatenate([[0], np.cumsum(widths * rows)]).astype(np.int64)
-        self.acts = np.empty(self.act_off[-1], dtype=self.dtype)
-        self.deltas = np.empty((2, rows * widths.max()), dtype=self.dtype)
-        self.targets = np.empty(rows * widths[-1], dtype=self.dtype)
+        self.act_off, n_acts, deltas_shape, n_targets = network.workspace_layout(self.layers, rows)
+        self.acts = np.empty(n_acts, dtype=self.dtype)
+        self.deltas = np.empty(deltas_shape, dtype=self.dtype)
+        self.targets = np.empty(n_targets, dtype=self.dtype)
         self.capacity = rows
 
     def train(self, data, order, batch_size, first, stop, loss, opt_meta, opt_hyper, opt_steps,

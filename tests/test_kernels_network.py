@@ -134,13 +134,10 @@ def build(n_in, spec, rng, dtype=np.float64):
 
 
 def workspace(net, rows, dtype=np.float64):
-    """acts, act_off, deltas, targets sized as CPUBackend.reserve sizes them."""
-    widths = np.concatenate([[net.layers[0, N.N_IN]], net.layers[:, N.N_OUT]])
-    act_off = np.concatenate([[0], np.cumsum(widths * rows)]).astype(np.int64)
-    acts = np.full(act_off[-1], np.nan, dtype=dtype)
-    deltas = np.full((2, rows * widths.max()), np.nan, dtype=dtype)
-    targets = np.full(rows * widths[-1], np.nan, dtype=dtype)
-    return acts, act_off, deltas, targets
+    """acts, act_off, deltas, targets as both backends lay them out, filled with NaN."""
+    act_off, n_acts, deltas_shape, n_targets = N.workspace_layout(net.layers, rows)
+    return (np.full(n_acts, np.nan, dtype=dtype), act_off, np.full(deltas_shape, np.nan, dtype=dtype),
+            np.full(n_targets, np.nan, dtype=dtype))
 
 
 def make_targets(loss, pred_shape, rng):
@@ -478,3 +475,10 @@ def test_a_kind_the_flags_leave_out_is_an_error():
     acts, act_off, _, _ = workspace(net, ROWS)
     with pytest.raises(ValueError, match="BatchNorm"):
         N.network_forward(net.params, net.layers, net.alphas, x, acts, act_off, True, RNG, True, None)
+
+
+def test_workspace_layout_gives_each_layer_its_rows():
+    net, _, _, _ = setup_network("batchnorm_between_dense_ce")  # widths 4 -> 5 -> 5 -> 3
+    act_off, n_acts, deltas_shape, n_targets = N.workspace_layout(net.layers, 7)
+    np.testing.assert_array_equal(act_off, [0, 28, 63, 98, 119])
+    assert (n_acts, deltas_shape, n_targets) == (119, (2, 35), 21)

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..config import INFERENCE_BATCH_SIZE
-from ..kernels.network import B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, alpha_table, weight_tensors
+from ..kernels.network import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, alpha_table, weight_tensors,
+                               workspace_layout)
 from ..kernels.optimizers import ADAMW, any_clipping
 from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, check_code
 
@@ -171,11 +172,10 @@ class CUDABackend:
         when it grows, so steady-state training allocates nothing."""
         if rows <= self.capacity:
             return
-        widths = np.concatenate([[self.layers[0, N_IN]], self.layers[:, N_OUT]])
-        self.act_off = np.concatenate([[0], np.cumsum(widths * rows)]).astype(np.int64)
-        self.acts = self.cuda.device_array(int(self.act_off[-1]), dtype=self.dtype, stream=self.stream)
-        self.deltas = self.cuda.device_array((2, int(rows * widths.max())), dtype=self.dtype, stream=self.stream)
-        self.targets = self.cuda.device_array(int(rows * widths[-1]), dtype=self.dtype, stream=self.stream)
+        self.act_off, n_acts, deltas_shape, n_targets = workspace_layout(self.layers, rows)
+        self.acts = self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream)
+        self.deltas = self.cuda.device_array(deltas_shape, dtype=self.dtype, stream=self.stream)
+        self.targets = self.cuda.device_array(n_targets, dtype=self.dtype, stream=self.stream)
         self.capacity = rows
         self.runner.forget()
 

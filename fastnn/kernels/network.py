@@ -200,6 +200,16 @@ def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_ste
                        opt_hyper[s], opt_steps[s])
 
 
+def workspace_layout(layers, rows):
+    """The workspace of passes over up to ``rows`` rows, for both backends: (act_off, size of
+    ``acts``, shape of ``deltas``, size of ``targets``). ``act_off[k]`` is where layer k's input
+    starts in ``acts`` (``act_off[0]``: the gathered batch), ``act_off[k + 1]`` its output."""
+    layers = np.asarray(layers, dtype=np.int64).reshape(-1, 6)
+    widths = np.concatenate([[layers[0, N_IN]], layers[:, N_OUT]])
+    act_off = np.concatenate([[0], np.cumsum(widths * rows)]).astype(np.int64)
+    return act_off, int(act_off[-1]), (2, int(rows * widths.max())), int(rows * widths[-1])
+
+
 def alpha_table(alphas):
     """``alphas`` as the kernels read it, float64 (L, 2); a 1-D array of one float per layer (the
     layout before BatchNorm's epsilon) becomes the first column."""
