@@ -83,6 +83,24 @@ def batchnorm_backward_column(dx, grads, dout, x, params, w, b, rows, n, j, epsi
 
 
 @kernel(inline=True)
+def batch_statistics(x, mean, var):
+    """mean and var (float64, zeroed, one entry per feature) = ``batchnorm_column_statistics`` of
+    every column of x (rows, n), row by row: the same sums in the same order."""
+    rows, n = x.shape
+    for r in range(rows):
+        for j in range(n):
+            mean[j] += x[r, j]
+    for j in range(n):
+        mean[j] /= rows
+    for r in range(rows):
+        for j in range(n):
+            d = x[r, j] - mean[j]
+            var[j] += d * d
+    for j in range(n):
+        var[j] /= rows
+
+
+@kernel(inline=True)
 def batchnorm_forward(out, x, params, w, b, training, momentum, epsilon):
     """out (rows, n) = the layer on x (rows, n), in training mode with batch statistics (and the
     running statistics updated) or at inference with the running statistics.
@@ -94,17 +112,8 @@ def batchnorm_forward(out, x, params, w, b, training, momentum, epsilon):
     stats = np.zeros((2, n))  # mean, var; then shift, scale
     mean, var = stats[0], stats[1]
     if training:
-        for r in range(rows):
-            for j in range(n):
-                mean[j] += x[r, j]
+        batch_statistics(x, mean, var)
         for j in range(n):
-            mean[j] /= rows
-        for r in range(rows):
-            for j in range(n):
-                d = x[r, j] - mean[j]
-                var[j] += d * d
-        for j in range(n):
-            var[j] /= rows
             unbiased = var[j] * rows / (rows - 1) if rows > 1 else var[j]
             params[b + n + j] = (1.0 - momentum) * params[b + n + j] + momentum * mean[j]
             params[b + 2 * n + j] = (1.0 - momentum) * params[b + 2 * n + j] + momentum * unbiased
@@ -129,17 +138,9 @@ def batchnorm_backward(dx, grads, dout, x, params, w, b, epsilon):
     rows, n = x.shape
     acc = np.zeros((5, n))  # mean, var then 1/std, dgamma, dbeta, dx's factor
     mean, inv_std, dgamma, dbeta, c = acc[0], acc[1], acc[2], acc[3], acc[4]
-    for r in range(rows):
-        for j in range(n):
-            mean[j] += x[r, j]
+    batch_statistics(x, mean, inv_std)
     for j in range(n):
-        mean[j] /= rows
-    for r in range(rows):
-        for j in range(n):
-            d = x[r, j] - mean[j]
-            inv_std[j] += d * d
-    for j in range(n):
-        inv_std[j] = 1.0 / math.sqrt(inv_std[j] / rows + epsilon)
+        inv_std[j] = 1.0 / math.sqrt(inv_std[j] + epsilon)
     for r in range(rows):
         for j in range(n):
             g = 1.0 * dout[r, j]
