@@ -309,9 +309,10 @@ def _launch_gemm(plan, dtype, trans_a, trans_b, epi, tile, C, ldc, A, lda, B, ld
     """One GEMM with its epilogue; split along K (a GEMM into a workspace, then ``split_k_sum``)
     when ``splits`` > 1, or, with ``splits`` None, when neither it nor ``tile`` is given and
     ``split_count`` says so."""
-    if splits is None:
-        splits = 1 if tile else split_count(M, N, K, choose_tile(M, N, K))
+    chosen = tile is None
     tile = tile or choose_tile(M, N, K)
+    if splits is None:
+        splits = split_count(M, N, K, tile) if chosen else 1
     grid = (-(-N // tile[1]), -(-M // tile[0]))
     threads = (tile[0] // tile[3]) * (tile[1] // tile[4])
     if splits <= 1:

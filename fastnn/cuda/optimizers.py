@@ -35,6 +35,15 @@ def slice_of(i, meta, n_segments):
     return s if meta[s, 0] <= i < meta[s, 1] else -1
 
 
+@kernel(device=True)
+def active_slice(i, size, meta, n_segments, control):
+    """``slice_of`` element ``i`` of a flat buffer of ``size``, or -1 when there is nothing to do
+    there: past the end, in no slice, or after a batch whose loss was not finite (control[C_BAD])."""
+    if i >= size or control[C_BAD] >= 0:
+        return -1
+    return slice_of(i, meta, n_segments)
+
+
 @lru_cache(maxsize=None)
 def kernels(dtype):
     T = numba.from_dtype(np.dtype(dtype))
@@ -46,9 +55,7 @@ def kernels(dtype):
     @kernel
     def optimizer_step_elements(params, grads, state1, state2, meta, hyper, steps, n_segments, control):
         i = cuda.grid(1)
-        if i >= params.size or control[C_BAD] >= 0:
-            return
-        s = slice_of(i, meta, n_segments)
+        s = active_slice(i, params.size, meta, n_segments, control)
         if s < 0:
             return
         kind = meta[s, 2]
@@ -114,9 +121,7 @@ def kernels(dtype):
     def clip_elements(grads, meta, hyper, n_segments, tensors, n_tensors, sums, control):
         """``kernels.optimizers.clip_gradients`` for every slice at once, from ``sums``."""
         i = cuda.grid(1)
-        if i >= grads.size or control[C_BAD] >= 0:
-            return
-        s = slice_of(i, meta, n_segments)
+        s = active_slice(i, grads.size, meta, n_segments, control)
         if s < 0:
             return
         lo, hi = meta[s, 0], meta[s, 1]
