@@ -36,12 +36,11 @@ class TrainingLoop:
             offset += n_in * n_out + n_out
         params = np.concatenate(chunks).astype(np.float32)
         self.backend = CPUBackend(np.float32)
-        self.backend.load(self.layers, np.zeros((n_layers, 2)), params, np.zeros_like(params), np.zeros_like(params),
-                          np.zeros(2, np.int64), np.zeros((0, 4)))
-        self.opt_meta = np.array([[0, params.size, ADAM]], np.int64)
+        self.backend.load(self.layers, np.zeros((n_layers, 2)), np.zeros((0, 4)), [[0, params.size, ADAM]],
+                          {"params": params, "state1": np.zeros_like(params), "state2": np.zeros_like(params),
+                           "opt_steps": np.zeros(1, np.int64), "rng": np.zeros(2, np.int64)})
         self.opt_hyper = np.zeros((1, N_HYPER))
         self.opt_hyper[0, [H_LR, H_1, H_2, H_EPS]] = 1e-3, 0.9, 0.999, 1e-8
-        self.opt_steps = np.zeros(1, np.int64)
         self.data = synthetic_data(batch * BATCHES, widths[0], widths[-1], seed)
         self.order = np.arange(batch * BATCHES, dtype=np.int64)
         self.batch = batch
@@ -53,8 +52,8 @@ class TrainingLoop:
         """One optimizer step on the next batch; fails loudly should the loss stop being finite."""
         bi = self.next_batch
         self.next_batch = (bi + 1) % BATCHES
-        bad = self.backend.train(self.data, self.order, self.batch, bi, bi + 1, CROSS_ENTROPY, self.opt_meta,
-                                 self.opt_hyper, self.opt_steps, self.batch_loss, self.batch_correct)
+        bad = self.backend.train(self.data, self.order, self.batch, bi, bi + 1, CROSS_ENTROPY, self.opt_hyper,
+                                 self.batch_loss, self.batch_correct)
         if bad >= 0:
             raise FloatingPointError(f"training diverged at batch {bad}")
 

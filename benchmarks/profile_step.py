@@ -22,9 +22,9 @@ STAGES = ("gather", "forward", "loss", "backward", "optimizer")
 
 
 @kernel
-def run_stages(stage, params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
-               x, y, order, batch_size, n_batches, acts, act_off, deltas, targets, rng):
+def run_stages(stage, network, train, work, loss, x, y, order, batch_size, n_batches):
     """train_batches' loop, stopping each batch after ``stage`` (an index into STAGES)."""
+    acts, act_off, targets = work.acts, work.act_off, work.targets
     n_in, n_out = x.shape[1], y.shape[1]
     total = 0.0
     for bi in range(n_batches):
@@ -34,13 +34,13 @@ def run_stages(stage, params, grads, state1, state2, layers, alphas, loss, opt_m
         net.gather_rows(xb, x, order, lo)
         net.gather_rows(yb, y, order, lo)
         if stage >= 1:
-            pred = net.network_forward(params, layers, alphas, xb, acts, act_off, True, rng)
+            pred = net.network_forward(network, xb, work, True)
             if stage >= 2:
                 total += loss_forward(loss, pred, yb)
         if stage >= 3:
-            net.network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, loss, yb, rng)
+            net.network_backward(network, train.grads, xb, work, loss, yb)
         if stage >= 4:
-            net.apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, None, None)
+            net.apply_optimizers(network.params, train, None, None)
     return total
 
 
@@ -74,10 +74,10 @@ def main(argv=None):
     n_batches = x.shape[0] // args.batch
 
     def call(stage):
-        return run_stages(stage, backend.params, backend.grads, backend.state1, backend.state2, backend.layers,
-                          backend.alphas, model.loss.code, model._opt_meta, model._opt_hyper(), model._opt_steps,
-                          x, y, order, args.batch, n_batches, backend.acts, backend.act_off, backend.deltas,
-                          backend.targets, backend.rng)
+        train = net.Training(backend.grads, backend.state1, backend.state2, backend.opt_meta, model._opt_hyper(),
+                             backend.opt_steps)
+        return run_stages(stage, backend._network(), train, backend.work, model.loss.code, x, y, order, args.batch,
+                          n_batches)
 
     per_batch = {name: [] for name in STAGES}
     with blas_threads_for(3 * backend.flops_per_row * args.batch):

@@ -16,10 +16,9 @@ from .initializers import (Constant, GlorotNormal, GlorotUniform, HeNormal, HeUn
 from .layers import Activation, BatchNorm, BatchNormalization, Dense, Dropout, Input, Layer
 from .losses import (MAE, MAPE, MSE, MSLE, SSE, BinaryCrossEntropy, CosineSimilarity, CrossEntropy, KLDivergence,
                      Loss, PerceptronCriterion)
-from .model import MLP, Perceptron, Sequential
+from .model import MLP, Perceptron, Sequential, load_model
 from .optimizers import SGD, AdaGrad, Adagrad, Adam, AdamW, Optimizer, RMSProp, RMSprop
 from .regularizers import L1, L1L2, L2, Regularizer
-from .saving import load_model
 from .schedules import (CosineDecay, ExponentialDecay, InverseTimeDecay, LearningRateSchedule,
                         PiecewiseConstantDecay)
 from .threading import set_num_threads, get_num_threads, threading_info

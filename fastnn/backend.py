@@ -3,7 +3,15 @@
 The model (``fastnn.model``) decides what to compute; a backend decides where. Both expose
 the same methods, so layers and the model never branch on the device: ``CPUBackend`` calls
 ``fastnn.kernels.network``; ``CUDABackend`` (``fastnn.cuda.backend``) its twin in ``fastnn.cuda``.
+
+A backend owns all of a model's training state (``STATE``): the flat parameter buffer (which
+also holds BatchNorm's running statistics, outside every optimizer's slice), the two optimizer
+state buffers, each optimizer slice's step count, and Dropout's random key and step. ``state()``
+returns host copies of all of it and ``load_state()`` takes them back: saving, loading and moving
+a model between devices go through these two and nothing else.
 """
+from collections.abc import Mapping
+
 import numpy as np
 
 from .config import INFERENCE_BATCH_SIZE
@@ -13,24 +21,90 @@ from .kernels.schedules import CONSTANT
 from .threading import blas_threads_for
 
 
-class CPUBackend:
+# The training state, in the order ``state()`` lists it: the flat parameter buffer, the two
+# optimizer state buffers (momentum, moments), each optimizer slice's step count, and Dropout's
+# random key and the training step count.
+STATE = ("params", "state1", "state2", "opt_steps", "rng")
+
+
+def check_state(state, size, slices, dtype):
+    """``state`` (a mapping with every name of ``STATE``) as host arrays of the backend's types:
+    float buffers of ``size`` finite values cast to ``dtype``, ``slices`` step counts >= 0, and
+    two integers for the random key and step. A ValueError names the first entry that is not."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state must be a mapping of {STATE}, got {type(state).__name__}")
+    missing = [name for name in STATE if name not in state]
+    if missing:
+        raise ValueError(f"state lacks {missing}")
+    out = {}
+    for name in ("params", "state1", "state2"):
+        arr = np.asarray(state[name])
+        if arr.ndim != 1 or arr.size != size or arr.dtype.kind != "f":
+            raise ValueError(f"{name} must be a float vector of {size} values to match the architecture, "
+                             f"got {arr.dtype} of shape {arr.shape}")
+        with np.errstate(over="ignore"):  # checked after the cast: 1e300 is inf in float32
+            out[name] = arr.astype(dtype)
+        if not np.isfinite(out[name]).all():
+            raise ValueError(f"{name} holds NaN or infinite values")
+    steps = np.asarray(state["opt_steps"])
+    if steps.shape != (slices,) or steps.dtype.kind not in "iu" or (steps < 0).any():
+        raise ValueError(f"opt_steps must be {slices} step counts >= 0 (one per optimizer slice), "
+                         f"got {steps.dtype} of shape {steps.shape}")
+    out["opt_steps"] = steps.astype(np.int64)
+    rng = np.asarray(state["rng"])
+    if rng.shape != (2,) or rng.dtype.kind not in "iu" or rng[1] < 0:
+        raise ValueError("rng must be two integers (random key, step count >= 0)")
+    out["rng"] = rng.astype(np.int64)
+    return out
+
+
+class Backend:
+    """What both backends share: the training state behind ``state()``/``load_state()`` and the
+    optimizers' slices, through each backend's ``host``/``write``."""
+
+    def state(self):
+        """Host copies of the whole training state, keyed by the names of ``STATE``."""
+        return {name: self.host(name) for name in STATE}
+
+    def load_state(self, state):
+        """Replace the whole training state with ``state`` (as ``state()`` returns it); nothing
+        changes unless every entry matches this backend's network and optimizers."""
+        state = check_state(state, self.params.size, self.opt_meta.shape[0], self.dtype)
+        for name in STATE:
+            self.write(name, 0, state[name])
+
+    def configure_optimizers(self, opt_meta, initial):
+        """Set the optimizers' slices, int64 (S, 3) [start, stop, kind] of the flat buffers, and
+        reset their state: ``state1`` to each slice's ``initial[s]`` (0 outside every slice),
+        ``state2`` and the step counts to 0."""
+        self.opt_meta = np.ascontiguousarray(opt_meta, dtype=np.int64).reshape(-1, 3)
+        state1 = np.zeros(self.params.size, self.dtype)
+        for (lo, hi, _), value in zip(self.opt_meta, initial):
+            state1[lo:hi] = value
+        self.write("state1", 0, state1)
+        self.write("state2", 0, np.zeros(self.params.size, self.dtype))
+        self.opt_steps = np.zeros(self.opt_meta.shape[0], np.int64)  # on the host on every backend
+
+
+class CPUBackend(Backend):
     """Arrays are NumPy arrays in host memory; kernels are Numba CPU functions."""
     name = "cpu"
 
     def __init__(self, dtype):
-        self.dtype = dtype
+        self.dtype = np.dtype(dtype)
         self.capacity = 0
 
-    def load(self, layers, alphas, params, state1, state2, rng, reg):
-        """Take the network table, the flat buffers, the random key and step and the weight
-        penalties' table (host arrays, copied)."""
+    def load(self, layers, alphas, reg, opt_meta, state):
+        """Take the network table, the weight penalties' table, the optimizers' slices (as
+        ``configure_optimizers``) and the training state (as ``state()``; host arrays, copied)."""
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
         self.alphas = network.alpha_table(alphas)
-        self.params = np.array(params, dtype=self.dtype)
+        self.opt_meta = np.ascontiguousarray(opt_meta, dtype=np.int64).reshape(-1, 3)
+        state = check_state(state, np.size(state["params"]), self.opt_meta.shape[0], self.dtype)
+        self.params = state["params"]
         self.grads = np.zeros_like(self.params)
-        self.state1 = np.array(state1, dtype=self.dtype)
-        self.state2 = np.array(state2, dtype=self.dtype)
-        self.rng = np.array(rng, dtype=np.int64).reshape(2)
+        self.state1, self.state2 = state["state1"], state["state2"]
+        self.opt_steps, self.rng = state["opt_steps"], state["rng"]
         self.reg = np.array(reg, dtype=np.float64).reshape(-1, 4)
         self.tensors = network.weight_tensors(self.layers)
         # (dropout, batchnorm) for the network kernels: None for a kind no layer is, which then
@@ -43,7 +117,7 @@ class CPUBackend:
                                                 * (self.layers[:, network.KIND] == network.DENSE_LAYER)))
 
     def host(self, name):
-        """A host copy of one of the flat buffers ('params', 'state1', 'state2') or of 'rng'."""
+        """A host copy of one entry of the training state (a name of ``STATE``)."""
         return getattr(self, name).copy()
 
     def write(self, name, lo, values):
@@ -59,23 +133,25 @@ class CPUBackend:
         when it grows, so steady-state training allocates nothing."""
         if rows <= self.capacity:
             return
-        self.act_off, n_acts, deltas_shape, n_targets = network.workspace_layout(self.layers, rows)
-        self.acts = np.empty(n_acts, dtype=self.dtype)
-        self.deltas = np.empty(deltas_shape, dtype=self.dtype)
-        self.targets = np.empty(n_targets, dtype=self.dtype)
+        act_off, n_acts, deltas_shape, n_targets = network.workspace_layout(self.layers, rows)
+        self.work = network.Workspace(np.empty(n_acts, dtype=self.dtype), act_off,
+                                      np.empty(deltas_shape, dtype=self.dtype), np.empty(n_targets, dtype=self.dtype))
         self.capacity = rows
 
-    def train(self, data, order, batch_size, first, stop, loss, opt_meta, opt_hyper, opt_steps,
-              batch_loss, batch_correct):
-        """Train on batches [first, stop) of ``data[order]``; see ``kernels.network.train_batches``."""
+    def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct):
+        """Train on batches [first, stop) of ``data[order]``; see ``kernels.network.train_batches``.
+        ``opt_hyper``: each optimizer slice's hyper-parameters, read from the optimizers now."""
         x, y = data
         self.reserve(batch_size)
+        train = network.Training(self.grads, self.state1, self.state2, self.opt_meta, opt_hyper, self.opt_steps)
         with blas_threads_for(3 * self.flops_per_row * batch_size):
-            return network.train_batches(
-                self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss,
-                opt_meta, opt_hyper, opt_steps, x, y, order, batch_size, first, stop,
-                self.acts, self.act_off, self.deltas, self.targets, batch_loss, batch_correct, self.rng,
-                *self.optional_stages(opt_hyper), *self.kinds)
+            return network.train_batches(self._network(), train, self.work,
+                                         network.Batches(x, y, order, batch_size, first, stop), loss,
+                                         batch_loss, batch_correct, *self.optional_stages(opt_hyper), *self.kinds)
+
+    def _network(self):
+        # Built per call, not kept: load_state and configure_optimizers may replace the arrays.
+        return network.Network(self.params, self.layers, self.alphas, self.rng)
 
     def optional_stages(self, opt_hyper):
         """(reg, tensors, schedules) for ``train_batches``: each None where no layer or optimizer
@@ -89,15 +165,13 @@ class CPUBackend:
         out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
-            network.predict_batches(out, self.params, self.layers, self.alphas, x, batch_size,
-                                    self.acts, self.act_off, training, self.rng, *self.kinds)
+            network.predict_batches(out, self._network(), x, batch_size, self.work, training, *self.kinds)
         return out
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
-            return network.evaluate_batches(self.params, self.layers, self.alphas, loss, x, y, batch_size,
-                                            self.acts, self.act_off, self.rng, *self.kinds)
+            return network.evaluate_batches(self._network(), loss, x, y, batch_size, self.work, *self.kinds)
 
 
 def get_backend(device, dtype):

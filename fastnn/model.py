@@ -13,8 +13,9 @@ import time
 
 import numpy as np
 
-from . import losses, optimizers
-from .backend import get_backend
+from . import losses, optimizers, saving
+from .backend import STATE, get_backend
+from .base import deserialize
 from .callbacks import Callback, History, TensorBoard
 from .config import INFERENCE_BATCH_SIZE
 from .kernels.optimizers import N_HYPER
@@ -106,8 +107,9 @@ class MLP:
                              dtype=np.float64).reshape(-1, 4)
         rng = self._backend.host("rng") if self._backend is not None else np.array([self._random_key(), 0])
         self._backend = get_backend(self.device, self.dtype)
-        self._backend.load(self._table, self._alphas, params, np.zeros_like(params), np.zeros_like(params), rng,
-                           self._reg)
+        self._backend.load(self._table, self._alphas, self._reg, np.zeros((0, 3), np.int64),
+                           {"params": params, "state1": np.zeros_like(params), "state2": np.zeros_like(params),
+                            "opt_steps": np.zeros(0, np.int64), "rng": rng})
         self._configure_optimizers()
 
     def _random_key(self):
@@ -132,13 +134,8 @@ class MLP:
             else:
                 segments.append([opt, layer._offset, layer._offset + n])
         self._segments = segments
-        self._opt_meta = np.array([[lo, hi, opt.kind] for opt, lo, hi in segments], dtype=np.int64).reshape(-1, 3)
-        self._opt_steps = np.zeros(len(segments), dtype=np.int64)
-        for name in ("state1", "state2"):
-            self._backend.write(name, 0, np.zeros(self.count_params(), self.dtype))
-        for opt, lo, hi in segments:
-            if opt.initial_state:
-                self._backend.write("state1", lo, np.full(hi - lo, opt.initial_state, self.dtype))
+        self._backend.configure_optimizers([[lo, hi, opt.kind] for opt, lo, hi in segments],
+                                           [opt.initial_state for opt, _, _ in segments])
 
     def optimizers(self):
         """The distinct optimizer objects that update this model's parameters."""
@@ -262,8 +259,8 @@ class MLP:
             start = time.perf_counter()
             for first in range(0, n_batches, chunk):
                 stop = min(first + chunk, n_batches)
-                bad = self._backend.train(data, order, batch_size, first, stop, self.loss.code, self._opt_meta,
-                                          hyper, self._opt_steps, batch_loss, batch_correct)
+                bad = self._backend.train(data, order, batch_size, first, stop, self.loss.code, hyper,
+                                          batch_loss, batch_correct)
                 if bad >= 0:
                     raise FloatingPointError(
                         f"the loss became {batch_loss[bad]} at epoch {epoch + 1}, batch {bad + 1}: training "
@@ -309,8 +306,7 @@ class MLP:
         n = x.shape[0]
         batch_loss, batch_correct = np.zeros(1), np.zeros(1, dtype=np.int64)
         bad = self._backend.train(self._backend.dataset(x, y), np.arange(n, dtype=np.int64), n, 0, 1,
-                                  self.loss.code, self._opt_meta, self._opt_hyper(), self._opt_steps,
-                                  batch_loss, batch_correct)
+                                  self.loss.code, self._opt_hyper(), batch_loss, batch_correct)
         if bad >= 0:
             raise FloatingPointError(f"the loss is {batch_loss[0]}: training diverged")
         logs = self._logs(batch_loss, batch_correct, np.array([float(n)]))
@@ -447,22 +443,111 @@ class MLP:
         """Move parameters and optimizer state to ``device`` ('cpu' or 'cuda'); returns self."""
         backend = get_backend(device, self.dtype)
         if self._backend is not None:
-            backend.load(self._table, self._alphas,
-                         *(self._backend.host(n) for n in ("params", "state1", "state2", "rng")), self._reg)
+            backend.load(self._table, self._alphas, self._reg, self._backend.opt_meta, self._backend.state())
             self._backend = backend
         self.device = device
         return self
 
+    def get_config(self):
+        """The architecture, loss, optimizers and metrics as JSON-able data, no weights: what
+        ``from_config`` rebuilds. Optimizers shared by several layers appear once."""
+        self._ensure_built()
+        distinct = self.optimizers()
+        if self.optimizer is not None and all(self.optimizer is not d for d in distinct):
+            distinct.append(self.optimizer)
+        index = {id(opt): i for i, opt in enumerate(distinct)}
+        default = getattr(self, "_default_optimizer", None)
+        layers = []
+        for layer in self.layers:
+            config = layer.get_config()
+            if getattr(layer, "optimizer", None) is not None:
+                config["optimizer"] = {"shared": index[id(layer.optimizer)]}
+            layers.append({"class_name": type(layer).__name__, "config": config})
+        return {
+            "model": {"name": self.name, "dtype": np.dtype(self.dtype).name, "seed": self.seed},
+            "layers": layers,
+            "optimizers": [{"class_name": type(o).__name__, "config": o.get_config()} for o in distinct],
+            "compile": None if self.loss is None else {
+                "loss": {"class_name": type(self.loss).__name__, "config": self.loss.get_config()},
+                "optimizer": None if self.optimizer is None else index[id(self.optimizer)],
+                "metrics": self.metrics,
+            },
+            # The Adam that serves layers with no optimizer of their own when compile named none.
+            "default_optimizer": None if default is None else index.get(id(default)),
+        }
+
+    @classmethod
+    def from_config(cls, config, device="cpu"):
+        """A new model (fresh weights) from ``get_config()``'s data; a ValueError names what is wrong."""
+        try:
+            optimizers_ = [deserialize(o) for o in config["optimizers"]]
+            model = cls(seed=config["model"]["seed"], dtype=config["model"]["dtype"], device=device,
+                        name=config["model"]["name"])
+            for spec in config["layers"]:
+                layer_config = dict(spec["config"])
+                if isinstance(layer_config.get("optimizer"), dict):
+                    layer_config["optimizer"] = optimizers_[layer_config["optimizer"]["shared"]]
+                layer = deserialize({"class_name": spec["class_name"], "config": layer_config})
+                if not isinstance(layer, Layer):
+                    raise ValueError(f"{spec['class_name']!r} is not a layer")
+                model.add(layer)
+            compiled = config["compile"]
+            if compiled is not None:
+                model.compile(loss=deserialize(compiled["loss"]),
+                              optimizer=None if compiled["optimizer"] is None else optimizers_[compiled["optimizer"]],
+                              metrics=compiled["metrics"])
+            if config.get("default_optimizer") is not None:
+                model._default_optimizer = optimizers_[config["default_optimizer"]]
+                if not isinstance(model._default_optimizer, optimizers.Optimizer):
+                    raise ValueError(f"default_optimizer names a {type(model._default_optimizer).__name__}")
+            model._ensure_built()
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"malformed model config: {exc!r}") from None
+        return model
+
     def save(self, path):
-        """Save architecture, weights and optimizer state to ``path`` (a NumPy .npz archive, no pickle)."""
-        from .saving import save_model
-        save_model(self, path)
+        """Save architecture, weights and the whole training state to ``path`` (a NumPy .npz
+        archive, no pickle; written atomically, see ``fastnn.saving``)."""
+        config = self.get_config()
+        # Where the shuffling stream stands, so that training resumed after loading draws the
+        # same epoch orders as the model that was saved.
+        config["model"]["rng_state"] = self._rng.bit_generator.state
+        saving.write_model_file(path, config, self._backend.state())
 
     def __repr__(self):
         return f"MLP(layers={self.layers!r}, dtype={np.dtype(self.dtype).name!r}, device={self.device!r})"
 
 
 Sequential = MLP
+
+
+def load_model(path, device="cpu"):
+    """Rebuild a model saved with ``model.save(path)``: architecture, weights and the whole
+    training state, so that ``fit`` continues where the saved model stopped."""
+    config, arrays = saving.read_model_file(path)
+    where = saving.shown(path)
+    try:
+        model = MLP.from_config(config, device)
+        if config["model"].get("rng_state") is not None:
+            model._rng.bit_generator.state = config["model"]["rng_state"]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{where!r} holds a malformed model config: {exc!r}") from None
+    except ValueError as exc:  # a constructor rejected a value: say which file it came from
+        raise ValueError(f"{where!r} holds an invalid model config: {exc}") from None
+    # Files written before Dropout existed have no rng: the fresh model's is kept.
+    state = {**model._backend.state(), **{k: v for k, v in arrays.items() if k == "rng"}}
+    for name in STATE:
+        if name != "rng" and name in arrays:
+            state[name] = arrays[name]
+        elif name != "rng":
+            raise ValueError(f"{where!r}: {name} is missing")
+    try:
+        model._backend.load_state(state)
+        for i, layer in enumerate(model._compute_layers()):
+            layer.check_weights(model._layer_weights(layer), f"layer {i} ({type(layer).__name__})")
+    except ValueError as exc:
+        raise ValueError(f"{where!r}: {exc}") from None
+    return model
 
 
 def _default_optimizer(model):

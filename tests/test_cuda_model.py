@@ -62,7 +62,7 @@ def test_fit_predict_evaluate_match_cpu(data):
     np.testing.assert_allclose(models["cuda"].predict(x, batch_size=3), models["cpu"].predict(x), atol=TOL)
     np.testing.assert_allclose(models["cuda"].evaluate(x, y, batch_size=4), models["cpu"].evaluate(x, y, batch_size=4),
                                atol=TOL)
-    assert models["cuda"]._opt_steps.tolist() == models["cpu"]._opt_steps.tolist() == [9]
+    assert models["cuda"]._backend.state()["opt_steps"].tolist() == models["cpu"]._backend.state()["opt_steps"].tolist() == [9]
 
 
 def test_train_on_batch_matches_cpu(data):
@@ -143,7 +143,7 @@ def test_divergence_stops_at_the_same_batch_as_cpu():
         errors[device] = str(e.value)
     assert errors["cuda"] == errors["cpu"]
     assert "batch 2" in errors["cpu"]
-    assert models["cuda"]._opt_steps.tolist() == models["cpu"]._opt_steps.tolist() == [1]
+    assert models["cuda"]._backend.state()["opt_steps"].tolist() == models["cpu"]._backend.state()["opt_steps"].tolist() == [1]
     for wa, wb in zip(models["cpu"].get_weights(), models["cuda"].get_weights()):
         np.testing.assert_allclose(wb, wa, rtol=1e-5)
 

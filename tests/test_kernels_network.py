@@ -134,10 +134,15 @@ def build(n_in, spec, rng, dtype=np.float64):
 
 
 def workspace(net, rows, dtype=np.float64):
-    """acts, act_off, deltas, targets as both backends lay them out, filled with NaN."""
+    """The Workspace (acts, act_off, deltas, targets) as both backends lay it out, filled with NaN."""
     act_off, n_acts, deltas_shape, n_targets = N.workspace_layout(net.layers, rows)
-    return (np.full(n_acts, np.nan, dtype=dtype), act_off, np.full(deltas_shape, np.nan, dtype=dtype),
-            np.full(n_targets, np.nan, dtype=dtype))
+    return N.Workspace(np.full(n_acts, np.nan, dtype=dtype), act_off, np.full(deltas_shape, np.nan, dtype=dtype),
+                       np.full(n_targets, np.nan, dtype=dtype))
+
+
+def network(net, params=None, rng=None):
+    """The kernels' Network bundle of ``net`` (with other ``params`` or ``rng`` than its own and RNG)."""
+    return N.Network(net.params if params is None else params, net.layers, net.alphas, RNG if rng is None else rng)
 
 
 def make_targets(loss, pred_shape, rng):
@@ -201,9 +206,9 @@ def setup_network(name, seed=0, rows=ROWS):
 @pytest.mark.parametrize("name", NETWORKS)
 def test_network_forward_matches_naive(name):
     net, _, x, _ = setup_network(name)
-    acts, act_off, _, _ = workspace(net, ROWS)
+    work = workspace(net, ROWS)
     for training in (False, True):
-        pred = N.network_forward(net.params, net.layers, net.alphas, x, acts, act_off, training, RNG)
+        pred = N.network_forward(network(net), x, work, training)
         expected = naive_network_forward(net, net.params, x, training, RNG)[0]
         np.testing.assert_allclose(pred, expected, rtol=1e-12, atol=1e-14)
 
@@ -217,15 +222,15 @@ def test_network_backward_matches_finite_differences(name):
             assert np.abs(z).min() > KINK_MARGIN
     if loss == L.MAE:
         assert np.abs(naive_network_forward(net, net.params, x, True, RNG)[0] - target).min() > KINK_MARGIN
-    acts, act_off, deltas, _ = workspace(net, ROWS)
-    N.network_forward(net.params, net.layers, net.alphas, x, acts, act_off, True, RNG)
+    work = workspace(net, ROWS)
+    N.network_forward(network(net), x, work, True)
     grads = np.full_like(net.params, np.nan)
-    N.network_backward(net.params, grads, net.layers, net.alphas, x, acts, act_off, deltas, loss, target, RNG)
+    N.network_backward(network(net), grads, x, work, loss, target)
 
-    fd_acts = np.empty_like(acts)
+    fd_work = workspace(net, ROWS)
 
     def loss_value():  # the training-mode loss, with the same Dropout masks
-        pred = N.network_forward(net.params, net.layers, net.alphas, x, fd_acts, act_off, True, RNG)
+        pred = N.network_forward(network(net), x, fd_work, True)
         return L.loss_forward(loss, pred, target)
 
     # BatchNorm's running statistics get no gradient (their slots are left as they were) and do
@@ -240,11 +245,11 @@ def test_network_backward_float32_matches_float64():
     results = []
     for dtype in (np.float64, np.float32):
         params = net.params.astype(dtype)
-        acts, act_off, deltas, _ = workspace(net, ROWS, dtype)
+        work = workspace(net, ROWS, dtype)
         xd, td = x.astype(dtype), target.astype(dtype)
-        N.network_forward(params, net.layers, net.alphas, xd, acts, act_off, True, RNG)
+        N.network_forward(network(net, params), xd, work, True)
         grads = np.full_like(params, np.nan)
-        N.network_backward(params, grads, net.layers, net.alphas, xd, acts, act_off, deltas, loss, td, RNG)
+        N.network_backward(network(net, params), grads, xd, work, loss, td)
         assert grads.dtype == dtype
         results.append(grads)
     np.testing.assert_allclose(results[1], results[0], rtol=1e-4, atol=1e-6)
@@ -272,7 +277,7 @@ def two_optimizers(net, sgd_lr=0.1, momentum=0.9, adam=(0.01, 0.9, 0.999, 1e-3))
 
 def run_train_batches(net, params, loss, x, y, order, batch_size, first, stop, opt_meta, opt_hyper,
                       state1=None, state2=None, opt_steps=None, rng=None, reg=None):
-    acts, act_off, deltas, targets = workspace(net, batch_size)
+    work = workspace(net, batch_size)
     grads = np.zeros_like(params)
     state1 = np.zeros_like(params) if state1 is None else state1
     state2 = np.zeros_like(params) if state2 is None else state2
@@ -282,9 +287,9 @@ def run_train_batches(net, params, loss, x, y, order, batch_size, first, stop, o
     n_batches = -(-order.size // batch_size)
     batch_loss = np.full(n_batches, -1.0)
     batch_correct = np.full(n_batches, -1, dtype=np.int64)
-    bad = N.train_batches(params, grads, state1, state2, net.layers, net.alphas, loss, opt_meta, opt_hyper,
-                          opt_steps, x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
-                          batch_loss, batch_correct, rng, reg, N.weight_tensors(net.layers), True)
+    bad = N.train_batches(network(net, params, rng), N.Training(grads, state1, state2, opt_meta, opt_hyper, opt_steps),
+                          work, N.Batches(x, y, order, batch_size, first, stop), loss, batch_loss, batch_correct,
+                          reg, N.weight_tensors(net.layers), True)
     return bad, batch_loss, batch_correct, opt_steps
 
 
@@ -315,9 +320,9 @@ def test_train_batches_matches_the_steps_written_out(name):
         assert batch_correct[bi] == np.sum(pred.argmax(axis=1) == y[rows].argmax(axis=1))
         # This batch's gradient from network_backward, which the finite-difference tests check.
         g = np.empty_like(p)
-        acts, act_off, deltas, _ = workspace(net, rows.size)
-        N.network_forward(p, net.layers, net.alphas, x[rows], acts, act_off, True, step)
-        N.network_backward(p, g, net.layers, net.alphas, x[rows], acts, act_off, deltas, loss, y[rows], step)
+        work = workspace(net, rows.size)
+        N.network_forward(network(net, p, step), x[rows], work, True)
+        N.network_backward(network(net, p, step), g, x[rows], work, loss, y[rows])
         naive_sgd_update(p[:split], g[:split], v_sgd, 0.1, 0.9)
         naive_adam_update(p[split:], g[split:], m_adam, v_adam, bi + 1, 0.01, 0.9, 0.999, 1e-3)
     np.testing.assert_allclose(params, p, rtol=1e-12, atol=1e-14)
@@ -401,13 +406,12 @@ def test_perceptron_training_is_rosenblatts_rule():
 def test_predict_and_evaluate_batches():
     net, loss, x, y = setup_network("three_hidden_layers_ce", rows=11)
     batch_size = 4
-    acts, act_off, _, _ = workspace(net, batch_size)
+    work = workspace(net, batch_size)
     expected = naive_network_forward(net, net.params, x)[0]
     out = np.full((11, net.n_out), np.nan)
-    N.predict_batches(out, net.params, net.layers, net.alphas, x, batch_size, acts, act_off, False, RNG)
+    N.predict_batches(out, network(net), x, batch_size, work, False)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
-    total, correct = N.evaluate_batches(net.params, net.layers, net.alphas, loss, x, y, batch_size, acts, act_off,
-                                        RNG)
+    total, correct = N.evaluate_batches(network(net), loss, x, y, batch_size, work)
     per_row = -(y * np.log(expected)).sum(axis=1)
     assert total == pytest.approx(per_row.sum(), rel=1e-12)  # sum over batches of mean loss x rows
     assert correct == np.sum(expected.argmax(axis=1) == y.argmax(axis=1))
@@ -426,7 +430,7 @@ def test_apply_optimizers_updates_each_slice_with_its_own_optimizer():
     p, s1, s2, steps = params.copy(), np.zeros(n), np.zeros(n), np.zeros(2, dtype=np.int64)
     expected = [params.copy(), np.zeros(n), np.zeros(n)]
     for t in range(1, 4):
-        N.apply_optimizers(p, grads, s1, s2, opt_meta, opt_hyper, steps, None, None)
+        N.apply_optimizers(p, N.Training(grads, s1, s2, opt_meta, opt_hyper, steps), None, None)
         for (lo, hi, kind), h in zip(opt_meta, opt_hyper):
             O.optimizer_step(kind, *(a[lo:hi] for a in (expected[0], grads, expected[1], expected[2])), h, t)
     np.testing.assert_array_equal(steps, [3, 3])
@@ -444,8 +448,8 @@ def test_unused_optional_stages_compile_out():
     # A compile of its own: Numba cannot show the IR of code loaded from its cache.
     fresh = numba.njit(cache=False)(N.apply_optimizers.py_func)
     opt_meta = np.array([[0, 10, O.SGD]], dtype=np.int64)
-    args = (np.zeros(10), np.zeros(10), np.zeros(10), np.zeros(10), opt_meta, np.zeros((1, O.N_HYPER)),
-            np.zeros(1, dtype=np.int64))
+    args = (np.zeros(10), N.Training(np.zeros(10), np.zeros(10), np.zeros(10), opt_meta, np.zeros((1, O.N_HYPER)),
+                                     np.zeros(1, dtype=np.int64)))
     fresh(*args, None, None)
     fresh(*args, np.array([[0, 10]], dtype=np.int64), True)
     plain, full = (fresh.inspect_llvm(sig) for sig in fresh.signatures)
@@ -461,8 +465,7 @@ def test_unused_layer_kinds_compile_out():
     import numba
     fresh = numba.njit(cache=False)(N.network_forward.py_func)
     net, _, x, _ = setup_network("tanh_softmax_ce_fused")
-    acts, act_off, _, _ = workspace(net, ROWS)
-    args = (net.params, net.layers, net.alphas, x, acts, act_off, True, RNG)
+    args = (network(net), x, workspace(net, ROWS), True)
     np.testing.assert_array_equal(fresh(*args, None, None), fresh(*args, True, True))
     plain, full = (fresh.inspect_llvm(sig) for sig in fresh.signatures)
     mix = str(np.int64(np.uint64(0xBF58476D1CE4E5B9).astype(np.int64)))
@@ -472,9 +475,8 @@ def test_unused_layer_kinds_compile_out():
 
 def test_a_kind_the_flags_leave_out_is_an_error():
     net, _, x, _ = setup_network("batchnorm_between_dense_ce")
-    acts, act_off, _, _ = workspace(net, ROWS)
     with pytest.raises(ValueError, match="BatchNorm"):
-        N.network_forward(net.params, net.layers, net.alphas, x, acts, act_off, True, RNG, True, None)
+        N.network_forward(network(net), x, workspace(net, ROWS), True, True, None)
 
 
 def test_workspace_layout_gives_each_layer_its_rows():

@@ -11,12 +11,15 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ..backend import Backend, check_state
 from ..config import INFERENCE_BATCH_SIZE
-from ..kernels.network import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, alpha_table, weight_tensors,
-                               workspace_layout)
+from ..kernels.network import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Network, Training,
+                               Workspace, alpha_table, weight_tensors, workspace_layout)
 from ..kernels.optimizers import ADAMW, any_clipping
 from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, check_code
 
+# Training state kept on the host: each call of ``train`` uploads it and reads it back.
+_HOST_HELD = ("opt_steps", "rng")
 _INSTALL_HINT = "pip install 'fastnn[cuda]' (NVIDIA's numba-cuda package)"
 
 
@@ -54,7 +57,7 @@ class DeviceData:
         return self.x is not None
 
 
-class CUDABackend:
+class CUDABackend(Backend):
     """Arrays are numba.cuda device arrays; kernels are ``fastnn.cuda``'s. See ``fastnn.backend``."""
     name = "cuda"
 
@@ -77,21 +80,23 @@ class CUDABackend:
     def _to_device(self, array):
         return self.cuda.to_device(np.ascontiguousarray(array), stream=self.stream)
 
-    def load(self, layers, alphas, params, state1, state2, rng, reg):
-        """Take the network table, the flat buffers (host arrays, copied to the device), the
-        random key and step (kept on the host: each call hands the step to the device) and the
-        weight penalties' table."""
+    def load(self, layers, alphas, reg, opt_meta, state):
+        """Take the network table, the weight penalties' table, the optimizers' slices and the
+        training state (host arrays: the flat buffers are copied to the device; the step counts
+        and the random key and step stay on the host, and each call hands them to the device)."""
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
         self.alphas = alpha_table(alphas)
         for row in self.layers:
             if row[KIND] == DENSE_LAYER and row[B_OFF] != row[W_OFF] + row[N_IN] * row[N_OUT]:
                 raise ValueError("layers: the CUDA backend needs each dense layer's bias right after its "
                                  "weights in the flat buffer ([W, b] layout)")
-        self.params = self._to_device(np.asarray(params, dtype=self.dtype))
+        self.opt_meta = np.ascontiguousarray(opt_meta, dtype=np.int64).reshape(-1, 3)
+        state = check_state(state, np.size(state["params"]), self.opt_meta.shape[0], self.dtype)
+        self.params = self._to_device(state["params"])
         self.grads = self._to_device(np.zeros(self.params.size, dtype=self.dtype))
-        self.state1 = self._to_device(np.asarray(state1, dtype=self.dtype))
-        self.state2 = self._to_device(np.asarray(state2, dtype=self.dtype))
-        self.rng = np.array(rng, dtype=np.int64).reshape(2)
+        self.state1 = self._to_device(state["state1"])
+        self.state2 = self._to_device(state["state2"])
+        self.opt_steps, self.rng = state["opt_steps"], state["rng"]
         reg = np.ascontiguousarray(np.reshape(reg, (-1, 4)), dtype=np.float64)
         self.reg = SimpleNamespace(table=self._to_device(reg), rows=reg.shape[0], size=int(reg[:, 1].max())) \
             if reg.shape[0] else None
@@ -103,17 +108,17 @@ class CUDABackend:
         self.runner.forget()
 
     def host(self, name):
-        """A host copy of one of the flat buffers ('params', 'state1', 'state2') or of 'rng'."""
-        if name == "rng":
-            return self.rng.copy()
+        """A host copy of one entry of the training state (a name of ``STATE``)."""
+        if name in _HOST_HELD:
+            return getattr(self, name).copy()
         out = getattr(self, name).copy_to_host(stream=self.stream)
         self.stream.synchronize()
         return out
 
     def write(self, name, lo, values):
         """Overwrite ``buffer[lo:lo + values.size]`` from a host array."""
-        if name == "rng":
-            self.rng[lo: lo + np.size(values)] = np.reshape(values, -1)
+        if name in _HOST_HELD:
+            getattr(self, name)[lo: lo + np.size(values)] = np.reshape(values, -1)
             return
         values = np.ascontiguousarray(np.reshape(values, -1), dtype=self.dtype)
         if values.size:
@@ -172,25 +177,24 @@ class CUDABackend:
         when it grows, so steady-state training allocates nothing."""
         if rows <= self.capacity:
             return
-        self.act_off, n_acts, deltas_shape, n_targets = workspace_layout(self.layers, rows)
-        self.acts = self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream)
-        self.deltas = self.cuda.device_array(deltas_shape, dtype=self.dtype, stream=self.stream)
-        self.targets = self.cuda.device_array(n_targets, dtype=self.dtype, stream=self.stream)
+        act_off, n_acts, deltas_shape, n_targets = workspace_layout(self.layers, rows)
+        self.work = Workspace(self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream), act_off,
+                              self.cuda.device_array(deltas_shape, dtype=self.dtype, stream=self.stream),
+                              self.cuda.device_array(n_targets, dtype=self.dtype, stream=self.stream))
         self.capacity = rows
         self.runner.forget()
 
     # ---- training ---------------------------------------------------------------------------
 
-    def train(self, data, order, batch_size, first, stop, loss, opt_meta, opt_hyper, opt_steps,
-              batch_loss, batch_correct):
+    def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct):
         """Train on batches [first, stop) of ``data[order]``; see ``kernels.network.train_batches``.
 
         Returns -1, or the first batch whose loss was not finite (no update was applied from
-        it on). ``batch_loss``, ``batch_correct`` and ``opt_steps`` are updated on the host.
+        it on). ``batch_loss``, ``batch_correct`` and the step counts are updated on the host.
         """
         if stop <= first:
             return -1
-        opt_meta = np.asarray(opt_meta, dtype=np.int64).reshape(-1, 3)
+        opt_meta = self.opt_meta
         for kind in opt_meta[:, 2]:
             check_code(kind, ADAMW, "optimizer")
         self.reserve(batch_size)
@@ -198,33 +202,39 @@ class CUDABackend:
         meta = self._upload("opt_meta", opt_meta)
         host_hyper = np.asarray(opt_hyper, dtype=np.float64).reshape(opt_meta.shape[0], -1)
         hyper = self._upload("opt_hyper", host_hyper)
-        steps = self._upload("opt_steps", np.asarray(opt_steps, dtype=np.int64))
+        steps = self._upload("opt_steps", self.opt_steps)
         control = self._upload("control", _control(first, self.rng[1] - first))
         records = self._small_array("records", 2 * stop, np.float64)
         positions = self._sized("order", (n,), np.int64)
         lo, hi = first * batch_size, min(stop * batch_size, n)
-        common = (self.params, self.grads, self.state1, self.state2, self.layers, self.alphas, loss, meta, hyper,
-                  steps)
-        # Dropout's key, the weight penalties, the clipping scratch (None: not planned into the step)
-        step_args = (int(self.rng[0]), self.reg, self.clip if any_clipping(host_hyper) else None)
-        work = (self.acts, self.act_off, self.deltas, self.targets, records, control)
+        train = Training(self.grads, self.state1, self.state2, meta, hyper, steps)
+        # The weight penalties and the clipping scratch (None: not planned into the step)
+        stages = (self.reg, self.clip if any_clipping(host_hyper) else None)
         if data.resident:
             positions[lo:hi].copy_to_device(np.ascontiguousarray(order[lo:hi], dtype=np.int64), stream=self.stream)
-            self._network.train_batches(*common, data.x, data.y, positions, batch_size, *step_args, first, stop,
-                                        *work, self.runner)
+            self._network.train_batches(self._net(), train, self.work,
+                                        Batches(data.x, data.y, positions, batch_size, first, stop), loss,
+                                        records, control, *stages, self.runner)
         else:
-            self._train_streamed(data, order, batch_size, step_args, first, stop, common, work, positions)
+            self._train_streamed(data, order, batch_size, first, stop, train, loss, records, control, stages,
+                                 positions)
         out = records[2 * first: 2 * stop].copy_to_host(stream=self.stream)
         self.stream.synchronize()
         batch_loss[first:stop] = out[0::2]
         batch_correct[first:stop] = out[1::2].astype(np.int64)
         bad = np.flatnonzero(~np.isfinite(out[0::2]))
         bad = first + int(bad[0]) if bad.size else -1
-        opt_steps += (bad if bad >= 0 else stop) - first
+        self.opt_steps += (bad if bad >= 0 else stop) - first
         self.rng[1] += (bad if bad >= 0 else stop) - first
         return bad
 
-    def _train_streamed(self, data, order, batch_size, step_args, first, stop, common, work, positions):
+    def _net(self):
+        """The network bundle of the CUDA kernels: its ``rng`` is Dropout's key alone (the step
+        is handed to the device in ``control``)."""
+        return Network(self.params, self.layers, self.alphas, int(self.rng[0]))
+
+    def _train_streamed(self, data, order, batch_size, first, stop, train, loss, records, control, stages,
+                        positions):
         """Training for a data set that does not fit: the rows of as many batches as fit in the
         budget are gathered on the host, uploaded to a staging buffer, and trained on."""
         x, y = data.host
@@ -242,8 +252,8 @@ class CUDABackend:
             ys[: (hi - lo) * y.shape[1]].copy_to_device(np.ascontiguousarray(y[rows]).reshape(-1), stream=self.stream)
             # The step gathers rows order[b * batch_size + r]: here, positions in the staging buffer.
             positions[lo:hi].copy_to_device(np.arange(hi - lo, dtype=np.int64), stream=self.stream)
-            self._network.train_batches(*common, xs, ys, positions, batch_size, *step_args, b0, b1, *work,
-                                        self.runner)
+            self._network.train_batches(self._net(), train, self.work, Batches(xs, ys, positions, batch_size, b0, b1),
+                                        loss, records, control, *stages, self.runner)
             self.stream.synchronize()  # the staging buffer is overwritten next
 
     # ---- inference --------------------------------------------------------------------------
@@ -256,8 +266,7 @@ class CUDABackend:
         self.reserve(batch_size)
         out = self.cuda.device_array(x.shape[0] * n_out, dtype=self.dtype, stream=self.stream)
         control = self._upload("predict_control", _control(0, self.rng[1]))
-        self._network.predict_batches(out, self.params, self.layers, self.alphas, x, batch_size, self.acts,
-                                      self.act_off, self.stream, training=training, key=int(self.rng[0]),
+        self._network.predict_batches(out, self._net(), x, batch_size, self.work, self.stream, training=training,
                                       control=control)
         host = out.copy_to_host(stream=self.stream)
         self.stream.synchronize()
@@ -275,8 +284,8 @@ class CUDABackend:
         records = self._small_array("eval_records", 2 * n_batches, np.float64)
         control = self._upload("eval_control", _control(0, 0))
         steps = self._small_array("eval_steps", 1, np.int64)
-        self._network.evaluate_batches(self.params, self.layers, self.alphas, loss, x, y, batch_size, self.acts,
-                                       self.act_off, self.targets, records, control, steps, self.stream)
+        self._network.evaluate_batches(self._net(), loss, x, y, batch_size, self.work, records, control, steps,
+                                       self.stream)
         out = records[: 2 * n_batches].copy_to_host(stream=self.stream)
         self.stream.synchronize()
         total, correct = 0.0, 0

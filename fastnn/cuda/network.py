@@ -70,15 +70,17 @@ def gather_batch(xb, yb, x, y, order, control, batch_size, rows, n_in, n_out, pl
            xb, yb, x, y, order, control, batch_size, rows, n_in, n_out)
 
 
-def network_forward(params, layers, alphas, x, acts, act_off, rows, out=None, defer_softmax=False, plan=None,
-                    training=False, key=0, control=None):
-    """Every layer on the ``rows`` rows of ``x``; the last writes to ``out`` if given (else its
-    slice of ``acts``). Returns whether the last layer's softmax was deferred to the loss kernel
+def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None, training=False, control=None):
+    """Every layer of ``net`` on the ``rows`` rows of ``x``; the last writes to ``out`` if given
+    (else its slice of ``work.acts``). ``net.rng`` is Dropout's key (an int; the step is on the
+    device, in ``control[C_STEP]``). Returns whether the last layer's softmax was deferred to the loss kernel
     (``defer_softmax`` and a dense last layer with softmax).
 
-    ``training``: Dropout draws its mask from ``key`` and the step in ``control[C_STEP]``;
+    ``training``: Dropout draws its mask from the key and the step in ``control[C_STEP]``;
     otherwise it is skipped (a last Dropout copies its input to its output).
     """
+    params, layers, alphas, key = net
+    acts, act_off = work.acts, work.act_off
     last = layers.shape[0] - 1
     deferred = bool(defer_softmax and layers[last, KIND] == DENSE_LAYER and layers[last, ACT] == SOFTMAX)
     inp = x
@@ -108,8 +110,8 @@ def network_forward(params, layers, alphas, x, acts, act_off, rows, out=None, de
     return deferred
 
 
-def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, rows, plan=None, key=0, control=None):
-    """Fill ``grads`` from dL/d(pre-activation of the last layer), which is in ``deltas[0]``.
+def network_backward(net, grads, x, work, rows, plan=None, control=None):
+    """Fill ``grads`` from dL/d(pre-activation of the last layer), which is in ``work.deltas[0]``.
 
     When layer k is reached, ``deltas[cur]`` holds dL/d(its pre-activation); a layer without an
     activation of its own (Dropout) has its output there. Each kind's backward leaves
@@ -117,6 +119,8 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, ro
     the invariant holds for k - 1: a dense layer's dx SGEMM applies it in its epilogue, an
     Activation or Dropout layer applies it after its own pass.
     """
+    params, layers, alphas, key = net
+    acts, act_off, deltas = work.acts, work.act_off, work.deltas
     cur = 0
     for k in range(layers.shape[0] - 1, -1, -1):
         n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
@@ -152,90 +156,89 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, ro
             activation_backward(dz, dz, below, int(layers[k - 1, ACT]), alphas[k - 1, ALPHA], rows, n_in, plan=plan)
 
 
-def train_step(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
-               x, y, order, batch_size, key, reg, clip, rows, acts, act_off, deltas, targets, records, control,
-               plan):
+def train_step(net, train, work, batches, loss, reg, clip, rows, records, control, plan):
     """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring)."""
+    params, layers, alphas, key = net
+    acts, act_off, deltas, targets = work
     last = layers.shape[0] - 1
     n_in, n_out = int(layers[0, N_IN]), int(layers[last, N_OUT])
     xb = _view(acts, act_off[0], rows * n_in)
     yb = _view(targets, 0, rows * n_out)
-    gather_batch(xb, yb, x, y, order, control, batch_size, rows, n_in, n_out, plan=plan)
-    deferred = network_forward(params, layers, alphas, xb, acts, act_off, rows, defer_softmax=True, plan=plan,
-                               training=True, key=key, control=control)
+    gather_batch(xb, yb, batches.x, batches.y, batches.order, control, batches.batch_size, rows, n_in, n_out,
+                 plan=plan)
+    deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan, training=True, control=control)
     pred = _view(acts, act_off[last + 1], rows * n_out)
     loss_backward(records, _view(deltas[0], 0, rows * n_out), pred, yb, loss, int(layers[last, ACT]),
-                  alphas[last, ALPHA], rows, n_out, control, opt_steps, softmax_first=deferred, plan=plan)
-    network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, rows, plan=plan, key=key,
-                     control=control)
+                  alphas[last, ALPHA], rows, n_out, control, train.opt_steps, softmax_first=deferred, plan=plan)
+    network_backward(net, train.grads, xb, work, rows, plan=plan, control=control)
     if reg is not None:
-        regularization_forward_backward(params, grads, reg.table, reg.rows, reg.size, records, control, plan=plan)
-    if clip is not None and opt_meta.shape[0]:
-        clip_gradients(grads, opt_meta, opt_hyper, clip.tensors, clip.n, clip.sums, control, plan=plan)
-    if opt_meta.shape[0]:
-        optimizer_step(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, control, plan=plan)
+        regularization_forward_backward(params, train.grads, reg.table, reg.rows, reg.size, records, control,
+                                        plan=plan)
+    if clip is not None and train.opt_meta.shape[0]:
+        clip_gradients(train.grads, train.opt_meta, train.opt_hyper, clip.tensors, clip.n, clip.sums, control,
+                       plan=plan)
+    if train.opt_meta.shape[0]:
+        optimizer_step(params, *train, control, plan=plan)
 
 
-def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
-                  x, y, order, batch_size, key, reg, clip, first, stop, acts, act_off, deltas, targets, records,
-                  control, runner):
-    """Enqueue training on batches ``first`` .. ``stop - 1`` of the rows ``x[order]``, ``y[order]``.
+def train_batches(net, train, work, batches, loss, records, control, reg, clip, runner):
+    """Enqueue training of ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the
+    rows ``x[order]``, ``y[order]``.
 
-    Device arrays throughout (``x``, ``y`` flat row-major, ``order`` int64 positions into them);
+    The bundles of ``kernels.network``, holding device arrays (``batches.x``, ``batches.y`` flat
+    row-major, ``order`` int64 positions into them); ``net.rng`` is Dropout's key.
     ``control[C_BATCH]`` must hold ``first`` and ``control[C_STEP0]`` the training step of batch 0
-    (``key`` and that step draw Dropout's masks). ``reg``: the weight penalties on the device
+    (the key and that step draw Dropout's masks). ``reg``: the weight penalties on the device
     (``table``, ``rows``, ``size``: see ``regularizers``), or None; ``clip``: the weight tensors
     (``tensors``, ``n``) and a float64 scratch ``sums`` when an optimizer clips, else None.
     Nothing is read back: the loss and correct count
     of batch b land in ``records[2b]``, ``records[2b + 1]``. Full batches run as one replayed
     plan, a smaller last batch as a plan of its own.
     """
-    n = order.size
+    n, batch_size, first, stop = batches.order.size, batches.batch_size, batches.first, batches.stop
     full_stop = min(stop, n // batch_size)
-    args = (params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps, x, y, order,
-            batch_size, key, reg, clip)
-    work = (acts, act_off, deltas, targets, records, control)
+    # What a step's launches depend on: the plan of a step is built once for these (first and
+    # stop are not among them: the device's control array says which batch a step trains on).
+    args = (net, train, work, batches._replace(first=0, stop=0), loss, reg, clip)
     for rows, times in ((batch_size, full_stop - first), (n - full_stop * batch_size, stop - max(first, full_stop))):
         if times > 0:
-            plan = runner.plan(args + (rows,) + work,
-                               lambda p, rows=rows: train_step(*args, rows, *work, p))
+            plan = runner.plan(args + (rows, records, control),
+                               lambda p, rows=rows: train_step(*args, rows, records, control, p))
             runner.run(plan, times)
 
 
-def predict_batches(out, params, layers, alphas, x, batch_size, acts, act_off, stream, training=False, key=0,
-                    control=None):
+def predict_batches(out, net, x, batch_size, work, stream, training=False, control=None):
     """out (flat, n x n_out, device) = network(x[i]) for every row of the host array ``x``,
     ``batch_size`` rows per forward pass, each batch copied into the input slice of ``acts``;
     ``training`` as in ``network_forward`` (Dropout's step in ``control[C_STEP]``)."""
     n, n_in = x.shape
-    n_out = int(layers[-1, N_OUT])
+    n_out = int(net.layers[-1, N_OUT])
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        xb = _view(acts, act_off[0], (hi - lo) * n_in)
+        xb = _view(work.acts, work.act_off[0], (hi - lo) * n_in)
         xb.copy_to_device(x[lo:hi].reshape(-1), stream=stream)
         plan = Plan(stream)
-        network_forward(params, layers, alphas, xb, acts, act_off, hi - lo,
-                        out=_view(out, lo * n_out, (hi - lo) * n_out), plan=plan, training=training, key=key,
-                        control=control)
+        network_forward(net, xb, work, hi - lo, out=_view(out, lo * n_out, (hi - lo) * n_out), plan=plan,
+                        training=training, control=control)
         plan.run()
 
 
-def evaluate_batches(params, layers, alphas, loss, x, y, batch_size, acts, act_off, targets, records, control,
-                     steps, stream):
+def evaluate_batches(net, loss, x, y, batch_size, work, records, control, steps, stream):
     """Enqueue the loss and correct rows of every ``batch_size`` rows of host arrays (x, y) into
     ``records`` (as ``losses.loss_forward``); ``control[C_BATCH]`` must be 0. The caller sums
     loss x rows over the batches, as ``kernels.network.evaluate_batches``."""
     n, n_in = x.shape
+    layers, acts, act_off = net.layers, work.acts, work.act_off
     n_out = int(layers[-1, N_OUT])
     last = layers.shape[0] - 1
     for lo in range(0, n, batch_size):
         rows = min(lo + batch_size, n) - lo
         xb = _view(acts, act_off[0], rows * n_in)
-        yb = _view(targets, 0, rows * n_out)
+        yb = _view(work.targets, 0, rows * n_out)
         xb.copy_to_device(x[lo:lo + rows].reshape(-1), stream=stream)
         yb.copy_to_device(y[lo:lo + rows].reshape(-1), stream=stream)
         plan = Plan(stream)
-        deferred = network_forward(params, layers, alphas, xb, acts, act_off, rows, defer_softmax=True, plan=plan)
+        deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan)
         loss_forward(records, _view(acts, act_off[last + 1], rows * n_out), yb, loss, rows, n_out, control, steps,
                      softmax_first=deferred, plan=plan)
         plan.run()
@@ -270,8 +273,7 @@ class StepRunner:
     def plan(self, inputs, build):
         """The plan ``build(plan)`` records for these exact ``inputs`` (arrays by identity, the
         rest by value), built once: building costs more host time than replaying a graph."""
-        key = tuple(a.tobytes() if isinstance(a, np.ndarray) else a if isinstance(a, (int, float, np.generic))
-                    else id(a) for a in inputs)
+        key = tuple(_plan_key(inputs))
         found = self.plans.get(key)
         if found is None:
             if len(self.plans) >= self.MAX_PLANS:
@@ -357,6 +359,20 @@ class StepRunner:
         self.warm.clear()
         if self.driver is not None:
             self.release()
+
+
+def _plan_key(inputs):
+    """The parts of a plan's key: host arrays by value, numbers as they are, bundles (tuples) by
+    their fields, everything else (device arrays) by identity."""
+    for a in inputs:
+        if isinstance(a, tuple):
+            yield from _plan_key(a)
+        elif isinstance(a, np.ndarray):
+            yield a.tobytes()
+        elif isinstance(a, (int, float, np.generic)) or a is None:
+            yield a
+        else:
+            yield id(a)
 
 
 class _GraphError(RuntimeError):

@@ -38,6 +38,8 @@ architecture:
 - ``opt_meta`` int64 (S, 3): start, stop, kind of each optimizer's slice of ``params``;
   ``opt_hyper`` float64 (S, >= N_HYPER); ``opt_steps`` int64 (S,), the step counts.
 """
+from collections import namedtuple
+
 import numpy as np
 
 from ..config import kernel
@@ -51,6 +53,18 @@ from .metrics import count_correct
 from .optimizers import H_LR, H_SCHEDULE, clip_gradients, optimizer_step
 from .schedules import CONSTANT, learning_rate_at
 from .regularizers import regularization_forward_backward
+
+# The kernels' arguments, bundled by what they are (Numba types a named tuple of arrays as one
+# argument and keeps the field names inside compiled code). The CUDA twins take the same bundles.
+Network = namedtuple("Network", ["params", "layers", "alphas", "rng"])
+Network.__doc__ = """What every pass reads: the flat parameter buffer, ``layers``, ``alphas`` and ``rng``."""
+Workspace = namedtuple("Workspace", ["acts", "act_off", "deltas", "targets"])
+Workspace.__doc__ = """Scratch of the passes (``workspace_layout``): activations, the two gradient buffers, the
+gathered targets."""
+Training = namedtuple("Training", ["grads", "state1", "state2", "opt_meta", "opt_hyper", "opt_steps"])
+Training.__doc__ = """What only training touches: the flat gradient buffer and the optimizers' state and tables."""
+Batches = namedtuple("Batches", ["x", "y", "order", "batch_size", "first", "stop"])
+Batches.__doc__ = """Which rows to train on: batches ``first`` .. ``stop - 1`` of ``x[order]``, ``y[order]``."""
 
 W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND = range(6)
 ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER, BATCHNORM_LAYER = range(4)
@@ -77,11 +91,11 @@ def gather_rows(dst, src, order, start):
 
 
 @kernel
-def network_forward(params, layers, alphas, x, acts, act_off, training, rng, dropout=True, batchnorm=True):
-    """Run every layer on the rows of ``x``; returns the last layer's output (a view of ``acts``,
-    or of ``x`` when the layers after it are all inactive).
+def network_forward(net, x, work, training, dropout=True, batchnorm=True):
+    """Run every layer of ``net`` on the rows of ``x``; returns the last layer's output (a view of
+    ``work.acts``, or of ``x`` when the layers after it are all inactive).
 
-    ``training``: Dropout draws its mask for step ``rng[RNG_STEP]`` and BatchNorm normalizes with
+    ``training``: Dropout draws its mask for step ``net.rng[RNG_STEP]`` and BatchNorm normalizes with
     the batch's statistics and updates its running ones; otherwise Dropout is the identity and
     is skipped (its output is its input, nothing is copied) and BatchNorm uses its running statistics.
 
@@ -89,6 +103,8 @@ def network_forward(params, layers, alphas, x, acts, act_off, training, rng, dro
     out (Numba drops a branch on ``is None`` of a None-typed argument before typing it), which
     keeps it out of a plain model's cold start.
     """
+    params, layers, alphas, rng = net
+    acts, act_off = work.acts, work.act_off
     rows = x.shape[0]
     inp = x
     for k in range(layers.shape[0]):
@@ -120,16 +136,17 @@ def network_forward(params, layers, alphas, x, acts, act_off, training, rng, dro
 
 
 @kernel
-def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, loss, target, rng, dropout=True,
-                     batchnorm=True):
-    """Fill ``grads`` with dL/dparams for the batch whose training forward pass is in ``acts``.
+def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=True):
+    """Fill ``grads`` with dL/dparams for the batch whose training forward pass is in ``work.acts``.
 
-    One rule for every kind: ``deltas[cur]`` holds dL/d(layer k's output) when layer k is
+    One rule for every kind: ``work.deltas[cur]`` holds dL/d(layer k's output) when layer k is
     reached, and the layer's backward leaves dL/d(its input) there (an in-place pass) or in
     ``deltas[1 - cur]`` (a dense layer's dx), which then becomes ``cur``. The loss and the
     last activation are differentiated as one where ``fused_loss_activation`` says so.
     ``dropout``/``batchnorm`` as in ``network_forward``.
     """
+    params, layers, alphas, rng = net
+    acts, act_off, deltas = work.acts, work.act_off, work.deltas
     rows = x.shape[0]
     last = layers.shape[0] - 1
     n_last = layers[last, N_OUT]
@@ -179,7 +196,7 @@ def network_backward(params, grads, layers, alphas, x, acts, act_off, deltas, lo
 
 
 @kernel
-def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, tensors, schedules):
+def apply_optimizers(params, train, tensors, schedules):
     """One step of every optimizer on its own slice of the flat buffers, after clipping the
     slice's gradients as the optimizer asks (``tensors``: [start, stop) of every weight tensor),
     at the learning rate its schedule gives for this step (written into ``opt_hyper[s, H_LR]``).
@@ -188,6 +205,7 @@ def apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_ste
     drops a branch on ``is None`` of a None-typed argument before typing it, so a model without
     clipping or schedules compiles neither (seconds of a cold start).
     """
+    grads, state1, state2, opt_meta, opt_hyper, opt_steps = train
     for s in range(opt_meta.shape[0]):
         lo, hi = opt_meta[s, 0], opt_meta[s, 1]
         if tensors is not None:
@@ -234,19 +252,22 @@ def weight_tensors(layers):
 
 
 @kernel
-def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta, opt_hyper, opt_steps,
-                  x, y, order, batch_size, first, stop, acts, act_off, deltas, targets,
-                  batch_loss, batch_correct, rng, reg, tensors, schedules, dropout=True, batchnorm=True):
-    """Train on batches ``first`` .. ``stop - 1`` of the rows ``x[order]``, ``y[order]``.
+def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, reg, tensors, schedules, dropout=True,
+                  batchnorm=True):
+    """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
+    ``x[order]``, ``y[order]``.
 
     Writes each batch's loss (with the weight penalty of ``reg``) and number of correct rows into
     ``batch_loss``/``batch_correct``.
     Returns -1, or the index of the first batch whose loss was NaN or infinite (training
-    stops there, before that batch's update). ``rng[RNG_STEP]`` advances by one per batch trained.
+    stops there, before that batch's update). ``net.rng[RNG_STEP]`` advances by one per batch trained.
     ``reg``, ``tensors``, ``schedules``: None for a model without weight penalties, clipping or
     schedules, whose code then compiles out (see ``apply_optimizers``); ``dropout``,
-    ``batchnorm`` likewise for layer kinds (see ``network_forward``).
+    ``batchnorm`` likewise for layer kinds (see ``network_forward``). These stay arguments of
+    their own, outside the bundles: Numba drops a branch only on a None-typed argument.
     """
+    x, y, order, batch_size, first, stop = batches
+    acts, act_off, targets = work.acts, work.act_off, work.targets
     n = order.size
     n_in = x.shape[1]
     n_out = y.shape[1]
@@ -257,45 +278,43 @@ def train_batches(params, grads, state1, state2, layers, alphas, loss, opt_meta,
         yb = targets[: rows * n_out].reshape(rows, n_out)
         gather_rows(xb, x, order, lo)
         gather_rows(yb, y, order, lo)
-        pred = network_forward(params, layers, alphas, xb, acts, act_off, True, rng, dropout, batchnorm)
+        pred = network_forward(net, xb, work, True, dropout, batchnorm)
         value = loss_forward(loss, pred, yb)
         batch_loss[bi] = value
         if not np.isfinite(value):
             return bi
         batch_correct[bi] = count_correct(pred, yb)
-        network_backward(params, grads, layers, alphas, xb, acts, act_off, deltas, loss, yb, rng, dropout, batchnorm)
+        network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm)
         if reg is not None:
-            batch_loss[bi] = value + regularization_forward_backward(params, grads, reg)
-        apply_optimizers(params, grads, state1, state2, opt_meta, opt_hyper, opt_steps, tensors, schedules)
-        rng[RNG_STEP] += 1
+            batch_loss[bi] = value + regularization_forward_backward(net.params, train.grads, reg)
+        apply_optimizers(net.params, train, tensors, schedules)
+        net.rng[RNG_STEP] += 1
     return -1
 
 
 @kernel
-def predict_batches(out, params, layers, alphas, x, batch_size, acts, act_off, training, rng, dropout=True,
-                    batchnorm=True):
+def predict_batches(out, net, x, batch_size, work, training, dropout=True, batchnorm=True):
     """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass: in inference
-    mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``rng[RNG_STEP]``)."""
+    mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``net.rng[RNG_STEP]``)."""
     n = x.shape[0]
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off, training, rng, dropout, batchnorm)
+        pred = network_forward(net, x[lo:hi], work, training, dropout, batchnorm)
         for i in range(hi - lo):
             for j in range(pred.shape[1]):
                 out[lo + i, j] = pred[i, j]
 
 
 @kernel
-def evaluate_batches(params, layers, alphas, loss, x, y, batch_size, acts, act_off, rng, dropout=True,
-                     batchnorm=True):
+def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=True):
     """(sum over batches of loss x rows, number of correct rows) over all rows of ``x``, in
-    inference mode (``rng`` is not read)."""
+    inference mode (``net.rng`` is not read)."""
     n = x.shape[0]
     total = 0.0
     correct = 0
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(params, layers, alphas, x[lo:hi], acts, act_off, False, rng, dropout, batchnorm)
+        pred = network_forward(net, x[lo:hi], work, False, dropout, batchnorm)
         total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct
