@@ -133,9 +133,10 @@ class CPUBackend(Backend):
         when it grows, so steady-state training allocates nothing."""
         if rows <= self.capacity:
             return
-        act_off, n_acts, deltas_shape, n_targets = network.workspace_layout(self.layers, rows)
+        act_off, n_acts, deltas_shape, n_targets, n_stats = network.workspace_layout(self.layers, rows)
         self.work = network.Workspace(np.empty(n_acts, dtype=self.dtype), act_off,
-                                      np.empty(deltas_shape, dtype=self.dtype), np.empty(n_targets, dtype=self.dtype))
+                                      np.empty(deltas_shape, dtype=self.dtype), np.empty(n_targets, dtype=self.dtype),
+                                      np.empty(n_stats))
         self.capacity = rows
 
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct):

@@ -16,6 +16,12 @@ def layer_params(rng, n, running=True):
     return np.concatenate([gamma, beta, mean, var])
 
 
+def scratch(n):
+    """The workspace's float64 ``stats`` for a layer of width n, full of NaN: the kernels must
+    set every value they read."""
+    return np.full(K.STATS_ROWS * n, np.nan)
+
+
 # ---- kernels --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("rows", [1, 2, 7])
@@ -26,7 +32,7 @@ def test_training_forward_matches_the_closed_form(rows):
     params = layer_params(rng, n)
     before = params.copy()
     out = np.full_like(x, np.nan)
-    K.batchnorm_forward(out, x, params, 0, n, True, momentum, eps)
+    K.batchnorm_forward(out, x, params, 0, n, True, momentum, eps, scratch(n))
     mean, var = x.mean(axis=0), x.var(axis=0)
     gamma, beta = before[:n], before[n:2 * n]
     np.testing.assert_allclose(out, gamma * (x - mean) / np.sqrt(var + eps) + beta, rtol=1e-12, atol=1e-12)
@@ -44,7 +50,7 @@ def test_inference_forward_uses_the_running_statistics_and_changes_nothing():
     params = layer_params(rng, n)
     before = params.copy()
     out = np.empty_like(x)
-    K.batchnorm_forward(out, x, params, 0, n, False, 0.1, eps)
+    K.batchnorm_forward(out, x, params, 0, n, False, 0.1, eps, scratch(n))
     gamma, beta, mean, var = before.reshape(4, n)
     np.testing.assert_allclose(out, gamma * (x - mean) / np.sqrt(var + eps) + beta, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(params, before)
@@ -60,12 +66,12 @@ def test_backward_matches_central_finite_differences():
 
     def loss(x_, params_):
         out = np.empty_like(x_)
-        K.batchnorm_forward(out, x_, params_.copy(), 0, n, True, 0.1, eps)
+        K.batchnorm_forward(out, x_, params_.copy(), 0, n, True, 0.1, eps, scratch(n))
         return float(np.sum(out * R))
 
     grads = np.zeros_like(params)
     dx = np.empty_like(x)
-    K.batchnorm_backward(dx, grads, R.copy(), x, params, 0, n, eps)
+    K.batchnorm_backward(dx, grads, R.copy(), x, params, 0, n, eps, scratch(n))
     h = 1e-6
     num_dx = np.zeros_like(x)
     for idx in np.ndindex(*x.shape):
@@ -91,12 +97,12 @@ def test_backward_in_place_and_without_dx():
     params = layer_params(rng, n)
     g1, g2, g3 = (np.zeros_like(params) for _ in range(3))
     dx = np.empty_like(x)
-    K.batchnorm_backward(dx, g1, dout, x, params, 0, n, 1e-5)
+    K.batchnorm_backward(dx, g1, dout, x, params, 0, n, 1e-5, scratch(n))
     inplace = dout.copy()
-    K.batchnorm_backward(inplace, g2, inplace, x, params, 0, n, 1e-5)
+    K.batchnorm_backward(inplace, g2, inplace, x, params, 0, n, 1e-5, scratch(n))
     np.testing.assert_allclose(inplace, dx, rtol=1e-14, atol=1e-15)
     untouched = dout.copy()
-    K.batchnorm_backward(untouched[:0], g3, untouched, x, params, 0, n, 1e-5)
+    K.batchnorm_backward(untouched[:0], g3, untouched, x, params, 0, n, 1e-5, scratch(n))
     np.testing.assert_array_equal(untouched, dout)
     np.testing.assert_array_equal(g1, g2)
     np.testing.assert_array_equal(g1, g3)
@@ -107,10 +113,10 @@ def test_a_constant_feature_stays_finite():
     x = np.full((8, 3), 2.5, np.float32)
     params = np.concatenate([np.full(3, 1.5), np.full(3, 0.25), np.zeros(3), np.ones(3)]).astype(np.float32)
     out = np.empty_like(x)
-    K.batchnorm_forward(out, x, params, 0, 3, True, 0.1, 1e-5)
+    K.batchnorm_forward(out, x, params, 0, 3, True, 0.1, 1e-5, scratch(3))
     np.testing.assert_array_equal(out, 0.25)
     grads, dx = np.zeros_like(params), np.empty_like(x)
-    K.batchnorm_backward(dx, grads, np.ones_like(x), x, params, 0, 3, 1e-5)
+    K.batchnorm_backward(dx, grads, np.ones_like(x), x, params, 0, 3, 1e-5, scratch(3))
     assert np.all(np.isfinite(dx)) and np.all(np.isfinite(grads)) and np.all(np.isfinite(params))
 
 
@@ -128,14 +134,14 @@ def test_the_column_form_the_cuda_twin_runs_equals_the_cpu_form(training, dtype)
     params = layer_params(rng, n).astype(dtype)
     p_rows, p_cols = params.copy(), params.copy()
     out_rows, out_cols = np.empty_like(x), np.empty_like(x).reshape(-1)
-    K.batchnorm_forward(out_rows, x, p_rows, 0, n, training, 0.1, eps)
+    K.batchnorm_forward(out_rows, x, p_rows, 0, n, training, 0.1, eps, scratch(n))
     for j in range(n):
         K.batchnorm_forward_column(out_cols, x.reshape(-1), p_cols, 0, n, rows, n, j, training, 0.1, eps)
     same(out_rows.reshape(-1), out_cols)
     same(p_rows, p_cols)
     g_rows, g_cols = np.zeros_like(params), np.zeros_like(params)
     dx_rows, dx_cols = np.empty_like(x), np.empty_like(x).reshape(-1)
-    K.batchnorm_backward(dx_rows, g_rows, dout, x, params, 0, n, eps)
+    K.batchnorm_backward(dx_rows, g_rows, dout, x, params, 0, n, eps, scratch(n))
     for j in range(n):
         K.batchnorm_backward_column(dx_cols, g_cols, dout.reshape(-1), x.reshape(-1), params, 0, n, rows, n, j, eps,
                                     True)

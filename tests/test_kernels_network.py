@@ -134,10 +134,10 @@ def build(n_in, spec, rng, dtype=np.float64):
 
 
 def workspace(net, rows, dtype=np.float64):
-    """The Workspace (acts, act_off, deltas, targets) as both backends lay it out, filled with NaN."""
-    act_off, n_acts, deltas_shape, n_targets = N.workspace_layout(net.layers, rows)
+    """The Workspace (acts, act_off, deltas, targets, stats) as both backends lay it out, filled with NaN."""
+    act_off, n_acts, deltas_shape, n_targets, n_stats = N.workspace_layout(net.layers, rows)
     return N.Workspace(np.full(n_acts, np.nan, dtype=dtype), act_off, np.full(deltas_shape, np.nan, dtype=dtype),
-                       np.full(n_targets, np.nan, dtype=dtype))
+                       np.full(n_targets, np.nan, dtype=dtype), np.full(n_stats, np.nan))
 
 
 def network(net, params=None, rng=None):
@@ -481,6 +481,7 @@ def test_a_kind_the_flags_leave_out_is_an_error():
 
 def test_workspace_layout_gives_each_layer_its_rows():
     net, _, _, _ = setup_network("batchnorm_between_dense_ce")  # widths 4 -> 5 -> 5 -> 3
-    act_off, n_acts, deltas_shape, n_targets = N.workspace_layout(net.layers, 7)
+    act_off, n_acts, deltas_shape, n_targets, n_stats = N.workspace_layout(net.layers, 7)
     np.testing.assert_array_equal(act_off, [0, 28, 63, 98, 119])
-    assert (n_acts, deltas_shape, n_targets) == (119, (2, 35), 21)
+    assert (n_acts, deltas_shape, n_targets, n_stats) == (119, (2, 35), 21, 5 * 5)
+    assert N.workspace_layout(net.layers[[0, 2]], 7)[4] == 0  # no BatchNorm, no stats

@@ -177,10 +177,11 @@ class CUDABackend(Backend):
         when it grows, so steady-state training allocates nothing."""
         if rows <= self.capacity:
             return
-        act_off, n_acts, deltas_shape, n_targets = workspace_layout(self.layers, rows)
+        act_off, n_acts, deltas_shape, n_targets, _ = workspace_layout(self.layers, rows)
+        # No stats: the CUDA BatchNorm keeps a feature's sums in its thread's registers.
         self.work = Workspace(self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream), act_off,
                               self.cuda.device_array(deltas_shape, dtype=self.dtype, stream=self.stream),
-                              self.cuda.device_array(n_targets, dtype=self.dtype, stream=self.stream))
+                              self.cuda.device_array(n_targets, dtype=self.dtype, stream=self.stream), None)
         self.capacity = rows
         self.runner.forget()
 

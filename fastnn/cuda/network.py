@@ -159,7 +159,7 @@ def network_backward(net, grads, x, work, rows, plan=None, control=None):
 def train_step(net, train, work, batches, loss, reg, clip, rows, records, control, plan):
     """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring)."""
     params, layers, alphas, key = net
-    acts, act_off, deltas, targets = work
+    acts, act_off, deltas, targets = work.acts, work.act_off, work.deltas, work.targets
     last = layers.shape[0] - 1
     n_in, n_out = int(layers[0, N_IN]), int(layers[last, N_OUT])
     xb = _view(acts, act_off[0], rows * n_in)

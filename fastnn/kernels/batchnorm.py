@@ -1,5 +1,5 @@
-"""Batch normalization: ``batchnorm_forward(out, x, params, w, b, training, momentum, epsilon)`` and
-``batchnorm_backward(dx, grads, dout, x, params, w, b, epsilon)``, with ``torch.nn.BatchNorm1d``'s
+"""Batch normalization: ``batchnorm_forward(out, x, params, w, b, training, momentum, epsilon, stats)``
+and ``batchnorm_backward(dx, grads, dout, x, params, w, b, epsilon, stats)``, with ``torch.nn.BatchNorm1d``'s
 conventions (Ioffe & Szegedy, 2015).
 
 A layer's four vectors of width n lie in ``params`` from ``w``: gamma at ``w``, beta at ``b`` =
@@ -26,9 +26,10 @@ float64.
 """
 import math
 
-import numpy as np
-
 from ..config import kernel
+
+# Float64 values per feature of the CPU passes' scratch (``stats``): five vectors of width n.
+STATS_ROWS = 5
 
 
 @kernel(inline=True)
@@ -101,16 +102,18 @@ def batch_statistics(x, mean, var):
 
 
 @kernel(inline=True)
-def batchnorm_forward(out, x, params, w, b, training, momentum, epsilon):
+def batchnorm_forward(out, x, params, w, b, training, momentum, epsilon, stats):
     """out (rows, n) = the layer on x (rows, n), in training mode with batch statistics (and the
-    running statistics updated) or at inference with the running statistics.
+    running statistics updated) or at inference with the running statistics. ``stats``: float64
+    scratch of at least ``STATS_ROWS * n`` values (the workspace's), so that nothing is allocated.
 
     Row by row, with one float64 accumulator per feature: the column functions above walk
     memory a row apart at every step, which took 2.5 ms instead of 0.2 ms on a 256 x 1024
     batch. Each feature's sums run over the rows in the same order, with the same arithmetic."""
     rows, n = x.shape
-    stats = np.zeros((2, n))  # mean, var; then shift, scale
-    mean, var = stats[0], stats[1]
+    for j in range(2 * n):
+        stats[j] = 0.0
+    mean, var = stats[0:n], stats[n:2 * n]  # then shift and scale
     if training:
         batch_statistics(x, mean, var)
         for j in range(n):
@@ -131,12 +134,14 @@ def batchnorm_forward(out, x, params, w, b, training, momentum, epsilon):
 
 
 @kernel(inline=True)
-def batchnorm_backward(dx, grads, dout, x, params, w, b, epsilon):
+def batchnorm_backward(dx, grads, dout, x, params, w, b, epsilon, stats):
     """dgamma, dbeta into ``grads`` and dx (rows, n) from dout (rows, n) and the layer's input x;
     ``dx`` with zero rows skips it (the input batch needs none); ``dx`` may be ``dout``.
-    Row by row as ``batchnorm_forward``, with the column function's arithmetic."""
+    Row by row as ``batchnorm_forward``, with the column function's arithmetic; ``stats`` as there."""
     rows, n = x.shape
-    acc = np.zeros((5, n))  # mean, var then 1/std, dgamma, dbeta, dx's factor
+    for j in range(STATS_ROWS * n):
+        stats[j] = 0.0
+    acc = stats[: STATS_ROWS * n].reshape(STATS_ROWS, n)  # mean, var then 1/std, dgamma, dbeta, dx's factor
     mean, inv_std, dgamma, dbeta, c = acc[0], acc[1], acc[2], acc[3], acc[4]
     batch_statistics(x, mean, inv_std)
     for j in range(n):

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..config import kernel
 from .activations import SIGMOID, SOFTMAX, bias_activation_forward, activation_backward
-from .batchnorm import batchnorm_backward, batchnorm_forward
+from .batchnorm import STATS_ROWS, batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward, dropout_stream
 from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward,
@@ -58,9 +58,9 @@ from .regularizers import regularization_forward_backward
 # argument and keeps the field names inside compiled code). The CUDA twins take the same bundles.
 Network = namedtuple("Network", ["params", "layers", "alphas", "rng"])
 Network.__doc__ = """What every pass reads: the flat parameter buffer, ``layers``, ``alphas`` and ``rng``."""
-Workspace = namedtuple("Workspace", ["acts", "act_off", "deltas", "targets"])
+Workspace = namedtuple("Workspace", ["acts", "act_off", "deltas", "targets", "stats"])
 Workspace.__doc__ = """Scratch of the passes (``workspace_layout``): activations, the two gradient buffers, the
-gathered targets."""
+gathered targets, and float64 per-feature scratch for BatchNorm's CPU passes (the CUDA twin needs none)."""
 Training = namedtuple("Training", ["grads", "state1", "state2", "opt_meta", "opt_hyper", "opt_steps"])
 Training.__doc__ = """What only training touches: the flat gradient buffer and the optimizers' state and tables."""
 Batches = namedtuple("Batches", ["x", "y", "order", "batch_size", "first", "stop"])
@@ -128,7 +128,7 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True):
             if batchnorm is None:
                 raise ValueError("a BatchNorm layer, but batchnorm=None")
             batchnorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], training, alphas[k, ALPHA],
-                              alphas[k, EPSILON])
+                              alphas[k, EPSILON], work.stats)
         else:
             raise ValueError("unknown layer kind")
         inp = out
@@ -178,7 +178,7 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
                 raise ValueError("a BatchNorm layer, but batchnorm=None")
             inp = x if k == 0 else acts[act_off[k]: act_off[k] + rows * n_in].reshape(rows, n_in)
             batchnorm_backward(dout if k > 0 else dout[:0], grads, dout, inp, params, layers[k, W_OFF],
-                               layers[k, B_OFF], alphas[k, EPSILON])
+                               layers[k, B_OFF], alphas[k, EPSILON], work.stats)
             continue
         if not (k == last and fused):
             activation_backward(dout, dout, out, layers[k, ACT], alphas[k, ALPHA])
@@ -220,12 +220,15 @@ def apply_optimizers(params, train, tensors, schedules):
 
 def workspace_layout(layers, rows):
     """The workspace of passes over up to ``rows`` rows, for both backends: (act_off, size of
-    ``acts``, shape of ``deltas``, size of ``targets``). ``act_off[k]`` is where layer k's input
-    starts in ``acts`` (``act_off[0]``: the gathered batch), ``act_off[k + 1]`` its output."""
+    ``acts``, shape of ``deltas``, size of ``targets``, size of ``stats``). ``act_off[k]`` is where
+    layer k's input starts in ``acts`` (``act_off[0]``: the gathered batch), ``act_off[k + 1]`` its
+    output; ``stats`` fits the widest BatchNorm layer (0 without one)."""
     layers = np.asarray(layers, dtype=np.int64).reshape(-1, 6)
     widths = np.concatenate([[layers[0, N_IN]], layers[:, N_OUT]])
     act_off = np.concatenate([[0], np.cumsum(widths * rows)]).astype(np.int64)
-    return act_off, int(act_off[-1]), (2, int(rows * widths.max())), int(rows * widths[-1])
+    batchnorm = layers[layers[:, KIND] == BATCHNORM_LAYER, N_OUT]
+    n_stats = STATS_ROWS * int(batchnorm.max()) if batchnorm.size else 0
+    return act_off, int(act_off[-1]), (2, int(rows * widths.max())), int(rows * widths[-1]), n_stats
 
 
 def alpha_table(alphas):
