@@ -3,6 +3,7 @@
 networks, on MNIST-shaped synthetic data, which needs no download and makes every run train
 on the same numbers. The row counts are parameters, so that figures taken with
 FASTNN_BENCH_QUICK (fewer rows) are never mistaken for full ones."""
+import statistics
 import time
 
 from . import CONFIGS, PREDICT_ROWS, TRAIN_ROWS, build_model, synthetic_data
@@ -52,6 +53,33 @@ class FitEpoch:
         return round(rows / (time.perf_counter() - start), 1)
 
     track_train_samples_per_second.unit = "samples/s"
+
+
+class StepLimit:
+    """fastnn's distance to the limit of its training step: the epoch's dense matrix products run
+    alone (``step_limit.products_seconds``: same shapes, same BLAS, same threads) as a percentage
+    of the epoch's ``fit`` time. Higher is better; 100 is a step that is nothing but its products."""
+    params = [list(CONFIGS), [TRAIN_ROWS]]
+    param_names = ["network", "rows"]
+    number = 1
+    repeat = 1
+    warmup_time = 0.0
+    timeout = 900
+
+    def setup(self, config, rows):
+        from .step_limit import products_seconds
+        FitEpoch.setup(self, config, rows)
+        self.products = products_seconds(list(CONFIGS[config][0]), self.batch, rows, repeats=10)
+
+    def track_products_percent_of_step(self, config, rows):
+        seconds = []
+        for _ in range(3):
+            start = time.perf_counter()
+            self.model.fit(self.x, self.y, epochs=1, batch_size=self.batch, verbose=0)
+            seconds.append(time.perf_counter() - start)
+        return round(100.0 * self.products / statistics.median(seconds), 1)
+
+    track_products_percent_of_step.unit = "%"
 
 
 class TrainOnBatch:

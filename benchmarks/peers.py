@@ -274,6 +274,12 @@ def measure_config(workers, name, sizes, batch_size, rows, repeats, log, style="
         if entry["seconds"]:
             entry["samples_per_s"] = rows / statistics.median(entry["seconds"])
             entry["accuracy_median"] = statistics.median(entry["accuracy"])
+    if "fastnn" in active and "error" not in result["peers"]["fastnn"]:
+        try:  # the limit: the epoch's dense products alone, in fastnn's process, after its epochs
+            result["products_s"] = workers["fastnn"].call("products_seconds", sizes=list(sizes),
+                                                          batch_size=batch_size, rows=rows)
+        except PeerFailed as exc:
+            log(f"  products-alone measurement failed on {name}: {short_error(exc)}")
     variants = [p for p in TORCH_PEERS if result["peers"].get(p, {}).get("samples_per_s")]
     result["torch_best"] = max(variants, key=lambda p: result["peers"][p]["samples_per_s"]) if variants else None
     return result

@@ -152,6 +152,11 @@ class FastnnPeer(Peer):
     def probabilities(self):
         return self.model.predict(self.x_test)
 
+    def products_seconds(self, sizes, batch_size, rows):
+        """Seconds of the dense products alone of one epoch (``step_limit``), in this process."""
+        import step_limit
+        return step_limit.products_seconds(sizes, batch_size, rows)
+
 
 class TorchPeer(Peer):
     """PyTorch eager; ``adam`` picks torch.optim.Adam's implementation: fused=True, foreach=True,

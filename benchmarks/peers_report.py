@@ -21,6 +21,9 @@ GOAL_SWEEP_RATIO = 1.0                    # every sweep point, every peer measur
 GOAL_PREDICT_RATIO = 1.0                  # predict of the 10,000 test rows, every peer
 GOAL_WARM_START_S = 1.0                   # new process -> first trained batch, warm Numba cache
 GOAL_COLD_START_S = 15.0                  # the same, empty Numba cache
+# fastnn's distance to the limit: the epoch's dense products alone (benchmarks/step_limit.py,
+# same shapes, same BLAS and threads, same process) / the epoch's training time.
+GOAL_LIMIT = {"seed": 0.70, "wide": 0.95}
 # "Equal accuracy": fastnn's median test accuracy at most this far below the peer's.
 ACCURACY_TOLERANCE = 0.01
 BUSY_LOAD = 1.5                           # other work's load average above which the machine counts as busy
@@ -120,8 +123,9 @@ def _config_table(result, peak, lines):
     base = rate(result, "fastnn")
     lines.append(f"{result['config']}: {'-'.join(map(str, sizes))}, batch {batch}, {result['rows']:,} rows/epoch, "
                  f"{fps / 1e6:.3f} MFLOP/sample")
+    products = result.get("products_s")
     lines.append(f"  {'peer':<30}{'samples/s':>12}{'min-max':>21}{'fastnn/peer':>13}{'test acc':>10}"
-                 f"{'GFLOP/s':>10}{'% peak':>8}{'warm-up s':>11}")
+                 f"{'GFLOP/s':>10}{'% peak':>8}{'warm-up s':>11}" + (f"{'% limit':>9}" if products else ""))
     for peer, e in result["peers"].items():
         name = label(peer, result)
         if "samples_per_s" not in e:
@@ -133,7 +137,20 @@ def _config_table(result, peak, lines):
         ratio = f"{base / r:.2f}x" if base else "-"
         gflops = r * fps / 1e9
         lines.append(f"  {name:<30}{r:>12,.0f}{spread:>21}{ratio:>13}{e['accuracy_median']:>10.4f}"
-                     f"{gflops:>10.1f}{100 * gflops / peak:>7.1f}%{e['warm_up_s']:>11.1f}")
+                     f"{gflops:>10.1f}{100 * gflops / peak:>7.1f}%{e['warm_up_s']:>11.1f}"
+                     + (f"{100 * limit_fraction(result, peer):>8.0f}%" if products else ""))
+    if products:
+        lines.append(f"  % limit: the epoch's dense products alone ({products:.2f} s through fastnn's BLAS, "
+                     f"{products / -(-result['rows'] // batch) * 1e6:.0f} us per {batch}-row step) "
+                     "/ the peer's epoch time")
+
+
+def limit_fraction(result, peer):
+    """Products-alone time / the peer's epoch time (median), or None where either is missing."""
+    r = rate(result, peer)
+    if not r or not result.get("products_s"):
+        return None
+    return result["products_s"] / (result["rows"] / r)
 
 
 def _predict_table(run, lines):
@@ -281,6 +298,22 @@ def goals(run, peak, small_peak):
             status, text = _ratio_goal(r, peer, target, peak, small_peak, accuracy=accuracy)
             out.append((f"{config} training >= {target}x {name}" + (" at equal accuracy" if accuracy else ""),
                         status, text))
+    for config, target in GOAL_LIMIT.items():
+        r = by_name.get(config)
+        if r is None:
+            continue
+        goal = f"{config}: dense products alone >= {100 * target:.0f}% of fastnn's step time"
+        fraction = limit_fraction(r, "fastnn")
+        if fraction is None:
+            out.append((goal, "SKIP", "products or fastnn not measured"))
+            continue
+        others = ", ".join(f"{label(p, r)} {100 * limit_fraction(r, p):.0f}%" for p in r["peers"]
+                           if p != "fastnn" and limit_fraction(r, p) is not None)
+        step_us = r["rows"] / rate(r, "fastnn") / -(-r["rows"] // r["batch_size"]) * 1e6
+        products_us = r["products_s"] / -(-r["rows"] // r["batch_size"]) * 1e6
+        out.append((goal, "PASS" if fraction >= target else "FAIL",
+                    f"{100 * fraction:.0f}% (products {products_us:.0f} us of a {step_us:.0f} us step; the same "
+                    f"products against the peers' steps: {others or 'none measured'})"))
     for r in run.get("sweep", []):
         fast = rate(r, "fastnn")
         if not fast:

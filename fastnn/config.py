@@ -20,12 +20,16 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 CACHE = os.environ.get("FASTNN_NO_CACHE", "0") not in ("1", "true", "yes")
 
 # Matrix-product work (FLOPs of one training step, or of one inference batch) below which BLAS
-# runs on one thread: products of a few microseconds cost less than waking and joining BLAS's
-# threads (a batch of 8 in the 784-100-50-10 network), while from about a batch of 50 up two
-# threads pay on an idle machine (125k vs 82k samples/s measured at batch 50). On cores that
-# other processes compete for, a descheduled BLAS thread stalls every product it takes part in
-# (5-20x slower seen at batch 50): there, fastnn.set_num_threads(1) is the faster setting.
-BLAS_PARALLEL_MIN_FLOPS = 8e6
+# runs on one thread. Two costs weigh against a second thread on small steps: waking and joining
+# it for products of a few microseconds, and, after each product, OpenBLAS's worker spinning on
+# the other core while the step's serial passes run (Adam over the seed network's 84k
+# parameters took 57 us in the step with one BLAS thread and 90 us with two). Measured with
+# ``fit`` on MNIST, 2-core Xeon (AVX-512), 784-100-50-10, samples/s with 2 threads / 1 thread:
+# batch 32 (16M FLOPs a step) 0.94, 50 (25M) 0.94, 64 (32M) 0.94, 100 (50M) 1.09, 128 (64M) 1.14,
+# 256 (129M) 1.26; 784-64-64-10 at batch 256 (84M) 1.25. On cores that other processes compete
+# for, a descheduled BLAS thread stalls every product it takes part in (5-20x slower seen at
+# batch 50): there, fastnn.set_num_threads(1) is the faster setting.
+BLAS_PARALLEL_MIN_FLOPS = 4e7
 
 # Rows per forward pass in predict/evaluate: large enough for efficient GEMMs, small enough
 # that the activations of a wide network stay in cache.

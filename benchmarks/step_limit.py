@@ -1,0 +1,67 @@
+"""The limit of a training step: the time of its own dense matrix products, run back to back.
+
+A training step of an MLP with layer widths ``sizes`` and batch B does, per dense layer k,
+x_k @ W_k forward, x_k.T @ dz_k for the weight gradient and (except for the first layer)
+dz_k @ W_k.T for the input gradient. ``products_seconds`` runs exactly these products (the same
+shapes, the same BLAS through Numba's ``np.dot``, with the number of BLAS threads fastnn's own
+rule picks for that step) and nothing else, on random data that holds no denormal numbers.
+What a step costs beyond that figure is everything that is not a matrix product: gather,
+elementwise passes, loss, optimizer, and the hand-over between them. ``peers.py`` prints
+products / step time per framework as its "distance to the limit"; ``bench_model.StepLimit``
+tracks fastnn's in asv.
+
+Not a benchmark itself (asv imports it while discovering the suite and finds none here).
+"""
+import time
+
+import numpy as np
+
+
+def _products_kernel():
+    import numba
+
+    @numba.njit(cache=False)
+    def products(weights, xs, dzs, dws):
+        n_layers = len(weights)
+        for k in range(n_layers):
+            np.dot(xs[k], weights[k], xs[k + 1])
+        for k in range(n_layers - 1, -1, -1):
+            np.dot(xs[k].T, dzs[k + 1], dws[k])
+            if k > 0:
+                np.dot(dzs[k + 1], weights[k].T, dzs[k])
+    return products
+
+
+def products_seconds(sizes, batch_size, rows=None, repeats=20):
+    """Median seconds (over at least ``repeats`` calls) of one step's products at ``batch_size`` rows; with ``rows``, of one epoch
+    of ``rows`` rows (full batches and the smaller last one, as ``fit`` runs them)."""
+    from numba.typed import List
+
+    from fastnn.threading import blas_threads_for
+
+    products = _products_kernel()
+    rng = np.random.default_rng(0)
+    weights = List([rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])])
+    flops_per_row = 2.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def step_seconds(batch):
+        xs = List([rng.standard_normal((batch, a)).astype(np.float32) for a in sizes])
+        dzs = List([rng.standard_normal((batch, a)).astype(np.float32) for a in sizes])
+        dws = List([np.empty((a, b), np.float32) for a, b in zip(sizes[:-1], sizes[1:])])
+        with blas_threads_for(3 * flops_per_row * batch):  # the rule of fastnn's training step
+            products(weights, xs, dzs, dws)  # compiles, warms the buffers
+            start = time.perf_counter()
+            products(weights, xs, dzs, dws)
+            # At least ``repeats`` calls and about half a second: small steps take microseconds.
+            calls = max(repeats, int(0.5 / max(time.perf_counter() - start, 1e-6)))
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                products(weights, xs, dzs, dws)
+                times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    if rows is None:
+        return step_seconds(batch_size)
+    full, tail = divmod(rows, batch_size)
+    return full * step_seconds(batch_size) + (step_seconds(tail) if tail else 0.0)
