@@ -9,7 +9,8 @@
 """
 from .activations import ELU, Heaviside, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback, LearningRateScheduler,
-                        ModelCheckpoint, ReduceLROnPlateau, TensorBoard)
+                        ModelCheckpoint, ReduceLROnPlateau, TensorBoard, TerminateOnNaN)
+from . import metrics
 from .datasets import Dataset, load_digits, load_mnist
 from .initializers import (Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, Normal, Ones, RandomNormal,
                            RandomUniform, Uniform, XavierNormal, XavierUniform, Zeros)

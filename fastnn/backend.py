@@ -10,8 +10,11 @@ state buffers, each optimizer slice's step count, and Dropout's random key and s
 returns host copies of all of it and ``load_state()`` takes them back: saving, loading and moving
 a model between devices go through these two and nothing else.
 """
+import os
+import time
 from collections.abc import Mapping
 
+import numba
 import numpy as np
 
 from .config import INFERENCE_BATCH_SIZE
@@ -56,6 +59,9 @@ def check_state(state, size, slices, dtype):
         raise ValueError("rng must be two integers (random key, step count >= 0)")
     out["rng"] = rng.astype(np.int64)
     return out
+
+
+_NO_COUNTS = np.zeros(0)
 
 
 class Backend:
@@ -139,16 +145,50 @@ class CPUBackend(Backend):
                                       np.empty(n_stats))
         self.capacity = rows
 
-    def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct):
+    def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
+              counts=None):
         """Train on batches [first, stop) of ``data[order]``; see ``kernels.network.train_batches``.
-        ``opt_hyper``: each optimizer slice's hyper-parameters, read from the optimizers now."""
+        ``opt_hyper``: each optimizer slice's hyper-parameters, read from the optimizers now;
+        ``metrics``: the training counters' spec (None: none), added to the host array ``counts``."""
+        args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
+                                metrics, counts)
+        with blas_threads_for(3 * self.flops_per_row * batch_size):
+            return network.train_batches(*args)
+
+    def compile_train(self, *args):
+        """Compile (or load from Numba's cache) the training step for ``train``'s arguments
+        without running it; returns None, or a note for the user when it had to be compiled:
+        a cold first run takes seconds, which should not count as training time."""
+        dispatcher = network.train_batches
+        types = tuple(numba.typeof(a) for a in self._train_args(*args))
+        if types in dispatcher.overloads:
+            return None
+        misses = dispatcher.stats.cache_misses.copy()
+        start = time.perf_counter()
+        dispatcher.compile(types)
+        if dispatcher.stats.cache_misses == misses:
+            return None
+        return f"compiled the training kernels in {time.perf_counter() - start:.1f} s (first run only: later runs " \
+               "load them from Numba's cache)"
+
+    def will_compile(self):
+        """Whether the training step has never been compiled on this machine (no cache index),
+        so that the first ``fit`` takes seconds of compiling. Best effort: False if unknown."""
+        try:
+            cache = network.train_batches._cache
+            return not os.path.exists(os.path.join(cache._cache_path, cache._index_name))
+        except Exception:  # caching off, or a Numba without these attributes
+            return False
+
+    def _train_args(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
+                    metrics=None, counts=None):
         x, y = data
         self.reserve(batch_size)
         train = network.Training(self.grads, self.state1, self.state2, self.opt_meta, opt_hyper, self.opt_steps)
-        with blas_threads_for(3 * self.flops_per_row * batch_size):
-            return network.train_batches(self._network(), train, self.work,
-                                         network.Batches(x, y, order, batch_size, first, stop), loss,
-                                         batch_loss, batch_correct, *self.optional_stages(opt_hyper), *self.kinds)
+        return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), loss,
+                batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
+                metrics if metrics is not None and metrics.shape[0] else None,
+                *self.optional_stages(opt_hyper), *self.kinds)
 
     def _network(self):
         # Built per call, not kept: load_state and configure_optimizers may replace the arrays.

@@ -6,6 +6,9 @@ every batch; otherwise a whole epoch runs inside one compiled call.
 """
 import csv
 import math
+import os
+import tempfile
+import warnings
 
 import numpy as np
 
@@ -48,44 +51,107 @@ class History(Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
 
+    def plot(self, path=None, metrics=None):
+        """Training curves (the seed's Figure 8): one panel per metric (loss first), its training
+        and validation (``val_``) values per epoch. ``metrics``: the names to draw (default: all
+        logged); ``path``: also save the figure there (PNG, PDF, ... by its suffix). Returns the
+        matplotlib Figure. Needs matplotlib (``pip install matplotlib``)."""
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib") from None
+        logged = [k for k in self.history if not k.startswith("val_")]
+        names = logged if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
+        for name in names:
+            if name not in self.history and "val_" + name not in self.history:
+                raise ValueError(f"metrics: {name!r} was not logged; logged: {sorted(self.history)}")
+        if not names:
+            raise ValueError("nothing to plot: the history is empty")
+        fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+        epochs = [e + 1 for e in self.epoch]
+        for ax, name in zip(axes[0], names):
+            for key, label in ((name, "training"), ("val_" + name, "validation")):
+                if key in self.history:
+                    ax.plot(epochs, self.history[key], marker="o", label=label)
+            ax.set_title(name)
+            ax.set_xlabel("epoch")
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(os.fspath(path), dpi=110)
+        return fig
+
     def __repr__(self):
         return f"History({self.history!r})"
 
 
 def _monitor_mode(monitor, mode):
+    """``mode``, with "auto" resolved from the metric's name: "max" for the metrics where larger
+    is better (accuracy, AUC, precision, recall, F1, ...; ``fastnn.metrics.HIGHER_IS_BETTER``),
+    "min" for losses and errors. Keras' own "auto" guesses "min" for AUC (keras#15138)."""
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if not isinstance(monitor, str) or not monitor:
+        raise ValueError(f"monitor must be a metric name such as 'val_loss', got {monitor!r}")
     if mode == "auto":
-        mode = "max" if "acc" in monitor else "min"
+        from .metrics import ALIASES, HIGHER_IS_BETTER
+        name = monitor[4:] if monitor.startswith("val_") else monitor
+        name = ALIASES.get(name, name)
+        mode = "max" if name in HIGHER_IS_BETTER or "acc" in name else "min"
     return mode
 
 
-class EarlyStopping(Callback):
+class _Monitor(Callback):
+    """What the callbacks that watch one logged metric share: the direction of improvement,
+    and a warning (once, as Keras) when that metric is never logged."""
+
+    def _setup_monitor(self, monitor, mode):
+        self.monitor = monitor
+        self.mode = mode
+        self._sign = 1.0 if _monitor_mode(monitor, mode) == "min" else -1.0
+        self._warned = False
+
+    def _monitored(self, logs):
+        """``sign * logs[monitor]`` (smaller is better), or None, with a warning the first time,
+        when the logs lack it."""
+        logs = logs or {}
+        if self.monitor not in logs:
+            if not self._warned:
+                warnings.warn(f"{type(self).__name__} monitors {self.monitor!r}, which is not among the logged "
+                              f"metrics {sorted(logs)}; it does nothing", RuntimeWarning, stacklevel=3)
+                self._warned = True
+            return None
+        return self._sign * logs[self.monitor]
+
+
+class EarlyStopping(_Monitor):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs
     (keras.callbacks.EarlyStopping); ``restore_best_weights`` puts back the best epoch's weights.
+    ``mode`` "auto" infers the direction from the name (see ``_monitor_mode``); ``baseline``:
+    training stops unless the monitored value improves on it within ``patience`` epochs.
 
     As in Keras, training stops at the end of the ``patience``-th consecutive epoch without
     improvement (patience 0 and 1 both stop at the first one)."""
 
-    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", restore_best_weights=False):
-        self.monitor = monitor
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", baseline=None,
+                 restore_best_weights=False):
+        self._setup_monitor(monitor, mode)
         self.min_delta = check_float(min_delta, "min_delta", minimum=0.0)
         self.patience = check_int(patience, "patience", minimum=0)
-        self.mode = mode
+        self.baseline = None if baseline is None else check_float(baseline, "baseline")
         self.restore_best_weights = bool(restore_best_weights)
-        self._sign = 1.0 if _monitor_mode(monitor, mode) == "min" else -1.0
 
     def on_train_begin(self, logs=None):
-        self.best = math.inf
+        self.best = math.inf if self.baseline is None else self._sign * self.baseline
         self.wait = 0
         self.stopped_epoch = None
         self.best_weights = None
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.monitor not in (logs or {}):
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which is not among the logged "
-                             f"metrics {sorted(logs or {})}")
-        value = self._sign * logs[self.monitor]
+        value = self._monitored(logs)
+        if value is None:
+            return
         if value < self.best - self.min_delta:
             self.best, self.wait = value, 0
             if self.restore_best_weights:
@@ -116,7 +182,7 @@ class LearningRateScheduler(Callback):
                                             minimum=0.0)
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(_Monitor):
     """Multiply every optimizer's learning rate by ``factor`` (not below ``min_lr``) once
     ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs, then wait
     ``cooldown`` epochs before counting again (keras.callbacks.ReduceLROnPlateau, whose defaults
@@ -124,16 +190,14 @@ class ReduceLROnPlateau(Callback):
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
                  cooldown=0, min_lr=0.0):
-        self.monitor = monitor
+        self._setup_monitor(monitor, mode)
         self.factor = check_float(factor, "factor", minimum=0.0, maximum=1.0, min_inclusive=False,
                                   max_inclusive=False)
         self.patience = check_int(patience, "patience", minimum=0)
         self.verbose = check_int(verbose, "verbose", minimum=0)
-        self.mode = mode
         self.min_delta = check_float(min_delta, "min_delta", minimum=0.0)
         self.cooldown = check_int(cooldown, "cooldown", minimum=0)
         self.min_lr = check_float(min_lr, "min_lr", minimum=0.0)
-        self._sign = 1.0 if _monitor_mode(monitor, mode) == "min" else -1.0
 
     def on_train_begin(self, logs=None):
         self.best = math.inf
@@ -141,10 +205,9 @@ class ReduceLROnPlateau(Callback):
         self.cooldown_counter = 0
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.monitor not in (logs or {}):
-            raise ValueError(f"ReduceLROnPlateau monitors {self.monitor!r}, which is not among the logged "
-                             f"metrics {sorted(logs or {})}")
-        value = self._sign * logs[self.monitor]
+        value = self._monitored(logs)
+        if value is None:
+            return
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
@@ -163,28 +226,46 @@ class ReduceLROnPlateau(Callback):
             self.cooldown_counter, self.wait = self.cooldown, 0
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(_Monitor):
     """Save the model to ``filepath`` (formatted with ``epoch`` and the logs) after each epoch,
-    or only when ``monitor`` improves with ``save_best_only``."""
+    or only when ``monitor`` improves with ``save_best_only`` (``mode`` as ``EarlyStopping``'s).
+    Each save is atomic (``fastnn.saving``): a crash never leaves a broken checkpoint."""
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
         self.filepath = str(filepath)
-        self.monitor = monitor
+        self._setup_monitor(monitor, mode)
         self.save_best_only = bool(save_best_only)
-        self.mode = mode
-        self._sign = 1.0 if _monitor_mode(monitor, mode) == "min" else -1.0
         self.best = math.inf
+
+    def on_train_begin(self, logs=None):
+        folder = os.path.dirname(os.path.abspath(self.filepath.format_map(_AnyLogs(epoch=1))))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ValueError(f"ModelCheckpoint cannot write to {folder!r} (filepath {self.filepath!r})")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.save_best_only:
-            if self.monitor not in logs:
-                raise ValueError(f"ModelCheckpoint monitors {self.monitor!r}, not among {sorted(logs)}")
-            value = self._sign * logs[self.monitor]
-            if not value < self.best:
+            value = self._monitored(logs)
+            if value is None or not value < self.best:
                 return
             self.best = value
         self.model.save(self.filepath.format(epoch=epoch + 1, **logs))
+
+
+class _AnyLogs(dict):
+    """Formats ``{val_loss:.2f}``-style fields of a file path before any logs exist."""
+
+    def __missing__(self, key):
+        return 0.0
+
+
+class TerminateOnNaN(Callback):
+    """Stop training when the loss becomes NaN or infinite (keras.callbacks.TerminateOnNaN),
+    instead of ``fit`` raising FloatingPointError. The weights are those before the batch whose
+    loss diverged: the compiled step checks the loss before it updates."""
+
+    def get_config(self):
+        return {}
 
 
 class CSVLogger(Callback):
@@ -224,23 +305,75 @@ class LambdaCallback(Callback):
 
 
 class TensorBoard(Callback):
-    """Write each epoch's logs as TensorBoard scalars to ``log_dir`` (needs the optional
-    ``tensorboardX`` package: ``pip install fastnn[tensorboard]``)."""
+    """Write what ``fit`` logs for TensorBoard, laid out as Keras writes it: ``log_dir/train`` and
+    ``log_dir/validation``, one scalar per epoch named ``epoch_loss``, ``epoch_<metric>`` (the
+    ``val_`` figures in ``validation/`` under the same names) and ``epoch_learning_rate``.
+    ``histogram_freq`` N > 0: every N epochs, a histogram of each layer's weights
+    (``<layer>/<weight>``) and of their last gradients (``<layer>/<weight>_gradient``).
+    ``update_freq``: "epoch", or N to write the training loss (``batch_loss``) every N batches.
 
-    def __init__(self, log_dir="logs"):
-        self.log_dir = str(log_dir)
+    Needs the optional ``tensorboardX`` writer: ``pip install "fastnn[tensorboard]"``; view with
+    ``tensorboard --logdir <log_dir>``. A ``log_dir`` that cannot be written is a ValueError
+    when training starts."""
+
+    def __init__(self, log_dir="logs", histogram_freq=0, update_freq="epoch"):
+        self.log_dir = os.fspath(log_dir)
+        self.histogram_freq = check_int(histogram_freq, "histogram_freq", minimum=0)
+        if update_freq != "epoch":
+            update_freq = check_int(update_freq, "update_freq (or 'epoch')", minimum=1)
+        self.update_freq = update_freq
+        self._writers = {}
+
+    def get_config(self):
+        return {"log_dir": self.log_dir, "histogram_freq": self.histogram_freq, "update_freq": self.update_freq}
+
+    def wants_batches(self):
+        return self.update_freq != "epoch"
+
+    def _writer(self, part):
+        if part not in self._writers:
+            self._writers[part] = self._summary_writer(os.path.join(self.log_dir, part))
+        return self._writers[part]
 
     def on_train_begin(self, logs=None):
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
-            raise ImportError("TensorBoard logging needs tensorboardX: pip install tensorboardX") from None
-        self._writer = SummaryWriter(self.log_dir)
+            raise ImportError('the TensorBoard callback needs tensorboardX: pip install "fastnn[tensorboard]"') from None
+        self._summary_writer = SummaryWriter
+        for part in ("train", "validation"):
+            folder = os.path.join(self.log_dir, part)
+            try:
+                os.makedirs(folder, exist_ok=True)
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"TensorBoard cannot write to log_dir {self.log_dir!r}: {exc}") from None
+        self._writers = {}
+        self._seen_batches = 0
+        self._writer("train")
+
+    def on_batch_end(self, batch, logs=None):
+        self._seen_batches += 1
+        if self._seen_batches % self.update_freq == 0 and "loss" in (logs or {}):
+            self._writer("train").add_scalar("batch_loss", logs["loss"], self._seen_batches)
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
-            self._writer.add_scalar(key, value, epoch)
-        self._writer.flush()
+            part, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            self._writer(part).add_scalar("epoch_" + name, value, epoch)
+        rate = self.model.learning_rate_now() if self.model is not None else None
+        if rate is not None:
+            self._writer("train").add_scalar("epoch_learning_rate", rate, epoch)
+        if self.histogram_freq and epoch % self.histogram_freq == 0 and self.model is not None:
+            for layer_name, weight_name, weight, gradient in self.model.named_weights(gradients=True):
+                tag = f"{layer_name}/{weight_name}"
+                self._writer("train").add_histogram(tag, weight, epoch)
+                self._writer("train").add_histogram(tag + "_gradient", gradient, epoch)
+        for writer in self._writers.values():
+            writer.flush()
 
     def on_train_end(self, logs=None):
-        self._writer.close()
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}

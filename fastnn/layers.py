@@ -26,6 +26,10 @@ class Layer(Configurable):
         """Shapes of this layer's parameter arrays, in buffer order."""
         return []
 
+    def weight_names(self):
+        """Names of this layer's parameter arrays, in the order of ``weight_shapes`` (Keras')."""
+        return [f"weight_{i}" for i in range(len(self.weight_shapes()))]
+
     def count_params(self):
         return int(sum(np.prod(s) for s in self.weight_shapes()))
 
@@ -118,6 +122,9 @@ class Dense(Layer):
 
     def weight_shapes(self):
         return [(self.input_dim, self.output_dim), (self.output_dim,)]
+
+    def weight_names(self):
+        return ["kernel", "bias"]
 
     def table_row(self, offset):
         row = super().table_row(offset)
@@ -212,6 +219,9 @@ class BatchNormalization(Layer):
 
     def weight_shapes(self):
         return [(self.output_dim,)] * 4
+
+    def weight_names(self):
+        return ["gamma", "beta", "moving_mean", "moving_variance"]
 
     def count_trainable_params(self):
         return 2 * self.output_dim

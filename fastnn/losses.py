@@ -16,6 +16,7 @@ class Loss(Configurable):
     """Base class. ``takes_labels``: 1-D integer targets are class indices, one-hot encoded.
     ``unit_interval``: targets must lie in [0, 1]."""
     code = K.MSE
+    classification = False  # whether classification metrics (accuracy, AUC, ...) fit its models
     takes_labels = False
     unit_interval = False
 
@@ -78,6 +79,7 @@ class CrossEntropy(Loss):
     gradient is computed fused, as (p - y) / batch.
     """
     code = K.CROSS_ENTROPY
+    classification = True
     takes_labels = True
 
 
@@ -85,6 +87,7 @@ class BinaryCrossEntropy(Loss):
     """Binary cross-entropy of probabilities, mean over all elements: torch.nn.BCELoss().
     Targets must lie in [0, 1]; after a Sigmoid layer the gradient is fused as (p - y) / N."""
     code = K.BINARY_CROSS_ENTROPY
+    classification = True
     unit_interval = True
 
 
@@ -92,6 +95,7 @@ class KLDivergence(Loss):
     """Kullback-Leibler divergence sum t log(t / p), mean over rows, both clipped to [1e-7, 1]:
     keras.losses.KLDivergence."""
     code = K.KL_DIVERGENCE
+    classification = True
     takes_labels = True
 
 
@@ -100,6 +104,7 @@ class PerceptronCriterion(Loss):
     pred - target summed over the batch, so SGD through a Heaviside layer performs
     Rosenblatt's update w += lr (t - y) x."""
     code = K.PERCEPTRON
+    classification = True
     unit_interval = True
 
 

@@ -9,21 +9,23 @@ gathers, runs the forward pass (Dropout active), the loss, the backward pass, th
 penalty, clipping, the learning-rate schedule and the optimizer step, with no Python in between
 and no allocation -> per-epoch logs, validation, callbacks.
 """
+import os
 import time
 
 import numpy as np
 
 from . import losses, optimizers, saving
+from . import metrics as metrics_
 from .backend import STATE, get_backend
 from .base import deserialize
-from .callbacks import Callback, History, TensorBoard
+from .callbacks import Callback, History, TensorBoard, TerminateOnNaN
 from .config import INFERENCE_BATCH_SIZE
 from .kernels.optimizers import N_HYPER
 from .kernels.regularizers import regularization_penalty
 from .layers import Input, Layer, check_weight_list
+from .schedules import LearningRateSchedule
 from .validation import check_dtype, check_features, check_float, check_int, check_targets
 
-_ACCURACY_NAMES = ("accuracy", "acc")
 # Batches per call into the compiled loop while a progress bar is shown: often enough for
 # a smooth bar, rarely enough that the calls cost nothing measurable.
 _PROGRESS_UPDATES_PER_EPOCH = 20
@@ -155,16 +157,19 @@ class MLP:
         return hyper
 
     def compile(self, loss="cross_entropy", optimizer=None, metrics=None):
-        """Set the loss, the default optimizer (for layers without their own) and metrics ('accuracy')."""
+        """Set the loss, the default optimizer (for layers without their own) and the metrics that
+        ``fit`` logs and ``evaluate`` returns, by name (``fastnn.metrics``): 'accuracy', 'auc',
+        'pr_auc', 'precision', 'recall', 'f1', 'top_k_accuracy'; for one output column also 'tp',
+        'fp', 'tn', 'fn', 'sensitivity', 'specificity'; for regression losses 'mae', 'mse', 'rmse',
+        'r2', 'cosine_similarity'. Training figures are counted inside the compiled step over the
+        epoch's batches (AUC over 200 score buckets, as Keras' thresholds); validation and
+        ``evaluate`` figures are exact, from ``predict``'s output."""
         # Everything is checked before anything is set: a failed compile leaves the model as it was.
         loss = losses.get(loss)
         optimizer = None if optimizer is None else optimizers.get(optimizer)
-        metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
-        for m in metrics:
-            if m not in _ACCURACY_NAMES:
-                raise ValueError(f"metrics may hold 'accuracy', got {m!r}")
+        metrics = metrics_.canonical_names(metrics, loss.classification, self.output_dim)
         self.loss, self.optimizer = loss, optimizer
-        self.metrics = ["accuracy"] if metrics else []
+        self.metrics = metrics
         if self._backend is not None:
             self._configure_optimizers()
         return self
@@ -234,12 +239,22 @@ class MLP:
         rows[-1] = n - batch_size * (n_batches - 1)
         batch_loss = np.zeros(n_batches)
         batch_correct = np.zeros(n_batches, dtype=np.int64)
+        spec, counts = self._metric_counters()
         order = np.arange(n, dtype=np.int64)
         data = self._backend.dataset(x, y)
         per_batch = any(cb.wants_batches() for cb in callbacks)
         chunk = 1 if per_batch else (max(1, n_batches // _PROGRESS_UPDATES_PER_EPOCH) if verbose == 1
                                      else n_batches)
         bar = _progress_bar(verbose, n_batches)
+
+        if verbose and n_batches and hasattr(self._backend, "compile_train"):
+            # Compiling is not training: done here, out of the first epoch's time and throughput.
+            if self._backend.will_compile():
+                print("compiling kernels (first run only, about 15 s on two cores) ...", flush=True)
+            note = self._backend.compile_train(data, order, batch_size, 0, 1, self.loss.code, self._opt_hyper(),
+                                               batch_loss, batch_correct, spec, counts)
+            if note:
+                print(note, flush=True)
 
         self.stop_training = False
         # Hooks get their logs positionally, as Keras passes them: a LambdaCallback's
@@ -253,6 +268,7 @@ class MLP:
             if shuffle:
                 self._rng.shuffle(order)
             hyper = self._opt_hyper()
+            counts[:] = 0.0  # training metrics are over the epoch's batches, as Keras'
             if bar is not None:
                 bar.reset()
                 bar.set_description(f"Epoch {epoch + 1}/{epochs}")
@@ -260,20 +276,28 @@ class MLP:
             for first in range(0, n_batches, chunk):
                 stop = min(first + chunk, n_batches)
                 bad = self._backend.train(data, order, batch_size, first, stop, self.loss.code, hyper,
-                                          batch_loss, batch_correct)
+                                          batch_loss, batch_correct, spec, counts)
                 if bad >= 0:
+                    if any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
+                        print(f"Epoch {epoch + 1}, batch {bad + 1}: invalid loss {batch_loss[bad]}, terminating "
+                              "training (the weights are those before that batch)")
+                        self.stop_training = True
+                        break
                     raise FloatingPointError(
                         f"the loss became {batch_loss[bad]} at epoch {epoch + 1}, batch {bad + 1}: training "
                         "diverged (try a lower learning_rate, or check the data's scale)")
                 if per_batch:
-                    blogs = self._logs(batch_loss[first:stop], batch_correct[first:stop], rows[first:stop])
+                    blogs = self._logs(batch_loss[first:stop], batch_correct[first:stop], rows[first:stop], spec,
+                                       counts, rows[:stop].sum())
                     for cb in callbacks:
                         if cb.wants_batches():
                             cb.on_batch_end(first, blogs)
                 if bar is not None:
                     bar.update(stop - first)
             seconds = time.perf_counter() - start
-            logs = self._logs(batch_loss, batch_correct, rows)
+            if self.stop_training and bad >= 0:  # TerminateOnNaN: no logs of a diverged epoch
+                break
+            logs = self._logs(batch_loss, batch_correct, rows, spec, counts, rows.sum())
             if x_val is not None:
                 val = self._evaluate_arrays(x_val, y_val)
                 logs.update({"val_" + k: v for k, v in val.items()})
@@ -291,12 +315,21 @@ class MLP:
             cb.on_train_end(logs)
         return history
 
-    def _logs(self, batch_loss, batch_correct, rows):
+    def _metric_counters(self):
+        """(spec or None, zeroed counts) of the training metrics counted in the compiled step."""
+        spec, size = metrics_.counter_spec([m for m in self.metrics if m != "accuracy"], self.output_dim)
+        return (spec if spec.shape[0] else None), np.zeros(size)
+
+    def _logs(self, batch_loss, batch_correct, rows, spec=None, counts=None, counted_rows=0.0):
+        """Loss (and accuracy) weighted over these batches' rows; the other metrics from the
+        epoch's counters, over the ``counted_rows`` rows counted so far."""
         total = rows.sum()
-        logs = {"loss": float(np.dot(batch_loss, rows) / total)}
-        if self.metrics:
-            logs["accuracy"] = float(batch_correct.sum() / total)
-        return logs
+        values = {"loss": float(np.dot(batch_loss, rows) / total)}
+        if "accuracy" in self.metrics:
+            values["accuracy"] = float(batch_correct.sum() / total)
+        if spec is not None:
+            values.update(metrics_.from_counts(self.metrics, spec, counts, self.output_dim, counted_rows))
+        return {k: values[k] for k in ["loss"] + self.metrics}
 
     def train_on_batch(self, x, y):
         """One optimizer step on exactly these rows; returns the loss before the step
@@ -305,11 +338,12 @@ class MLP:
         x, y = self._check_xy(x, y)
         n = x.shape[0]
         batch_loss, batch_correct = np.zeros(1), np.zeros(1, dtype=np.int64)
+        spec, counts = self._metric_counters()
         bad = self._backend.train(self._backend.dataset(x, y), np.arange(n, dtype=np.int64), n, 0, 1,
-                                  self.loss.code, self._opt_hyper(), batch_loss, batch_correct)
+                                  self.loss.code, self._opt_hyper(), batch_loss, batch_correct, spec, counts)
         if bad >= 0:
             raise FloatingPointError(f"the loss is {batch_loss[0]}: training diverged")
-        logs = self._logs(batch_loss, batch_correct, np.array([float(n)]))
+        logs = self._logs(batch_loss, batch_correct, np.array([float(n)]), spec, counts, float(n))
         return logs["loss"] if len(logs) == 1 else list(logs.values())
 
     def train(self, dataset, loss=None, epochs=10, metrics=("train_loss", "train_accuracy"), tensorboard=False,
@@ -321,20 +355,35 @@ class MLP:
         measured on the dataset's test rows after each epoch. Returns a History keyed by the
         metric names asked for.
         """
-        known = {"train_loss": "loss", "train_accuracy": "accuracy", "test_loss": "val_loss",
-                 "test_accuracy": "val_accuracy"}
-        metrics = list(metrics)
+        metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+        known = {}  # the seed's name -> fit's log key
         for m in metrics:
-            if m not in known:
-                raise ValueError(f"metrics may hold {sorted(known)}, got {m!r}")
+            split = m.split("_", 1) if isinstance(m, str) else []
+            if len(split) != 2 or split[0] not in ("train", "test"):
+                raise ValueError(f"metrics must be names 'train_<metric>' or 'test_<metric>' (train_loss, "
+                                 f"test_accuracy, train_auc, ...), got {m!r}")
+            known[m] = ("" if split[0] == "train" else "val_") + split[1]
         # Loss and metrics only: a second train() call continues with the optimizers' state, as
         # a second fit() does (compile would reset it).
-        self.loss = losses.get(loss if loss is not None else (self.loss or "cross_entropy"))
-        self.metrics = ["accuracy"] if any(m.endswith("accuracy") for m in metrics) else []
+        loss = losses.get(loss if loss is not None else (self.loss or "cross_entropy"))
+        names = [k.split("_", 1)[1] for k in metrics]
+        chosen = metrics_.canonical_names([n for n in names if n != "loss"], loss.classification, self.output_dim)
+        for m in metrics:  # the logs use canonical names: 'test_acc' is logged as 'val_accuracy'
+            prefix, name = m.split("_", 1)
+            if name != "loss":
+                name = metrics_.canonical_names([name], loss.classification, self.output_dim)[0]
+            known[m] = ("" if prefix == "train" else "val_") + name
+        self.loss, self.metrics = loss, chosen
         wants_test = any(m.startswith("test_") for m in metrics)
         if wants_test and len(dataset.x_test) == 0:
             raise ValueError("test metrics were asked for but the dataset has no test rows")
-        callbacks = _callback_list(callbacks) + ([TensorBoard()] if tensorboard else [])
+        callbacks = _callback_list(callbacks)
+        if tensorboard:
+            board = TensorBoard()
+            callbacks.append(board)
+            if verbose:
+                print(f"TensorBoard logs: {os.path.abspath(board.log_dir)} (view with: tensorboard --logdir "
+                      f"{board.log_dir})")
         history = self.fit(dataset.x_train, dataset.y_train, epochs=epochs, batch_size=dataset.batch_size,
                            validation_data=(dataset.x_test, dataset.y_test) if wants_test else None,
                            callbacks=callbacks, verbose=verbose)
@@ -384,10 +433,11 @@ class MLP:
         total, correct = self._backend.evaluate(x, y, self.loss.code, min(batch_size, x.shape[0]))
         # Keras' evaluate reports the loss with the weight penalty, as fit logs it.
         penalty = regularization_penalty(self._backend.host("params"), self._reg) if self._reg.size else 0.0
-        logs = {"loss": total / x.shape[0] + penalty}
-        if self.metrics:
-            logs["accuracy"] = correct / x.shape[0]
-        return logs
+        values = {"loss": total / x.shape[0] + penalty, "accuracy": correct / x.shape[0]}
+        exact = [m for m in self.metrics if m != "accuracy"]
+        if exact:  # exact over all rows, from the predictions
+            values.update(metrics_.from_predictions(exact, y, self._backend.predict(x, min(batch_size, x.shape[0]))))
+        return {k: values[k] for k in ["loss"] + self.metrics}
 
     # ---- weights and description ----------------------------------------------------------
 
@@ -425,9 +475,41 @@ class MLP:
         if arrays:
             self._backend.write("params", layer._offset, np.concatenate([a.ravel() for a in arrays]))
 
+    def layer_names(self):
+        """Each layer's name as ``summary`` shows it: '<class in lower case>_<index>'."""
+        return [f"{type(layer).__name__.lower()}_{i}" for i, layer in enumerate(self.layers)]
+
+    def named_weights(self, gradients=False):
+        """[(layer name, weight name, array)] of every parameter array; with ``gradients``,
+        (layer name, weight name, array, gradient of the last training step) (zeros before any)."""
+        self._ensure_built()
+        params = self._backend.host("params")
+        grads = self._backend.host("grads") if gradients else None
+        out = []
+        for name, layer in zip(self.layer_names(), self.layers):
+            if isinstance(layer, Input):
+                continue
+            n = layer.count_params()
+            arrays = _split(params[layer._offset: layer._offset + n], layer.weight_shapes())
+            grad_arrays = _split(grads[layer._offset: layer._offset + n], layer.weight_shapes()) if gradients else []
+            for j, (weight_name, array) in enumerate(zip(layer.weight_names(), arrays)):
+                out.append((name, weight_name, array) + ((grad_arrays[j],) if gradients else ()))
+        return out
+
+    def learning_rate_now(self):
+        """The learning rate of the first optimizer's next step (a schedule evaluated at its step
+        count), or None for a model with no trained parameters."""
+        self._ensure_built()
+        if not self._segments:
+            return None
+        opt = self._segments[0][0]
+        if isinstance(opt.learning_rate, LearningRateSchedule):
+            return float(opt.learning_rate(int(self._backend.host("opt_steps")[0])))
+        return float(opt.learning_rate)
+
     def summary(self, print_fn=print):
         """Print a table of layers, output widths and parameter counts (Keras' ``summary``)."""
-        names = [f"{type(layer).__name__.lower()}_{i} ({type(layer).__name__})" for i, layer in enumerate(self.layers)]
+        names = [f"{name} ({type(layer).__name__})" for name, layer in zip(self.layer_names(), self.layers)]
         width = max([28] + [len(n) + 2 for n in names])
         lines = [f'Model: "{self.name}" ({np.dtype(self.dtype).name}, {self.device})',
                  f"{'Layer (type)':<{width}}{'Output Shape':<16}{'Activation':<14}{'Param #':>10}"]

@@ -104,10 +104,14 @@ def test_early_stopping_without_restore_keeps_the_last_weights():
     assert weights_equal(model.get_weights(), recorder.weights[-1])
 
 
-def test_early_stopping_names_a_missing_metric():
+def test_early_stopping_names_a_missing_metric_in_a_warning_and_trains_on():
+    """As Keras: a warning (once), not a crash at the end of the first epoch."""
     x, y = blobs()
-    with pytest.raises(ValueError, match=r"EarlyStopping monitors 'val_loss', which is not among the logged"):
-        classifier().fit(x, y, epochs=2, callbacks=[EarlyStopping()], verbose=0)
+    with pytest.warns(RuntimeWarning, match=r"EarlyStopping monitors 'val_loss', which is not among the logged") \
+            as caught:
+        history = classifier().fit(x, y, epochs=3, callbacks=[EarlyStopping()], verbose=0)
+    assert len(history.history["loss"]) == 3
+    assert len([w for w in caught if "EarlyStopping" in str(w.message)]) == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,7 +253,7 @@ def test_tensorboard_without_tensorboardx_is_a_clear_import_error(monkeypatch):
     dataset = fastnn.Dataset.from_arrays(*blobs(40), batch_size=10)
     model = MLP([Dense(4, 3, activation="softmax")], seed=0)
     before = model.get_weights()
-    with pytest.raises(ImportError, match=r"TensorBoard logging needs tensorboardX: pip install tensorboardX"):
+    with pytest.raises(ImportError, match=r"the TensorBoard callback needs tensorboardX: pip install \"fastnn\[tensorboard\]\""):
         model.train(dataset, loss=fastnn.CrossEntropy(), epochs=1, metrics=["train_loss"], tensorboard=True,
                     callbacks={}, verbose=0)
     assert weights_equal(model.get_weights(), before)

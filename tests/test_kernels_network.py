@@ -289,7 +289,7 @@ def run_train_batches(net, params, loss, x, y, order, batch_size, first, stop, o
     batch_correct = np.full(n_batches, -1, dtype=np.int64)
     bad = N.train_batches(network(net, params, rng), N.Training(grads, state1, state2, opt_meta, opt_hyper, opt_steps),
                           work, N.Batches(x, y, order, batch_size, first, stop), loss, batch_loss, batch_correct,
-                          reg, N.weight_tensors(net.layers), True)
+                          np.zeros(0), None, reg, N.weight_tensors(net.layers), True)
     return bad, batch_loss, batch_correct, opt_steps
 
 

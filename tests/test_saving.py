@@ -245,7 +245,7 @@ TAMPERED = [
     ("layers-not-a-list", _set(["layers"], 5), r"malformed model config"),
     ("unknown-loss", _set(["compile", "loss", "class_name"], "Hinge"), r"'Hinge'"),
     ("loss-is-a-layer", _set(["compile", "loss"], {"class_name": "ReLU", "config": {}}), r"loss must be a Loss"),
-    ("bad-metric", _set(["compile", "metrics"], ["auc"]), r"metrics may hold"),
+    ("bad-metric", _set(["compile", "metrics"], ["bogus"]), r"metric 'bogus' does not fit"),
     ("default-optimizer-not-an-optimizer", lambda c, a: (c["optimizers"].append({"class_name": "ReLU", "config": {}}),
                                                          c.__setitem__("default_optimizer", len(c["optimizers"]) - 1)),
      r"default_optimizer names a ReLU"),

@@ -142,9 +142,10 @@ MODEL_CASES = [
     ("unknown-loss", lambda m: m.compile(loss="hinge"), ValueError, r"loss must be a Loss or one of"),
     ("loss-not-a-loss", lambda m: m.compile(loss=42), ValueError, r"loss must be a Loss"),
     ("unknown-optimizer", lambda m: m.compile(loss="mse", optimizer="lamb"), ValueError, r"optimizer must be"),
-    ("unknown-metric", lambda m: m.compile(loss="mse", metrics=["precision"]), ValueError, r"metrics may hold"),
+    ("unknown-metric", lambda m: m.compile(loss="mse", metrics=["precision"]), ValueError,
+     r"metric 'precision' does not fit a regression model"),
     ("train-unknown-metric", lambda m: m.train(fastnn.Dataset("digits"), metrics=["val_loss"]), ValueError,
-     r"metrics may hold"),
+     r"'train_<metric>' or 'test_<metric>'"),
     ("to-device", lambda m: m.to("tpu"), ValueError, r"device must be 'cpu' or 'cuda'"),
 ]
 

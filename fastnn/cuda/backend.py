@@ -15,6 +15,7 @@ from ..backend import Backend, check_state
 from ..config import INFERENCE_BATCH_SIZE
 from ..kernels.network import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Network, Training,
                                Workspace, alpha_table, weight_tensors, workspace_layout)
+from ..kernels.metrics import TOP_K
 from ..kernels.optimizers import ADAMW, any_clipping
 from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, check_code
 
@@ -187,11 +188,13 @@ class CUDABackend(Backend):
 
     # ---- training ---------------------------------------------------------------------------
 
-    def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct):
+    def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
+              counts=None):
         """Train on batches [first, stop) of ``data[order]``; see ``kernels.network.train_batches``.
 
         Returns -1, or the first batch whose loss was not finite (no update was applied from
-        it on). ``batch_loss``, ``batch_correct`` and the step counts are updated on the host.
+        it on). ``batch_loss``, ``batch_correct``, the step counts and the training metrics'
+        ``counts`` (for the counter spec ``metrics``, None: none) are updated on the host.
         """
         if stop <= first:
             return -1
@@ -209,8 +212,14 @@ class CUDABackend(Backend):
         positions = self._sized("order", (n,), np.int64)
         lo, hi = first * batch_size, min(stop * batch_size, n)
         train = Training(self.grads, self.state1, self.state2, meta, hyper, steps)
-        # The weight penalties and the clipping scratch (None: not planned into the step)
-        stages = (self.reg, self.clip if any_clipping(host_hyper) else None)
+        # The metric counters, the weight penalties and the clipping scratch (None: not planned into the step)
+        counted = None
+        if metrics is not None and metrics.shape[0]:
+            for kind in metrics[:, 0]:
+                check_code(kind, TOP_K, "metric counter")
+            counted = SimpleNamespace(spec=self._upload("metric_spec", np.ascontiguousarray(metrics, np.int64)),
+                                      counts=self._upload("metric_counts", np.zeros(counts.size)))
+        stages = (counted, self.reg, self.clip if any_clipping(host_hyper) else None)
         if data.resident:
             positions[lo:hi].copy_to_device(np.ascontiguousarray(order[lo:hi], dtype=np.int64), stream=self.stream)
             self._network.train_batches(self._net(), train, self.work,
@@ -219,8 +228,11 @@ class CUDABackend(Backend):
         else:
             self._train_streamed(data, order, batch_size, first, stop, train, loss, records, control, stages,
                                  positions)
+        counted_host = counted.counts.copy_to_host(stream=self.stream) if counted is not None else None
         out = records[2 * first: 2 * stop].copy_to_host(stream=self.stream)
-        self.stream.synchronize()
+        self.stream.synchronize()  # the copies above are asynchronous
+        if counted_host is not None:
+            counts += counted_host
         batch_loss[first:stop] = out[0::2]
         batch_correct[first:stop] = out[1::2].astype(np.int64)
         bad = np.flatnonzero(~np.isfinite(out[0::2]))

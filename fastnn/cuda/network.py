@@ -9,6 +9,7 @@ buffers, here device arrays. One training step, for a network of L dense layers:
    the last layer's softmax is left to the loss kernel;
 3. ``losses.loss_backward``: softmax, loss, accuracy and dL/d(pre-activation) of the last
    layer in one block, which also records the batch's loss and advances step and batch counters;
+   ``metrics.metric_counts`` then adds the training metrics' counters, if the model has any;
 4. per layer, in reverse: dW and db in one TN SGEMM, and (but for the first layer) dx in one
    NT SGEMM whose epilogue multiplies by the previous activation's derivative;
 5. ``optimizers.optimizer_step``: every optimizer over the whole flat buffer.
@@ -35,6 +36,7 @@ from .batchnorm import batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward
 from .losses import loss_backward, loss_forward
+from .metrics import metric_counts
 from .optimizers import clip_gradients, optimizer_step
 from .regularizers import regularization_forward_backward
 
@@ -156,7 +158,7 @@ def network_backward(net, grads, x, work, rows, plan=None, control=None):
             activation_backward(dz, dz, below, int(layers[k - 1, ACT]), alphas[k - 1, ALPHA], rows, n_in, plan=plan)
 
 
-def train_step(net, train, work, batches, loss, reg, clip, rows, records, control, plan):
+def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, records, control, plan):
     """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring)."""
     params, layers, alphas, key = net
     acts, act_off, deltas, targets = work.acts, work.act_off, work.deltas, work.targets
@@ -170,6 +172,8 @@ def train_step(net, train, work, batches, loss, reg, clip, rows, records, contro
     pred = _view(acts, act_off[last + 1], rows * n_out)
     loss_backward(records, _view(deltas[0], 0, rows * n_out), pred, yb, loss, int(layers[last, ACT]),
                   alphas[last, ALPHA], rows, n_out, control, train.opt_steps, softmax_first=deferred, plan=plan)
+    if metrics is not None:  # after the loss kernel, which applied a deferred softmax to pred
+        metric_counts(metrics.spec, metrics.counts, pred, yb, rows, n_out, control, plan=plan)
     network_backward(net, train.grads, xb, work, rows, plan=plan, control=control)
     if reg is not None:
         regularization_forward_backward(params, train.grads, reg.table, reg.rows, reg.size, records, control,
@@ -181,14 +185,15 @@ def train_step(net, train, work, batches, loss, reg, clip, rows, records, contro
         optimizer_step(params, *train, control, plan=plan)
 
 
-def train_batches(net, train, work, batches, loss, records, control, reg, clip, runner):
+def train_batches(net, train, work, batches, loss, records, control, metrics, reg, clip, runner):
     """Enqueue training of ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the
     rows ``x[order]``, ``y[order]``.
 
     The bundles of ``kernels.network``, holding device arrays (``batches.x``, ``batches.y`` flat
     row-major, ``order`` int64 positions into them); ``net.rng`` is Dropout's key.
     ``control[C_BATCH]`` must hold ``first`` and ``control[C_STEP0]`` the training step of batch 0
-    (the key and that step draw Dropout's masks). ``reg``: the weight penalties on the device
+    (the key and that step draw Dropout's masks). ``metrics``: the training counters on the device
+    (``spec``, ``counts``: see ``metrics.metric_counts``), or None. ``reg``: the weight penalties on the device
     (``table``, ``rows``, ``size``: see ``regularizers``), or None; ``clip``: the weight tensors
     (``tensors``, ``n``) and a float64 scratch ``sums`` when an optimizer clips, else None.
     Nothing is read back: the loss and correct count
@@ -199,7 +204,7 @@ def train_batches(net, train, work, batches, loss, records, control, reg, clip, 
     full_stop = min(stop, n // batch_size)
     # What a step's launches depend on: the plan of a step is built once for these (first and
     # stop are not among them: the device's control array says which batch a step trains on).
-    args = (net, train, work, batches._replace(first=0, stop=0), loss, reg, clip)
+    args = (net, train, work, batches._replace(first=0, stop=0), loss, metrics, reg, clip)
     for rows, times in ((batch_size, full_stop - first), (n - full_stop * batch_size, stop - max(first, full_stop))):
         if times > 0:
             plan = runner.plan(args + (rows, records, control),

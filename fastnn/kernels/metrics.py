@@ -1,4 +1,6 @@
 """Metric kernels on (B, C) predictions and targets."""
+import numpy as np
+
 from ..config import kernel
 
 
@@ -23,3 +25,87 @@ def count_correct(pred, target):
             if best_p == best_t:
                 correct += 1
     return correct
+
+
+# Training metrics counted inside the compiled step. ``spec`` int64 (M, 3), one row per group of
+# counters: [kind, offset into ``counts``, parameter]; ``counts`` float64, summed over the
+# batches of an epoch; the metrics follow from them (``fastnn.metrics.from_counts``).
+# - CONFUSION, one output column: [tp, fp, tn, fn], prediction and target > 0.5 positive.
+# - CLASS_CONFUSION, C columns: [tp per class | fp per class | fn per class], classes by argmax.
+# - SCORE_HISTOGRAM, parameter T buckets: per column c, positives then negatives counted by
+#   score bucket min(floor(score * T), T - 1) at counts[off + (2c + negative) T + bucket].
+# - REGRESSION_SUMS, C columns: per column [squared error, absolute error, target, target²]
+#   sums, then the sum of the rows' cosines and the number of rows.
+# - TOP_K, parameter k: rows whose target class is among the k highest scores (ties ranked as
+#   scikit-learn's top_k_accuracy_score: among equal scores the higher class index first).
+CONFUSION, CLASS_CONFUSION, SCORE_HISTOGRAM, REGRESSION_SUMS, TOP_K = range(5)
+
+
+@kernel
+def metric_counts(spec, counts, pred, target):
+    """Add the counters of every row of ``spec`` for this batch's (pred, target) to ``counts``."""
+    rows, cols = pred.shape
+    for m in range(spec.shape[0]):
+        kind, off, param = spec[m, 0], spec[m, 1], spec[m, 2]
+        if kind == CONFUSION:
+            for i in range(rows):
+                p = pred[i, 0] > 0.5
+                t = target[i, 0] > 0.5
+                counts[off + (0 if p and t else (1 if p else (2 if not t else 3)))] += 1.0
+        elif kind == CLASS_CONFUSION:
+            for i in range(rows):
+                bp = 0
+                bt = 0
+                for j in range(1, cols):
+                    if pred[i, j] > pred[i, bp]:
+                        bp = j
+                    if target[i, j] > target[i, bt]:
+                        bt = j
+                if bp == bt:
+                    counts[off + bp] += 1.0
+                else:
+                    counts[off + cols + bp] += 1.0
+                    counts[off + 2 * cols + bt] += 1.0
+        elif kind == SCORE_HISTOGRAM:
+            for i in range(rows):
+                for j in range(cols):
+                    s = pred[i, j]
+                    b = param - 1
+                    if s < 1.0:  # NaN fails every comparison: the top bucket, never out of range
+                        b = int(s * param) if s > 0.0 else 0
+                    negative = 0 if target[i, j] > 0.5 else 1
+                    counts[off + (2 * j + negative) * param + b] += 1.0
+        elif kind == REGRESSION_SUMS:
+            for i in range(rows):
+                dot = 0.0
+                nt = 0.0
+                npred = 0.0
+                for j in range(cols):
+                    t = np.float64(target[i, j])
+                    p = np.float64(pred[i, j])
+                    e = p - t
+                    counts[off + 4 * j] += e * e
+                    counts[off + 4 * j + 1] += abs(e)
+                    counts[off + 4 * j + 2] += t
+                    counts[off + 4 * j + 3] += t * t
+                    dot += t * p
+                    nt += t * t
+                    npred += p * p
+                norm = np.sqrt(nt * npred)
+                if norm > 0.0:
+                    counts[off + 4 * cols] += dot / norm
+                counts[off + 4 * cols + 1] += 1.0
+        elif kind == TOP_K:
+            for i in range(rows):
+                bt = 0
+                for j in range(1, cols):
+                    if target[i, j] > target[i, bt]:
+                        bt = j
+                above = 0
+                for j in range(cols):
+                    if pred[i, j] > pred[i, bt] or (pred[i, j] == pred[i, bt] and j > bt):
+                        above += 1
+                if above < param:
+                    counts[off] += 1.0
+        else:
+            raise ValueError("unknown metric counter kind")

@@ -5,7 +5,7 @@ order:
 1. Gather a shuffled batch.
 2. ``network_forward`` in training mode: layer by layer (GEMM, then bias + activation in one
    pass); Dropout draws its mask for this step.
-3. Evaluate the loss.
+3. Evaluate the loss; count the training metrics (``kernels/metrics.py``).
 4. ``network_backward``: the loss gradient, fused with a softmax or sigmoid where possible, then
    each layer in reverse.
 5. Add the weight penalty and its gradient (``kernels/regularizers.py``).
@@ -49,7 +49,7 @@ from .dense import dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward, dropout_stream
 from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward,
                      sigmoid_binary_cross_entropy_backward, softmax_cross_entropy_backward)
-from .metrics import count_correct
+from .metrics import count_correct, metric_counts
 from .optimizers import H_LR, H_SCHEDULE, clip_gradients, optimizer_step
 from .schedules import CONSTANT, learning_rate_at
 from .regularizers import regularization_forward_backward
@@ -255,17 +255,18 @@ def weight_tensors(layers):
 
 
 @kernel
-def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, reg, tensors, schedules, dropout=True,
-                  batchnorm=True):
+def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, counts, metrics, reg, tensors, schedules,
+                  dropout=True, batchnorm=True):
     """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
     ``x[order]``, ``y[order]``.
 
     Writes each batch's loss (with the weight penalty of ``reg``) and number of correct rows into
-    ``batch_loss``/``batch_correct``.
+    ``batch_loss``/``batch_correct``, and adds the counters of the training metrics ``metrics``
+    (``kernels.metrics.metric_counts``' spec) to ``counts``.
     Returns -1, or the index of the first batch whose loss was NaN or infinite (training
     stops there, before that batch's update). ``net.rng[RNG_STEP]`` advances by one per batch trained.
-    ``reg``, ``tensors``, ``schedules``: None for a model without weight penalties, clipping or
-    schedules, whose code then compiles out (see ``apply_optimizers``); ``dropout``,
+    ``metrics``, ``reg``, ``tensors``, ``schedules``: None for a model without counted metrics,
+    weight penalties, clipping or schedules, whose code then compiles out (see ``apply_optimizers``); ``dropout``,
     ``batchnorm`` likewise for layer kinds (see ``network_forward``). These stay arguments of
     their own, outside the bundles: Numba drops a branch only on a None-typed argument.
     """
@@ -287,6 +288,8 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, re
         if not np.isfinite(value):
             return bi
         batch_correct[bi] = count_correct(pred, yb)
+        if metrics is not None:
+            metric_counts(metrics, counts, pred, yb)
         network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm)
         if reg is not None:
             batch_loss[bi] = value + regularization_forward_backward(net.params, train.grads, reg)
