@@ -2,7 +2,6 @@
 of fit/evaluate, compile's checks, the callbacks that read metrics (mode inference,
 TerminateOnNaN, warnings), TensorBoard files read back by TensorBoard's own EventAccumulator,
 History.plot, and the CUDA counters against the CPU's under the simulator."""
-import warnings
 
 import numpy as np
 import pytest
