@@ -175,8 +175,7 @@ class CPUBackend(Backend):
         """Whether the training step has never been compiled on this machine (no cache index),
         so that the first ``fit`` takes seconds of compiling. Best effort: False if unknown."""
         try:
-            cache = network.train_batches._cache
-            return not os.path.exists(os.path.join(cache._cache_path, cache._index_name))
+            return not os.path.exists(network.train_batches._cache._cache_file._index_path)
         except Exception:  # caching off, or a Numba without these attributes
             return False
 

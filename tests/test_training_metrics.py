@@ -343,3 +343,20 @@ def test_cuda_counters_equal_the_cpus():
         results[device] = model.fit(xb, yb, epochs=1, batch_size=16, shuffle=False, verbose=0).history
     for name, values in results["cpu"].items():
         np.testing.assert_allclose(results["cuda"][name], values, rtol=1e-5, err_msg=name)
+
+
+def test_the_first_fit_compiles_outside_the_epochs_time(capsys):
+    """compile_train compiles (or loads) the step without running it, and says so only when it
+    had to compile; a second call for the same types does nothing."""
+    x, labels = blobs()
+    model, loss = classifier()
+    model.compile(loss, "adam", metrics=["accuracy", "recall"])
+    model.fit(x, labels, epochs=1, batch_size=32, verbose=0)
+    backend = model._backend
+    args = (backend.dataset(x, np.eye(3, dtype=np.float32)[labels]), np.arange(240, dtype=np.int64), 32, 0, 1,
+            model.loss.code, model._opt_hyper(), np.zeros(8), np.zeros(8, np.int64), *model._metric_counters())
+    assert backend.compile_train(*args) is None  # compiled by the fit above
+    assert isinstance(backend.will_compile(), bool)
+    before = model.get_weights()
+    assert backend.compile_train(*args) is None and all(np.array_equal(a, b) for a, b in
+                                                         zip(before, model.get_weights()))
