@@ -587,6 +587,15 @@ class MLP:
             raise ValueError(f"malformed model config: {exc!r}") from None
         return model
 
+    def __reduce__(self):
+        """Pickling (joblib, multiprocessing, copy.deepcopy) goes through the same two pieces as
+        ``save``: the config and the backend's training state, so that the unpickled model owns
+        fresh, writable arrays on its device (a memory-mapped pickle would otherwise hand the
+        kernels read-only ones)."""
+        if self._backend is None or not self._compute_layers():
+            return super().__reduce__()
+        return _unpickle, (self.get_config(), self._backend.state(), self._rng.bit_generator.state, self.device)
+
     def save(self, path):
         """Save architecture, weights and the whole training state to ``path`` (a NumPy .npz
         archive, no pickle; written atomically, see ``fastnn.saving``)."""
@@ -601,6 +610,13 @@ class MLP:
 
 
 Sequential = MLP
+
+
+def _unpickle(config, state, rng_state, device):
+    model = MLP.from_config(config, device)
+    model._rng.bit_generator.state = rng_state
+    model._backend.load_state({name: np.array(value) for name, value in state.items()})
+    return model
 
 
 def load_model(path, device="cpu"):

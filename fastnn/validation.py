@@ -88,7 +88,7 @@ def check_features(x, name="x", width=None, dtype=np.float32):
         raise ValueError(f"{name} must have {width} features per row (the model's input width), "
                          f"got shape {np.shape(x)}")
     with np.errstate(over="ignore"):  # a value beyond the dtype's range becomes inf: reported below
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+        arr = _writeable(np.ascontiguousarray(arr, dtype=dtype))
     if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinite values (or values beyond {np.dtype(dtype).name}'s range)")
     return arr
@@ -131,7 +131,7 @@ def check_targets(y, name, n_rows, width, dtype=np.float32, one_hot_labels=True,
     if arr.shape[1] != width:
         raise ValueError(f"{name} must have {width} columns (the model's output width), got shape {arr.shape}")
     with np.errstate(over="ignore"):
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+        arr = _writeable(np.ascontiguousarray(arr, dtype=dtype))
     if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinite values (or values beyond {np.dtype(dtype).name}'s range)")
     if unit_interval and (arr.min() < 0 or arr.max() > 1):
@@ -153,3 +153,10 @@ def check_labels(y, name, n_rows=None):
     if arr.size and arr.min() < 0:
         raise ValueError(f"{name} holds a negative class label {arr.min()}")
     return arr
+
+
+def _writeable(arr):
+    """``arr``, or a copy where it is read-only (a memory-mapped file, a frozen array): Numba
+    types a read-only array as its own type, and the kernels' passes, which mix the input with
+    their writable buffers, do not compile for it."""
+    return arr if arr.flags.writeable else arr.copy()

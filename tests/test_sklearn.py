@@ -1,0 +1,163 @@
+"""fastnn.sklearn: scikit-learn's own estimator checks, Pipeline / GridSearchCV / clone, the
+fitted attributes, partial_fit, warm_start, early stopping, pickling, and the L2 penalty."""
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from fastnn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+
+@parametrize_with_checks([MLPClassifier(), MLPRegressor()])
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+def blobs(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(np.array(["cat", "dog", "eel"]), n)
+    x = rng.normal(size=(n, 6)) + 2.0 * (labels[:, None] == np.array(["cat", "dog", "eel", "x", "y", "z"]))
+    return x, labels
+
+
+def test_fit_predict_and_fitted_attributes():
+    x, y = blobs()
+    clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=40, learning_rate_init=0.02,
+                        random_state=0).fit(x, y)
+    assert list(clf.classes_) == ["cat", "dog", "eel"]
+    proba = clf.predict_proba(x)
+    assert proba.shape == (300, 3) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert set(clf.predict(x)) <= set(clf.classes_)
+    assert clf.score(x, y) > 0.85
+    assert clf.n_iter_ == len(clf.loss_curve_) <= 40 and clf.loss_curve_[-1] < clf.loss_curve_[0]
+    assert [c.shape for c in clf.coefs_] == [(6, 16), (16, 3)] and clf.n_features_in_ == 6
+    assert clf.out_activation_ == "softmax" and clf.n_layers_ == 3
+
+
+def test_binary_classes_get_a_logistic_unit_and_two_probability_columns():
+    x, y = blobs()
+    y = (y == "dog").astype(int)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=30, random_state=0).fit(x, y)
+    assert clf.out_activation_ == "logistic" and clf.coefs_[-1].shape == (8, 1)
+    proba = clf.predict_proba(x)
+    assert proba.shape == (300, 2) and np.allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(clf.predict(x), (proba[:, 1] > 0.5).astype(int))
+
+
+def test_same_random_state_same_model_and_clone_is_unfitted():
+    x, y = blobs()
+    a = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=3).fit(x, y)
+    b = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=3).fit(x, y)
+    np.testing.assert_array_equal(a.predict_proba(x), b.predict_proba(x))
+    c = clone(a)
+    assert c.get_params() == a.get_params() and not hasattr(c, "classes_")
+
+
+def test_in_a_pipeline_and_a_grid_search():
+    x, y = blobs()
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=20, learning_rate_init=0.02, random_state=0))
+    search = GridSearchCV(pipe, {"mlpclassifier__hidden_layer_sizes": [(4,), (16,)],
+                                 "mlpclassifier__alpha": [1e-4, 1e-2]}, cv=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(x, y)
+    assert search.best_score_ > 0.8 and len(search.cv_results_["params"]) == 4
+    assert search.predict(x).shape == (300,)
+
+
+def test_partial_fit_needs_classes_first_and_then_trains_one_pass_per_call():
+    x, y = blobs()
+    clf = MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.02, random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(x, y)
+    for _ in range(15):
+        clf.partial_fit(x[:150], y[:150], classes=["cat", "dog", "eel"])
+        clf.partial_fit(x[150:], y[150:])
+    assert clf.n_iter_ == 30 and clf.score(x, y) > 0.85
+    with pytest.raises(ValueError, match="outside classes"):
+        clf.partial_fit(x[:5], np.array(["cat", "cow", "eel", "dog", "cat"]))
+
+
+def test_warm_start_continues_and_early_stopping_stops():
+    x, y = blobs()
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, warm_start=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x, y)
+        first = clf.coefs_[0].copy()
+        clf.fit(x, y)
+    assert clf.n_iter_ == 6 and len(clf.loss_curve_) == 6 and not np.array_equal(first, clf.coefs_[0])
+    stop = MLPClassifier(hidden_layer_sizes=(8,), max_iter=500, early_stopping=True, n_iter_no_change=3,
+                         random_state=0).fit(x, y)
+    assert stop.n_iter_ < 500 and len(stop.validation_scores_) == stop.n_iter_
+    assert stop.best_validation_score_ == max(stop.validation_scores_)
+
+
+def test_max_iter_without_convergence_warns_as_sklearn():
+    x, y = blobs()
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(2\\) reached"):
+        MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0).fit(x, y)
+
+
+def test_regressor_single_and_multi_output():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 4))
+    y = x @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.1 * rng.normal(size=400)
+    reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=100, learning_rate_init=0.01, random_state=0).fit(x, y)
+    assert reg.predict(x).shape == (400,) and reg.score(x, y) > 0.95
+    y2 = np.stack([y, -y], axis=1)
+    reg2 = MLPRegressor(hidden_layer_sizes=(32,), max_iter=100, learning_rate_init=0.01, random_state=0).fit(x, y2)
+    assert reg2.predict(x).shape == (400, 2) and reg2.score(x, y2) > 0.95
+
+
+def test_alpha_is_sklearns_l2_penalty():
+    """sklearn's batch loss adds 0.5 * alpha * sum(W²) / batch rows: with the weights fixed
+    (learning rate 0, SGD) the logged loss grows by exactly that over the unpenalized one."""
+    x, y = blobs(n=100)
+    losses = {}
+    for alpha in (0.0, 2.0):
+        clf = MLPClassifier(hidden_layer_sizes=(5,), solver="sgd", learning_rate_init=1e-12, momentum=0.0,
+                            alpha=alpha, batch_size=20, max_iter=1, shuffle=False, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(x, y)
+        losses[alpha] = clf.loss_curve_[0]
+        weights = clf.coefs_
+    penalty = 0.5 * 2.0 * sum(float(np.sum(w.astype(np.float64) ** 2)) for w in weights) / 20
+    assert losses[2.0] - losses[0.0] == pytest.approx(penalty, rel=1e-5)
+
+
+def test_pickle_round_trip_predicts_the_same():
+    x, y = blobs()
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x, y)
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(x), clf.predict_proba(x))
+    again.partial_fit(x, y)  # and it still trains
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"solver": "lbfgs"}, "solver must be 'adam' or 'sgd'"),
+    ({"activation": "swish"}, "activation must be one of"),
+    ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes must be positive"),
+    ({"learning_rate_init": 0.0}, "learning_rate_init must be > 0"),
+    ({"batch_size": 0}, "batch_size must be 'auto'"),
+    ({"max_iter": 0}, "max_iter must be an integer >= 1"),
+])
+def test_bad_parameters_are_value_errors_at_fit(params, match):
+    x, y = blobs(n=30)
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier(**params).fit(x, y)
