@@ -241,6 +241,7 @@ class MLP:
         batch_correct = np.zeros(n_batches, dtype=np.int64)
         spec, counts = self._metric_counters()
         order = np.arange(n, dtype=np.int64)
+        rows_in_order = order.copy()
         data = self._backend.dataset(x, y)
         per_batch = any(cb.wants_batches() for cb in callbacks)
         chunk = 1 if per_batch else (max(1, n_batches // _PROGRESS_UPDATES_PER_EPOCH) if verbose == 1
@@ -266,6 +267,10 @@ class MLP:
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, {})
             if shuffle:
+                # Each epoch's order is a fresh permutation drawn from the generator, not a shuffle
+                # of the last one: it then depends on the generator's state alone, which save
+                # keeps, so that training resumed in a new fit call draws the same orders.
+                order[:] = rows_in_order
                 self._rng.shuffle(order)
             hyper = self._opt_hyper()
             counts[:] = 0.0  # training metrics are over the epoch's batches, as Keras'

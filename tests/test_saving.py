@@ -356,3 +356,51 @@ def test_load_state_checks_everything_before_changing_anything(saved):
         model._backend.load_state(list(before.values()))
     for name, value in model._backend.state().items():
         np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def test_resume_in_a_new_process_is_bit_for_bit(tmp_path):
+    """Saved after epoch 1 and loaded in a fresh interpreter, the model's epochs 2 and 3 equal
+    those of the run never interrupted: weights, moments and step counts, the schedule's
+    position, the shuffling generator, Dropout's stream and BatchNorm's statistics."""
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import fastnn
+        from fastnn import MLP, Dense, Dropout, BatchNormalization, AdamW, CosineDecay
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(120, 5)).astype(np.float32)
+        y = rng.integers(0, 3, 120)
+        mode, path = sys.argv[1], sys.argv[2]
+        if mode == "save":
+            model = MLP([Dense(5, 16, activation="relu"), BatchNormalization(), Dropout(0.3),
+                         Dense(16, 3, activation="softmax")], seed=7)
+            model.compile("cross_entropy", AdamW(CosineDecay(0.01, 50, warmup_steps=5)), metrics=["accuracy"])
+            model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+            model.save(path)
+        else:
+            model = fastnn.load_model(path)
+        if mode != "save":
+            model.fit(x, y, epochs=3, initial_epoch=1, batch_size=16, verbose=0)
+            np.save(path + "." + mode + ".npy", np.concatenate([v.ravel() for v in model._backend.state().values()
+                                                                if v.dtype.kind == "f"]))
+    """)
+    file = tmp_path / "resume.py"
+    file.write_text(script)
+    path = str(tmp_path / "m.npz")
+    for mode in ("save", "resumed", "again"):
+        subprocess.run([sys.executable, str(file), mode, path], check=True, cwd=tmp_path)
+    resumed = np.load(path + ".resumed.npy")
+    np.testing.assert_array_equal(np.load(path + ".again.npy"), resumed)  # loading is deterministic
+    # the uninterrupted run, in this process
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 120)
+    model = MLP([Dense(5, 16, activation="relu"), fastnn.BatchNormalization(), fastnn.Dropout(0.3),
+                 Dense(16, 3, activation="softmax")], seed=7)
+    model.compile("cross_entropy", fastnn.AdamW(fastnn.CosineDecay(0.01, 50, warmup_steps=5)), metrics=["accuracy"])
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    straight = np.concatenate([v.ravel() for v in model._backend.state().values() if v.dtype.kind == "f"])
+    np.testing.assert_array_equal(resumed, straight)
