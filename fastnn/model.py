@@ -592,6 +592,11 @@ class MLP:
             raise ValueError(f"malformed model config: {exc!r}") from None
         return model
 
+    def to_onnx(self, path, opset=17):
+        """Export for inference as an ONNX file (``fastnn.onnx.export``; needs the onnx package)."""
+        from .onnx import export
+        return export(self, path, opset)
+
     def __reduce__(self):
         """Pickling (joblib, multiprocessing, copy.deepcopy) goes through the same two pieces as
         ``save``: the config and the backend's training state, so that the unpickled model owns

@@ -32,6 +32,14 @@ def write_model_file(path, config, arrays):
     suffix is added), atomically."""
     config = {"format": FORMAT, "version": VERSION, **config}
     text = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
+    atomic_write(path, lambda f: np.savez(f, config=text, **arrays))
+
+
+def atomic_write(path, write):
+    """Call ``write(f)`` on a binary file that becomes ``path`` only once it is complete and on
+    the disk: a temporary file in the same folder, flushed and fsynced, then renamed over
+    ``path`` (``os.replace``, atomic on POSIX and Windows). Every file fastnn writes goes
+    through here."""
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
@@ -39,7 +47,7 @@ def write_model_file(path, config, arrays):
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, config=text, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -1,0 +1,108 @@
+"""ONNX export: ``export(model, path)`` (also ``model.to_onnx(path)``), through the ``onnx`` package.
+
+The graph computes ``model.predict``: input ``x`` of shape (N, input width), output ``y`` of
+shape (N, output width), both in the model's dtype, N free. A ``Dense`` layer becomes MatMul
+(W as fastnn keeps it, (in, out)) and Add, then its activation's operator (Relu, Sigmoid, Tanh,
+Softmax over the last axis, LeakyRelu, Elu (in float64 its formula: onnxruntime has no double
+Elu); Heaviside as Greater then Cast); ``Dropout`` is the
+identity (inference); ``BatchNormalization`` is folded into Mul and Add with its running
+statistics: x * gamma / sqrt(var + eps) + (beta - mean * gamma / sqrt(var + eps)). Opset 17
+by default. The file passes ``onnx.checker`` and is written atomically (``fastnn.saving``).
+Needs ``pip install "fastnn[onnx]"``; onnxruntime runs the file (tested against ``predict``).
+"""
+import numpy as np
+
+from .activations import ELU, Heaviside, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .layers import Activation, BatchNormalization, Dense, Dropout, Input
+from .saving import atomic_write
+
+DEFAULT_OPSET = 17
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError('ONNX export needs the onnx package: pip install "fastnn[onnx]"') from None
+    return onnx
+
+
+def to_model_proto(model, opset=DEFAULT_OPSET):
+    """The ``onnx.ModelProto`` of ``model`` (checked by ``onnx.checker``)."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper, numpy_helper
+    from .model import MLP
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a fastnn MLP, got {type(model).__name__}")
+    if not isinstance(opset, int) or opset < 13:
+        raise ValueError(f"opset must be an integer >= 13 (Softmax over the last axis), got {opset!r}")
+    model._ensure_built()
+    dtype = np.dtype(model.dtype)
+    elem = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
+    nodes, inits = [], []
+    counter = [0]
+
+    def name(stem):
+        counter[0] += 1
+        return f"{stem}_{counter[0]}"
+
+    def constant(stem, array):
+        tensor = numpy_helper.from_array(np.ascontiguousarray(array, dtype=dtype), name(stem))
+        inits.append(tensor)
+        return tensor.name
+
+    def op(kind, inputs, **attrs):
+        out = name(kind.lower())
+        nodes.append(helper.make_node(kind, inputs, [out], name=out + "_node", **attrs))
+        return out
+
+    def activation(act, x):
+        if act is None or isinstance(act, Identity):
+            return x
+        simple = {ReLU: "Relu", Sigmoid: "Sigmoid", Tanh: "Tanh"}
+        if type(act) in simple:
+            return op(simple[type(act)], [x])
+        if isinstance(act, Softmax):
+            return op("Softmax", [x], axis=-1)
+        if isinstance(act, LeakyReLU):
+            return op("LeakyRelu", [x], alpha=float(act.alpha))
+        if isinstance(act, ELU):
+            if dtype == np.float64:  # onnxruntime has no double Elu kernel: its formula instead
+                negative = op("Mul", [op("Sub", [op("Exp", [x]), constant("one", np.ones(()))]),
+                                      constant("alpha", np.array(act.alpha))])
+                return op("Where", [op("Greater", [x, constant("zero", np.zeros(()))]), x, negative])
+            return op("Elu", [x], alpha=float(act.alpha))
+        if isinstance(act, Heaviside):
+            return op("Cast", [op("Greater", [x, constant("zero", np.zeros(()))])], to=elem)
+        raise ValueError(f"{type(act).__name__} has no ONNX export")
+
+    x = "x"
+    for layer in model.layers:
+        if isinstance(layer, (Input, Dropout)):
+            continue
+        if isinstance(layer, Dense):
+            W, b = layer.get_weights()
+            x = activation(layer.activation, op("Add", [op("MatMul", [x, constant("W", W)]), constant("b", b)]))
+        elif isinstance(layer, Activation):
+            x = activation(layer.activation, x)
+        elif isinstance(layer, BatchNormalization):
+            gamma, beta, mean, var = (w.astype(np.float64) for w in layer.get_weights())
+            scale = gamma / np.sqrt(var + layer.epsilon)
+            x = op("Add", [op("Mul", [x, constant("bn_scale", scale)]), constant("bn_shift", beta - mean * scale)])
+        else:
+            raise ValueError(f"{type(layer).__name__} has no ONNX export")
+    nodes.append(helper.make_node("Identity", [x], ["y"], name="output"))
+    graph = helper.make_graph(
+        nodes, model.name or "fastnn",
+        [helper.make_tensor_value_info("x", elem, ["N", int(model.input_dim)])],
+        [helper.make_tensor_value_info("y", elem, ["N", int(model.output_dim)])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="fastnn")
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def export(model, path, opset=DEFAULT_OPSET):
+    """Write ``model`` as an ONNX file to ``path`` (atomically); returns ``path``."""
+    proto = to_model_proto(model, opset)
+    atomic_write(path, lambda f: f.write(proto.SerializeToString()))
+    return path

@@ -1,0 +1,59 @@
+"""ONNX export: the file passes onnx.checker and onnxruntime reproduces predict, for every
+layer kind and activation, float32 and float64; what cannot be exported is a clear error."""
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import fastnn  # noqa: E402
+from fastnn import MLP, Activation, BatchNormalization, Dense, Dropout, Input  # noqa: E402
+
+
+def trained(dtype, activations):
+    layers = [Input(6), Dense(output_dim=8, activation="relu"), BatchNormalization(), Dropout(0.3)]
+    width = 8
+    for act in activations:
+        layers.append(Dense(width, 5, activation=act))
+        width = 5
+    layers += [Dense(width, 4, activation=None), Activation("softmax")]
+    model = MLP(layers, seed=0, dtype=dtype)
+    model.compile("cross_entropy", "adam")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype(dtype)
+    model.fit(x, rng.integers(0, 4, 64), epochs=3, batch_size=16, verbose=0)  # BatchNorm statistics move
+    return model, x
+
+
+def run(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["y"], {"x": x})[0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_onnxruntime_reproduces_predict(tmp_path, dtype):
+    model, x = trained(dtype, ["tanh", "sigmoid", fastnn.LeakyReLU(0.2), fastnn.ELU(0.7), "relu"])
+    path = model.to_onnx(tmp_path / "model.onnx")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version == 17
+    out = run(path, x)
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(out, model.predict(x), rtol=1e-5, atol=1e-5 if dtype == "float32" else 1e-12)
+    np.testing.assert_allclose(run(path, x[:1]), model.predict(x[:1]), rtol=1e-5, atol=1e-5)  # N is free
+
+
+def test_a_perceptron_step_exports(tmp_path):
+    model = fastnn.Perceptron(3)
+    model.set_weights([np.array([[1.0], [-2.0], [0.5]], np.float32), np.array([0.1], np.float32)])
+    x = np.random.default_rng(1).normal(size=(20, 3)).astype(np.float32)
+    np.testing.assert_array_equal(run(fastnn.onnx.export(model, tmp_path / "p.onnx"), x), model.predict(x))
+
+
+def test_bad_arguments(tmp_path):
+    model, _ = trained("float32", [])
+    with pytest.raises(ValueError, match="opset must be an integer >= 13"):
+        model.to_onnx(tmp_path / "m.onnx", opset=11)
+    with pytest.raises(TypeError, match="fastnn MLP"):
+        fastnn.onnx.export("model", tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
