@@ -43,12 +43,13 @@ class BatchNormArrays:
         self.params = np.concatenate([np.ones(cols), np.zeros(cols), np.zeros(cols), np.ones(cols)]).astype(np.float32)
         self.grads = np.zeros_like(self.params)
         self.cols = cols
+        self.stats = np.empty(BN.STATS_ROWS * cols)  # the workspace's float64 scratch
 
     def forward(self):
-        BN.batchnorm_forward(self.out, self.x, self.params, 0, self.cols, True, 0.1, 1e-5)
+        BN.batchnorm_forward(self.out, self.x, self.params, 0, self.cols, True, 0.1, 1e-5, self.stats)
 
     def backward(self):
-        BN.batchnorm_backward(self.dx, self.grads, self.dout, self.x, self.params, 0, self.cols, 1e-5)
+        BN.batchnorm_backward(self.dx, self.grads, self.dout, self.x, self.params, 0, self.cols, 1e-5, self.stats)
 
 
 class PenaltyArrays:

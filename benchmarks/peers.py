@@ -229,6 +229,56 @@ def gemm_peak(threads, env):
     return dict(done["gflops"], numpy=done["numpy"], blas=blas_text(done["blas"]), blas_info=done["blas"])
 
 
+_SKLEARN_API_CODE = """
+import json, sys, time, warnings
+import numpy as np
+module, data_dir, threads, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+batch_size = "auto" if sys.argv[5] == "auto" else int(sys.argv[5])
+import threadpoolctl
+if module == "fastnn":
+    import fastnn
+    fastnn.set_num_threads(threads)
+    from fastnn.sklearn import MLPClassifier
+else:
+    from sklearn.neural_network import MLPClassifier
+x, y, xt, yt = (np.load(f"{{data_dir}}/{{n}}.npy") for n in ("x_train", "y_train", "x_test", "y_test"))
+# The seed network, scikit-learn's own defaults otherwise (Adam 1e-3, batch 200, alpha 1e-4);
+# exactly ``epochs`` passes: no early stop (tol=0 and a patience beyond max_iter).
+clf = MLPClassifier(hidden_layer_sizes=(100, 50), max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1,
+                    batch_size=batch_size, random_state=0)
+with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"), warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    clf.fit(x[:200], y[:200])  # compiles fastnn's kernels (a cold cache would count seconds); warms both
+    start = time.perf_counter()
+    clf.fit(x, y)
+    seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "epochs": clf.n_iter_, "batch_size": str(batch_size),
+                  "accuracy": float(clf.score(xt, yt))}}))
+"""
+
+
+def measure_sklearn_api(data_dir, threads, env, epochs, log):
+    """``fastnn.sklearn.MLPClassifier`` against ``sklearn.neural_network.MLPClassifier`` on
+    MNIST's 60,000 rows (float32), each ``fit`` in a clean process of its own: both with the
+    same parameters (the seed network, scikit-learn's defaults, ``epochs`` passes), and fastnn
+    at batch 50 for 2 passes (its fast setting: more, cheaper steps reach scikit-learn's
+    accuracy sooner). Seconds and test accuracy of each."""
+    out = {}
+    runs = (("fastnn", "fastnn", "auto", epochs), ("fastnn_b50", "fastnn", 50, min(epochs, 2)),
+            ("sklearn", "sklearn", "auto", epochs))
+    for key, module, batch, n in runs:
+        try:
+            out[key] = _run_code(_SKLEARN_API_CODE.format(), [module, data_dir, threads, n, batch],
+                                 clean_env(env, threads), f"{module} MLPClassifier")
+            log(f"  {key}: {out[key]['seconds']:.2f} s for {out[key]['epochs']} epochs at batch {batch}, "
+                f"test accuracy {out[key]['accuracy']:.4f}")
+        except (PeerFailed, subprocess.TimeoutExpired) as exc:
+            out[key] = {"error": short_error(exc)}
+            log(f"  {key} MLPClassifier failed: {out[key]['error']}")
+        _pause()
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Training and predict, driven from this process
 # --------------------------------------------------------------------------------------------
@@ -553,6 +603,11 @@ def main(argv=None):
             trained = [p for p in workers if result["peers"].get(p, {}).get("samples_per_s")
                        and (p not in TORCH_PEERS or p == best[name])]
             run["predict"][name] = measure_predict(workers, trained, 3 if quick else 7)
+
+        if importlib.util.find_spec("sklearn") is not None:
+            epochs = 1 if quick else 5
+            log(f"scikit-learn estimator API: MLPClassifier, seed network, {epochs} epoch(s) of MNIST per library")
+            run["sklearn_api"] = measure_sklearn_api(data_dir, threads, start_env, epochs, log)
 
         if args.sweep:
             run["sweep_torch"] = {"batch": best["seed"], "width": best["wide"]}

@@ -24,6 +24,7 @@ GOAL_COLD_START_S = 15.0                  # the same, empty Numba cache
 # fastnn's distance to the limit: the epoch's dense products alone (benchmarks/step_limit.py,
 # same shapes, same BLAS and threads, same process) / the epoch's training time.
 GOAL_LIMIT = {"seed": 0.70, "wide": 0.95}
+GOAL_SKLEARN_API = 4.0                    # fastnn.sklearn.MLPClassifier vs scikit-learn's, equal accuracy
 # "Equal accuracy": fastnn's median test accuracy at most this far below the peer's.
 ACCURACY_TOLERANCE = 0.01
 BUSY_LOAD = 1.5                           # other work's load average above which the machine counts as busy
@@ -336,6 +337,26 @@ def goals(run, peak, small_peak):
         base = statistics.median(times["fastnn"])
         ratios = {PEER_LABELS.get(p, p): statistics.median(t) / base for p, t in times.items() if p != "fastnn"}
         out.append((goal,) + _every_peer_goal(ratios, GOAL_PREDICT_RATIO))
+    api = run.get("sklearn_api")
+    if api:
+        goal = f"fastnn.sklearn.MLPClassifier >= {GOAL_SKLEARN_API:g}x scikit-learn's MLPClassifier at equal accuracy"
+        k = api.get("sklearn", {})
+        runs = [api[key] for key in ("fastnn", "fastnn_b50") if "seconds" in api.get(key, {})]
+        equal = [f for f in runs if "seconds" in k and f["accuracy"] >= k["accuracy"] - ACCURACY_TOLERANCE]
+        if equal:
+            f = min(equal, key=lambda r: r["seconds"])
+            ratio = k["seconds"] / f["seconds"]
+            same = api.get("fastnn", {})
+            text = (f"{ratio:.2f}x (fastnn at batch {f['batch_size']}, {f['epochs']} epochs: {f['seconds']:.2f} s, "
+                    f"test accuracy {f['accuracy']:.4f}; scikit-learn, {k['epochs']} epochs at its default batch: "
+                    f"{k['seconds']:.2f} s, {k['accuracy']:.4f})")
+            if "seconds" in same:
+                text += f"; with the same parameters {k['seconds'] / same['seconds']:.2f}x"
+            out.append((goal, "PASS" if ratio >= GOAL_SKLEARN_API else "FAIL", text))
+        elif runs and "seconds" in k:
+            out.append((goal, "FAIL", "no fastnn run reached scikit-learn's test accuracy"))
+        else:
+            out.append((goal, "SKIP", "not measured"))
     startup = run.get("startup", {})
     if startup:
         for key, limit, lab in (("fastnn_warm", GOAL_WARM_START_S, "warm"), ("fastnn_cold", GOAL_COLD_START_S, "cold")):
@@ -371,6 +392,19 @@ def report(run):
         lines.append("")
     if run.get("predict"):
         _predict_table(run, lines)
+        lines.append("")
+    if run.get("sklearn_api"):
+        api = run["sklearn_api"]
+        lines.append("scikit-learn estimator API (MLPClassifier(hidden_layer_sizes=(100, 50)), scikit-learn's defaults, "
+                     "MNIST, float32; fit in a clean process each)")
+        for key, label_ in (("fastnn", "fastnn.sklearn.MLPClassifier"), ("fastnn_b50", "fastnn.sklearn.MLPClassifier"),
+                            ("sklearn", "sklearn.neural_network.MLPClassifier")):
+            r = api.get(key)
+            if r is None:
+                continue
+            lines.append(f"  {label_:<40}" + (f"batch {r['batch_size']:>4}: {r['seconds']:6.2f} s for {r['epochs']} epochs, "
+                                                 f"test accuracy {r['accuracy']:.4f}" if "seconds" in r
+                                                 else f"failed: {r.get('error')}"))
         lines.append("")
     if run.get("startup"):
         _startup_table(run["startup"], lines)

@@ -5,6 +5,7 @@ A callback that defines ``on_batch_end(batch, logs)`` makes ``fit`` return to Py
 every batch; otherwise a whole epoch runs inside one compiled call.
 """
 import csv
+import io
 import math
 import os
 import tempfile
@@ -269,7 +270,9 @@ class TerminateOnNaN(Callback):
 
 
 class CSVLogger(Callback):
-    """Append each epoch's logs as a CSV row to ``filename``."""
+    """Write each epoch's logs as a CSV row to ``filename`` (a header of the metric names, then
+    one row per epoch). The file is rewritten whole after each epoch through an atomic write
+    (``fastnn.saving.atomic_write``): a crash never leaves a half-written row."""
 
     def __init__(self, filename, separator=","):
         self.filename = str(filename)
@@ -277,16 +280,24 @@ class CSVLogger(Callback):
 
     def on_train_begin(self, logs=None):
         self._keys = None
-        open(self.filename, "w").close()
+        self._rows = []
+        self._write()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        with open(self.filename, "a", newline="") as f:
-            writer = csv.writer(f, delimiter=self.separator)
-            if self._keys is None:
-                self._keys = sorted(logs)
-                writer.writerow(["epoch"] + self._keys)
-            writer.writerow([epoch] + [logs.get(k, np.nan) for k in self._keys])
+        if self._keys is None:
+            self._keys = sorted(logs)
+        self._rows.append([epoch] + [logs.get(k, np.nan) for k in self._keys])
+        self._write()
+
+    def _write(self):
+        from .saving import atomic_write
+        text = io.StringIO(newline="")
+        writer = csv.writer(text, delimiter=self.separator)
+        if self._keys is not None:
+            writer.writerow(["epoch"] + self._keys)
+            writer.writerows(self._rows)
+        atomic_write(self.filename, lambda f: f.write(text.getvalue().encode()))
 
 
 class LambdaCallback(Callback):

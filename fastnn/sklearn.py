@@ -25,6 +25,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from .callbacks import Callback
 from .layers import Dense
 from .model import MLP
 from .optimizers import SGD, Adam
@@ -133,43 +134,16 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_ = [] if self.early_stopping else None
             self.best_validation_score_ = -np.inf if self.early_stopping else None
             self._best_weights = None
-        for _ in range(max_epochs):
-            history = model.fit(X, Y, epochs=1, batch_size=min(batch, X.shape[0]), shuffle=self.shuffle,
-                                verbose=0)
-            loss = float(history.history["loss"][-1])
-            self.n_iter_ += 1
-            self.t_ += X.shape[0]
-            self.loss_curve_.append(loss)
-            if self.verbose:
-                print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
-            if incremental:
-                continue
-            if self.early_stopping:
-                score = self._validation_score(X_val, Y_val)
-                self.validation_scores_.append(score)
-                if score < self.best_validation_score_ + self.tol:
-                    self._no_improvement += 1
-                else:
-                    self._no_improvement = 0
-                if score > self.best_validation_score_:
-                    self.best_validation_score_ = score
-                    self._best_weights = model.get_weights()
-            else:
-                if loss > self.best_loss_ - self.tol:
-                    self._no_improvement += 1
-                else:
-                    self._no_improvement = 0
-                if loss < self.best_loss_:
-                    self.best_loss_ = loss
-            if self._no_improvement > self.n_iter_no_change:
-                if self.early_stopping and self._best_weights is not None:
-                    model.set_weights(self._best_weights)
-                break
-        else:
-            if not incremental and max_epochs == self.max_iter:
-                import warnings
-                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                              "optimization hasn't converged yet.", ConvergenceWarning)
+        self._rows = X.shape[0]
+        stopping = _SklearnStopping(self, X_val, Y_val, incremental)
+        # One fit call for all epochs (the input is checked once): the callback keeps
+        # scikit-learn's fitted attributes and applies its stopping rule after each epoch.
+        model.fit(X, Y, epochs=max_epochs, batch_size=min(batch, X.shape[0]), shuffle=self.shuffle, verbose=0,
+                  callbacks=[stopping])
+        if not stopping.converged and not incremental and max_epochs == self.max_iter:
+            import warnings
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                          "optimization hasn't converged yet.", ConvergenceWarning)
         weights = model.get_weights()
         self.coefs_, self.intercepts_ = weights[0::2], weights[1::2]
         self.n_layers_ = len(self.coefs_) + 1
@@ -178,6 +152,44 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "_model")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         return self._model.predict(X.astype(self._model.dtype, copy=False)).astype(np.float64)
+
+
+class _SklearnStopping(Callback):
+    """scikit-learn's MLP bookkeeping and stopping rule, after each epoch of fastnn's ``fit``:
+    ``loss_curve_``, ``n_iter_``, ``t_``; without early stopping, stop once the training loss
+    has not improved by ``tol`` for more than ``n_iter_no_change`` epochs; with it, the same on
+    the validation score, and the best validation weights are put back at the end."""
+
+    def __init__(self, estimator, x_val, y_val, incremental):
+        self.estimator, self.x_val, self.y_val, self.incremental = estimator, x_val, y_val, incremental
+        self.converged = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        est, model = self.estimator, self.model
+        loss = float(logs["loss"])
+        est.n_iter_ += 1
+        est.t_ += est._rows
+        est.loss_curve_.append(loss)
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")
+        if self.incremental:
+            return
+        if est.early_stopping:
+            score = est._validation_score(self.x_val, self.y_val)
+            est.validation_scores_.append(score)
+            improved = score >= est.best_validation_score_ + est.tol
+            if score > est.best_validation_score_:
+                est.best_validation_score_ = score
+                est._best_weights = model.get_weights()
+        else:
+            improved = loss <= est.best_loss_ - est.tol
+            est.best_loss_ = min(est.best_loss_, loss)
+        est._no_improvement = 0 if improved else est._no_improvement + 1
+        if est._no_improvement > est.n_iter_no_change:
+            self.converged = True
+            model.stop_training = True
+            if est.early_stopping and est._best_weights is not None:
+                model.set_weights(est._best_weights)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
