@@ -7,6 +7,8 @@
     >>> model.compile(loss=CrossEntropy(), optimizer=Adam(1e-3), metrics=["accuracy"])
     >>> history = model.fit(x, y, epochs=10, batch_size=50)
 """
+import sys as _sys
+
 from .activations import ELU, Heaviside, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback, LearningRateScheduler,
                         ModelCheckpoint, ReduceLROnPlateau, TensorBoard, TerminateOnNaN)
@@ -26,4 +28,7 @@ from .threading import set_num_threads, get_num_threads, threading_info
 
 __version__ = "0.1.0"
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+# Public names only: not the submodules (``from fastnn import *`` must not shadow the standard
+# library's ``threading`` with fastnn's, for one).
+__all__ = sorted(name for name, value in globals().items()
+                 if not name.startswith("_") and not isinstance(value, type(_sys)))

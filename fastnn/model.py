@@ -9,26 +9,48 @@ gathers, runs the forward pass (Dropout active), the loss, the backward pass, th
 penalty, clipping, the learning-rate schedule and the optimizer step, with no Python in between
 and no allocation -> per-epoch logs, validation, callbacks.
 """
+import functools
 import os
+import threading
 import time
 
 import numpy as np
 
 from . import losses, optimizers, saving
 from . import metrics as metrics_
-from .backend import STATE, get_backend
+from .activations import Sigmoid, Softmax
+from .backend import STATE, check_state, get_backend
 from .base import deserialize
 from .callbacks import Callback, History, TensorBoard, TerminateOnNaN
 from .config import INFERENCE_BATCH_SIZE
 from .kernels.optimizers import N_HYPER
 from .kernels.regularizers import regularization_penalty
-from .layers import Input, Layer, check_weight_list
+from .layers import Dropout, Input, Layer, check_weight_list
 from .schedules import LearningRateSchedule
 from .validation import check_dtype, check_features, check_float, check_int, check_targets
 
 # Batches per call into the compiled loop while a progress bar is shown: often enough for
 # a smooth bar, rarely enough that the calls cost nothing measurable.
 _PROGRESS_UPDATES_PER_EPOCH = 20
+# Matrix-product FLOPs per call into the compiled training loop at most (see fit).
+_CHUNK_FLOPS = 2e10
+
+
+def _one_training_call(method):
+    """fit and train_on_batch run one at a time per model: a second call while one runs (from
+    another thread, or from a callback) is a RuntimeError, not a silent mix of two trainings.
+    The call also holds the model's lock, so that predict from other threads waits."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{method.__name__}: the model is already training (fit or train_on_batch is running, "
+                               "here or in another thread); train one model from one thread at a time")
+        try:
+            with self._lock:
+                return method(self, *args, **kwargs)
+        finally:
+            self._busy.release()
+    return wrapper
 
 
 class MLP:
@@ -51,6 +73,9 @@ class MLP:
         self.stop_training = False
         self._rng = np.random.default_rng(self.seed)
         self._backend = None
+        self._diverged = None  # why the weights are not finite, after fit raised FloatingPointError
+        self._busy = threading.Lock()  # held by fit and train_on_batch: one training call at a time
+        self._lock = threading.RLock()  # held by every call that uses the backend's buffers
         get_backend(device, self.dtype)  # fail now, not at the first fit, if the device is missing
         for layer in layers or []:
             self.add(layer)
@@ -59,6 +84,9 @@ class MLP:
 
     def add(self, layer):
         """Append a layer; its input_dim must match the previous layer's output."""
+        if self._busy.locked():
+            raise RuntimeError("the model is training (fit or train_on_batch is running, here or in another "
+                               "thread): its architecture cannot change until that returns")
         if not isinstance(layer, Layer):
             raise TypeError("layer must be a fastnn layer (Dense, Activation, Dropout, BatchNormalization, Input), "
                             f"got {type(layer).__name__}")
@@ -87,9 +115,11 @@ class MLP:
 
     def _ensure_built(self):
         if self._backend is None:
-            if not self._compute_layers():
-                raise ValueError("the model has no layers: add a Dense or Activation layer first")
-            self._build(self._initial_weights(self.layers))
+            with self._lock:  # two threads' first predict must not build twice
+                if self._backend is None:
+                    if not self._compute_layers():
+                        raise ValueError("the model has no layers: add a Dense or Activation layer first")
+                    self._build(self._initial_weights(self.layers))
 
     def _build(self, weights):
         """Lay ``weights`` out in one flat buffer, [W1, b1, W2, b2, ...], and load the backend.
@@ -194,9 +224,29 @@ class MLP:
         if self.loss is None:
             raise ValueError(f"call compile(loss=...) before {what}")
         self._ensure_built()
+        if self.loss.code == losses.BinaryCrossEntropy.code:
+            act = self._output_activation()
+            if not isinstance(act, (Sigmoid, Softmax)):
+                raise ValueError(f"BinaryCrossEntropy takes probabilities, outputs in [0, 1], but the last layer's "
+                                 f"activation is {type(act).__name__ if act is not None else 'none'}: end the model "
+                                 "in a sigmoid (or softmax), as PyTorch's BCELoss requires")
+
+    def _output_activation(self):
+        """The activation that bounds the output: the last layer's (Dropout passes it through;
+        BatchNorm, which has none, gives None)."""
+        for layer in reversed(self._compute_layers()):
+            if isinstance(layer, Dropout):
+                continue
+            return getattr(layer, "activation", None)
+        return None
+
+    def _check_usable(self, what):
+        if self._diverged is not None:
+            raise ValueError(f"cannot {what}: {self._diverged}")
 
     # ---- training -------------------------------------------------------------------------
 
+    @_one_training_call
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, validation_split=0.0, shuffle=True,
             callbacks=None, verbose=1, initial_epoch=0):
         """Train for ``epochs`` passes over (x, y); returns a ``History``.
@@ -234,6 +284,7 @@ class MLP:
             cb.set_model(self)
 
         n = x.shape[0]
+        batch_size = min(batch_size, n)  # as Keras: a batch larger than the data is the whole data, once
         n_batches = -(-n // batch_size)
         rows = np.full(n_batches, batch_size, dtype=np.float64)
         rows[-1] = n - batch_size * (n_batches - 1)
@@ -246,6 +297,11 @@ class MLP:
         per_batch = any(cb.wants_batches() for cb in callbacks)
         chunk = 1 if per_batch else (max(1, n_batches // _PROGRESS_UPDATES_PER_EPOCH) if verbose == 1
                                      else n_batches)
+        # Python sees Ctrl-C only between calls into the compiled loop: calls of at most
+        # _CHUNK_FLOPS (a fraction of a second) let a KeyboardInterrupt stop training promptly,
+        # between two batches, with the model consistent.
+        step_flops = 3.0 * getattr(self._backend, "flops_per_row", 0.0) * batch_size
+        chunk = min(chunk, max(1, int(_CHUNK_FLOPS // max(step_flops, 1.0))))
         bar = _progress_bar(verbose, n_batches)
 
         if verbose and n_batches and hasattr(self._backend, "compile_train"):
@@ -290,7 +346,7 @@ class MLP:
                         break
                     raise FloatingPointError(
                         f"the loss became {batch_loss[bad]} at epoch {epoch + 1}, batch {bad + 1}: training "
-                        "diverged (try a lower learning_rate, or check the data's scale)")
+                        "diverged (try a lower learning_rate, or check the data's scale)" + self._after_divergence())
                 if per_batch:
                     blogs = self._logs(batch_loss[first:stop], batch_correct[first:stop], rows[first:stop], spec,
                                        counts, rows[:stop].sum())
@@ -320,6 +376,17 @@ class MLP:
             cb.on_train_end(logs)
         return history
 
+    def _after_divergence(self):
+        """After a non-finite loss: the weights are those before that batch; if they are not
+        finite themselves (the previous update blew them up), the model is marked unusable (predict,
+        evaluate and save refuse it) until new weights are set or loaded. Returns the message's tail."""
+        params = self._backend.host("params")
+        if np.isfinite(params).all():
+            return "; the weights are those before that batch"
+        self._diverged = ("training diverged and left weights that are not finite; set_weights, or load a "
+                          "checkpoint, to use the model again")
+        return "; the weights are no longer finite: the model cannot predict or be saved until new weights are set"
+
     def _metric_counters(self):
         """(spec or None, zeroed counts) of the training metrics counted in the compiled step."""
         spec, size = metrics_.counter_spec([m for m in self.metrics if m != "accuracy"], self.output_dim)
@@ -336,6 +403,7 @@ class MLP:
             values.update(metrics_.from_counts(self.metrics, spec, counts, self.output_dim, counted_rows))
         return {k: values[k] for k in ["loss"] + self.metrics}
 
+    @_one_training_call
     def train_on_batch(self, x, y):
         """One optimizer step on exactly these rows; returns the loss before the step
         (and the accuracy, as a list, when compiled with metrics=['accuracy'])."""
@@ -347,7 +415,7 @@ class MLP:
         bad = self._backend.train(self._backend.dataset(x, y), np.arange(n, dtype=np.int64), n, 0, 1,
                                   self.loss.code, self._opt_hyper(), batch_loss, batch_correct, spec, counts)
         if bad >= 0:
-            raise FloatingPointError(f"the loss is {batch_loss[0]}: training diverged")
+            raise FloatingPointError(f"the loss is {batch_loss[0]}: training diverged" + self._after_divergence())
         logs = self._logs(batch_loss, batch_correct, np.array([float(n)]), spec, counts, float(n))
         return logs["loss"] if len(logs) == 1 else list(logs.values())
 
@@ -398,11 +466,15 @@ class MLP:
     # ---- inference ------------------------------------------------------------------------
 
     def predict(self, x, batch_size=None, verbose=0):
-        """The last layer's output for every row of ``x`` (e.g. class probabilities after Softmax)."""
+        """The last layer's output for every row of ``x`` (e.g. class probabilities after Softmax).
+
+        Safe to call from several threads on one model (they take turns on its buffers)."""
         self._ensure_built()
+        self._check_usable("predict")
         x = check_features(x, "x", width=self.input_dim, dtype=self.dtype)
         batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
-        return self._backend.predict(x, min(batch_size, x.shape[0]))
+        with self._lock:
+            return self._backend.predict(x, min(batch_size, x.shape[0]))
 
     def __call__(self, x, training=False):
         """The network's output for ``x``, as Keras' ``model(x, training=...)``.
@@ -414,9 +486,11 @@ class MLP:
         if not training:
             return self.predict(x)
         self._ensure_built()
+        self._check_usable("run the model")
         x = check_features(x, "x", width=self.input_dim, dtype=self.dtype)
-        out = self._backend.predict(x, max(1, x.shape[0]), training=True)
-        self._backend.write("rng", 1, self._backend.host("rng")[1:] + 1)
+        with self._lock:
+            out = self._backend.predict(x, max(1, x.shape[0]), training=True)
+            self._backend.write("rng", 1, self._backend.host("rng")[1:] + 1)
         return out
 
     def predict_classes(self, x, batch_size=None):
@@ -434,6 +508,11 @@ class MLP:
         return logs["loss"] if len(logs) == 1 else list(logs.values())
 
     def _evaluate_arrays(self, x, y, batch_size=None):
+        self._check_usable("evaluate")
+        with self._lock:
+            return self._evaluate_locked(x, y, batch_size)
+
+    def _evaluate_locked(self, x, y, batch_size):
         batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
         total, correct = self._backend.evaluate(x, y, self.loss.code, min(batch_size, x.shape[0]))
         # Keras' evaluate reports the loss with the weight penalty, as fit logs it.
@@ -466,7 +545,9 @@ class MLP:
             layer.check_weights(arrays[start: start + n], f"weights[{start}:{start + n}]")
             start += n
         flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, self.dtype)
-        self._backend.write("params", 0, flat)
+        with self._lock:
+            self._backend.write("params", 0, flat)
+        self._diverged = None
 
     def _layer_weights(self, layer):
         self._ensure_built()
@@ -564,8 +645,9 @@ class MLP:
         }
 
     @classmethod
-    def from_config(cls, config, device="cpu"):
-        """A new model (fresh weights) from ``get_config()``'s data; a ValueError names what is wrong."""
+    def from_config(cls, config, device="cpu", build=True):
+        """A new model (fresh weights) from ``get_config()``'s data; a ValueError names what is wrong.
+        ``build=False`` leaves the weights unallocated (``load_model`` fills them from a file)."""
         try:
             optimizers_ = [deserialize(o) for o in config["optimizers"]]
             model = cls(seed=config["model"]["seed"], dtype=config["model"]["dtype"], device=device,
@@ -587,7 +669,8 @@ class MLP:
                 model._default_optimizer = optimizers_[config["default_optimizer"]]
                 if not isinstance(model._default_optimizer, optimizers.Optimizer):
                     raise ValueError(f"default_optimizer names a {type(model._default_optimizer).__name__}")
-            model._ensure_built()
+            if build:
+                model._ensure_built()
         except (KeyError, TypeError, IndexError, AttributeError) as exc:
             raise ValueError(f"malformed model config: {exc!r}") from None
         return model
@@ -603,23 +686,35 @@ class MLP:
         fresh, writable arrays on its device (a memory-mapped pickle would otherwise hand the
         kernels read-only ones)."""
         if self._backend is None or not self._compute_layers():
-            return super().__reduce__()
+            return _restore_unbuilt, (type(self), {k: v for k, v in self.__dict__.items() if k not in ("_busy", "_lock")})
         return _unpickle, (self.get_config(), self._backend.state(), self._rng.bit_generator.state, self.device)
 
     def save(self, path):
         """Save architecture, weights and the whole training state to ``path`` (a NumPy .npz
         archive, no pickle; written atomically, see ``fastnn.saving``)."""
+        self._check_usable("save")
+        state = self._backend.state() if self._backend is not None else None
         config = self.get_config()
+        if state is None:
+            state = self._backend.state()
+        check_state(state, state["params"].size, state["opt_steps"].size, self.dtype)  # what load_model checks
         # Where the shuffling stream stands, so that training resumed after loading draws the
         # same epoch orders as the model that was saved.
         config["model"]["rng_state"] = self._rng.bit_generator.state
-        saving.write_model_file(path, config, self._backend.state())
+        saving.write_model_file(path, config, state)
 
     def __repr__(self):
         return f"MLP(layers={self.layers!r}, dtype={np.dtype(self.dtype).name!r}, device={self.device!r})"
 
 
 Sequential = MLP
+
+
+def _restore_unbuilt(cls, attributes):
+    model = cls.__new__(cls)
+    model.__dict__.update(attributes)
+    model._busy, model._lock = threading.Lock(), threading.RLock()
+    return model
 
 
 def _unpickle(config, state, rng_state, device):
@@ -635,7 +730,19 @@ def load_model(path, device="cpu"):
     config, arrays = saving.read_model_file(path)
     where = saving.shown(path)
     try:
-        model = MLP.from_config(config, device)
+        model = MLP.from_config(config, device, build=False)
+        # The sizes the config claims, checked against the file's arrays before anything is
+        # allocated: a small file must not make the loader build a huge model.
+        params = arrays.get("params")
+        if params is None or params.ndim != 1 or params.size != model.count_params():
+            raise ValueError(f"params must be a float vector of {model.count_params()} values to match the "
+                             f"architecture, the file holds {None if params is None else params.shape}")
+        if params.dtype.kind != "f":
+            raise ValueError(f"params must be a float vector, the file holds {params.dtype}")
+        # Built from the file's weights: no random initialization to throw away.
+        with np.errstate(over="ignore"):
+            model._build(_split(params.astype(model.dtype), [s for layer in model.layers
+                                                             for s in layer.weight_shapes()]))
         if config["model"].get("rng_state") is not None:
             model._rng.bit_generator.state = config["model"]["rng_state"]
     except (KeyError, TypeError, AttributeError) as exc:

@@ -94,7 +94,7 @@ class Adam(Optimizer):
         self.learning_rate = _check_learning_rate(learning_rate)
         self.beta_1 = check_float(beta_1, "beta_1", minimum=0.0, maximum=1.0, max_inclusive=False)
         self.beta_2 = check_float(beta_2, "beta_2", minimum=0.0, maximum=1.0, max_inclusive=False)
-        self.epsilon = check_float(epsilon, "epsilon", minimum=0.0)
+        self.epsilon = check_float(epsilon, "epsilon", minimum=0.0, min_inclusive=False)
 
     def hyper_parameters(self):
         h = super().hyper_parameters()
@@ -129,7 +129,7 @@ class RMSProp(Optimizer):
         self._set_clipping(clipnorm, global_clipnorm, clipvalue)
         self.learning_rate = _check_learning_rate(learning_rate)
         self.rho = check_float(rho, "rho", minimum=0.0, maximum=1.0, max_inclusive=False)
-        self.epsilon = check_float(epsilon, "epsilon", minimum=0.0)
+        self.epsilon = check_float(epsilon, "epsilon", minimum=0.0, min_inclusive=False)
 
     def hyper_parameters(self):
         h = super().hyper_parameters()
@@ -146,7 +146,7 @@ class AdaGrad(Optimizer):
                  clipnorm=None, global_clipnorm=None, clipvalue=None):
         self._set_clipping(clipnorm, global_clipnorm, clipvalue)
         self.learning_rate = _check_learning_rate(learning_rate)
-        self.epsilon = check_float(epsilon, "epsilon", minimum=0.0)
+        self.epsilon = check_float(epsilon, "epsilon", minimum=0.0, min_inclusive=False)
         self.initial_accumulator_value = check_float(initial_accumulator_value, "initial_accumulator_value",
                                                      minimum=0.0)
 

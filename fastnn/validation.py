@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from .kernels.checks import all_finite, labels_in_range
+from .kernels.checks import all_finite
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -62,6 +62,10 @@ def _as_numeric_array(x, name):
         raise ValueError(f"{name} must be a rectangular numeric array: {exc}") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and (arr.dtype.itemsize < 4 or not arr.dtype.isnative):
+        arr = arr.astype(np.float64)  # float16, big-endian: dtypes the kernels are not compiled for
+    elif arr.dtype.kind in "iub" and not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
 
 
@@ -116,11 +120,12 @@ def check_targets(y, name, n_rows, width, dtype=np.float32, one_hot_labels=True,
                 raise ValueError(f"{name} contains NaN or infinite values")
             if np.any(labels != np.round(labels)):
                 raise ValueError(f"{name} looks like class labels but holds non-integer values")
-        labels = np.ascontiguousarray(labels, dtype=np.int64)
-        if not labels_in_range(labels, width):
-            bad = labels[(labels < 0) | (labels >= width)][0]
-            raise ValueError(f"{name} holds class label {bad}, outside [0, {width}) "
+        outside = (labels < 0) | (labels >= width)  # on the values given: 1e20 is 1e20, not int64's wrap
+        if np.any(outside):
+            bad = labels[outside][0]
+            raise ValueError(f"{name} holds class label {bad.item()!r}, outside [0, {width}) "
                              f"(the model has {width} outputs)")
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
         out = np.zeros((n_rows, width), dtype=dtype)
         out[np.arange(n_rows), labels] = 1
         return out

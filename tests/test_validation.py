@@ -214,7 +214,9 @@ CONSTRUCTOR_CASES = [
     ("sgd-nesterov", lambda: SGD(0.1, nesterov=True), ValueError, r"nesterov=True needs momentum"),
     ("adam-beta1", lambda: Adam(beta_1=1.0), ValueError, r"beta_1 must be < 1"),
     ("adam-beta2", lambda: Adam(beta_2=-0.1), ValueError, r"beta_2 must be >= 0"),
-    ("adam-epsilon", lambda: Adam(epsilon=-1e-8), ValueError, r"epsilon must be >= 0"),
+    ("adam-epsilon", lambda: Adam(epsilon=-1e-8), ValueError, r"epsilon must be > 0"),
+    # epsilon 0 turned a never-active unit's weights into NaN (0/0) while loss and outputs stayed finite
+    ("adam-epsilon-zero", lambda: Adam(epsilon=0.0), ValueError, r"epsilon must be > 0"),
     ("rmsprop-rho", lambda: RMSProp(rho=1.5), ValueError, r"rho must be"),
     ("adagrad-accumulator", lambda: AdaGrad(initial_accumulator_value=-1), ValueError, r"initial_accumulator_value"),
     ("leaky-relu-alpha", lambda: LeakyReLU(epsilon=2.0), ValueError, r"alpha must be <= 1"),
