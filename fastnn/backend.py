@@ -46,7 +46,7 @@ def check_state(state, size, slices, dtype):
             raise ValueError(f"{name} must be a float vector of {size} values to match the architecture, "
                              f"got {arr.dtype} of shape {arr.shape}")
         with np.errstate(over="ignore"):  # checked after the cast: 1e300 is inf in float32
-            out[name] = arr.astype(dtype)
+            out[name] = arr.astype(dtype, copy=False)  # callers that keep their arrays copy them (load)
         if not np.isfinite(out[name]).all():
             raise ValueError(f"{name} holds NaN or infinite values")
     steps = np.asarray(state["opt_steps"])
@@ -79,16 +79,20 @@ class Backend:
         for name in STATE:
             self.write(name, 0, state[name])
 
+    def fill(self, name, lo, hi, value):
+        """``buffer[lo:hi] = value`` (through ``write``; a backend may do it in place)."""
+        self.write(name, lo, np.full(hi - lo, value, dtype=self.dtype))
+
     def configure_optimizers(self, opt_meta, initial):
         """Set the optimizers' slices, int64 (S, 3) [start, stop, kind] of the flat buffers, and
         reset their state: ``state1`` to each slice's ``initial[s]`` (0 outside every slice),
         ``state2`` and the step counts to 0."""
         self.opt_meta = np.ascontiguousarray(opt_meta, dtype=np.int64).reshape(-1, 3)
-        state1 = np.zeros(self.params.size, self.dtype)
+        self.fill("state1", 0, self.params.size, 0.0)
+        self.fill("state2", 0, self.params.size, 0.0)
         for (lo, hi, _), value in zip(self.opt_meta, initial):
-            state1[lo:hi] = value
-        self.write("state1", 0, state1)
-        self.write("state2", 0, np.zeros(self.params.size, self.dtype))
+            if value:
+                self.fill("state1", lo, hi, value)
         self.opt_steps = np.zeros(self.opt_meta.shape[0], np.int64)  # on the host on every backend
 
 
@@ -102,7 +106,9 @@ class CPUBackend(Backend):
 
     def load(self, layers, alphas, reg, opt_meta, state):
         """Take the network table, the weight penalties' table, the optimizers' slices (as
-        ``configure_optimizers``) and the training state (as ``state()``; host arrays, copied)."""
+        ``configure_optimizers``) and the training state (as ``state()``). Float buffers already of
+        the backend's dtype are taken as they are, not copied: the caller hands over fresh arrays
+        (a model's buffers can be hundreds of MB each)."""
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
         self.alphas = network.alpha_table(alphas)
         self.opt_meta = np.ascontiguousarray(opt_meta, dtype=np.int64).reshape(-1, 3)
@@ -125,6 +131,10 @@ class CPUBackend(Backend):
     def host(self, name):
         """A host copy of one entry of the training state (a name of ``STATE``)."""
         return getattr(self, name).copy()
+
+    def fill(self, name, lo, hi, value):
+        """``buffer[lo:hi] = value``, in place."""
+        getattr(self, name)[lo:hi] = value
 
     def write(self, name, lo, values):
         """Overwrite ``buffer[lo:lo + values.size]`` from a host array."""

@@ -131,7 +131,7 @@ class MLP:
             layer._offset = offset
             table.append(layer.table_row(offset))
             offset += layer.count_params()
-        params = np.concatenate([np.ravel(w) for w in weights]).astype(self.dtype) if weights \
+        params = np.concatenate([np.ravel(w) for w in weights]).astype(self.dtype, copy=False) if weights \
             else np.zeros(0, self.dtype)
         self._table = np.array(table, dtype=np.int64)
         self._alphas = np.array([layer.table_floats() for layer in layers], dtype=np.float64).reshape(-1, 2)
@@ -139,6 +139,8 @@ class MLP:
                              dtype=np.float64).reshape(-1, 4)
         rng = self._backend.host("rng") if self._backend is not None else np.array([self._random_key(), 0])
         self._backend = get_backend(self.device, self.dtype)
+        # The backend takes these fresh arrays as its own (no copies: a Dense(8000, 8000) is 256 MB
+        # a buffer); configure_optimizers then sets the optimizer state in place.
         self._backend.load(self._table, self._alphas, self._reg, np.zeros((0, 3), np.int64),
                            {"params": params, "state1": np.zeros_like(params), "state2": np.zeros_like(params),
                             "opt_steps": np.zeros(0, np.int64), "rng": rng})

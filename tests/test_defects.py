@@ -244,3 +244,17 @@ def test_an_interrupt_stops_between_chunks_with_the_model_consistent(monkeypatch
     monkeypatch.setattr(backend, "train", real_train)
     model.fit(x, y, epochs=1, batch_size=32, verbose=0)  # and training goes on
     assert np.isfinite(model.predict(x)).all()
+
+
+def test_building_a_large_layer_makes_few_copies():
+    """Was: Dense(8000, 8000), 256 MB of parameters, peaked at 2.05 GB (8 buffers' worth).
+    Training needs four (parameters, gradients, two optimizer states); the float64 draw of
+    the initializer adds a fifth and a half while it runs."""
+    tracemalloc.start()
+    try:
+        model = MLP([Dense(3000, 3000, activation="relu")], seed=0)
+        model._ensure_built()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5.5 * model.count_params() * 4
