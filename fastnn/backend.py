@@ -46,7 +46,8 @@ def check_state(state, size, slices, dtype):
             raise ValueError(f"{name} must be a float vector of {size} values to match the architecture, "
                              f"got {arr.dtype} of shape {arr.shape}")
         with np.errstate(over="ignore"):  # checked after the cast: 1e300 is inf in float32
-            out[name] = arr.astype(dtype, copy=False)  # callers that keep their arrays copy them (load)
+            # No copy when already of dtype: load takes fresh arrays as its own; load_state copies.
+            out[name] = arr.astype(dtype, copy=False)
         if not np.isfinite(out[name]).all():
             raise ValueError(f"{name} holds NaN or infinite values")
     steps = np.asarray(state["opt_steps"])

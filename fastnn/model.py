@@ -343,7 +343,7 @@ class MLP:
                 if bad >= 0:
                     if any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
                         print(f"Epoch {epoch + 1}, batch {bad + 1}: invalid loss {batch_loss[bad]}, terminating "
-                              "training (the weights are those before that batch)")
+                              f"training{self._after_divergence()}")
                         self.stop_training = True
                         break
                     raise FloatingPointError(

@@ -243,7 +243,8 @@ def test_terminate_on_nan_stops_instead_of_raising(capsys):
     history = m.fit(x, y, epochs=2, batch_size=32, shuffle=False, callbacks=[fastnn.TerminateOnNaN()], verbose=0)
     # epoch 1 ends (with a huge loss); epoch 2 stops at its first batch, before any update
     assert len(history.history["loss"]) == 1
-    assert "Epoch 2, batch 1: invalid loss nan, terminating training" in capsys.readouterr().out
+    assert "Epoch 2, batch 1: invalid loss nan, terminating training; the weights are no longer finite" \
+        in capsys.readouterr().out
     assert m.stop_training
 
 
