@@ -13,8 +13,11 @@ import numba
 import numpy as np
 from numba import cuda
 
+from ..kernels import metrics as cpu
 from ..kernels.metrics import CLASS_CONFUSION, CONFUSION, REGRESSION_SUMS, SCORE_HISTOGRAM, TOP_K
-from . import C_BAD, REDUCE_THREADS, blocks, kernel, launch
+from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch
+
+row_argmax = device_twin(cpu.row_argmax)
 
 
 @kernel(device=True)
@@ -42,14 +45,7 @@ def device_functions(dtype):
         wins, as NumPy), threshold at 0.5 for one column (binary accuracy); else 0."""
         if cols == 1:
             return 1 if (pred[lo] > HALF) == (target[lo] > HALF) else 0
-        best_p = 0
-        best_t = 0
-        for j in range(1, cols):
-            if pred[lo + j] > pred[lo + best_p]:
-                best_p = j
-            if target[lo + j] > target[lo + best_t]:
-                best_t = j
-        return 1 if best_p == best_t else 0
+        return 1 if row_argmax(pred, lo, cols) == row_argmax(target, lo, cols) else 0
 
     return SimpleNamespace(correct_row=correct_row)
 
@@ -107,13 +103,8 @@ def counter_kernels(dtype):
                 t = target[lo] > HALF
                 cuda.atomic.add(counts, off + (0 if p and t else (1 if p else (2 if not t else 3))), ONE)
             elif kind == CLASS_CONFUSION:
-                bp = 0
-                bt = 0
-                for j in range(1, cols):
-                    if pred[lo + j] > pred[lo + bp]:
-                        bp = j
-                    if target[lo + j] > target[lo + bt]:
-                        bt = j
+                bp = row_argmax(pred, lo, cols)
+                bt = row_argmax(target, lo, cols)
                 if bp == bt:
                     cuda.atomic.add(counts, off + bp, ONE)
                 else:
@@ -147,10 +138,7 @@ def counter_kernels(dtype):
                     cuda.atomic.add(counts, off + 4 * cols, dot / norm)
                 cuda.atomic.add(counts, off + 4 * cols + 1, ONE)
             elif kind == TOP_K:
-                bt = 0
-                for j in range(1, cols):
-                    if target[lo + j] > target[lo + bt]:
-                        bt = j
+                bt = row_argmax(target, lo, cols)
                 above = 0
                 for j in range(cols):
                     if pred[lo + j] > pred[lo + bt] or (pred[lo + j] == pred[lo + bt] and j > bt):

@@ -5,6 +5,17 @@ from ..config import kernel
 
 
 @kernel(inline=True)
+def row_argmax(a, lo, cols):
+    """The index of the first maximum of a[lo], ..., a[lo + cols - 1] (NumPy's argmax) of a
+    flat array: one source for the CPU (a row view, lo = 0) and the CUDA twin (flat buffers)."""
+    best = 0
+    for j in range(1, cols):
+        if a[lo + j] > a[lo + best]:
+            best = j
+    return best
+
+
+@kernel(inline=True)
 def count_correct(pred, target):
     """Rows whose prediction matches the target: argmax equality for C > 1 (one-hot or
     probability targets), threshold at 0.5 for a single output (binary accuracy)."""
@@ -14,16 +25,8 @@ def count_correct(pred, target):
         if cols == 1:
             if (pred[i, 0] > 0.5) == (target[i, 0] > 0.5):
                 correct += 1
-        else:
-            best_p = 0
-            best_t = 0
-            for j in range(1, cols):
-                if pred[i, j] > pred[i, best_p]:
-                    best_p = j
-                if target[i, j] > target[i, best_t]:
-                    best_t = j
-            if best_p == best_t:
-                correct += 1
+        elif row_argmax(pred[i], 0, cols) == row_argmax(target[i], 0, cols):
+            correct += 1
     return correct
 
 
@@ -54,13 +57,8 @@ def metric_counts(spec, counts, pred, target):
                 counts[off + (0 if p and t else (1 if p else (2 if not t else 3)))] += 1.0
         elif kind == CLASS_CONFUSION:
             for i in range(rows):
-                bp = 0
-                bt = 0
-                for j in range(1, cols):
-                    if pred[i, j] > pred[i, bp]:
-                        bp = j
-                    if target[i, j] > target[i, bt]:
-                        bt = j
+                bp = row_argmax(pred[i], 0, cols)
+                bt = row_argmax(target[i], 0, cols)
                 if bp == bt:
                     counts[off + bp] += 1.0
                 else:
@@ -97,10 +95,7 @@ def metric_counts(spec, counts, pred, target):
                 counts[off + 4 * cols + 1] += 1.0
         elif kind == TOP_K:
             for i in range(rows):
-                bt = 0
-                for j in range(1, cols):
-                    if target[i, j] > target[i, bt]:
-                        bt = j
+                bt = row_argmax(target[i], 0, cols)
                 above = 0
                 for j in range(cols):
                     if pred[i, j] > pred[i, bt] or (pred[i, j] == pred[i, bt] and j > bt):
