@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import numba
 import numpy as np
 
+from . import distributed
 from .config import INFERENCE_BATCH_SIZE
 from .kernels import network
 from .kernels.optimizers import H_SCHEDULE, any_clipping
@@ -198,7 +199,16 @@ class CPUBackend(Backend):
         return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), loss,
                 batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
-                *self.optional_stages(opt_hyper), *self.kinds)
+                *self.optional_stages(opt_hyper), *self.kinds, self._collective())
+
+    def _collective(self):
+        """None in one process; under MPI the step's ``Collective``, made once per parameter buffer."""
+        if distributed.world() is None:
+            return None
+        kept = getattr(self, "_kept_collective", None)
+        if kept is None or kept.recv.size != self.params.size or kept.recv.dtype != self.dtype:
+            self._kept_collective = distributed.collective(self.dtype, self.params.size)
+        return self._kept_collective
 
     def _network(self):
         # Built per call, not kept: load_state and configure_optimizers may replace the arrays.

@@ -19,6 +19,8 @@ from .validation import check_float, check_int
 
 class Callback(Configurable):
     model = None
+    # Under MPI only rank 0 runs a callback that writes files (fastnn.distributed).
+    writes_files = False
 
     def set_model(self, model):
         self.model = model
@@ -38,6 +40,20 @@ class Callback(Configurable):
     def wants_batches(self):
         """True when this callback has a per-batch hook (``on_batch_end(batch, logs)``)."""
         return hasattr(self, "on_batch_end")
+
+
+class _Muted(Callback):
+    """A callback that writes files, on a rank other than 0 under MPI: it does nothing, but asks
+    for batches as the callback does, so that every rank calls the compiled loop in the same chunks."""
+
+    def __init__(self, callback):
+        self.callback = callback
+
+    def wants_batches(self):
+        return self.callback.wants_batches()
+
+    def on_batch_end(self, batch, logs=None):
+        pass
 
 
 class History(Callback):
@@ -231,6 +247,7 @@ class ModelCheckpoint(_Monitor):
     """Save the model to ``filepath`` (formatted with ``epoch`` and the logs) after each epoch,
     or only when ``monitor`` improves with ``save_best_only`` (``mode`` as ``EarlyStopping``'s).
     Each save is atomic (``fastnn.saving``): a crash never leaves a broken checkpoint."""
+    writes_files = True
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
         self.filepath = str(filepath)
@@ -273,6 +290,7 @@ class CSVLogger(Callback):
     """Write each epoch's logs as a CSV row to ``filename`` (a header of the metric names, then
     one row per epoch). The file is rewritten whole after each epoch through an atomic write
     (``fastnn.saving.atomic_write``): a crash never leaves a half-written row."""
+    writes_files = True
 
     def __init__(self, filename, separator=","):
         self.filename = str(filename)
@@ -326,6 +344,7 @@ class TensorBoard(Callback):
     Needs the optional ``tensorboardX`` writer: ``pip install "fastnn[tensorboard]"``; view with
     ``tensorboard --logdir <log_dir>``. A ``log_dir`` that cannot be written is a ValueError
     when training starts."""
+    writes_files = True
 
     def __init__(self, log_dir="logs", histogram_freq=0, update_freq="epoch"):
         self.log_dir = os.fspath(log_dir)

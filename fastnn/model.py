@@ -16,12 +16,12 @@ import time
 
 import numpy as np
 
-from . import losses, optimizers, saving
+from . import distributed, losses, optimizers, saving
 from . import metrics as metrics_
 from .activations import Sigmoid, Softmax
 from .backend import STATE, check_state, get_backend
 from .base import deserialize
-from .callbacks import Callback, History, TensorBoard, TerminateOnNaN
+from .callbacks import Callback, History, TensorBoard, TerminateOnNaN, _Muted
 from .config import INFERENCE_BATCH_SIZE
 from .kernels.optimizers import N_HYPER
 from .kernels.regularizers import regularization_penalty
@@ -257,8 +257,25 @@ class MLP:
         targets of the output's width. The last batch of an epoch may be smaller. Loss and
         accuracy per epoch are averages over that epoch's batches weighted by their rows
         (Keras' convention); validation figures are computed after the epoch.
+
+        Under MPI (``fastnn.distributed.init()``), ``batch_size`` is the global batch and every
+        rank passes the same full arrays; see ``fastnn.distributed``.
         """
+        epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks = distributed.agree(
+            self._fit_inputs, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
+            callbacks)
+        if distributed.world() is not None:
+            distributed.check_same_data(x=x, y=y, **({} if x_val is None else {"validation x": x_val,
+                                                                                  "validation y": y_val}))
+            self._take_rank_zero_state()
+        with distributed.fail_together():
+            return self._fit(x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch)
+
+    def _fit_inputs(self, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
+                    callbacks):
+        """fit's arguments checked: (epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks)."""
         self._require_compiled("fit")
+        self._check_distributable()
         epochs = check_int(epochs, "epochs", minimum=0)
         batch_size = check_int(batch_size, "batch_size", minimum=1)
         initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
@@ -278,7 +295,44 @@ class MLP:
             x, x_val, y, y_val = x[:cut], x[cut:], y[:cut], y[cut:]
         else:
             x_val = y_val = None
-        callbacks = _callback_list(callbacks)
+        return epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, _callback_list(callbacks)
+
+    def _check_distributable(self):
+        if distributed.world() is not None and self.device != "cpu":
+            raise ValueError(f"under MPI fastnn trains on the CPU only, this model is on {self.device!r}: the CUDA "
+                             "path would need a CUDA-aware MPI or NCCL (see docs/distributed.md)")
+
+    def _take_rank_zero_state(self):
+        """Under MPI: every rank takes rank 0's training state and shuffle generator, so that the
+        ranks start a training call alike whatever their seeds or earlier calls."""
+        rank0 = distributed.rank() == 0
+        state, rng_state = distributed.broadcast((self._backend.state(), self._rng.bit_generator.state)
+                                                 if rank0 else None)
+        if not rank0:
+            self._backend.load_state(state)
+            self._rng.bit_generator.state = rng_state
+
+    def _average_running_statistics(self):
+        """Under MPI: BatchNorm's running statistics, which each rank updates from its own rows,
+        averaged over the ranks so that all hold the same model."""
+        if distributed.world() is None:
+            return
+        params = self._backend.host("params")
+        for lo, hi in self._running_statistics():
+            mean = distributed.sum_over_ranks(params[lo:hi]) / distributed.size()
+            self._backend.write("params", lo, mean.astype(self.dtype))
+
+    def _running_statistics(self):
+        """[start, stop) in the flat buffer of each BatchNorm layer's running mean and variance."""
+        from .kernels.network import BATCHNORM_LAYER, B_OFF, KIND, N_OUT
+        table = self._backend.layers
+        return [(b + n, b + 3 * n) for b, n in zip(table[table[:, KIND] == BATCHNORM_LAYER, B_OFF],
+                                                 table[table[:, KIND] == BATCHNORM_LAYER, N_OUT])]
+
+    def _fit(self, x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch):
+        rank0 = distributed.rank() == 0
+        show = verbose if rank0 else 0  # only rank 0 prints; chunks follow ``verbose`` on every rank alike
+        callbacks = [cb if rank0 or not cb.writes_files else _Muted(cb) for cb in callbacks]
         history = History()
         # Last, as in Keras: History records what the other callbacks add to an epoch's logs.
         callbacks = callbacks + [history]
@@ -304,16 +358,22 @@ class MLP:
         # between two batches, with the model consistent.
         step_flops = 3.0 * getattr(self._backend, "flops_per_row", 0.0) * batch_size
         chunk = min(chunk, max(1, int(_CHUNK_FLOPS // max(step_flops, 1.0))))
-        bar = _progress_bar(verbose, n_batches)
+        bar = _progress_bar(show, n_batches)
 
-        if verbose and n_batches and hasattr(self._backend, "compile_train"):
+        if n_batches and hasattr(self._backend, "compile_train") and (verbose or distributed.world() is not None):
             # Compiling is not training: done here, out of the first epoch's time and throughput.
-            if self._backend.will_compile():
-                print("compiling kernels (first run only, about 15 s on two cores) ...", flush=True)
-            note = self._backend.compile_train(data, order, batch_size, 0, 1, self.loss.code, self._opt_hyper(),
-                                               batch_loss, batch_correct, spec, counts)
-            if note:
-                print(note, flush=True)
+            # Under MPI rank 0 compiles first and the others then load its cache: processes
+            # writing one cache at once can crash (numba#4807).
+            for turn in (True, False):
+                if turn == rank0:
+                    if show and self._backend.will_compile():
+                        print("compiling kernels (first run only, about 15 s on two cores) ...", flush=True)
+                    note = self._backend.compile_train(data, order, batch_size, 0, 1, self.loss.code,
+                                                       self._opt_hyper(), batch_loss, batch_correct, spec, counts)
+                    if note and show:
+                        print(note, flush=True)
+                if turn:
+                    distributed.barrier()
 
         self.stop_training = False
         # Hooks get their logs positionally, as Keras passes them: a LambdaCallback's
@@ -361,12 +421,13 @@ class MLP:
             if self.stop_training and bad >= 0:  # TerminateOnNaN: no logs of a diverged epoch
                 break
             logs = self._logs(batch_loss, batch_correct, rows, spec, counts, rows.sum())
+            self._average_running_statistics()
             if x_val is not None:
                 val = self._evaluate_arrays(x_val, y_val)
                 logs.update({"val_" + k: v for k, v in val.items()})
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
-            if verbose:
+            if show:
                 line = f"Epoch {epoch + 1}/{epochs} - {seconds:.2f}s - {n / max(seconds, 1e-9):,.0f} samples/s - " \
                        + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
                 (bar.write if bar is not None else print)(line)
@@ -401,25 +462,37 @@ class MLP:
         values = {"loss": float(np.dot(batch_loss, rows) / total)}
         if "accuracy" in self.metrics:
             values["accuracy"] = float(batch_correct.sum() / total)
-        if spec is not None:
+        if spec is not None:  # each rank counted its own rows
+            counts = distributed.sum_over_ranks(counts)
             values.update(metrics_.from_counts(self.metrics, spec, counts, self.output_dim, counted_rows))
         return {k: values[k] for k in ["loss"] + self.metrics}
 
     @_one_training_call
     def train_on_batch(self, x, y):
         """One optimizer step on exactly these rows; returns the loss before the step
-        (and the accuracy, as a list, when compiled with metrics=['accuracy'])."""
-        self._require_compiled("train_on_batch")
-        x, y = self._check_xy(x, y)
+        (and the accuracy, as a list, when compiled with metrics=['accuracy']).
+
+        Under MPI the rows are the global batch, the same on every rank (see ``fit``)."""
+        x, y = distributed.agree(self._train_on_batch_inputs, x, y)
+        if distributed.world() is not None:
+            distributed.check_same_data(x=x, y=y)
+            self._take_rank_zero_state()
         n = x.shape[0]
         batch_loss, batch_correct = np.zeros(1), np.zeros(1, dtype=np.int64)
         spec, counts = self._metric_counters()
-        bad = self._backend.train(self._backend.dataset(x, y), np.arange(n, dtype=np.int64), n, 0, 1,
-                                  self.loss.code, self._opt_hyper(), batch_loss, batch_correct, spec, counts)
-        if bad >= 0:
-            raise FloatingPointError(f"the loss is {batch_loss[0]}: training diverged" + self._after_divergence())
-        logs = self._logs(batch_loss, batch_correct, np.array([float(n)]), spec, counts, float(n))
+        with distributed.fail_together():
+            bad = self._backend.train(self._backend.dataset(x, y), np.arange(n, dtype=np.int64), n, 0, 1,
+                                      self.loss.code, self._opt_hyper(), batch_loss, batch_correct, spec, counts)
+            if bad >= 0:
+                raise FloatingPointError(f"the loss is {batch_loss[0]}: training diverged" + self._after_divergence())
+            logs = self._logs(batch_loss, batch_correct, np.array([float(n)]), spec, counts, float(n))
+            self._average_running_statistics()
         return logs["loss"] if len(logs) == 1 else list(logs.values())
+
+    def _train_on_batch_inputs(self, x, y):
+        self._require_compiled("train_on_batch")
+        self._check_distributable()
+        return self._check_xy(x, y)
 
     def train(self, dataset, loss=None, epochs=10, metrics=("train_loss", "train_accuracy"), tensorboard=False,
               callbacks=None, verbose=1):
@@ -501,28 +574,45 @@ class MLP:
         return (p[:, 0] > 0.5).astype(np.int64) if p.shape[1] == 1 else p.argmax(axis=1)
 
     def evaluate(self, x, y, batch_size=None, verbose=0, return_dict=False):
-        """The loss on (x, y) (and accuracy: a list [loss, accuracy] when compiled with it)."""
-        self._require_compiled("evaluate")
-        x, y = self._check_xy(x, y)
+        """The loss on (x, y) (and accuracy: a list [loss, accuracy] when compiled with it).
+
+        Under MPI every rank passes the same rows and gets the same figures: each rank evaluates
+        its share of the rows."""
+        x, y, batch_size = distributed.agree(self._evaluate_inputs, x, y, batch_size)
+        distributed.check_same_data(x=x, y=y)
         logs = self._evaluate_arrays(x, y, batch_size)
         if return_dict:
             return logs
         return logs["loss"] if len(logs) == 1 else list(logs.values())
 
-    def _evaluate_arrays(self, x, y, batch_size=None):
+    def _evaluate_inputs(self, x, y, batch_size):
+        self._require_compiled("evaluate")
+        x, y = self._check_xy(x, y)
+        self._check_usable("evaluate")
+        batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+        return x, y, batch_size
+
+    def _evaluate_arrays(self, x, y, batch_size=INFERENCE_BATCH_SIZE):
         self._check_usable("evaluate")
         with self._lock:
             return self._evaluate_locked(x, y, batch_size)
 
     def _evaluate_locked(self, x, y, batch_size):
-        batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
-        total, correct = self._backend.evaluate(x, y, self.loss.code, min(batch_size, x.shape[0]))
+        # Under MPI each rank takes whole batches of the ones that one process would evaluate, so
+        # that the loss (a mean over batches, weighted by their rows, as Keras') is the same.
+        batch_size = min(batch_size, x.shape[0])
+        first, stop = distributed.share(-(-x.shape[0] // batch_size))  # all batches in one process
+        lo, hi = first * batch_size, min(stop * batch_size, x.shape[0])
+        x_part, y_part = x[lo:hi], y[lo:hi]
+        total, correct = self._backend.evaluate(x_part, y_part, self.loss.code, batch_size) if hi > lo else (0.0, 0)
+        total, correct = distributed.sum_over_ranks([total, correct])
         # Keras' evaluate reports the loss with the weight penalty, as fit logs it.
         penalty = regularization_penalty(self._backend.host("params"), self._reg) if self._reg.size else 0.0
-        values = {"loss": total / x.shape[0] + penalty, "accuracy": correct / x.shape[0]}
+        values = {"loss": float(total / x.shape[0] + penalty), "accuracy": float(correct / x.shape[0])}
         exact = [m for m in self.metrics if m != "accuracy"]
         if exact:  # exact over all rows, from the predictions
-            values.update(metrics_.from_predictions(exact, y, self._backend.predict(x, min(batch_size, x.shape[0]))))
+            pred = self._backend.predict(x_part, batch_size) if hi > lo else np.empty((0, self.output_dim), self.dtype)
+            values.update(metrics_.from_predictions(exact, y, distributed.gather_rows(pred)))
         return {k: values[k] for k in ["loss"] + self.metrics}
 
     # ---- weights and description ----------------------------------------------------------

@@ -72,3 +72,20 @@ def test_backward_recomputes_the_forward_mask(dtype):
     in_place = dout.copy()
     D.dropout_backward(in_place, in_place, s, 0.4)
     np.testing.assert_array_equal(in_place, dx)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_part_of_the_batch_draws_the_whole_batch_mask(dtype):
+    """Under MPI a rank runs rows [r0, r1) of a batch: with start = r0 * cols it gets exactly those
+    rows of the mask (forward and backward) that the whole batch would."""
+    x = np.random.default_rng(1).uniform(0.5, 2.0, (9, 5)).astype(dtype)
+    s = stream(42, 3, 1)
+    whole = forward(x, 42, 3, 1, 0.4)
+    r0, r1 = 4, 9
+    part = np.full_like(x[r0:r1], np.nan)
+    D.dropout_forward(part.reshape(-1), x[r0:r1].reshape(-1), s, 0.4, r0 * x.shape[1])
+    np.testing.assert_array_equal(part, whole[r0:r1])
+    back = np.full_like(part, np.nan)
+    D.dropout_backward(back.reshape(-1), x[r0:r1].reshape(-1), s, 0.4, r0 * x.shape[1])
+    np.testing.assert_array_equal(back, whole[r0:r1])
+    assert not np.array_equal(forward(x[r0:r1], 42, 3, 1, 0.4), whole[r0:r1])  # start matters

@@ -54,18 +54,21 @@ def dropout_threshold(rate):
 
 
 @kernel(inline=True)
-def dropout_forward(out, x, stream, rate):
-    """out = x * keep / (1 - rate) elementwise over the flat (row-major) batch; ``out`` may be ``x``."""
+def dropout_forward(out, x, stream, rate, start=0):
+    """out = x * keep / (1 - rate) elementwise over the flat (row-major) batch; ``out`` may be ``x``.
+
+    ``start``: the index of x[0] in the whole batch, when x is a part of it (a rank's rows under
+    MPI), so that the part draws the same mask as the whole would."""
     threshold = dropout_threshold(rate)
     scale = x.dtype.type(1.0 / (1.0 - rate))
     zero = x.dtype.type(0)
     for i in range(x.size):
-        out[i] = x[i] * scale if dropout_keeps(stream, i, threshold) else zero
+        out[i] = x[i] * scale if dropout_keeps(stream, start + i, threshold) else zero
 
 
 @kernel(inline=True)
-def dropout_backward(dx, dout, stream, rate):
+def dropout_backward(dx, dout, stream, rate, start=0):
     """dx = dout * keep / (1 - rate), with the forward's mask recomputed; ``dx`` may be ``dout``.
 
     The layer is linear in its input, so its backward is its forward's pass over dout."""
-    dropout_forward(dx, dout, stream, rate)
+    dropout_forward(dx, dout, stream, rate, start)

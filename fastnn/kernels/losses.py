@@ -285,6 +285,12 @@ def perceptron_backward(dpred, pred, target):
             dpred[i, j] = pred[i, j] - target[i, j]
 
 
+@kernel(inline=True)
+def loss_is_summed(loss):
+    """Whether the loss sums over the batch's rows (SSE, the perceptron's) rather than averaging."""
+    return loss == SSE or loss == PERCEPTRON
+
+
 @kernel
 def loss_forward(loss, pred, target):
     """The value of loss ``loss`` (a code above)."""

@@ -11,6 +11,10 @@ order:
 5. Add the weight penalty and its gradient (``kernels/regularizers.py``).
 6. ``apply_optimizers``: for each optimizer's slice of the flat parameter buffer, clip the
    gradients, take this step's learning rate from the schedule, and update.
+Under MPI (``collective``, ``kernels/distributed.py``) each rank runs stages 2-4 on its share
+of the batch's rows; the loss is summed over the ranks before it is checked (every rank then
+stops at the same batch) and the gradients between stages 4 and 5, so every rank takes the
+same step.
 The Python side calls it once per epoch (or per chunk of batches when a callback or progress
 bar wants to see them), so no Python runs per batch.
 
@@ -46,8 +50,9 @@ from ..config import kernel
 from .activations import SIGMOID, SOFTMAX, bias_activation_forward, activation_backward
 from .batchnorm import STATS_ROWS, batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
+from .distributed import allreduce_gradients, allreduce_loss, rank_rows
 from .dropout import dropout_backward, dropout_forward, dropout_stream
-from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward,
+from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward, loss_is_summed,
                      sigmoid_binary_cross_entropy_backward, softmax_cross_entropy_backward)
 from .metrics import count_correct, metric_counts
 from .optimizers import H_LR, H_SCHEDULE, clip_gradients, optimizer_step
@@ -91,7 +96,7 @@ def gather_rows(dst, src, order, start):
 
 
 @kernel
-def network_forward(net, x, work, training, dropout=True, batchnorm=True):
+def network_forward(net, x, work, training, dropout=True, batchnorm=True, row0=0):
     """Run every layer of ``net`` on the rows of ``x``; returns the last layer's output (a view of
     ``work.acts``, or of ``x`` when the layers after it are all inactive).
 
@@ -102,6 +107,9 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True):
     ``dropout``/``batchnorm`` None: the network has no such layer, and the kind's code compiles
     out (Numba drops a branch on ``is None`` of a None-typed argument before typing it), which
     keeps it out of a plain model's cold start.
+
+    ``row0``: the index of x's first row in the whole batch, when x is a rank's share of it
+    (Dropout then draws the whole batch's mask for these rows).
     """
     params, layers, alphas, rng = net
     acts, act_off = work.acts, work.act_off
@@ -123,7 +131,7 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True):
             if not training:
                 continue
             stream = dropout_stream(rng[RNG_KEY], rng[RNG_STEP], k)
-            dropout_forward(out.reshape(-1), inp.reshape(-1), stream, alphas[k, ALPHA])
+            dropout_forward(out.reshape(-1), inp.reshape(-1), stream, alphas[k, ALPHA], row0 * n_out)
         elif kind == BATCHNORM_LAYER:
             if batchnorm is None:
                 raise ValueError("a BatchNorm layer, but batchnorm=None")
@@ -136,14 +144,16 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True):
 
 
 @kernel
-def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=True):
+def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=True, row0=0, grad_scale=1.0):
     """Fill ``grads`` with dL/dparams for the batch whose training forward pass is in ``work.acts``.
 
     One rule for every kind: ``work.deltas[cur]`` holds dL/d(layer k's output) when layer k is
     reached, and the layer's backward leaves dL/d(its input) there (an in-place pass) or in
     ``deltas[1 - cur]`` (a dense layer's dx), which then becomes ``cur``. The loss and the
     last activation are differentiated as one where ``fused_loss_activation`` says so.
-    ``dropout``/``batchnorm`` as in ``network_forward``.
+    ``dropout``/``batchnorm``/``row0`` as in ``network_forward``. ``grad_scale`` multiplies the
+    loss gradient (a rank's share of a batch's rows, under MPI); every later pass is linear in
+    it, so it scales every gradient.
     """
     params, layers, alphas, rng = net
     acts, act_off, deltas = work.acts, work.act_off, work.deltas
@@ -160,6 +170,11 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
         sigmoid_binary_cross_entropy_backward(dout, pred, target)
     else:
         loss_backward(loss, dout, pred, target)
+    if grad_scale != 1.0:
+        scale = dout.dtype.type(grad_scale)
+        for i in range(rows):
+            for j in range(n_last):
+                dout[i, j] *= scale
     for k in range(last, -1, -1):
         n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
         out = acts[act_off[k + 1]: act_off[k + 1] + rows * n_out].reshape(rows, n_out)
@@ -171,7 +186,7 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
             if k > 0:  # the input batch needs no gradient
                 stream = dropout_stream(rng[RNG_KEY], rng[RNG_STEP], k)
                 flat = dout.reshape(-1)
-                dropout_backward(flat, flat, stream, alphas[k, ALPHA])
+                dropout_backward(flat, flat, stream, alphas[k, ALPHA], row0 * n_out)
             continue
         if kind == BATCHNORM_LAYER:  # no activation of its own; dL/d(its input) in place
             if batchnorm is None:
@@ -256,7 +271,7 @@ def weight_tensors(layers):
 
 @kernel
 def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, counts, metrics, reg, tensors, schedules,
-                  dropout=True, batchnorm=True):
+                  dropout=True, batchnorm=True, collective=None):
     """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
     ``x[order]``, ``y[order]``.
 
@@ -269,6 +284,10 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     weight penalties, clipping or schedules, whose code then compiles out (see ``apply_optimizers``); ``dropout``,
     ``batchnorm`` likewise for layer kinds (see ``network_forward``). These stay arguments of
     their own, outside the bundles: Numba drops a branch only on a None-typed argument.
+
+    ``collective``: None in one process; under MPI, a ``kernels.distributed.Collective``: this rank
+    trains on its share of each batch's rows, ``batch_loss``/``batch_correct`` get the whole
+    batch's figures, ``counts`` this rank's rows only (the caller sums them over the ranks).
     """
     x, y, order, batch_size, first, stop = batches
     acts, act_off, targets = work.acts, work.act_off, work.targets
@@ -278,19 +297,37 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     for bi in range(first, stop):
         lo = bi * batch_size
         rows = min(lo + batch_size, n) - lo
-        xb = acts[act_off[0]: act_off[0] + rows * n_in].reshape(rows, n_in)
-        yb = targets[: rows * n_out].reshape(rows, n_out)
-        gather_rows(xb, x, order, lo)
-        gather_rows(yb, y, order, lo)
-        pred = network_forward(net, xb, work, True, dropout, batchnorm)
-        value = loss_forward(loss, pred, yb)
+        r0, r1 = 0, rows
+        if collective is not None:
+            r0, r1 = rank_rows(rows, collective.rank, collective.size)
+        local = r1 - r0
+        xb = acts[act_off[0]: act_off[0] + local * n_in].reshape(local, n_in)
+        yb = targets[: local * n_out].reshape(local, n_out)
+        gather_rows(xb, x, order, lo + r0)
+        gather_rows(yb, y, order, lo + r0)
+        value = 0.0
+        correct = 0
+        if local > 0:  # a rank's share of a batch smaller than the job is empty
+            pred = network_forward(net, xb, work, True, dropout, batchnorm, r0)
+            value = loss_forward(loss, pred, yb)
+            correct = count_correct(pred, yb)
+            if metrics is not None:  # a diverged batch's counts are never read
+                metric_counts(metrics, counts, pred, yb)
+        share = 1.0
+        if collective is not None:
+            share = 1.0 if loss_is_summed(loss) else local / rows
+            value, correct = allreduce_loss(collective, value * share, correct)
         batch_loss[bi] = value
         if not np.isfinite(value):
             return bi
-        batch_correct[bi] = count_correct(pred, yb)
-        if metrics is not None:
-            metric_counts(metrics, counts, pred, yb)
-        network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm)
+        batch_correct[bi] = correct
+        if local > 0:
+            network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, r0, share)
+        else:
+            for i in range(train.grads.size):
+                train.grads[i] = 0
+        if collective is not None:
+            allreduce_gradients(collective, train.grads)
         if reg is not None:
             batch_loss[bi] = value + regularization_forward_backward(net.params, train.grads, reg)
         apply_optimizers(net.params, train, tensors, schedules)

