@@ -45,7 +45,7 @@ def job(tmp_path_factory):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [np.load(out / f"rank{r}.npz") for r in range(2)]
     logs = [json.load(open(out / f"rank{r}.json")) for r in range(2)]
-    return ranks, logs
+    return ranks, logs, out, done.stdout
 
 
 def test_outside_mpi_init_is_one_process():
@@ -59,7 +59,7 @@ def test_outside_mpi_init_is_one_process():
 
 
 def test_the_ranks_hold_identical_weights_and_logs(job):
-    (w0, w1), (l0, l1) = job
+    (w0, w1), (l0, l1), _, _ = job
     assert l0["size"] == 2
     assert sorted(w0.files) == sorted(w1.files) and len(w0.files) > 10
     for key in w0.files:
@@ -73,7 +73,7 @@ def test_the_ranks_hold_identical_weights_and_logs(job):
 def test_two_ranks_equal_one_process_with_the_same_batch(job, name, dtype, rtol):
     """Dropout (the whole batch's mask), L2, clipping, a schedule, the AUC counters and validation
     in 'classify'; a summed loss (SSE) in 'summed'; batches whose rows do not split evenly."""
-    (w0, _), (l0, _) = job
+    (w0, _), (l0, _), _, _ = job
     weights, history, evaluation = worker.train(name, dtype)
     for i, w in enumerate(weights):
         scale = np.abs(w).max()
@@ -86,14 +86,14 @@ def test_two_ranks_equal_one_process_with_the_same_batch(job, name, dtype, rtol)
 
 
 def test_a_batch_too_small_for_every_rank_and_train_on_batch(job):
-    (w0, _), _ = job
+    (w0, _), _, _, _ = job
     for i, w in enumerate(worker.train_one_row()):
         np.testing.assert_allclose(w0[f"one_row-{i}"], w, rtol=0, atol=1e-9 * np.abs(w).max())
 
 
 def test_batchnorm_trains_per_rank_and_the_ranks_agree(job):
     """Per-rank batch statistics (not one process's), running statistics averaged: the ranks agree."""
-    (w0, w1), _ = job
+    (w0, w1), _, _, _ = job
     weights, _, _ = worker.train("batchnorm", "float32")
     keys = [f"batchnorm-float32-{i}" for i in range(len(weights))]
     assert all(np.array_equal(w0[k], w1[k]) for k in keys)
@@ -101,15 +101,26 @@ def test_batchnorm_trains_per_rank_and_the_ranks_agree(job):
 
 
 def test_each_rank_passing_its_own_shard_is_a_valueerror_on_every_rank(job):
-    _, (l0, l1) = job
+    _, (l0, l1), _, _ = job
     for logs in (l0, l1):
         assert "every rank must pass the same x" in logs["shard_error"]
 
 
 def test_a_bad_argument_on_one_rank_is_raised_on_every_rank(job):
-    _, (l0, l1) = job
+    _, (l0, l1), _, _ = job
     assert l0["argument_error"] == "on rank 1: epochs must be >= 0, got -1"
     assert l1["argument_error"] == "epochs must be >= 0, got -1"
+
+
+def test_only_rank_zero_prints_and_writes_files_and_its_save_loads(job):
+    (w0, w1), _, out, stdout = job
+    assert stdout.count("Epoch 1/1") == 1, stdout
+    assert (out / "log0.csv").exists() and not (out / "log1.csv").exists()
+    assert (out / "checkpoint0.npz").exists() and not (out / "checkpoint1.npz").exists()
+    loaded = fastnn.load_model(out / "model.npz")
+    for i, w in enumerate(loaded.get_weights()):
+        np.testing.assert_array_equal(w, w0[f"saved-{i}"])
+        np.testing.assert_array_equal(w, w1[f"saved-{i}"])
 
 
 def test_a_rank_that_fails_ends_the_job(tmp_path):
