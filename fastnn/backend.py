@@ -202,13 +202,8 @@ class CPUBackend(Backend):
                 *self.optional_stages(opt_hyper), *self.kinds, self._collective())
 
     def _collective(self):
-        """None in one process; under MPI the step's ``Collective``, made once per parameter buffer."""
-        if distributed.world() is None:
-            return None
-        kept = getattr(self, "_kept_collective", None)
-        if kept is None or kept.recv.size != self.params.size or kept.recv.dtype != self.dtype:
-            self._kept_collective = distributed.collective(self.dtype, self.params.size)
-        return self._kept_collective
+        """None in one process; under MPI the step's ``kernels.distributed.Collective``."""
+        return distributed.collective(self.dtype, self.params.size)
 
     def _network(self):
         # Built per call, not kept: load_state and configure_optimizers may replace the arrays.

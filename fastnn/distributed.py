@@ -63,7 +63,7 @@ def init():
     if comm.Get_size() == 1:
         return 0, 1
     _load_mpi_symbols()
-    handles = {"comm": MPI._handleof(comm), "sum": MPI._handleof(MPI.SUM),
+    handles = {"comm": MPI._handleof(comm), "sum": MPI._handleof(MPI.SUM), "in_place": int(MPI.IN_PLACE),
                np.dtype(np.float32): MPI._handleof(MPI.FLOAT), np.dtype(np.float64): MPI._handleof(MPI.DOUBLE)}
     _world = World(comm, comm.Get_rank(), comm.Get_size(), handles)
     return _world.rank, _world.size
@@ -112,7 +112,7 @@ def collective(dtype, size_):
         raise ValueError(f"under MPI a model can have at most 2**31 - 1 parameter values, this one has {size_}")
     h = _world.handles
     return Collective(_world.rank, _world.size, h["comm"], h["sum"], h[np.dtype(dtype)],
-                      h[np.dtype(np.float64)], np.empty(size_, dtype=dtype), np.zeros(4))
+                      h[np.dtype(np.float64)], h["in_place"], np.zeros(2))
 
 
 def share(n):

@@ -298,9 +298,12 @@ class MLP:
         return epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, _callback_list(callbacks)
 
     def _check_distributable(self):
-        if distributed.world() is not None and self.device != "cpu":
+        if distributed.world() is None:
+            return
+        if self.device != "cpu":
             raise ValueError(f"under MPI fastnn trains on the CPU only, this model is on {self.device!r}: the CUDA "
                              "path would need a CUDA-aware MPI or NCCL (see docs/distributed.md)")
+        distributed.collective(self.dtype, self._backend.params.size)  # a ValueError if MPI cannot sum it
 
     def _take_rank_zero_state(self):
         """Under MPI: every rank takes rank 0's training state and shuffle generator, so that the

@@ -13,8 +13,9 @@ clipping and the update, which then run alike everywhere.
 when the code is linked (``fastnn.distributed.init`` makes the MPI library's symbols visible), so
 the step stays in Numba's on-disk cache. numba-mpi's ``allreduce`` holds ctypes pointers, which
 Numba refuses to cache ("uses dynamic globals"), and (as of 1.3) has no float32. The MPI handles
-(communicator, operation, datatypes) are passed as integers: pointers in Open MPI, ints in
-MPICH; both arrive whole in the argument registers of the x86-64 and AArch64 calling conventions.
+(communicator, operation, datatypes) and the buffers' addresses are passed as integers: handles
+are pointers in Open MPI, ints in MPICH; both arrive whole in the argument registers of the
+x86-64 and AArch64 calling conventions.
 """
 from collections import namedtuple
 
@@ -24,12 +25,12 @@ from numba import types
 from ..config import kernel
 
 MPI_ALLREDUCE = types.ExternalFunction(
-    "MPI_Allreduce", types.int32(types.voidptr, types.voidptr, types.int32, types.intp, types.intp, types.intp))
+    "MPI_Allreduce", types.int32(types.intp, types.intp, types.int32, types.intp, types.intp, types.intp))
 
-Collective = namedtuple("Collective", ["rank", "size", "comm", "op_sum", "datatype", "double", "recv", "scalars"])
+Collective = namedtuple("Collective", ["rank", "size", "comm", "op_sum", "datatype", "double", "in_place", "scalars"])
 Collective.__doc__ = """The MPI job as the step sees it: this rank and the number of ranks; the handles of the
 communicator, of MPI_SUM, of the parameters' datatype (MPI_FLOAT or MPI_DOUBLE) and of MPI_DOUBLE;
-``recv``, a buffer of the parameters' size and dtype; ``scalars``, float64 (4,) scratch."""
+the value of MPI_IN_PLACE (as mpi4py gives it); ``scalars``, float64 (4,) scratch."""
 
 
 @kernel(inline=True)
@@ -39,10 +40,10 @@ def rank_rows(rows, rank, size):
 
 
 @kernel
-def allreduce_sum(send, recv, datatype, comm, op_sum):
-    """recv = the elementwise sum of ``send`` over all ranks (``send`` and ``recv`` contiguous, same size)."""
-    status = MPI_ALLREDUCE(send.ctypes.data, recv.ctypes.data, np.int32(send.size), datatype, op_sum, comm)
-    if status != 0:
+def allreduce_sum(send, recv, count, datatype, comm, op_sum):
+    """The elementwise sum over all ranks of ``count`` values at address ``send`` into ``recv``
+    (``send`` may be MPI_IN_PLACE: then ``recv`` holds this rank's values and gets the sums)."""
+    if MPI_ALLREDUCE(send, recv, np.int32(count), datatype, op_sum, comm) != 0:
         raise RuntimeError("MPI_Allreduce failed")
 
 
@@ -50,17 +51,13 @@ def allreduce_sum(send, recv, datatype, comm, op_sum):
 def allreduce_loss(coll, loss_part, correct):
     """(the batch's loss, its correct rows) summed over the ranks; ``loss_part`` is this rank's
     share of the batch's loss (already scaled by its share of the rows)."""
-    send = coll.scalars[:2]
-    send[0] = loss_part
-    send[1] = correct
-    recv = coll.scalars[2:]
-    allreduce_sum(send, recv, coll.double, coll.comm, coll.op_sum)
-    return recv[0], np.int64(recv[1])
+    coll.scalars[0] = loss_part
+    coll.scalars[1] = correct
+    allreduce_sum(coll.in_place, coll.scalars.ctypes.data, 2, coll.double, coll.comm, coll.op_sum)
+    return coll.scalars[0], np.int64(coll.scalars[1])
 
 
 @kernel
 def allreduce_gradients(coll, grads):
-    """grads = their sum over the ranks."""
-    allreduce_sum(grads, coll.recv, coll.datatype, coll.comm, coll.op_sum)
-    for i in range(grads.size):
-        grads[i] = coll.recv[i]
+    """grads = their sum over the ranks, in place (no copy of the buffer)."""
+    allreduce_sum(coll.in_place, grads.ctypes.data, grads.size, coll.datatype, coll.comm, coll.op_sum)
