@@ -152,6 +152,9 @@ def mpirun_path():
     return beside if os.path.exists(beside) else shutil.which("mpirun")
 
 
+MPIRUN_ARGS = []
+
+
 def start_worker(threads, flags, ranks=1):
     """Start one worker (an MPI job of ``ranks`` ranks when ranks > 1); returns (process, output path)."""
     fd, out = tempfile.mkstemp(suffix=".json")
@@ -164,7 +167,7 @@ def start_worker(threads, flags, ranks=1):
             raise SystemExit("no mpirun: pip install \"fastnn[mpi]\"")
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # Open MPI refuses root without these
             env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-        command = [mpirun, "-n", str(ranks), "--oversubscribe", "--bind-to", "none"] + command
+        command = [mpirun, "-n", str(ranks), "--oversubscribe", "--bind-to", "none"] + MPIRUN_ARGS + command
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                stdin=subprocess.DEVNULL)
     return process, out
@@ -200,6 +203,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a tenth of the rows, one timed epoch")
     parser.add_argument("--no-grid", action="store_true", help="skip the cost model's grid")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--mpirun-args", default="", help="more arguments for mpirun, e.g. \"-H node1:1,node2:1\"")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -213,6 +217,7 @@ def main():
     sys.path.insert(0, HERE)
     from peers import cpu_info
     r = args.ranks
+    MPIRUN_ARGS[:] = args.mpirun_args.split()
     grid = not args.no_grid
     quick = ["--quick"] if args.quick else []
     cpu = cpu_info()
