@@ -121,10 +121,10 @@ class CPUBackend(Backend):
         self.opt_steps, self.rng = state["opt_steps"], state["rng"]
         self.reg = np.array(reg, dtype=np.float64).reshape(-1, 4)
         self.tensors = network.weight_tensors(self.layers)
-        # (dropout, batchnorm) for the network kernels: None for a kind no layer is, which then
+        # (dropout, batchnorm, embedding, masking) for the network kernels: None for a kind no layer is, which then
         # compiles out of the model's kernels.
         self.kinds = tuple(True if np.any(self.layers[:, network.KIND] == kind) else None
-                           for kind in (network.DROPOUT_LAYER, network.BATCHNORM_LAYER))
+                           for kind in network.OPTIONAL_KINDS)
         self.capacity = 0
         # Forward matrix-product FLOPs per row; a training step costs about three times this.
         self.flops_per_row = 2.0 * float(np.sum(self.layers[:, network.N_IN] * self.layers[:, network.N_OUT]

@@ -27,7 +27,7 @@ from .kernels.optimizers import N_HYPER
 from .kernels.regularizers import regularization_penalty
 from .layers import Dropout, Input, Layer, check_weight_list
 from .schedules import LearningRateSchedule
-from .validation import check_dtype, check_features, check_float, check_int, check_targets
+from .validation import check_dtype, check_float, check_int, check_targets
 
 # Batches per call into the compiled loop while a progress bar is shown: often enough for
 # a smooth bar, rarely enough that the calls cost nothing measurable.
@@ -217,10 +217,15 @@ class MLP:
         return self.layers[-1].output_dim if self.layers else None
 
     def _check_xy(self, x, y, prefix=""):
-        x = check_features(x, prefix + "x", width=self.input_dim, dtype=self.dtype)
+        x = self._check_x(x, prefix + "x")
         y = check_targets(y, prefix + "y", x.shape[0], self.output_dim, dtype=self.dtype,
                           one_hot_labels=self.output_dim > 1, unit_interval=self.loss.unit_interval)
         return x, y
+
+    def _check_x(self, x, name):
+        """The model's input checked by its first layer (an Embedding wants ids) and as the kernels read it."""
+        self._ensure_built()
+        return self._compute_layers()[0].check_input(x, name, self.dtype)
 
     def _require_compiled(self, what):
         if self.loss is None:
@@ -549,7 +554,7 @@ class MLP:
         Safe to call from several threads on one model (they take turns on its buffers)."""
         self._ensure_built()
         self._check_usable("predict")
-        x = check_features(x, "x", width=self.input_dim, dtype=self.dtype)
+        x = self._check_x(x, "x")
         batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
         with self._lock:
             return self._backend.predict(x, min(batch_size, x.shape[0]))
@@ -565,7 +570,7 @@ class MLP:
             return self.predict(x)
         self._ensure_built()
         self._check_usable("run the model")
-        x = check_features(x, "x", width=self.input_dim, dtype=self.dtype)
+        x = self._check_x(x, "x")
         with self._lock:
             out = self._backend.predict(x, max(1, x.shape[0]), training=True)
             self._backend.write("rng", 1, self._backend.host("rng")[1:] + 1)

@@ -29,8 +29,8 @@ CHILD = textwrap.dedent(r"""
         class _Device:  # device functions ask the current device for its compute capability
             compute_capability = (9, 0)
         dispatcher.get_current_device = lambda: _Device()
-        from fastnn.cuda import (TILE_8, TILE_128, activations, batchnorm, dense, dropout, losses, metrics,
-                                 network, optimizers, regularizers)
+        from fastnn.cuda import (TILE_8, TILE_128, activations, batchnorm, dense, dropout, embedding, losses,
+                                 metrics, network, optimizers, regularizers)
     except Exception as e:
         print("cannot set up:", e); sys.exit(77)
     F = t.float32[::1]
@@ -59,7 +59,13 @@ CHILD = textwrap.dedent(r"""
              ("batchnorm_forward_columns", batchnorm.kernels("float32").batchnorm_forward_columns,
               (F, F, F, I, I, I, I, B, D, D)),
              ("batchnorm_backward_columns", batchnorm.kernels("float32").batchnorm_backward_columns,
-              (F, F, F, F, F, I, I, I, I, D, B))]
+              (F, F, F, F, F, I, I, I, I, D, B)),
+             ("embedding_forward_elements", embedding.kernels("float32").embedding_forward_elements,
+              (F, F, F, I, I, I, I, I, I, B)),
+             ("embedding_backward_elements", embedding.kernels("float32").embedding_backward_elements,
+              (F, F, F, I, I, I, I, I, I, B)),
+             ("zero_elements", embedding.kernels("float32").zero_elements, (F, I)),
+             ("masking_elements", embedding.kernels("float32").masking_elements, (F, F, F, I, D))]
     failed = 0
     for name, kernel, sig in jobs:
         try:

@@ -217,3 +217,22 @@ def test_no_warning_on_a_plain_fit(data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         classifier("cuda").fit(x, y, epochs=1, batch_size=11, verbose=0)
+
+
+@pytest.mark.parametrize("combiner", ["concat", "sum", "mean"])
+def test_embedding_and_masking_match_cpu(combiner):
+    """Embedding (with padding) -> Masking -> Dense: the CUDA twins (scatter-add with atomics) agree."""
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 6, (9, 3))
+    ids[0] = 0
+    y = rng.integers(0, 2, 9)
+    models = {}
+    for device in ("cpu", "cuda"):
+        model = MLP([fastnn.Embedding(6, 2, input_length=3, mask_zero=True, combiner=combiner),
+                     fastnn.Masking(0.0), Dense(None, 2, activation="softmax")], seed=2, device=device)
+        model.compile("cross_entropy", Adam(0.05))
+        model.fit(ids, y, epochs=2, batch_size=4, verbose=0)
+        models[device] = model
+    assert_weights_close(models["cpu"], models["cuda"])
+    np.testing.assert_allclose(models["cpu"].predict(ids), models["cuda"].predict(ids), atol=TOL)
+    assert np.all(models["cuda"].get_weights()[0][0] == 0)

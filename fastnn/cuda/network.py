@@ -29,12 +29,14 @@ import numpy as np
 from numba import cuda
 
 from ..kernels.network import (ACT, ACTIVATION_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER,  # noqa: F401
-                               DENSE_LAYER, DROPOUT_LAYER, EPSILON, KIND, N_IN, N_OUT, W_OFF)
+                               DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, N_IN, N_OUT,
+                               W_OFF)
 from . import C_BATCH, C_STEP, C_STEP0, GRAPH_STEPS, N_CONTROL, USE_GRAPHS, Plan, blocks, kernel, launch
 from .activations import IDENTITY, SOFTMAX, activation_backward, bias_activation_forward
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward
+from .embedding import embedding_backward, embedding_forward, masking_backward, masking_forward
 from .losses import loss_backward, loss_forward
 from .metrics import metric_counts
 from .optimizers import clip_gradients, optimizer_step
@@ -106,6 +108,13 @@ def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None
         elif kind == BATCHNORM_LAYER:
             batchnorm_forward(o, inp, params, layers[k, W_OFF], layers[k, B_OFF], rows, n_out, training,
                               alphas[k, ALPHA], alphas[k, EPSILON], plan=plan)
+        elif kind == EMBEDDING_LAYER:
+            if k != 0:
+                raise ValueError(f"layers: an Embedding must be the first layer, found in row {k}")
+            embedding_forward(o, inp, params, layers[k, W_OFF], rows, n_in, n_out, int(alphas[k, ALPHA]),
+                              alphas[k, EPSILON] != 0, plan=plan)
+        elif kind == MASKING_LAYER:
+            masking_forward(o, inp, rows * n_out, alphas[k, ALPHA], plan=plan)
         else:
             raise ValueError(f"layers: unknown layer kind {kind} in row {k}")
         inp = o
@@ -150,6 +159,14 @@ def network_backward(net, grads, x, work, rows, plan=None, control=None):
                                alphas[k, EPSILON], want_dx=k > 0, plan=plan)
             if k == 0:
                 continue
+        elif kind == EMBEDDING_LAYER:  # the first layer: the table's gradient only
+            embedding_backward(grads, dz, below, layers[k, W_OFF], layers[k, B_OFF], rows, n_in, n_out,
+                               int(alphas[k, ALPHA]), alphas[k, EPSILON] != 0, plan=plan)
+            continue
+        elif kind == MASKING_LAYER:
+            if k == 0:
+                continue  # the input batch needs no gradient
+            masking_backward(dz, dz, below, rows * n_out, alphas[k, ALPHA], plan=plan)
         elif kind != ACTIVATION_LAYER:
             raise ValueError(f"layers: unknown layer kind {kind} in row {k}")
         # dz is now dL/d(this layer's input), the output of layer k - 1: one more derivative

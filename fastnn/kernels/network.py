@@ -23,13 +23,16 @@ architecture:
 
 - ``layers`` int64 (L, 6), one row per layer: offset of W and of b in ``params``, input and
   output width, activation code, and the layer's kind (``ACTIVATION_LAYER``, ``DENSE_LAYER``,
-  ``DROPOUT_LAYER``, ``BATCHNORM_LAYER``). Each kind has its forward/backward pair
-  (``kernels/dense.py``, ``kernels/activations.py``, ``kernels/dropout.py``,
-  ``kernels/batchnorm.py``) and one branch in ``network_forward`` and ``network_backward``; an
+  ``DROPOUT_LAYER``, ``BATCHNORM_LAYER``, ``EMBEDDING_LAYER``, ``MASKING_LAYER``). Each kind has
+  its forward/backward pair (``kernels/dense.py``, ``kernels/activations.py``,
+  ``kernels/dropout.py``, ``kernels/batchnorm.py``, ``kernels/embedding.py``,
+  ``kernels/masking.py``) and one branch in ``network_forward`` and ``network_backward``; an
   unknown kind raises. A BatchNorm layer's W and b are its gamma and beta; its running mean and
-  variance follow b in ``params``, outside every optimizer's slice.
+  variance follow b in ``params``, outside every optimizer's slice. An Embedding's W is its
+  table, which ends where its b would start (the first layer only: its input is the ids).
 - ``alphas`` float64 (L, 2): the layer's float parameters: [the activation's alpha (LeakyReLU,
-  ELU), a Dropout's rate or a BatchNorm's momentum; a BatchNorm's epsilon].
+  ELU), a Dropout's rate, a BatchNorm's momentum, a Masking's mask value or an Embedding's
+  combiner code; a BatchNorm's epsilon, or 1 for an Embedding with mask_zero].
 - ``rng`` int64 (2,): the model's random key and its training step count; Dropout's masks are
   a function of the two and of the layer's index (see ``kernels/dropout.py``).
 - ``tensors`` int64 (T, 2): [start, stop) of every weight tensor in ``params`` (a dense layer's
@@ -51,6 +54,8 @@ from .activations import SIGMOID, SOFTMAX, bias_activation_forward, activation_b
 from .batchnorm import STATS_ROWS, batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
 from .distributed import allreduce_gradients, allreduce_loss, rank_rows
+from .embedding import embedding_backward, embedding_dim, embedding_forward
+from .masking import masking_backward, masking_forward
 from .dropout import dropout_backward, dropout_forward, dropout_stream
 from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward, loss_is_summed,
                      sigmoid_binary_cross_entropy_backward, softmax_cross_entropy_backward)
@@ -72,7 +77,10 @@ Batches = namedtuple("Batches", ["x", "y", "order", "batch_size", "first", "stop
 Batches.__doc__ = """Which rows to train on: batches ``first`` .. ``stop - 1`` of ``x[order]``, ``y[order]``."""
 
 W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND = range(6)
-ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER, BATCHNORM_LAYER = range(4)
+ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER = range(6)
+# The kinds whose code compiles out of a network without them: the network kernels' arguments
+# dropout, batchnorm, embedding, masking, in this order.
+OPTIONAL_KINDS = (DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER)
 ALPHA, EPSILON = range(2)
 RNG_KEY, RNG_STEP = range(2)
 
@@ -96,7 +104,7 @@ def gather_rows(dst, src, order, start):
 
 
 @kernel
-def network_forward(net, x, work, training, dropout=True, batchnorm=True, row0=0):
+def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedding=True, masking=True, row0=0):
     """Run every layer of ``net`` on the rows of ``x``; returns the last layer's output (a view of
     ``work.acts``, or of ``x`` when the layers after it are all inactive).
 
@@ -104,7 +112,7 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, row0=0
     the batch's statistics and updates its running ones; otherwise Dropout is the identity and
     is skipped (its output is its input, nothing is copied) and BatchNorm uses its running statistics.
 
-    ``dropout``/``batchnorm`` None: the network has no such layer, and the kind's code compiles
+    ``dropout``/``batchnorm``/``embedding``/``masking`` None: the network has no such layer, and the kind's code compiles
     out (Numba drops a branch on ``is None`` of a None-typed argument before typing it), which
     keeps it out of a plain model's cold start.
 
@@ -137,6 +145,17 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, row0=0
                 raise ValueError("a BatchNorm layer, but batchnorm=None")
             batchnorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], training, alphas[k, ALPHA],
                               alphas[k, EPSILON], work.stats)
+        elif kind == EMBEDDING_LAYER:
+            if embedding is None or k != 0:
+                raise ValueError("an Embedding layer, but embedding=None or not the first layer")
+            combiner = np.int64(alphas[k, ALPHA])
+            dim = embedding_dim(combiner, n_out, n_in)
+            table = params[layers[k, W_OFF]: layers[k, B_OFF]].reshape(-1, dim)
+            embedding_forward(out, inp, table, combiner, alphas[k, EPSILON] != 0)
+        elif kind == MASKING_LAYER:
+            if masking is None:
+                raise ValueError("a Masking layer, but masking=None")
+            masking_forward(out.reshape(-1), inp.reshape(-1), alphas[k, ALPHA])
         else:
             raise ValueError("unknown layer kind")
         inp = out
@@ -144,14 +163,15 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, row0=0
 
 
 @kernel
-def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=True, row0=0, grad_scale=1.0):
+def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=True, embedding=True, masking=True, row0=0,
+                     grad_scale=1.0):
     """Fill ``grads`` with dL/dparams for the batch whose training forward pass is in ``work.acts``.
 
     One rule for every kind: ``work.deltas[cur]`` holds dL/d(layer k's output) when layer k is
     reached, and the layer's backward leaves dL/d(its input) there (an in-place pass) or in
     ``deltas[1 - cur]`` (a dense layer's dx), which then becomes ``cur``. The loss and the
     last activation are differentiated as one where ``fused_loss_activation`` says so.
-    ``dropout``/``batchnorm``/``row0`` as in ``network_forward``. ``grad_scale`` multiplies the
+    ``dropout``/``batchnorm``/``embedding``/``masking``/``row0`` as in ``network_forward``. ``grad_scale`` multiplies the
     loss gradient (a rank's share of a batch's rows, under MPI); every later pass is linear in
     it, so it scales every gradient.
     """
@@ -194,6 +214,22 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
             inp = x if k == 0 else acts[act_off[k]: act_off[k] + rows * n_in].reshape(rows, n_in)
             batchnorm_backward(dout if k > 0 else dout[:0], grads, dout, inp, params, layers[k, W_OFF],
                                layers[k, B_OFF], alphas[k, EPSILON], work.stats)
+            continue
+        if kind == EMBEDDING_LAYER:  # the first layer: the table's gradient only
+            if embedding is None:
+                raise ValueError("an Embedding layer, but embedding=None")
+            combiner = np.int64(alphas[k, ALPHA])
+            dim = embedding_dim(combiner, n_out, n_in)
+            dtable = grads[layers[k, W_OFF]: layers[k, B_OFF]].reshape(-1, dim)
+            embedding_backward(dtable, dout, x, combiner, alphas[k, EPSILON] != 0)
+            continue
+        if kind == MASKING_LAYER:
+            if masking is None:
+                raise ValueError("a Masking layer, but masking=None")
+            if k > 0:  # the input batch needs no gradient
+                inp = acts[act_off[k]: act_off[k] + rows * n_in]
+                flat = dout.reshape(-1)
+                masking_backward(flat, flat, inp, alphas[k, ALPHA])
             continue
         if not (k == last and fused):
             activation_backward(dout, dout, out, layers[k, ACT], alphas[k, ALPHA])
@@ -258,20 +294,22 @@ def alpha_table(alphas):
 
 
 def weight_tensors(layers):
-    """``tensors`` for the network table ``layers``: [start, stop) of each dense layer's W and b
-    and each BatchNorm's gamma and beta."""
+    """``tensors`` for the network table ``layers``: [start, stop) of each dense layer's W and b,
+    each BatchNorm's gamma and beta and each Embedding's table."""
     rows = []
     for w, b, n_in, n_out, _, kind in np.asarray(layers, dtype=np.int64).reshape(-1, 6):
         if kind == DENSE_LAYER:
             rows += [[w, w + n_in * n_out], [b, b + n_out]]
         elif kind == BATCHNORM_LAYER:
             rows += [[w, w + n_out], [b, b + n_out]]
+        elif kind == EMBEDDING_LAYER:
+            rows += [[w, b]]
     return np.array(rows, dtype=np.int64).reshape(-1, 2)
 
 
 @kernel
 def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, counts, metrics, reg, tensors, schedules,
-                  dropout=True, batchnorm=True, collective=None):
+                  dropout=True, batchnorm=True, embedding=True, masking=True, collective=None):
     """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
     ``x[order]``, ``y[order]``.
 
@@ -282,7 +320,7 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     stops there, before that batch's update). ``net.rng[RNG_STEP]`` advances by one per batch trained.
     ``metrics``, ``reg``, ``tensors``, ``schedules``: None for a model without counted metrics,
     weight penalties, clipping or schedules, whose code then compiles out (see ``apply_optimizers``); ``dropout``,
-    ``batchnorm`` likewise for layer kinds (see ``network_forward``). These stay arguments of
+    ``batchnorm``, ``embedding``, ``masking`` likewise for layer kinds (see ``network_forward``). These stay arguments of
     their own, outside the bundles: Numba drops a branch only on a None-typed argument.
 
     ``collective``: None in one process; under MPI, a ``kernels.distributed.Collective``: this rank
@@ -308,7 +346,7 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         value = 0.0
         correct = 0
         if local > 0:  # a rank's share of a batch smaller than the job is empty
-            pred = network_forward(net, xb, work, True, dropout, batchnorm, r0)
+            pred = network_forward(net, xb, work, True, dropout, batchnorm, embedding, masking, r0)
             value = loss_forward(loss, pred, yb)
             correct = count_correct(pred, yb)
             if metrics is not None:  # a diverged batch's counts are never read
@@ -322,7 +360,7 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
             return bi
         batch_correct[bi] = correct
         if local > 0:
-            network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, r0, share)
+            network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, embedding, masking, r0, share)
         else:
             for i in range(train.grads.size):
                 train.grads[i] = 0
@@ -336,20 +374,20 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
 
 
 @kernel
-def predict_batches(out, net, x, batch_size, work, training, dropout=True, batchnorm=True):
+def predict_batches(out, net, x, batch_size, work, training, dropout=True, batchnorm=True, embedding=True, masking=True):
     """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass: in inference
     mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``net.rng[RNG_STEP]``)."""
     n = x.shape[0]
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(net, x[lo:hi], work, training, dropout, batchnorm)
+        pred = network_forward(net, x[lo:hi], work, training, dropout, batchnorm, embedding, masking)
         for i in range(hi - lo):
             for j in range(pred.shape[1]):
                 out[lo + i, j] = pred[i, j]
 
 
 @kernel
-def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=True):
+def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=True, embedding=True, masking=True):
     """(sum over batches of loss x rows, number of correct rows) over all rows of ``x``, in
     inference mode (``net.rng`` is not read)."""
     n = x.shape[0]
@@ -357,7 +395,7 @@ def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=
     correct = 0
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(net, x[lo:hi], work, False, dropout, batchnorm)
+        pred = network_forward(net, x[lo:hi], work, False, dropout, batchnorm, embedding, masking)
         total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct
