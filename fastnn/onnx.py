@@ -13,7 +13,7 @@ Needs ``pip install "fastnn[onnx]"``; onnxruntime runs the file (tested against 
 import numpy as np
 
 from .activations import ELU, Heaviside, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
-from .layers import Activation, BatchNormalization, Dense, Dropout, Input
+from .layers import Activation, BatchNormalization, Dense, Dropout, Embedding, Input, Masking
 from .saving import atomic_write
 
 DEFAULT_OPSET = 17
@@ -76,6 +76,28 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
             return op("Cast", [op("Greater", [x, constant("zero", np.zeros(()))])], to=elem)
         raise ValueError(f"{type(act).__name__} has no ONNX export")
 
+    def embedding(layer, ids):
+        """Gather of the table (the input holds the ids as floats); with mask_zero the table's row 0
+        is zero (fastnn keeps it so), so padding gathers zeros; "mean" then divides by the count of
+        ids that are not padding."""
+        index = op("Cast", [ids], to=TensorProto.INT64)
+        vectors = op("Gather", [constant("embeddings", layer.get_weights()[0]), index], axis=0)  # (N, L, D)
+        if layer.combiner == "concat":
+            return op("Reshape", [vectors, int64("shape", [-1, layer.output_dim])])
+        total = op("ReduceSum", [vectors, int64("axis", [1])], keepdims=0)
+        if layer.combiner == "sum":
+            return total
+        if not layer.mask_zero:
+            return op("Div", [total, constant("length", np.array(layer.input_length))])
+        counted = op("ReduceSum", [op("Cast", [op("Not", [op("Equal", [index, int64("padding", 0)])])], to=elem),
+                                   int64("axis", [1])], keepdims=1)
+        return op("Div", [total, op("Max", [counted, constant("one", np.ones(()))])])
+
+    def int64(stem, values):
+        tensor = numpy_helper.from_array(np.array(values, dtype=np.int64), name(stem))
+        inits.append(tensor)
+        return tensor.name
+
     x = "x"
     for layer in model.layers:
         if isinstance(layer, (Input, Dropout)):
@@ -89,6 +111,11 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
             gamma, beta, mean, var = (w.astype(np.float64) for w in layer.get_weights())
             scale = gamma / np.sqrt(var + layer.epsilon)
             x = op("Add", [op("Mul", [x, constant("bn_scale", scale)]), constant("bn_shift", beta - mean * scale)])
+        elif isinstance(layer, Embedding):
+            x = embedding(layer, x)
+        elif isinstance(layer, Masking):
+            missing = op("Equal", [x, constant("mask_value", np.array(layer.mask_value))])
+            x = op("Where", [missing, constant("zero", np.zeros(())), x])
         else:
             raise ValueError(f"{type(layer).__name__} has no ONNX export")
     nodes.append(helper.make_node("Identity", [x], ["y"], name="output"))

@@ -57,3 +57,18 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="fastnn MLP"):
         fastnn.onnx.export("model", tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("mask_zero", [False, True])
+@pytest.mark.parametrize("combiner", ["concat", "sum", "mean"])
+def test_embedding_and_masking_export_as_gather_and_where(tmp_path, combiner, mask_zero):
+    model = MLP([fastnn.Embedding(9, 3, input_length=4, mask_zero=mask_zero, combiner=combiner),
+                 Dense(output_dim=5, activation="relu"), fastnn.Masking(0.0), Dense(output_dim=2, activation=None)],
+                seed=0)
+    model.compile("mse", "adam")
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 9, (32, 4))
+    ids[0] = 0  # padding only
+    model.fit(ids, rng.normal(size=(32, 2)), epochs=2, batch_size=8, verbose=0)
+    path = model.to_onnx(tmp_path / "embedding.onnx")
+    np.testing.assert_allclose(run(path, ids.astype(np.float32)), model.predict(ids), rtol=1e-5, atol=1e-6)
