@@ -16,7 +16,8 @@ from . import distributed, metrics
 from .datasets import Dataset, load_digits, load_mnist
 from .initializers import (Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, Normal, Ones, RandomNormal,
                            RandomUniform, Uniform, XavierNormal, XavierUniform, Zeros)
-from .layers import Activation, BatchNorm, BatchNormalization, Dense, Dropout, Embedding, Input, Layer, Masking
+from .layers import (Activation, BatchNorm, BatchNormalization, Dense, Dropout, Embedding, Input, Lambda, Layer,
+                     Masking)
 from .losses import (MAE, MAPE, MSE, MSLE, SSE, BinaryCrossEntropy, CosineSimilarity, CrossEntropy, KLDivergence,
                      Loss, PerceptronCriterion)
 from .model import MLP, Perceptron, Sequential, load_model

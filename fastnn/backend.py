@@ -20,6 +20,7 @@ import numpy as np
 from . import distributed
 from .config import INFERENCE_BATCH_SIZE
 from .kernels import network
+from .kernels import user as user_kernels
 from .kernels.optimizers import H_SCHEDULE, any_clipping
 from .kernels.schedules import CONSTANT
 from .threading import blas_threads_for
@@ -106,11 +107,12 @@ class CPUBackend(Backend):
         self.dtype = np.dtype(dtype)
         self.capacity = 0
 
-    def load(self, layers, alphas, reg, opt_meta, state):
+    def load(self, layers, alphas, reg, opt_meta, state, user=None):
         """Take the network table, the weight penalties' table, the optimizers' slices (as
         ``configure_optimizers``) and the training state (as ``state()``). Float buffers already of
         the backend's dtype are taken as they are, not copied: the caller hands over fresh arrays
-        (a model's buffers can be hundreds of MB each)."""
+        (a model's buffers can be hundreds of MB each). ``user``: the user layers' compiled functions
+        (``kernels.user.bundle``), or None."""
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
         self.alphas = network.alpha_table(alphas)
         self.opt_meta = np.ascontiguousarray(opt_meta, dtype=np.int64).reshape(-1, 3)
@@ -124,7 +126,7 @@ class CPUBackend(Backend):
         # (dropout, batchnorm, embedding, masking) for the network kernels: None for a kind no layer is, which then
         # compiles out of the model's kernels.
         self.kinds = tuple(True if np.any(self.layers[:, network.KIND] == kind) else None
-                           for kind in network.OPTIONAL_KINDS)
+                           for kind in network.OPTIONAL_KINDS[:-1]) + (user,)
         self.capacity = 0
         # Forward matrix-product FLOPs per row; a training step costs about three times this.
         self.flops_per_row = 2.0 * float(np.sum(self.layers[:, network.N_IN] * self.layers[:, network.N_OUT]
@@ -165,7 +167,7 @@ class CPUBackend(Backend):
         args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
                                 metrics, counts)
         with blas_threads_for(3 * self.flops_per_row * batch_size):
-            return network.train_batches(*args)
+            return self._run(network.train_batches, *args)
 
     def compile_train(self, *args):
         """Compile (or load from Numba's cache) the training step for ``train``'s arguments
@@ -177,7 +179,7 @@ class CPUBackend(Backend):
             return None
         misses = dispatcher.stats.cache_misses.copy()
         start = time.perf_counter()
-        dispatcher.compile(types)
+        self._run(dispatcher.compile, types)
         if dispatcher.stats.cache_misses == misses:
             return None
         return f"compiled the training kernels in {time.perf_counter() - start:.1f} s (first run only: later runs " \
@@ -201,6 +203,13 @@ class CPUBackend(Backend):
                 metrics if metrics is not None and metrics.shape[0] else None,
                 *self.optional_stages(opt_hyper), *self.kinds, self._collective())
 
+    def _run(self, kernel, *args):
+        """``kernel(*args)``; with user layers, without Numba's notice that their first-class
+        functions are an experimental feature (``kernels.user``)."""
+        if self.kinds[-1] is None:
+            return kernel(*args)
+        return user_kernels.quietly(kernel, *args)
+
     def _collective(self):
         """None in one process; under MPI the step's ``kernels.distributed.Collective``."""
         return distributed.collective(self.dtype, self.params.size)
@@ -221,13 +230,13 @@ class CPUBackend(Backend):
         out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
-            network.predict_batches(out, self._network(), x, batch_size, self.work, training, *self.kinds)
+            self._run(network.predict_batches, out, self._network(), x, batch_size, self.work, training, *self.kinds)
         return out
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
-            return network.evaluate_batches(self._network(), loss, x, y, batch_size, self.work, *self.kinds)
+            return self._run(network.evaluate_batches, self._network(), loss, x, y, batch_size, self.work, *self.kinds)
 
 
 def get_backend(device, dtype):

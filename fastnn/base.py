@@ -7,6 +7,8 @@ subclass, so ``Dense(inputDim=3, outputDim=4)`` and ``Dense(input_dim=3, output_
 the same call. A subclass lists other historical names in ``_aliases`` (e.g. LeakyReLU's
 ``epsilon`` for ``alpha``).
 """
+import contextlib
+import contextvars
 import functools
 import inspect
 import re
@@ -90,9 +92,16 @@ def deserialize(value):
     validate every argument, so a tampered file yields an error, never arbitrary objects.
     """
     if isinstance(value, dict) and set(value) == {"class_name", "config"}:
-        cls = Configurable._registry.get(value["class_name"])
-        if cls is None or not isinstance(value["config"], dict):
-            raise ValueError(f"unknown or malformed object in config: {value['class_name']!r}")
+        name = value["class_name"]
+        cls = custom_objects().get(name) if isinstance(name, str) else None
+        if cls is not None and not (isinstance(cls, type) and issubclass(cls, Configurable)):
+            raise ValueError(f"custom_objects[{name!r}] must be a subclass of a fastnn class (such as fastnn.Layer)")
+        cls = cls or Configurable._registry.get(name)
+        if cls is None:
+            raise ValueError(f"unknown object in config: {name!r}; if it is your own class, import it or pass "
+                             f"custom_objects={{{name!r}: {name}}} to load_model")
+        if not isinstance(value["config"], dict):
+            raise ValueError(f"malformed object in config: {name!r}")
         return cls(**{k: deserialize(v) for k, v in value["config"].items()})
     if isinstance(value, list):
         return [deserialize(v) for v in value]
@@ -108,3 +117,23 @@ def resolve(identifier, base, by_name, what):
     if isinstance(identifier, str) and identifier.lower() in by_name:
         return by_name[identifier.lower()]()
     raise ValueError(f"{what} must be a {base.__name__} or one of {sorted(by_name)}, got {identifier!r}")
+
+
+_CUSTOM_OBJECTS = contextvars.ContextVar("fastnn_custom_objects", default={})
+
+
+def custom_objects():
+    """The ``custom_objects`` of the ``load_model`` call in progress (name -> class or function)."""
+    return _CUSTOM_OBJECTS.get()
+
+
+@contextlib.contextmanager
+def using_custom_objects(objects):
+    """Within the block, ``deserialize`` and Lambda resolve names through ``objects`` first."""
+    if objects is not None and not isinstance(objects, dict):
+        raise TypeError(f"custom_objects must be a dict of name -> class or function, got {type(objects).__name__}")
+    token = _CUSTOM_OBJECTS.set(dict(objects or {}))
+    try:
+        yield
+    finally:
+        _CUSTOM_OBJECTS.reset(token)

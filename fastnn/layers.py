@@ -5,29 +5,66 @@ laid out [W1, b1, W2, b2, ...] with each W of shape (input_dim, output_dim). The
 assigns each layer its offsets when it builds; ``get_weights``/``set_weights`` read and
 write through them.
 """
+import numba
 import numpy as np
 
 from . import activations, initializers, optimizers, regularizers
 from .base import Configurable, _jsonable
 from .kernels.network import (ACT, ACTIVATION_LAYER, B_OFF, BATCHNORM_LAYER, DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER,
-                              KIND, MASKING_LAYER, N_IN, N_OUT, W_OFF)
+                              KIND, MASKING_LAYER, N_IN, N_OUT, USER_LAYER, W_OFF)
 from .validation import check_features, check_float, check_int
 
 _SEED_DEFAULT_ACTIVATION = "sigmoid"
 
 
 class Layer(Configurable):
-    """Base class. ``input_dim``/``output_dim`` are widths; ``_model`` is set when added."""
+    """Base class of every layer. ``input_dim``/``output_dim`` are widths; ``_model`` is set when added.
+
+    Your own layer: subclass it with ``build(self, input_dim)``, which declares the weights with
+    ``self.add_weight(name, shape, initializer="glorot_uniform", trainable=True)`` (trainable ones
+    first) and returns the output width, and two static methods of NumPy arrays,
+    ``forward(x, *weights) -> y`` and ``backward(x, *weights, y, dy) -> (dx, (dW, ...))`` (one
+    gradient per weight, in declaration order; return zeros for a non-trainable one). fastnn
+    compiles them with Numba when the model is built and runs them inside the compiled step;
+    the weights live in the model's flat buffers, are trained by the optimizer like any other,
+    and are saved. Keep ``__init__`` arguments as attributes of the same names, as for every
+    fastnn object: ``get_config`` reads them. CPU only.
+    """
     input_dim = None
     output_dim = None
     _model = None
+    forward = None  # a user layer's functions (see above); None for the built-in layers
+    backward = None
+    _lambda_style = False  # backward(x, y, dy) -> dx, as a Lambda's
+
+    def is_user_layer(self):
+        return self.forward is not None
+
+    def add_weight(self, name, shape, initializer="glorot_uniform", trainable=True):
+        """Declare a weight of a user layer (in ``build``); returns its index among the layer's weights."""
+        if not hasattr(self, "_declared"):
+            raise ValueError("add_weight is for a layer's build(self, input_dim) method")
+        shape = (shape,) if np.isscalar(shape) else tuple(shape)
+        shape = tuple(check_int(d, f"shape of weight {name!r}", minimum=1) for d in shape)
+        if trainable and any(not w["trainable"] for w in self._declared):
+            raise ValueError(f"{type(self).__name__}.add_weight({name!r}): declare the trainable weights before the "
+                             "non-trainable ones")
+        self._declared.append({"name": str(name), "shape": shape, "initializer": initializers.get(initializer),
+                               "trainable": bool(trainable)})
+        return len(self._declared) - 1
+
+    def build(self, input_dim):
+        """A user layer's weights and output width (see the class docstring)."""
+        raise NotImplementedError(f"{type(self).__name__} defines forward/backward but no build(self, input_dim)")
 
     def weight_shapes(self):
         """Shapes of this layer's parameter arrays, in buffer order."""
-        return []
+        return [w["shape"] for w in getattr(self, "_declared", [])]
 
     def weight_names(self):
         """Names of this layer's parameter arrays, in the order of ``weight_shapes`` (Keras')."""
+        if hasattr(self, "_declared"):
+            return [w["name"] for w in self._declared]
         return [f"weight_{i}" for i in range(len(self.weight_shapes()))]
 
     def count_params(self):
@@ -36,15 +73,41 @@ class Layer(Configurable):
     def count_trainable_params(self):
         """Parameters an optimizer updates: the first this many of the layer's slice (the rest,
         such as BatchNorm's running statistics, are written by the forward pass only)."""
+        if hasattr(self, "_declared"):
+            return int(sum(np.prod(w["shape"]) for w in self._declared if w["trainable"]))
         return self.count_params()
 
     def connect(self, input_dim):
-        """Fix the input width from the previous layer; a mismatch names ``input_dim``."""
+        """Fix the input width from the previous layer; a mismatch names ``input_dim``. A user
+        layer is built here: its weights are declared and its output width known."""
         if self.input_dim is None:
             self.input_dim = input_dim
         elif input_dim is not None and self.input_dim != input_dim:
             raise ValueError(f"{type(self).__name__} has input_dim={self.input_dim} but the previous "
                              f"layer outputs {input_dim} features: input_dim must match")
+        if self.is_user_layer() and self.input_dim is not None and not self._lambda_style:
+            self._declared = []
+            width = self.build(self.input_dim)
+            self.output_dim = check_int(width, f"{type(self).__name__}.build's return value (the output width)",
+                                        minimum=1)
+
+    def initial_weights(self, rng, dtype):
+        return [w["initializer"](w["shape"], rng, dtype) for w in getattr(self, "_declared", [])]
+
+    def user_kernels(self, dtype):
+        """A user layer's (forward, backward) wrappers (``kernels.user``) at its place in the buffers."""
+        from .kernels.user import user_layer_kernels
+        weights, offset = [], self._offset
+        for shape in self.weight_shapes():
+            weights.append((offset, shape))
+            offset += int(np.prod(shape))
+        name = f"{type(self).__name__} ({_function_name(self.forward)}, {_function_name(self.backward)})"
+        try:
+            return user_layer_kernels(self.forward, self.backward, weights, dtype, self._lambda_style, name)
+        except numba.core.errors.NumbaError as exc:
+            first = str(exc).strip().splitlines()
+            raise ValueError(f"{name}: Numba cannot compile the layer's functions for {np.dtype(dtype).name} arrays: "
+                             + " ".join(line.strip() for line in first[:6])) from None
 
     def check_weights(self, arrays, name):
         """A ValueError naming ``name`` if ``arrays`` (shapes and finiteness already checked) are
@@ -59,6 +122,8 @@ class Layer(Configurable):
         """This layer's row of the kernels' ``layers`` table, its parameters starting at ``offset``."""
         row = np.zeros(6, np.int64)
         row[N_IN], row[N_OUT] = self.input_dim, self.output_dim
+        if self.is_user_layer():
+            row[W_OFF], row[B_OFF], row[KIND] = offset, self._user_index, USER_LAYER
         return row
 
     def regularized_slices(self):
@@ -396,3 +461,65 @@ class Masking(Layer):
 
     def table_floats(self):
         return [self.mask_value, 0.0]
+
+
+def _function_name(fn):
+    """``module:qualname`` of a function (how a saved Lambda names it)."""
+    fn = getattr(fn, "py_func", fn)
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+class Lambda(Layer):
+    """A layer from two functions of NumPy arrays: ``forward(x) -> y`` and ``backward(x, y, dy) -> dx``
+    (x, y, dy, dx 2-D: rows by features), compiled with Numba and run inside the compiled step.
+    ``output_dim``: the output width (None: found by calling ``forward`` on a row of zeros). A
+    function that Numba cannot compile, or that returns the wrong shape, is a ValueError naming it
+    when the model is built.
+
+    Saved as the functions' import paths (``module:qualname``), never pickled: ``load_model`` then
+    needs them in ``custom_objects`` (``{"my_forward": my_forward, ...}``). CPU only.
+    """
+    _lambda_style = True
+
+    def __init__(self, forward, backward, output_dim=None, input_dim=None):
+        self.forward = custom_function(forward, "forward")
+        self.backward = custom_function(backward, "backward")
+        for fn, what in ((self.forward, "forward"), (self.backward, "backward")):
+            if not callable(fn):
+                raise TypeError(f"Lambda's {what} must be a function, got {fn!r}")
+        self.output_dim = None if output_dim is None else check_int(output_dim, "output_dim", minimum=1)
+        self.input_dim = None if input_dim is None else check_int(input_dim, "input_dim", minimum=1)
+
+    def get_config(self):
+        return {"forward": _function_name(self.forward), "backward": _function_name(self.backward),
+                "output_dim": self.output_dim, "input_dim": self.input_dim}
+
+    def connect(self, input_dim):
+        super().connect(input_dim)
+        if self.output_dim is None and self.input_dim is not None:
+            from .kernels.user import _compile
+            fn = _compile(self.forward, f"Lambda's forward {_function_name(self.forward)}")
+            try:
+                y = fn(np.zeros((1, self.input_dim)))
+            except numba.core.errors.NumbaError as exc:
+                raise ValueError(f"Lambda's forward {_function_name(self.forward)}: Numba cannot compile it: "
+                                 + " ".join(str(exc).strip().splitlines()[:4])) from None
+            if getattr(y, "ndim", 0) != 2 or y.shape[0] != 1:
+                raise ValueError(f"Lambda's forward {_function_name(self.forward)} must return a 2-D array of one "
+                                 f"row per input row, got {getattr(y, 'shape', type(y).__name__)}")
+            self.output_dim = int(y.shape[1])
+
+
+def custom_function(value, what):
+    """A Lambda's function: itself, or, from a saved config, the ``module:qualname`` string looked up
+    in ``load_model``'s ``custom_objects`` (by that string, the qualname or the bare name)."""
+    if not isinstance(value, str):
+        return value
+    from .base import custom_objects
+    objects = custom_objects()
+    qualname = value.split(":")[-1]
+    for key in (value, qualname, qualname.split(".")[-1]):
+        if key in objects:
+            return objects[key]
+    raise ValueError(f"the model's Lambda {what} is {value!r}: pass it to load_model as "
+                     f"custom_objects={{{qualname.split('.')[-1]!r}: {qualname.split('.')[-1]}}}")

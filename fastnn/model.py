@@ -20,9 +20,10 @@ from . import distributed, losses, optimizers, saving
 from . import metrics as metrics_
 from .activations import Sigmoid, Softmax
 from .backend import STATE, check_state, get_backend
-from .base import deserialize
+from .base import deserialize, using_custom_objects
 from .callbacks import Callback, History, TensorBoard, TerminateOnNaN, _Muted
 from .config import INFERENCE_BATCH_SIZE
+from .kernels import user as user_kernels
 from .kernels.optimizers import N_HYPER
 from .kernels.regularizers import regularization_penalty
 from .layers import Dropout, Input, Layer, check_weight_list
@@ -126,9 +127,14 @@ class MLP:
 
         The random key and step (Dropout's masks) carry over from an earlier build."""
         layers = self._compute_layers()
+        users = [layer for layer in layers if layer.is_user_layer()]
+        if users and self.device != "cpu":
+            raise ValueError(f"{type(users[0]).__name__} is a layer of your own: such layers run on the CPU only "
+                             f"(this model is on {self.device!r})")
         table, offset = [], 0
         for layer in layers:
             layer._offset = offset
+            layer._user_index = users.index(layer) if layer in users else -1
             table.append(layer.table_row(offset))
             offset += layer.count_params()
         params = np.concatenate([np.ravel(w) for w in weights]).astype(self.dtype, copy=False) if weights \
@@ -138,12 +144,15 @@ class MLP:
         self._reg = np.array([row for layer in layers for row in layer.regularized_slices()],
                              dtype=np.float64).reshape(-1, 4)
         rng = self._backend.host("rng") if self._backend is not None else np.array([self._random_key(), 0])
+        kernels = [layer.user_kernels(self.dtype) for layer in users]
+        _probe_user_layers(users, kernels, params)
         self._backend = get_backend(self.device, self.dtype)
         # The backend takes these fresh arrays as its own (no copies: a Dense(8000, 8000) is 256 MB
         # a buffer); configure_optimizers then sets the optimizer state in place.
+        extra = {"user": user_kernels.bundle(kernels)} if users else {}
         self._backend.load(self._table, self._alphas, self._reg, np.zeros((0, 3), np.int64),
                            {"params": params, "state1": np.zeros_like(params), "state2": np.zeros_like(params),
-                            "opt_steps": np.zeros(0, np.int64), "rng": rng})
+                            "opt_steps": np.zeros(0, np.int64), "rng": rng}, **extra)
         self._configure_optimizers()
 
     def _random_key(self):
@@ -824,9 +833,18 @@ def _unpickle(config, state, rng_state, device):
     return model
 
 
-def load_model(path, device="cpu"):
+def load_model(path, device="cpu", custom_objects=None):
     """Rebuild a model saved with ``model.save(path)``: architecture, weights and the whole
-    training state, so that ``fit`` continues where the saved model stopped."""
+    training state, so that ``fit`` continues where the saved model stopped.
+
+    ``custom_objects``: your own layer classes and Lambda functions, by name
+    (``{"MyLayer": MyLayer, "my_forward": my_forward}``), as Keras': the file names them, it never
+    holds code, and nothing is imported from it."""
+    with using_custom_objects(custom_objects):
+        return _load_model(path, device)
+
+
+def _load_model(path, device):
     config, arrays = saving.read_model_file(path)
     where = saving.shown(path)
     try:
@@ -863,6 +881,21 @@ def load_model(path, device="cpu"):
     except ValueError as exc:
         raise ValueError(f"{where!r}: {exc}") from None
     return model
+
+
+def _probe_user_layers(layers, kernels, params):
+    """Run each user layer's compiled wrappers once on two rows of random data, so that a function
+    returning the wrong shape is a ValueError naming it now, not an error at the first batch."""
+    rng = np.random.default_rng(0)
+    for layer, (forward, backward) in zip(layers, kernels):
+        x = rng.standard_normal((2, layer.input_dim)).astype(params.dtype)
+        y = np.zeros((2, layer.output_dim), params.dtype)
+        try:
+            user_kernels.quietly(forward, x, params, y)
+            dx = np.zeros_like(x)
+            user_kernels.quietly(backward, x, params, y, np.ones_like(y), np.zeros_like(params), dx)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
 
 
 def _default_optimizer(model):

@@ -29,7 +29,8 @@ architecture:
   ``kernels/masking.py``) and one branch in ``network_forward`` and ``network_backward``; an
   unknown kind raises. A BatchNorm layer's W and b are its gamma and beta; its running mean and
   variance follow b in ``params``, outside every optimizer's slice. An Embedding's W is its
-  table, which ends where its b would start (the first layer only: its input is the ids).
+  table, which ends where its b would start (the first layer only: its input is the ids). A
+  user layer's (``kernels/user.py``) b column is its index into the ``user`` functions.
 - ``alphas`` float64 (L, 2): the layer's float parameters: [the activation's alpha (LeakyReLU,
   ELU), a Dropout's rate, a BatchNorm's momentum, a Masking's mask value or an Embedding's
   combiner code; a BatchNorm's epsilon, or 1 for an Embedding with mask_zero].
@@ -77,10 +78,11 @@ Batches = namedtuple("Batches", ["x", "y", "order", "batch_size", "first", "stop
 Batches.__doc__ = """Which rows to train on: batches ``first`` .. ``stop - 1`` of ``x[order]``, ``y[order]``."""
 
 W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND = range(6)
-ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER = range(6)
+ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER, USER_LAYER = range(7)
 # The kinds whose code compiles out of a network without them: the network kernels' arguments
-# dropout, batchnorm, embedding, masking, in this order.
-OPTIONAL_KINDS = (DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER)
+# dropout, batchnorm, embedding, masking, user, in this order (``user`` carries the user layers'
+# functions, ``kernels.user.UserLayers``, instead of True).
+OPTIONAL_KINDS = (DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER, USER_LAYER)
 ALPHA, EPSILON = range(2)
 RNG_KEY, RNG_STEP = range(2)
 
@@ -104,7 +106,8 @@ def gather_rows(dst, src, order, start):
 
 
 @kernel
-def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedding=True, masking=True, row0=0):
+def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedding=True, masking=True, user=None,
+                    row0=0):
     """Run every layer of ``net`` on the rows of ``x``; returns the last layer's output (a view of
     ``work.acts``, or of ``x`` when the layers after it are all inactive).
 
@@ -112,7 +115,7 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
     the batch's statistics and updates its running ones; otherwise Dropout is the identity and
     is skipped (its output is its input, nothing is copied) and BatchNorm uses its running statistics.
 
-    ``dropout``/``batchnorm``/``embedding``/``masking`` None: the network has no such layer, and the kind's code compiles
+    ``dropout``/``batchnorm``/``embedding``/``masking``/``user`` None: the network has no such layer, and the kind's code compiles
     out (Numba drops a branch on ``is None`` of a None-typed argument before typing it), which
     keeps it out of a plain model's cold start.
 
@@ -156,6 +159,10 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
             if masking is None:
                 raise ValueError("a Masking layer, but masking=None")
             masking_forward(out.reshape(-1), inp.reshape(-1), alphas[k, ALPHA])
+        elif kind == USER_LAYER:
+            if user is None:
+                raise ValueError("a user layer, but user=None")
+            user.forward[layers[k, B_OFF]](inp, params, out)
         else:
             raise ValueError("unknown layer kind")
         inp = out
@@ -163,15 +170,15 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
 
 
 @kernel
-def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=True, embedding=True, masking=True, row0=0,
-                     grad_scale=1.0):
+def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=True, embedding=True, masking=True,
+                     user=None, row0=0, grad_scale=1.0):
     """Fill ``grads`` with dL/dparams for the batch whose training forward pass is in ``work.acts``.
 
     One rule for every kind: ``work.deltas[cur]`` holds dL/d(layer k's output) when layer k is
     reached, and the layer's backward leaves dL/d(its input) there (an in-place pass) or in
     ``deltas[1 - cur]`` (a dense layer's dx), which then becomes ``cur``. The loss and the
     last activation are differentiated as one where ``fused_loss_activation`` says so.
-    ``dropout``/``batchnorm``/``embedding``/``masking``/``row0`` as in ``network_forward``. ``grad_scale`` multiplies the
+    ``dropout``/``batchnorm``/``embedding``/``masking``/``user``/``row0`` as in ``network_forward``. ``grad_scale`` multiplies the
     loss gradient (a rank's share of a batch's rows, under MPI); every later pass is linear in
     it, so it scales every gradient.
     """
@@ -230,6 +237,14 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
                 inp = acts[act_off[k]: act_off[k] + rows * n_in]
                 flat = dout.reshape(-1)
                 masking_backward(flat, flat, inp, alphas[k, ALPHA])
+            continue
+        if kind == USER_LAYER:  # dL/d(its input) into the other buffer, as a dense layer's dx
+            if user is None:
+                raise ValueError("a user layer, but user=None")
+            inp = x if k == 0 else acts[act_off[k]: act_off[k] + rows * n_in].reshape(rows, n_in)
+            dx = deltas[1 - cur, : (rows * n_in if k > 0 else 0)].reshape(rows if k > 0 else 0, n_in)
+            user.backward[layers[k, B_OFF]](inp, params, out, dout, grads, dx)
+            cur = 1 - cur
             continue
         if not (k == last and fused):
             activation_backward(dout, dout, out, layers[k, ACT], alphas[k, ALPHA])
@@ -309,7 +324,7 @@ def weight_tensors(layers):
 
 @kernel
 def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, counts, metrics, reg, tensors, schedules,
-                  dropout=True, batchnorm=True, embedding=True, masking=True, collective=None):
+                  dropout=True, batchnorm=True, embedding=True, masking=True, user=None, collective=None):
     """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
     ``x[order]``, ``y[order]``.
 
@@ -320,7 +335,7 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     stops there, before that batch's update). ``net.rng[RNG_STEP]`` advances by one per batch trained.
     ``metrics``, ``reg``, ``tensors``, ``schedules``: None for a model without counted metrics,
     weight penalties, clipping or schedules, whose code then compiles out (see ``apply_optimizers``); ``dropout``,
-    ``batchnorm``, ``embedding``, ``masking`` likewise for layer kinds (see ``network_forward``). These stay arguments of
+    ``batchnorm``, ``embedding``, ``masking``, ``user`` likewise for layer kinds (see ``network_forward``). These stay arguments of
     their own, outside the bundles: Numba drops a branch only on a None-typed argument.
 
     ``collective``: None in one process; under MPI, a ``kernels.distributed.Collective``: this rank
@@ -346,7 +361,7 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         value = 0.0
         correct = 0
         if local > 0:  # a rank's share of a batch smaller than the job is empty
-            pred = network_forward(net, xb, work, True, dropout, batchnorm, embedding, masking, r0)
+            pred = network_forward(net, xb, work, True, dropout, batchnorm, embedding, masking, user, r0)
             value = loss_forward(loss, pred, yb)
             correct = count_correct(pred, yb)
             if metrics is not None:  # a diverged batch's counts are never read
@@ -360,7 +375,8 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
             return bi
         batch_correct[bi] = correct
         if local > 0:
-            network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, embedding, masking, r0, share)
+            network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, embedding, masking, user, r0,
+                             share)
         else:
             for i in range(train.grads.size):
                 train.grads[i] = 0
@@ -374,20 +390,22 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
 
 
 @kernel
-def predict_batches(out, net, x, batch_size, work, training, dropout=True, batchnorm=True, embedding=True, masking=True):
+def predict_batches(out, net, x, batch_size, work, training, dropout=True, batchnorm=True, embedding=True, masking=True,
+                    user=None):
     """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass: in inference
     mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``net.rng[RNG_STEP]``)."""
     n = x.shape[0]
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(net, x[lo:hi], work, training, dropout, batchnorm, embedding, masking)
+        pred = network_forward(net, x[lo:hi], work, training, dropout, batchnorm, embedding, masking, user)
         for i in range(hi - lo):
             for j in range(pred.shape[1]):
                 out[lo + i, j] = pred[i, j]
 
 
 @kernel
-def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=True, embedding=True, masking=True):
+def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=True, embedding=True, masking=True,
+                     user=None):
     """(sum over batches of loss x rows, number of correct rows) over all rows of ``x``, in
     inference mode (``net.rng`` is not read)."""
     n = x.shape[0]
@@ -395,7 +413,7 @@ def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=
     correct = 0
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(net, x[lo:hi], work, False, dropout, batchnorm, embedding, masking)
+        pred = network_forward(net, x[lo:hi], work, False, dropout, batchnorm, embedding, masking, user)
         total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct

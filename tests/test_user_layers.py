@@ -1,0 +1,198 @@
+"""Layers written by users: ``Lambda`` and subclasses of ``fastnn.Layer``, compiled into the step.
+
+A user Lambda and a user layer written once here and once in PyTorch: one training step gives
+the same loss and weights; the user layer's backward is checked against finite differences
+through the model; errors (a function Numba cannot compile, a wrong shape, the GPU) come when
+the model is built, naming the function; saving stores import paths, and ``load_model`` needs
+``custom_objects``."""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import MLP, Dense, Lambda
+
+
+def cube(x):
+    return x * x * x
+
+
+def cube_backward(x, y, dy):
+    return 3.0 * x * x * dy
+
+
+class Affine(fastnn.Layer):
+    """y = x * scale + shift, elementwise (a BatchNorm without statistics); ``frozen`` is a
+    non-trainable weight that the forward pass adds."""
+
+    def __init__(self, input_dim=None):
+        self.input_dim = input_dim
+
+    def build(self, input_dim):
+        self.add_weight("scale", (input_dim,), initializer="ones")
+        self.add_weight("shift", (input_dim,), initializer="zeros")
+        self.add_weight("frozen", (input_dim,), initializer="ones", trainable=False)
+        return input_dim
+
+    @staticmethod
+    def forward(x, scale, shift, frozen):
+        return x * scale + shift + frozen
+
+    @staticmethod
+    def backward(x, scale, shift, frozen, y, dy):
+        return dy * scale, ((dy * x).sum(axis=0), dy.sum(axis=0), np.zeros_like(frozen))
+
+
+class UserDense(fastnn.Layer):
+    """Dense without activation, written by a user: the asv benchmark's and this test's."""
+
+    def __init__(self, units, input_dim=None):
+        self.units = units
+        self.input_dim = input_dim
+
+    def build(self, input_dim):
+        self.add_weight("kernel", (input_dim, self.units))
+        self.add_weight("bias", (self.units,), initializer="zeros")
+        return self.units
+
+    @staticmethod
+    def forward(x, kernel, bias):
+        return x @ kernel + bias
+
+    @staticmethod
+    def backward(x, kernel, bias, y, dy):
+        return dy @ kernel.T, (x.T @ dy, dy.sum(axis=0))
+
+
+def model(dtype="float64", optimizer=None):
+    m = MLP([Dense(4, 6, activation=None), Lambda(cube, cube_backward), Affine(), UserDense(3)], seed=0, dtype=dtype)
+    return m.compile("mse", optimizer or fastnn.SGD(0.1))
+
+
+def data(rows=10):
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(rows, 4)), rng.normal(size=(rows, 3))
+
+
+def test_one_step_equals_torch():
+    torch = pytest.importorskip("torch")
+    x, y = data()
+    m = model()
+    W1, b1, scale, shift, frozen, W2, b2 = [torch.tensor(w, requires_grad=True) for w in m.get_weights()]
+    h = (torch.from_numpy(x) @ W1 + b1) ** 3
+    h = h * scale + shift + frozen
+    out = h @ W2 + b2
+    loss = ((out - torch.from_numpy(y)) ** 2).mean()
+    loss.backward()
+    before = m.train_on_batch(x, y)
+    np.testing.assert_allclose(before, loss.item(), rtol=1e-12)
+    expected = [t - 0.1 * t.grad for t in (W1, b1, scale, shift)] + [frozen] + [t - 0.1 * t.grad for t in (W2, b2)]
+    for mine, theirs in zip(m.get_weights(), expected):
+        np.testing.assert_allclose(mine, theirs.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_gradients_match_finite_differences():
+    x, y = data(5)
+    m = model()
+    weights = m.get_weights()
+    m.train_on_batch(x, y)  # SGD(0.1): grads = (before - after) / 0.1
+    grads = [(a - b) / 0.1 for a, b in zip(weights, m.get_weights())]
+    probe = model()
+
+    def loss(ws):
+        probe.set_weights(ws)
+        return probe.evaluate(x, y)
+
+    h = 1e-6
+    for i, w in enumerate(weights):
+        if i == 4:  # the frozen weight is not trained
+            np.testing.assert_array_equal(grads[i], 0)
+            continue
+        numeric = np.zeros_like(w)
+        for index in np.ndindex(w.shape):
+            plus = [a.copy() for a in weights]
+            minus = [a.copy() for a in weights]
+            plus[i][index] += h
+            minus[i][index] -= h
+            numeric[index] = (loss(plus) - loss(minus)) / (2 * h)
+        np.testing.assert_allclose(grads[i], numeric, rtol=1e-6, atol=1e-8, err_msg=f"weight {i}")
+
+
+def test_a_user_dense_trains_like_the_built_in_dense():
+    x, y = data(40)
+    user = MLP([UserDense(3, input_dim=4)], seed=0, dtype="float64").compile("mse", fastnn.Adam(0.01))
+    builtin = MLP([Dense(4, 3, activation=None)], seed=0, dtype="float64").compile("mse", fastnn.Adam(0.01))
+    builtin.set_weights(user.get_weights())
+    user.fit(x, y, epochs=3, batch_size=8, verbose=0)
+    builtin.fit(x, y, epochs=3, batch_size=8, verbose=0)
+    for a, b in zip(user.get_weights(), builtin.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_models_work():
+    x, y = data(20)
+    m = model("float32", fastnn.Adam(1e-2))
+    history = m.fit(x, y, epochs=5, batch_size=5, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert m.predict(x).dtype == np.float32
+
+
+def not_numba(x):
+    return np.array([str(v) for v in x])  # strings: Numba cannot type this
+
+
+def wrong_width(x):
+    return x[:, :1]
+
+
+def wrong_rows_backward(x, y, dy):
+    return dy[:1]
+
+
+def test_a_function_numba_cannot_compile_is_an_error_at_build_naming_it():
+    with pytest.raises(ValueError, match="not_numba"):
+        MLP([Dense(4, 3), Lambda(not_numba, cube_backward, output_dim=3)]).get_weights()
+
+
+def test_wrong_shapes_are_errors_at_build_naming_the_function():
+    with pytest.raises(ValueError, match="wrong_width.*forward returned an array of another shape"):
+        MLP([Dense(4, 3), Lambda(wrong_width, cube_backward, output_dim=3)]).get_weights()
+    with pytest.raises(ValueError, match="wrong_rows_backward.*backward returned dx of another shape"):
+        MLP([Dense(4, 3), Lambda(cube, wrong_rows_backward)]).get_weights()
+
+
+def test_output_width_is_found_by_calling_forward():
+    m = MLP([Dense(4, 3), Lambda(wrong_width, wrong_rows_backward)])
+    assert m.layers[1].output_dim == 1
+
+
+def test_user_layers_are_cpu_only_and_add_weight_rules():
+    pytest.importorskip("numba.cuda")
+    with pytest.raises(ValueError, match="CPU only"):
+        MLP([Dense(4, 3), Affine()], device="cuda").get_weights()
+
+    class Backwards(Affine):
+        def build(self, input_dim):
+            self.add_weight("frozen", (input_dim,), trainable=False)
+            self.add_weight("scale", (input_dim,))
+            return input_dim
+
+    with pytest.raises(ValueError, match="trainable weights before"):
+        MLP([Dense(4, 3), Backwards()])
+    with pytest.raises(ValueError, match="add_weight is for"):
+        Affine().add_weight("w", (2,))
+
+
+def test_save_load_needs_custom_objects(tmp_path):
+    x, y = data(20)
+    m = model(optimizer=fastnn.Adam(1e-2))
+    m.fit(x, y, epochs=2, batch_size=5, verbose=0)
+    m.save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match="custom_objects=.*cube"):
+        fastnn.load_model(tmp_path / "m.npz")
+    loaded = fastnn.load_model(tmp_path / "m.npz", custom_objects={"cube": cube, "cube_backward": cube_backward})
+    np.testing.assert_array_equal(loaded.predict(x), m.predict(x))
+    assert m.get_config()["layers"][1]["config"]["forward"] == f"{__name__}:cube"
+    m.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    loaded.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    for a, b in zip(m.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
