@@ -119,20 +119,25 @@ def resolve(identifier, base, by_name, what):
     raise ValueError(f"{what} must be a {base.__name__} or one of {sorted(by_name)}, got {identifier!r}")
 
 
-_CUSTOM_OBJECTS = contextvars.ContextVar("fastnn_custom_objects", default={})
+_CUSTOM_OBJECTS = contextvars.ContextVar("fastnn_custom_objects", default=({}, False))
 
 
 def custom_objects():
     """The ``custom_objects`` of the ``load_model`` call in progress (name -> class or function)."""
-    return _CUSTOM_OBJECTS.get()
+    return _CUSTOM_OBJECTS.get()[0]
+
+
+def may_import_functions():
+    """Whether a Lambda's function may be imported by its ``module:qualname`` (unpickling only)."""
+    return _CUSTOM_OBJECTS.get()[1]
 
 
 @contextlib.contextmanager
-def using_custom_objects(objects):
+def using_custom_objects(objects, import_functions=False):
     """Within the block, ``deserialize`` and Lambda resolve names through ``objects`` first."""
     if objects is not None and not isinstance(objects, dict):
         raise TypeError(f"custom_objects must be a dict of name -> class or function, got {type(objects).__name__}")
-    token = _CUSTOM_OBJECTS.set(dict(objects or {}))
+    token = _CUSTOM_OBJECTS.set((dict(objects or {}), import_functions))
     try:
         yield
     finally:

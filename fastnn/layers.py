@@ -515,11 +515,17 @@ def custom_function(value, what):
     in ``load_model``'s ``custom_objects`` (by that string, the qualname or the bare name)."""
     if not isinstance(value, str):
         return value
-    from .base import custom_objects
+    from .base import custom_objects, may_import_functions
     objects = custom_objects()
-    qualname = value.split(":")[-1]
+    module, _, qualname = value.rpartition(":")
     for key in (value, qualname, qualname.split(".")[-1]):
         if key in objects:
             return objects[key]
+    if may_import_functions() and module:
+        import importlib
+        found = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+        return found
     raise ValueError(f"the model's Lambda {what} is {value!r}: pass it to load_model as "
                      f"custom_objects={{{qualname.split('.')[-1]!r}: {qualname.split('.')[-1]}}}")

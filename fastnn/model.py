@@ -827,7 +827,10 @@ def _restore_unbuilt(cls, attributes):
 
 
 def _unpickle(config, state, rng_state, device):
-    model = MLP.from_config(config, device)
+    # Unpickling imports by name what it rebuilds (as pickle itself does for classes): a
+    # Lambda's functions too. load_model never does (it takes custom_objects).
+    with using_custom_objects({}, import_functions=True):
+        model = MLP.from_config(config, device)
     model._rng.bit_generator.state = rng_state
     model._backend.load_state({name: np.array(value) for name, value in state.items()})
     return model

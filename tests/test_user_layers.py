@@ -196,3 +196,13 @@ def test_save_load_needs_custom_objects(tmp_path):
     loaded.fit(x, y, epochs=1, batch_size=5, verbose=0)
     for a, b in zip(m.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_pickle_and_deepcopy_rebuild_user_layers():
+    import copy
+    import pickle
+    x, y = data(10)
+    m = model(optimizer=fastnn.Adam(1e-2))
+    m.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    for twin in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
+        np.testing.assert_array_equal(twin.predict(x), m.predict(x))
