@@ -174,7 +174,7 @@ class CPUBackend(Backend):
         without running it; returns None, or a note for the user when it had to be compiled:
         a cold first run takes seconds, which should not count as training time."""
         dispatcher = network.train_batches
-        types = tuple(numba.typeof(a) for a in self._train_args(*args))
+        types = self._run(lambda values: tuple(numba.typeof(a) for a in values), self._train_args(*args))
         if types in dispatcher.overloads:
             return None
         misses = dispatcher.stats.cache_misses.copy()

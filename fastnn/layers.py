@@ -28,7 +28,8 @@ class Layer(Configurable):
     compiles them with Numba when the model is built and runs them inside the compiled step;
     the weights live in the model's flat buffers, are trained by the optimizer like any other,
     and are saved. Keep ``__init__`` arguments as attributes of the same names, as for every
-    fastnn object: ``get_config`` reads them. CPU only.
+    fastnn object: ``get_config`` reads them. In a float32 model keep constants typed
+    (``x.dtype.type(1.0)``): Numba types a bare ``1.0`` as float64. CPU only.
     """
     input_dim = None
     output_dim = None
@@ -105,9 +106,13 @@ class Layer(Configurable):
         try:
             return user_layer_kernels(self.forward, self.backward, weights, dtype, self._lambda_style, name)
         except numba.core.errors.NumbaError as exc:
-            first = str(exc).strip().splitlines()
-            raise ValueError(f"{name}: Numba cannot compile the layer's functions for {np.dtype(dtype).name} arrays: "
-                             + " ".join(line.strip() for line in first[:6])) from None
+            text = " ".join(line.strip() for line in str(exc).strip().splitlines()[:8])
+            hint = ""
+            if np.dtype(dtype) == np.float32 and "float64" in text:
+                hint = (" (in a float32 model, a Python float constant such as 1.0 makes float64 arrays: write "
+                        "x.dtype.type(1.0))")
+            raise ValueError(f"{name}: Numba cannot compile the layer's functions for {np.dtype(dtype).name} "
+                             f"arrays{hint}: {text}") from None
 
     def check_weights(self, arrays, name):
         """A ValueError naming ``name`` if ``arrays`` (shapes and finiteness already checked) are
