@@ -21,6 +21,7 @@ from .layers import (Activation, BatchNorm, BatchNormalization, Dense, Dropout, 
 from .losses import (MAE, MAPE, MSE, MSLE, SSE, BinaryCrossEntropy, CosineSimilarity, CrossEntropy, KLDivergence,
                      Loss, PerceptronCriterion)
 from .model import MLP, Perceptron, Sequential, load_model
+from .functional import Add, Concatenate, Model, Multiply
 from .optimizers import SGD, AdaGrad, Adagrad, Adam, AdamW, Optimizer, RMSProp, RMSprop
 from .regularizers import L1, L1L2, L2, Regularizer
 from .schedules import (CosineDecay, ExponentialDecay, InverseTimeDecay, LearningRateSchedule,

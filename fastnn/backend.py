@@ -20,7 +20,7 @@ import numpy as np
 from . import distributed
 from .config import INFERENCE_BATCH_SIZE
 from .kernels import network
-from .kernels import user as user_kernels
+from . import user_layers as user_kernels
 from .kernels.optimizers import H_SCHEDULE, any_clipping
 from .kernels.schedules import CONSTANT
 from .threading import blas_threads_for
@@ -106,13 +106,16 @@ class CPUBackend(Backend):
     def __init__(self, dtype):
         self.dtype = np.dtype(dtype)
         self.capacity = 0
+        self.graph_sources = None
 
-    def load(self, layers, alphas, reg, opt_meta, state, user=None):
+    def load(self, layers, alphas, reg, opt_meta, state, user=None, graph=None):
         """Take the network table, the weight penalties' table, the optimizers' slices (as
         ``configure_optimizers``) and the training state (as ``state()``). Float buffers already of
         the backend's dtype are taken as they are, not copied: the caller hands over fresh arrays
         (a model's buffers can be hundreds of MB each). ``user``: the user layers' compiled functions
-        (``kernels.user.bundle``), or None."""
+        (``user_layers.bundle``), or None. ``graph``: int64 (L, 2), the nodes each layer reads
+        (``kernels.network.Graph``), or None for a stack of layers."""
+        self.graph_sources = None if graph is None else np.ascontiguousarray(graph, dtype=np.int64)
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
         self.alphas = network.alpha_table(alphas)
         self.opt_meta = np.ascontiguousarray(opt_meta, dtype=np.int64).reshape(-1, 3)
@@ -157,6 +160,8 @@ class CPUBackend(Backend):
         self.work = network.Workspace(np.empty(n_acts, dtype=self.dtype), act_off,
                                       np.empty(deltas_shape, dtype=self.dtype), np.empty(n_targets, dtype=self.dtype),
                                       np.empty(n_stats))
+        self.graph = None if self.graph_sources is None else network.Graph(self.graph_sources,
+                                                                           np.empty(n_acts, dtype=self.dtype))
         self.capacity = rows
 
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
@@ -201,11 +206,11 @@ class CPUBackend(Backend):
         return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), loss,
                 batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
-                *self.optional_stages(opt_hyper), *self.kinds, self._collective())
+                *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph)
 
     def _run(self, kernel, *args):
         """``kernel(*args)``; with user layers, without Numba's notice that their first-class
-        functions are an experimental feature (``kernels.user``)."""
+        functions are an experimental feature (``fastnn.user_layers``)."""
         if self.kinds[-1] is None:
             return kernel(*args)
         return user_kernels.quietly(kernel, *args)
@@ -230,13 +235,15 @@ class CPUBackend(Backend):
         out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
-            self._run(network.predict_batches, out, self._network(), x, batch_size, self.work, training, *self.kinds)
+            self._run(network.predict_batches, out, self._network(), x, batch_size, self.work, training, *self.kinds,
+                      self.graph)
         return out
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
-            return self._run(network.evaluate_batches, self._network(), loss, x, y, batch_size, self.work, *self.kinds)
+            return self._run(network.evaluate_batches, self._network(), loss, x, y, batch_size, self.work, *self.kinds,
+                             self.graph)
 
 
 def get_backend(device, dtype):

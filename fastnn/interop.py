@@ -47,6 +47,9 @@ def to_torch(model):
     nn = torch.nn
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastnn MLP, got {type(model).__name__}")
+    if model._graph_table() is not None:
+        raise ValueError("a functional Model (several inputs or branches) has no export here yet: only a stack of "
+                         "layers (MLP/Sequential)")
     model._ensure_built()
     dtype = torch.float64 if np.dtype(model.dtype) == np.float64 else torch.float32
     modules = []

@@ -41,6 +41,12 @@ class Layer(Configurable):
     def is_user_layer(self):
         return self.forward is not None
 
+    def __call__(self, inputs):
+        """The functional API (``fastnn.Model``): connect this layer to a tensor (or, for a merge
+        layer, a list of tensors) and return its output tensor."""
+        from .functional import call_layer
+        return call_layer(self, inputs)
+
     def add_weight(self, name, shape, initializer="glorot_uniform", trainable=True):
         """Declare a weight of a user layer (in ``build``); returns its index among the layer's weights."""
         if not hasattr(self, "_declared"):
@@ -96,8 +102,8 @@ class Layer(Configurable):
         return [w["initializer"](w["shape"], rng, dtype) for w in getattr(self, "_declared", [])]
 
     def user_kernels(self, dtype):
-        """A user layer's (forward, backward) wrappers (``kernels.user``) at its place in the buffers."""
-        from .kernels.user import user_layer_kernels
+        """A user layer's (forward, backward) wrappers (``fastnn.user_layers``) at its place in the buffers."""
+        from .user_layers import user_layer_kernels
         weights, offset = [], self._offset
         for shape in self.weight_shapes():
             weights.append((offset, shape))
@@ -502,7 +508,7 @@ class Lambda(Layer):
     def connect(self, input_dim):
         super().connect(input_dim)
         if self.output_dim is None and self.input_dim is not None:
-            from .kernels.user import _compile
+            from .user_layers import _compile
             fn = _compile(self.forward, f"Lambda's forward {_function_name(self.forward)}")
             try:
                 y = fn(np.zeros((1, self.input_dim)))

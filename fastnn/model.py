@@ -23,7 +23,7 @@ from .backend import STATE, check_state, get_backend
 from .base import deserialize, using_custom_objects
 from .callbacks import Callback, History, TensorBoard, TerminateOnNaN, _Muted
 from .config import INFERENCE_BATCH_SIZE
-from .kernels import user as user_kernels
+from . import user_layers as user_kernels
 from .kernels.optimizers import N_HYPER
 from .kernels.regularizers import regularization_penalty
 from .layers import Dropout, Input, Layer, check_weight_list
@@ -128,14 +128,17 @@ class MLP:
         The random key and step (Dropout's masks) carry over from an earlier build."""
         layers = self._compute_layers()
         users = [layer for layer in layers if layer.is_user_layer()]
+        graph = self._graph_table()
+        if graph is not None and self.device != "cpu":
+            raise ValueError(f"a functional Model runs on the CPU only (this one is on {self.device!r})")
         if users and self.device != "cpu":
             raise ValueError(f"{type(users[0]).__name__} is a layer of your own: such layers run on the CPU only "
                              f"(this model is on {self.device!r})")
         table, offset = [], 0
         for layer in layers:
             layer._offset = offset
-            layer._user_index = users.index(layer) if layer in users else -1
-            table.append(layer.table_row(offset))
+            layer._user_index = next((i for i, u in enumerate(users) if u is layer), -1)
+            table.append(self._table_row(layer, offset))
             offset += layer.count_params()
         params = np.concatenate([np.ravel(w) for w in weights]).astype(self.dtype, copy=False) if weights \
             else np.zeros(0, self.dtype)
@@ -150,10 +153,20 @@ class MLP:
         # The backend takes these fresh arrays as its own (no copies: a Dense(8000, 8000) is 256 MB
         # a buffer); configure_optimizers then sets the optimizer state in place.
         extra = {"user": user_kernels.bundle(kernels)} if users else {}
+        if graph is not None:
+            extra["graph"] = graph
         self._backend.load(self._table, self._alphas, self._reg, np.zeros((0, 3), np.int64),
                            {"params": params, "state1": np.zeros_like(params), "state2": np.zeros_like(params),
                             "opt_steps": np.zeros(0, np.int64), "rng": rng}, **extra)
         self._configure_optimizers()
+
+    def _table_row(self, layer, offset):
+        """A layer's row of the kernels' table (a functional ``Model`` makes its inputs' rows)."""
+        return layer.table_row(offset)
+
+    def _graph_table(self):
+        """The rows' sources (``kernels.network.Graph``) of a functional ``Model``; None for a stack."""
+        return None
 
     def _random_key(self):
         """The key of Dropout's masks: the seed itself, so that a seed fixes them (and the shuffling
@@ -830,7 +843,7 @@ def _unpickle(config, state, rng_state, device):
     # Unpickling imports by name what it rebuilds (as pickle itself does for classes): a
     # Lambda's functions too. load_model never does (it takes custom_objects).
     with using_custom_objects({}, import_functions=True):
-        model = MLP.from_config(config, device)
+        model = model_class(config).from_config(config, device)
     model._rng.bit_generator.state = rng_state
     model._backend.load_state({name: np.array(value) for name, value in state.items()})
     return model
@@ -851,7 +864,7 @@ def _load_model(path, device):
     config, arrays = saving.read_model_file(path)
     where = saving.shown(path)
     try:
-        model = MLP.from_config(config, device, build=False)
+        model = model_class(config).from_config(config, device, build=False)
         # The sizes the config claims, checked against the file's arrays before anything is
         # allocated: a small file must not make the loader build a huge model.
         params = arrays.get("params")
@@ -899,6 +912,17 @@ def _probe_user_layers(layers, kernels, params):
             user_kernels.quietly(backward, x, params, y, np.ones_like(y), np.zeros_like(params), dx)
         except ValueError as exc:
             raise ValueError(str(exc)) from None
+
+
+def model_class(config):
+    """The class that rebuilds a saved config: ``MLP``, or the functional ``Model``."""
+    name = config.get("model", {}).get("class_name", "MLP") if isinstance(config, dict) else "MLP"
+    if name == "Model":
+        from .functional import Model
+        return Model
+    if name != "MLP":
+        raise ValueError(f"unknown model class in config: {name!r}")
+    return MLP
 
 
 def _default_optimizer(model):

@@ -34,6 +34,9 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
     from .model import MLP
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastnn MLP, got {type(model).__name__}")
+    if model._graph_table() is not None:
+        raise ValueError("a functional Model (several inputs or branches) has no export here yet: only a stack of "
+                         "layers (MLP/Sequential)")
     if not isinstance(opset, int) or opset < 13:
         raise ValueError(f"opset must be an integer >= 13 (Softmax over the last axis), got {opset!r}")
     model._ensure_built()

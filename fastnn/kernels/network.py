@@ -30,7 +30,7 @@ architecture:
   unknown kind raises. A BatchNorm layer's W and b are its gamma and beta; its running mean and
   variance follow b in ``params``, outside every optimizer's slice. An Embedding's W is its
   table, which ends where its b would start (the first layer only: its input is the ids). A
-  user layer's (``kernels/user.py``) b column is its index into the ``user`` functions.
+  user layer's (``fastnn/user_layers.py``) b column is its index into the ``user`` functions.
 - ``alphas`` float64 (L, 2): the layer's float parameters: [the activation's alpha (LeakyReLU,
   ELU), a Dropout's rate, a BatchNorm's momentum, a Masking's mask value or an Embedding's
   combiner code; a BatchNorm's epsilon, or 1 for an Embedding with mask_zero].
@@ -75,13 +75,20 @@ gathered targets, and float64 per-feature scratch for BatchNorm's CPU passes (th
 Training = namedtuple("Training", ["grads", "state1", "state2", "opt_meta", "opt_hyper", "opt_steps"])
 Training.__doc__ = """What only training touches: the flat gradient buffer and the optimizers' state and tables."""
 Batches = namedtuple("Batches", ["x", "y", "order", "batch_size", "first", "stop"])
+Graph = namedtuple("Graph", ["sources", "deltas"])
+Graph.__doc__ = """A model with several inputs or branches (``fastnn.Model``): ``sources`` int64 (L, 2), the
+nodes each layer reads (a row index, -1 for the gathered batch, -1 for a second input it lacks);
+``deltas``, one gradient buffer laid out as ``work.acts`` (node k's dL/d(output) at
+``act_off[k + 1]``), where the layers that read a node add their share."""
 Batches.__doc__ = """Which rows to train on: batches ``first`` .. ``stop - 1`` of ``x[order]``, ``y[order]``."""
 
 W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND = range(6)
-ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER, USER_LAYER = range(7)
+SOURCE, SOURCE2 = range(2)
+(ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER, USER_LAYER, SLICE_LAYER,
+ CONCATENATE_LAYER, ADD_LAYER, MULTIPLY_LAYER) = range(11)
 # The kinds whose code compiles out of a network without them: the network kernels' arguments
 # dropout, batchnorm, embedding, masking, user, in this order (``user`` carries the user layers'
-# functions, ``kernels.user.UserLayers``, instead of True).
+# functions, ``fastnn.user_layers.UserLayers``, instead of True).
 OPTIONAL_KINDS = (DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER, USER_LAYER)
 ALPHA, EPSILON = range(2)
 RNG_KEY, RNG_STEP = range(2)
@@ -107,7 +114,7 @@ def gather_rows(dst, src, order, start):
 
 @kernel
 def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedding=True, masking=True, user=None,
-                    row0=0):
+                    row0=0, graph=None):
     """Run every layer of ``net`` on the rows of ``x``; returns the last layer's output (a view of
     ``work.acts``, or of ``x`` when the layers after it are all inactive).
 
@@ -121,6 +128,9 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
 
     ``row0``: the index of x's first row in the whole batch, when x is a rank's share of it
     (Dropout then draws the whole batch's mask for these rows).
+
+    ``graph`` (a ``Graph``, None for a stack of layers): layer k reads the nodes
+    ``graph.sources[k]`` instead of layer k - 1; the last layer is the output.
     """
     params, layers, alphas, rng = net
     acts, act_off = work.acts, work.act_off
@@ -130,6 +140,8 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
         n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
         out = acts[act_off[k + 1]: act_off[k + 1] + rows * n_out].reshape(rows, n_out)
         kind = layers[k, KIND]
+        if graph is not None:
+            inp = node_output(x, work, layers, graph.sources[k, SOURCE], rows)
         if kind == DENSE_LAYER:
             w, b = layers[k, W_OFF], layers[k, B_OFF]
             W = params[w: w + n_in * n_out].reshape(n_in, n_out)
@@ -140,6 +152,9 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
             if dropout is None:
                 raise ValueError("a Dropout layer, but dropout=None")
             if not training:
+                if graph is None:
+                    continue  # its output is its input: nothing copied
+                merge_forward(out, inp, inp, SLICE_LAYER, 0)  # other layers read its slot: a copy
                 continue
             stream = dropout_stream(rng[RNG_KEY], rng[RNG_STEP], k)
             dropout_forward(out.reshape(-1), inp.reshape(-1), stream, alphas[k, ALPHA], row0 * n_out)
@@ -149,7 +164,7 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
             batchnorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], training, alphas[k, ALPHA],
                               alphas[k, EPSILON], work.stats)
         elif kind == EMBEDDING_LAYER:
-            if embedding is None or k != 0:
+            if embedding is None or (graph is None and k != 0):
                 raise ValueError("an Embedding layer, but embedding=None or not the first layer")
             combiner = np.int64(alphas[k, ALPHA])
             dim = embedding_dim(combiner, n_out, n_in)
@@ -163,6 +178,11 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
             if user is None:
                 raise ValueError("a user layer, but user=None")
             user.forward[layers[k, B_OFF]](inp, params, out)
+        elif kind == SLICE_LAYER or kind == CONCATENATE_LAYER or kind == ADD_LAYER or kind == MULTIPLY_LAYER:
+            if graph is None:
+                raise ValueError("a merge or input layer, but graph=None")
+            second = node_output(x, work, layers, graph.sources[k, SOURCE2], rows)
+            merge_forward(out, inp, second, kind, layers[k, B_OFF])
         else:
             raise ValueError("unknown layer kind")
         inp = out
@@ -261,6 +281,160 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
             raise ValueError("unknown layer kind")
 
 
+@kernel(inline=True)
+def node_output(x, work, layers, node, rows):
+    """The output of node ``node`` (a layer's row) for ``rows`` rows; the gathered batch for -1."""
+    if node < 0:
+        return x
+    n = layers[node, N_OUT]
+    return work.acts[work.act_off[node + 1]: work.act_off[node + 1] + rows * n].reshape(rows, n)
+
+
+@kernel(inline=True)
+def node_delta(graph, work, layers, node, rows):
+    """Node ``node``'s dL/d(output) in ``graph.deltas``."""
+    n = layers[node, N_OUT]
+    return graph.deltas[work.act_off[node + 1]: work.act_off[node + 1] + rows * n].reshape(rows, n)
+
+
+@kernel(inline=True)
+def merge_forward(out, first, second, kind, start):
+    """The merge layers and an input's columns: SLICE out = first[:, start:start + width];
+    CONCATENATE out = [first, second]; ADD out = first + second; MULTIPLY out = first * second."""
+    rows, width = out.shape
+    n1 = first.shape[1]
+    for r in range(rows):
+        for j in range(width):
+            if kind == SLICE_LAYER:
+                out[r, j] = first[r, start + j]
+            elif kind == CONCATENATE_LAYER:
+                out[r, j] = first[r, j] if j < n1 else second[r, j - n1]
+            elif kind == ADD_LAYER:
+                out[r, j] = first[r, j] + second[r, j]
+            else:
+                out[r, j] = first[r, j] * second[r, j]
+
+
+@kernel(inline=True)
+def add_into(dst, src, lo):
+    """dst += src[:, lo:lo + dst.shape[1]] (a node's gradient gets a consumer's share)."""
+    for r in range(dst.shape[0]):
+        for j in range(dst.shape[1]):
+            dst[r, j] += src[r, lo + j]
+
+
+@kernel(inline=True)
+def add_product_into(dst, d, factor):
+    """dst += d * factor elementwise (a Multiply's gradient to one of its inputs)."""
+    for r in range(dst.shape[0]):
+        for j in range(dst.shape[1]):
+            dst[r, j] += d[r, j] * factor[r, j]
+
+
+@kernel
+def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batchnorm=True, embedding=True, masking=True,
+                   user=None, row0=0, grad_scale=1.0):
+    """``network_backward`` for a ``Graph``: every node's gradient buffer starts at zero, the loss
+    gradient goes to the last node's, and each layer, in reverse order, adds dL/d(its inputs) into
+    its sources' buffers (a node read by several layers sums their shares) after its own
+    gradients. The gathered batch and input slices need no gradient."""
+    params, layers, alphas, rng = net
+    rows = x.shape[0]
+    last = layers.shape[0] - 1
+    for k in range(last + 1):
+        d = node_delta(graph, work, layers, k, rows)
+        for r in range(rows):
+            for j in range(d.shape[1]):
+                d[r, j] = 0
+    n_last = layers[last, N_OUT]
+    pred = node_output(x, work, layers, last, rows)
+    dout = node_delta(graph, work, layers, last, rows)
+    fused = (layers[last, KIND] == DENSE_LAYER or layers[last, KIND] == ACTIVATION_LAYER) and \
+        fused_loss_activation(loss, layers[last, ACT])
+    if fused and loss == CROSS_ENTROPY:
+        softmax_cross_entropy_backward(dout, pred, target)
+    elif fused:
+        sigmoid_binary_cross_entropy_backward(dout, pred, target)
+    else:
+        loss_backward(loss, dout, pred, target)
+    if grad_scale != 1.0:
+        scale = dout.dtype.type(grad_scale)
+        for i in range(rows):
+            for j in range(n_last):
+                dout[i, j] *= scale
+    for k in range(last, -1, -1):
+        n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
+        kind = layers[k, KIND]
+        if kind == SLICE_LAYER:
+            continue
+        src, src2 = graph.sources[k, SOURCE], graph.sources[k, SOURCE2]
+        out = node_output(x, work, layers, k, rows)
+        d = node_delta(graph, work, layers, k, rows)
+        inp = node_output(x, work, layers, src, rows)
+        wants = src >= 0 and layers[src, KIND] != SLICE_LAYER
+        scratch = work.deltas[0, : (rows * n_in if wants else 0)].reshape(rows if wants else 0, n_in)
+        if kind == DENSE_LAYER or kind == ACTIVATION_LAYER:
+            if not (k == last and fused):
+                activation_backward(d, d, out, layers[k, ACT], alphas[k, ALPHA])
+            if kind == DENSE_LAYER:
+                w, b = layers[k, W_OFF], layers[k, B_OFF]
+                W = params[w: w + n_in * n_out].reshape(n_in, n_out)
+                dense_backward(scratch, grads[w: w + n_in * n_out].reshape(n_in, n_out), grads[b: b + n_out], d, inp, W)
+            elif wants:
+                add_into(scratch, d, 0)
+        elif kind == DROPOUT_LAYER:
+            if dropout is None:
+                raise ValueError("a Dropout layer, but dropout=None")
+            flat = d.reshape(-1)
+            dropout_backward(flat, flat, dropout_stream(rng[RNG_KEY], rng[RNG_STEP], k), alphas[k, ALPHA], row0 * n_out)
+            if wants:
+                add_into(scratch, d, 0)
+        elif kind == BATCHNORM_LAYER:
+            if batchnorm is None:
+                raise ValueError("a BatchNorm layer, but batchnorm=None")
+            batchnorm_backward(scratch, grads, d, inp, params, layers[k, W_OFF], layers[k, B_OFF], alphas[k, EPSILON],
+                               work.stats)
+        elif kind == EMBEDDING_LAYER:
+            if embedding is None:
+                raise ValueError("an Embedding layer, but embedding=None")
+            combiner = np.int64(alphas[k, ALPHA])
+            table = grads[layers[k, W_OFF]: layers[k, B_OFF]].reshape(-1, embedding_dim(combiner, n_out, n_in))
+            embedding_backward(table, d, inp, combiner, alphas[k, EPSILON] != 0)
+            continue
+        elif kind == MASKING_LAYER:
+            if masking is None:
+                raise ValueError("a Masking layer, but masking=None")
+            if wants:
+                masking_backward(scratch.reshape(-1), d.reshape(-1), inp.reshape(-1), alphas[k, ALPHA])
+        elif kind == USER_LAYER:
+            if user is None:
+                raise ValueError("a user layer, but user=None")
+            user.backward[layers[k, B_OFF]](inp, params, out, d, grads, scratch)
+        elif kind == CONCATENATE_LAYER or kind == ADD_LAYER or kind == MULTIPLY_LAYER:
+            other = node_output(x, work, layers, src2, rows)
+            if src2 >= 0 and layers[src2, KIND] != SLICE_LAYER:
+                target2 = node_delta(graph, work, layers, src2, rows)
+                if kind == CONCATENATE_LAYER:
+                    add_into(target2, d, n_in)
+                elif kind == ADD_LAYER:
+                    add_into(target2, d, 0)
+                else:
+                    add_product_into(target2, d, inp)
+            if wants:
+                if kind == MULTIPLY_LAYER:
+                    for r in range(rows):
+                        for j in range(n_in):
+                            scratch[r, j] = d[r, j] * other[r, j]
+                else:
+                    for r in range(rows):
+                        for j in range(n_in):
+                            scratch[r, j] = d[r, j]
+        else:
+            raise ValueError("unknown layer kind")
+        if wants:
+            add_into(node_delta(graph, work, layers, src, rows), scratch, 0)
+
+
 @kernel
 def apply_optimizers(params, train, tensors, schedules):
     """One step of every optimizer on its own slice of the flat buffers, after clipping the
@@ -324,7 +498,7 @@ def weight_tensors(layers):
 
 @kernel
 def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, counts, metrics, reg, tensors, schedules,
-                  dropout=True, batchnorm=True, embedding=True, masking=True, user=None, collective=None):
+                  dropout=True, batchnorm=True, embedding=True, masking=True, user=None, collective=None, graph=None):
     """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
     ``x[order]``, ``y[order]``.
 
@@ -341,6 +515,7 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     ``collective``: None in one process; under MPI, a ``kernels.distributed.Collective``: this rank
     trains on its share of each batch's rows, ``batch_loss``/``batch_correct`` get the whole
     batch's figures, ``counts`` this rank's rows only (the caller sums them over the ranks).
+    ``graph``: None for a stack of layers, or a model's ``Graph``.
     """
     x, y, order, batch_size, first, stop = batches
     acts, act_off, targets = work.acts, work.act_off, work.targets
@@ -361,7 +536,7 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         value = 0.0
         correct = 0
         if local > 0:  # a rank's share of a batch smaller than the job is empty
-            pred = network_forward(net, xb, work, True, dropout, batchnorm, embedding, masking, user, r0)
+            pred = network_forward(net, xb, work, True, dropout, batchnorm, embedding, masking, user, r0, graph)
             value = loss_forward(loss, pred, yb)
             correct = count_correct(pred, yb)
             if metrics is not None:  # a diverged batch's counts are never read
@@ -374,9 +549,12 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         if not np.isfinite(value):
             return bi
         batch_correct[bi] = correct
-        if local > 0:
+        if local > 0 and graph is None:
             network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, embedding, masking, user, r0,
                              share)
+        elif local > 0:
+            graph_backward(net, train.grads, xb, work, loss, yb, graph, dropout, batchnorm, embedding, masking, user, r0,
+                           share)
         else:
             for i in range(train.grads.size):
                 train.grads[i] = 0
@@ -391,13 +569,13 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
 
 @kernel
 def predict_batches(out, net, x, batch_size, work, training, dropout=True, batchnorm=True, embedding=True, masking=True,
-                    user=None):
+                    user=None, graph=None):
     """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass: in inference
     mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``net.rng[RNG_STEP]``)."""
     n = x.shape[0]
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(net, x[lo:hi], work, training, dropout, batchnorm, embedding, masking, user)
+        pred = network_forward(net, x[lo:hi], work, training, dropout, batchnorm, embedding, masking, user, 0, graph)
         for i in range(hi - lo):
             for j in range(pred.shape[1]):
                 out[lo + i, j] = pred[i, j]
@@ -405,7 +583,7 @@ def predict_batches(out, net, x, batch_size, work, training, dropout=True, batch
 
 @kernel
 def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=True, embedding=True, masking=True,
-                     user=None):
+                     user=None, graph=None):
     """(sum over batches of loss x rows, number of correct rows) over all rows of ``x``, in
     inference mode (``net.rng`` is not read)."""
     n = x.shape[0]
@@ -413,7 +591,7 @@ def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=
     correct = 0
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(net, x[lo:hi], work, False, dropout, batchnorm, embedding, masking, user)
+        pred = network_forward(net, x[lo:hi], work, False, dropout, batchnorm, embedding, masking, user, 0, graph)
         total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct

@@ -13,7 +13,9 @@ with the layer's weights read from (and their gradients written to) fixed offset
 buffers. The network kernels take the model's wrappers as one ``UserLayers`` bundle of two
 tuples of first-class functions (``user`` argument; a layer's row holds its index into them), so
 one compiled step serves any user layers of these signatures, and stays in Numba's cache. The
-wrappers themselves (and the users' functions) compile in each process when the model is built.
+wrappers themselves (and the users' functions) compile in each process when the model is built,
+with ``numba.njit`` and explicit signatures rather than ``config.kernel`` (code made at run time
+has no source file to cache), which is why this module is not among ``fastnn/kernels``.
 """
 import warnings
 from collections import namedtuple
@@ -22,7 +24,7 @@ import numba
 import numpy as np
 from numba import types
 
-from ..config import FASTMATH
+from .config import FASTMATH
 
 UserLayers = namedtuple("UserLayers", ["forward", "backward"])
 

@@ -1,0 +1,263 @@
+"""Models with several inputs and branches: Keras' functional API.
+
+::
+
+    a, b = Input((4,)), Input((3,))
+    h = Concatenate()([Dense(units=8, activation="relu")(a), Dense(units=8, activation="relu")(b)])
+    model = Model(inputs=[a, b], outputs=Dense(units=2, activation="softmax")(h))
+    model.compile("cross_entropy", "adam").fit([xa, xb], y)
+
+Calling a layer on a tensor (an ``Input``, or what another call returned) connects it and
+returns its output tensor; ``Concatenate``, ``Add`` and ``Multiply`` take a list. ``Model`` lays
+the graph out as the rows of the kernels' layer table in an order where every layer comes after
+what it reads: the inputs first (each a slice of the gathered batch, which holds the inputs'
+columns side by side), the output last, and a ``kernels.network.Graph`` that names each row's
+sources. The compiled step is the same as a stack's, with ``graph_backward`` summing the
+gradients of nodes that several layers read. ``fit``, ``evaluate`` and ``predict`` take a list
+of arrays, one per input (an array alone for one input). One output; each layer is called once
+(no shared layers). CPU only.
+"""
+import numpy as np
+
+from .kernels.network import ADD_LAYER, B_OFF, CONCATENATE_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER
+from .layers import Embedding, Input, Layer
+from .model import MLP
+from .validation import check_features
+
+
+class Tensor:
+    """What a layer outputs when called in the functional API: the layer, the tensors it read,
+    and its width (``shape`` is (None, width), as Keras')."""
+
+    def __init__(self, layer, inputs, width):
+        self.layer, self.inputs, self.width = layer, list(inputs), int(width)
+
+    @property
+    def shape(self):
+        return (None, self.width)
+
+    def __repr__(self):
+        return f"<Tensor shape={self.shape} from {type(self.layer).__name__}>"
+
+
+def as_tensor(value, what):
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, Input):
+        if not hasattr(value, "_tensor"):
+            value._tensor = Tensor(value, [], value.output_dim)
+        return value._tensor
+    raise TypeError(f"{what} must be a tensor (an Input, or what a layer call returned), got {type(value).__name__}")
+
+
+def call_layer(layer, inputs):
+    """``layer(inputs)`` of the functional API (``Layer.__call__``)."""
+    if getattr(layer, "_called", False):
+        raise ValueError(f"this {type(layer).__name__} was already called on a tensor: a layer is used once "
+                         "(create another for another branch)")
+    if isinstance(layer, Merge):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
+            raise ValueError(f"{type(layer).__name__} takes a list of at least two tensors")
+        tensors = [as_tensor(t, f"{type(layer).__name__}'s inputs") for t in inputs]
+        if len(tensors) > 2:  # one binary merge per extra input: ((a, b), c), ...
+            tensors = [type(layer)()(tensors[:-1]), tensors[-1]]
+        layer.connect_merge([t.width for t in tensors])
+    else:
+        tensor = as_tensor(inputs, f"{type(layer).__name__}'s input")
+        if isinstance(layer, Embedding) and not isinstance(tensor.layer, Input):
+            raise ValueError("an Embedding reads ids: call it on an Input")
+        if isinstance(layer, Input):
+            raise TypeError("an Input is not called: pass it to other layers")
+        layer.connect(tensor.width)
+        tensors = [tensor]
+    layer._called = True
+    return Tensor(layer, tensors, layer.output_dim)
+
+
+class Merge(Layer):
+    """Base of the layers that combine two tensors (a list of more is merged pairwise)."""
+    code = None
+
+    def __init__(self):
+        pass
+
+    def connect_merge(self, widths):
+        a, b = widths
+        if self.code != CONCATENATE_LAYER and a != b:
+            raise ValueError(f"{type(self).__name__} needs tensors of one width, got {a} and {b}")
+        self.input_dim = a
+        self.output_dim = a + b if self.code == CONCATENATE_LAYER else a
+
+    def table_row(self, offset):
+        row = super().table_row(offset)
+        row[KIND] = self.code
+        return row
+
+
+class Concatenate(Merge):
+    """[a, b]: the tensors' features side by side (``keras.layers.Concatenate`` on the last axis)."""
+    code = CONCATENATE_LAYER
+
+
+class Add(Merge):
+    """a + b, elementwise (``keras.layers.Add``)."""
+    code = ADD_LAYER
+
+
+class Multiply(Merge):
+    """a * b, elementwise (``keras.layers.Multiply``)."""
+    code = MULTIPLY_LAYER
+
+
+class Model(MLP):
+    """A model from the graph between ``inputs`` (``Input`` tensors) and ``outputs`` (one tensor):
+    ``Model(inputs=[a, b], outputs=out)``. Everything else is ``MLP``'s (compile, fit, evaluate,
+    predict, summary, get_weights, save, ...), with ``x`` a list of arrays, one per input."""
+
+    def __init__(self, inputs, outputs, seed=None, dtype="float32", device="cpu", name=None):
+        super().__init__(None, seed=seed, dtype=dtype, device=device, name=name or "model")
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if not inputs or not all(isinstance(i, Input) for i in inputs):
+            raise TypeError("inputs must be Input tensors (a list of them, or one)")
+        if isinstance(outputs, (list, tuple)):
+            if len(outputs) != 1:
+                raise ValueError("a Model has one output tensor")
+            outputs = outputs[0]
+        output = as_tensor(outputs, "outputs")
+        order, seen = [], set()
+
+        def visit(tensor):  # post-order: every layer after what it reads
+            if id(tensor.layer) in seen:
+                return
+            for source in tensor.inputs:
+                visit(source)
+            seen.add(id(tensor.layer))
+            order.append(tensor)
+
+        visit(output)
+        reached = [t.layer for t in order if isinstance(t.layer, Input)]
+        missing = [i for i in reached if all(i is not j for j in inputs)]
+        if missing:
+            raise ValueError("outputs depend on an Input that is not in inputs")
+        tensors = [as_tensor(i, "inputs") for i in inputs] + [t for t in order if not isinstance(t.layer, Input)]
+        self.inputs = inputs
+        self.layers = [t.layer for t in tensors]
+        index = {id(t): k for k, t in enumerate(tensors)}
+        self._sources = np.array([[index[id(s)] for s in t.inputs] + [-1] * (2 - len(t.inputs)) if t.inputs
+                                  else [-1, -1] for t in tensors], dtype=np.int64)
+        start = 0
+        for layer in self.layers:
+            if layer._model is not None:
+                raise ValueError(f"this {type(layer).__name__} already belongs to a model: create a new layer")
+            layer._model = self
+        for i in inputs:
+            i._column, start = start, start + i.output_dim
+        self._total_width = start
+
+    def add(self, layer):
+        raise TypeError("a functional Model's layers come from its graph: call them on tensors instead of add")
+
+    @property
+    def input_dim(self):
+        return self._total_width
+
+    def _compute_layers(self):
+        return self.layers  # its inputs are rows too: each takes its columns of the gathered batch
+
+    def _graph_table(self):
+        return self._sources
+
+    def _table_row(self, layer, offset):
+        if isinstance(layer, Input):
+            row = np.zeros(6, np.int64)
+            row[N_IN], row[N_OUT], row[B_OFF], row[KIND] = self._total_width, layer.output_dim, layer._column, \
+                SLICE_LAYER
+            return row
+        return layer.table_row(offset)
+
+    def _check_x(self, x, name):
+        """One array per input (a list; an array alone for one input), each checked as its input's
+        readers need (ids for an Embedding), side by side as the kernels read them."""
+        self._ensure_built()
+        arrays = x if isinstance(x, (list, tuple)) else [x]
+        if len(arrays) != len(self.inputs):
+            raise ValueError(f"{name} must be a list of {len(self.inputs)} arrays, one per input, got {len(arrays)}")
+        parts = []
+        for i, (array, inp) in enumerate(zip(arrays, self.inputs)):
+            readers = [layer for layer, s in zip(self.layers, self._sources) if self.layers.index(inp) in s]
+            embedding = next((r for r in readers if isinstance(r, Embedding)), None)
+            part_name = f"{name}[{i}]"
+            if embedding is not None:
+                parts.append(embedding.check_input(array, part_name, self.dtype))
+            else:
+                parts.append(check_features(array, part_name, width=inp.output_dim, dtype=self.dtype))
+        rows = {p.shape[0] for p in parts}
+        if len(rows) != 1:
+            raise ValueError(f"the arrays of {name} must have the same number of rows, got {[p.shape[0] for p in parts]}")
+        return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=self.dtype)
+
+    def summary(self, print_fn=print):
+        """Keras' functional summary: each layer, its output width, parameters and what it reads."""
+        names = self.layer_names()
+        width = max([28] + [len(f"{n} ({type(layer).__name__})") + 2 for n, layer in zip(names, self.layers)])
+        lines = [f'Model: "{self.name}" ({np.dtype(self.dtype).name}, {self.device})',
+                 f"{'Layer (type)':<{width}}{'Output Shape':<16}{'Param #':>10}  Connected to"]
+        for name, layer, sources in zip(names, self.layers, self._sources):
+            reads = ", ".join(names[s] for s in sources if s >= 0)
+            lines.append(f"{name + ' (' + type(layer).__name__ + ')':<{width}}{str((None, layer.output_dim)):<16}"
+                         f"{layer.count_params():>10,}  {reads}")
+        trainable = sum(layer.count_trainable_params() for layer in self.layers)
+        lines += [f"Total params: {self.count_params():,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {self.count_params() - trainable:,}"]
+        print_fn("\n".join(lines))
+
+    def get_config(self):
+        config = super().get_config()
+        config["model"]["class_name"] = "Model"
+        config["model"]["inputs"] = [self.layers.index(i) for i in self.inputs]
+        for spec, sources in zip(config["layers"], self._sources):
+            spec["inbound"] = [int(s) for s in sources if s >= 0]
+        return config
+
+    @classmethod
+    def from_config(cls, config, device="cpu", build=True):
+        """A new functional model (fresh weights) from ``get_config()``'s data."""
+        from .base import deserialize
+        from .optimizers import Optimizer
+        try:
+            optimizers_ = [deserialize(o) for o in config["optimizers"]]
+            layers = [_layer_from_spec(spec, optimizers_) for spec in config["layers"]]
+            tensors = []
+            for spec, layer in zip(config["layers"], layers):
+                inbound = [tensors[i] for i in spec.get("inbound", [])]
+                if isinstance(layer, Input):
+                    tensors.append(as_tensor(layer, "input"))
+                else:
+                    tensors.append(layer(inbound if isinstance(layer, Merge) else inbound[0]))
+            model = cls([layers[i] for i in config["model"]["inputs"]], tensors[-1], seed=config["model"]["seed"],
+                        dtype=config["model"]["dtype"], device=device, name=config["model"]["name"])
+            compiled = config["compile"]
+            if compiled is not None:
+                model.compile(loss=deserialize(compiled["loss"]),
+                              optimizer=None if compiled["optimizer"] is None else optimizers_[compiled["optimizer"]],
+                              metrics=compiled["metrics"])
+            if config.get("default_optimizer") is not None:
+                model._default_optimizer = optimizers_[config["default_optimizer"]]
+                if not isinstance(model._default_optimizer, Optimizer):
+                    raise ValueError(f"default_optimizer names a {type(model._default_optimizer).__name__}")
+            if build:
+                model._ensure_built()
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"malformed model config: {exc!r}") from None
+        return model
+
+
+def _layer_from_spec(spec, optimizers_):
+    from .base import deserialize
+    layer_config = dict(spec["config"])
+    if isinstance(layer_config.get("optimizer"), dict):
+        layer_config["optimizer"] = optimizers_[layer_config["optimizer"]["shared"]]
+    layer = deserialize({"class_name": spec["class_name"], "config": layer_config})
+    if not isinstance(layer, Layer):
+        raise ValueError(f"{spec['class_name']!r} is not a layer")
+    return layer
