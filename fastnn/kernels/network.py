@@ -549,12 +549,13 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         if not np.isfinite(value):
             return bi
         batch_correct[bi] = correct
-        if local > 0 and graph is None:
-            network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, embedding, masking, user, r0,
-                             share)
-        elif local > 0:
-            graph_backward(net, train.grads, xb, work, loss, yb, graph, dropout, batchnorm, embedding, masking, user, r0,
-                           share)
+        if local > 0:
+            if graph is None:  # (Numba prunes a branch only on a plain ``is None`` test)
+                network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, embedding, masking, user,
+                                 r0, share)
+            else:
+                graph_backward(net, train.grads, xb, work, loss, yb, graph, dropout, batchnorm, embedding, masking,
+                               user, r0, share)
         else:
             for i in range(train.grads.size):
                 train.grads[i] = 0
