@@ -129,8 +129,6 @@ class MLP:
         layers = self._compute_layers()
         users = [layer for layer in layers if layer.is_user_layer()]
         graph = self._graph_table()
-        if graph is not None and self.device != "cpu":
-            raise ValueError(f"a functional Model runs on the CPU only (this one is on {self.device!r})")
         if users and self.device != "cpu":
             raise ValueError(f"{type(users[0]).__name__} is a layer of your own: such layers run on the CPU only "
                              f"(this model is on {self.device!r})")

@@ -65,7 +65,10 @@ CHILD = textwrap.dedent(r"""
              ("embedding_backward_elements", embedding.kernels("float32").embedding_backward_elements,
               (F, F, F, I, I, I, I, I, I, B)),
              ("zero_elements", embedding.kernels("float32").zero_elements, (F, I)),
-             ("masking_elements", embedding.kernels("float32").masking_elements, (F, F, F, I, D))]
+             ("masking_elements", embedding.kernels("float32").masking_elements, (F, F, F, I, D)),
+             ("merge_elements", network.kernels("float32").merge_elements, (F, F, F, I, I, I, I, I, I)),
+             ("add_elements", network.kernels("float32").add_elements, (F, F, I, I, I, I, F, B)),
+             ("zero_elements_network", network.kernels("float32").zero_elements, (F, I))]
     failed = 0
     for name, kernel, sig in jobs:
         try:

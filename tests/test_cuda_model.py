@@ -236,3 +236,26 @@ def test_embedding_and_masking_match_cpu(combiner):
     assert_weights_close(models["cpu"], models["cuda"])
     np.testing.assert_allclose(models["cpu"].predict(ids), models["cuda"].predict(ids), atol=TOL)
     assert np.all(models["cuda"].get_weights()[0][0] == 0)
+
+
+def test_functional_model_matches_cpu():
+    """Two inputs, fan-out, Concatenate, Multiply, Add, Dropout and an Embedding input on CUDA."""
+    from fastnn import Add, Concatenate, Input, Model, Multiply
+    rng = np.random.default_rng(6)
+    ids, xb = rng.integers(0, 5, (9, 2)), rng.standard_normal((9, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 9)
+    models = {}
+    for device in ("cpu", "cuda"):
+        a, b = Input((2,)), Input((3,))
+        ha = fastnn.Embedding(5, 2, input_length=2, combiner="sum")(a)
+        hb = Dense(units=2, activation="tanh")(b)
+        h = Concatenate()([ha, hb, Multiply()([ha, hb])])
+        h = fastnn.Dropout(0.3)(Dense(units=4, activation="relu")(h))
+        out = Dense(units=2, activation="softmax")(Add()([h, Dense(units=4, activation="sigmoid")(hb)]))
+        model = Model([a, b], out, seed=3, device=device)
+        model.compile("cross_entropy", Adam(0.05))
+        models[device] = (model, model.fit([ids, xb], y, epochs=2, batch_size=4, verbose=0))
+    assert_weights_close(models["cpu"][0], models["cuda"][0])
+    assert_history_close(models["cpu"][1], models["cuda"][1])
+    np.testing.assert_allclose(models["cpu"][0].predict([ids, xb]), models["cuda"][0].predict([ids, xb]), atol=TOL)
+    assert abs(models["cpu"][0].evaluate([ids, xb], y) - models["cuda"][0].evaluate([ids, xb], y)) < TOL

@@ -131,7 +131,23 @@ def test_errors():
         model.fit([xa, xb[:5]], y, verbose=0)
     with pytest.raises(ValueError, match=r"x\[1\]"):
         model.predict([xa, np.zeros((12, 5))])
-    pytest.importorskip("numba.cuda")
-    c = Input((2,))
-    with pytest.raises(ValueError, match="CPU only"):
-        Model(c, Dense(units=2)(c), device="cuda").get_weights()
+
+
+def test_a_chain_equals_the_same_stack():
+    """Input -> Dense(relu) -> Activation(tanh) -> Dropout -> BatchNorm -> Dense(softmax) as a
+    Model equals the MLP whose rows sit at the same indices (Dropout's masks depend on the row):
+    the Activation, Dropout and BatchNorm backward passes of the graph."""
+    rng = np.random.default_rng(6)
+    x, y = rng.standard_normal((9, 3)), rng.integers(0, 2, 9)
+    a = Input((3,))
+    h = fastnn.Dropout(0.3)(fastnn.Activation("tanh")(Dense(units=4, activation="relu")(a)))
+    out = Dense(units=2, activation="softmax")(fastnn.BatchNormalization()(h))
+    graph_model = Model([a], out, seed=3, dtype="float64").compile("cross_entropy", fastnn.SGD(0.5))
+    stack = fastnn.MLP([Input(3), fastnn.Activation(None), Dense(3, 4, activation="relu"), fastnn.Activation("tanh"),
+                        fastnn.Dropout(0.3), fastnn.BatchNormalization(), Dense(4, 2, activation="softmax")],
+                       seed=3, dtype="float64").compile("cross_entropy", fastnn.SGD(0.5))
+    for _ in range(3):
+        assert graph_model.train_on_batch(x, y) == pytest.approx(stack.train_on_batch(x, y), rel=1e-12)
+    for a_, b_ in zip(graph_model.get_weights(), stack.get_weights()):
+        np.testing.assert_allclose(a_, b_, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(graph_model.predict(x), stack.predict(x), rtol=1e-12)

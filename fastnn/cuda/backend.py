@@ -13,7 +13,7 @@ import numpy as np
 
 from ..backend import Backend, check_state
 from ..config import INFERENCE_BATCH_SIZE
-from ..kernels.network import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Network, Training,
+from ..kernels.network import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Training,
                                Workspace, alpha_table, weight_tensors, workspace_layout)
 from ..kernels.metrics import TOP_K
 from ..kernels.optimizers import ADAMW, any_clipping
@@ -70,6 +70,7 @@ class CUDABackend(Backend):
         self.stream = self.cuda.stream()
         self.runner = network.StepRunner(self.stream)
         self.capacity = 0
+        self.graph_sources = self.graph = None
         # Bytes a training set may take to be uploaded whole; None: DATASET_MEMORY_FRACTION
         # of the device memory free when it is uploaded.
         self.dataset_budget = None
@@ -81,10 +82,15 @@ class CUDABackend(Backend):
     def _to_device(self, array):
         return self.cuda.to_device(np.ascontiguousarray(array), stream=self.stream)
 
-    def load(self, layers, alphas, reg, opt_meta, state):
+    def load(self, layers, alphas, reg, opt_meta, state, user=None, graph=None):
         """Take the network table, the weight penalties' table, the optimizers' slices and the
         training state (host arrays: the flat buffers are copied to the device; the step counts
-        and the random key and step stay on the host, and each call hands them to the device)."""
+        and the random key and step stay on the host, and each call hands them to the device).
+        ``graph``: a functional model's sources (``kernels.network.Graph``), or None. User layers
+        (``user``) run on the CPU only."""
+        if user is not None:
+            raise ValueError("layers of your own (Lambda, Layer subclasses) run on the CPU only")
+        self.graph_sources = None if graph is None else np.ascontiguousarray(graph, dtype=np.int64)
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
         self.alphas = alpha_table(alphas)
         for row in self.layers:
@@ -183,6 +189,8 @@ class CUDABackend(Backend):
         self.work = Workspace(self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream), act_off,
                               self.cuda.device_array(deltas_shape, dtype=self.dtype, stream=self.stream),
                               self.cuda.device_array(n_targets, dtype=self.dtype, stream=self.stream), None)
+        self.graph = None if self.graph_sources is None else Graph(
+            self.graph_sources, self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream))
         self.capacity = rows
         self.runner.forget()
 
@@ -224,7 +232,7 @@ class CUDABackend(Backend):
             positions[lo:hi].copy_to_device(np.ascontiguousarray(order[lo:hi], dtype=np.int64), stream=self.stream)
             self._network.train_batches(self._net(), train, self.work,
                                         Batches(data.x, data.y, positions, batch_size, first, stop), loss,
-                                        records, control, *stages, self.runner)
+                                        records, control, *stages, self.runner, self.graph)
         else:
             self._train_streamed(data, order, batch_size, first, stop, train, loss, records, control, stages,
                                  positions)
@@ -266,7 +274,7 @@ class CUDABackend(Backend):
             # The step gathers rows order[b * batch_size + r]: here, positions in the staging buffer.
             positions[lo:hi].copy_to_device(np.arange(hi - lo, dtype=np.int64), stream=self.stream)
             self._network.train_batches(self._net(), train, self.work, Batches(xs, ys, positions, batch_size, b0, b1),
-                                        loss, records, control, *stages, self.runner)
+                                        loss, records, control, *stages, self.runner, self.graph)
             self.stream.synchronize()  # the staging buffer is overwritten next
 
     # ---- inference --------------------------------------------------------------------------
@@ -280,7 +288,7 @@ class CUDABackend(Backend):
         out = self.cuda.device_array(x.shape[0] * n_out, dtype=self.dtype, stream=self.stream)
         control = self._upload("predict_control", _control(0, self.rng[1]))
         self._network.predict_batches(out, self._net(), x, batch_size, self.work, self.stream, training=training,
-                                      control=control)
+                                      control=control, graph=self.graph)
         host = out.copy_to_host(stream=self.stream)
         self.stream.synchronize()
         return host.reshape(x.shape[0], n_out)
@@ -298,7 +306,7 @@ class CUDABackend(Backend):
         control = self._upload("eval_control", _control(0, 0))
         steps = self._small_array("eval_steps", 1, np.int64)
         self._network.evaluate_batches(self._net(), loss, x, y, batch_size, self.work, records, control, steps,
-                                       self.stream)
+                                       self.stream, graph=self.graph)
         out = records[: 2 * n_batches].copy_to_host(stream=self.stream)
         self.stream.synchronize()
         total, correct = 0.0, 0

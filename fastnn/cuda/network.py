@@ -25,13 +25,15 @@ import warnings
 from functools import lru_cache
 from types import SimpleNamespace
 
+import numba
 import numpy as np
 from numba import cuda
 
-from ..kernels.network import (ACT, ACTIVATION_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER,  # noqa: F401
-                               DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, N_IN, N_OUT,
-                               W_OFF)
-from . import C_BATCH, C_STEP, C_STEP0, GRAPH_STEPS, N_CONTROL, USE_GRAPHS, Plan, blocks, kernel, launch
+from ..kernels import network as cpu
+from ..kernels.network import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER,  # noqa: F401
+                               CONCATENATE_LAYER, DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND,
+                               MASKING_LAYER, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER, SOURCE, SOURCE2, W_OFF)
+from . import C_BATCH, C_STEP, C_STEP0, GRAPH_STEPS, N_CONTROL, USE_GRAPHS, Plan, blocks, device_twin, kernel, launch
 from .activations import IDENTITY, SOFTMAX, activation_backward, bias_activation_forward
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
@@ -43,8 +45,40 @@ from .optimizers import clip_gradients, optimizer_step
 from .regularizers import regularization_forward_backward
 
 
+merge_element = device_twin(cpu.merge_element)
+
+
 @lru_cache(maxsize=None)
 def kernels(dtype):
+    T = numba.from_dtype(np.dtype(dtype))
+
+    @kernel
+    def merge_elements(out, first, second, rows, width, n1, n2, start, kind):
+        """A merge layer's or an input's output (``kernels.network.merge_element``), one thread per element."""
+        i = cuda.grid(1)
+        if i < rows * width:
+            r = i // width
+            out[i] = merge_element(first, second, r, i - r * width, n1, n2, start, kind)
+
+    @kernel
+    def add_elements(dst, src, rows, width, src_width, lo, factor, use_factor):
+        """dst[r, j] += src[r, lo + j] (times factor[r, j] with ``use_factor``): a consumer's share of
+        a node's gradient."""
+        i = cuda.grid(1)
+        if i < rows * width:
+            r = i // width
+            j = i - r * width
+            value = src[r * src_width + lo + j]
+            if use_factor:
+                value *= factor[i]
+            dst[i] += value
+
+    @kernel
+    def zero_elements(out, size):
+        i = cuda.grid(1)
+        if i < size:
+            out[i] = T(0)
+
     @kernel
     def gather_batch(xb, yb, x, y, order, control, batch_size, rows, n_in, n_out):
         """xb[r] = x[order[b * batch_size + r]], yb likewise, one thread per element of both;
@@ -62,7 +96,8 @@ def kernels(dtype):
                 r = j // n_out
                 yb[j] = y[order[lo + r] * n_out + (j - r * n_out)]
 
-    return SimpleNamespace(gather_batch=gather_batch)
+    return SimpleNamespace(gather_batch=gather_batch, merge_elements=merge_elements, add_elements=add_elements,
+                           zero_elements=zero_elements)
 
 
 def _view(buffer, lo, size):
@@ -74,7 +109,33 @@ def gather_batch(xb, yb, x, y, order, control, batch_size, rows, n_in, n_out, pl
            xb, yb, x, y, order, control, batch_size, rows, n_in, n_out)
 
 
-def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None, training=False, control=None):
+def merge_forward(out, first, second, rows, width, n1, n2, start, kind, plan=None):
+    """As ``kernels.network.merge_forward`` on flat device arrays."""
+    launch(plan, kernels(np.dtype(out.dtype).name).merge_elements, *blocks(rows * width),
+           out, first, second, int(rows), int(width), int(n1), int(n2), int(start), int(kind))
+
+
+def add_into(dst, src, rows, width, src_width, lo=0, factor=None, plan=None):
+    """dst += src[:, lo:lo + width] (times ``factor`` elementwise when given), flat (rows, ...) device arrays."""
+    launch(plan, kernels(np.dtype(dst.dtype).name).add_elements, *blocks(rows * width), dst, src, int(rows),
+           int(width), int(src_width), int(lo), dst if factor is None else factor, factor is not None)
+
+
+def _node(x, acts, act_off, layers, node, rows):
+    """A node's output: a layer's slice of ``acts``, or the gathered batch ``x`` for -1."""
+    return x if node < 0 else _view(acts, act_off[node + 1], rows * int(layers[node, N_OUT]))
+
+
+def _merge_widths(layers, graph, k):
+    """(n1, n2, start) of a merge or input row: the widths of its two sources, an input's first column."""
+    n_in, n_out, kind = int(layers[k, N_IN]), int(layers[k, N_OUT]), layers[k, KIND]
+    if kind == SLICE_LAYER:
+        return n_in, n_in, int(layers[k, B_OFF])
+    return n_in, (n_out - n_in if kind == CONCATENATE_LAYER else n_in), 0
+
+
+def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None, training=False, control=None,
+                    graph=None):
     """Every layer of ``net`` on the ``rows`` rows of ``x``; the last writes to ``out`` if given
     (else its slice of ``work.acts``). ``net.rng`` is Dropout's key (an int; the step is on the
     device, in ``control[C_STEP]``). Returns whether the last layer's softmax was deferred to the loss kernel
@@ -82,6 +143,8 @@ def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None
 
     ``training``: Dropout draws its mask from the key and the step in ``control[C_STEP]``;
     otherwise it is skipped (a last Dropout copies its input to its output).
+    ``graph`` (``kernels.network.Graph`` of host sources and a device buffer): each layer reads its
+    sources' outputs, as in ``kernels.network.network_forward``.
     """
     params, layers, alphas, key = net
     acts, act_off = work.acts, work.act_off
@@ -92,6 +155,8 @@ def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None
         n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
         o = out if (out is not None and k == last) else _view(acts, act_off[k + 1], rows * n_out)
         kind = layers[k, KIND]
+        if graph is not None:
+            inp = _node(x, acts, act_off, layers, graph.sources[k, SOURCE], rows)
         if kind == DENSE_LAYER:
             w, b = layers[k, W_OFF], layers[k, B_OFF]
             dense_forward(o, inp, _view(params, w, n_in * n_out), _view(params, b, n_out), int(layers[k, ACT]),
@@ -101,7 +166,7 @@ def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None
         elif kind == DROPOUT_LAYER:
             if training:
                 dropout_forward(o, inp, rows * n_out, key, k, alphas[k, ALPHA], control, plan=plan)
-            elif k == last:  # the caller reads the last layer's output: rate 0 keeps every element, a copy
+            elif k == last or graph is not None:  # its output is read: rate 0 keeps every element, a copy
                 dropout_forward(o, inp, rows * n_out, key, k, 0.0, _inference_control(), plan=plan)
             else:
                 continue
@@ -109,12 +174,17 @@ def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None
             batchnorm_forward(o, inp, params, layers[k, W_OFF], layers[k, B_OFF], rows, n_out, training,
                               alphas[k, ALPHA], alphas[k, EPSILON], plan=plan)
         elif kind == EMBEDDING_LAYER:
-            if k != 0:
+            if k != 0 and graph is None:
                 raise ValueError(f"layers: an Embedding must be the first layer, found in row {k}")
             embedding_forward(o, inp, params, layers[k, W_OFF], rows, n_in, n_out, int(alphas[k, ALPHA]),
                               alphas[k, EPSILON] != 0, plan=plan)
         elif kind == MASKING_LAYER:
             masking_forward(o, inp, rows * n_out, alphas[k, ALPHA], plan=plan)
+        elif kind in (SLICE_LAYER, CONCATENATE_LAYER, ADD_LAYER, MULTIPLY_LAYER):
+            if graph is None:
+                raise ValueError(f"layers: a merge or input row {k}, but no graph")
+            second = _node(x, acts, act_off, layers, graph.sources[k, SOURCE2], rows)
+            merge_forward(o, inp, second, rows, n_out, *_merge_widths(layers, graph, k), kind, plan=plan)
         else:
             raise ValueError(f"layers: unknown layer kind {kind} in row {k}")
         inp = o
@@ -175,7 +245,64 @@ def network_backward(net, grads, x, work, rows, plan=None, control=None):
             activation_backward(dz, dz, below, int(layers[k - 1, ACT]), alphas[k - 1, ALPHA], rows, n_in, plan=plan)
 
 
-def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, records, control, plan):
+def graph_backward(net, grads, x, work, rows, graph, plan=None, control=None):
+    """``network_backward`` for a ``Graph``, as ``kernels.network.graph_backward``: the last node's
+    buffer in ``graph.deltas`` holds dL/d(its pre-activation) (the loss kernel applied the last
+    activation); every layer applies its own activation's derivative, then adds dL/d(its inputs)
+    into its sources' buffers (through ``work.deltas[0]`` as scratch)."""
+    params, layers, alphas, key = net
+    acts, act_off, deltas = work.acts, work.act_off, work.deltas
+    last = layers.shape[0] - 1
+    for k in range(last, -1, -1):
+        n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
+        kind = layers[k, KIND]
+        if kind == SLICE_LAYER:
+            continue
+        src, src2 = int(graph.sources[k, SOURCE]), int(graph.sources[k, SOURCE2])
+        d = _view(graph.deltas, act_off[k + 1], rows * n_out)
+        o = _view(acts, act_off[k + 1], rows * n_out)
+        inp = _node(x, acts, act_off, layers, src, rows)
+        wants = src >= 0 and layers[src, KIND] != SLICE_LAYER
+        scratch = _view(deltas[0], 0, rows * n_in)
+        if kind in (DENSE_LAYER, ACTIVATION_LAYER) and k != last and layers[k, ACT] != IDENTITY:
+            activation_backward(d, d, o, int(layers[k, ACT]), alphas[k, ALPHA], rows, n_out, plan=plan)
+        if kind == DENSE_LAYER:
+            w = layers[k, W_OFF]
+            dense_backward(scratch if wants else None, _view(grads, w, (n_in + 1) * n_out), d, inp,
+                           _view(params, w, n_in * n_out), rows, n_in, n_out, plan=plan)
+        elif kind == ACTIVATION_LAYER:
+            scratch = d
+        elif kind == DROPOUT_LAYER:
+            dropout_backward(d, d, rows * n_out, key, k, alphas[k, ALPHA], control, plan=plan)
+            scratch = d
+        elif kind == BATCHNORM_LAYER:
+            batchnorm_backward(scratch, grads, d, inp, params, layers[k, W_OFF], layers[k, B_OFF], rows, n_out,
+                               alphas[k, EPSILON], want_dx=wants, plan=plan)
+        elif kind == EMBEDDING_LAYER:
+            embedding_backward(grads, d, inp, layers[k, W_OFF], layers[k, B_OFF], rows, n_in, n_out,
+                               int(alphas[k, ALPHA]), alphas[k, EPSILON] != 0, plan=plan)
+            continue
+        elif kind == MASKING_LAYER:
+            if wants:
+                masking_backward(scratch, d, inp, rows * n_in, alphas[k, ALPHA], plan=plan)
+        elif kind in (CONCATENATE_LAYER, ADD_LAYER, MULTIPLY_LAYER):
+            other = _node(x, acts, act_off, layers, src2, rows)
+            n1, n2, _ = _merge_widths(layers, graph, k)
+            if src2 >= 0 and layers[src2, KIND] != SLICE_LAYER:
+                target2 = _view(graph.deltas, act_off[src2 + 1], rows * n2)
+                add_into(target2, d, rows, n2, n_out, lo=n1 if kind == CONCATENATE_LAYER else 0,
+                         factor=inp if kind == MULTIPLY_LAYER else None, plan=plan)
+            if wants:
+                add_into(_view(graph.deltas, act_off[src + 1], rows * n1), d, rows, n1, n_out,
+                         factor=other if kind == MULTIPLY_LAYER else None, plan=plan)
+            continue
+        else:
+            raise ValueError(f"layers: unknown layer kind {kind} in row {k}")
+        if wants:
+            add_into(_view(graph.deltas, act_off[src + 1], rows * n_in), scratch, rows, n_in, n_in, plan=plan)
+
+
+def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, records, control, plan, graph=None):
     """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring)."""
     params, layers, alphas, key = net
     acts, act_off, deltas, targets = work.acts, work.act_off, work.deltas, work.targets
@@ -185,13 +312,21 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
     yb = _view(targets, 0, rows * n_out)
     gather_batch(xb, yb, batches.x, batches.y, batches.order, control, batches.batch_size, rows, n_in, n_out,
                  plan=plan)
-    deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan, training=True, control=control)
+    deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan, training=True, control=control,
+                               graph=graph)
     pred = _view(acts, act_off[last + 1], rows * n_out)
-    loss_backward(records, _view(deltas[0], 0, rows * n_out), pred, yb, loss, int(layers[last, ACT]),
+    if graph is not None:  # every node's gradient buffer starts at zero; the loss's goes to the last node's
+        launch(plan, kernels(np.dtype(acts.dtype).name).zero_elements, *blocks(graph.deltas.size), graph.deltas,
+               graph.deltas.size)
+    top = _view(deltas[0] if graph is None else graph.deltas, 0 if graph is None else act_off[last + 1], rows * n_out)
+    loss_backward(records, top, pred, yb, loss, int(layers[last, ACT]),
                   alphas[last, ALPHA], rows, n_out, control, train.opt_steps, softmax_first=deferred, plan=plan)
     if metrics is not None:  # after the loss kernel, which applied a deferred softmax to pred
         metric_counts(metrics.spec, metrics.counts, pred, yb, rows, n_out, control, plan=plan)
-    network_backward(net, train.grads, xb, work, rows, plan=plan, control=control)
+    if graph is None:
+        network_backward(net, train.grads, xb, work, rows, plan=plan, control=control)
+    else:
+        graph_backward(net, train.grads, xb, work, rows, graph, plan=plan, control=control)
     if reg is not None:
         regularization_forward_backward(params, train.grads, reg.table, reg.rows, reg.size, records, control,
                                         plan=plan)
@@ -202,7 +337,7 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
         optimizer_step(params, *train, control, plan=plan)
 
 
-def train_batches(net, train, work, batches, loss, records, control, metrics, reg, clip, runner):
+def train_batches(net, train, work, batches, loss, records, control, metrics, reg, clip, runner, graph=None):
     """Enqueue training of ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the
     rows ``x[order]``, ``y[order]``.
 
@@ -215,7 +350,7 @@ def train_batches(net, train, work, batches, loss, records, control, metrics, re
     (``tensors``, ``n``) and a float64 scratch ``sums`` when an optimizer clips, else None.
     Nothing is read back: the loss and correct count
     of batch b land in ``records[2b]``, ``records[2b + 1]``. Full batches run as one replayed
-    plan, a smaller last batch as a plan of its own.
+    plan, a smaller last batch as a plan of its own. ``graph``: a functional model's ``Graph``, or None.
     """
     n, batch_size, first, stop = batches.order.size, batches.batch_size, batches.first, batches.stop
     full_stop = min(stop, n // batch_size)
@@ -224,12 +359,12 @@ def train_batches(net, train, work, batches, loss, records, control, metrics, re
     args = (net, train, work, batches._replace(first=0, stop=0), loss, metrics, reg, clip)
     for rows, times in ((batch_size, full_stop - first), (n - full_stop * batch_size, stop - max(first, full_stop))):
         if times > 0:
-            plan = runner.plan(args + (rows, records, control),
-                               lambda p, rows=rows: train_step(*args, rows, records, control, p))
+            plan = runner.plan(args + (rows, records, control, graph),
+                               lambda p, rows=rows: train_step(*args, rows, records, control, p, graph))
             runner.run(plan, times)
 
 
-def predict_batches(out, net, x, batch_size, work, stream, training=False, control=None):
+def predict_batches(out, net, x, batch_size, work, stream, training=False, control=None, graph=None):
     """out (flat, n x n_out, device) = network(x[i]) for every row of the host array ``x``,
     ``batch_size`` rows per forward pass, each batch copied into the input slice of ``acts``;
     ``training`` as in ``network_forward`` (Dropout's step in ``control[C_STEP]``)."""
@@ -241,11 +376,11 @@ def predict_batches(out, net, x, batch_size, work, stream, training=False, contr
         xb.copy_to_device(x[lo:hi].reshape(-1), stream=stream)
         plan = Plan(stream)
         network_forward(net, xb, work, hi - lo, out=_view(out, lo * n_out, (hi - lo) * n_out), plan=plan,
-                        training=training, control=control)
+                        training=training, control=control, graph=graph)
         plan.run()
 
 
-def evaluate_batches(net, loss, x, y, batch_size, work, records, control, steps, stream):
+def evaluate_batches(net, loss, x, y, batch_size, work, records, control, steps, stream, graph=None):
     """Enqueue the loss and correct rows of every ``batch_size`` rows of host arrays (x, y) into
     ``records`` (as ``losses.loss_forward``); ``control[C_BATCH]`` must be 0. The caller sums
     loss x rows over the batches, as ``kernels.network.evaluate_batches``."""
@@ -260,7 +395,7 @@ def evaluate_batches(net, loss, x, y, batch_size, work, records, control, steps,
         xb.copy_to_device(x[lo:lo + rows].reshape(-1), stream=stream)
         yb.copy_to_device(y[lo:lo + rows].reshape(-1), stream=stream)
         plan = Plan(stream)
-        deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan)
+        deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan, graph=graph)
         loss_forward(records, _view(acts, act_off[last + 1], rows * n_out), yb, loss, rows, n_out, control, steps,
                      softmax_first=deferred, plan=plan)
         plan.run()

@@ -298,21 +298,28 @@ def node_delta(graph, work, layers, node, rows):
 
 
 @kernel(inline=True)
+def merge_element(first, second, r, j, n1, n2, start, kind):
+    """Element (r, j) of a merge layer's or an input's output, from flat row-major ``first``
+    (rows, n1) and ``second`` (rows, n2): SLICE first[r, start + j]; CONCATENATE [first, second];
+    ADD first + second; MULTIPLY first * second (the CUDA twin compiles this very function)."""
+    if kind == SLICE_LAYER:
+        return first[r * n1 + start + j]
+    if kind == CONCATENATE_LAYER:
+        return first[r * n1 + j] if j < n1 else second[r * n2 + j - n1]
+    if kind == ADD_LAYER:
+        return first[r * n1 + j] + second[r * n2 + j]
+    return first[r * n1 + j] * second[r * n2 + j]
+
+
+@kernel(inline=True)
 def merge_forward(out, first, second, kind, start):
-    """The merge layers and an input's columns: SLICE out = first[:, start:start + width];
-    CONCATENATE out = [first, second]; ADD out = first + second; MULTIPLY out = first * second."""
+    """out (rows, width) of a merge layer or an input (``merge_element``); ``second`` may be ``first``."""
     rows, width = out.shape
-    n1 = first.shape[1]
+    n1, n2 = first.shape[1], second.shape[1]
+    a, b = first.reshape(-1), second.reshape(-1)
     for r in range(rows):
         for j in range(width):
-            if kind == SLICE_LAYER:
-                out[r, j] = first[r, start + j]
-            elif kind == CONCATENATE_LAYER:
-                out[r, j] = first[r, j] if j < n1 else second[r, j - n1]
-            elif kind == ADD_LAYER:
-                out[r, j] = first[r, j] + second[r, j]
-            else:
-                out[r, j] = first[r, j] * second[r, j]
+            out[r, j] = merge_element(a, b, r, j, n1, n2, start, kind)
 
 
 @kernel(inline=True)
@@ -380,15 +387,14 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
                 w, b = layers[k, W_OFF], layers[k, B_OFF]
                 W = params[w: w + n_in * n_out].reshape(n_in, n_out)
                 dense_backward(scratch, grads[w: w + n_in * n_out].reshape(n_in, n_out), grads[b: b + n_out], d, inp, W)
-            elif wants:
-                add_into(scratch, d, 0)
+            else:
+                scratch = d  # dL/d(its input) is its own, after the activation's derivative
         elif kind == DROPOUT_LAYER:
             if dropout is None:
                 raise ValueError("a Dropout layer, but dropout=None")
             flat = d.reshape(-1)
             dropout_backward(flat, flat, dropout_stream(rng[RNG_KEY], rng[RNG_STEP], k), alphas[k, ALPHA], row0 * n_out)
-            if wants:
-                add_into(scratch, d, 0)
+            scratch = d
         elif kind == BATCHNORM_LAYER:
             if batchnorm is None:
                 raise ValueError("a BatchNorm layer, but batchnorm=None")
