@@ -15,7 +15,7 @@ columns side by side), the output last, and a ``kernels.network.Graph`` that nam
 sources. The compiled step is the same as a stack's, with ``graph_backward`` summing the
 gradients of nodes that several layers read. ``fit``, ``evaluate`` and ``predict`` take a list
 of arrays, one per input (an array alone for one input). One output; each layer is called once
-(no shared layers). CPU only.
+(no shared layers). On the CPU and on CUDA (``fastnn.cuda.network.graph_backward``).
 """
 import numpy as np
 
