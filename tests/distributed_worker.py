@@ -13,7 +13,8 @@ import numpy as np
 import fastnn
 
 # (name, dtype): the trainings compared with one process
-SCENARIOS = [("classify", "float64"), ("classify", "float32"), ("summed", "float64"), ("batchnorm", "float32")]
+SCENARIOS = [("classify", "float64"), ("classify", "float32"), ("summed", "float64"), ("batchnorm", "float32"),
+             ("functional", "float64")]
 
 
 def data(rows=203, features=6, classes=3, seed=1):
@@ -34,6 +35,11 @@ def build(name, dtype):
     if name == "summed":  # SSE sums over rows: the ranks' gradients are not scaled by their share
         model = fastnn.MLP([fastnn.Dense(6, 8, activation="tanh"), fastnn.Dense(8, 2)], seed=seed, dtype=dtype)
         return model.compile("sse", fastnn.SGD(1e-3, momentum=0.9), metrics=["mae"])
+    if name == "functional":  # two inputs and a merge: the graph's backward under MPI
+        a, b = fastnn.Input((4,)), fastnn.Input((2,))
+        h = fastnn.Concatenate()([fastnn.Dense(units=5, activation="relu")(a), fastnn.Dropout(0.2)(b)])
+        model = fastnn.Model([a, b], fastnn.Dense(units=3, activation="softmax")(h), seed=seed, dtype=dtype)
+        return model.compile("cross_entropy", fastnn.Adam(1e-2), metrics=["accuracy"])
     if name == "batchnorm":
         model = fastnn.MLP([fastnn.Dense(6, 8), fastnn.BatchNormalization(), fastnn.Activation("relu"),
                             fastnn.Dense(8, 3, activation="softmax")], seed=seed, dtype=dtype)
@@ -50,6 +56,10 @@ def train(name, dtype, callbacks=None):
     if name == "summed":
         history = model.fit(x, targets, epochs=2, batch_size=25, verbose=0, callbacks=callbacks)
         return model.get_weights(), history.history, model.evaluate(x, targets, return_dict=True)
+    if name == "functional":
+        x = [x[:, :4], x[:, 4:]]
+        history = model.fit(x, y, epochs=2, batch_size=25, validation_data=([v[:50] for v in x], y[:50]), verbose=0)
+        return model.get_weights(), history.history, model.evaluate(x, y, return_dict=True)
     history = model.fit(x, y, epochs=2, batch_size=25, validation_data=(x[:50], y[:50]), verbose=0,
                         callbacks=callbacks)
     return model.get_weights(), history.history, model.evaluate(x, y, return_dict=True)
