@@ -328,6 +328,7 @@ class MLP:
         if self.device != "cpu":
             raise ValueError(f"under MPI fastnn trains on the CPU only, this model is on {self.device!r}: the CUDA "
                              "path would need a CUDA-aware MPI or NCCL (see docs/distributed.md)")
+        self._ensure_built()
         distributed.collective(self.dtype, self._backend.params.size)  # a ValueError if MPI cannot sum it
 
     def _take_rank_zero_state(self):

@@ -37,7 +37,7 @@ def signatures(dtype):
 
 
 def _compile(fn, what):
-    """``fn`` compiled lazily with Numba (a dispatcher); a ValueError naming ``what`` if it is not a function."""
+    """``fn`` compiled lazily with Numba (a dispatcher); a TypeError naming ``what`` if it is not a function."""
     if isinstance(fn, numba.core.registry.CPUDispatcher):
         return fn
     if not callable(fn) or not hasattr(fn, "__code__"):
@@ -79,11 +79,12 @@ def user_layer_kernels(forward, backward, weights, dtype, lambda_style, name):
             f"    grads[{o}:{o + int(np.prod(s))}].reshape({tuple(int(d) for d in s)})[...] = dws[{i}]\n"
             for i, (o, s) in enumerate(weights))
     source = _WRAPPER.format(weights=reads, tail="y, dy", unpack=unpack, store=store)
-    source = source.replace("SHAPE_ERROR_FORWARD", f"{name}: forward returned an array of another shape than "
-                                                   "the layer's output")
-    source = source.replace("SHAPE_ERROR_BACKWARD", f"{name}: backward returned dx of another shape than x")
-    source = source.replace("SHAPE_ERROR_GRADIENT", f"{name}: backward returned a weight gradient of another "
-                                                    "shape than its weight")
+    for marker, message in (("SHAPE_ERROR_FORWARD", "forward returned an array of another shape than the layer's "
+                                                    "output"),
+                            ("SHAPE_ERROR_BACKWARD", "backward returned dx of another shape than x"),
+                            ("SHAPE_ERROR_GRADIENT", "backward returned a weight gradient of another shape than its "
+                                                     "weight")):
+        source = source.replace(f'"{marker}"', repr(f"{name}: {message}"))
     scope = {"user_forward": fwd, "user_backward": bwd}
     exec(compile(source, f"<fastnn user layer {name}>", "exec"), scope)  # noqa: S102 (code generated here)
     sig_f, sig_b = signatures(dtype)
