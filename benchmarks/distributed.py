@@ -23,6 +23,8 @@ batches 32-2048, and A(P) for those models' sizes in the R-rank job, and prints 
 speedup C_R(B) / (C1(B / R) + A(P)) for each; the seed and wide rows check the model against
 the measured figures. On one machine the ranks share its memory bandwidth and caches, which the
 model ignores; across machines, A(P) is the network's: measure it there (docs/distributed.md).
+
+Not an asv benchmark (asv imports it while discovering the suite: no name here starts with time_).
 """
 import argparse
 import json
@@ -66,7 +68,7 @@ def model_for(sizes):
     return fastnn.MLP(layers, seed=0).compile("cross_entropy", fastnn.Adam(1e-3))
 
 
-def time_fit(model, x, y, batch_size, repeats):
+def fit_seconds(model, x, y, batch_size, repeats):
     """Median seconds of one epoch of fit over (x, y), after one warm-up epoch."""
     model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)
     times = []
@@ -83,7 +85,7 @@ def step_seconds(sizes, batch, steps):
     rng = np.random.default_rng(0)
     x = rng.random((batch * steps, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], batch * steps)
-    return time_fit(model_for(sizes), x, y, batch, 3) / steps
+    return fit_seconds(model_for(sizes), x, y, batch, 3) / steps
 
 
 def allreduce_seconds(size_, repeats=30):
@@ -122,7 +124,7 @@ def worker(args):
     for name, (sizes, batch, rows) in NETWORKS.items():
         if args.networks:
             x, y, source = load_data(rows // 10 if quick else rows)
-            seconds = time_fit(model_for(sizes), x, y, batch, 1 if quick else 3)
+            seconds = fit_seconds(model_for(sizes), x, y, batch, 1 if quick else 3)
             out["networks"][name] = {"samples_per_s": x.shape[0] / seconds, "batch": batch, "rows": x.shape[0],
                                      "params": params_of(sizes), "data": source}
         if args.grid:  # C(B / share) for the network
