@@ -206,10 +206,7 @@ class Model(MLP):
             reads = ", ".join(names[s] for s in sources if s >= 0)
             lines.append(f"{name + ' (' + type(layer).__name__ + ')':<{width}}{str((None, layer.output_dim)):<16}"
                          f"{layer.count_params():>10,}  {reads}")
-        trainable = sum(layer.count_trainable_params() for layer in self.layers)
-        lines += [f"Total params: {self.count_params():,}", f"Trainable params: {trainable:,}",
-                  f"Non-trainable params: {self.count_params() - trainable:,}"]
-        print_fn("\n".join(lines))
+        print_fn("\n".join(lines + self._parameter_totals()))
 
     def get_config(self):
         config = super().get_config()
@@ -220,44 +217,14 @@ class Model(MLP):
         return config
 
     @classmethod
-    def from_config(cls, config, device="cpu", build=True):
-        """A new functional model (fresh weights) from ``get_config()``'s data."""
-        from .base import deserialize
-        from .optimizers import Optimizer
-        try:
-            optimizers_ = [deserialize(o) for o in config["optimizers"]]
-            layers = [_layer_from_spec(spec, optimizers_) for spec in config["layers"]]
-            tensors = []
-            for spec, layer in zip(config["layers"], layers):
-                inbound = [tensors[i] for i in spec.get("inbound", [])]
-                if isinstance(layer, Input):
-                    tensors.append(as_tensor(layer, "input"))
-                else:
-                    tensors.append(layer(inbound if isinstance(layer, Merge) else inbound[0]))
-            model = cls([layers[i] for i in config["model"]["inputs"]], tensors[-1], seed=config["model"]["seed"],
-                        dtype=config["model"]["dtype"], device=device, name=config["model"]["name"])
-            compiled = config["compile"]
-            if compiled is not None:
-                model.compile(loss=deserialize(compiled["loss"]),
-                              optimizer=None if compiled["optimizer"] is None else optimizers_[compiled["optimizer"]],
-                              metrics=compiled["metrics"])
-            if config.get("default_optimizer") is not None:
-                model._default_optimizer = optimizers_[config["default_optimizer"]]
-                if not isinstance(model._default_optimizer, Optimizer):
-                    raise ValueError(f"default_optimizer names a {type(model._default_optimizer).__name__}")
-            if build:
-                model._ensure_built()
-        except (KeyError, TypeError, IndexError, AttributeError) as exc:
-            raise ValueError(f"malformed model config: {exc!r}") from None
-        return model
-
-
-def _layer_from_spec(spec, optimizers_):
-    from .base import deserialize
-    layer_config = dict(spec["config"])
-    if isinstance(layer_config.get("optimizer"), dict):
-        layer_config["optimizer"] = optimizers_[layer_config["optimizer"]["shared"]]
-    layer = deserialize({"class_name": spec["class_name"], "config": layer_config})
-    if not isinstance(layer, Layer):
-        raise ValueError(f"{spec['class_name']!r} is not a layer")
-    return layer
+    def _from_layers(cls, config, layers, device):
+        """``from_config``'s model: the layers called again on the tensors they read."""
+        tensors = []
+        for spec, layer in zip(config["layers"], layers):
+            inbound = [tensors[i] for i in spec.get("inbound", [])]
+            if isinstance(layer, Input):
+                tensors.append(as_tensor(layer, "input"))
+            else:
+                tensors.append(layer(inbound if isinstance(layer, Merge) else inbound[0]))
+        return cls([layers[i] for i in config["model"]["inputs"]], tensors[-1], seed=config["model"]["seed"],
+                   dtype=config["model"]["dtype"], device=device, name=config["model"]["name"])

@@ -723,10 +723,13 @@ class MLP:
         for name, layer in zip(names, self.layers):
             act = type(layer.activation).__name__ if hasattr(layer, "activation") else ""
             lines.append(f"{name:<{width}}{str((None, layer.output_dim)):<16}{act:<14}{layer.count_params():>10,}")
+        print_fn("\n".join(lines + self._parameter_totals()))
+
+    def _parameter_totals(self):
+        """``summary``'s last lines: total, trainable and non-trainable parameters."""
         trainable = sum(layer.count_trainable_params() for layer in self.layers)
-        lines += [f"Total params: {self.count_params():,}", f"Trainable params: {trainable:,}",
-                  f"Non-trainable params: {self.count_params() - trainable:,}"]
-        print_fn("\n".join(lines))
+        return [f"Total params: {self.count_params():,}", f"Trainable params: {trainable:,}",
+                f"Non-trainable params: {self.count_params() - trainable:,}"]
 
     def to(self, device):
         """Move parameters and optimizer state to ``device`` ('cpu' or 'cuda'); returns self."""
@@ -771,16 +774,8 @@ class MLP:
         ``build=False`` leaves the weights unallocated (``load_model`` fills them from a file)."""
         try:
             optimizers_ = [deserialize(o) for o in config["optimizers"]]
-            model = cls(seed=config["model"]["seed"], dtype=config["model"]["dtype"], device=device,
-                        name=config["model"]["name"])
-            for spec in config["layers"]:
-                layer_config = dict(spec["config"])
-                if isinstance(layer_config.get("optimizer"), dict):
-                    layer_config["optimizer"] = optimizers_[layer_config["optimizer"]["shared"]]
-                layer = deserialize({"class_name": spec["class_name"], "config": layer_config})
-                if not isinstance(layer, Layer):
-                    raise ValueError(f"{spec['class_name']!r} is not a layer")
-                model.add(layer)
+            model = cls._from_layers(config, [_layer_from_spec(spec, optimizers_) for spec in config["layers"]],
+                                     device)
             compiled = config["compile"]
             if compiled is not None:
                 model.compile(loss=deserialize(compiled["loss"]),
@@ -794,6 +789,15 @@ class MLP:
                 model._ensure_built()
         except (KeyError, TypeError, IndexError, AttributeError) as exc:
             raise ValueError(f"malformed model config: {exc!r}") from None
+        return model
+
+    @classmethod
+    def _from_layers(cls, config, layers, device):
+        """``from_config``'s model from its deserialized layers: a stack, in order."""
+        model = cls(seed=config["model"]["seed"], dtype=config["model"]["dtype"], device=device,
+                    name=config["model"]["name"])
+        for layer in layers:
+            model.add(layer)
         return model
 
     def to_onnx(self, path, opset=17):
@@ -911,6 +915,17 @@ def _probe_user_layers(layers, kernels, params):
             user_kernels.quietly(backward, x, params, y, np.ones_like(y), np.zeros_like(params), dx)
         except ValueError as exc:
             raise ValueError(str(exc)) from None
+
+
+def _layer_from_spec(spec, optimizers_):
+    """A layer from its ``get_config`` entry; its optimizer, if any, one of the shared ``optimizers_``."""
+    layer_config = dict(spec["config"])
+    if isinstance(layer_config.get("optimizer"), dict):
+        layer_config["optimizer"] = optimizers_[layer_config["optimizer"]["shared"]]
+    layer = deserialize({"class_name": spec["class_name"], "config": layer_config})
+    if not isinstance(layer, Layer):
+        raise ValueError(f"{spec['class_name']!r} is not a layer")
+    return layer
 
 
 def model_class(config):

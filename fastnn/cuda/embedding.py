@@ -16,6 +16,7 @@ from numba import cuda
 from ..kernels import embedding as cpu
 from ..kernels.embedding import CONCAT, MEAN
 from . import blocks, check_code, device_twin, kernel, launch
+from .buffers import fill_zero
 
 embedding_scale = device_twin(cpu.embedding_scale)
 embedding_element = device_twin(cpu.embedding_element)
@@ -32,12 +33,6 @@ def kernels(dtype):
             r = i // n_out
             scale = embedding_scale(ids, r, n_ids, combiner, mask_zero)
             out[i] = T(embedding_element(ids, params[w:], r, i - r * n_out, n_ids, dim, combiner, mask_zero, scale))
-
-    @kernel
-    def zero_elements(out, size):
-        i = cuda.grid(1)
-        if i < size:
-            out[i] = T(0)
 
     @kernel
     def embedding_backward_elements(grads, dout, ids, w, rows, n_ids, dim, n_out, combiner, mask_zero):
@@ -60,7 +55,7 @@ def kernels(dtype):
         if i < size:
             out[i] = T(0) if ref[i] == T(mask_value) else x[i]
 
-    return SimpleNamespace(embedding_forward_elements=embedding_forward_elements, zero_elements=zero_elements,
+    return SimpleNamespace(embedding_forward_elements=embedding_forward_elements,
                            embedding_backward_elements=embedding_backward_elements,
                            masking_elements=masking_elements)
 
@@ -77,9 +72,8 @@ def embedding_backward(grads, dout, ids, w, b, rows, n_ids, n_out, combiner, mas
     """As ``kernels.embedding.embedding_backward`` into the table's gradient, ``grads[w:b]``."""
     check_code(combiner, MEAN, "embedding combiner")
     dim = cpu.embedding_dim.py_func(combiner, n_out, n_ids)
-    k = kernels(np.dtype(grads.dtype).name)
-    launch(plan, k.zero_elements, *blocks(int(b - w)), grads[int(w): int(b)], int(b - w))
-    launch(plan, k.embedding_backward_elements, *blocks(rows * n_ids * dim), grads, dout, ids, int(w), int(rows),
+    fill_zero(grads[int(w): int(b)], plan=plan)
+    launch(plan, kernels(np.dtype(grads.dtype).name).embedding_backward_elements, *blocks(rows * n_ids * dim), grads, dout, ids, int(w), int(rows),
            int(n_ids), int(dim), int(n_out), int(combiner), bool(mask_zero))
 
 

@@ -25,7 +25,6 @@ import warnings
 from functools import lru_cache
 from types import SimpleNamespace
 
-import numba
 import numpy as np
 from numba import cuda
 
@@ -38,6 +37,7 @@ from .activations import IDENTITY, SOFTMAX, activation_backward, bias_activation
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward
+from .buffers import fill_zero
 from .embedding import embedding_backward, embedding_forward, masking_backward, masking_forward
 from .losses import loss_backward, loss_forward
 from .metrics import metric_counts
@@ -50,8 +50,6 @@ merge_element = device_twin(cpu.merge_element)
 
 @lru_cache(maxsize=None)
 def kernels(dtype):
-    T = numba.from_dtype(np.dtype(dtype))
-
     @kernel
     def merge_elements(out, first, second, rows, width, n1, n2, start, kind):
         """A merge layer's or an input's output (``kernels.network.merge_element``), one thread per element."""
@@ -74,12 +72,6 @@ def kernels(dtype):
             dst[i] += value
 
     @kernel
-    def zero_elements(out, size):
-        i = cuda.grid(1)
-        if i < size:
-            out[i] = T(0)
-
-    @kernel
     def gather_batch(xb, yb, x, y, order, control, batch_size, rows, n_in, n_out):
         """xb[r] = x[order[b * batch_size + r]], yb likewise, one thread per element of both;
         also sets this step's ``control[C_STEP]`` (read by the step's later kernels)."""
@@ -96,8 +88,7 @@ def kernels(dtype):
                 r = j // n_out
                 yb[j] = y[order[lo + r] * n_out + (j - r * n_out)]
 
-    return SimpleNamespace(gather_batch=gather_batch, merge_elements=merge_elements, add_elements=add_elements,
-                           zero_elements=zero_elements)
+    return SimpleNamespace(gather_batch=gather_batch, merge_elements=merge_elements, add_elements=add_elements)
 
 
 def _view(buffer, lo, size):
@@ -316,8 +307,7 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
                                graph=graph)
     pred = _view(acts, act_off[last + 1], rows * n_out)
     if graph is not None:  # every node's gradient buffer starts at zero; the loss's goes to the last node's
-        launch(plan, kernels(np.dtype(acts.dtype).name).zero_elements, *blocks(graph.deltas.size), graph.deltas,
-               graph.deltas.size)
+        fill_zero(graph.deltas, plan=plan)
     top = _view(deltas[0] if graph is None else graph.deltas, 0 if graph is None else act_off[last + 1], rows * n_out)
     loss_backward(records, top, pred, yb, loss, int(layers[last, ACT]),
                   alphas[last, ALPHA], rows, n_out, control, train.opt_steps, softmax_first=deferred, plan=plan)

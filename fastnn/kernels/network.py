@@ -189,6 +189,26 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
     return inp
 
 
+@kernel(inline=True)
+def loss_gradient(dout, pred, target, loss, last, grad_scale):
+    """dout = dL/d(the last layer's output), times ``grad_scale``; ``last`` is that layer's row.
+    Returns whether it is dL/d(its pre-activation) instead: a Dense or Activation layer whose
+    activation is differentiated with the loss as one (``fused_loss_activation``)."""
+    fused = (last[KIND] == DENSE_LAYER or last[KIND] == ACTIVATION_LAYER) and fused_loss_activation(loss, last[ACT])
+    if fused and loss == CROSS_ENTROPY:
+        softmax_cross_entropy_backward(dout, pred, target)
+    elif fused:
+        sigmoid_binary_cross_entropy_backward(dout, pred, target)
+    else:
+        loss_backward(loss, dout, pred, target)
+    if grad_scale != 1.0:
+        scale = dout.dtype.type(grad_scale)
+        for i in range(dout.shape[0]):
+            for j in range(dout.shape[1]):
+                dout[i, j] *= scale
+    return fused
+
+
 @kernel
 def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=True, embedding=True, masking=True,
                      user=None, row0=0, grad_scale=1.0):
@@ -209,19 +229,8 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
     n_last = layers[last, N_OUT]
     pred = acts[act_off[last + 1]: act_off[last + 1] + rows * n_last].reshape(rows, n_last)
     cur = 0
-    dout = deltas[cur, : rows * n_last].reshape(rows, n_last)
-    fused = layers[last, KIND] != DROPOUT_LAYER and fused_loss_activation(loss, layers[last, ACT])
-    if fused and loss == CROSS_ENTROPY:
-        softmax_cross_entropy_backward(dout, pred, target)
-    elif fused:
-        sigmoid_binary_cross_entropy_backward(dout, pred, target)
-    else:
-        loss_backward(loss, dout, pred, target)
-    if grad_scale != 1.0:
-        scale = dout.dtype.type(grad_scale)
-        for i in range(rows):
-            for j in range(n_last):
-                dout[i, j] *= scale
+    fused = loss_gradient(deltas[cur, : rows * n_last].reshape(rows, n_last), pred, target, loss, layers[last],
+                          grad_scale)
     for k in range(last, -1, -1):
         n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
         out = acts[act_off[k + 1]: act_off[k + 1] + rows * n_out].reshape(rows, n_out)
@@ -353,22 +362,8 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
         for r in range(rows):
             for j in range(d.shape[1]):
                 d[r, j] = 0
-    n_last = layers[last, N_OUT]
-    pred = node_output(x, work, layers, last, rows)
-    dout = node_delta(graph, work, layers, last, rows)
-    fused = (layers[last, KIND] == DENSE_LAYER or layers[last, KIND] == ACTIVATION_LAYER) and \
-        fused_loss_activation(loss, layers[last, ACT])
-    if fused and loss == CROSS_ENTROPY:
-        softmax_cross_entropy_backward(dout, pred, target)
-    elif fused:
-        sigmoid_binary_cross_entropy_backward(dout, pred, target)
-    else:
-        loss_backward(loss, dout, pred, target)
-    if grad_scale != 1.0:
-        scale = dout.dtype.type(grad_scale)
-        for i in range(rows):
-            for j in range(n_last):
-                dout[i, j] *= scale
+    fused = loss_gradient(node_delta(graph, work, layers, last, rows), node_output(x, work, layers, last, rows), target,
+                          loss, layers[last], grad_scale)
     for k in range(last, -1, -1):
         n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
         kind = layers[k, KIND]
