@@ -103,6 +103,7 @@ SEED_BATCH = 50
 WIDE_SIZES = (784, 1024, 1024, 10)
 WIDE_BATCH = 256
 EPOCH_ROWS = 60000
+PREDICT_ROWS = 10_000  # MNIST's test set, which every peer predicts
 
 # Sweep points: (batch size or width) -> training rows per measurement. At least 20 batches
 # each, and about a second or more for the slowest peer.
@@ -234,6 +235,7 @@ import json, sys, time, warnings
 import numpy as np
 module, data_dir, threads, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 batch_size = "auto" if sys.argv[5] == "auto" else int(sys.argv[5])
+learning_rate = float(sys.argv[6])
 import threadpoolctl
 if module == "fastnn":
     import fastnn
@@ -242,10 +244,10 @@ if module == "fastnn":
 else:
     from sklearn.neural_network import MLPClassifier
 x, y, xt, yt = (np.load(f"{{data_dir}}/{{n}}.npy") for n in ("x_train", "y_train", "x_test", "y_test"))
-# The seed network, scikit-learn's own defaults otherwise (Adam 1e-3, batch 200, alpha 1e-4);
-# exactly ``epochs`` passes: no early stop (tol=0 and a patience beyond max_iter).
+# The seed network, scikit-learn's own defaults otherwise (Adam, alpha 1e-4); exactly
+# ``epochs`` passes: no early stop (tol=0 and a patience beyond max_iter).
 clf = MLPClassifier(hidden_layer_sizes=(100, 50), max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1,
-                    batch_size=batch_size, random_state=0)
+                    batch_size=batch_size, learning_rate_init=learning_rate, random_state=0)
 with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"), warnings.catch_warnings():
     warnings.simplefilter("ignore")
     clf.fit(x[:200], y[:200])  # compiles fastnn's kernels (a cold cache would count seconds); warms both
@@ -253,30 +255,37 @@ with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"), warnings.
     clf.fit(x, y)
     seconds = time.perf_counter() - start
 print(json.dumps({{"seconds": seconds, "epochs": clf.n_iter_, "batch_size": str(batch_size),
-                  "accuracy": float(clf.score(xt, yt))}}))
+                  "learning_rate": learning_rate, "accuracy": float(clf.score(xt, yt))}}))
 """
+
+# (batch size, learning_rate_init, epochs) of each estimator run, the same for both libraries:
+# scikit-learn's defaults (batch 200, 1e-3) for ``epochs`` passes, then faster settings that may
+# reach the same test accuracy in fewer passes. Equal accuracy compares each library's fastest
+# run that reaches the defaults' accuracy, so neither library alone gets tuned settings.
+SKLEARN_SETTINGS = (("auto", 1e-3, None), (200, 2e-3, 2), (64, 2e-3, 1), (50, 1e-3, 2))
 
 
 def measure_sklearn_api(data_dir, threads, env, epochs, log):
     """``fastnn.sklearn.MLPClassifier`` against ``sklearn.neural_network.MLPClassifier`` on
-    MNIST's 60,000 rows (float32), each ``fit`` in a clean process of its own: both with the
-    same parameters (the seed network, scikit-learn's defaults, ``epochs`` passes), and fastnn
-    at batch 50 for 2 passes (its fast setting: more, cheaper steps reach scikit-learn's
-    accuracy sooner). Seconds and test accuracy of each."""
-    out = {}
-    runs = (("fastnn", "fastnn", "auto", epochs), ("fastnn_b50", "fastnn", 50, min(epochs, 2)),
-            ("sklearn", "sklearn", "auto", epochs))
-    for key, module, batch, n in runs:
-        try:
-            out[key] = _run_code(_SKLEARN_API_CODE.format(), [module, data_dir, threads, n, batch],
-                                 clean_env(env, threads), f"{module} MLPClassifier")
-            log(f"  {key}: {out[key]['seconds']:.2f} s for {out[key]['epochs']} epochs at batch {batch}, "
-                f"test accuracy {out[key]['accuracy']:.4f}")
-        except (PeerFailed, subprocess.TimeoutExpired) as exc:
-            out[key] = {"error": short_error(exc)}
-            log(f"  {key} MLPClassifier failed: {out[key]['error']}")
-        _pause()
-    return out
+    MNIST's 60,000 rows (float32), each ``fit`` in a clean process of its own, at every setting
+    of ``SKLEARN_SETTINGS`` (None epochs: ``epochs``). Seconds and test accuracy of each, as
+    {"runs": [{"library", "batch_size", "learning_rate", "epochs", "seconds", "accuracy"}, ...]}."""
+    runs = []
+    for batch, learning_rate, n in SKLEARN_SETTINGS:
+        n = epochs if n is None else min(epochs, n)
+        for module in ("fastnn", "sklearn"):
+            entry = {"library": module, "batch_size": str(batch), "learning_rate": learning_rate, "epochs": n}
+            try:
+                entry.update(_run_code(_SKLEARN_API_CODE.format(), [module, data_dir, threads, n, batch, learning_rate],
+                                       clean_env(env, threads), f"{module} MLPClassifier"))
+                log(f"  {module}: {entry['seconds']:.2f} s for {entry['epochs']} epochs at batch {batch}, "
+                    f"learning rate {learning_rate:g}, test accuracy {entry['accuracy']:.4f}")
+            except (PeerFailed, subprocess.TimeoutExpired) as exc:
+                entry["error"] = short_error(exc)
+                log(f"  {module} MLPClassifier failed: {entry['error']}")
+            runs.append(entry)
+            _pause()
+    return {"runs": runs}
 
 
 # --------------------------------------------------------------------------------------------
@@ -603,6 +612,12 @@ def main(argv=None):
             trained = [p for p in workers if result["peers"].get(p, {}).get("samples_per_s")
                        and (p not in TORCH_PEERS or p == best[name])]
             run["predict"][name] = measure_predict(workers, trained, 3 if quick else 7)
+            if "fastnn" in trained:  # predict's limit: its forward products alone, in fastnn's process
+                try:
+                    run.setdefault("predict_products_s", {})[name] = workers["fastnn"].call(
+                        "predict_products_seconds", sizes=list(sizes), rows=PREDICT_ROWS)
+                except PeerFailed as exc:
+                    log(f"  predict products-alone measurement failed on {name}: {short_error(exc)}")
 
         if importlib.util.find_spec("sklearn") is not None:
             epochs = 1 if quick else 5

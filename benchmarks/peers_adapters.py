@@ -157,6 +157,11 @@ class FastnnPeer(Peer):
         import step_limit
         return step_limit.products_seconds(sizes, batch_size, rows)
 
+    def predict_products_seconds(self, sizes, rows):
+        """Seconds of predict's forward products alone on ``rows`` rows (``step_limit``)."""
+        import step_limit
+        return step_limit.predict_products_seconds(sizes, rows)
+
 
 class TorchPeer(Peer):
     """PyTorch eager; ``adam`` picks torch.optim.Adam's implementation: fused=True, foreach=True,

@@ -8,7 +8,8 @@ rule picks for that step) and nothing else, on random data that holds no denorma
 What a step costs beyond that figure is everything that is not a matrix product: gather,
 elementwise passes, loss, optimizer, and the hand-over between them. ``peers.py`` prints
 products / step time per framework as its "distance to the limit"; ``bench_model.StepLimit``
-tracks fastnn's in asv.
+tracks fastnn's in asv. ``predict_products_seconds`` is the same for ``predict``: the forward
+products alone, over the rows in fastnn's inference batches.
 
 Not a benchmark itself (asv imports it while discovering the suite and finds none here).
 """
@@ -32,6 +33,55 @@ def _products_kernel():
     return products
 
 
+def _forward_kernel():
+    import numba
+
+    @numba.njit(cache=False)
+    def forward(weights, xs):
+        for k in range(len(weights)):
+            np.dot(xs[k], weights[k], xs[k + 1])
+    return forward
+
+
+def _median_seconds(call, repeats):
+    """Median seconds of ``call()`` over at least ``repeats`` calls and about half a second
+    (small steps take microseconds), after a first call that compiles and warms the buffers."""
+    call()
+    start = time.perf_counter()
+    call()
+    calls = max(repeats, int(0.5 / max(time.perf_counter() - start, 1e-6)))
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def predict_products_seconds(sizes, rows, batch_size=None, repeats=7):
+    """Median seconds of the forward products alone of ``predict`` on ``rows`` rows, in batches
+    of ``batch_size`` (fastnn's inference batch by default), with the BLAS threads fastnn's
+    rule picks for them."""
+    from numba.typed import List
+
+    from fastnn.config import INFERENCE_BATCH_SIZE
+    from fastnn.threading import blas_threads_for
+
+    batch_size = min(rows, batch_size or INFERENCE_BATCH_SIZE)
+    forward = _forward_kernel()
+    rng = np.random.default_rng(0)
+    weights = List([rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])])
+    flops_per_row = 2.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def batch_seconds(batch):
+        xs = List([rng.standard_normal((batch, a)).astype(np.float32) for a in sizes])
+        with blas_threads_for(flops_per_row * batch):  # the rule of fastnn's predict
+            return _median_seconds(lambda: forward(weights, xs), repeats)
+
+    full, tail = divmod(rows, batch_size)
+    return full * batch_seconds(batch_size) + (batch_seconds(tail) if tail else 0.0)
+
+
 def products_seconds(sizes, batch_size, rows=None, repeats=20):
     """Median seconds (over at least ``repeats`` calls) of one step's products at ``batch_size`` rows; with ``rows``, of one epoch
     of ``rows`` rows (full batches and the smaller last one, as ``fit`` runs them)."""
@@ -49,17 +99,7 @@ def products_seconds(sizes, batch_size, rows=None, repeats=20):
         dzs = List([rng.standard_normal((batch, a)).astype(np.float32) for a in sizes])
         dws = List([np.empty((a, b), np.float32) for a, b in zip(sizes[:-1], sizes[1:])])
         with blas_threads_for(3 * flops_per_row * batch):  # the rule of fastnn's training step
-            products(weights, xs, dzs, dws)  # compiles, warms the buffers
-            start = time.perf_counter()
-            products(weights, xs, dzs, dws)
-            # At least ``repeats`` calls and about half a second: small steps take microseconds.
-            calls = max(repeats, int(0.5 / max(time.perf_counter() - start, 1e-6)))
-            times = []
-            for _ in range(calls):
-                start = time.perf_counter()
-                products(weights, xs, dzs, dws)
-                times.append(time.perf_counter() - start)
-        return float(np.median(times))
+            return _median_seconds(lambda: products(weights, xs, dzs, dws), repeats)
 
     if rows is None:
         return step_seconds(batch_size)
