@@ -183,7 +183,10 @@ class EarlyStopping(_Monitor):
 
 
 class LearningRateScheduler(Callback):
-    """Set every optimizer's learning rate to ``schedule(epoch, lr)`` before each epoch."""
+    """Set every optimizer's learning rate to ``schedule(epoch, lr)`` before each epoch
+    (keras.callbacks.LearningRateScheduler). ``lr`` is the optimizer's current rate as a number:
+    for a ``LearningRateSchedule``, its value at the optimizer's next step, as Keras passes it.
+    The number returned then replaces the schedule (Keras 3 raises TypeError there instead)."""
 
     def __init__(self, schedule):
         if not callable(schedule):
@@ -195,8 +198,8 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         for opt in self.model.optimizers():
-            opt.learning_rate = check_float(self.schedule(epoch, opt.learning_rate), "schedule(epoch, lr)",
-                                            minimum=0.0)
+            opt.learning_rate = check_float(self.schedule(epoch, self.model.learning_rate_now(opt)),
+                                            "schedule(epoch, lr)", minimum=0.0)
 
 
 class ReduceLROnPlateau(_Monitor):
