@@ -822,10 +822,8 @@ class MLP:
         """Save architecture, weights and the whole training state to ``path`` (a NumPy .npz
         archive, no pickle; written atomically, see ``fastnn.saving``)."""
         self._check_usable("save")
-        state = self._backend.state() if self._backend is not None else None
-        config = self.get_config()
-        if state is None:
-            state = self._backend.state()
+        config = self.get_config()  # builds a model that was not built yet
+        state = self._backend.state()
         check_state(state, state["params"].size, state["opt_steps"].size, self.dtype)  # what load_model checks
         # Where the shuffling stream stands, so that training resumed after loading draws the
         # same epoch orders as the model that was saved.
