@@ -71,8 +71,8 @@ class History(Callback):
     def plot(self, path=None, metrics=None):
         """Training curves (the seed's Figure 8): one panel per metric (loss first), its training
         and validation (``val_``) values per epoch. ``metrics``: the names to draw (default: all
-        logged); ``path``: also save the figure there (PNG, PDF, ... by its suffix). Returns the
-        matplotlib Figure. Needs matplotlib (``pip install matplotlib``)."""
+        logged); ``path``: also save the figure there (PNG, PDF, ... by its suffix), atomically
+        (``fastnn.saving.atomic_write``). Returns the matplotlib Figure. Needs matplotlib (``pip install matplotlib``)."""
         try:
             import matplotlib.pyplot as plt
         except ImportError:
@@ -96,7 +96,16 @@ class History(Callback):
             ax.legend()
         fig.tight_layout()
         if path is not None:
-            fig.savefig(os.fspath(path), dpi=110)
+            from .saving import atomic_write
+            path = os.fspath(path)
+            # Rendered into the atomic writer's file, whose name tells matplotlib nothing: the
+            # format comes from the path's suffix here, and a path without one gets matplotlib's
+            # default format appended, as savefig(path) does.
+            fmt = os.path.splitext(path)[1][1:].lower()
+            if not fmt:
+                fmt = fig.canvas.get_default_filetype()
+                path = path.rstrip(".") + "." + fmt
+            atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110))
         return fig
 
     def __repr__(self):
@@ -343,7 +352,12 @@ class TensorBoard(Callback):
 
     Needs the optional ``tensorboardX`` writer: ``pip install "fastnn[tensorboard]"``; view with
     ``tensorboard --logdir <log_dir>``. A ``log_dir`` that cannot be written is a ValueError
-    when training starts."""
+    when training starts.
+
+    The event files are the one thing fastnn writes without ``fastnn.saving.atomic_write``: they
+    are append-only logs, written record by record by tensorboardX (each record carries its
+    length and a checksum), so an interrupted run leaves a log that TensorBoard reads up to its
+    last complete record."""
     writes_files = True
 
     def __init__(self, log_dir="logs", histogram_freq=0, update_freq="epoch"):

@@ -5,6 +5,7 @@ shared optimizers; loading never unpickles, and every damaged or tampered file i
 References: a twin model trained without interruption, and the saved file's own arrays.
 """
 import json
+import os
 import pickle
 import zipfile
 
@@ -325,6 +326,90 @@ def test_save_replaces_an_existing_file_with_plain_permissions(saved, tmp_path):
     plain.write_bytes(b"")
     assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.npz", "plain.bin"]
+
+
+def _write_model(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    small("adam").save(path)
+    return [path]
+
+
+def _write_checkpoints(tmp_path, monkeypatch):
+    x, y = blobs()
+    small("adam").fit(x, y, epochs=2, batch_size=8, verbose=0,
+                      callbacks=[fastnn.ModelCheckpoint(tmp_path / "ck-{epoch}.npz", monitor="loss")])
+    return [tmp_path / "ck-1.npz", tmp_path / "ck-2.npz"]
+
+
+def _write_csv_log(tmp_path, monkeypatch):
+    x, y = blobs()
+    small("adam").fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[fastnn.CSVLogger(tmp_path / "log.csv")])
+    return [tmp_path / "log.csv"]
+
+
+def _write_plots(tmp_path, monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    x, y = blobs()
+    history = small("adam").fit(x, y, epochs=2, batch_size=8, verbose=0)
+    history.plot(tmp_path / "curves.png")
+    history.plot(str(tmp_path / "curves.pdf"))
+    # The format still follows the path's suffix, though matplotlib renders into a file object.
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "curves.pdf").read_bytes().startswith(b"%PDF")
+    return [tmp_path / "curves.png", tmp_path / "curves.pdf"]
+
+
+def _write_onnx(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    path = tmp_path / "model.onnx"
+    small("adam").to_onnx(path)
+    fastnn.onnx.export(small("sgd"), tmp_path / "other.onnx")
+    return [path, tmp_path / "other.onnx"]
+
+
+def _write_download(tmp_path, monkeypatch):
+    import hashlib
+    import io
+    from fastnn import datasets
+    data = b"an MNIST file" * 1000
+    monkeypatch.setattr(datasets, "_open_url", lambda url: io.BytesIO(data))
+    datasets._download_verified("https://example.org/f.gz", tmp_path / "f.gz", hashlib.sha256(data).hexdigest())
+    assert (tmp_path / "f.gz").read_bytes() == data
+    return [tmp_path / "f.gz"]
+
+
+@pytest.mark.parametrize("writer", [_write_model, _write_checkpoints, _write_csv_log, _write_plots, _write_onnx,
+                                    _write_download], ids=lambda f: f.__name__[len("_write_"):])
+def test_every_writer_of_files_goes_through_the_atomic_write(writer, tmp_path, monkeypatch):
+    """Each file appears by an os.replace from atomic_write's temporary file beside it (named
+    ``.<name>.<hex>.tmp``), right after that temporary file's fsync; none is left behind."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync",))
+        return real_fsync(fd)
+
+    def replace(src, dst, **kwargs):
+        events.append(("replace", os.path.abspath(src), os.path.abspath(dst)))
+        return real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    written = writer(tmp_path, monkeypatch)
+    monkeypatch.undo()
+    for path in map(os.path.abspath, written):
+        folder, name = os.path.split(path)
+        replaced = [k for k, event in enumerate(events) if event[0] == "replace" and event[2] == path]
+        assert replaced, f"{name} was written without fastnn.saving.atomic_write"
+        for k in replaced:
+            src = events[k][1]
+            assert os.path.dirname(src) == folder
+            assert os.path.basename(src).startswith(f".{name}.") and src.endswith(".tmp")
+            assert events[k - 1] == ("fsync",), f"{name} was renamed into place before an fsync"
+        assert os.path.isfile(path)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_the_backend_state_is_the_whole_training_state(saved):
