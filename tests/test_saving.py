@@ -164,6 +164,15 @@ def test_save_writes_an_npz_of_json_and_float_arrays(saved):
 # Damaged and tampered files
 # --------------------------------------------------------------------------------------------
 
+def refused_naming_the_file(path, match):
+    """load_model(path), as a Path and as a str, raises a ValueError matching ``match`` whose
+    message names the file, so that a user loading many files knows which one is bad."""
+    for given in (path, str(path)):
+        with pytest.raises(ValueError, match=match) as error:
+            load_model(given)
+        assert str(path) in str(error.value), f"the message does not name the file: {error.value}"
+
+
 def test_load_never_unpickles(tmp_path, monkeypatch):
     calls = []
 
@@ -175,22 +184,28 @@ def test_load_never_unpickles(tmp_path, monkeypatch):
     path = tmp_path / "objects.npz"
     with open(path, "wb") as f:  # an npz whose config is an object array, stored pickled
         np.savez(f, config=np.array([{"format": "fastnn.model"}], dtype=object), params=np.zeros(3))
-    with pytest.raises(ValueError, match=r"not a readable fastnn model file"):
-        load_model(path)
+    refused_naming_the_file(path, r"not a readable fastnn model file")
     path = tmp_path / "pickle.npz"
     path.write_bytes(pickle.dumps({"format": "fastnn.model"}))
-    with pytest.raises(ValueError, match=r"not a readable fastnn model file"):
-        load_model(path)
+    refused_naming_the_file(path, r"not a readable fastnn model file")
     assert calls == []
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00" * 10, np.random.default_rng(0).bytes(5000), b"PK\x03\x04junk"],
-                         ids=["empty", "zeros", "random", "zip-magic"])
+def _foreign_zip():
+    """A valid zip archive that is no model file: a document, as an office suite writes one."""
+    import io
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("word/document.xml", "<document/>")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 10, np.random.default_rng(0).bytes(5000), b"PK\x03\x04junk",
+                                     _foreign_zip()], ids=["empty", "zeros", "random", "zip-magic", "foreign-zip"])
 def test_garbage_files(tmp_path, content):
     path = tmp_path / "bad.npz"
     path.write_bytes(content)
-    with pytest.raises(ValueError, match=r"not a readable fastnn model file"):
-        load_model(path)
+    refused_naming_the_file(path, r"not a readable fastnn model file")
 
 
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.99])
@@ -199,15 +214,13 @@ def test_truncated_file(saved, tmp_path, keep):
     data = path.read_bytes()
     bad = tmp_path / "truncated.npz"
     bad.write_bytes(data[: int(len(data) * keep)])
-    with pytest.raises(ValueError, match=r"not a readable fastnn model file"):
-        load_model(bad)
+    refused_naming_the_file(bad, r"not a readable fastnn model file")
 
 
 def test_a_lone_npy_array(tmp_path):
     path = tmp_path / "weights.npy"
     np.save(path, np.zeros(5))
-    with pytest.raises(ValueError, match=r"not a readable fastnn model file: it holds one array"):
-        load_model(path)
+    refused_naming_the_file(path, r"not a readable fastnn model file: it holds one array")
 
 
 def _tamper(config, arrays, edit):
@@ -270,8 +283,7 @@ def test_tampered_files_are_value_errors(saved, tmp_path, edit, match):
     edit(config, arrays)
     bad = tmp_path / "tampered.npz"
     write_archive(bad, config, arrays)
-    with pytest.raises(ValueError, match=match):
-        load_model(bad)
+    refused_naming_the_file(bad, match)
 
 
 def test_config_that_is_not_json(saved, tmp_path):
@@ -280,12 +292,10 @@ def test_config_that_is_not_json(saved, tmp_path):
     bad = tmp_path / "bad.npz"
     with open(bad, "wb") as f:
         np.savez(f, config=np.frombuffer(b"{not json", dtype=np.uint8), **arrays)
-    with pytest.raises(ValueError, match=r"not a readable fastnn model file"):
-        load_model(bad)
+    refused_naming_the_file(bad, r"not a readable fastnn model file")
     with open(bad, "wb") as f:
         np.savez(f, **arrays)  # no config at all
-    with pytest.raises(ValueError, match=r"not a readable fastnn model file"):
-        load_model(bad)
+    refused_naming_the_file(bad, r"not a readable fastnn model file")
 
 
 def test_load_model_of_a_missing_file_raises_file_not_found(tmp_path):
