@@ -1,5 +1,6 @@
 """The compiled training loop, ``fastnn.kernels.network.train_batches``, for one batch: gather,
-forward, loss, backward and Adam update of the whole network with no Python in between.
+forward, loss, backward and Adam update of the whole network with no Python in between; and
+the same step with each learning-rate schedule, evaluated inside the step at every update.
 
 The network is laid out by hand in the kernels' own format (the ``layers`` table documented in
 ``fastnn/kernels/network.py``) and run through ``CPUBackend``, so the figure is the kernels'
@@ -7,22 +8,32 @@ alone: no validation, no per-epoch bookkeeping.
 """
 import numpy as np
 
+from fastnn import CosineDecay, ExponentialDecay, InverseTimeDecay, PiecewiseConstantDecay
 from fastnn.backend import CPUBackend
 from fastnn.kernels.activations import RELU, SOFTMAX
 from fastnn.kernels.losses import CROSS_ENTROPY
 from fastnn.kernels.network import ACT, B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF
-from fastnn.kernels.optimizers import ADAM, H_1, H_2, H_EPS, H_LR, N_HYPER
+from fastnn.kernels.optimizers import ADAM, H_1, H_2, H_EPS, H_LR, H_SCHEDULE, N_HYPER
 
 from . import CONFIGS, synthetic_data, warm_numba_cache as setup_cache  # noqa: F401
 
 # Batches of training data to cycle through, so that successive steps read different rows.
 BATCHES = 16
+# Adam's learning rate as each schedule kind (None: the constant 1e-3 of TrainStep, whose step
+# compiles without the schedule stage).
+SCHEDULES = {
+    "constant": None,
+    "exponential_decay": ExponentialDecay(1e-3, 1000, 0.9),
+    "inverse_time_decay": InverseTimeDecay(1e-3, 1000, 0.5, staircase=True),
+    "piecewise_constant_decay": PiecewiseConstantDecay([1000, 2000, 3000], [1e-3, 5e-4, 2e-4, 1e-4]),
+    "cosine_decay": CosineDecay(1e-4, 1000, warmup_target=1e-3, warmup_steps=100),
+}
 
 
 class TrainingLoop:
     """Flat buffers, layer table and workspace of one network, ready for ``train_batches``."""
 
-    def __init__(self, widths, batch, seed=0):
+    def __init__(self, widths, batch, seed=0, schedule=None):
         rng = np.random.default_rng(seed)
         n_layers = len(widths) - 1
         self.layers = np.zeros((n_layers, 6), np.int64)
@@ -39,8 +50,10 @@ class TrainingLoop:
         self.backend.load(self.layers, np.zeros((n_layers, 2)), np.zeros((0, 4)), [[0, params.size, ADAM]],
                           {"params": params, "state1": np.zeros_like(params), "state2": np.zeros_like(params),
                            "opt_steps": np.zeros(1, np.int64), "rng": np.zeros(2, np.int64)})
-        self.opt_hyper = np.zeros((1, N_HYPER))
+        row = np.zeros(0) if schedule is None else schedule.row()
+        self.opt_hyper = np.zeros((1, max(N_HYPER, H_SCHEDULE + row.size)))
         self.opt_hyper[0, [H_LR, H_1, H_2, H_EPS]] = 1e-3, 0.9, 0.999, 1e-8
+        self.opt_hyper[0, H_SCHEDULE: H_SCHEDULE + row.size] = row
         self.data = synthetic_data(batch * BATCHES, widths[0], widths[-1], seed)
         self.order = np.arange(batch * BATCHES, dtype=np.int64)
         self.batch = batch
@@ -60,6 +73,7 @@ class TrainingLoop:
 
 def warm_up():
     TrainingLoop((3, 4, 2), 2).step()
+    TrainingLoop((3, 4, 2), 2, schedule=SCHEDULES["cosine_decay"]).step()  # the step with its schedule stage
 
 
 class TrainStep:
@@ -72,4 +86,18 @@ class TrainStep:
         self.loop.step()
 
     def time_train_step(self, config):
+        self.loop.step()
+
+
+class ScheduledTrainStep:
+    """TrainStep of the seed network (the smallest step, where the per-update rate weighs most)
+    with Adam's learning rate as each schedule kind, against the constant rate."""
+    params = [list(SCHEDULES)]
+    param_names = ["schedule"]
+
+    def setup(self, schedule):
+        self.loop = TrainingLoop(*CONFIGS["seed"], schedule=SCHEDULES[schedule])
+        self.loop.step()
+
+    def time_scheduled_train_step(self, schedule):
         self.loop.step()

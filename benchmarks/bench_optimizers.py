@@ -9,9 +9,9 @@ from fastnn.kernels.optimizers import N_HYPER
 from . import sizes, warm_numba_cache as setup_cache  # noqa: F401  (asv runs it once, first)
 
 
-def _hyper(lr, h1=0.0, h2=0.0, eps=0.0, flag=0.0):
+def _hyper(lr, h1=0.0, h2=0.0, eps=0.0, flag=0.0, decay=0.0):
     hyper = np.zeros(N_HYPER)
-    hyper[[O.H_LR, O.H_1, O.H_2, O.H_EPS, O.H_FLAG]] = lr, h1, h2, eps, flag
+    hyper[[O.H_LR, O.H_1, O.H_2, O.H_EPS, O.H_FLAG, O.H_DECAY]] = lr, h1, h2, eps, flag, decay
     return hyper
 
 
@@ -19,6 +19,7 @@ def _hyper(lr, h1=0.0, h2=0.0, eps=0.0, flag=0.0):
 OPTIMIZERS = {
     "sgd_momentum": (O.SGD, (0.01, 0.9)),
     "adam": (O.ADAM, (0.001, 0.9, 0.999, 1e-8)),
+    "adamw": (O.ADAMW, (0.001, 0.9, 0.999, 1e-8, 0.0, 0.01)),
     "rmsprop": (O.RMSPROP, (0.01, 0.99, 0.0, 1e-8)),
     "adagrad": (O.ADAGRAD, (0.01, 0.0, 0.0, 1e-10)),
 }

@@ -71,8 +71,8 @@ class History(Callback):
     def plot(self, path=None, metrics=None):
         """Training curves (the seed's Figure 8): one panel per metric (loss first), its training
         and validation (``val_``) values per epoch. ``metrics``: the names to draw (default: all
-        logged); ``path``: also save the figure there (PNG, PDF, ... by its suffix). Returns the
-        matplotlib Figure. Needs matplotlib (``pip install matplotlib``)."""
+        logged); ``path``: also save the figure there (PNG, PDF, ... by its suffix), atomically
+        (``fastnn.saving.atomic_write``). Returns the matplotlib Figure. Needs matplotlib (``pip install matplotlib``)."""
         try:
             import matplotlib.pyplot as plt
         except ImportError:
@@ -96,7 +96,16 @@ class History(Callback):
             ax.legend()
         fig.tight_layout()
         if path is not None:
-            fig.savefig(os.fspath(path), dpi=110)
+            from .saving import atomic_write
+            path = os.fspath(path)
+            # Rendered into the atomic writer's file, whose name tells matplotlib nothing: the
+            # format comes from the path's suffix here, and a path without one gets matplotlib's
+            # default format appended, as savefig(path) does.
+            fmt = os.path.splitext(path)[1][1:].lower()
+            if not fmt:
+                fmt = fig.canvas.get_default_filetype()
+                path = path.rstrip(".") + "." + fmt
+            atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110))
         return fig
 
     def __repr__(self):
@@ -183,7 +192,10 @@ class EarlyStopping(_Monitor):
 
 
 class LearningRateScheduler(Callback):
-    """Set every optimizer's learning rate to ``schedule(epoch, lr)`` before each epoch."""
+    """Set every optimizer's learning rate to ``schedule(epoch, lr)`` before each epoch
+    (keras.callbacks.LearningRateScheduler). ``lr`` is the optimizer's current rate as a number:
+    for a ``LearningRateSchedule``, its value at the optimizer's next step, as Keras passes it.
+    The number returned then replaces the schedule (Keras 3 raises TypeError there instead)."""
 
     def __init__(self, schedule):
         if not callable(schedule):
@@ -195,8 +207,8 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         for opt in self.model.optimizers():
-            opt.learning_rate = check_float(self.schedule(epoch, opt.learning_rate), "schedule(epoch, lr)",
-                                            minimum=0.0)
+            opt.learning_rate = check_float(self.schedule(epoch, self.model.learning_rate_now(opt)),
+                                            "schedule(epoch, lr)", minimum=0.0)
 
 
 class ReduceLROnPlateau(_Monitor):
@@ -343,7 +355,12 @@ class TensorBoard(Callback):
 
     Needs the optional ``tensorboardX`` writer: ``pip install "fastnn[tensorboard]"``; view with
     ``tensorboard --logdir <log_dir>``. A ``log_dir`` that cannot be written is a ValueError
-    when training starts."""
+    when training starts.
+
+    The event files are the one thing fastnn writes without ``fastnn.saving.atomic_write``: they
+    are append-only logs, written record by record by tensorboardX (each record carries its
+    length and a checksum), so an interrupted run leaves a log that TensorBoard reads up to its
+    last complete record."""
     writes_files = True
 
     def __init__(self, log_dir="logs", histogram_freq=0, update_freq="epoch"):

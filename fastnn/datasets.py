@@ -30,13 +30,13 @@ import importlib.resources
 import math
 import numbers
 import os
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from .saving import atomic_write
 from .validation import check_dtype, check_features, check_float, check_int, check_labels
 
 __all__ = ["Dataset", "load_digits", "load_mnist", "MNIST_URL"]
@@ -227,26 +227,22 @@ def _download_mnist(cache, searched):
 def _download_verified(url, destination, sha256):
     """Download ``url`` to ``destination``, which appears only once the data's SHA-256 is ``sha256``.
 
-    The bytes go to a temporary file beside ``destination`` and are renamed into place after the
-    check (an atomic replace), so an interrupted, corrupted or tampered download never leaves a
-    file that a later call would trust. Raises RuntimeError on a digest mismatch.
+    The bytes go through ``fastnn.saving.atomic_write`` (a temporary file beside ``destination``,
+    flushed and fsynced, renamed into place only after the check), so an interrupted, corrupted
+    or tampered download never leaves a file that a later call would trust. Raises RuntimeError
+    on a digest mismatch.
     """
-    partial = tempfile.NamedTemporaryFile(dir=destination.parent, prefix=f".{destination.name}.",
-                                          suffix=".part", delete=False)
-    try:
+    def download(f):
         digest = hashlib.sha256()
-        with partial, _open_url(url) as response:
+        with _open_url(url) as response:
             while chunk := response.read(_DOWNLOAD_CHUNK_BYTES):
                 digest.update(chunk)
-                partial.write(chunk)
+                f.write(chunk)
         if digest.hexdigest() != sha256:
             raise RuntimeError(
                 f"SHA-256 mismatch for {url}: expected {sha256}, got {digest.hexdigest()}. "
                 "The download was discarded; retry, or download the file yourself and set FASTNN_DATA.")
-        os.replace(partial.name, destination)
-    except BaseException:
-        Path(partial.name).unlink(missing_ok=True)
-        raise
+    atomic_write(destination, download)
 
 
 # --------------------------------------------------------------------------------------------

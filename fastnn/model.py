@@ -703,15 +703,19 @@ class MLP:
                 out.append((name, weight_name, array) + ((grad_arrays[j],) if gradients else ()))
         return out
 
-    def learning_rate_now(self):
-        """The learning rate of the first optimizer's next step (a schedule evaluated at its step
-        count), or None for a model with no trained parameters."""
+    def learning_rate_now(self, optimizer=None):
+        """The learning rate of ``optimizer``'s next step (default: the first optimizer's), a
+        schedule evaluated at its step count (as Keras' ``optimizer.learning_rate``), or None for
+        a model with no trained parameters."""
         self._ensure_built()
-        if not self._segments:
-            return None
-        opt = self._segments[0][0]
+        slices = [i for i, (opt, _, _) in enumerate(self._segments) if optimizer is None or opt is optimizer]
+        if not slices:
+            if optimizer is None:
+                return None
+            raise ValueError("optimizer updates none of this model's parameters")
+        opt = self._segments[slices[0]][0]
         if isinstance(opt.learning_rate, LearningRateSchedule):
-            return float(opt.learning_rate(int(self._backend.host("opt_steps")[0])))
+            return float(opt.learning_rate(int(self._backend.host("opt_steps")[slices[0]])))
         return float(opt.learning_rate)
 
     def summary(self, print_fn=print):
@@ -818,10 +822,8 @@ class MLP:
         """Save architecture, weights and the whole training state to ``path`` (a NumPy .npz
         archive, no pickle; written atomically, see ``fastnn.saving``)."""
         self._check_usable("save")
-        state = self._backend.state() if self._backend is not None else None
-        config = self.get_config()
-        if state is None:
-            state = self._backend.state()
+        config = self.get_config()  # builds a model that was not built yet
+        state = self._backend.state()
         check_state(state, state["params"].size, state["opt_steps"].size, self.dtype)  # what load_model checks
         # Where the shuffling stream stands, so that training resumed after loading draws the
         # same epoch orders as the model that was saved.

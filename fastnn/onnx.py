@@ -9,6 +9,14 @@ identity (inference); ``BatchNormalization`` is folded into Mul and Add with its
 statistics: x * gamma / sqrt(var + eps) + (beta - mean * gamma / sqrt(var + eps)). Opset 17
 by default. The file passes ``onnx.checker`` and is written atomically (``fastnn.saving``).
 Needs ``pip install "fastnn[onnx]"``; onnxruntime runs the file (tested against ``predict``).
+
+An ``Embedding`` is a Gather of its table (the ids come as floats, as ``predict`` takes them,
+and are cast to int64); ``Masking`` is Equal then Where. A functional ``Model`` has one graph
+input per ``Input``, in the order of ``Model(inputs=...)``, named after the Input's ``name``
+if it has one, else ``input_0``, ``input_1``, ...; ``Concatenate`` becomes Concat on axis 1 (its
+tensors in call order), ``Add`` Add and ``Multiply`` Mul (a merge of more than two tensors is a
+chain of pairs, as fastnn computes it). onnxruntime's inputs dict is then
+``{"input_0": x1, "input_1": x2}`` for ``model.predict([x1, x2])``.
 """
 import numpy as np
 
@@ -31,12 +39,10 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
     """The ``onnx.ModelProto`` of ``model`` (checked by ``onnx.checker``)."""
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
+    from .functional import Add, Concatenate, Multiply
     from .model import MLP
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastnn MLP, got {type(model).__name__}")
-    if model._graph_table() is not None:
-        raise ValueError("a functional Model (several inputs or branches) has no export here yet: only a stack of "
-                         "layers (MLP/Sequential)")
     if not isinstance(opset, int) or opset < 13:
         raise ValueError(f"opset must be an integer >= 13 (Softmax over the last axis), got {opset!r}")
     model._ensure_built()
@@ -101,30 +107,54 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
         inits.append(tensor)
         return tensor.name
 
-    x = "x"
-    for layer in model.layers:
-        if isinstance(layer, (Input, Dropout)):
-            continue
+    def layer_node(layer, x):
+        """The output of ``layer``, a layer with one input, reading ``x`` (Input and Dropout excepted)."""
         if isinstance(layer, Dense):
             W, b = layer.get_weights()
-            x = activation(layer.activation, op("Add", [op("MatMul", [x, constant("W", W)]), constant("b", b)]))
-        elif isinstance(layer, Activation):
-            x = activation(layer.activation, x)
-        elif isinstance(layer, BatchNormalization):
+            return activation(layer.activation, op("Add", [op("MatMul", [x, constant("W", W)]), constant("b", b)]))
+        if isinstance(layer, Activation):
+            return activation(layer.activation, x)
+        if isinstance(layer, BatchNormalization):
             gamma, beta, mean, var = (w.astype(np.float64) for w in layer.get_weights())
             scale = gamma / np.sqrt(var + layer.epsilon)
-            x = op("Add", [op("Mul", [x, constant("bn_scale", scale)]), constant("bn_shift", beta - mean * scale)])
-        elif isinstance(layer, Embedding):
-            x = embedding(layer, x)
-        elif isinstance(layer, Masking):
+            return op("Add", [op("Mul", [x, constant("bn_scale", scale)]), constant("bn_shift", beta - mean * scale)])
+        if isinstance(layer, Embedding):
+            return embedding(layer, x)
+        if isinstance(layer, Masking):
             missing = op("Equal", [x, constant("mask_value", np.array(layer.mask_value))])
-            x = op("Where", [missing, constant("zero", np.zeros(())), x])
-        else:
-            raise ValueError(f"{type(layer).__name__} has no ONNX export")
+            return op("Where", [missing, constant("zero", np.zeros(())), x])
+        raise ValueError(f"{type(layer).__name__} has no ONNX export")
+
+    table = model._graph_table()
+    if table is None:
+        inputs = [("x", model.input_dim)]
+        x = "x"
+        for layer in model.layers:
+            if not isinstance(layer, (Input, Dropout)):
+                x = layer_node(layer, x)
+    else:
+        # The functional Model's rows are already in an order where each comes after what it
+        # reads (its inputs first); a merge reads two rows (more are nested pairs), in call order.
+        inputs = [(getattr(i, "name", None) or f"input_{k}", i.output_dim) for k, i in enumerate(model.inputs)]
+        given = dict(zip((id(i) for i in model.inputs), (n for n, _ in inputs)))
+        merges = {Concatenate: ("Concat", {"axis": 1}), Add: ("Add", {}), Multiply: ("Mul", {})}
+        outputs = []
+        for layer, sources in zip(model.layers, table):
+            reads = [outputs[s] for s in sources if s >= 0]
+            if isinstance(layer, Input):
+                outputs.append(given[id(layer)])
+            elif isinstance(layer, Dropout):
+                outputs.append(reads[0])
+            elif type(layer) in merges:
+                kind, attrs = merges[type(layer)]
+                outputs.append(op(kind, reads, **attrs))
+            else:
+                outputs.append(layer_node(layer, reads[0]))
+        x = outputs[-1]
     nodes.append(helper.make_node("Identity", [x], ["y"], name="output"))
     graph = helper.make_graph(
         nodes, model.name or "fastnn",
-        [helper.make_tensor_value_info("x", elem, ["N", int(model.input_dim)])],
+        [helper.make_tensor_value_info(n, elem, ["N", int(width)]) for n, width in inputs],
         [helper.make_tensor_value_info("y", elem, ["N", int(model.output_dim)])], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="fastnn")
     onnx.checker.check_model(proto, full_check=True)

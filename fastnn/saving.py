@@ -39,7 +39,8 @@ def atomic_write(path, write):
     """Call ``write(f)`` on a binary file that becomes ``path`` only once it is complete and on
     the disk: a temporary file in the same folder, flushed and fsynced, then renamed over
     ``path`` (``os.replace``, atomic on POSIX and Windows). Every file fastnn writes goes
-    through here."""
+    through here: models, checkpoints, CSV logs, plots, ONNX files, downloads (the TensorBoard
+    callback's append-only event logs aside, see its docstring)."""
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")

@@ -143,6 +143,26 @@ def test_scheduler_to_zero_freezes_the_weights_from_that_epoch_on():
     assert [opt.learning_rate for opt in model.optimizers()] == [0.0, 0.0]
 
 
+def test_scheduler_passes_a_schedules_current_value_and_replaces_it():
+    """lr is the schedule's value at the optimizer's next step, as a float (as Keras passes
+    ``optimizer.learning_rate``); the number returned replaces the schedule."""
+    x, y = blobs()  # 60 rows, batch 10: 6 updates an epoch
+    schedule = fastnn.ExponentialDecay(0.1, 4, 0.5)
+    optimizer = SGD(schedule)
+    model = classifier(optimizer=optimizer)
+    model.fit(x, y, epochs=1, batch_size=10, verbose=0)
+    seen = []
+
+    def halve(epoch, lr):
+        seen.append(lr)
+        return lr / 2
+
+    model.fit(x, y, epochs=2, batch_size=10, verbose=0, callbacks=[LearningRateScheduler(halve)])
+    assert type(seen[0]) is float and seen[0] == pytest.approx(0.1 * 0.5 ** (6 / 4))
+    assert seen[1] == pytest.approx(seen[0] / 2)  # from then on the callback's plain rate
+    assert optimizer.learning_rate == pytest.approx(seen[0] / 4)
+
+
 def test_scheduler_rejects_a_negative_rate_before_training():
     x, y = blobs()
     model = classifier()

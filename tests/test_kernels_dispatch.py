@@ -4,9 +4,11 @@ check the same codes on the host, since device code cannot raise."""
 import numpy as np
 import pytest
 
+import fastnn
 from fastnn.kernels import activations as A
 from fastnn.kernels import losses as L
 from fastnn.kernels import optimizers as O
+from fastnn.kernels import schedules as S
 
 
 def test_unknown_activation_code_raises():
@@ -33,6 +35,29 @@ def test_unknown_optimizer_code_raises():
     with pytest.raises(ValueError, match="optimizer"):
         O.optimizer_step(O.ADAMW + 1, p, p.copy(), np.zeros(4), np.zeros(4), np.full(O.N_HYPER, 0.1), 1)
     np.testing.assert_array_equal(p, 1.0)
+
+
+def test_unknown_schedule_code_raises():
+    row = np.array([S.COSINE_DECAY + 1, 0.1, 10.0, 0.5, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="schedule"):
+        S.learning_rate_at(row, 0, 3)
+    row[S.S_KIND] = S.CONSTANT
+    assert S.learning_rate_at(row, 0, 3) == 0.1
+
+
+class _UnknownSchedule(fastnn.ExponentialDecay):
+    kind = S.COSINE_DECAY + 1
+
+
+def test_cuda_refuses_an_unknown_schedule_code_on_the_host():
+    cuda = pytest.importorskip("numba.cuda")
+    if not cuda.is_available():
+        pytest.skip("no CUDA GPU, and the CUDA simulator is off")
+    m = fastnn.MLP([fastnn.Dense(3, 2, activation="softmax")], seed=0, device="cuda", dtype="float32")
+    m.compile(loss="cross_entropy", optimizer=fastnn.SGD(_UnknownSchedule(0.1, 10, 0.5)))
+    # check_code's message: without the host check the simulator would raise later, from inside the kernel
+    with pytest.raises(ValueError, match=rf"unknown learning-rate schedule code {S.COSINE_DECAY + 1} \(valid"):
+        m.fit(np.ones((4, 3), np.float32), np.zeros(4, np.int64), epochs=1, batch_size=2, verbose=0)
 
 
 def test_cuda_launchers_check_codes_on_the_host():

@@ -72,3 +72,52 @@ def test_embedding_and_masking_export_as_gather_and_where(tmp_path, combiner, ma
     model.fit(ids, rng.normal(size=(32, 2)), epochs=2, batch_size=8, verbose=0)
     path = model.to_onnx(tmp_path / "embedding.onnx")
     np.testing.assert_allclose(run(path, ids.astype(np.float32)), model.predict(ids), rtol=1e-5, atol=1e-6)
+
+
+def functional(kind):
+    """A trained functional Model of ``kind`` and its list of inputs (ids as integers)."""
+    from fastnn import Add, Concatenate, Model, Multiply
+    rng = np.random.default_rng(3)
+    if kind == "embedding":
+        i, f = Input((3,)), Input((4,))
+        h = Concatenate()([fastnn.Embedding(7, 2, input_length=3, mask_zero=True, combiner="mean")(i),
+                           fastnn.Masking(0.0)(Dense(units=5, activation="relu")(f))])
+        out = Dense(units=3, activation="softmax")(h)
+        inputs, xs = [i, f], [rng.integers(0, 7, (40, 3)), rng.normal(size=(40, 4))]
+    elif kind == "concatenate":  # three tensors: a chain of pairs, the order as fastnn's
+        a, b = Input((4,)), Input((3,))
+        h = Concatenate()([Dense(units=5, activation="tanh")(a), Dense(units=2, activation=None)(b),
+                           fastnn.Activation("sigmoid")(b)])
+        out = Dense(units=3, activation="softmax")(BatchNormalization()(h))
+        inputs, xs = [a, b], [rng.normal(size=(40, 4)), rng.normal(size=(40, 3))]
+    elif kind == "residual":
+        a = Input((4,))
+        h = Dense(units=4, activation="relu")(a)
+        h = Add()([Dropout(0.5)(Dense(units=4, activation=fastnn.LeakyReLU(0.1))(h)), h, a])
+        out = Dense(units=3, activation="softmax")(h)
+        inputs, xs = [a], [rng.normal(size=(40, 4))]
+    else:
+        a, b = Input((4,)), Input((3,))
+        h = Multiply()([Dense(units=5, activation="sigmoid")(a), Dense(units=5, activation=fastnn.ELU(0.5))(b)])
+        out = Dense(units=3, activation="softmax")(h)
+        inputs, xs = [a, b], [rng.normal(size=(40, 4)), rng.normal(size=(40, 3))]
+    model = Model(inputs, out, seed=0)
+    model.compile("cross_entropy", "adam")
+    model.fit(xs, rng.integers(0, 3, 40), epochs=3, batch_size=8, verbose=0)
+    return model, xs
+
+
+@pytest.mark.parametrize("kind", ["concatenate", "residual", "multiply", "embedding"])
+def test_functional_models_export_one_input_each(tmp_path, kind):
+    model, xs = functional(kind)
+    path = model.to_onnx(tmp_path / f"{kind}.onnx")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    names = [f"input_{k}" for k in range(len(xs))]
+    assert [i.name for i in proto.graph.input] == names
+    ops = {node.op_type for node in proto.graph.node}
+    assert {"concatenate": "Concat", "residual": "Add", "multiply": "Mul", "embedding": "Gather"}[kind] in ops
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {n: x.astype(np.float32) for n, x in zip(names, xs)}
+    out = session.run(["y"], feed)[0]
+    np.testing.assert_allclose(out, model.predict(xs), rtol=1e-5, atol=1e-5)

@@ -140,20 +140,32 @@ def test_schedules_of_different_lengths_in_one_model():
     assert hyper.shape[1] > fastnn.kernels.optimizers.N_HYPER and hyper[1, fastnn.kernels.optimizers.H_LR] == 0.05
 
 
-def test_cuda_matches_the_cpu():
+# Each schedule kind (and staircase) on CUDA; 10 updates: past ExponentialDecay's step 7, InverseTimeDecay's 5,
+# the warmup's 10 and the piecewise boundaries 3 and 6.
+CUDA_CASES = {
+    "exponential": lambda: SGD(CASES["exponential"][0]),
+    "exponential_staircase": lambda: SGD(CASES["exponential_staircase"][0]),
+    "inverse_time": lambda: SGD(CASES["inverse_time"][0]),
+    "inverse_time_staircase": lambda: SGD(CASES["inverse_time_staircase"][0]),
+    "cosine_warmup": lambda: SGD(CASES["cosine_warmup"][0]),
+    "piecewise_adam": lambda: Adam(PiecewiseConstantDecay([3, 6], [0.1, 0.05, 0.01])),
+}
+
+
+@pytest.mark.parametrize("case", CUDA_CASES)
+def test_cuda_matches_the_cpu(case):
     cuda = pytest.importorskip("numba.cuda")
     if not cuda.is_available():
         pytest.skip("no CUDA GPU, and the CUDA simulator is off")
     x, y = data()
     x = x.astype(np.float32)
-    for make in (lambda: SGD(CASES["cosine_warmup"][0]),
-                 lambda: Adam(PiecewiseConstantDecay([3, 6], [0.1, 0.05, 0.01]))):
-        cpu, gpu = model(make(), dtype="float32"), model(make(), "cuda", dtype="float32")
-        gpu.set_weights(cpu.get_weights())
-        cpu.fit(x, y, epochs=2, batch_size=8, verbose=0)
-        gpu.fit(x, y, epochs=2, batch_size=8, verbose=0)
-        for a, b in zip(gpu.get_weights(), cpu.get_weights()):
-            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    make = CUDA_CASES[case]
+    cpu, gpu = model(make(), dtype="float32"), model(make(), "cuda", dtype="float32")
+    gpu.set_weights(cpu.get_weights())
+    cpu.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    gpu.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    for a, b in zip(gpu.get_weights(), cpu.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
 class _Model:

@@ -16,7 +16,8 @@ from ..config import INFERENCE_BATCH_SIZE
 from ..kernels.network import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Training,
                                Workspace, alpha_table, weight_tensors, workspace_layout)
 from ..kernels.metrics import TOP_K
-from ..kernels.optimizers import ADAMW, any_clipping
+from ..kernels.optimizers import ADAMW, H_SCHEDULE, any_clipping
+from ..kernels.schedules import COSINE_DECAY
 from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, check_code
 
 # Training state kept on the host: each call of ``train`` uploads it and reads it back.
@@ -213,6 +214,8 @@ class CUDABackend(Backend):
         n = order.size
         meta = self._upload("opt_meta", opt_meta)
         host_hyper = np.asarray(opt_hyper, dtype=np.float64).reshape(opt_meta.shape[0], -1)
+        for kind in host_hyper[:, H_SCHEDULE]:
+            check_code(kind, COSINE_DECAY, "learning-rate schedule")
         hyper = self._upload("opt_hyper", host_hyper)
         steps = self._upload("opt_steps", self.opt_steps)
         control = self._upload("control", _control(first, self.rng[1] - first))

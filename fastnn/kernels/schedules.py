@@ -5,7 +5,8 @@ from column ``H_SCHEDULE`` on: [kind, initial learning rate, p1, p2, p3, p4, n, 
 values (n + 1)]. ``step`` is the number of updates made before this one (Keras'
 ``optimizer.iterations``, from 0). The formulas are Keras' (``keras.optimizers.schedules``).
 The same Python source is compiled for the CPU and, as device functions, for CUDA
-(``fastnn.cuda.optimizers``), so both devices use the same rates.
+(``fastnn.cuda.optimizers``), so both devices use the same rates; an unknown kind raises here
+and is refused on the host before a CUDA launch (``fastnn.cuda.backend``), since device code cannot raise.
 """
 import math
 
@@ -49,4 +50,6 @@ def learning_rate_at(hyper, start, step):
         s = min(s, decay_steps)
         cosine = 0.5 * (1.0 + math.cos(math.pi * s / decay_steps))
         return peak * ((1.0 - alpha) * cosine + alpha)
-    return initial
+    if kind == CONSTANT:
+        return initial
+    raise ValueError("unknown learning-rate schedule code")
