@@ -144,12 +144,18 @@ class _Monitor(Callback):
 
 class EarlyStopping(_Monitor):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs
-    (keras.callbacks.EarlyStopping); ``restore_best_weights`` puts back the best epoch's weights.
-    ``mode`` "auto" infers the direction from the name (see ``_monitor_mode``); ``baseline``:
-    training stops unless the monitored value improves on it within ``patience`` epochs.
+    (keras.callbacks.EarlyStopping). ``mode`` "auto" infers the direction from the name (see
+    ``_monitor_mode``). ``baseline``: training stops unless the monitored value improves on it
+    by more than ``min_delta`` within ``patience`` epochs.
 
     As in Keras, training stops at the end of the ``patience``-th consecutive epoch without
-    improvement (patience 0 and 1 both stop at the first one)."""
+    improvement (patience 0 and 1 both stop at the first one).
+
+    ``restore_best_weights``, as Keras 3: the weights of the epoch with the best monitored value
+    are kept whether or not it beat ``baseline`` (the first epoch's when none is better), and
+    are put back when training ends, stopped early or not; ``best_epoch`` names that epoch.
+    The stopping rule under ``baseline`` is the one Keras 3 documents (its code also never stops
+    on an epoch that improves on the best so far, which fastnn does not copy)."""
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", baseline=None,
                  restore_best_weights=False):
@@ -160,26 +166,36 @@ class EarlyStopping(_Monitor):
         self.restore_best_weights = bool(restore_best_weights)
 
     def on_train_begin(self, logs=None):
-        self.best = math.inf if self.baseline is None else self._sign * self.baseline
+        super().on_train_begin(logs)
+        self.best = math.inf
         self.wait = 0
         self.stopped_epoch = None
+        self.best_epoch = None
         self.best_weights = None
 
     def on_epoch_end(self, epoch, logs=None):
         value = self._monitored(logs)
         if value is None:
             return
-        if value < self.best - self.min_delta:
-            self.best, self.wait = value, 0
+        improved = value < self.best - self.min_delta
+        if improved:
+            self.best = value
+        if improved or self.best_epoch is None:  # as Keras 3: the first epoch's weights until one improves
+            self.best_epoch = epoch
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
+        # Patience starts over only when the baseline is beaten too.
+        if improved and (self.baseline is None or value < self._sign * self.baseline - self.min_delta):
+            self.wait = 0
             return
         self.wait += 1
         if self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
-            if self.restore_best_weights and self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
 
 
 class LearningRateScheduler(Callback):

@@ -211,9 +211,16 @@ def test_early_stopping_with_a_baseline_and_restore_best_weights():
     x, labels = blobs()
     model, loss = classifier(lr=0.05)
     model.compile(loss, Adam(0.05), metrics=["auc"])
-    stop = fastnn.EarlyStopping(monitor="val_auc", baseline=1.01, patience=2, restore_best_weights=True)
-    history = model.fit(x, labels, epochs=10, batch_size=32, validation_split=0.3, callbacks=[stop], verbose=0)
-    assert len(history.history["loss"]) == 2  # nothing beats an AUC of 1.01
+    stop = fastnn.EarlyStopping(monitor="val_auc", baseline=1.01, patience=4, restore_best_weights=True)
+    weights = []
+    record = fastnn.LambdaCallback(on_epoch_end=lambda epoch, logs: weights.append(model.get_weights()))
+    history = model.fit(x, labels, epochs=10, batch_size=32, validation_split=0.3, callbacks=[record, stop],
+                        verbose=0)
+    assert len(history.history["loss"]) == 4  # nothing beats an AUC of 1.01
+    # As Keras 3: the best epoch's weights are restored although it did not beat the baseline
+    best = int(np.argmax(history.history["val_auc"]))  # the first of equal values, as EarlyStopping keeps
+    assert stop.best_epoch == best and best < 3  # an earlier epoch: a real restore
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights[best]))
 
 
 def test_a_monitor_never_logged_warns_once_and_does_not_stop():
