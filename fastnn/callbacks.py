@@ -19,11 +19,17 @@ from .validation import check_float, check_int
 
 class Callback(Configurable):
     model = None
+    # What fit tells its callbacks before training, as Keras' ``params``: "epochs", "steps" (batches
+    # per epoch), "verbose" and, as Keras 2 gave it, "metrics" (the names each epoch's logs will have).
+    params = {}
     # Under MPI only rank 0 runs a callback that writes files (fastnn.distributed).
     writes_files = False
 
     def set_model(self, model):
         self.model = model
+
+    def set_params(self, params):
+        self.params = params
 
     def on_train_begin(self, logs=None):
         pass
@@ -119,6 +125,14 @@ def _monitor_mode(monitor, mode):
     return mode
 
 
+def _is_fit_metric(name):
+    """Whether ``name`` is a log key that only ``fit`` writes: 'loss' or a metric name (an alias
+    included) of ``fastnn.metrics``, with or without ``val_``."""
+    from .metrics import ALIASES, BINARY, CLASSIFICATION, REGRESSION
+    name = name[4:] if name.startswith("val_") else name
+    return name == "loss" or ALIASES.get(name, name) in CLASSIFICATION + BINARY + REGRESSION
+
+
 class _Monitor(Callback):
     """What the callbacks that watch one logged metric share: the direction of improvement,
     and a warning (once, as Keras) when that metric is never logged."""
@@ -129,15 +143,26 @@ class _Monitor(Callback):
         self._sign = 1.0 if _monitor_mode(monitor, mode) == "min" else -1.0
         self._warned = False
 
+    def on_train_begin(self, logs=None):
+        # A metric name of fastnn's that this fit will not log is most likely a mistake (a metric
+        # not compiled, or no validation data): said before the first epoch, not after it. Other
+        # names may be logged by another callback, so they wait for the first epoch's logs.
+        logged = self.params.get("metrics")
+        if logged is not None and self.monitor not in logged and _is_fit_metric(self.monitor):
+            self._warn(logged, " unless another callback adds it")
+
+    def _warn(self, logged, unless=""):
+        if not self._warned:
+            warnings.warn(f"{type(self).__name__} monitors {self.monitor!r}, which is not among the logged "
+                          f"metrics {sorted(logged)}; it does nothing{unless}", RuntimeWarning, stacklevel=3)
+            self._warned = True
+
     def _monitored(self, logs):
         """``sign * logs[monitor]`` (smaller is better), or None, with a warning the first time,
         when the logs lack it."""
         logs = logs or {}
         if self.monitor not in logs:
-            if not self._warned:
-                warnings.warn(f"{type(self).__name__} monitors {self.monitor!r}, which is not among the logged "
-                              f"metrics {sorted(logs)}; it does nothing", RuntimeWarning, stacklevel=3)
-                self._warned = True
+            self._warn(logs)
             return None
         return self._sign * logs[self.monitor]
 
@@ -233,6 +258,7 @@ class ReduceLROnPlateau(_Monitor):
         self.min_lr = check_float(min_lr, "min_lr", minimum=0.0)
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         self.best = math.inf
         self.wait = 0
         self.cooldown_counter = 0
@@ -272,6 +298,8 @@ class ModelCheckpoint(_Monitor):
         self.best = math.inf
 
     def on_train_begin(self, logs=None):
+        if self.save_best_only:  # else the monitor is not read
+            super().on_train_begin(logs)
         folder = os.path.dirname(os.path.abspath(self.filepath.format_map(_AnyLogs(epoch=1))))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise ValueError(f"ModelCheckpoint cannot write to {folder!r} (filepath {self.filepath!r})")

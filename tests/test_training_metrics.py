@@ -223,16 +223,42 @@ def test_early_stopping_with_a_baseline_and_restore_best_weights():
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights[best]))
 
 
-def test_a_monitor_never_logged_warns_once_and_does_not_stop():
+def test_a_monitor_never_logged_warns_once_before_the_first_epoch_and_does_not_stop(tmp_path):
     x, labels = blobs()
     model, loss = classifier()
     model.compile(loss, "adam")
-    callbacks = [fastnn.EarlyStopping(monitor="val_auc", patience=0),
-                 fastnn.ReduceLROnPlateau(monitor="val_auc")]
+    warned_at_epoch_begin = []
+
+    def count(epoch, logs):
+        warned_at_epoch_begin.append(len([w for w in caught if "monitors 'val_auc'" in str(w.message)]))
+
+    callbacks = [fastnn.EarlyStopping(monitor="val_auc", patience=0), fastnn.ReduceLROnPlateau(monitor="val_auc"),
+                 fastnn.ModelCheckpoint(tmp_path / "m.npz", monitor="val_auc", save_best_only=True),
+                 fastnn.LambdaCallback(on_epoch_begin=count)]
     with pytest.warns(RuntimeWarning, match="monitors 'val_auc'") as caught:
         history = model.fit(x, labels, epochs=3, batch_size=64, callbacks=callbacks, verbose=0)
     assert len(history.history["loss"]) == 3
-    assert len([w for w in caught if "EarlyStopping" in str(w.message)]) == 1
+    assert warned_at_epoch_begin == [3, 3, 3]  # one each, all before the first epoch
+    for name in ("EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint"):
+        assert len([w for w in caught if name in str(w.message)]) == 1, name
+    assert "it does nothing unless another callback adds it" in str(caught[0].message)
+
+
+def test_a_monitor_logged_by_fit_or_by_another_callback_does_not_warn(recwarn):
+    x, labels = blobs()
+    model, loss = classifier()
+    model.compile(loss, "adam", metrics=["auc"])
+    assert model.log_names() == ["loss", "auc"]
+    assert model.log_names(validation=True) == ["loss", "auc", "val_loss", "val_auc"]
+    params = []
+    add_score = fastnn.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(score=-epoch))
+    callbacks = [fastnn.LambdaCallback(on_train_begin=lambda logs: params.append(dict(callbacks[0].params))),
+                 fastnn.EarlyStopping(monitor="val_auc", patience=5), add_score,
+                 fastnn.EarlyStopping(monitor="score", patience=5)]
+    history = model.fit(x, labels, epochs=2, batch_size=64, validation_split=0.25, callbacks=callbacks, verbose=0)
+    assert not [w for w in recwarn if "monitors" in str(w.message)]
+    assert params == [{"epochs": 2, "steps": 3, "verbose": 0, "metrics": ["loss", "auc", "val_loss", "val_auc"]}]
+    assert list(history.history) == ["loss", "auc", "val_loss", "val_auc", "score"]
 
 
 def test_terminate_on_nan_stops_instead_of_raising(capsys):
