@@ -288,10 +288,24 @@ def test_model_checkpoint_refuses_a_folder_it_cannot_write(tmp_path):
     with pytest.raises(ValueError, match="ModelCheckpoint cannot write"):
         model.fit(x, labels, epochs=1, callbacks=[fastnn.ModelCheckpoint(tmp_path / "missing" / "m.npz")],
                   verbose=0)
-    best = fastnn.ModelCheckpoint(tmp_path / "m-{epoch}-{val_auc:.3f}.npz", monitor="val_auc", save_best_only=True)
-    model.compile(loss, "adam", metrics=["auc"])
-    model.fit(x, labels, epochs=2, batch_size=32, validation_split=0.3, callbacks=[best], verbose=0)
-    assert len(list(tmp_path.glob("m-*.npz"))) >= 1
+
+
+def test_model_checkpoint_infers_max_for_val_auc_and_keeps_the_best_epoch(tmp_path):
+    x, labels = blobs()
+    model, loss = classifier()
+    model.compile(loss, Adam(0.05), metrics=["auc"])
+    weights = []
+    record = fastnn.LambdaCallback(on_epoch_end=lambda epoch, logs: weights.append(model.get_weights()))
+    best = fastnn.ModelCheckpoint(tmp_path / "m-{epoch}.npz", monitor="val_auc", save_best_only=True)
+    history = model.fit(x, labels, epochs=4, batch_size=32, validation_split=0.3, callbacks=[record, best],
+                        verbose=0)
+    auc = history.history["val_auc"]
+    improved = [e for e in range(4) if auc[e] > max(auc[:e], default=-np.inf)]
+    assert improved != list(range(4)) and len(improved) > 1  # some epochs are not saved: a real choice
+    assert sorted(int(p.stem[2:]) - 1 for p in tmp_path.glob("m-*.npz")) == improved
+    saved = fastnn.load_model(tmp_path / f"m-{improved[-1] + 1}.npz")
+    assert improved[-1] == int(np.argmax(auc)) and -best.best == max(auc)
+    assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), weights[improved[-1]]))
 
 
 # ---- TensorBoard and curves ------------------------------------------------------------------
