@@ -335,6 +335,26 @@ def test_tensorboard_files_read_back_by_tensorboard(tmp_path):
     assert "dense_0/kernel" in tags and "dense_1/bias_gradient" in tags
 
 
+def test_the_seed_train_call_with_tensorboard_writes_to_logs_and_says_so(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tensorboardX")
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    monkeypatch.chdir(tmp_path)
+    dataset = fastnn.Dataset.from_arrays(*blobs(), test_size=60, batch_size=32, seed=0)
+    model, loss = classifier()
+    history = model.train(dataset, loss=fastnn.CrossEntropy(), epochs=2, metrics=["train_loss", "test_accuracy"],
+                          tensorboard=True, verbose=1)
+    out = capsys.readouterr().out
+    assert f"TensorBoard logs: {tmp_path / 'logs'} (view with: tensorboard --logdir logs)" in out
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["train", "validation"]
+    events = {}
+    for part in ("train", "validation"):
+        events[part] = accumulator.EventAccumulator(str(tmp_path / "logs" / part))
+        events[part].Reload()
+    assert [e.value for e in events["train"].Scalars("epoch_loss")] == pytest.approx(history.history["train_loss"])
+    assert [e.value for e in events["validation"].Scalars("epoch_accuracy")] == \
+        pytest.approx(history.history["test_accuracy"])
+
+
 def test_tensorboard_refuses_a_log_dir_it_cannot_write(tmp_path):
     pytest.importorskip("tensorboardX")
     blocker = tmp_path / "file"
