@@ -335,6 +335,24 @@ def test_tensorboard_files_read_back_by_tensorboard(tmp_path):
     assert "dense_0/kernel" in tags and "dense_1/bias_gradient" in tags
 
 
+def test_tensorboard_update_freq_writes_the_batch_loss_every_n_batches(tmp_path):
+    pytest.importorskip("tensorboardX")
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    x, labels = blobs()  # 240 rows in batches of 32: 8 batches per epoch, 24 in all
+    model, loss = classifier()
+    model.compile(loss, "adam")
+    losses = []
+    record = fastnn.LambdaCallback(on_batch_end=lambda batch, logs: losses.append(logs["loss"]))
+    board = fastnn.TensorBoard(tmp_path, update_freq=5)
+    model.fit(x, labels, epochs=3, batch_size=32, callbacks=[record, board], verbose=0)
+    events = accumulator.EventAccumulator(str(tmp_path / "train"))
+    events.Reload()
+    points = events.Scalars("batch_loss")
+    assert len(losses) == 24 and len(points) == 24 // 5
+    assert [e.step for e in points] == [5, 10, 15, 20]  # counted across epochs
+    assert [e.value for e in points] == pytest.approx([losses[i - 1] for i in (5, 10, 15, 20)])
+
+
 def test_the_seed_train_call_with_tensorboard_writes_to_logs_and_says_so(tmp_path, monkeypatch, capsys):
     pytest.importorskip("tensorboardX")
     accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
