@@ -78,11 +78,11 @@ class History(Callback):
         """Training curves (the seed's Figure 8): one panel per metric (loss first), its training
         and validation (``val_``) values per epoch. ``metrics``: the names to draw (default: all
         logged); ``path``: also save the figure there (PNG, PDF, ... by its suffix). Returns the
-        matplotlib Figure. Needs matplotlib (``pip install matplotlib``)."""
+        matplotlib Figure. Needs matplotlib (``pip install "fastnn[plot]"``)."""
         try:
             import matplotlib.pyplot as plt
         except ImportError:
-            raise ImportError("History.plot needs matplotlib: pip install matplotlib") from None
+            raise ImportError('History.plot needs matplotlib: pip install "fastnn[plot]"') from None
         logged = [k for k in self.history if not k.startswith("val_")]
         names = logged if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
         for name in names:
