@@ -131,6 +131,24 @@ def test_training_metrics_are_over_the_epochs_batches_and_validation_ones_exact(
     assert result["auc"] == pytest.approx(history.history["val_auc"][0])
 
 
+def test_a_two_class_softmax_logs_the_metrics_of_class_1_as_sklearns_binary_use():
+    x, labels = blobs(classes=2)
+    model, loss = classifier(classes=2)
+    names = ["precision", "recall", "f1", "auc", "pr_auc"]
+    model.compile(loss, SGD(0.0), metrics=names)  # weights fixed: training figures of predict's output
+    history = model.fit(x, labels, epochs=1, batch_size=32, validation_data=(x[:100], labels[:100]), verbose=0)
+    pred = model.predict(x)[:, 1]
+    bucket = np.minimum(np.floor(pred.astype(np.float64) * M.AUC_BUCKETS), M.AUC_BUCKETS - 1)
+    assert history.history["pr_auc"][0] == pytest.approx(sk.average_precision_score(labels, bucket))
+    assert history.history["auc"][0] == pytest.approx(sk.roc_auc_score(labels, bucket))
+    vp = model.predict(x[:100])[:, 1]
+    assert history.history["val_pr_auc"][0] == pytest.approx(sk.average_precision_score(labels[:100], vp))
+    assert history.history["val_auc"][0] == pytest.approx(sk.roc_auc_score(labels[:100], vp))
+    for name, score in (("precision", sk.precision_score), ("recall", sk.recall_score), ("f1", sk.f1_score)):
+        assert history.history[name][0] == pytest.approx(score(labels, pred > 0.5)), name
+        assert history.history["val_" + name][0] == pytest.approx(score(labels[:100], vp > 0.5)), name
+
+
 def test_binary_metrics_in_fit_and_evaluate():
     x, y = binary_data()
     model, loss = classifier(classes=1, width=4)
