@@ -389,14 +389,14 @@ class MLP:
         chunk = min(chunk, max(1, int(_CHUNK_FLOPS // max(step_flops, 1.0))))
         bar = _progress_bar(show, n_batches)
 
-        if n_batches and hasattr(self._backend, "compile_train") and (verbose or distributed.world() is not None):
+        if n_batches and (verbose or distributed.world() is not None):
             # Compiling is not training: done here, out of the first epoch's time and throughput.
             # Under MPI rank 0 compiles first and the others then load its cache: processes
             # writing one cache at once can crash (numba#4807).
             for turn in (True, False):
                 if turn == rank0:
                     if show and self._backend.will_compile():
-                        print("compiling kernels (first run only, about 15 s on two cores) ...", flush=True)
+                        print(self._backend.compile_notice, flush=True)
                     note = self._backend.compile_train(data, order, batch_size, 0, 1, self.loss.code,
                                                        self._opt_hyper(), batch_loss, batch_correct, spec, counts)
                     if note and show:

@@ -464,3 +464,32 @@ def test_the_first_fit_compiles_outside_the_epochs_time(capsys):
     before = model.get_weights()
     assert backend.compile_train(*args) is None and all(np.array_equal(a, b) for a, b in
                                                          zip(before, model.get_weights()))
+
+
+def test_the_compile_notice_is_printed_and_the_compile_kept_out_of_the_epochs_time(monkeypatch, capsys):
+    """When will_compile says so, fit (verbose=1) prints the notice before compile_train runs,
+    and the first epoch's time and throughput start after it: a 1 s compile counts nowhere."""
+    import re
+    import time
+    x, labels = blobs()
+    model, loss = classifier()
+    model.compile(loss, "adam")
+    model.fit(x, labels, epochs=1, batch_size=32, verbose=0)  # the step compiled: the epoch takes milliseconds
+    backend = model._backend
+    compile_train = backend.compile_train
+    events = []
+
+    def slow_compile(*args):
+        events.append(capsys.readouterr().out)  # what was printed before compiling
+        time.sleep(1.0)
+        return compile_train(*args)
+
+    monkeypatch.setattr(backend, "will_compile", lambda: True)
+    monkeypatch.setattr(backend, "compile_train", slow_compile)
+    start = time.perf_counter()
+    model.fit(x, labels, epochs=1, batch_size=32, verbose=1)
+    assert time.perf_counter() - start >= 1.0
+    assert events == [backend.compile_notice + "\n"]
+    assert backend.compile_notice == "compiling kernels (first run only, about 15 s on two cores) ..."
+    seconds = float(re.search(r"Epoch 1/1 - (\d+\.\d+)s - ", capsys.readouterr().out).group(1))
+    assert seconds < 0.5
