@@ -51,7 +51,7 @@ def main(argv=None):
         history.plot(args.plot, metrics=["loss", "auc", "pr_auc", "recall"])
         print(f"curves: {args.plot}")
     except ImportError:
-        print("matplotlib is not installed: no curves drawn (pip install matplotlib)")
+        print("matplotlib is not installed: no curves drawn (pip install \"fastnn[plot]\")")
     print(f"TensorBoard: tensorboard --logdir {args.log_dir}")
 
 

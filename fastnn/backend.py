@@ -102,6 +102,8 @@ class Backend:
 class CPUBackend(Backend):
     """Arrays are NumPy arrays in host memory; kernels are Numba CPU functions."""
     name = "cpu"
+    # What fit prints while compile_train runs, when will_compile says it will compile.
+    compile_notice = "compiling kernels (first run only, about 15 s on two cores) ..."
 
     def __init__(self, dtype):
         self.dtype = np.dtype(dtype)

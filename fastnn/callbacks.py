@@ -19,11 +19,17 @@ from .validation import check_float, check_int
 
 class Callback(Configurable):
     model = None
+    # What fit tells its callbacks before training, as Keras' ``params``: "epochs", "steps" (batches
+    # per epoch), "verbose" and, as Keras 2 gave it, "metrics" (the names each epoch's logs will have).
+    params = {}
     # Under MPI only rank 0 runs a callback that writes files (fastnn.distributed).
     writes_files = False
 
     def set_model(self, model):
         self.model = model
+
+    def set_params(self, params):
+        self.params = params
 
     def on_train_begin(self, logs=None):
         pass
@@ -72,11 +78,12 @@ class History(Callback):
         """Training curves (the seed's Figure 8): one panel per metric (loss first), its training
         and validation (``val_``) values per epoch. ``metrics``: the names to draw (default: all
         logged); ``path``: also save the figure there (PNG, PDF, ... by its suffix), atomically
-        (``fastnn.saving.atomic_write``). Returns the matplotlib Figure. Needs matplotlib (``pip install matplotlib``)."""
+        (``fastnn.saving.atomic_write``). Returns the matplotlib Figure. Needs matplotlib
+        (``pip install "fastnn[plot]"``)."""
         try:
             import matplotlib.pyplot as plt
         except ImportError:
-            raise ImportError("History.plot needs matplotlib: pip install matplotlib") from None
+            raise ImportError('History.plot needs matplotlib: pip install "fastnn[plot]"') from None
         logged = [k for k in self.history if not k.startswith("val_")]
         names = logged if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
         for name in names:
@@ -128,6 +135,14 @@ def _monitor_mode(monitor, mode):
     return mode
 
 
+def _is_fit_metric(name):
+    """Whether ``name`` is a log key that only ``fit`` writes: 'loss' or a metric name (an alias
+    included) of ``fastnn.metrics``, with or without ``val_``."""
+    from .metrics import ALIASES, BINARY, CLASSIFICATION, REGRESSION
+    name = name[4:] if name.startswith("val_") else name
+    return name == "loss" or ALIASES.get(name, name) in CLASSIFICATION + BINARY + REGRESSION
+
+
 class _Monitor(Callback):
     """What the callbacks that watch one logged metric share: the direction of improvement,
     and a warning (once, as Keras) when that metric is never logged."""
@@ -138,27 +153,44 @@ class _Monitor(Callback):
         self._sign = 1.0 if _monitor_mode(monitor, mode) == "min" else -1.0
         self._warned = False
 
+    def on_train_begin(self, logs=None):
+        # A metric name of fastnn's that this fit will not log is most likely a mistake (a metric
+        # not compiled, or no validation data): said before the first epoch, not after it. Other
+        # names may be logged by another callback, so they wait for the first epoch's logs.
+        logged = self.params.get("metrics")
+        if logged is not None and self.monitor not in logged and _is_fit_metric(self.monitor):
+            self._warn(logged, " unless another callback adds it")
+
+    def _warn(self, logged, unless=""):
+        if not self._warned:
+            warnings.warn(f"{type(self).__name__} monitors {self.monitor!r}, which is not among the logged "
+                          f"metrics {sorted(logged)}; it does nothing{unless}", RuntimeWarning, stacklevel=3)
+            self._warned = True
+
     def _monitored(self, logs):
         """``sign * logs[monitor]`` (smaller is better), or None, with a warning the first time,
         when the logs lack it."""
         logs = logs or {}
         if self.monitor not in logs:
-            if not self._warned:
-                warnings.warn(f"{type(self).__name__} monitors {self.monitor!r}, which is not among the logged "
-                              f"metrics {sorted(logs)}; it does nothing", RuntimeWarning, stacklevel=3)
-                self._warned = True
+            self._warn(logs)
             return None
         return self._sign * logs[self.monitor]
 
 
 class EarlyStopping(_Monitor):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs
-    (keras.callbacks.EarlyStopping); ``restore_best_weights`` puts back the best epoch's weights.
-    ``mode`` "auto" infers the direction from the name (see ``_monitor_mode``); ``baseline``:
-    training stops unless the monitored value improves on it within ``patience`` epochs.
+    (keras.callbacks.EarlyStopping). ``mode`` "auto" infers the direction from the name (see
+    ``_monitor_mode``). ``baseline``: training stops unless the monitored value improves on it
+    by more than ``min_delta`` within ``patience`` epochs.
 
     As in Keras, training stops at the end of the ``patience``-th consecutive epoch without
-    improvement (patience 0 and 1 both stop at the first one)."""
+    improvement (patience 0 and 1 both stop at the first one).
+
+    ``restore_best_weights``, as Keras 3: the weights of the epoch with the best monitored value
+    are kept whether or not it beat ``baseline`` (the first epoch's when none is better), and
+    are put back when training ends, stopped early or not; ``best_epoch`` names that epoch.
+    The stopping rule under ``baseline`` is the one Keras 3 documents (its code also never stops
+    on an epoch that improves on the best so far, which fastnn does not copy)."""
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", baseline=None,
                  restore_best_weights=False):
@@ -169,26 +201,36 @@ class EarlyStopping(_Monitor):
         self.restore_best_weights = bool(restore_best_weights)
 
     def on_train_begin(self, logs=None):
-        self.best = math.inf if self.baseline is None else self._sign * self.baseline
+        super().on_train_begin(logs)
+        self.best = math.inf
         self.wait = 0
         self.stopped_epoch = None
+        self.best_epoch = None
         self.best_weights = None
 
     def on_epoch_end(self, epoch, logs=None):
         value = self._monitored(logs)
         if value is None:
             return
-        if value < self.best - self.min_delta:
-            self.best, self.wait = value, 0
+        improved = value < self.best - self.min_delta
+        if improved:
+            self.best = value
+        if improved or self.best_epoch is None:  # as Keras 3: the first epoch's weights until one improves
+            self.best_epoch = epoch
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
+        # Patience starts over only when the baseline is beaten too.
+        if improved and (self.baseline is None or value < self._sign * self.baseline - self.min_delta):
+            self.wait = 0
             return
         self.wait += 1
         if self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
-            if self.restore_best_weights and self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
 
 
 class LearningRateScheduler(Callback):
@@ -229,6 +271,7 @@ class ReduceLROnPlateau(_Monitor):
         self.min_lr = check_float(min_lr, "min_lr", minimum=0.0)
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         self.best = math.inf
         self.wait = 0
         self.cooldown_counter = 0
@@ -268,6 +311,8 @@ class ModelCheckpoint(_Monitor):
         self.best = math.inf
 
     def on_train_begin(self, logs=None):
+        if self.save_best_only:  # else the monitor is not read
+            super().on_train_begin(logs)
         folder = os.path.dirname(os.path.abspath(self.filepath.format_map(_AnyLogs(epoch=1))))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise ValueError(f"ModelCheckpoint cannot write to {folder!r} (filepath {self.filepath!r})")

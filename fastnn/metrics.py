@@ -11,6 +11,8 @@ classes), ``confusion`` -> (tp, fp, tn, fn) of a binary problem, ``precision``, 
 ``f1`` (``average="binary"`` for two classes, ``"macro"`` for more, as scikit-learn's
 ``average`` argument; an undefined ratio is 0, as ``zero_division=0``), ``sensitivity`` (recall
 of a binary problem), ``specificity`` (tn / (tn + fp)), ``accuracy``, ``top_k_accuracy``.
+Two classes are a binary problem whose positive class is 1, however given: two score columns
+(a two-class softmax) are ranked by column 1 alone, as scikit-learn's binary metrics.
 Regression: ``mae``, ``mse``, ``rmse``, ``r2`` (``r2_score``, uniform average over outputs),
 ``cosine_similarity`` (the mean over rows of the cosine between a target row and a prediction
 row, as Keras' metric of that name).
@@ -109,18 +111,27 @@ def _binary_average_precision(truth, score):
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+def _averaged_columns(n_columns):
+    """The classes (score columns) a metric averages over: all of them, but for two (a two-class
+    softmax) the positive class alone, 1, as scikit-learn's binary metrics (``average="binary"``)."""
+    return [1] if n_columns == 2 else range(n_columns)
+
+
 def roc_auc(y_true, y_score):
     """Area under the ROC curve (``sklearn.metrics.roc_auc_score``); for several classes the
-    one-vs-rest macro average (``multi_class="ovr"``)."""
+    one-vs-rest macro average (``multi_class="ovr"``); for two score columns that of column 1
+    (``roc_auc_score(y, score[:, 1])``, which both columns' average equals)."""
     truth, s = _scores(y_true, y_score)
-    return float(np.mean([_binary_roc_auc(truth[:, c], s[:, c]) for c in range(s.shape[1])]))
+    return float(np.mean([_binary_roc_auc(truth[:, c], s[:, c]) for c in _averaged_columns(s.shape[1])]))
 
 
 def pr_auc(y_true, y_score):
     """Area under the precision-recall curve as average precision
-    (``sklearn.metrics.average_precision_score``); for several classes the macro average."""
+    (``sklearn.metrics.average_precision_score``); for two score columns that of the positive
+    class, column 1 (``average_precision_score(y, score[:, 1])``); for more, the macro average
+    over classes."""
     truth, s = _scores(y_true, y_score)
-    return float(np.mean([_binary_average_precision(truth[:, c], s[:, c]) for c in range(s.shape[1])]))
+    return float(np.mean([_binary_average_precision(truth[:, c], s[:, c]) for c in _averaged_columns(s.shape[1])]))
 
 
 # ---- counting metrics -------------------------------------------------------------------------
@@ -376,14 +387,15 @@ def from_counts(names, spec, counts, n_out, rows):
     if K.CLASS_CONFUSION in groups:
         off = groups[K.CLASS_CONFUSION][0]
         tp, fp, fn = counts[off: off + 3 * n_out].reshape(3, n_out)
-        present = (tp + fp + fn) > 0  # scikit-learn averages over the labels that occur
+        # scikit-learn averages over the labels that occur; of two classes it takes class 1 alone
+        present = (tp + fp + fn) > 0 if n_out != 2 else np.arange(n_out) == 1
         for name, score in (("precision", lambda a, b, c: _ratio(a, a + b)), ("recall", lambda a, b, c: _ratio(a, a + c)),
                             ("f1", lambda a, b, c: _ratio(2 * a, 2 * a + b + c))):
             if name in names:
                 out[name] = float(np.mean([score(a, b, c) for a, b, c, keep in zip(tp, fp, fn, present) if keep]))
     if K.SCORE_HISTOGRAM in groups:
         off, buckets = groups[K.SCORE_HISTOGRAM]
-        hist = counts[off: off + 2 * buckets * n_out].reshape(n_out, 2, buckets)
+        hist = counts[off: off + 2 * buckets * n_out].reshape(n_out, 2, buckets)[list(_averaged_columns(n_out))]
         if "auc" in names:
             out["auc"] = float(np.mean([_histogram_auc(h[0], h[1]) for h in hist]))
         if "pr_auc" in names:

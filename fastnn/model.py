@@ -389,14 +389,14 @@ class MLP:
         chunk = min(chunk, max(1, int(_CHUNK_FLOPS // max(step_flops, 1.0))))
         bar = _progress_bar(show, n_batches)
 
-        if n_batches and hasattr(self._backend, "compile_train") and (verbose or distributed.world() is not None):
+        if n_batches and (verbose or distributed.world() is not None):
             # Compiling is not training: done here, out of the first epoch's time and throughput.
             # Under MPI rank 0 compiles first and the others then load its cache: processes
             # writing one cache at once can crash (numba#4807).
             for turn in (True, False):
                 if turn == rank0:
                     if show and self._backend.will_compile():
-                        print("compiling kernels (first run only, about 15 s on two cores) ...", flush=True)
+                        print(self._backend.compile_notice, flush=True)
                     note = self._backend.compile_train(data, order, batch_size, 0, 1, self.loss.code,
                                                        self._opt_hyper(), batch_loss, batch_correct, spec, counts)
                     if note and show:
@@ -408,7 +408,10 @@ class MLP:
         # Hooks get their logs positionally, as Keras passes them: a LambdaCallback's
         # functions take (logs) and (epoch, logs).
         logs = {}
+        params = {"epochs": epochs, "steps": n_batches, "verbose": verbose,
+                  "metrics": self.log_names(validation=x_val is not None)}
         for cb in callbacks:
+            cb.set_params(params)
             cb.on_train_begin({})
         for epoch in range(initial_epoch, epochs):
             for cb in callbacks:
@@ -479,6 +482,13 @@ class MLP:
                           "checkpoint, to use the model again")
         return "; the weights are no longer finite: the model cannot predict or be saved until new weights are set"
 
+    def log_names(self, validation=False):
+        """The keys of each epoch's logs in ``fit`` (``History.history``'s): 'loss' and the compiled
+        metrics, then, with validation data, the same with ``val_``. Callbacks get them before
+        training as ``params["metrics"]`` (Keras 2's name)."""
+        names = ["loss"] + self.metrics
+        return names + ["val_" + k for k in names] if validation else names
+
     def _metric_counters(self):
         """(spec or None, zeroed counts) of the training metrics counted in the compiled step."""
         spec, size = metrics_.counter_spec([m for m in self.metrics if m != "accuracy"], self.output_dim)
@@ -494,7 +504,7 @@ class MLP:
         if spec is not None:  # each rank counted its own rows
             counts = distributed.sum_over_ranks(counts)
             values.update(metrics_.from_counts(self.metrics, spec, counts, self.output_dim, counted_rows))
-        return {k: values[k] for k in ["loss"] + self.metrics}
+        return {k: values[k] for k in self.log_names()}
 
     @_one_training_call
     def train_on_batch(self, x, y):
@@ -642,7 +652,7 @@ class MLP:
         if exact:  # exact over all rows, from the predictions
             pred = self._backend.predict(x_part, batch_size) if hi > lo else np.empty((0, self.output_dim), self.dtype)
             values.update(metrics_.from_predictions(exact, y, distributed.gather_rows(pred)))
-        return {k: values[k] for k in ["loss"] + self.metrics}
+        return {k: values[k] for k in self.log_names()}
 
     # ---- weights and description ----------------------------------------------------------
 

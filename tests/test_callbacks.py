@@ -95,6 +95,32 @@ def test_early_stopping_restores_the_best_weights():
     assert weights_equal(model.get_weights(), recorder.weights[1])
 
 
+def test_early_stopping_restores_the_best_weights_when_no_epoch_beats_the_baseline():
+    """Keras 3: the best epoch is tracked regardless of the baseline, and restored."""
+    x, y = blobs()
+    recorder = RecordWeights()
+    stopper = EarlyStopping(monitor="score", patience=3, baseline=0.5, restore_best_weights=True)
+    model = classifier()
+    history = model.fit(x, y, epochs=10, batch_size=10, verbose=0,
+                        callbacks=[Scripted("score", [3.0, 1.0, 2.0, 0.8, 0.6]), recorder, stopper])
+    assert len(history.history["loss"]) == 3  # three epochs without beating 0.5
+    assert stopper.best_epoch == 1 and stopper.best == 1.0
+    assert not weights_equal(recorder.weights[1], recorder.weights[2])
+    assert weights_equal(model.get_weights(), recorder.weights[1])
+
+
+def test_early_stopping_restores_the_best_weights_when_training_ends_without_stopping():
+    """Keras 3 restores at the end of training, stopped early or not."""
+    x, y = blobs()
+    recorder = RecordWeights()
+    model = classifier()
+    model.fit(x, y, epochs=3, batch_size=10, verbose=0,
+              callbacks=[Scripted("score", [3.0, 1.0, 2.0]), recorder,
+                         EarlyStopping(monitor="score", patience=5, restore_best_weights=True)])
+    assert not weights_equal(recorder.weights[1], recorder.weights[2])
+    assert weights_equal(model.get_weights(), recorder.weights[1])
+
+
 def test_early_stopping_without_restore_keeps_the_last_weights():
     x, y = blobs()
     recorder = RecordWeights()

@@ -261,3 +261,47 @@ def test_functional_model_matches_cpu():
     assert_history_close(models["cpu"][1], models["cuda"][1])
     np.testing.assert_allclose(models["cpu"][0].predict([ids, xb]), models["cuda"][0].predict([ids, xb]), atol=TOL)
     assert abs(models["cpu"][0].evaluate([ids, xb], y) - models["cuda"][0].evaluate([ids, xb], y)) < TOL
+
+
+# Dropout's hash wraps around in uint64 by design; the simulator's NumPy scalars warn of it.
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_compile_train_runs_a_step_on_a_copy_of_the_state_and_changes_nothing(data, monkeypatch):
+    """numba-cuda compiles at a kernel's first launch: compile_train runs one throwaway step (once
+    per kind of step), and fit with verbose=1, which calls it, trains as fit with verbose=0."""
+    x, y = data
+
+    def model():
+        m = MLP([Dense(6, 5, activation="relu"), fastnn.Dropout(0.3), Dense(5, 3, activation="softmax")], seed=1,
+                device="cuda")
+        return m.compile(loss="categorical_crossentropy", optimizer=Adam(0.05), metrics=["accuracy", "auc"])
+
+    m = model()
+    m.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    backend = m._backend
+    before = dict(backend.state(), grads=backend.host("grads"))
+    steps = []
+    train = backend.train
+    monkeypatch.setattr(backend, "train", lambda *a: steps.append(a[3:5]) or train(*a))
+    spec, counts = m._metric_counters()
+    host = (np.zeros(3), np.zeros(3, np.int64), counts)
+    args = (backend.dataset(x, np.eye(3, dtype=np.float32)[y]), np.arange(11, dtype=np.int64), 4, 0, 1,
+            m.loss.code, m._opt_hyper(), host[0], host[1], spec, host[2])
+    assert backend.compile_train(*args) is None  # the simulator compiles nothing: no note
+    assert steps == [(0, 1)]
+    after = dict(backend.state(), grads=backend.host("grads"))
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert not any(a.any() for a in host)  # the caller's arrays are left alone
+    backend.compile_train(*args)
+    assert steps == [(0, 1)]  # once per kind of step
+    monkeypatch.undo()
+
+    quiet, shown = model(), model()
+    h_quiet = quiet.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0).history
+    h_shown = shown.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=1).history
+    assert shown._backend._warmed  # verbose=1 ran the throwaway step
+    for name in h_quiet:
+        np.testing.assert_allclose(h_shown[name], h_quiet[name], rtol=1e-6, err_msg=name)
+    for a, b in zip(quiet.get_weights(), shown.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(quiet._backend.host("rng"), shown._backend.host("rng"))
+    assert np.array_equal(quiet._backend.host("opt_steps"), shown._backend.host("opt_steps"))

@@ -44,6 +44,21 @@ def test_multiclass_ranking_metrics_equal_sklearn_ovr_macro(seed):
 
 
 @pytest.mark.parametrize("seed", range(5))
+def test_two_score_columns_are_a_binary_problem_whose_positive_class_is_column_1(seed):
+    """A two-class softmax: every metric takes class 1 as positive, as scikit-learn's binary use."""
+    y, s = binary(seed)
+    two = np.stack([1.0 - s, s], axis=1)
+    for truth in (y, np.eye(2)[y]):  # labels or one-hot rows
+        assert M.pr_auc(truth, two) == pytest.approx(sk.average_precision_score(y, s), abs=1e-12)
+        assert M.roc_auc(truth, two) == pytest.approx(sk.roc_auc_score(y, s), abs=1e-12)
+        pred = two.argmax(axis=1)
+        assert M.precision(truth, two) == pytest.approx(sk.precision_score(y, pred))
+        assert M.f1(truth, two) == pytest.approx(sk.f1_score(y, pred))
+    # not the average over both columns (which differs: column 0 ranks the other class)
+    assert sk.average_precision_score(y, s) != pytest.approx(sk.average_precision_score(np.eye(2)[y], two))
+
+
+@pytest.mark.parametrize("seed", range(5))
 def test_counting_metrics_equal_sklearn(seed):
     y, s = binary(seed)
     pred = (s > 0.5).astype(int)

@@ -131,6 +131,24 @@ def test_training_metrics_are_over_the_epochs_batches_and_validation_ones_exact(
     assert result["auc"] == pytest.approx(history.history["val_auc"][0])
 
 
+def test_a_two_class_softmax_logs_the_metrics_of_class_1_as_sklearns_binary_use():
+    x, labels = blobs(classes=2)
+    model, loss = classifier(classes=2)
+    names = ["precision", "recall", "f1", "auc", "pr_auc"]
+    model.compile(loss, SGD(0.0), metrics=names)  # weights fixed: training figures of predict's output
+    history = model.fit(x, labels, epochs=1, batch_size=32, validation_data=(x[:100], labels[:100]), verbose=0)
+    pred = model.predict(x)[:, 1]
+    bucket = np.minimum(np.floor(pred.astype(np.float64) * M.AUC_BUCKETS), M.AUC_BUCKETS - 1)
+    assert history.history["pr_auc"][0] == pytest.approx(sk.average_precision_score(labels, bucket))
+    assert history.history["auc"][0] == pytest.approx(sk.roc_auc_score(labels, bucket))
+    vp = model.predict(x[:100])[:, 1]
+    assert history.history["val_pr_auc"][0] == pytest.approx(sk.average_precision_score(labels[:100], vp))
+    assert history.history["val_auc"][0] == pytest.approx(sk.roc_auc_score(labels[:100], vp))
+    for name, score in (("precision", sk.precision_score), ("recall", sk.recall_score), ("f1", sk.f1_score)):
+        assert history.history[name][0] == pytest.approx(score(labels, pred > 0.5)), name
+        assert history.history["val_" + name][0] == pytest.approx(score(labels[:100], vp > 0.5)), name
+
+
 def test_binary_metrics_in_fit_and_evaluate():
     x, y = binary_data()
     model, loss = classifier(classes=1, width=4)
@@ -211,21 +229,54 @@ def test_early_stopping_with_a_baseline_and_restore_best_weights():
     x, labels = blobs()
     model, loss = classifier(lr=0.05)
     model.compile(loss, Adam(0.05), metrics=["auc"])
-    stop = fastnn.EarlyStopping(monitor="val_auc", baseline=1.01, patience=2, restore_best_weights=True)
-    history = model.fit(x, labels, epochs=10, batch_size=32, validation_split=0.3, callbacks=[stop], verbose=0)
-    assert len(history.history["loss"]) == 2  # nothing beats an AUC of 1.01
+    stop = fastnn.EarlyStopping(monitor="val_auc", baseline=1.01, patience=4, restore_best_weights=True)
+    weights = []
+    record = fastnn.LambdaCallback(on_epoch_end=lambda epoch, logs: weights.append(model.get_weights()))
+    history = model.fit(x, labels, epochs=10, batch_size=32, validation_split=0.3, callbacks=[record, stop],
+                        verbose=0)
+    assert len(history.history["loss"]) == 4  # nothing beats an AUC of 1.01
+    # As Keras 3: the best epoch's weights are restored although it did not beat the baseline
+    best = int(np.argmax(history.history["val_auc"]))  # the first of equal values, as EarlyStopping keeps
+    assert stop.best_epoch == best and best < 3  # an earlier epoch: a real restore
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights[best]))
 
 
-def test_a_monitor_never_logged_warns_once_and_does_not_stop():
+def test_a_monitor_never_logged_warns_once_before_the_first_epoch_and_does_not_stop(tmp_path):
     x, labels = blobs()
     model, loss = classifier()
     model.compile(loss, "adam")
-    callbacks = [fastnn.EarlyStopping(monitor="val_auc", patience=0),
-                 fastnn.ReduceLROnPlateau(monitor="val_auc")]
+    warned_at_epoch_begin = []
+
+    def count(epoch, logs):
+        warned_at_epoch_begin.append(len([w for w in caught if "monitors 'val_auc'" in str(w.message)]))
+
+    callbacks = [fastnn.EarlyStopping(monitor="val_auc", patience=0), fastnn.ReduceLROnPlateau(monitor="val_auc"),
+                 fastnn.ModelCheckpoint(tmp_path / "m.npz", monitor="val_auc", save_best_only=True),
+                 fastnn.LambdaCallback(on_epoch_begin=count)]
     with pytest.warns(RuntimeWarning, match="monitors 'val_auc'") as caught:
         history = model.fit(x, labels, epochs=3, batch_size=64, callbacks=callbacks, verbose=0)
     assert len(history.history["loss"]) == 3
-    assert len([w for w in caught if "EarlyStopping" in str(w.message)]) == 1
+    assert warned_at_epoch_begin == [3, 3, 3]  # one each, all before the first epoch
+    for name in ("EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint"):
+        assert len([w for w in caught if name in str(w.message)]) == 1, name
+    assert "it does nothing unless another callback adds it" in str(caught[0].message)
+
+
+def test_a_monitor_logged_by_fit_or_by_another_callback_does_not_warn(recwarn):
+    x, labels = blobs()
+    model, loss = classifier()
+    model.compile(loss, "adam", metrics=["auc"])
+    assert model.log_names() == ["loss", "auc"]
+    assert model.log_names(validation=True) == ["loss", "auc", "val_loss", "val_auc"]
+    params = []
+    add_score = fastnn.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(score=-epoch))
+    callbacks = [fastnn.LambdaCallback(on_train_begin=lambda logs: params.append(dict(callbacks[0].params))),
+                 fastnn.EarlyStopping(monitor="val_auc", patience=5), add_score,
+                 fastnn.EarlyStopping(monitor="score", patience=5)]
+    history = model.fit(x, labels, epochs=2, batch_size=64, validation_split=0.25, callbacks=callbacks, verbose=0)
+    assert not [w for w in recwarn if "monitors" in str(w.message)]
+    assert params == [{"epochs": 2, "steps": 3, "verbose": 0, "metrics": ["loss", "auc", "val_loss", "val_auc"]}]
+    assert list(history.history) == ["loss", "auc", "val_loss", "val_auc", "score"]
 
 
 def test_terminate_on_nan_stops_instead_of_raising(capsys):
@@ -255,10 +306,24 @@ def test_model_checkpoint_refuses_a_folder_it_cannot_write(tmp_path):
     with pytest.raises(ValueError, match="ModelCheckpoint cannot write"):
         model.fit(x, labels, epochs=1, callbacks=[fastnn.ModelCheckpoint(tmp_path / "missing" / "m.npz")],
                   verbose=0)
-    best = fastnn.ModelCheckpoint(tmp_path / "m-{epoch}-{val_auc:.3f}.npz", monitor="val_auc", save_best_only=True)
-    model.compile(loss, "adam", metrics=["auc"])
-    model.fit(x, labels, epochs=2, batch_size=32, validation_split=0.3, callbacks=[best], verbose=0)
-    assert len(list(tmp_path.glob("m-*.npz"))) >= 1
+
+
+def test_model_checkpoint_infers_max_for_val_auc_and_keeps_the_best_epoch(tmp_path):
+    x, labels = blobs()
+    model, loss = classifier()
+    model.compile(loss, Adam(0.05), metrics=["auc"])
+    weights = []
+    record = fastnn.LambdaCallback(on_epoch_end=lambda epoch, logs: weights.append(model.get_weights()))
+    best = fastnn.ModelCheckpoint(tmp_path / "m-{epoch}.npz", monitor="val_auc", save_best_only=True)
+    history = model.fit(x, labels, epochs=4, batch_size=32, validation_split=0.3, callbacks=[record, best],
+                        verbose=0)
+    auc = history.history["val_auc"]
+    improved = [e for e in range(4) if auc[e] > max(auc[:e], default=-np.inf)]
+    assert improved != list(range(4)) and len(improved) > 1  # some epochs are not saved: a real choice
+    assert sorted(int(p.stem[2:]) - 1 for p in tmp_path.glob("m-*.npz")) == improved
+    saved = fastnn.load_model(tmp_path / f"m-{improved[-1] + 1}.npz")
+    assert improved[-1] == int(np.argmax(auc)) and -best.best == max(auc)
+    assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), weights[improved[-1]]))
 
 
 # ---- TensorBoard and curves ------------------------------------------------------------------
@@ -286,6 +351,44 @@ def test_tensorboard_files_read_back_by_tensorboard(tmp_path):
     assert rates[0] > rates[1] > rates[2]  # the schedule decays with the steps
     tags = train.Tags()["histograms"]
     assert "dense_0/kernel" in tags and "dense_1/bias_gradient" in tags
+
+
+def test_tensorboard_update_freq_writes_the_batch_loss_every_n_batches(tmp_path):
+    pytest.importorskip("tensorboardX")
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    x, labels = blobs()  # 240 rows in batches of 32: 8 batches per epoch, 24 in all
+    model, loss = classifier()
+    model.compile(loss, "adam")
+    losses = []
+    record = fastnn.LambdaCallback(on_batch_end=lambda batch, logs: losses.append(logs["loss"]))
+    board = fastnn.TensorBoard(tmp_path, update_freq=5)
+    model.fit(x, labels, epochs=3, batch_size=32, callbacks=[record, board], verbose=0)
+    events = accumulator.EventAccumulator(str(tmp_path / "train"))
+    events.Reload()
+    points = events.Scalars("batch_loss")
+    assert len(losses) == 24 and len(points) == 24 // 5
+    assert [e.step for e in points] == [5, 10, 15, 20]  # counted across epochs
+    assert [e.value for e in points] == pytest.approx([losses[i - 1] for i in (5, 10, 15, 20)])
+
+
+def test_the_seed_train_call_with_tensorboard_writes_to_logs_and_says_so(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tensorboardX")
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    monkeypatch.chdir(tmp_path)
+    dataset = fastnn.Dataset.from_arrays(*blobs(), test_size=60, batch_size=32, seed=0)
+    model, loss = classifier()
+    history = model.train(dataset, loss=fastnn.CrossEntropy(), epochs=2, metrics=["train_loss", "test_accuracy"],
+                          tensorboard=True, verbose=1)
+    out = capsys.readouterr().out
+    assert f"TensorBoard logs: {tmp_path / 'logs'} (view with: tensorboard --logdir logs)" in out
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["train", "validation"]
+    events = {}
+    for part in ("train", "validation"):
+        events[part] = accumulator.EventAccumulator(str(tmp_path / "logs" / part))
+        events[part].Reload()
+    assert [e.value for e in events["train"].Scalars("epoch_loss")] == pytest.approx(history.history["train_loss"])
+    assert [e.value for e in events["validation"].Scalars("epoch_accuracy")] == \
+        pytest.approx(history.history["test_accuracy"])
 
 
 def test_tensorboard_refuses_a_log_dir_it_cannot_write(tmp_path):
@@ -361,3 +464,32 @@ def test_the_first_fit_compiles_outside_the_epochs_time(capsys):
     before = model.get_weights()
     assert backend.compile_train(*args) is None and all(np.array_equal(a, b) for a, b in
                                                          zip(before, model.get_weights()))
+
+
+def test_the_compile_notice_is_printed_and_the_compile_kept_out_of_the_epochs_time(monkeypatch, capsys):
+    """When will_compile says so, fit (verbose=1) prints the notice before compile_train runs,
+    and the first epoch's time and throughput start after it: a 1 s compile counts nowhere."""
+    import re
+    import time
+    x, labels = blobs()
+    model, loss = classifier()
+    model.compile(loss, "adam")
+    model.fit(x, labels, epochs=1, batch_size=32, verbose=0)  # the step compiled: the epoch takes milliseconds
+    backend = model._backend
+    compile_train = backend.compile_train
+    events = []
+
+    def slow_compile(*args):
+        events.append(capsys.readouterr().out)  # what was printed before compiling
+        time.sleep(1.0)
+        return compile_train(*args)
+
+    monkeypatch.setattr(backend, "will_compile", lambda: True)
+    monkeypatch.setattr(backend, "compile_train", slow_compile)
+    start = time.perf_counter()
+    model.fit(x, labels, epochs=1, batch_size=32, verbose=1)
+    assert time.perf_counter() - start >= 1.0
+    assert events == [backend.compile_notice + "\n"]
+    assert backend.compile_notice == "compiling kernels (first run only, about 15 s on two cores) ..."
+    seconds = float(re.search(r"Epoch 1/1 - (\d+\.\d+)s - ", capsys.readouterr().out).group(1))
+    assert seconds < 0.5

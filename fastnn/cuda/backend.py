@@ -7,6 +7,7 @@ device; a call of ``train`` uploads what the host decided (the order of this cal
 step counts, hyper-parameters: a few small copies), enqueues every step, and reads the
 batch losses and correct counts back once at its end.
 """
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -62,6 +63,10 @@ class DeviceData:
 class CUDABackend(Backend):
     """Arrays are numba.cuda device arrays; kernels are ``fastnn.cuda``'s. See ``fastnn.backend``."""
     name = "cuda"
+    compile_notice = "compiling the CUDA kernels (at the first fit of each process) ..."
+    # Whether this process has run a training step yet: numba-cuda compiles a kernel at its
+    # first launch, and keeps no cache on disk (see fastnn.cuda.JIT_OPTIONS).
+    _stepped = False
 
     def __init__(self, dtype):
         self.cuda = _require_cuda()
@@ -114,6 +119,7 @@ class CUDABackend(Backend):
             if tensors.shape[0] else None
         self.capacity = 0
         self.runner.forget()
+        self._warmed = set()
 
     def host(self, name):
         """A host copy of one entry of the training state (a name of ``STATE``)."""
@@ -239,6 +245,7 @@ class CUDABackend(Backend):
         else:
             self._train_streamed(data, order, batch_size, first, stop, train, loss, records, control, stages,
                                  positions)
+        CUDABackend._stepped = True
         counted_host = counted.counts.copy_to_host(stream=self.stream) if counted is not None else None
         out = records[2 * first: 2 * stop].copy_to_host(stream=self.stream)
         self.stream.synchronize()  # the copies above are asynchronous
@@ -251,6 +258,36 @@ class CUDABackend(Backend):
         self.opt_steps += (bad if bad >= 0 else stop) - first
         self.rng[1] += (bad if bad >= 0 else stop) - first
         return bad
+
+    def compile_train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
+                      metrics=None, counts=None):
+        """Compile the kernels of ``train``'s step for these arguments, so that compiling does not
+        count as training time: numba-cuda compiles a kernel only when it is first launched, so
+        the batches [first, stop) (``fit`` asks for one) are trained on, and then the whole
+        training state (and the gradients) is put back as it was; the host arrays passed are left alone. Once per kind of step and
+        model. Returns None, or a note with the time it took when ``will_compile`` said it would compile."""
+        key = (loss, batch_size, None if metrics is None else np.asarray(metrics).tobytes(), data.resident,
+               any_clipping(np.asarray(opt_hyper, dtype=np.float64).reshape(self.opt_meta.shape[0], -1)))
+        if key in self._warmed:
+            return None
+        compiles = self.will_compile()
+        saved = dict(self.state(), grads=self.host("grads"))
+        start = time.perf_counter()
+        try:
+            self.train(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss.copy(),
+                       batch_correct.copy(), metrics, None if counts is None else counts.copy())
+        finally:
+            for name, values in saved.items():  # not load_state: the state need not be finite
+                self.write(name, 0, values)
+        self._warmed.add(key)
+        return f"compiled the CUDA kernels in {time.perf_counter() - start:.1f} s" if compiles else None
+
+    def will_compile(self):
+        """Whether ``fit`` will compile kernels first: no training step has run in this process
+        yet (best effort: kernels a new kind of step needs compile at its first launch too);
+        False in the simulator, which compiles nothing."""
+        from numba import config
+        return not CUDABackend._stepped and not config.ENABLE_CUDASIM
 
     def _net(self):
         """The network bundle of the CUDA kernels: its ``rng`` is Dropout's key alone (the step
