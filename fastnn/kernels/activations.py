@@ -151,7 +151,8 @@ def heaviside_backward(dx, dout, out):
 
 @kernel
 def activation_row_forward(act, z, alpha):
-    """z = act(z) in place for activation ``act`` (a code above), one row.
+    """z = act(z) in place for activation ``act`` (a code above) over one contiguous vector: a
+    row, or for the elementwise kinds a whole matrix flattened (softmax is row-wise).
 
     One array on purpose. The primitive is inlined here as ``relu_forward(z, z)``, so LLVM sees
     one pointer and vectorizes it. Given two arguments that are the same array, its runtime
@@ -179,8 +180,8 @@ def activation_row_forward(act, z, alpha):
 
 @kernel
 def activation_row_backward(act, d, out, alpha):
-    """d = d * act'(.) in place, from the forward's output ``out``, one row (one array for
-    the gradient, as in ``activation_row_forward``)."""
+    """d = d * act'(.) in place, from the forward's output ``out``, over one vector as in
+    ``activation_row_forward`` (one array for the gradient, for the same reason)."""
     if act == IDENTITY:
         pass
     elif act == SIGMOID:
