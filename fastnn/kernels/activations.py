@@ -7,7 +7,7 @@ t' = 1-t², relu/leaky-relu/elu by the sign of the output (which is why LeakyReL
 alpha >= 0 and ELU alpha > 0). ``in place`` is allowed: ``out`` may be ``x``, ``dx`` may be ``dout``.
 
 The 2-D drivers ``bias_activation_forward`` / ``activation_backward`` add the bias and apply
-an activation chosen by its integer code, row by row, in one pass over memory.
+an activation chosen by its integer code, in place over one array (their docstrings say why).
 """
 import numpy as np
 
