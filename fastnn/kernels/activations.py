@@ -216,10 +216,7 @@ def bias_activation_forward(out, x, b, act, alpha):
     """
     rows, cols = x.shape
     if out.ctypes.data != x.ctypes.data:
-        for i in range(rows):
-            row, src = out[i], x[i]
-            for j in range(cols):
-                row[j] = src[j]
+        identity_forward(out.reshape(-1), x.reshape(-1))
     if b.size:
         for i in range(rows):
             row = out[i]
@@ -235,17 +232,13 @@ def bias_activation_forward(out, x, b, act, alpha):
 
 @kernel
 def activation_backward(dx, dout, out, act, alpha):
-    """dx = dout * act'(.) row by row, from the forward's output. ``dx`` may be ``dout`` (a
-    distinct ``dout`` is copied into ``dx`` first, as in ``bias_activation_forward``, which
+    """dx = dout * act'(.) row by row, from the forward's output. ``dx`` may be ``dout``; all are
+    C-contiguous (a distinct ``dout`` is copied into ``dx`` first, as in ``bias_activation_forward``, which
     also says why the elementwise kinds run as one call over the whole matrix)."""
-    rows, cols = out.shape
     if dx.ctypes.data != dout.ctypes.data:
-        for i in range(rows):
-            row, src = dx[i], dout[i]
-            for j in range(cols):
-                row[j] = src[j]
+        identity_forward(dx.reshape(-1), dout.reshape(-1))
     if act == SOFTMAX:
-        for i in range(rows):
+        for i in range(out.shape[0]):
             row = dx[i]
             softmax_backward(row, row, out[i])
     else:
