@@ -58,6 +58,21 @@ def _median_seconds(call, repeats):
     return float(np.median(times))
 
 
+def _random_weights(rng, sizes):
+    """(weights of every dense layer, forward matrix-product FLOPs per row) for layer widths ``sizes``."""
+    from numba.typed import List
+
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    return List([rng.standard_normal(p).astype(np.float32) for p in pairs]), 2.0 * sum(a * b for a, b in pairs)
+
+
+def _over_rows(batch_seconds, rows, batch_size):
+    """Seconds of ``rows`` rows run in batches of ``batch_size`` (full ones, then the smaller last
+    one), from ``batch_seconds(batch)``."""
+    full, tail = divmod(rows, batch_size)
+    return full * batch_seconds(batch_size) + (batch_seconds(tail) if tail else 0.0)
+
+
 def predict_products_seconds(sizes, rows, batch_size=None, repeats=7):
     """Median seconds of the forward products alone of ``predict`` on ``rows`` rows, in batches
     of ``batch_size`` (fastnn's inference batch by default), with the BLAS threads fastnn's
@@ -70,16 +85,14 @@ def predict_products_seconds(sizes, rows, batch_size=None, repeats=7):
     batch_size = min(rows, batch_size or INFERENCE_BATCH_SIZE)
     forward = _forward_kernel()
     rng = np.random.default_rng(0)
-    weights = List([rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])])
-    flops_per_row = 2.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    weights, flops_per_row = _random_weights(rng, sizes)
 
     def batch_seconds(batch):
         xs = List([rng.standard_normal((batch, a)).astype(np.float32) for a in sizes])
         with blas_threads_for(flops_per_row * batch):  # the rule of fastnn's predict
             return _median_seconds(lambda: forward(weights, xs), repeats)
 
-    full, tail = divmod(rows, batch_size)
-    return full * batch_seconds(batch_size) + (batch_seconds(tail) if tail else 0.0)
+    return _over_rows(batch_seconds, rows, batch_size)
 
 
 def products_seconds(sizes, batch_size, rows=None, repeats=20):
@@ -91,8 +104,7 @@ def products_seconds(sizes, batch_size, rows=None, repeats=20):
 
     products = _products_kernel()
     rng = np.random.default_rng(0)
-    weights = List([rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])])
-    flops_per_row = 2.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    weights, flops_per_row = _random_weights(rng, sizes)
 
     def step_seconds(batch):
         xs = List([rng.standard_normal((batch, a)).astype(np.float32) for a in sizes])
@@ -101,7 +113,4 @@ def products_seconds(sizes, batch_size, rows=None, repeats=20):
         with blas_threads_for(3 * flops_per_row * batch):  # the rule of fastnn's training step
             return _median_seconds(lambda: products(weights, xs, dzs, dws), repeats)
 
-    if rows is None:
-        return step_seconds(batch_size)
-    full, tail = divmod(rows, batch_size)
-    return full * step_seconds(batch_size) + (step_seconds(tail) if tail else 0.0)
+    return step_seconds(batch_size) if rows is None else _over_rows(step_seconds, rows, batch_size)
