@@ -13,8 +13,9 @@ scikit-learn's own MLP does.
 Training is fastnn's compiled loop: ``alpha`` is scikit-learn's L2 penalty, 0.5 * alpha *
 sum(W²) / batch rows on the kernels (not the biases), given to fastnn as ``L2``; the stopping
 rule is scikit-learn's (``tol``, ``n_iter_no_change``, and with ``early_stopping`` the
-validation score on ``validation_fraction`` of the rows). Needs scikit-learn
-(``pip install scikit-learn``).
+validation score on ``validation_fraction`` of the rows). One class
+in ``y`` trains one logistic unit and predicts that class for every row, as scikit-learn does.
+Needs scikit-learn (``pip install scikit-learn``).
 """
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -241,9 +242,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return float(np.mean(self._decode(self._model.predict(X)) == self._decode(Y)))
 
     def _decode(self, P):
+        """Indices into ``classes_`` of the rows of P (outputs or binarized targets); 0/1 per
+        label for multilabel targets."""
         P = np.asarray(P, dtype=np.float64)
         if self._multilabel:
             return (P > 0.5).astype(int)
+        if len(self.classes_) == 1:
+            # One class (scikit-learn trains a logistic unit towards 0): every row is that class,
+            # whatever the unit says, as LabelBinarizer.inverse_transform decodes it.
+            return np.zeros(P.shape[0], dtype=int)
         if P.shape[1] == 1:
             return (P[:, 0] > 0.5).astype(int)
         return P.argmax(axis=1)
@@ -263,7 +270,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         P = self._predict_raw(X)
         if self._multilabel:
             return self._binarizer.inverse_transform(P, threshold=0.5)
-        return self.classes_[self._decode(P)] if P.shape[1] > 1 else self.classes_[(P[:, 0] > 0.5).astype(int)]
+        return self.classes_[self._decode(P)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

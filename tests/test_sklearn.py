@@ -161,3 +161,25 @@ def test_bad_parameters_are_value_errors_at_fit(params, match):
     x, y = blobs(n=30)
     with pytest.raises(ValueError, match=match):
         MLPClassifier(**params).fit(x, y)
+
+
+@pytest.mark.parametrize("random_state", [0, 1, 2])
+def test_a_single_class_predicts_that_class_as_sklearn(random_state):
+    """One class in y: scikit-learn's MLPClassifier trains one logistic unit towards 0 and
+    predicts the class whatever the unit says; after a short training the unit is still near
+    0.5, above it for some rows, which must not index a second class that does not exist."""
+    from sklearn.neural_network import MLPClassifier as SklearnMLPClassifier
+    rng = np.random.default_rng(random_state)
+    x, y = rng.normal(size=(40, 3)), np.full(40, "only")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=random_state).fit(x, y)
+        ref = SklearnMLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=random_state).fit(x, y)
+        stop = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, early_stopping=True,
+                             random_state=random_state).fit(x, y)
+    np.testing.assert_array_equal(clf.predict(x), ref.predict(x))
+    assert list(clf.classes_) == list(ref.classes_) == ["only"] and clf.score(x, y) == 1.0
+    assert clf.predict_proba(x).shape == ref.predict_proba(x).shape == (40, 2)
+    assert clf.out_activation_ == ref.out_activation_ == "logistic"
+    assert stop.validation_scores_ == [1.0, 1.0, 1.0]  # as scikit-learn's: every row is the class
+
