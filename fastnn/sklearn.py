@@ -13,7 +13,8 @@ scikit-learn's own MLP does.
 Training is fastnn's compiled loop: ``alpha`` is scikit-learn's L2 penalty, 0.5 * alpha *
 sum(W²) / batch rows on the kernels (not the biases), given to fastnn as ``L2``; the stopping
 rule is scikit-learn's (``tol``, ``n_iter_no_change``, and with ``early_stopping`` the
-validation score on ``validation_fraction`` of the rows). One class
+validation score on ``validation_fraction`` of the rows, and the weights kept at the end are
+those of the best validation score, whether the rule or ``max_iter`` ended training). One class
 in ``y`` trains one logistic unit and predicts that class for every row, as scikit-learn does.
 Needs scikit-learn (``pip install scikit-learn``).
 """
@@ -141,6 +142,10 @@ class _BaseMLP(BaseEstimator):
         # scikit-learn's fitted attributes and applies its stopping rule after each epoch.
         model.fit(X, Y, epochs=max_epochs, batch_size=min(batch, X.shape[0]), shuffle=self.shuffle, verbose=0,
                   callbacks=[stopping])
+        if self.early_stopping and not incremental and self._best_weights is not None:
+            # As scikit-learn: the best validation score's weights, whether the stopping rule
+            # ended training or max_iter did.
+            model.set_weights(self._best_weights)
         if not stopping.converged and not incremental and max_epochs == self.max_iter:
             import warnings
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
@@ -159,7 +164,7 @@ class _SklearnStopping(Callback):
     """scikit-learn's MLP bookkeeping and stopping rule, after each epoch of fastnn's ``fit``:
     ``loss_curve_``, ``n_iter_``, ``t_``; without early stopping, stop once the training loss
     has not improved by ``tol`` for more than ``n_iter_no_change`` epochs; with it, the same on
-    the validation score, and the best validation weights are put back at the end."""
+    the validation score (the estimator puts the best validation weights back after training)."""
 
     def __init__(self, estimator, x_val, y_val, incremental):
         self.estimator, self.x_val, self.y_val, self.incremental = estimator, x_val, y_val, incremental
@@ -189,8 +194,6 @@ class _SklearnStopping(Callback):
         if est._no_improvement > est.n_iter_no_change:
             self.converged = True
             model.stop_training = True
-            if est.early_stopping and est._best_weights is not None:
-                model.set_weights(est._best_weights)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):

@@ -183,3 +183,24 @@ def test_a_single_class_predicts_that_class_as_sklearn(random_state):
     assert clf.out_activation_ == ref.out_activation_ == "logistic"
     assert stop.validation_scores_ == [1.0, 1.0, 1.0]  # as scikit-learn's: every row is the class
 
+
+def test_early_stopping_at_max_iter_keeps_the_best_validation_weights_as_sklearn():
+    """scikit-learn puts back the weights of the best validation score whenever early_stopping
+    is on, also when training ends at max_iter before the stopping rule fires. The first epochs
+    of a longer training are those of a shorter one (same random_state), so the model kept must
+    be the one trained for exactly the best epoch's count."""
+    rng = np.random.default_rng(0)
+    labels = rng.choice(np.array(["cat", "dog", "eel"]), 200)
+    x = rng.normal(size=(200, 6)) + 0.7 * (labels[:, None] == np.array(["cat", "dog", "eel", "x", "y", "z"]))
+    params = dict(hidden_layer_sizes=(32,), early_stopping=True, learning_rate_init=0.05, random_state=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(max_iter=8, **params).fit(x, labels)
+        best_epochs = int(np.argmax(clf.validation_scores_)) + 1  # the first best, as scikit-learn keeps
+        best = MLPClassifier(max_iter=best_epochs, **params).fit(x, labels)
+    assert clf.n_iter_ == 8 and best_epochs < 8  # ended at max_iter, not by the stopping rule
+    assert clf.validation_scores_[-1] < clf.best_validation_score_ == max(clf.validation_scores_)
+    assert best.validation_scores_ == clf.validation_scores_[:best_epochs]
+    for mine, kept in zip(clf.coefs_ + clf.intercepts_, best.coefs_ + best.intercepts_):
+        np.testing.assert_array_equal(mine, kept)
+    np.testing.assert_array_equal(clf.predict_proba(x), best.predict_proba(x))
