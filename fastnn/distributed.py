@@ -163,13 +163,13 @@ def agree(check, *args, **kwargs):
 
 def check_same_data(**arrays):
     """Under MPI, that every rank was given the same arrays (each rank passes the full data,
-    not its own shard): the shapes and a checksum of up to 1024 evenly spaced rows of each."""
+    not its own shard): the shape, dtype and a CRC-32 of all the bytes of each, so that a
+    difference in any row is seen (two different arrays share a CRC-32 by chance once in 2**32).
+    It costs about 80 ms for MNIST's 60000 x 784 float32 images, once per training call."""
     if _world is None:
         return
-    mine = {}
-    for name, arr in arrays.items():
-        step = max(1, arr.shape[0] // 1024)
-        mine[name] = (arr.shape, zlib.crc32(np.ascontiguousarray(arr[::step]).tobytes()))
+    mine = {name: (arr.shape, arr.dtype.str, zlib.crc32(np.ascontiguousarray(arr).reshape(-1).view(np.uint8)))
+            for name, arr in arrays.items()}
     theirs = _world.comm.allgather(mine)
     for name in arrays:
         if any(t[name] != theirs[0][name] for t in theirs):

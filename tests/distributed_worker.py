@@ -1,9 +1,11 @@
 """Run by tests/test_distributed.py under ``mpirun -n 2`` (and imported by it to train the same
 models in one process): small trainings whose weights and logs the test compares.
 
-Usage: python tests/distributed_worker.py OUT_DIR [fail]
+Usage: python tests/distributed_worker.py OUT_DIR [fail | disagree [NAME]]
 Writes OUT_DIR/rank<r>.npz: for each scenario, the weights after training and the History.
-With "fail", rank 1 raises inside fit (the test checks that the whole job ends).
+With "fail", rank 1 raises inside fit (the test checks that the whole job ends). With
+"disagree", the ranks pass different data (DISAGREEMENTS, or only NAME of them):
+OUT_DIR/disagree<r>.json holds what each rank saw.
 """
 import json
 import sys
@@ -81,10 +83,39 @@ class FailOnRankOne(fastnn.Callback):
             raise RuntimeError("this rank fails on purpose")
 
 
-def main(out_dir, mode):
+def disagree(name):
+    """One scenario of the ranks disagreeing: what this rank saw (the error, or the epochs it
+    trained, its losses, its weights and evaluate's figures after)."""
+    rank = fastnn.distributed.rank()
+    x, y, _ = data(rows=4096 if name == "rows" else 203)
+    model = build("classify", "float64")
+    kwargs, callbacks = {"epochs": 3, "batch_size": 50}, []
+    if name == "rows":  # beyond the rows an evenly spaced sample of 1024 rows would see
+        x = x.copy()
+        if rank == 1:
+            x[1::4] += 1.0
+    else:
+        raise ValueError(name)
+    try:
+        history = model.fit(x, y, verbose=0, callbacks=callbacks, **kwargs)
+    except ValueError as error:
+        return {"error": str(error)}
+    return {"error": None, "epochs": len(history.history["loss"]), "loss": history.history["loss"],
+            "weights": [w.tolist() for w in model.get_weights()], "evaluate": model.evaluate(x, y, return_dict=True)}
+
+
+DISAGREEMENTS = ["rows"]
+
+
+def main(out_dir, mode, only=None):
     rank, size = fastnn.distributed.init()
     if mode == "fail":
         train("classify", "float64", callbacks=[FailOnRankOne()])
+        return
+    if mode == "disagree":
+        seen = {name: disagree(name) for name in ([only] if only else DISAGREEMENTS)}
+        with open(f"{out_dir}/disagree{rank}.json", "w") as f:
+            json.dump(seen, f)
         return
     results, logs = {}, {}
     for name, dtype in SCENARIOS:
@@ -123,4 +154,4 @@ def main(out_dir, mode):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "compare")
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "compare", sys.argv[3] if len(sys.argv) > 3 else None)

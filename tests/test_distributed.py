@@ -25,17 +25,23 @@ def _mpirun():
     return beside if os.path.exists(beside) else shutil.which("mpirun")
 
 
-def run_job(out_dir, mode, timeout):
+def run_job(out_dir, mode, timeout, *args):
     mpirun = _mpirun()
     if mpirun is None:
         pytest.skip("no mpirun")
     env = dict(os.environ)
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # Open MPI refuses root without these
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    # A job that hangs fails the test: mpirun (Open MPI's and MPICH's) ends the whole job after
+    # MPIEXEC_TIMEOUT seconds, ranks included, where killing mpirun alone could leave them spinning.
+    env["MPIEXEC_TIMEOUT"] = str(timeout)
+    # The ranks import the fastnn under test (this checkout's), whichever one is installed.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     # --oversubscribe: two ranks even where fewer cores are counted as free
     command = [mpirun, "-n", "2", "--oversubscribe", sys.executable, os.path.join(HERE, "distributed_worker.py"),
-               str(out_dir), mode]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+               str(out_dir), mode, *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout + 60)
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +134,21 @@ def test_a_rank_that_fails_ends_the_job(tmp_path):
     assert done.returncode != 0
     assert "fastnn.distributed: rank 1 of 2 failed" in done.stderr
     assert "this rank fails on purpose" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def disagreements(tmp_path_factory):
+    """Each rank's view of worker.DISAGREEMENTS, from one job; a job that hangs (a rank waiting
+    in a collective call that another rank never makes) runs into the timeout and fails."""
+    out = tmp_path_factory.mktemp("mpi_disagree")
+    done = run_job(out, "disagree", 600)
+    assert done.returncode == 0, "the job failed or hung:\n" + done.stdout[-3000:] + done.stderr[-3000:]
+    return [json.load(open(out / f"disagree{r}.json")) for r in range(2)]
+
+
+def test_rows_that_differ_beyond_a_sample_are_seen(disagreements):
+    """Rank 1's rows 1::4 differ: an evenly spaced sample of 1024 of the 4096 rows (every
+    4th, from row 0) would not see it; the checksum over all the bytes does."""
+    for seen in disagreements:
+        assert "every rank must pass the same x" in seen["rows"]["error"]
+
