@@ -27,6 +27,13 @@ DistributedDataParallel without SyncBatchNorm), so a model with it does not equa
 the running statistics are averaged over the ranks at the end of each epoch. ``predict`` is not
 split: every rank predicts all the rows it is given.
 
+Before training, the ranks agree on everything that decides how many collective calls each
+makes (``epochs``, ``batch_size``, ``initial_epoch``, ``shuffle``, the validation rows, the
+model's size, loss and metrics, and the data itself, by a checksum of all its bytes): where they
+differ, a ValueError on every rank lists each rank's value. ``verbose`` and the callbacks may
+differ: a per-batch callback on one rank has every rank go batch by batch, and a callback that
+sets ``stop_training`` on one rank stops every rank at the end of that epoch.
+
 A ValueError or TypeError in the checks of a call, on any rank, is raised on every rank
 (naming the rank); any other exception on one rank, inside a training call, ends the whole job
 with ``MPI_Abort`` after printing its traceback, rather than leaving the other ranks waiting.
@@ -161,6 +168,22 @@ def agree(check, *args, **kwargs):
     return result
 
 
+def check_same_settings(**settings):
+    """Under MPI, that every rank passed the same value for each of ``settings`` (plain values
+    compared with ``==``): those that decide how many collective calls a training call makes
+    (epochs, batch size, validation rows, the model's size, ...). A ValueError on every rank,
+    naming each rank's value, rather than a rank waiting forever in an allreduce that another
+    rank never calls."""
+    if _world is None:
+        return
+    theirs = _world.comm.allgather(settings)
+    for name in settings:
+        values = [t[name] for t in theirs]
+        if any(v != values[0] for v in values):
+            listing = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+            raise ValueError(f"under MPI the ranks must agree on {name}, but they differ ({listing})")
+
+
 def check_same_data(**arrays):
     """Under MPI, that every rank was given the same arrays (each rank passes the full data,
     not its own shard): the shape, dtype and a CRC-32 of all the bytes of each, so that a
@@ -176,6 +199,11 @@ def check_same_data(**arrays):
             shapes = ", ".join(f"rank {r}: {t[name][0]}" for r, t in enumerate(theirs))
             raise ValueError(f"under MPI every rank must pass the same {name} (the full data; fastnn takes each "
                              f"rank's share of every batch itself), but the ranks' {name} differ ({shapes})")
+
+
+def any_rank(flag):
+    """True on every rank when ``flag`` is true on at least one (``bool(flag)`` outside MPI)."""
+    return bool(sum_over_ranks([float(bool(flag))])[0] > 0)
 
 
 def broadcast(obj):

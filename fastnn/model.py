@@ -290,6 +290,9 @@ class MLP:
             self._fit_inputs, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
             callbacks)
         if distributed.world() is not None:
+            self._check_same_on_every_rank(epochs=epochs, batch_size=batch_size, initial_epoch=initial_epoch,
+                                           shuffle=bool(shuffle),
+                                           **{"validation rows": None if x_val is None else x_val.shape[0]})
             distributed.check_same_data(x=x, y=y, **({} if x_val is None else {"validation x": x_val,
                                                                                   "validation y": y_val}))
             self._take_rank_zero_state()
@@ -330,6 +333,18 @@ class MLP:
                              "path would need a CUDA-aware MPI or NCCL (see docs/distributed.md)")
         self._ensure_built()
         distributed.collective(self.dtype, self._backend.params.size)  # a ValueError if MPI cannot sum it
+
+    def _check_same_on_every_rank(self, **settings):
+        """Under MPI, before a training call: that the ranks agree on the call's ``settings`` and
+        on the model's own (the number of parameters and the dtype make every gradient allreduce;
+        the loss and the metrics decide the counters summed), all of which decide the collective
+        calls each rank makes (``distributed.check_same_settings``). ``verbose`` may differ (only
+        rank 0 prints, and the compiled steps make the same calls whatever the progress updates);
+        the callbacks may too: a per-batch hook on one rank has every rank go batch by batch, and a
+        rank that stops training stops all (``_fit``)."""
+        distributed.check_same_settings(**settings, **{
+            "the number of parameters": int(self._backend.params.size), "the dtype": np.dtype(self.dtype).name,
+            "the loss": type(self.loss).__name__, "the metrics": list(self.metrics)})
 
     def _take_rank_zero_state(self):
         """Under MPI: every rank takes rank 0's training state and shuffle generator, so that the
@@ -379,7 +394,9 @@ class MLP:
         order = np.arange(n, dtype=np.int64)
         rows_in_order = order.copy()
         data = self._backend.dataset(x, y)
-        per_batch = any(cb.wants_batches() for cb in callbacks)
+        # Under MPI a rank that logs each batch sums its metric counters over the ranks at each
+        # batch: if one rank does, all do.
+        per_batch = distributed.any_rank(any(cb.wants_batches() for cb in callbacks))
         chunk = 1 if per_batch else (max(1, n_batches // _PROGRESS_UPDATES_PER_EPOCH) if verbose == 1
                                      else n_batches)
         # Python sees Ctrl-C only between calls into the compiled loop: calls of at most
@@ -459,6 +476,9 @@ class MLP:
                 logs.update({"val_" + k: v for k, v in val.items()})
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
+            # A callback may stop one rank only (from its own clock or files): any rank stopping
+            # stops all, or the others would wait forever in the next epoch's first allreduce.
+            self.stop_training = distributed.any_rank(self.stop_training)
             if show:
                 line = f"Epoch {epoch + 1}/{epochs} - {seconds:.2f}s - {n / max(seconds, 1e-9):,.0f} samples/s - " \
                        + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
@@ -514,6 +534,7 @@ class MLP:
         Under MPI the rows are the global batch, the same on every rank (see ``fit``)."""
         x, y = distributed.agree(self._train_on_batch_inputs, x, y)
         if distributed.world() is not None:
+            self._check_same_on_every_rank()
             distributed.check_same_data(x=x, y=y)
             self._take_rank_zero_state()
         n = x.shape[0]

@@ -4,8 +4,8 @@ models in one process): small trainings whose weights and logs the test compares
 Usage: python tests/distributed_worker.py OUT_DIR [fail | disagree [NAME]]
 Writes OUT_DIR/rank<r>.npz: for each scenario, the weights after training and the History.
 With "fail", rank 1 raises inside fit (the test checks that the whole job ends). With
-"disagree", the ranks pass different data (DISAGREEMENTS, or only NAME of them):
-OUT_DIR/disagree<r>.json holds what each rank saw.
+"disagree", the ranks pass different arguments or data, or stop apart (DISAGREEMENTS, or only
+NAME of them): OUT_DIR/disagree<r>.json holds what each rank saw.
 """
 import json
 import sys
@@ -83,6 +83,25 @@ class FailOnRankOne(fastnn.Callback):
             raise RuntimeError("this rank fails on purpose")
 
 
+class StopOnRankOne(fastnn.Callback):
+    """Stops training after the first epoch on rank 1 only (its own figures, its own clock)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if fastnn.distributed.rank() == 1:
+            self.model.stop_training = True
+
+
+class BatchesOnRankZero(fastnn.Callback):
+    """A per-batch hook on rank 0 only: rank 0 would log each batch (summing the AUC counters
+    over the ranks) while the others train the epoch in one call."""
+
+    def __init__(self):
+        self.batches = 0
+
+    def on_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
 def disagree(name):
     """One scenario of the ranks disagreeing: what this rank saw (the error, or the epochs it
     trained, its losses, its weights and evaluate's figures after)."""
@@ -90,10 +109,23 @@ def disagree(name):
     x, y, _ = data(rows=4096 if name == "rows" else 203)
     model = build("classify", "float64")
     kwargs, callbacks = {"epochs": 3, "batch_size": 50}, []
-    if name == "rows":  # beyond the rows an evenly spaced sample of 1024 rows would see
+    if name == "parameters":  # rank 1's hidden layer is wider: each allreduce of another length
+        if rank == 1:
+            model = fastnn.MLP([fastnn.Dense(6, 17, activation="relu"), fastnn.Dense(17, 3, activation="softmax")],
+                               seed=7, dtype="float64")
+            model.compile("cross_entropy", fastnn.Adam(1e-2), metrics=["accuracy", "auc"])
+    elif name == "epochs":
+        kwargs["epochs"] = 1 + rank
+    elif name == "batch_size":
+        kwargs["batch_size"] = 50 + rank
+    elif name == "rows":  # beyond the rows an evenly spaced sample of 1024 rows would see
         x = x.copy()
         if rank == 1:
             x[1::4] += 1.0
+    elif name == "stop":
+        callbacks = [StopOnRankOne()]
+    elif name == "batch_hook":
+        callbacks = [BatchesOnRankZero()] if rank == 0 else []
     else:
         raise ValueError(name)
     try:
@@ -104,7 +136,7 @@ def disagree(name):
             "weights": [w.tolist() for w in model.get_weights()], "evaluate": model.evaluate(x, y, return_dict=True)}
 
 
-DISAGREEMENTS = ["rows"]
+DISAGREEMENTS = ["epochs", "batch_size", "parameters", "rows", "stop", "batch_hook"]
 
 
 def main(out_dir, mode, only=None):

@@ -146,9 +146,39 @@ def disagreements(tmp_path_factory):
     return [json.load(open(out / f"disagree{r}.json")) for r in range(2)]
 
 
+@pytest.mark.parametrize("name, values", [("epochs", "rank 0: 1, rank 1: 2"),
+                                          ("batch_size", "rank 0: 50, rank 1: 51")])
+def test_ranks_given_different_epochs_or_batch_size_raise_on_every_rank(disagreements, name, values):
+    for seen in disagreements:
+        assert seen[name]["error"] == f"under MPI the ranks must agree on {name}, but they differ ({values})"
+
+
+def test_models_of_different_sizes_raise_on_every_rank(disagreements):
+    """Rank 0's model has 16 hidden units (163 parameters), rank 1's 17 (173): each gradient
+    allreduce would have another length on each rank."""
+    for seen in disagreements:
+        assert seen["parameters"]["error"] == ("under MPI the ranks must agree on the number of parameters, but "
+                                               "they differ (rank 0: 163, rank 1: 173)")
+
+
 def test_rows_that_differ_beyond_a_sample_are_seen(disagreements):
     """Rank 1's rows 1::4 differ: an evenly spaced sample of 1024 of the 4096 rows (every
     4th, from row 0) would not see it; the checksum over all the bytes does."""
     for seen in disagreements:
         assert "every rank must pass the same x" in seen["rows"]["error"]
 
+
+def test_a_callback_stopping_one_rank_stops_every_rank(disagreements):
+    """StopOnRankOne stops rank 1 after the first of 3 epochs: rank 0 stops with it, and the
+    ranks end with the same weights and figures."""
+    (r0, r1) = (seen["stop"] for seen in disagreements)
+    assert r0["error"] is None and r0["epochs"] == r1["epochs"] == 1
+    assert r0["weights"] == r1["weights"] and r0["evaluate"] == r1["evaluate"] and r0["loss"] == r1["loss"]
+
+
+def test_a_batch_hook_on_one_rank_keeps_the_ranks_in_step(disagreements):
+    """A per-batch callback on rank 0 only (with the AUC counters summed over the ranks at each
+    batch): every rank takes the batches one at a time, and the ranks agree."""
+    (r0, r1) = (seen["batch_hook"] for seen in disagreements)
+    assert r0["error"] is None and r0["epochs"] == r1["epochs"] == 3
+    assert r0["weights"] == r1["weights"] and r0["evaluate"] == r1["evaluate"] and r0["loss"] == r1["loss"]
