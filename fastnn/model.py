@@ -335,7 +335,7 @@ class MLP:
         distributed.collective(self.dtype, self._backend.params.size)  # a ValueError if MPI cannot sum it
 
     def _check_same_on_every_rank(self, **settings):
-        """Under MPI, before a training call: that the ranks agree on the call's ``settings`` and
+        """Under MPI, before a training call (or evaluate): that the ranks agree on the call's ``settings`` and
         on the model's own (the number of parameters and the dtype make every gradient allreduce;
         the loss and the metrics decide the counters summed), all of which decide the collective
         calls each rank makes (``distributed.check_same_settings``). ``verbose`` may differ (only
@@ -636,10 +636,13 @@ class MLP:
     def evaluate(self, x, y, batch_size=None, verbose=0, return_dict=False):
         """The loss on (x, y) (and accuracy: a list [loss, accuracy] when compiled with it).
 
-        Under MPI every rank passes the same rows and gets the same figures: each rank evaluates
-        its share of the rows."""
+        Under MPI every rank passes the same rows and batch_size and gets the same figures: each
+        rank evaluates its share of the rows."""
         x, y, batch_size = distributed.agree(self._evaluate_inputs, x, y, batch_size)
-        distributed.check_same_data(x=x, y=y)
+        if distributed.world() is not None:
+            # batch_size decides each rank's share of the rows, the metrics what is gathered.
+            self._check_same_on_every_rank(batch_size=batch_size)
+            distributed.check_same_data(x=x, y=y)
         logs = self._evaluate_arrays(x, y, batch_size)
         if return_dict:
             return logs

@@ -182,3 +182,11 @@ def test_a_batch_hook_on_one_rank_keeps_the_ranks_in_step(disagreements):
     (r0, r1) = (seen["batch_hook"] for seen in disagreements)
     assert r0["error"] is None and r0["epochs"] == r1["epochs"] == 3
     assert r0["weights"] == r1["weights"] and r0["evaluate"] == r1["evaluate"] and r0["loss"] == r1["loss"]
+
+
+def test_evaluate_with_different_batch_sizes_raises_on_every_rank(disagreements):
+    """evaluate gives each rank whole batches of rows: with another batch_size on each rank the
+    ranks' shares would overlap or leave rows out."""
+    for seen in disagreements:
+        assert seen["evaluate"]["error"] == ("under MPI the ranks must agree on batch_size, but they differ "
+                                             "(rank 0: 50, rank 1: 51)")
