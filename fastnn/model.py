@@ -595,7 +595,8 @@ class MLP:
 
         ``training=False`` is ``predict``. ``training=True`` runs the training-mode forward pass
         over all rows at once: Dropout draws masks (new ones at each call: the call advances the
-        model's step counter as a training step does). Nothing is learned.
+        model's step counter as a training step does), and BatchNorm normalizes with the batch and
+        updates its running statistics, as Keras and PyTorch do. No weight is trained.
         """
         if not training:
             return self.predict(x)
