@@ -1,5 +1,6 @@
 """What the README and docs state, checked against what the code does: each statement here was
 wrong or missing once. The reference is the behaviour itself, run next to the sentence."""
+import json
 import os
 import re
 import subprocess
@@ -63,3 +64,51 @@ def test_the_readme_says_user_layers_run_without_bounds_checks_and_how_to_turn_t
                           env={**os.environ, "NUMBA_BOUNDSCHECK": "1"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("IndexError"), done.stdout + done.stderr
+
+
+# asv's discovery (asv_runner.discovery, asv 0.6): every module of the benchmark package is
+# imported; a public function, or a method of a public class, is a benchmark when its name
+# matches one of these; its parameter lists come from the method, else its class, else the module.
+DISCOVER = textwrap.dedent(r"""
+    import collections, importlib, inspect, json, math, pkgutil, re
+    import benchmarks
+    KINDS = {"mem": r"^(Mem[A-Z_].+)|(mem_.+)$", "peakmem": r"^(PeakMem[A-Z_].+)|(peakmem_.+)$",
+             "time": r"^(Time[A-Z_].+)|(time_.+)$", "timeraw": r"^(Timeraw[A-Z_].+)|(timeraw_.+)$",
+             "track": r"^(Track[A-Z_].+)|(track_.+)$"}
+    kinds, combinations = collections.Counter(), 0
+    def found(name, sources):
+        global combinations
+        kind = next((k for k, pattern in KINDS.items() if re.match(pattern, name)), None)
+        if kind is None:
+            return
+        params = next((s.params for s in sources if hasattr(s, "params")), [])
+        params = [params] if params and not isinstance(params[0], (list, tuple)) else params
+        kinds[kind] += 1
+        combinations += math.prod(len(p) for p in params)
+    for info in pkgutil.walk_packages(benchmarks.__path__, "benchmarks."):
+        module = importlib.import_module(info.name)
+        for name, value in [(k, v) for k, v in vars(module).items() if not k.startswith("_")]:
+            if inspect.isclass(value) and not inspect.isabstract(value):
+                for method_name, method in inspect.getmembers(value):
+                    if inspect.isfunction(method) or inspect.ismethod(method):
+                        found(method_name, [method, value, module])
+            elif inspect.isfunction(value):
+                found(name, [value, module])
+    print(json.dumps({"kinds": kinds, "combinations": combinations}))
+""")
+
+
+def test_the_benchmark_count_in_docs_benchmarks_md_is_the_suites():
+    """Was: "32 benchmarks" and 133 combinations while asv ran 34 and 135."""
+    done = subprocess.run([sys.executable, "-c", DISCOVER], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    suite = json.loads(done.stdout.splitlines()[-1])
+    doc = one_line((ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8"))
+    stated = re.search(r"runs (\d+) parameter combinations \((\d+) benchmarks: (\d+) `time_`, (\d+) `timeraw_`, "
+                       r"(\d+) `peakmem_`, (\d+) `track_`", doc)
+    assert stated, "docs/benchmarks.md no longer states the suite's size in the expected words"
+    kinds = suite["kinds"]
+    assert [int(n) for n in stated.groups()] == [suite["combinations"], sum(kinds.values()), kinds.get("time", 0),
+                                                 kinds.get("timeraw", 0), kinds.get("peakmem", 0),
+                                                 kinds.get("track", 0)]
+    assert not kinds.get("mem"), "a mem_ benchmark: add it to the sentence in docs/benchmarks.md"
