@@ -155,8 +155,8 @@ def test_seed_snippets():
     assert isinstance(denseLayer.optimizer, SGD) and denseLayer.optimizer.learning_rate == 0.01
 
 
-EPOCH_LINE = re.compile(r"^Epoch (\d)/2 - [\d.]+s - [\d,]+ samples/s - loss: [\d.]+ - accuracy: [\d.]+ - "
-                        r"val_loss: [\d.]+ - val_accuracy: [\d.]+$")
+EPOCH_LINE = re.compile(r"^Epoch (\d)/2 - [\d.]+s - [\d,]+ samples/s - train_loss: [\d.]+ - test_loss: [\d.]+ - "
+                        r"train_accuracy: [\d.]+ - test_accuracy: [\d.]+$")
 
 
 def test_python_m_fastnn_runs_and_reports_samples_per_second():
