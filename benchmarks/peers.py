@@ -469,6 +469,17 @@ def measure_memory(peers, threads, data_dir, start_env, rows, log):
 # Main
 # --------------------------------------------------------------------------------------------
 
+# The plot docs/performance.md shows, tracked in git: a quick run (a smoke test) writes its plot
+# beside the system's temporary files instead, unless --plot names a path.
+DOCS_PLOT = "docs/peers.png"
+QUICK_PLOT = os.path.join(tempfile.gettempdir(), "fastnn-peers-quick.png")
+
+
+def default_plot(quick):
+    """Where the sweep's plot goes when --plot is not given."""
+    return QUICK_PLOT if quick else DOCS_PLOT
+
+
 def _parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -492,13 +503,15 @@ def _parse_args(argv):
                              "for width points)")
     parser.add_argument("--cold", action=argparse.BooleanOptionalAction, default=None,
                         help="measure the cold-cache start-up (default: on, off with --quick)")
-    parser.add_argument("--plot", default="docs/peers.png", help="PNG of the sweep (default docs/peers.png; "
-                                                                 "'' for none)")
+    parser.add_argument("--plot", default=None, help=f"PNG of the sweep (default {DOCS_PLOT}, with --quick "
+                                                     f"{QUICK_PLOT}; '' for none)")
     parser.add_argument("--json", default=None, help="write all raw timings here")
     parser.add_argument("--from-json", default=None, metavar="PATH",
                         help="measure nothing: print the report (and --plot) of a run saved with --json")
     parser.add_argument("--threads", type=int, default=2, help="threads for every peer (default 2)")
     args = parser.parse_args(argv)
+    if args.plot is None and not args.from_json:  # a saved run's plot follows its own quick flag (main)
+        args.plot = default_plot(args.quick)
     if args.threads < 1:
         parser.error("--threads must be >= 1")
     if args.repeats is not None and args.repeats < 1:
@@ -536,9 +549,10 @@ def main(argv=None):
         with open(args.from_json) as f:
             run = json.load(f)
         print(peers_report.report(run))
-        if args.plot and run.get("sweep"):
-            peers_report.plot(run, args.plot)
-            print(f"\nplot: {args.plot}")
+        plot = default_plot(run.get("quick")) if args.plot is None else args.plot
+        if plot and run.get("sweep"):
+            peers_report.plot(run, plot)
+            print(f"\nplot: {plot}")
         return 0
     t0 = time.perf_counter()
 

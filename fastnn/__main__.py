@@ -25,7 +25,8 @@ def main(argv=None):
     except (FileNotFoundError, RuntimeError) as exc:
         if args.dataset != "auto":
             raise
-        print(f"MNIST unavailable ({str(exc).splitlines()[0]}); using the bundled 8x8 digits", file=sys.stderr)
+        # The whole message: where it looked, and how to point FASTNN_DATA at a copy.
+        print(f"{exc}\nTraining on the 8x8 digits bundled with fastnn instead.", file=sys.stderr)
         dataset = Dataset(name="digits", batch_size=args.batch_size, seed=args.seed)
     print(dataset)
 

@@ -286,6 +286,14 @@ class MLP:
         Under MPI (``fastnn.distributed.init()``), ``batch_size`` is the global batch and every
         rank passes the same full arrays; see ``fastnn.distributed``.
         """
+        return self._checked_fit(x, y, epochs, batch_size, validation_data, validation_split, shuffle, callbacks,
+                                 verbose, initial_epoch)
+
+    def _checked_fit(self, x, y, epochs, batch_size, validation_data, validation_split, shuffle, callbacks, verbose,
+                     initial_epoch, labels=None):
+        """fit's work, for fit and train (their caller holds the training lock). ``labels`` maps log
+        keys to the names the epoch lines print them under, in its order; when given, only those
+        are printed."""
         epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks = distributed.agree(
             self._fit_inputs, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
             callbacks)
@@ -297,7 +305,8 @@ class MLP:
                                                                                   "validation y": y_val}))
             self._take_rank_zero_state()
         with distributed.fail_together():
-            return self._fit(x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch)
+            return self._fit(x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch,
+                             labels)
 
     def _fit_inputs(self, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
                     callbacks):
@@ -373,7 +382,7 @@ class MLP:
         return [(b + n, b + 3 * n) for b, n in zip(table[table[:, KIND] == BATCHNORM_LAYER, B_OFF],
                                                  table[table[:, KIND] == BATCHNORM_LAYER, N_OUT])]
 
-    def _fit(self, x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch):
+    def _fit(self, x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch, labels=None):
         rank0 = distributed.rank() == 0
         show = verbose if rank0 else 0  # only rank 0 prints; chunks follow ``verbose`` on every rank alike
         callbacks = [cb if rank0 or not cb.writes_files else _Muted(cb) for cb in callbacks]
@@ -480,8 +489,9 @@ class MLP:
             # stops all, or the others would wait forever in the next epoch's first allreduce.
             self.stop_training = distributed.any_rank(self.stop_training)
             if show:
+                shown = labels or {key: key for key in logs}
                 line = f"Epoch {epoch + 1}/{epochs} - {seconds:.2f}s - {n / max(seconds, 1e-9):,.0f} samples/s - " \
-                       + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+                       + " - ".join(f"{name}: {logs[key]:.4f}" for key, name in shown.items())
                 (bar.write if bar is not None else print)(line)
             if self.stop_training:
                 break
@@ -554,6 +564,7 @@ class MLP:
         self._check_distributable()
         return self._check_xy(x, y)
 
+    @_one_training_call
     def train(self, dataset, loss=None, epochs=10, metrics=("train_loss", "train_accuracy"), tensorboard=False,
               callbacks=None, verbose=1):
         """The seed framework's training call: ``classifier.train(dataset, loss=CrossEntropy(), epochs=10,
@@ -561,7 +572,8 @@ class MLP:
 
         Trains on ``dataset.x_train`` in batches of ``dataset.batch_size``; "test_*" metrics are
         measured on the dataset's test rows after each epoch. Returns a History keyed by the
-        metric names asked for.
+        metric names asked for, and prints each epoch's figures under those names. Callbacks
+        see fit's logs (``loss``, ``val_loss``, ...).
         """
         metrics = [metrics] if isinstance(metrics, str) else list(metrics)
         known = {}  # the seed's name -> fit's log key
@@ -592,9 +604,9 @@ class MLP:
             if verbose:
                 print(f"TensorBoard logs: {os.path.abspath(board.log_dir)} (view with: tensorboard --logdir "
                       f"{board.log_dir})")
-        history = self.fit(dataset.x_train, dataset.y_train, epochs=epochs, batch_size=dataset.batch_size,
-                           validation_data=(dataset.x_test, dataset.y_test) if wants_test else None,
-                           callbacks=callbacks, verbose=verbose)
+        history = self._checked_fit(dataset.x_train, dataset.y_train, epochs, dataset.batch_size,
+                                    (dataset.x_test, dataset.y_test) if wants_test else None, 0.0, True, callbacks,
+                                    verbose, 0, labels={key: m for m, key in known.items()})
         history.history = {m: history.history[known[m]] for m in metrics}
         return history
 
@@ -616,7 +628,8 @@ class MLP:
 
         ``training=False`` is ``predict``. ``training=True`` runs the training-mode forward pass
         over all rows at once: Dropout draws masks (new ones at each call: the call advances the
-        model's step counter as a training step does). Nothing is learned.
+        model's step counter as a training step does), and BatchNorm normalizes with the batch and
+        updates its running statistics, as Keras and PyTorch do. No weight is trained.
         """
         if not training:
             return self.predict(x)

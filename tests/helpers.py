@@ -6,6 +6,7 @@ rounding (about 1e-16 * |f| / eps), which leaves some 8 correct digits: comparis
 ``FD_RTOL``/``FD_ATOL`` would still catch a factor, a sign or a missing term.
 """
 import numpy as np
+import pytest
 
 FD_EPS = 1e-6
 FD_RTOL = 1e-5
@@ -99,3 +100,18 @@ def naive_dropout_keep(key, step, layer, shape, rate):
     n = int(np.prod(shape))
     bits = [naive_splitmix64(stream ^ ((i * golden) & mask)) >> 32 for i in range(n)]
     return (np.array(bits, dtype=np.uint64) >= threshold).reshape(shape)
+
+
+def cuda_or_skip():
+    """``numba.cuda`` for the CUDA tests, or a skip that says what is missing.
+
+    The kernels need NVIDIA's numba-cuda package (in the ``test`` and ``cuda`` extras): numba's
+    own CUDA target, which numba still ships, imports as ``numba.cuda`` too, but its simulator
+    rejects the kernels (``cuda.shared.array`` there takes no ``alignment``). Without a GPU the
+    tests run in numba-cuda's simulator (tests/conftest.py turns it on)."""
+    pytest.importorskip("numba_cuda", reason="the CUDA tests need NVIDIA's numba-cuda package: "
+                                             "pip install -e \".[test]\" (or \".[cuda]\")")
+    cuda = pytest.importorskip("numba.cuda")
+    if not cuda.is_available():
+        pytest.skip("no CUDA GPU, and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM)", allow_module_level=True)
+    return cuda

@@ -98,6 +98,24 @@ def test_seed_training_call_on_the_bundled_digits():
     assert list(history.history) == ["test_accuracy"] and len(history.history["test_accuracy"]) == 2
 
 
+def test_seed_training_call_prints_the_names_its_history_holds(capsys):
+    """Was: each epoch line printed fit's ``loss``/``val_loss`` while History held ``train_loss``/``test_loss``."""
+    from fastnn import MLP, CrossEntropy, Dataset, Dense, Softmax
+
+    dataset = Dataset(name="digits", train_size=200, test_size=100, batch_size=50, seed=0)
+    classifier = MLP(seed=0)
+    classifier.addLayer(Dense(inputDim=64, outputDim=10, activation=Softmax()))
+    metrics = ["train_loss", "test_loss", "test_accuracy"]
+    history = classifier.train(dataset, loss=CrossEntropy(), epochs=2, metrics=metrics, verbose=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
+    assert len(lines) == 2
+    for epoch, line in enumerate(lines):
+        figures = dict(part.split(": ") for part in line.split(" - ")[3:])
+        assert list(figures) == metrics  # in History's order; fit's val_accuracy etc. not asked for
+        for name in metrics:
+            assert float(figures[name]) == pytest.approx(history.history[name][epoch], abs=5e-5)
+
+
 def test_seed_network_of_the_introduction():
     """``nn.addLayer(Dense(inputDim = 3, outputDim = 4))``: Sigmoid by default, Adam by default."""
     from fastnn import MLP, Adam, Dense, Sigmoid
@@ -137,8 +155,8 @@ def test_seed_snippets():
     assert isinstance(denseLayer.optimizer, SGD) and denseLayer.optimizer.learning_rate == 0.01
 
 
-EPOCH_LINE = re.compile(r"^Epoch (\d)/2 - [\d.]+s - [\d,]+ samples/s - loss: [\d.]+ - accuracy: [\d.]+ - "
-                        r"val_loss: [\d.]+ - val_accuracy: [\d.]+$")
+EPOCH_LINE = re.compile(r"^Epoch (\d)/2 - [\d.]+s - [\d,]+ samples/s - train_loss: [\d.]+ - test_loss: [\d.]+ - "
+                        r"train_accuracy: [\d.]+ - test_accuracy: [\d.]+$")
 
 
 def test_python_m_fastnn_runs_and_reports_samples_per_second():

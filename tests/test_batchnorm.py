@@ -7,6 +7,7 @@ import pytest
 import fastnn
 from fastnn import MLP, BatchNorm, BatchNormalization, Dense, Input, load_model
 from fastnn.kernels import batchnorm as K
+from helpers import cuda_or_skip
 
 
 def layer_params(rng, n, running=True):
@@ -288,9 +289,7 @@ def test_gradient_clipping_sees_gamma_and_beta_as_tensors():
 
 @pytest.mark.parametrize("first", [False, True])
 def test_cuda_matches_the_cpu(first):
-    cuda = pytest.importorskip("numba.cuda")
-    if not cuda.is_available():
-        pytest.skip("no CUDA GPU, and the CUDA simulator is off")
+    cuda_or_skip()
     x, y = data(rows=40)
     cpu, gpu = classifier("cpu", first, dtype="float32"), classifier("cuda", first, dtype="float32")
     gpu.set_weights(cpu.get_weights())

@@ -7,6 +7,7 @@ import pytest
 import fastnn
 from fastnn import SGD, Adam, Dense, MLP
 from fastnn.kernels import optimizers as K
+from helpers import cuda_or_skip
 
 TENSORS = np.array([[0, 6], [6, 9], [9, 20], [20, 22]], dtype=np.int64)
 
@@ -117,9 +118,7 @@ def test_clipnorm_limits_each_layers_step():
 
 
 def test_cuda_matches_the_cpu():
-    cuda = pytest.importorskip("numba.cuda")
-    if not cuda.is_available():
-        pytest.skip("no CUDA GPU, and the CUDA simulator is off")
+    cuda_or_skip()
     x, y = data()
     for opt in (lambda: Adam(0.05, clipnorm=0.05), lambda: SGD(0.3, global_clipnorm=0.2, clipvalue=0.05)):
         cpu, gpu = model(opt()), model(opt(), device="cuda")

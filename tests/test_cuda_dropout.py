@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from fastnn import Adam, Dense, Dropout, Input, MLP
+from helpers import cuda_or_skip
 
-cuda = pytest.importorskip("numba.cuda")
-if not cuda.is_available():
-    pytest.skip("no CUDA GPU, and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM)", allow_module_level=True)
+cuda = cuda_or_skip()
 
 from fastnn.cuda import C_STEP, N_CONTROL  # noqa: E402
 from fastnn.cuda import dropout as CDR  # noqa: E402

@@ -10,9 +10,9 @@ masked edge is exercised.
 import numpy as np
 import pytest
 
-cuda = pytest.importorskip("numba.cuda")
-if not cuda.is_available():
-    pytest.skip("no CUDA GPU, and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM)", allow_module_level=True)
+from helpers import cuda_or_skip
+
+cuda = cuda_or_skip()
 
 from fastnn.cuda import (C_BAD, C_BATCH, C_STEP, C_STEP0, N_CONTROL, TILE_8, TILE_16, TILE_64, TILE_128,  # noqa: E402
                          TILE_MIN_FILL, TILES, launch)

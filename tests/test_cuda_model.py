@@ -14,10 +14,9 @@ import pytest
 
 import fastnn
 from fastnn import SGD, Activation, Adam, Dense, MLP, RMSprop
+from helpers import cuda_or_skip
 
-cuda = pytest.importorskip("numba.cuda")
-if not cuda.is_available():
-    pytest.skip("no CUDA GPU, and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM)", allow_module_level=True)
+cuda = cuda_or_skip()
 
 # The bar for a few epochs of float32 training on two devices.
 TOL = 1e-4

@@ -156,6 +156,23 @@ def test_failed_download_says_where_it_looked_and_how_to_set_fastnn_data(no_loca
         Dataset("mnist")
 
 
+def test_python_m_fastnn_offline_prints_the_whole_error_then_trains_on_the_digits(no_local_mnist, monkeypatch,
+                                                                                  capsys):
+    """Was: only the error's first line, without where it looked or the FASTNN_DATA hint."""
+    from fastnn import __main__
+
+    def offline(url):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(datasets, "_open_url", offline)
+    assert __main__.main(["--epochs", "1"]) == 0
+    out, err = capsys.readouterr()
+    with pytest.raises(FileNotFoundError) as error:
+        load_mnist()
+    assert str(error.value) in err and "set the environment variable FASTNN_DATA=DIR" in err
+    assert "the 8x8 digits bundled with fastnn" in err
+    assert out.startswith("Dataset(name='digits'")
+
+
 def test_download_with_a_wrong_checksum_is_rejected_and_leaves_no_file(no_local_mnist, monkeypatch):
     monkeypatch.setattr(datasets, "_open_url", lambda url: io.BytesIO(b"not the MNIST file"))
     with pytest.raises(RuntimeError, match="SHA-256 mismatch") as error:

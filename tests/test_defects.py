@@ -59,7 +59,9 @@ def test_predict_from_many_threads_on_a_used_model_is_right(monkeypatch):
         model = small()
         model.fit(x, y, epochs=1, verbose=0)
         sizes = [1, 7, 64, 333, 600]
-        expected = {n: model.predict(x[:n]) for n in sizes}
+        # Expected outputs at the batch size the threads use: a product of another shape may
+        # round differently in the last place (OpenBLAS's Haswell kernels do at 7 and 333 rows).
+        expected = {n: model.predict(x[:n], batch_size=max(1, n // 2)) for n in sizes}
         errors, wrong = [], []
 
         def work(k):

@@ -9,6 +9,7 @@ from fastnn.kernels import activations as A
 from fastnn.kernels import losses as L
 from fastnn.kernels import optimizers as O
 from fastnn.kernels import schedules as S
+from helpers import cuda_or_skip
 
 
 def test_unknown_activation_code_raises():
@@ -50,9 +51,7 @@ class _UnknownSchedule(fastnn.ExponentialDecay):
 
 
 def test_cuda_refuses_an_unknown_schedule_code_on_the_host():
-    cuda = pytest.importorskip("numba.cuda")
-    if not cuda.is_available():
-        pytest.skip("no CUDA GPU, and the CUDA simulator is off")
+    cuda_or_skip()
     m = fastnn.MLP([fastnn.Dense(3, 2, activation="softmax")], seed=0, device="cuda", dtype="float32")
     m.compile(loss="cross_entropy", optimizer=fastnn.SGD(_UnknownSchedule(0.1, 10, 0.5)))
     # check_code's message: without the host check the simulator would raise later, from inside the kernel

@@ -8,7 +8,7 @@ import pytest
 import fastnn
 from fastnn import L1, L1L2, L2, SGD, Dense, MLP
 from fastnn.kernels import regularizers as R
-from helpers import assert_gradient, numerical_gradient
+from helpers import assert_gradient, cuda_or_skip, numerical_gradient
 
 
 def naive_penalty(w, l1, l2):
@@ -127,9 +127,7 @@ def test_save_and_load_keep_the_regularizers(tmp_path):
 
 
 def test_cuda_matches_the_cpu():
-    cuda = pytest.importorskip("numba.cuda")
-    if not cuda.is_available():
-        pytest.skip("no CUDA GPU, and the CUDA simulator is off")
+    cuda_or_skip()
     x, y = data()
     cpu, gpu = model(), model("cuda")
     gpu.set_weights(cpu.get_weights())

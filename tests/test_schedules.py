@@ -8,6 +8,7 @@ import pytest
 
 import fastnn
 from fastnn import SGD, Adam, CosineDecay, Dense, ExponentialDecay, InverseTimeDecay, MLP, PiecewiseConstantDecay
+from helpers import cuda_or_skip
 
 STEPS = range(0, 60)
 
@@ -154,9 +155,7 @@ CUDA_CASES = {
 
 @pytest.mark.parametrize("case", CUDA_CASES)
 def test_cuda_matches_the_cpu(case):
-    cuda = pytest.importorskip("numba.cuda")
-    if not cuda.is_available():
-        pytest.skip("no CUDA GPU, and the CUDA simulator is off")
+    cuda_or_skip()
     x, y = data()
     x = x.astype(np.float32)
     make = CUDA_CASES[case]

@@ -10,6 +10,7 @@ import fastnn
 from fastnn import MLP, SGD, Adam, Dense
 from fastnn import metrics as M
 from fastnn.kernels import metrics as K
+from helpers import cuda_or_skip
 
 sk = pytest.importorskip("sklearn.metrics")
 
@@ -420,9 +421,7 @@ def test_history_plot_renders_training_and_validation_curves(tmp_path):
 # ---- CUDA ------------------------------------------------------------------------------------
 
 def test_cuda_counters_equal_the_cpus():
-    cuda = pytest.importorskip("numba.cuda")
-    if not cuda.is_available():
-        pytest.skip("no CUDA GPU, and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM)")
+    cuda_or_skip()
     x, labels = blobs(n=96, classes=7, width=8)
     results = {}
     for device in ("cpu", "cuda"):
