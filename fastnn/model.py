@@ -876,35 +876,40 @@ def load_model(path, device="cpu", custom_objects=None):
 
 
 def _load_model(path, device):
-    config, arrays = saving.read_model_file(path)
     where = saving.shown(path)
+    with saving.ModelFile(path) as file:
+        config = file.config
+        try:
+            model = model_class(config).from_config(config, device, build=False)
+            # The sizes the config claims, checked against the file's headers before any array is
+            # read or allocated: a small file must not make the loader build or decompress a huge model.
+            n = model.count_params()
+            missing = [name for name in STATE if name not in file.headers and name != "rng"]
+            if missing:
+                raise ValueError(f"{missing[0]} is missing")
+            for name in ("params", "state1", "state2"):
+                shape, dtype = file.headers[name]
+                if shape != (n,) or dtype.kind != "f":
+                    raise ValueError(f"{name} must be a float vector of {n} values to match the architecture, the "
+                                     f"file holds {dtype} of shape {shape}")
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{where!r} holds a malformed model config: {exc!r}") from None
+        except ValueError as exc:  # a constructor rejected a value: say which file it came from
+            raise ValueError(f"{where!r} holds an invalid model config: {exc}") from None
+        arrays = file.read_arrays()
     try:
-        model = model_class(config).from_config(config, device, build=False)
-        # The sizes the config claims, checked against the file's arrays before anything is
-        # allocated: a small file must not make the loader build a huge model.
-        params = arrays.get("params")
-        if params is None or params.ndim != 1 or params.size != model.count_params():
-            raise ValueError(f"params must be a float vector of {model.count_params()} values to match the "
-                             f"architecture, the file holds {None if params is None else params.shape}")
-        if params.dtype.kind != "f":
-            raise ValueError(f"params must be a float vector, the file holds {params.dtype}")
         # Built from the file's weights: no random initialization to throw away.
         with np.errstate(over="ignore"):
-            model._build(_split(params.astype(model.dtype), [s for layer in model.layers
-                                                             for s in layer.weight_shapes()]))
+            model._build(_split(arrays["params"].astype(model.dtype), [s for layer in model.layers
+                                                                      for s in layer.weight_shapes()]))
         if config["model"].get("rng_state") is not None:
             model._rng.bit_generator.state = config["model"]["rng_state"]
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{where!r} holds a malformed model config: {exc!r}") from None
-    except ValueError as exc:  # a constructor rejected a value: say which file it came from
+    except ValueError as exc:
         raise ValueError(f"{where!r} holds an invalid model config: {exc}") from None
     # Files written before Dropout existed have no rng: the fresh model's is kept.
-    state = {**model._backend.state(), **{k: v for k, v in arrays.items() if k == "rng"}}
-    for name in STATE:
-        if name != "rng" and name in arrays:
-            state[name] = arrays[name]
-        elif name != "rng":
-            raise ValueError(f"{where!r}: {name} is missing")
+    state = {**model._backend.state(), **arrays}
     try:
         model._backend.load_state(state)
         for i, layer in enumerate(model._compute_layers()):

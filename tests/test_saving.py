@@ -523,3 +523,127 @@ def test_resume_in_a_new_process_is_bit_for_bit(tmp_path):
     # The shuffling generator stands where the uninterrupted run's does: the next epoch's order
     # (and every later draw) is the same, and so is the schedule's next learning rate.
     assert resumed_stream == {"shuffle": model._rng.bit_generator.state, "learning_rate": model.learning_rate_now()}
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile files: the work a file costs is bounded before anything is decompressed
+# --------------------------------------------------------------------------------------------
+
+def npy_bytes(array):
+    import io
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def rewrite_members(source, target, replace=None, extra=None, compress=zipfile.ZIP_STORED):
+    """A copy of the model file ``source`` at ``target``: its members, those in ``replace`` (name ->
+    bytes) changed, ``extra`` (name -> bytes) added, each written with ``compress``."""
+    with zipfile.ZipFile(source) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members.update(replace or {})
+    members.update(extra or {})
+    with zipfile.ZipFile(target, "w", compression=compress) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+@pytest.fixture
+def decompressed(monkeypatch):
+    """A list that counts the bytes decompressed (read from archive members) since it was last set to [0]."""
+    counts = [0]
+    real_read = zipfile.ZipExtFile.read
+
+    def read(self, n=-1):
+        data = real_read(self, n)
+        counts[0] += len(data)
+        return data
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", read)
+    return counts
+
+
+def test_a_member_fastnn_never_writes_is_refused_before_anything_is_decompressed(saved, tmp_path, decompressed):
+    path, _ = saved
+    bad = tmp_path / "extra.npz"
+    zeros = npy_bytes(np.zeros(4 * 2**20, np.uint8))  # 4 MB of zeros, a few kB once deflated
+    rewrite_members(path, bad, extra={"extra.npy": zeros}, compress=zipfile.ZIP_DEFLATED)
+    assert bad.stat().st_size < 100_000
+    decompressed[0] = 0
+    refused_naming_the_file(bad, r"unexpected member 'extra.npy'")
+    assert decompressed[0] == 0
+
+
+def test_an_oversized_params_member_is_refused_before_it_is_decompressed(saved, tmp_path, decompressed):
+    """The params member holds the right kind of array but 2**17 values (512 kB, within the total
+    bound; deflated to a few kB) where the architecture has 104: refused after the headers only."""
+    path, model = saved
+    bad = tmp_path / "oversized.npz"
+    rewrite_members(path, bad, replace={"params.npy": npy_bytes(np.zeros(2**17, np.float32))},
+                    compress=zipfile.ZIP_DEFLATED)
+    decompressed[0] = 0
+    refused_naming_the_file(bad, rf"params must be a float vector of {model.count_params()} values")
+    assert decompressed[0] < 64 * 1024
+
+
+def test_a_member_larger_than_its_header_declares_is_refused(saved, tmp_path, decompressed):
+    path, _ = saved
+    bad = tmp_path / "padded.npz"
+    with zipfile.ZipFile(path) as archive:
+        padded = archive.read("state2.npy") + bytes(2**20)  # an array, then 1 MB nothing reads
+    rewrite_members(path, bad, replace={"state2.npy": padded}, compress=zipfile.ZIP_DEFLATED)
+    decompressed[0] = 0
+    refused_naming_the_file(bad, r"'state2.npy' holds \d+ bytes where its header declares \d+")
+    assert decompressed[0] < 64 * 1024
+
+
+def test_members_that_expand_far_beyond_the_file_are_refused(saved, tmp_path, decompressed):
+    """Arrays of matching headers, deflated: 3 x 4 MB of zeros in a file of some 15 kB, refused
+    by the total bound (the members may expand to 8 times the file, plus 1 MiB)."""
+    path, _ = saved
+    bad = tmp_path / "bomb.npz"
+    big = npy_bytes(np.zeros(2**20, np.float32))
+    rewrite_members(path, bad, replace={"params.npy": big, "state1.npy": big, "state2.npy": big},
+                    compress=zipfile.ZIP_DEFLATED)
+    decompressed[0] = 0
+    refused_naming_the_file(bad, r"members would expand to \d+ bytes")
+    assert decompressed[0] == 0
+
+
+def test_a_file_fastnn_wrote_is_no_larger_than_its_members(saved):
+    """The bound above leaves room for every file fastnn writes: its members are stored, not deflated."""
+    path, _ = saved
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+    assert all(info.compress_type == zipfile.ZIP_STORED for info in infos)
+    assert sum(info.file_size for info in infos) <= path.stat().st_size
+
+
+def test_a_header_declaring_an_absurd_element_count_is_a_value_error(saved, tmp_path):
+    import io
+    path, _ = saved
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**11,)})
+    bad = tmp_path / "huge.npz"
+    rewrite_members(path, bad, replace={"params.npy": b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + bytes(16)})
+    refused_naming_the_file(bad, r"'params.npy' declares 100000000000 elements, more than")
+
+
+def _nested(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_config_nested_too_deep_is_a_value_error(saved, tmp_path):
+    path, _ = saved
+    _, arrays = read_archive(path)
+    bad = tmp_path / "deep.npz"
+    text = b"[" * 200_000 + b"]" * 200_000
+    with open(bad, "wb") as f:
+        np.savez(f, config=np.frombuffer(text, dtype=np.uint8), **arrays)
+    refused_naming_the_file(bad, r"config nests deeper than \d+ levels")
+    config, arrays = read_archive(path)
+    config["layers"][1]["config"]["activation"] = _nested(900)
+    write_archive(bad, config, arrays)
+    refused_naming_the_file(bad, r"config nests deeper than \d+ levels")
