@@ -20,7 +20,7 @@ from . import distributed, losses, optimizers, saving
 from . import metrics as metrics_
 from .activations import Sigmoid, Softmax
 from .backend import STATE, check_state, get_backend
-from .base import deserialize, using_custom_objects
+from .base import class_name, deserialize, using_custom_objects
 from .callbacks import Callback, History, TensorBoard, TerminateOnNaN, _Muted
 from .config import INFERENCE_BATCH_SIZE
 from . import user_layers as user_kernels
@@ -768,13 +768,13 @@ class MLP:
             config = layer.get_config()
             if getattr(layer, "optimizer", None) is not None:
                 config["optimizer"] = {"shared": index[id(layer.optimizer)]}
-            layers.append({"class_name": type(layer).__name__, "config": config})
+            layers.append({"class_name": class_name(type(layer)), "config": config})
         return {
             "model": {"name": self.name, "dtype": np.dtype(self.dtype).name, "seed": self.seed},
             "layers": layers,
-            "optimizers": [{"class_name": type(o).__name__, "config": o.get_config()} for o in distinct],
+            "optimizers": [{"class_name": class_name(type(o)), "config": o.get_config()} for o in distinct],
             "compile": None if self.loss is None else {
-                "loss": {"class_name": type(self.loss).__name__, "config": self.loss.get_config()},
+                "loss": {"class_name": class_name(type(self.loss)), "config": self.loss.get_config()},
                 "optimizer": None if self.optimizer is None else index[id(self.optimizer)],
                 "metrics": self.metrics,
             },
@@ -870,7 +870,9 @@ def load_model(path, device="cpu", custom_objects=None):
 
     ``custom_objects``: your own layer classes and Lambda functions, by name
     (``{"MyLayer": MyLayer, "my_forward": my_forward}``), as Keras': the file names them, it never
-    holds code, and nothing is imported from it."""
+    holds code, and nothing is imported from it. A name of fastnn's (``"Dense"``, ``"Adam"``) is
+    always fastnn's class; a class of yours is saved by its import path (``"mymodule:MyLayer"``) and
+    found by it if it is defined in this process, or through ``custom_objects``."""
     with using_custom_objects(custom_objects):
         return _load_model(path, device)
 

@@ -647,3 +647,55 @@ def test_a_config_nested_too_deep_is_a_value_error(saved, tmp_path):
     config["layers"][1]["config"]["activation"] = _nested(900)
     write_archive(bad, config, arrays)
     refused_naming_the_file(bad, r"config nests deeper than \d+ levels")
+
+
+# --------------------------------------------------------------------------------------------
+# Which class a name in a file stands for
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def own_classes(monkeypatch):
+    """Classes a test defines are forgotten after it (fastnn registers every subclass it sees)."""
+    monkeypatch.setattr(fastnn.base.Configurable, "_registry", dict(fastnn.base.Configurable._registry))
+
+
+def test_user_classes_named_like_built_in_ones_do_not_replace_them(own_classes, tmp_path):
+    """A user's ``Dense`` subclass and an unrelated ``Adam`` layer, defined after the model: a plain
+    file still loads fastnn's Dense and Adam, and so does a deep copy."""
+    import copy
+    model = small(fastnn.Adam(0.01))
+    model.fit(*blobs(), epochs=1, batch_size=8, verbose=0)
+    model.save(tmp_path / "plain.npz")
+
+    class Dense(fastnn.Dense):
+        pass
+
+    class Adam(fastnn.Layer):
+        pass
+
+    for rebuilt in (load_model(tmp_path / "plain.npz"), copy.deepcopy(model)):
+        assert [type(layer) for layer in rebuilt.layers] == [fastnn.Dense, fastnn.Dense]
+        assert type(rebuilt.optimizer) is fastnn.Adam
+        assert weights_equal(rebuilt.get_weights(), model.get_weights())
+
+
+def test_a_user_class_is_saved_by_its_import_path_and_found_by_it_or_custom_objects(own_classes, tmp_path):
+    class Wide(fastnn.Dense):
+        pass
+
+    class Other(fastnn.Dense):
+        pass
+
+    model = MLP([Wide(4, 3)], seed=0)
+    model.save(tmp_path / "wide.npz")
+    path = f"{__name__}:{Wide.__qualname__}"
+    assert model.get_config()["layers"][0]["class_name"] == path
+    assert type(load_model(tmp_path / "wide.npz").layers[0]) is Wide
+    for key in ("Wide", path):
+        assert type(load_model(tmp_path / "wide.npz", custom_objects={key: Other}).layers[0]) is Other
+    # A file that names a user class by its bare name (as earlier versions wrote it) needs custom_objects.
+    config, arrays = read_archive(tmp_path / "wide.npz")
+    config["layers"][0]["class_name"] = "Wide"
+    write_archive(tmp_path / "bare.npz", config, arrays)
+    refused_naming_the_file(tmp_path / "bare.npz", r"unknown object in config: 'Wide'.*custom_objects=\{'Wide': Wide\}")
+    assert type(load_model(tmp_path / "bare.npz", custom_objects={"Wide": Wide}).layers[0]) is Wide
