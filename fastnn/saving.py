@@ -12,13 +12,15 @@ reads them, and hands them to the backend's ``load_state``, which checks their v
 
 Writing never leaves a broken file behind: the archive goes to a temporary file in the same
 folder, is flushed to the disk, and is then renamed over ``path`` in one step (``os.replace``),
-so a crash at any moment leaves either the old file or the new one.
+so a crash at any moment leaves either the old file or the new one (``atomic_write`` says what a
+process killed while writing can leave beside it).
 """
 import json
 import math
 import os
 import re
 import secrets
+import stat
 import zipfile
 
 import numpy as np
@@ -58,25 +60,69 @@ def atomic_write(path, write):
     the disk: a temporary file in the same folder, flushed and fsynced, then renamed over
     ``path`` (``os.replace``, atomic on POSIX and Windows). Every file fastnn writes goes
     through here: models, checkpoints, CSV logs, plots, ONNX files, downloads (the TensorBoard
-    callback's append-only event logs aside, see its docstring)."""
-    path = os.fspath(path)
-    folder, name = os.path.split(os.path.abspath(path))
+    callback's append-only event logs aside, see its docstring).
+
+    Where ``path`` is a symbolic link, the file it points to is replaced (the temporary file goes
+    beside it) and the link stays. A file replaced keeps its permission bits (a private model stays
+    private; its owner becomes the user who saves); a new file gets those of a plain ``open()``.
+
+    No error leaves the temporary file behind (KeyboardInterrupt included). A process killed
+    outright (SIGKILL, or a SIGTERM that Python does not handle) runs no cleanup: on Linux, where
+    the file system supports it (ext4, XFS, Btrfs, tmpfs), the file is written without a name
+    (``O_TMPFILE``) and linked as the temporary file only once complete, so a kill leaves nothing
+    unless it falls between that link and the rename; elsewhere it can leave the temporary file,
+    ``.<name>.<8 hex digits>.tmp`` beside the file, which is safe to delete."""
+    path = os.path.realpath(os.fspath(path))  # through symbolic links: replace the file, not the link
+    folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
-    # os.open with mode 0o666 gives the file the permissions a plain open() would (the umask applies).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = None  # no file yet
+    fd, named = _open_unnamed(folder), False
+    if fd is None:
+        # os.open with mode 0o666 gives the file the permissions a plain open() would (the umask applies).
+        fd, named = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), True
     try:
         with os.fdopen(fd, "wb") as f:
+            if mode is not None:
+                os.chmod(f.fileno() if os.chmod in os.supports_fd else tmp, mode)
             write(f)
             f.flush()
             os.fsync(f.fileno())
+            if not named:
+                _link_unnamed(f.fileno(), folder, os.path.basename(tmp))
+                named = True
         os.replace(tmp, path)
     except BaseException:  # KeyboardInterrupt too: never leave the temporary file behind
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
+        if named:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
         raise
     _sync_folder(folder)
+
+
+def _open_unnamed(folder):
+    """A file descriptor open for writing on a new file without a name in ``folder`` (Linux's
+    ``O_TMPFILE``, linked by its /proc path once complete); None where that is not available."""
+    if not hasattr(os, "O_TMPFILE") or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
+    except OSError:  # a file system without it (NFS, FUSE), or an older kernel
+        return None
+
+
+def _link_unnamed(fd, folder, name):
+    """Give the unnamed file ``fd`` the ``name`` in ``folder``: linkat(AT_SYMLINK_FOLLOW) of its
+    /proc path, which Python calls only when a folder's descriptor is passed."""
+    folder_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder_fd, follow_symlinks=True)
+    finally:
+        os.close(folder_fd)
 
 
 def _sync_folder(folder):

@@ -307,7 +307,16 @@ def test_load_model_of_a_missing_file_raises_file_not_found(tmp_path):
 # Atomic writes and the backend's training state
 # --------------------------------------------------------------------------------------------
 
-def test_a_save_that_fails_midway_leaves_the_old_file_and_no_temporary(saved, monkeypatch):
+@pytest.fixture(params=["unnamed", "named"])
+def temporary(request, monkeypatch):
+    """atomic_write's two ways to its temporary file: unnamed until complete (O_TMPFILE, where the
+    file system has it) and named from the start (everywhere else)."""
+    if request.param == "named":
+        monkeypatch.setattr(fastnn.saving, "_open_unnamed", lambda folder: None)
+    return request.param
+
+
+def test_a_save_that_fails_midway_leaves_the_old_file_and_no_temporary(saved, monkeypatch, temporary):
     path, model = saved
     before = path.read_bytes()
     real_savez = np.savez
@@ -336,6 +345,72 @@ def test_save_replaces_an_existing_file_with_plain_permissions(saved, tmp_path):
     plain.write_bytes(b"")
     assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.npz", "plain.bin"]
+
+
+def test_save_keeps_the_mode_of_the_file_it_replaces(saved, temporary):
+    import stat
+    path, model = saved
+    os.chmod(path, 0o600)  # a private model
+    model.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    os.chmod(path, 0o640)
+    fastnn.saving.atomic_write(path, lambda f: f.write(b"x"))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_a_rename_that_fails_leaves_no_temporary(tmp_path, temporary):
+    (tmp_path / "taken").mkdir()  # a folder where the file should go: os.replace fails
+    with pytest.raises(OSError):
+        fastnn.saving.atomic_write(tmp_path / "taken", lambda f: f.write(b"data"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_save_through_a_symlink_writes_where_it_points(saved, tmp_path, monkeypatch, temporary):
+    path, model = saved
+    elsewhere = tmp_path / "store"
+    elsewhere.mkdir()
+    target = elsewhere / "real.npz"
+    target.write_bytes(b"an old model")
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append((src, dst)), real_replace(src, dst))[1])
+    model.save(link)
+    monkeypatch.undo()
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert weights_equal(load_model(target).get_weights(), model.get_weights())
+    assert [os.path.dirname(src) for src, _ in renamed] == [str(elsewhere)]  # the temporary file beside the target
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["real.npz"]
+
+
+def test_a_writer_killed_midway_leaves_no_temporary_file(tmp_path):
+    """A process killed (SIGKILL: no Python code runs) while atomic_write is writing leaves the
+    folder as it was, where the file system can make a file without a name (O_TMPFILE)."""
+    import signal
+    import subprocess
+    import sys
+    try:
+        os.close(os.open(tmp_path, os.O_TMPFILE | os.O_WRONLY, 0o600))
+    except (AttributeError, OSError):
+        pytest.skip("no O_TMPFILE here: a killed writer may leave its temporary file (see atomic_write)")
+    (tmp_path / "model.npz").write_bytes(b"the old file")
+    script = ("import sys, time\n"
+              "from fastnn.saving import atomic_write\n"
+              "def write(f):\n"
+              "    f.write(bytes(2**20)); f.flush()\n"
+              "    print('writing', flush=True); time.sleep(60)\n"
+              "atomic_write(sys.argv[1], write)\n")
+    child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "model.npz")], stdout=subprocess.PIPE,
+                             cwd=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    try:
+        assert child.stdout.readline() == b"writing\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+    assert (tmp_path / "model.npz").read_bytes() == b"the old file"
 
 
 def _write_model(tmp_path, monkeypatch):
