@@ -19,7 +19,7 @@ import numpy as np
 from . import distributed, losses, optimizers, saving
 from . import metrics as metrics_
 from .activations import Sigmoid, Softmax
-from .backend import STATE, check_state, get_backend
+from .backend import INT64_MAX, STATE, check_state, get_backend
 from .base import class_name, deserialize, using_custom_objects
 from .callbacks import Callback, History, TensorBoard, TerminateOnNaN, _Muted
 from .config import INFERENCE_BATCH_SIZE
@@ -57,13 +57,15 @@ def _one_training_call(method):
 class MLP:
     """A multi-layer perceptron: ``MLP([Dense(784, 100, activation="relu"), ...])`` or ``add`` layer by layer.
 
-    - ``seed``: makes weight initialization and shuffling reproducible.
+    - ``seed``: makes weight initialization and shuffling reproducible: an integer in [0, 2**64 - 1]
+      (what both NumPy and torch.manual_seed take).
     - ``dtype``: 'float32' (default) or 'float64', for parameters and computation.
     - ``device``: 'cpu' (default) or 'cuda' (needs numba-cuda and an NVIDIA GPU).
     """
 
     def __init__(self, layers=None, seed=None, dtype="float32", device="cpu", name=None):
-        self.seed = None if seed is None else check_int(seed, "seed", minimum=0)
+        # NumPy takes seeds >= 0, torch.manual_seed up to 2**64 - 1: fastnn takes both ranges' overlap.
+        self.seed = None if seed is None else check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
         self.dtype = check_dtype(dtype)
         self.device = device
         self.name = name or "mlp"
@@ -170,7 +172,7 @@ class MLP:
         """The key of Dropout's masks: the seed itself, so that a seed fixes them (and the shuffling
         stream is left as it was); without a seed, fresh entropy."""
         if self.seed is not None:
-            return self.seed
+            return self.seed - 2**64 if self.seed > INT64_MAX else self.seed  # its 64 bits, as an int64
         return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
 
     def _configure_optimizers(self):
@@ -834,7 +836,7 @@ class MLP:
         self._check_usable("save")
         config = self.get_config()  # builds a model that was not built yet
         state = self._backend.state()
-        check_state(state, state["params"].size, state["opt_steps"].size, self.dtype)  # what load_model checks
+        check_state(state, state["params"].size, self._backend.opt_meta, self.dtype)  # what load_model checks
         # Where the shuffling stream stands, so that training resumed after loading draws the
         # same epoch orders as the model that was saved.
         config["model"]["rng_state"] = self._rng.bit_generator.state

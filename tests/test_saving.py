@@ -273,6 +273,18 @@ TAMPERED = [
     ("missing-state", lambda c, a: a.pop("state1"), r"state1 is missing"),
     ("bad-steps", lambda c, a: a.__setitem__("opt_steps", a["opt_steps"][:1]), r"opt_steps must be \d+ step counts"),
     ("negative-steps", lambda c, a: a.__setitem__("opt_steps", -a["opt_steps"] - 1), r"opt_steps must be \d+ step counts"),
+    ("steps-beyond-int64", lambda c, a: a.__setitem__("opt_steps", np.full(a["opt_steps"].shape, 2**64 - 1, np.uint64)),
+     r"opt_steps must be \d+ step counts >= 0 and < 2\*\*63"),
+    ("negative-second-moments", lambda c, a: a["state2"].__setitem__(slice(None), -1.0),
+     r"state2 \(Adam's second moments\) must be >= 0"),
+    # RMSprop's running averages of squared gradients (the layers that use compile's RMSProp)
+    ("negative-square-averages", lambda c, a: a["state1"].__setitem__(slice(None), -1.0),
+     r"state1 must be >= 0 where RMSprop and Adagrad keep sums of squares"),
+    ("key-beyond-int64", lambda c, a: a.__setitem__("rng", np.array([2**64 - 1, 0], np.uint64)),
+     r"rng must be two 64-bit integers"),
+    ("rng-step-beyond-int64", lambda c, a: a.__setitem__("rng", np.array([1, 2**63], np.uint64)),
+     r"rng must be two 64-bit integers"),
+    ("seed-beyond-64-bits", _set(["model", "seed"], 2**64), r"seed must be <= 18446744073709551615"),
 ]
 
 
@@ -518,7 +530,7 @@ def test_load_state_checks_everything_before_changing_anything(saved):
     _, model = saved
     before = model._backend.state()
     bad = dict(before, rng=np.array([1, -1]))
-    with pytest.raises(ValueError, match="rng must be two integers"):
+    with pytest.raises(ValueError, match="rng must be two 64-bit integers"):
         model._backend.load_state(bad)
     with pytest.raises(ValueError, match=r"state lacks \['opt_steps'\]"):
         model._backend.load_state({k: v for k, v in before.items() if k != "opt_steps"})
@@ -774,3 +786,23 @@ def test_a_user_class_is_saved_by_its_import_path_and_found_by_it_or_custom_obje
     write_archive(tmp_path / "bare.npz", config, arrays)
     refused_naming_the_file(tmp_path / "bare.npz", r"unknown object in config: 'Wide'.*custom_objects=\{'Wide': Wide\}")
     assert type(load_model(tmp_path / "bare.npz", custom_objects={"Wide": Wide}).layers[0]) is Wide
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, 2**63, 2**64 - 1])
+def test_every_seed_numpy_and_pytorch_both_take_works(seed, tmp_path):
+    """NumPy takes any seed >= 0, torch.manual_seed up to 2**64 - 1: fastnn takes [0, 2**64 - 1]
+    (Dropout's key is the seed's 64 bits) and rebuilds the same model from its file."""
+    x, y = blobs(20)
+    model = MLP([Dense(4, 6, activation="relu"), fastnn.Dropout(0.5), Dense(6, 3, activation="softmax")], seed=seed)
+    model.compile("cross_entropy", "adam").fit(x, y, epochs=1, batch_size=5, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    for m in (model, loaded):
+        m.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    assert weights_equal(loaded.get_weights(), model.get_weights())
+
+
+def test_a_seed_beyond_64_bits_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"seed must be <= 18446744073709551615, got 18446744073709551616"):
+        MLP(seed=2**64)
