@@ -35,10 +35,13 @@ MEMBERS = tuple(f"{name}.npy" for name in ("config",) + STATE)
 # A model of MAX_ELEMENTS float32 parameters takes 16 GiB a buffer, three buffers and the
 # gradients 64 GiB: beyond any model fastnn trains on one machine.
 MAX_ELEMENTS = 2**32
+# A layer's config takes some 300 bytes of JSON: room for tens of thousands of layers.
 MAX_CONFIG_BYTES = 16 * 2**20
 # A model's config nests some 8 levels (model, layers, a layer, its config, an activation, its
 # config); the parser and ``deserialize`` recurse once per level, and Python's stack allows ~1000.
 MAX_CONFIG_DEPTH = 64
+# fastnn stores members uncompressed (their total is at most the file's size); a file someone
+# deflated may expand 8 times, plus 1 MiB: the memory a file can claim stays proportional to it.
 MAX_EXPANSION = 8
 
 
