@@ -21,7 +21,7 @@ from . import distributed
 from .config import INFERENCE_BATCH_SIZE
 from .kernels import network
 from . import user_layers as user_kernels
-from .kernels.optimizers import H_SCHEDULE, any_clipping
+from .kernels.optimizers import ADAGRAD, H_SCHEDULE, RMSPROP, any_clipping
 from .kernels.schedules import CONSTANT
 from .threading import blas_threads_for
 
@@ -32,10 +32,18 @@ from .threading import blas_threads_for
 STATE = ("params", "state1", "state2", "opt_steps", "rng")
 
 
-def check_state(state, size, slices, dtype):
-    """``state`` (a mapping with every name of ``STATE``) as host arrays of the backend's types:
-    float buffers of ``size`` finite values cast to ``dtype``, ``slices`` step counts >= 0, and
-    two integers for the random key and step. A ValueError names the first entry that is not."""
+# What the 64-bit integers of the state may hold: step counts from 0 to INT64_MAX; the random key
+# any int64 (the generator reads its 64 bits, ``kernels.dropout.dropout_stream``).
+INT64_MAX = 2**63 - 1
+
+
+def check_state(state, size, opt_meta, dtype):
+    """``state`` (a mapping with every name of ``STATE``) as host arrays of the backend's types,
+    checked against the ranges the kernels assume: float buffers of ``size`` finite values cast to
+    ``dtype``, ``state2`` (Adam's second moments, 0 elsewhere) >= 0 and ``state1`` >= 0 in the
+    slices of ``opt_meta`` (int (S, 3) [start, stop, kind]) where RMSprop and Adagrad keep sums of
+    squares, S step counts in [0, 2**63), and the random key (any int64) and step (in [0, 2**63)).
+    A ValueError names the first entry that is not."""
     if not isinstance(state, Mapping):
         raise TypeError(f"state must be a mapping of {STATE}, got {type(state).__name__}")
     missing = [name for name in STATE if name not in state]
@@ -52,14 +60,23 @@ def check_state(state, size, slices, dtype):
             out[name] = arr.astype(dtype, copy=False)
         if not np.isfinite(out[name]).all():
             raise ValueError(f"{name} holds NaN or infinite values")
+    # A negative sum of squares makes the step's square root NaN (or, not yet, a huge step).
+    if (out["state2"] < 0).any():
+        raise ValueError("state2 (Adam's second moments) must be >= 0")
+    for lo, hi, kind in np.asarray(opt_meta, dtype=np.int64).reshape(-1, 3):
+        if kind in (RMSPROP, ADAGRAD) and (out["state1"][lo:hi] < 0).any():
+            raise ValueError("state1 must be >= 0 where RMSprop and Adagrad keep sums of squares")
+    slices = np.shape(opt_meta)[0]
     steps = np.asarray(state["opt_steps"])
-    if steps.shape != (slices,) or steps.dtype.kind not in "iu" or (steps < 0).any():
-        raise ValueError(f"opt_steps must be {slices} step counts >= 0 (one per optimizer slice), "
+    if (steps.shape != (slices,) or steps.dtype.kind not in "iu" or (steps < 0).any()
+            or (steps > INT64_MAX).any()):
+        raise ValueError(f"opt_steps must be {slices} step counts >= 0 and < 2**63 (one per optimizer slice), "
                          f"got {steps.dtype} of shape {steps.shape}")
     out["opt_steps"] = steps.astype(np.int64)
     rng = np.asarray(state["rng"])
-    if rng.shape != (2,) or rng.dtype.kind not in "iu" or rng[1] < 0:
-        raise ValueError("rng must be two integers (random key, step count >= 0)")
+    if (rng.shape != (2,) or rng.dtype.kind not in "iu" or not -INT64_MAX - 1 <= rng[0] <= INT64_MAX
+            or not 0 <= rng[1] <= INT64_MAX):
+        raise ValueError("rng must be two 64-bit integers (the random key, signed; the step count, >= 0)")
     out["rng"] = rng.astype(np.int64)
     return out
 
@@ -78,7 +95,7 @@ class Backend:
     def load_state(self, state):
         """Replace the whole training state with ``state`` (as ``state()`` returns it); nothing
         changes unless every entry matches this backend's network and optimizers."""
-        state = check_state(state, self.params.size, self.opt_meta.shape[0], self.dtype)
+        state = check_state(state, self.params.size, self.opt_meta, self.dtype)
         for name in STATE:
             self.write(name, 0, state[name])
 
@@ -121,7 +138,7 @@ class CPUBackend(Backend):
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
         self.alphas = network.alpha_table(alphas)
         self.opt_meta = np.ascontiguousarray(opt_meta, dtype=np.int64).reshape(-1, 3)
-        state = check_state(state, np.size(state["params"]), self.opt_meta.shape[0], self.dtype)
+        state = check_state(state, np.size(state["params"]), self.opt_meta, self.dtype)
         self.params = state["params"]
         self.grads = np.zeros_like(self.params)
         self.state1, self.state2 = state["state1"], state["state2"]

@@ -55,11 +55,11 @@ class Configurable:
     able to rebuild any of them from JSON without running code from the file.
     """
     _aliases = {}
-    _registry = {}
+    _registry = {}  # class_name(cls) -> cls, for every subclass defined so far
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        Configurable._registry[cls.__name__] = cls
+        Configurable._registry[class_name(cls)] = cls
         if "__init__" in cls.__dict__:
             cls.__init__ = accepts_seed_keywords(cls.__dict__["__init__"], cls._aliases)
 
@@ -77,9 +77,18 @@ class Configurable:
         return f"{type(self).__name__}({args})"
 
 
+def class_name(cls):
+    """The name a config gives ``cls``: a fastnn class its bare name (``"Dense"``), any other class
+    its import path ``"module:qualname"`` (as a Lambda's functions), so that a class of the user's
+    named like a fastnn class never stands in for it."""
+    if cls.__module__ == "fastnn" or cls.__module__.startswith("fastnn."):
+        return cls.__name__
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def _jsonable(value):
     if isinstance(value, Configurable):
-        return {"class_name": type(value).__name__, "config": value.get_config()}
+        return {"class_name": class_name(type(value)), "config": value.get_config()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
@@ -89,23 +98,47 @@ def deserialize(value):
     """Inverse of ``get_config``: rebuild ``{"class_name": ..., "config": ...}`` dicts, recursively.
 
     Only classes defined as fastnn Configurables can be named, and their constructors
-    validate every argument, so a tampered file yields an error, never arbitrary objects.
+    validate every argument, so a tampered file yields an error, never arbitrary objects. A
+    name is looked up in ``custom_objects`` first (as written, or its qualname or bare name),
+    then among fastnn's classes (a bare name) or the user's classes defined so far (an import
+    path ``module:qualname``, as ``class_name`` writes it).
     """
     if isinstance(value, dict) and set(value) == {"class_name", "config"}:
         name = value["class_name"]
-        cls = custom_objects().get(name) if isinstance(name, str) else None
-        if cls is not None and not (isinstance(cls, type) and issubclass(cls, Configurable)):
-            raise ValueError(f"custom_objects[{name!r}] must be a subclass of a fastnn class (such as fastnn.Layer)")
-        cls = cls or Configurable._registry.get(name)
-        if cls is None:
-            raise ValueError(f"unknown object in config: {name!r}; if it is your own class, import it or pass "
-                             f"custom_objects={{{name!r}: {name}}} to load_model")
+        if not isinstance(name, str):
+            raise ValueError(f"malformed object in config: class_name {name!r}")
+        cls = _find_class(name)
         if not isinstance(value["config"], dict):
             raise ValueError(f"malformed object in config: {name!r}")
         return cls(**{k: deserialize(v) for k, v in value["config"].items()})
     if isinstance(value, list):
         return [deserialize(v) for v in value]
     return value
+
+
+def _find_class(name):
+    """The class a config's ``class_name`` stands for (see ``deserialize``)."""
+    module, _, qualname = name.rpartition(":")
+    bare = qualname.split(".")[-1]
+    objects = custom_objects()
+    for key in (name, qualname, bare):
+        if key in objects:
+            cls = objects[key]
+            if not (isinstance(cls, type) and issubclass(cls, Configurable)):
+                raise ValueError(f"custom_objects[{key!r}] must be a subclass of a fastnn class (such as fastnn.Layer)")
+            return cls
+    cls = Configurable._registry.get(name)
+    if cls is None and module and may_import_functions():  # unpickling: import as pickle would
+        import importlib
+        cls = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        if not (isinstance(cls, type) and issubclass(cls, Configurable)):
+            raise ValueError(f"{name!r} is not a subclass of a fastnn class")
+    if cls is None:
+        raise ValueError(f"unknown object in config: {name!r}; if it is your own class, pass "
+                         f"custom_objects={{{bare!r}: {bare}}} to load_model")
+    return cls
 
 
 def resolve(identifier, base, by_name, what):

@@ -19,8 +19,8 @@ import numpy as np
 from . import distributed, losses, optimizers, saving
 from . import metrics as metrics_
 from .activations import Sigmoid, Softmax
-from .backend import STATE, check_state, get_backend
-from .base import deserialize, using_custom_objects
+from .backend import INT64_MAX, STATE, check_state, get_backend
+from .base import class_name, deserialize, using_custom_objects
 from .callbacks import Callback, History, TensorBoard, TerminateOnNaN, _Muted
 from .config import INFERENCE_BATCH_SIZE
 from . import user_layers as user_kernels
@@ -57,13 +57,15 @@ def _one_training_call(method):
 class MLP:
     """A multi-layer perceptron: ``MLP([Dense(784, 100, activation="relu"), ...])`` or ``add`` layer by layer.
 
-    - ``seed``: makes weight initialization and shuffling reproducible.
+    - ``seed``: makes weight initialization and shuffling reproducible: an integer in [0, 2**64 - 1]
+      (what both NumPy and torch.manual_seed take).
     - ``dtype``: 'float32' (default) or 'float64', for parameters and computation.
     - ``device``: 'cpu' (default) or 'cuda' (needs numba-cuda and an NVIDIA GPU).
     """
 
     def __init__(self, layers=None, seed=None, dtype="float32", device="cpu", name=None):
-        self.seed = None if seed is None else check_int(seed, "seed", minimum=0)
+        # NumPy takes seeds >= 0, torch.manual_seed up to 2**64 - 1: fastnn takes both ranges' overlap.
+        self.seed = None if seed is None else check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
         self.dtype = check_dtype(dtype)
         self.device = device
         self.name = name or "mlp"
@@ -170,7 +172,7 @@ class MLP:
         """The key of Dropout's masks: the seed itself, so that a seed fixes them (and the shuffling
         stream is left as it was); without a seed, fresh entropy."""
         if self.seed is not None:
-            return self.seed
+            return self.seed - 2**64 if self.seed > INT64_MAX else self.seed  # its 64 bits, as an int64
         return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
 
     def _configure_optimizers(self):
@@ -805,13 +807,13 @@ class MLP:
             config = layer.get_config()
             if getattr(layer, "optimizer", None) is not None:
                 config["optimizer"] = {"shared": index[id(layer.optimizer)]}
-            layers.append({"class_name": type(layer).__name__, "config": config})
+            layers.append({"class_name": class_name(type(layer)), "config": config})
         return {
             "model": {"name": self.name, "dtype": np.dtype(self.dtype).name, "seed": self.seed},
             "layers": layers,
-            "optimizers": [{"class_name": type(o).__name__, "config": o.get_config()} for o in distinct],
+            "optimizers": [{"class_name": class_name(type(o)), "config": o.get_config()} for o in distinct],
             "compile": None if self.loss is None else {
-                "loss": {"class_name": type(self.loss).__name__, "config": self.loss.get_config()},
+                "loss": {"class_name": class_name(type(self.loss)), "config": self.loss.get_config()},
                 "optimizer": None if self.optimizer is None else index[id(self.optimizer)],
                 "metrics": self.metrics,
             },
@@ -871,7 +873,7 @@ class MLP:
         self._check_usable("save")
         config = self.get_config()  # builds a model that was not built yet
         state = self._backend.state()
-        check_state(state, state["params"].size, state["opt_steps"].size, self.dtype)  # what load_model checks
+        check_state(state, state["params"].size, self._backend.opt_meta, self.dtype)  # what load_model checks
         # Where the shuffling stream stands, so that training resumed after loading draws the
         # same epoch orders as the model that was saved.
         config["model"]["rng_state"] = self._rng.bit_generator.state
@@ -907,41 +909,48 @@ def load_model(path, device="cpu", custom_objects=None):
 
     ``custom_objects``: your own layer classes and Lambda functions, by name
     (``{"MyLayer": MyLayer, "my_forward": my_forward}``), as Keras': the file names them, it never
-    holds code, and nothing is imported from it."""
+    holds code, and nothing is imported from it. A name of fastnn's (``"Dense"``, ``"Adam"``) is
+    always fastnn's class; a class of yours is saved by its import path (``"mymodule:MyLayer"``) and
+    found by it if it is defined in this process, or through ``custom_objects``."""
     with using_custom_objects(custom_objects):
         return _load_model(path, device)
 
 
 def _load_model(path, device):
-    config, arrays = saving.read_model_file(path)
     where = saving.shown(path)
+    with saving.ModelFile(path) as file:
+        config = file.config
+        try:
+            model = model_class(config).from_config(config, device, build=False)
+            # The sizes the config claims, checked against the file's headers before any array is
+            # read or allocated: a small file must not make the loader build or decompress a huge model.
+            n = model.count_params()
+            missing = [name for name in STATE if name not in file.headers and name != "rng"]
+            if missing:
+                raise ValueError(f"{missing[0]} is missing")
+            for name in ("params", "state1", "state2"):
+                shape, dtype = file.headers[name]
+                if shape != (n,) or dtype.kind != "f":
+                    raise ValueError(f"{name} must be a float vector of {n} values to match the architecture, the "
+                                     f"file holds {dtype} of shape {shape}")
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{where!r} holds a malformed model config: {exc!r}") from None
+        except ValueError as exc:  # a constructor rejected a value: say which file it came from
+            raise ValueError(f"{where!r} holds an invalid model config: {exc}") from None
+        arrays = file.read_arrays()
     try:
-        model = model_class(config).from_config(config, device, build=False)
-        # The sizes the config claims, checked against the file's arrays before anything is
-        # allocated: a small file must not make the loader build a huge model.
-        params = arrays.get("params")
-        if params is None or params.ndim != 1 or params.size != model.count_params():
-            raise ValueError(f"params must be a float vector of {model.count_params()} values to match the "
-                             f"architecture, the file holds {None if params is None else params.shape}")
-        if params.dtype.kind != "f":
-            raise ValueError(f"params must be a float vector, the file holds {params.dtype}")
         # Built from the file's weights: no random initialization to throw away.
         with np.errstate(over="ignore"):
-            model._build(_split(params.astype(model.dtype), [s for layer in model.layers
-                                                             for s in layer.weight_shapes()]))
+            model._build(_split(arrays["params"].astype(model.dtype), [s for layer in model.layers
+                                                                      for s in layer.weight_shapes()]))
         if config["model"].get("rng_state") is not None:
             model._rng.bit_generator.state = config["model"]["rng_state"]
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{where!r} holds a malformed model config: {exc!r}") from None
-    except ValueError as exc:  # a constructor rejected a value: say which file it came from
+    except ValueError as exc:
         raise ValueError(f"{where!r} holds an invalid model config: {exc}") from None
     # Files written before Dropout existed have no rng: the fresh model's is kept.
-    state = {**model._backend.state(), **{k: v for k, v in arrays.items() if k == "rng"}}
-    for name in STATE:
-        if name != "rng" and name in arrays:
-            state[name] = arrays[name]
-        elif name != "rng":
-            raise ValueError(f"{where!r}: {name} is missing")
+    state = {**model._backend.state(), **arrays}
     try:
         model._backend.load_state(state)
         for i, layer in enumerate(model._compute_layers()):

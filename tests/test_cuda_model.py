@@ -304,3 +304,19 @@ def test_compile_train_runs_a_step_on_a_copy_of_the_state_and_changes_nothing(da
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert np.array_equal(quiet._backend.host("rng"), shown._backend.host("rng"))
     assert np.array_equal(quiet._backend.host("opt_steps"), shown._backend.host("opt_steps"))
+
+
+# Dropout's hash wraps around in uint64 by design; the simulator's NumPy scalars warn of it.
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("seed", [2**63 - 1, 2**64 - 1])
+def test_a_seed_of_64_bits_draws_the_cpus_dropout_masks(data, seed):
+    """A seed from 2**63 on is Dropout's key as a negative int64 (its 64 bits): the GPU draws
+    the same masks from it as the CPU."""
+    x, y = data
+    models = {}
+    for device in ("cpu", "cuda"):
+        model = MLP([Dense(6, 5, activation="relu"), fastnn.Dropout(0.5), Dense(5, 3, activation="softmax")], seed=seed,
+                    device=device)
+        models[device] = model.compile(loss="categorical_crossentropy", optimizer=Adam(0.05))
+        model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    assert_weights_close(models["cpu"], models["cuda"])

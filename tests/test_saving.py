@@ -273,6 +273,18 @@ TAMPERED = [
     ("missing-state", lambda c, a: a.pop("state1"), r"state1 is missing"),
     ("bad-steps", lambda c, a: a.__setitem__("opt_steps", a["opt_steps"][:1]), r"opt_steps must be \d+ step counts"),
     ("negative-steps", lambda c, a: a.__setitem__("opt_steps", -a["opt_steps"] - 1), r"opt_steps must be \d+ step counts"),
+    ("steps-beyond-int64", lambda c, a: a.__setitem__("opt_steps", np.full(a["opt_steps"].shape, 2**64 - 1, np.uint64)),
+     r"opt_steps must be \d+ step counts >= 0 and < 2\*\*63"),
+    ("negative-second-moments", lambda c, a: a["state2"].__setitem__(slice(None), -1.0),
+     r"state2 \(Adam's second moments\) must be >= 0"),
+    # RMSprop's running averages of squared gradients (the layers that use compile's RMSProp)
+    ("negative-square-averages", lambda c, a: a["state1"].__setitem__(slice(None), -1.0),
+     r"state1 must be >= 0 where RMSprop and Adagrad keep sums of squares"),
+    ("key-beyond-int64", lambda c, a: a.__setitem__("rng", np.array([2**64 - 1, 0], np.uint64)),
+     r"rng must be two 64-bit integers"),
+    ("rng-step-beyond-int64", lambda c, a: a.__setitem__("rng", np.array([1, 2**63], np.uint64)),
+     r"rng must be two 64-bit integers"),
+    ("seed-beyond-64-bits", _set(["model", "seed"], 2**64), r"seed must be <= 18446744073709551615"),
 ]
 
 
@@ -307,7 +319,16 @@ def test_load_model_of_a_missing_file_raises_file_not_found(tmp_path):
 # Atomic writes and the backend's training state
 # --------------------------------------------------------------------------------------------
 
-def test_a_save_that_fails_midway_leaves_the_old_file_and_no_temporary(saved, monkeypatch):
+@pytest.fixture(params=["unnamed", "named"])
+def temporary(request, monkeypatch):
+    """atomic_write's two ways to its temporary file: unnamed until complete (O_TMPFILE, where the
+    file system has it) and named from the start (everywhere else)."""
+    if request.param == "named":
+        monkeypatch.setattr(fastnn.saving, "_open_unnamed", lambda folder: None)
+    return request.param
+
+
+def test_a_save_that_fails_midway_leaves_the_old_file_and_no_temporary(saved, monkeypatch, temporary):
     path, model = saved
     before = path.read_bytes()
     real_savez = np.savez
@@ -336,6 +357,72 @@ def test_save_replaces_an_existing_file_with_plain_permissions(saved, tmp_path):
     plain.write_bytes(b"")
     assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.npz", "plain.bin"]
+
+
+def test_save_keeps_the_mode_of_the_file_it_replaces(saved, temporary):
+    import stat
+    path, model = saved
+    os.chmod(path, 0o600)  # a private model
+    model.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    os.chmod(path, 0o640)
+    fastnn.saving.atomic_write(path, lambda f: f.write(b"x"))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_a_rename_that_fails_leaves_no_temporary(tmp_path, temporary):
+    (tmp_path / "taken").mkdir()  # a folder where the file should go: os.replace fails
+    with pytest.raises(OSError):
+        fastnn.saving.atomic_write(tmp_path / "taken", lambda f: f.write(b"data"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_save_through_a_symlink_writes_where_it_points(saved, tmp_path, monkeypatch, temporary):
+    path, model = saved
+    elsewhere = tmp_path / "store"
+    elsewhere.mkdir()
+    target = elsewhere / "real.npz"
+    target.write_bytes(b"an old model")
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append((src, dst)), real_replace(src, dst))[1])
+    model.save(link)
+    monkeypatch.undo()
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert weights_equal(load_model(target).get_weights(), model.get_weights())
+    assert [os.path.dirname(src) for src, _ in renamed] == [str(elsewhere)]  # the temporary file beside the target
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["real.npz"]
+
+
+def test_a_writer_killed_midway_leaves_no_temporary_file(tmp_path):
+    """A process killed (SIGKILL: no Python code runs) while atomic_write is writing leaves the
+    folder as it was, where the file system can make a file without a name (O_TMPFILE)."""
+    import signal
+    import subprocess
+    import sys
+    try:
+        os.close(os.open(tmp_path, os.O_TMPFILE | os.O_WRONLY, 0o600))
+    except (AttributeError, OSError):
+        pytest.skip("no O_TMPFILE here: a killed writer may leave its temporary file (see atomic_write)")
+    (tmp_path / "model.npz").write_bytes(b"the old file")
+    script = ("import sys, time\n"
+              "from fastnn.saving import atomic_write\n"
+              "def write(f):\n"
+              "    f.write(bytes(2**20)); f.flush()\n"
+              "    print('writing', flush=True); time.sleep(60)\n"
+              "atomic_write(sys.argv[1], write)\n")
+    child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "model.npz")], stdout=subprocess.PIPE,
+                             cwd=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    try:
+        assert child.stdout.readline() == b"writing\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+    assert (tmp_path / "model.npz").read_bytes() == b"the old file"
 
 
 def _write_model(tmp_path, monkeypatch):
@@ -443,7 +530,7 @@ def test_load_state_checks_everything_before_changing_anything(saved):
     _, model = saved
     before = model._backend.state()
     bad = dict(before, rng=np.array([1, -1]))
-    with pytest.raises(ValueError, match="rng must be two integers"):
+    with pytest.raises(ValueError, match="rng must be two 64-bit integers"):
         model._backend.load_state(bad)
     with pytest.raises(ValueError, match=r"state lacks \['opt_steps'\]"):
         model._backend.load_state({k: v for k, v in before.items() if k != "opt_steps"})
@@ -523,3 +610,199 @@ def test_resume_in_a_new_process_is_bit_for_bit(tmp_path):
     # The shuffling generator stands where the uninterrupted run's does: the next epoch's order
     # (and every later draw) is the same, and so is the schedule's next learning rate.
     assert resumed_stream == {"shuffle": model._rng.bit_generator.state, "learning_rate": model.learning_rate_now()}
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile files: the work a file costs is bounded before anything is decompressed
+# --------------------------------------------------------------------------------------------
+
+def npy_bytes(array):
+    import io
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def rewrite_members(source, target, replace=None, extra=None, compress=zipfile.ZIP_STORED):
+    """A copy of the model file ``source`` at ``target``: its members, those in ``replace`` (name ->
+    bytes) changed, ``extra`` (name -> bytes) added, each written with ``compress``."""
+    with zipfile.ZipFile(source) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members.update(replace or {})
+    members.update(extra or {})
+    with zipfile.ZipFile(target, "w", compression=compress) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+@pytest.fixture
+def decompressed(monkeypatch):
+    """A list that counts the bytes decompressed (read from archive members) since it was last set to [0]."""
+    counts = [0]
+    real_read = zipfile.ZipExtFile.read
+
+    def read(self, n=-1):
+        data = real_read(self, n)
+        counts[0] += len(data)
+        return data
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", read)
+    return counts
+
+
+def test_a_member_fastnn_never_writes_is_refused_before_anything_is_decompressed(saved, tmp_path, decompressed):
+    path, _ = saved
+    bad = tmp_path / "extra.npz"
+    zeros = npy_bytes(np.zeros(4 * 2**20, np.uint8))  # 4 MB of zeros, a few kB once deflated
+    rewrite_members(path, bad, extra={"extra.npy": zeros}, compress=zipfile.ZIP_DEFLATED)
+    assert bad.stat().st_size < 100_000
+    decompressed[0] = 0
+    refused_naming_the_file(bad, r"unexpected member 'extra.npy'")
+    assert decompressed[0] == 0
+
+
+def test_an_oversized_params_member_is_refused_before_it_is_decompressed(saved, tmp_path, decompressed):
+    """The params member holds the right kind of array but 2**17 values (512 kB, within the total
+    bound; deflated to a few kB) where the architecture has 104: refused after the headers only."""
+    path, model = saved
+    bad = tmp_path / "oversized.npz"
+    rewrite_members(path, bad, replace={"params.npy": npy_bytes(np.zeros(2**17, np.float32))},
+                    compress=zipfile.ZIP_DEFLATED)
+    decompressed[0] = 0
+    refused_naming_the_file(bad, rf"params must be a float vector of {model.count_params()} values")
+    assert decompressed[0] < 64 * 1024
+
+
+def test_a_member_larger_than_its_header_declares_is_refused(saved, tmp_path, decompressed):
+    path, _ = saved
+    bad = tmp_path / "padded.npz"
+    with zipfile.ZipFile(path) as archive:
+        padded = archive.read("state2.npy") + bytes(2**20)  # an array, then 1 MB nothing reads
+    rewrite_members(path, bad, replace={"state2.npy": padded}, compress=zipfile.ZIP_DEFLATED)
+    decompressed[0] = 0
+    refused_naming_the_file(bad, r"'state2.npy' holds \d+ bytes where its header declares \d+")
+    assert decompressed[0] < 64 * 1024
+
+
+def test_members_that_expand_far_beyond_the_file_are_refused(saved, tmp_path, decompressed):
+    """Arrays of matching headers, deflated: 3 x 4 MB of zeros in a file of some 15 kB, refused
+    by the total bound (the members may expand to 8 times the file, plus 1 MiB)."""
+    path, _ = saved
+    bad = tmp_path / "bomb.npz"
+    big = npy_bytes(np.zeros(2**20, np.float32))
+    rewrite_members(path, bad, replace={"params.npy": big, "state1.npy": big, "state2.npy": big},
+                    compress=zipfile.ZIP_DEFLATED)
+    decompressed[0] = 0
+    refused_naming_the_file(bad, r"members would expand to \d+ bytes")
+    assert decompressed[0] == 0
+
+
+def test_a_file_fastnn_wrote_is_no_larger_than_its_members(saved):
+    """The bound above leaves room for every file fastnn writes: its members are stored, not deflated."""
+    path, _ = saved
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+    assert all(info.compress_type == zipfile.ZIP_STORED for info in infos)
+    assert sum(info.file_size for info in infos) <= path.stat().st_size
+
+
+def test_a_header_declaring_an_absurd_element_count_is_a_value_error(saved, tmp_path):
+    import io
+    path, _ = saved
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**11,)})
+    bad = tmp_path / "huge.npz"
+    rewrite_members(path, bad, replace={"params.npy": b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + bytes(16)})
+    refused_naming_the_file(bad, r"'params.npy' declares 100000000000 elements, more than")
+
+
+def _nested(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_config_nested_too_deep_is_a_value_error(saved, tmp_path):
+    path, _ = saved
+    _, arrays = read_archive(path)
+    bad = tmp_path / "deep.npz"
+    text = b"[" * 200_000 + b"]" * 200_000
+    with open(bad, "wb") as f:
+        np.savez(f, config=np.frombuffer(text, dtype=np.uint8), **arrays)
+    refused_naming_the_file(bad, r"config nests deeper than \d+ levels")
+    config, arrays = read_archive(path)
+    config["layers"][1]["config"]["activation"] = _nested(900)
+    write_archive(bad, config, arrays)
+    refused_naming_the_file(bad, r"config nests deeper than \d+ levels")
+
+
+# --------------------------------------------------------------------------------------------
+# Which class a name in a file stands for
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def own_classes(monkeypatch):
+    """Classes a test defines are forgotten after it (fastnn registers every subclass it sees)."""
+    monkeypatch.setattr(fastnn.base.Configurable, "_registry", dict(fastnn.base.Configurable._registry))
+
+
+def test_user_classes_named_like_built_in_ones_do_not_replace_them(own_classes, tmp_path):
+    """A user's ``Dense`` subclass and an unrelated ``Adam`` layer, defined after the model: a plain
+    file still loads fastnn's Dense and Adam, and so does a deep copy."""
+    import copy
+    model = small(fastnn.Adam(0.01))
+    model.fit(*blobs(), epochs=1, batch_size=8, verbose=0)
+    model.save(tmp_path / "plain.npz")
+
+    class Dense(fastnn.Dense):
+        pass
+
+    class Adam(fastnn.Layer):
+        pass
+
+    for rebuilt in (load_model(tmp_path / "plain.npz"), copy.deepcopy(model)):
+        assert [type(layer) for layer in rebuilt.layers] == [fastnn.Dense, fastnn.Dense]
+        assert type(rebuilt.optimizer) is fastnn.Adam
+        assert weights_equal(rebuilt.get_weights(), model.get_weights())
+
+
+def test_a_user_class_is_saved_by_its_import_path_and_found_by_it_or_custom_objects(own_classes, tmp_path):
+    class Wide(fastnn.Dense):
+        pass
+
+    class Other(fastnn.Dense):
+        pass
+
+    model = MLP([Wide(4, 3)], seed=0)
+    model.save(tmp_path / "wide.npz")
+    path = f"{__name__}:{Wide.__qualname__}"
+    assert model.get_config()["layers"][0]["class_name"] == path
+    assert type(load_model(tmp_path / "wide.npz").layers[0]) is Wide
+    for key in ("Wide", path):
+        assert type(load_model(tmp_path / "wide.npz", custom_objects={key: Other}).layers[0]) is Other
+    # A file that names a user class by its bare name (as earlier versions wrote it) needs custom_objects.
+    config, arrays = read_archive(tmp_path / "wide.npz")
+    config["layers"][0]["class_name"] = "Wide"
+    write_archive(tmp_path / "bare.npz", config, arrays)
+    refused_naming_the_file(tmp_path / "bare.npz", r"unknown object in config: 'Wide'.*custom_objects=\{'Wide': Wide\}")
+    assert type(load_model(tmp_path / "bare.npz", custom_objects={"Wide": Wide}).layers[0]) is Wide
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, 2**63, 2**64 - 1])
+def test_every_seed_numpy_and_pytorch_both_take_works(seed, tmp_path):
+    """NumPy takes any seed >= 0, torch.manual_seed up to 2**64 - 1: fastnn takes [0, 2**64 - 1]
+    (Dropout's key is the seed's 64 bits) and rebuilds the same model from its file."""
+    x, y = blobs(20)
+    model = MLP([Dense(4, 6, activation="relu"), fastnn.Dropout(0.5), Dense(6, 3, activation="softmax")], seed=seed)
+    model.compile("cross_entropy", "adam").fit(x, y, epochs=1, batch_size=5, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    for m in (model, loaded):
+        m.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    assert weights_equal(loaded.get_weights(), model.get_weights())
+
+
+def test_a_seed_beyond_64_bits_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"seed must be <= 18446744073709551615, got 18446744073709551616"):
+        MLP(seed=2**64)

@@ -104,7 +104,7 @@ class CUDABackend(Backend):
                 raise ValueError("layers: the CUDA backend needs each dense layer's bias right after its "
                                  "weights in the flat buffer ([W, b] layout)")
         self.opt_meta = np.ascontiguousarray(opt_meta, dtype=np.int64).reshape(-1, 3)
-        state = check_state(state, np.size(state["params"]), self.opt_meta.shape[0], self.dtype)
+        state = check_state(state, np.size(state["params"]), self.opt_meta, self.dtype)
         self.params = self._to_device(state["params"])
         self.grads = self._to_device(np.zeros(self.params.size, dtype=self.dtype))
         self.state1 = self._to_device(state["state1"])

@@ -35,8 +35,10 @@ def mix64(z):
 
 @kernel(inline=True)
 def dropout_stream(key, step, layer):
-    """The uint64 from which a layer's mask at one training step is drawn (int64 inputs)."""
-    z = mix64(np.uint64(key) + _GOLDEN)
+    """The uint64 from which a layer's mask at one training step is drawn (int64 inputs). A
+    negative key (a seed from 2**63 on) counts as its 64 bits; through ``np.int64`` first, since
+    NumPy's ``np.uint64`` refuses a negative Python int where the CUDA simulator passes one."""
+    z = mix64(np.uint64(np.int64(key)) + _GOLDEN)
     z = mix64(z ^ (np.uint64(step) * _GOLDEN))
     return mix64(z ^ (np.uint64(layer) + _GOLDEN))
 
