@@ -82,10 +82,26 @@ def atomic_write(path, write):
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         mode = None  # no file yet
-    fd, named = _open_unnamed(folder), False
+    fd = _open_unnamed(folder)
+    if fd is not None:
+        try:
+            _write_and_replace(fd, False, tmp, path, mode, write)
+        except _UnlinkableError:
+            fd = None  # /proc refused the link (a hardened container): write again, with a name
     if fd is None:
         # os.open with mode 0o666 gives the file the permissions a plain open() would (the umask applies).
-        fd, named = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), True
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        _write_and_replace(fd, True, tmp, path, mode, write)
+    _sync_folder(folder)
+
+
+class _UnlinkableError(OSError):
+    """The unnamed file could not be given a name; nothing was left behind."""
+
+
+def _write_and_replace(fd, named, tmp, path, mode, write):
+    """``write`` into ``fd`` (a file named ``tmp``, or unnamed and linked as ``tmp`` once complete),
+    fsync it, give it ``mode`` and rename it over ``path``; on any error remove ``tmp``."""
     try:
         with os.fdopen(fd, "wb") as f:
             if mode is not None:
@@ -94,7 +110,10 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
             if not named:
-                _link_unnamed(f.fileno(), folder, os.path.basename(tmp))
+                try:
+                    _link_unnamed(f.fileno(), os.path.dirname(tmp), os.path.basename(tmp))
+                except OSError as exc:
+                    raise _UnlinkableError(str(exc)) from exc
                 named = True
         os.replace(tmp, path)
     except BaseException:  # KeyboardInterrupt too: never leave the temporary file behind
@@ -104,7 +123,6 @@ def atomic_write(path, write):
             except OSError:
                 pass
         raise
-    _sync_folder(folder)
 
 
 def _open_unnamed(folder):

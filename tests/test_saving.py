@@ -377,6 +377,26 @@ def test_a_rename_that_fails_leaves_no_temporary(tmp_path, temporary):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
+def test_an_unnamed_file_that_cannot_be_linked_is_written_again_with_a_name(saved, monkeypatch):
+    """Where /proc refuses to link the O_TMPFILE file (some hardened containers), the save still
+    lands, through a named temporary file, and leaves nothing else behind."""
+    path, model = saved
+    probe = fastnn.saving._open_unnamed(str(path.parent))
+    if probe is None:
+        pytest.skip("this file system has no O_TMPFILE")
+    os.close(probe)
+
+    def refuse(fd, folder, name):
+        raise PermissionError("linkat refused")
+
+    monkeypatch.setattr(fastnn.saving, "_link_unnamed", refuse)
+    model.fit(*blobs(), epochs=1, batch_size=8, verbose=0)
+    model.save(path)
+    monkeypatch.undo()
+    assert weights_equal(load_model(path).get_weights(), model.get_weights())
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.npz"]
+
+
 def test_save_through_a_symlink_writes_where_it_points(saved, tmp_path, monkeypatch, temporary):
     path, model = saved
     elsewhere = tmp_path / "store"
