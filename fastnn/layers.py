@@ -360,6 +360,10 @@ class Embedding(Layer):
     output widths (``input_length`` and the combined width); the vocabulary and vector sizes are
     ``vocabulary`` and ``embedding_dim``, and ``get_config`` keeps Keras' names.
     ``embeddings_initializer`` defaults to Keras' uniform(-0.05, 0.05).
+
+    ``input_dim`` is at least 1: a table of no rows has no valid id, so every input would be
+    refused; it is a ValueError here, as in Keras (PyTorch's ``nn.Embedding(0, d)`` is accepted
+    but can look nothing up).
     """
     combiners = ("concat", "sum", "mean")
 
@@ -436,6 +440,8 @@ class Embedding(Layer):
             raw = raw.reshape(-1, 1)
         if raw.ndim != 2 or raw.shape[1] != self.input_length:
             raise ValueError(f"{name} must be rows of input_length={self.input_length} ids, got shape {raw.shape}")
+        if raw.shape[0] == 0:  # as check_features: no batch to run, and a batch size of 0 rows
+            raise ValueError(f"{name} is empty: expected at least one row")
         if raw.size:
             if raw.dtype.kind == "f" and not np.all(np.isfinite(raw) & (raw == np.round(raw))):
                 raise ValueError(f"{name} must hold integer ids for the Embedding: found values that are not "

@@ -26,7 +26,7 @@ from .config import INFERENCE_BATCH_SIZE
 from . import user_layers as user_kernels
 from .kernels.optimizers import N_HYPER
 from .kernels.regularizers import regularization_penalty
-from .layers import Dropout, Input, Layer, check_weight_list
+from .layers import Dropout, Embedding, Input, Layer, check_weight_list
 from .schedules import LearningRateSchedule
 from .validation import check_dtype, check_float, check_int, check_targets
 
@@ -96,6 +96,9 @@ class MLP:
         if isinstance(layer, Input) and self.layers:
             raise ValueError("Input must be the first layer")
         layer.connect(self.layers[-1].output_dim if self.layers else None)
+        if isinstance(layer, Embedding) and self._compute_layers():
+            raise ValueError("an Embedding reads integer ids: it must be the first layer (after an optional Input), "
+                             f"but the model already has {type(self._compute_layers()[-1]).__name__} layers")
         if layer.input_dim is None:
             raise ValueError(f"the first layer needs input_dim (or add an Input first): {layer!r}")
         weights = self.get_weights() if self._backend is not None else None
@@ -216,6 +219,9 @@ class MLP:
         'r2', 'cosine_similarity'. Training figures are counted inside the compiled step over the
         epoch's batches (AUC over 200 score buckets, as Keras' thresholds); validation and
         ``evaluate`` figures are exact, from ``predict``'s output."""
+        if self._busy.locked():  # a callback's compile would change the logs of the epochs still to come
+            raise RuntimeError("compile: the model is training (fit or train_on_batch is running, here or in another "
+                               "thread): its loss, optimizer and metrics cannot change until that returns")
         # Everything is checked before anything is set: a failed compile leaves the model as it was.
         loss = losses.get(loss)
         optimizer = None if optimizer is None else optimizers.get(optimizer)

@@ -258,3 +258,73 @@ def test_building_a_large_layer_makes_few_copies():
     finally:
         tracemalloc.stop()
     assert peak < 5.5 * model.count_params() * 4
+
+
+# ---- misuse of Embedding, Model and compile --------------------------------------------------
+
+def embedding_model():
+    model = MLP([fastnn.Embedding(10, 4, input_length=2), Dense(None, 3, activation="softmax")], seed=0)
+    return model.compile("cross_entropy", "adam")
+
+
+def test_an_embedding_model_refuses_empty_input():
+    """Was: predict raised 'range() arg 3 must not be zero' and fit a ZeroDivisionError."""
+    model = embedding_model()
+    empty = np.zeros((0, 2), np.int64)
+    with pytest.raises(ValueError, match=r"x is empty: expected at least one row"):
+        model.predict(empty)
+    with pytest.raises(ValueError, match=r"x is empty: expected at least one row"):
+        model.fit(empty, np.zeros(0, np.int64), verbose=0)
+    with pytest.raises(ValueError, match=r"x is empty: expected at least one row"):
+        model.evaluate(empty, np.zeros(0, np.int64))
+
+
+def test_an_embedding_of_no_ids_is_refused():
+    """A table of 0 rows can look up nothing: refused as Keras refuses input_dim <= 0."""
+    for rows in (0, -1):
+        with pytest.raises(ValueError, match=r"input_dim must be >= 1"):
+            fastnn.Embedding(rows, 4)
+
+
+def test_an_embedding_after_another_layer_is_refused_at_add():
+    """Was: accepted when the previous layer's width equalled input_length, failing only at fit."""
+    model = MLP([Dense(3, 2)])
+    with pytest.raises(ValueError, match=r"Embedding reads integer ids: it must be the first layer"):
+        model.add(fastnn.Embedding(10, 4, input_length=2))
+    assert len(model.layers) == 1
+    first = MLP([fastnn.Input((2,))]).add(fastnn.Embedding(10, 4, input_length=2))  # after an Input: first
+    assert len(first.layers) == 2
+
+
+def test_the_same_input_twice_is_refused_and_the_input_stays_usable():
+    """Was: an error naming no Input, and the Input marked as belonging to a model, so that
+    building the right model with it failed too."""
+    a = fastnn.Input((3,))
+    out = Dense(units=2, activation="softmax")(a)
+    with pytest.raises(ValueError, match=r"inputs\[1\] is inputs\[0\] again: each Input appears once"):
+        fastnn.Model(inputs=[a, a], outputs=out)
+    model = fastnn.Model(inputs=[a], outputs=out).compile("cross_entropy", "adam")
+    x, y = blobs(n=20)
+    model.fit(x[:, :3], y % 2, epochs=1, verbose=0)
+    assert model.predict(x[:, :3]).shape == (20, 2)
+
+
+def test_compile_while_fit_runs_is_refused():
+    """Was: accepted from a callback, and later epochs logged other metrics (a ragged History)."""
+    x, y = blobs()
+    model = small(metrics=["accuracy"])
+    errors = []
+
+    class Recompile(fastnn.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            try:
+                model.compile("cross_entropy", "sgd", metrics=["accuracy", "f1"])
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+    history = model.fit(x, y, epochs=2, verbose=0, callbacks=[Recompile()])
+    assert len(errors) == 2 and "compile" in errors[0] and "training" in errors[0]
+    assert sorted(history.history) == ["accuracy", "loss"]
+    assert all(len(v) == 2 for v in history.history.values())
+    assert model.metrics == ["accuracy"] and isinstance(model.optimizer, fastnn.optimizers.Adam)
+
