@@ -24,6 +24,7 @@ from . import user_layers as user_kernels
 from .kernels.optimizers import H_SCHEDULE, any_clipping
 from .kernels.schedules import CONSTANT
 from .threading import blas_threads_for
+from .validation import writable_input
 
 
 # The training state, in the order ``state()`` lists it: the flat parameter buffer, the two
@@ -234,6 +235,9 @@ class CPUBackend(Backend):
                 True if scheduled else None)
 
     def predict(self, x, batch_size=INFERENCE_BATCH_SIZE, training=False):
+        """``x`` may be read-only (a memory-mapped file): then it is copied, since the inference pass
+        runs on the input itself (``validation.writable_input``); ``train`` takes it as it is."""
+        x = writable_input(x)
         out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
@@ -242,6 +246,8 @@ class CPUBackend(Backend):
         return out
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
+        """As ``predict``, a read-only ``x`` or ``y`` is copied."""
+        x, y = writable_input(x), writable_input(y)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
             return self._run(network.evaluate_batches, self._network(), loss, x, y, batch_size, self.work, *self.kinds,

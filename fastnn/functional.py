@@ -197,10 +197,12 @@ class Model(MLP):
             if embedding is not None:
                 parts.append(embedding.check_input(array, part_name, self.dtype))
             else:
-                parts.append(check_features(array, part_name, width=inp.output_dim, dtype=self.dtype))
+                parts.append(check_features(array, part_name, width=inp.output_dim, dtype=self.dtype, writable=False))
         rows = {p.shape[0] for p in parts}
         if len(rows) != 1:
             raise ValueError(f"the arrays of {name} must have the same number of rows, got {[p.shape[0] for p in parts]}")
+        if len(parts) == 1:  # already as the kernels read it: a large (memory-mapped) input is not copied
+            return parts[0]
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=self.dtype)
 
     def summary(self, print_fn=print):

@@ -126,8 +126,10 @@ class Layer(Configurable):
 
     def check_input(self, x, name, dtype):
         """``x``, the model's input when this is its first layer, checked (a ValueError or
-        TypeError names ``name``) and as the kernels read it: a C-contiguous 2-D array of ``dtype``."""
-        return check_features(x, name, width=self.input_dim, dtype=dtype)
+        TypeError names ``name``) and as the kernels read it: a C-contiguous 2-D array of ``dtype``,
+        read-only if ``x`` is (the backends copy it where a pass needs it writable, see
+        ``validation.writable_input``)."""
+        return check_features(x, name, width=self.input_dim, dtype=dtype, writable=False)
 
     def table_row(self, offset):
         """This layer's row of the kernels' ``layers`` table, its parameters starting at ``offset``."""

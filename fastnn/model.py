@@ -245,7 +245,7 @@ class MLP:
     def _check_xy(self, x, y, prefix=""):
         x = self._check_x(x, prefix + "x")
         y = check_targets(y, prefix + "y", x.shape[0], self.output_dim, dtype=self.dtype,
-                          one_hot_labels=self.output_dim > 1, unit_interval=self.loss.unit_interval)
+                          one_hot_labels=self.output_dim > 1, unit_interval=self.loss.unit_interval, writable=False)
         return x, y
 
     def _check_x(self, x, name):
