@@ -71,6 +71,9 @@ _NO_COUNTS = np.zeros(0)
 class Backend:
     """What both backends share: the training state behind ``state()``/``load_state()`` and the
     optimizers' slices, through each backend's ``host``/``write``."""
+    # Whether ``train`` runs all its batches in one compiled call, during which Python, and so a
+    # KeyboardInterrupt, waits: fit then keeps each call short (``MLP._batches_per_call``).
+    compiled_loop = False
 
     def state(self):
         """Host copies of the whole training state, keyed by the names of ``STATE``."""
@@ -103,6 +106,7 @@ class Backend:
 class CPUBackend(Backend):
     """Arrays are NumPy arrays in host memory; kernels are Numba CPU functions."""
     name = "cpu"
+    compiled_loop = True
     # What fit prints while compile_train runs, when will_compile says it will compile.
     compile_notice = "compiling kernels (first run only, about 15 s on two cores) ..."
 

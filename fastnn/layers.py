@@ -144,6 +144,18 @@ class Layer(Configurable):
         parameters (offsets into the flat buffer; the model has set ``_offset``)."""
         return []
 
+    def step_work(self, rows):
+        """(matrix-product FLOPs, values touched by memory-bound passes) of this layer in one
+        training step of ``rows`` rows, forward and backward: what ``fit`` sizes its calls into
+        the compiled loop by (``MLP._batches_per_call``). Here: the layer's outputs, each read and
+        written about three times (activations, Dropout, BatchNorm, Masking, merges); a user
+        layer's functions are counted as running over all its parameters for every row, forward
+        and backward (nothing more is known of them)."""
+        values = 3 * self.output_dim
+        if self.is_user_layer():
+            values += 3 * self.count_params()
+        return 0.0, float(rows) * values
+
     def table_floats(self):
         """This layer's row of the kernels' ``alphas``: [its activation's alpha, a Dropout's rate or
         a BatchNorm's momentum; a BatchNorm's epsilon]."""
@@ -214,6 +226,10 @@ class Dense(Layer):
         row[W_OFF], row[B_OFF] = offset, offset + self.input_dim * self.output_dim
         row[ACT], row[KIND] = self.activation.code, DENSE_LAYER
         return row
+
+    def step_work(self, rows):
+        flops, values = super().step_work(rows)
+        return flops + 6.0 * rows * self.input_dim * self.output_dim, values  # x @ W; dx and dW backward
 
     def regularized_slices(self):
         n_w = self.input_dim * self.output_dim
@@ -415,6 +431,10 @@ class Embedding(Layer):
 
     def table_floats(self):
         return [float(self.combiners.index(self.combiner)), float(self.mask_zero)]
+
+    def step_work(self, rows):
+        flops, values = super().step_work(rows)
+        return flops, values + 2.0 * rows * self.input_length * self.embedding_dim  # gathered; scattered back
 
     def regularized_slices(self):
         reg = self.embeddings_regularizer

@@ -4,8 +4,9 @@ Data path of ``fit`` (all of it, top to bottom): validate ``x``/``y`` once
 (``fastnn.validation``) -> lay the parameters out in one flat buffer and hand it to a
 backend (``_build``) -> per epoch, shuffle an index array in place and call
 ``backend.train`` once (or once per chunk of batches when a callback or the progress bar
-wants to see them) -> that runs ``fastnn.kernels.network.train_batches``. For every batch it
-gathers, runs the forward pass (Dropout active), the loss, the backward pass, the weight
+wants to see them, or when one call would run for more than a fraction of a second, which
+Ctrl-C could not stop) -> that runs ``fastnn.kernels.network.train_batches``. For every
+batch it gathers, runs the forward pass (Dropout active), the loss, the backward pass, the weight
 penalty, clipping, the learning-rate schedule and the optimizer step, with no Python in between
 and no allocation -> per-epoch logs, validation, callbacks.
 """
@@ -33,8 +34,15 @@ from .validation import check_dtype, check_float, check_int, check_targets
 # Batches per call into the compiled loop while a progress bar is shown: often enough for
 # a smooth bar, rarely enough that the calls cost nothing measurable.
 _PROGRESS_UPDATES_PER_EPOCH = 20
-# Matrix-product FLOPs per call into the compiled training loop at most (see fit).
+# Matrix-product FLOPs per call into the compiled training loop at most (see _batches_per_call):
+# at the 35 to 70 GFLOP/s of a training step's products on two cores, 0.3 to 0.6 s.
 _CHUNK_FLOPS = 2e10
+# What a value touched by a memory-bound pass costs in FLOPs of matrix product, for the same
+# sizing. Measured with fit on 2 shared cores: the products of a 256-512-512-10 step at batch 256
+# ran at 35 GFLOP/s (0.029 ns a FLOP); an Embedding(300000, 32) step, Adam over the table, took
+# 1.8 ns a parameter (62 FLOPs' worth); ReLU, Dropout, tanh and BatchNorm over 4096 values a row
+# 7.8 ns a value, forward and backward (270: three passes of 90).
+_VALUE_FLOPS = 100.0
 
 
 def _one_training_call(method):
@@ -386,13 +394,7 @@ class MLP:
         rows_in_order = order.copy()
         data = self._backend.dataset(x, y)
         per_batch = any(cb.wants_batches() for cb in callbacks)
-        chunk = 1 if per_batch else (max(1, n_batches // _PROGRESS_UPDATES_PER_EPOCH) if verbose == 1
-                                     else n_batches)
-        # Python sees Ctrl-C only between calls into the compiled loop: calls of at most
-        # _CHUNK_FLOPS (a fraction of a second) let a KeyboardInterrupt stop training promptly,
-        # between two batches, with the model consistent.
-        step_flops = 3.0 * getattr(self._backend, "flops_per_row", 0.0) * batch_size
-        chunk = min(chunk, max(1, int(_CHUNK_FLOPS // max(step_flops, 1.0))))
+        chunk = self._batches_per_call(batch_size, n_batches, per_batch, verbose)
         bar = _progress_bar(show, n_batches)
 
         if n_batches and (verbose or distributed.world() is not None):
@@ -476,6 +478,24 @@ class MLP:
         for cb in callbacks:
             cb.on_train_end(logs)
         return history
+
+    def _batches_per_call(self, batch_size, n_batches, per_batch, verbose):
+        """How many batches fit trains per call into the backend: one when a callback wants each
+        batch, a twentieth of the epoch for a progress bar, else the whole epoch; and, where the
+        backend runs them in one compiled call, at most what costs _CHUNK_FLOPS (a fraction of a
+        second). Python sees Ctrl-C only between such calls: short ones let a KeyboardInterrupt
+        stop training promptly, between two batches, with the model consistent. A step's cost
+        counts every layer (``Layer.step_work``: products, and every value a memory-bound pass
+        touches at _VALUE_FLOPS) and the optimizers' update of every parameter."""
+        chunk = 1 if per_batch else (max(1, n_batches // _PROGRESS_UPDATES_PER_EPOCH) if verbose == 1
+                                     else n_batches)
+        if not self._backend.compiled_loop:
+            return chunk
+        step = _VALUE_FLOPS * self.count_params()
+        for layer in self._compute_layers():
+            flops, values = layer.step_work(batch_size)
+            step += flops + _VALUE_FLOPS * values
+        return min(chunk, max(1, int(_CHUNK_FLOPS // max(step, 1.0))))
 
     def _after_divergence(self):
         """After a non-finite loss: the weights are those before that batch; if they are not
