@@ -24,6 +24,7 @@ from . import user_layers as user_kernels
 from .kernels.optimizers import ADAGRAD, H_SCHEDULE, RMSPROP, any_clipping
 from .kernels.schedules import CONSTANT
 from .threading import blas_threads_for
+from .validation import writable_input
 
 
 # The training state, in the order ``state()`` lists it: the flat parameter buffer, the two
@@ -87,6 +88,9 @@ _NO_COUNTS = np.zeros(0)
 class Backend:
     """What both backends share: the training state behind ``state()``/``load_state()`` and the
     optimizers' slices, through each backend's ``host``/``write``."""
+    # Whether ``train`` runs all its batches in one compiled call, during which Python, and so a
+    # KeyboardInterrupt, waits: fit then keeps each call short (``MLP._batches_per_call``).
+    compiled_loop = False
 
     def state(self):
         """Host copies of the whole training state, keyed by the names of ``STATE``."""
@@ -119,6 +123,7 @@ class Backend:
 class CPUBackend(Backend):
     """Arrays are NumPy arrays in host memory; kernels are Numba CPU functions."""
     name = "cpu"
+    compiled_loop = True
     # What fit prints while compile_train runs, when will_compile says it will compile.
     compile_notice = "compiling kernels (first run only, about 15 s on two cores) ..."
 
@@ -251,6 +256,9 @@ class CPUBackend(Backend):
                 True if scheduled else None)
 
     def predict(self, x, batch_size=INFERENCE_BATCH_SIZE, training=False):
+        """``x`` may be read-only (a memory-mapped file): then it is copied, since the inference pass
+        runs on the input itself (``validation.writable_input``); ``train`` takes it as it is."""
+        x = writable_input(x)
         out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
@@ -259,6 +267,8 @@ class CPUBackend(Backend):
         return out
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
+        """As ``predict``, a read-only ``x`` or ``y`` is copied."""
+        x, y = writable_input(x), writable_input(y)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
             return self._run(network.evaluate_batches, self._network(), loss, x, y, batch_size, self.work, *self.kinds,

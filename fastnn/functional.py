@@ -119,6 +119,11 @@ class Model(MLP):
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if not inputs or not all(isinstance(i, Input) for i in inputs):
             raise TypeError("inputs must be Input tensors (a list of them, or one)")
+        for i, inp in enumerate(inputs):  # each input is a slice of the batch's columns: one each
+            twin = next((j for j in range(i) if inputs[j] is inp), None)
+            if twin is not None:
+                raise ValueError(f"inputs[{i}] is inputs[{twin}] again: each Input appears once (its array is passed "
+                                 "once; layers may read it several times)")
         if isinstance(outputs, (list, tuple)):
             if len(outputs) != 1:
                 raise ValueError("a Model has one output tensor")
@@ -146,9 +151,11 @@ class Model(MLP):
         self._sources = np.array([[index[id(s)] for s in t.inputs] + [-1] * (2 - len(t.inputs)) if t.inputs
                                   else [-1, -1] for t in tensors], dtype=np.int64)
         start = 0
+        # Checked before any layer is marked: a refused model leaves its layers usable for another.
         for layer in self.layers:
             if layer._model is not None:
                 raise ValueError(f"this {type(layer).__name__} already belongs to a model: create a new layer")
+        for layer in self.layers:
             layer._model = self
         for i in inputs:
             i._column, start = start, start + i.output_dim
@@ -190,10 +197,12 @@ class Model(MLP):
             if embedding is not None:
                 parts.append(embedding.check_input(array, part_name, self.dtype))
             else:
-                parts.append(check_features(array, part_name, width=inp.output_dim, dtype=self.dtype))
+                parts.append(check_features(array, part_name, width=inp.output_dim, dtype=self.dtype, writable=False))
         rows = {p.shape[0] for p in parts}
         if len(rows) != 1:
             raise ValueError(f"the arrays of {name} must have the same number of rows, got {[p.shape[0] for p in parts]}")
+        if len(parts) == 1:  # already as the kernels read it: a large (memory-mapped) input is not copied
+            return parts[0]
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=self.dtype)
 
     def summary(self, print_fn=print):

@@ -126,8 +126,10 @@ class Layer(Configurable):
 
     def check_input(self, x, name, dtype):
         """``x``, the model's input when this is its first layer, checked (a ValueError or
-        TypeError names ``name``) and as the kernels read it: a C-contiguous 2-D array of ``dtype``."""
-        return check_features(x, name, width=self.input_dim, dtype=dtype)
+        TypeError names ``name``) and as the kernels read it: a C-contiguous 2-D array of ``dtype``,
+        read-only if ``x`` is (the backends copy it where a pass needs it writable, see
+        ``validation.writable_input``)."""
+        return check_features(x, name, width=self.input_dim, dtype=dtype, writable=False)
 
     def table_row(self, offset):
         """This layer's row of the kernels' ``layers`` table, its parameters starting at ``offset``."""
@@ -141,6 +143,18 @@ class Layer(Configurable):
         """Rows [start, stop, l1, l2] of the kernels' ``reg`` table for this layer's penalized
         parameters (offsets into the flat buffer; the model has set ``_offset``)."""
         return []
+
+    def step_work(self, rows):
+        """(matrix-product FLOPs, values touched by memory-bound passes) of this layer in one
+        training step of ``rows`` rows, forward and backward: what ``fit`` sizes its calls into
+        the compiled loop by (``MLP._batches_per_call``). Here: the layer's outputs, each read and
+        written about three times (activations, Dropout, BatchNorm, Masking, merges); a user
+        layer's functions are counted as running over all its parameters for every row, forward
+        and backward (nothing more is known of them)."""
+        values = 3 * self.output_dim
+        if self.is_user_layer():
+            values += 3 * self.count_params()
+        return 0.0, float(rows) * values
 
     def table_floats(self):
         """This layer's row of the kernels' ``alphas``: [its activation's alpha, a Dropout's rate or
@@ -212,6 +226,10 @@ class Dense(Layer):
         row[W_OFF], row[B_OFF] = offset, offset + self.input_dim * self.output_dim
         row[ACT], row[KIND] = self.activation.code, DENSE_LAYER
         return row
+
+    def step_work(self, rows):
+        flops, values = super().step_work(rows)
+        return flops + 6.0 * rows * self.input_dim * self.output_dim, values  # x @ W; dx and dW backward
 
     def regularized_slices(self):
         n_w = self.input_dim * self.output_dim
@@ -360,6 +378,10 @@ class Embedding(Layer):
     output widths (``input_length`` and the combined width); the vocabulary and vector sizes are
     ``vocabulary`` and ``embedding_dim``, and ``get_config`` keeps Keras' names.
     ``embeddings_initializer`` defaults to Keras' uniform(-0.05, 0.05).
+
+    ``input_dim`` is at least 1: a table of no rows has no valid id, so every input would be
+    refused; it is a ValueError here, as in Keras (PyTorch's ``nn.Embedding(0, d)`` is accepted
+    but can look nothing up).
     """
     combiners = ("concat", "sum", "mean")
 
@@ -410,6 +432,10 @@ class Embedding(Layer):
     def table_floats(self):
         return [float(self.combiners.index(self.combiner)), float(self.mask_zero)]
 
+    def step_work(self, rows):
+        flops, values = super().step_work(rows)
+        return flops, values + 2.0 * rows * self.input_length * self.embedding_dim  # gathered; scattered back
+
     def regularized_slices(self):
         reg = self.embeddings_regularizer
         if reg is None or not any(reg.factors()):
@@ -436,6 +462,8 @@ class Embedding(Layer):
             raw = raw.reshape(-1, 1)
         if raw.ndim != 2 or raw.shape[1] != self.input_length:
             raise ValueError(f"{name} must be rows of input_length={self.input_length} ids, got shape {raw.shape}")
+        if raw.shape[0] == 0:  # as check_features: no batch to run, and a batch size of 0 rows
+            raise ValueError(f"{name} is empty: expected at least one row")
         if raw.size:
             if raw.dtype.kind == "f" and not np.all(np.isfinite(raw) & (raw == np.round(raw))):
                 raise ValueError(f"{name} must hold integer ids for the Embedding: found values that are not "

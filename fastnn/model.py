@@ -4,8 +4,9 @@ Data path of ``fit`` (all of it, top to bottom): validate ``x``/``y`` once
 (``fastnn.validation``) -> lay the parameters out in one flat buffer and hand it to a
 backend (``_build``) -> per epoch, shuffle an index array in place and call
 ``backend.train`` once (or once per chunk of batches when a callback or the progress bar
-wants to see them) -> that runs ``fastnn.kernels.network.train_batches``. For every batch it
-gathers, runs the forward pass (Dropout active), the loss, the backward pass, the weight
+wants to see them, or when one call would run for more than a fraction of a second, which
+Ctrl-C could not stop) -> that runs ``fastnn.kernels.network.train_batches``. For every
+batch it gathers, runs the forward pass (Dropout active), the loss, the backward pass, the weight
 penalty, clipping, the learning-rate schedule and the optimizer step, with no Python in between
 and no allocation -> per-epoch logs, validation, callbacks.
 """
@@ -26,15 +27,22 @@ from .config import INFERENCE_BATCH_SIZE
 from . import user_layers as user_kernels
 from .kernels.optimizers import N_HYPER
 from .kernels.regularizers import regularization_penalty
-from .layers import Dropout, Input, Layer, check_weight_list
+from .layers import Dropout, Embedding, Input, Layer, check_weight_list
 from .schedules import LearningRateSchedule
 from .validation import check_dtype, check_float, check_int, check_targets
 
 # Batches per call into the compiled loop while a progress bar is shown: often enough for
 # a smooth bar, rarely enough that the calls cost nothing measurable.
 _PROGRESS_UPDATES_PER_EPOCH = 20
-# Matrix-product FLOPs per call into the compiled training loop at most (see fit).
+# Matrix-product FLOPs per call into the compiled training loop at most (see _batches_per_call):
+# at the 35 to 70 GFLOP/s of a training step's products on two cores, 0.3 to 0.6 s.
 _CHUNK_FLOPS = 2e10
+# What a value touched by a memory-bound pass costs in FLOPs of matrix product, for the same
+# sizing. Measured with fit on 2 shared cores: the products of a 256-512-512-10 step at batch 256
+# ran at 35 GFLOP/s (0.029 ns a FLOP); an Embedding(300000, 32) step, Adam over the table, took
+# 1.8 ns a parameter (62 FLOPs' worth); ReLU, Dropout, tanh and BatchNorm over 4096 values a row
+# 7.8 ns a value, forward and backward (270: three passes of 90).
+_VALUE_FLOPS = 100.0
 
 
 def _one_training_call(method):
@@ -98,6 +106,9 @@ class MLP:
         if isinstance(layer, Input) and self.layers:
             raise ValueError("Input must be the first layer")
         layer.connect(self.layers[-1].output_dim if self.layers else None)
+        if isinstance(layer, Embedding) and self._compute_layers():
+            raise ValueError("an Embedding reads integer ids: it must be the first layer (after an optional Input), "
+                             f"but the model already has {type(self._compute_layers()[-1]).__name__} layers")
         if layer.input_dim is None:
             raise ValueError(f"the first layer needs input_dim (or add an Input first): {layer!r}")
         weights = self.get_weights() if self._backend is not None else None
@@ -218,6 +229,9 @@ class MLP:
         'r2', 'cosine_similarity'. Training figures are counted inside the compiled step over the
         epoch's batches (AUC over 200 score buckets, as Keras' thresholds); validation and
         ``evaluate`` figures are exact, from ``predict``'s output."""
+        if self._busy.locked():  # a callback's compile would change the logs of the epochs still to come
+            raise RuntimeError("compile: the model is training (fit or train_on_batch is running, here or in another "
+                               "thread): its loss, optimizer and metrics cannot change until that returns")
         # Everything is checked before anything is set: a failed compile leaves the model as it was.
         loss = losses.get(loss)
         optimizer = None if optimizer is None else optimizers.get(optimizer)
@@ -241,7 +255,7 @@ class MLP:
     def _check_xy(self, x, y, prefix=""):
         x = self._check_x(x, prefix + "x")
         y = check_targets(y, prefix + "y", x.shape[0], self.output_dim, dtype=self.dtype,
-                          one_hot_labels=self.output_dim > 1, unit_interval=self.loss.unit_interval)
+                          one_hot_labels=self.output_dim > 1, unit_interval=self.loss.unit_interval, writable=False)
         return x, y
 
     def _check_x(self, x, name):
@@ -408,13 +422,7 @@ class MLP:
         # Under MPI a rank that logs each batch sums its metric counters over the ranks at each
         # batch: if one rank does, all do.
         per_batch = distributed.any_rank(any(cb.wants_batches() for cb in callbacks))
-        chunk = 1 if per_batch else (max(1, n_batches // _PROGRESS_UPDATES_PER_EPOCH) if verbose == 1
-                                     else n_batches)
-        # Python sees Ctrl-C only between calls into the compiled loop: calls of at most
-        # _CHUNK_FLOPS (a fraction of a second) let a KeyboardInterrupt stop training promptly,
-        # between two batches, with the model consistent.
-        step_flops = 3.0 * getattr(self._backend, "flops_per_row", 0.0) * batch_size
-        chunk = min(chunk, max(1, int(_CHUNK_FLOPS // max(step_flops, 1.0))))
+        chunk = self._batches_per_call(batch_size, n_batches, per_batch, verbose)
         bar = _progress_bar(show, n_batches)
 
         if n_batches and (verbose or distributed.world() is not None):
@@ -502,6 +510,24 @@ class MLP:
         for cb in callbacks:
             cb.on_train_end(logs)
         return history
+
+    def _batches_per_call(self, batch_size, n_batches, per_batch, verbose):
+        """How many batches fit trains per call into the backend: one when a callback wants each
+        batch, a twentieth of the epoch for a progress bar, else the whole epoch; and, where the
+        backend runs them in one compiled call, at most what costs _CHUNK_FLOPS (a fraction of a
+        second). Python sees Ctrl-C only between such calls: short ones let a KeyboardInterrupt
+        stop training promptly, between two batches, with the model consistent. A step's cost
+        counts every layer (``Layer.step_work``: products, and every value a memory-bound pass
+        touches at _VALUE_FLOPS) and the optimizers' update of every parameter."""
+        chunk = 1 if per_batch else (max(1, n_batches // _PROGRESS_UPDATES_PER_EPOCH) if verbose == 1
+                                     else n_batches)
+        if not self._backend.compiled_loop:
+            return chunk
+        step = _VALUE_FLOPS * self.count_params()
+        for layer in self._compute_layers():
+            flops, values = layer.step_work(batch_size)
+            step += flops + _VALUE_FLOPS * values
+        return min(chunk, max(1, int(_CHUNK_FLOPS // max(step, 1.0))))
 
     def _after_divergence(self):
         """After a non-finite loss: the weights are those before that batch; if they are not

@@ -69,11 +69,16 @@ def _as_numeric_array(x, name):
     return arr
 
 
-def check_features(x, name="x", width=None, dtype=np.float32):
+def check_features(x, name="x", width=None, dtype=np.float32, writable=True):
     """A 2-D array of finite numbers, (rows, width), returned C-contiguous in ``dtype``.
 
     A 1-D array is taken as a single row only when ``width`` says so unambiguously; images
     of shape (rows, 28, 28) are flattened to (rows, 784).
+
+    ``writable``: a read-only array (a memory-mapped file opened 'r', a frozen array) is copied,
+    for callers whose kernels take it as a mutable array; False returns it as it is, for a caller
+    that only reads it (a model's ``fit``, ``predict`` and ``evaluate``: see ``writable_input``).
+    An array already C-contiguous in ``dtype`` is otherwise never copied.
     """
     arr = _as_numeric_array(x, name)
     if arr.ndim == 0:
@@ -92,14 +97,17 @@ def check_features(x, name="x", width=None, dtype=np.float32):
         raise ValueError(f"{name} must have {width} features per row (the model's input width), "
                          f"got shape {np.shape(x)}")
     with np.errstate(over="ignore"):  # a value beyond the dtype's range becomes inf: reported below
-        arr = _writeable(np.ascontiguousarray(arr, dtype=dtype))
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+    if writable:
+        arr = writable_input(arr)
     if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinite values (or values beyond {np.dtype(dtype).name}'s range)")
     return arr
 
 
-def check_targets(y, name, n_rows, width, dtype=np.float32, one_hot_labels=True, unit_interval=False):
-    """Targets as a C-contiguous (rows, width) array in ``dtype``.
+def check_targets(y, name, n_rows, width, dtype=np.float32, one_hot_labels=True, unit_interval=False,
+                  writable=True):
+    """Targets as a C-contiguous (rows, width) array in ``dtype``; ``writable`` as ``check_features``'.
 
     With ``one_hot_labels`` and ``width > 1``, a 1-D integer array is read as class labels in
     [0, width) and one-hot encoded (as ``torch.nn.CrossEntropyLoss`` takes class indices).
@@ -136,7 +144,9 @@ def check_targets(y, name, n_rows, width, dtype=np.float32, one_hot_labels=True,
     if arr.shape[1] != width:
         raise ValueError(f"{name} must have {width} columns (the model's output width), got shape {arr.shape}")
     with np.errstate(over="ignore"):
-        arr = _writeable(np.ascontiguousarray(arr, dtype=dtype))
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+    if writable:
+        arr = writable_input(arr)
     if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinite values (or values beyond {np.dtype(dtype).name}'s range)")
     if unit_interval and (arr.min() < 0 or arr.max() > 1):
@@ -160,8 +170,10 @@ def check_labels(y, name, n_rows=None):
     return arr
 
 
-def _writeable(arr):
+def writable_input(arr):
     """``arr``, or a copy where it is read-only (a memory-mapped file, a frozen array): Numba
-    types a read-only array as its own type, and the kernels' passes, which mix the input with
-    their writable buffers, do not compile for it."""
+    types a read-only array as its own type, and the inference passes (``network_forward`` on the
+    input itself), which mix the input with their writable buffers, do not compile for it. The
+    training step only gathers rows of its input into a workspace, so ``fit`` takes a read-only
+    array as it is (a memory-mapped data set is not copied whole)."""
     return arr if arr.flags.writeable else arr.copy()

@@ -320,3 +320,20 @@ def test_a_seed_of_64_bits_draws_the_cpus_dropout_masks(data, seed):
         models[device] = model.compile(loss="categorical_crossentropy", optimizer=Adam(0.05))
         model.fit(x, y, epochs=2, batch_size=4, verbose=0)
     assert_weights_close(models["cpu"], models["cuda"])
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_read_only_arrays_train_and_predict_as_writable_ones(data, streamed):
+    """fit takes a read-only array (a memmap opened 'r') as it is: uploaded whole, or streamed."""
+    x, y = data
+    x_ro, y_ro = x.copy(), np.eye(3, dtype=np.float32)[y]
+    x_ro.setflags(write=False)
+    y_ro.setflags(write=False)
+    models = {d: classifier(d) for d in ("cpu", "cuda")}
+    if streamed:
+        models["cuda"].get_weights()
+        models["cuda"]._backend.dataset_budget = 2 * 4 * (6 + 3) * 4
+    hist = {d: m.fit(x_ro, y_ro, epochs=2, batch_size=4, validation_split=0.3, verbose=0) for d, m in models.items()}
+    assert_history_close(hist["cpu"], hist["cuda"])
+    assert_weights_close(models["cpu"], models["cuda"])
+    np.testing.assert_allclose(models["cuda"].predict(x_ro), models["cpu"].predict(x), rtol=0, atol=TOL)

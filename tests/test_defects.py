@@ -260,3 +260,195 @@ def test_building_a_large_layer_makes_few_copies():
     finally:
         tracemalloc.stop()
     assert peak < 5.5 * model.count_params() * 4
+
+
+# ---- misuse of Embedding, Model and compile --------------------------------------------------
+
+def embedding_model():
+    model = MLP([fastnn.Embedding(10, 4, input_length=2), Dense(None, 3, activation="softmax")], seed=0)
+    return model.compile("cross_entropy", "adam")
+
+
+def test_an_embedding_model_refuses_empty_input():
+    """Was: predict raised 'range() arg 3 must not be zero' and fit a ZeroDivisionError."""
+    model = embedding_model()
+    empty = np.zeros((0, 2), np.int64)
+    with pytest.raises(ValueError, match=r"x is empty: expected at least one row"):
+        model.predict(empty)
+    with pytest.raises(ValueError, match=r"x is empty: expected at least one row"):
+        model.fit(empty, np.zeros(0, np.int64), verbose=0)
+    with pytest.raises(ValueError, match=r"x is empty: expected at least one row"):
+        model.evaluate(empty, np.zeros(0, np.int64))
+
+
+def test_an_embedding_of_no_ids_is_refused():
+    """A table of 0 rows can look up nothing: refused as Keras refuses input_dim <= 0."""
+    for rows in (0, -1):
+        with pytest.raises(ValueError, match=r"input_dim must be >= 1"):
+            fastnn.Embedding(rows, 4)
+
+
+def test_an_embedding_after_another_layer_is_refused_at_add():
+    """Was: accepted when the previous layer's width equalled input_length, failing only at fit."""
+    model = MLP([Dense(3, 2)])
+    with pytest.raises(ValueError, match=r"Embedding reads integer ids: it must be the first layer"):
+        model.add(fastnn.Embedding(10, 4, input_length=2))
+    assert len(model.layers) == 1
+    first = MLP([fastnn.Input((2,))]).add(fastnn.Embedding(10, 4, input_length=2))  # after an Input: first
+    assert len(first.layers) == 2
+
+
+def test_the_same_input_twice_is_refused_and_the_input_stays_usable():
+    """Was: an error naming no Input, and the Input marked as belonging to a model, so that
+    building the right model with it failed too."""
+    a = fastnn.Input((3,))
+    out = Dense(units=2, activation="softmax")(a)
+    with pytest.raises(ValueError, match=r"inputs\[1\] is inputs\[0\] again: each Input appears once"):
+        fastnn.Model(inputs=[a, a], outputs=out)
+    model = fastnn.Model(inputs=[a], outputs=out).compile("cross_entropy", "adam")
+    x, y = blobs(n=20)
+    model.fit(x[:, :3], y % 2, epochs=1, verbose=0)
+    assert model.predict(x[:, :3]).shape == (20, 2)
+
+
+def test_compile_while_fit_runs_is_refused():
+    """Was: accepted from a callback, and later epochs logged other metrics (a ragged History)."""
+    x, y = blobs()
+    model = small(metrics=["accuracy"])
+    errors = []
+
+    class Recompile(fastnn.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            try:
+                model.compile("cross_entropy", "sgd", metrics=["accuracy", "f1"])
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+    history = model.fit(x, y, epochs=2, verbose=0, callbacks=[Recompile()])
+    assert len(errors) == 2 and "compile" in errors[0] and "training" in errors[0]
+    assert sorted(history.history) == ["accuracy", "loss"]
+    assert all(len(v) == 2 for v in history.history.values())
+    assert model.metrics == ["accuracy"] and isinstance(model.optimizer, fastnn.optimizers.Adam)
+
+
+# ---- read-only inputs --------------------------------------------------------------------------
+
+def memmapped(path, array, mode):
+    np.save(path, array)
+    return np.load(path, mmap_mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["r", "r+"])
+def test_fit_trains_on_a_memory_mapped_file_without_copying_it(tmp_path, mode):
+    """Was: a read-only memmap (mode 'r') was copied whole before training, 2 GB of data peaking
+    at 4.3 GB; the training step only gathers its rows, so it takes the file's pages as they are."""
+    x, labels = blobs(n=96)
+    mx = memmapped(tmp_path / "x.npy", x, mode)
+    my = memmapped(tmp_path / "y.npy", np.eye(3, dtype=np.float32)[labels], mode)
+    model = small()
+    backend = model._ensure_built() or model._backend
+    real_train, seen = backend.train, []
+
+    def train(data, *args, **kwargs):
+        seen.append(data)
+        return real_train(data, *args, **kwargs)
+
+    backend.train = train
+    history = model.fit(mx, my, epochs=2, batch_size=16, verbose=0, validation_split=0.25)
+    assert seen and all(np.shares_memory(x_, mx) and np.shares_memory(y_, my) for x_, y_ in seen)
+    assert np.isfinite(history.history["val_loss"]).all()
+    # The same training on an in-memory copy: the same weights.
+    reference = small()
+    reference.fit(x, np.eye(3, dtype=np.float32)[labels], epochs=2, batch_size=16, verbose=0, validation_split=0.25)
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(model.predict(mx), model.predict(x))
+    assert model.evaluate(mx, my) == model.evaluate(x, np.eye(3, dtype=np.float32)[labels])
+    assert not np.shares_memory(mx, model.predict(mx))
+
+
+def test_a_functional_model_of_one_input_trains_on_a_read_only_array_without_copying_it():
+    x, labels = blobs(n=64)
+    x.setflags(write=False)
+    a = fastnn.Input((5,))
+    model = fastnn.Model(a, Dense(units=3, activation="softmax")(a), seed=0).compile("cross_entropy", "adam")
+    backend = model._ensure_built() or model._backend
+    real_train, seen = backend.train, []
+
+    def train(data, *args, **kwargs):
+        seen.append(data[0])
+        return real_train(data, *args, **kwargs)
+
+    backend.train = train
+    model.fit(x, labels, epochs=1, batch_size=16, verbose=0)
+    assert seen and all(np.shares_memory(s, x) for s in seen)
+    assert np.isfinite(model.predict(x)).all()
+
+
+# ---- Ctrl-C between calls into the compiled loop, for every kind of layer -----------------------
+
+class UserDense(fastnn.Layer):
+    """Dense without activation, written as a user layer (as tests/test_user_layers.py's)."""
+
+    def __init__(self, units, input_dim=None):
+        self.units = units
+        self.input_dim = input_dim
+
+    def build(self, input_dim):
+        self.add_weight("kernel", (input_dim, self.units))
+        self.add_weight("bias", (self.units,), initializer="zeros")
+        return self.units
+
+    @staticmethod
+    def forward(x, kernel, bias):
+        return x @ kernel + bias
+
+    @staticmethod
+    def backward(x, kernel, bias, y, dy):
+        return dy @ kernel.T, (x.T @ dy, dy.sum(axis=0))
+
+
+def batches_per_call(model, x, y, batch_size):
+    """The number of batches of each call into the compiled loop during one epoch of fit (the
+    calls recorded, not run: only their sizes are wanted)."""
+    backend = model._ensure_built() or model._backend
+    sizes = []
+
+    def train(data, order, batch_size, first, stop, *args, **kwargs):
+        sizes.append(stop - first)
+        return -1
+
+    backend.train = train
+    model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)
+    assert sum(sizes) == -(-len(x) // batch_size)
+    return sizes
+
+
+def test_a_large_embedding_table_makes_short_calls():
+    """Was: one call for the whole epoch (6.3 s for a 300k-row table), since the calls were sized
+    by the dense layers' products alone; every step's optimizer update runs over the whole table.
+    Measured on 2 cores: 1.8 ns per parameter a step (Embedding(300000, 32), batch 32), so
+    2.5e8 parameter updates take about 0.45 s."""
+    model = MLP([fastnn.Embedding(100_000, 16), Dense(None, 2, activation="softmax")], seed=0)
+    model.compile("cross_entropy", "adam")
+    x = np.arange(2000).reshape(-1, 1) % 100_000
+    sizes = batches_per_call(model, x, x[:, 0] % 2, batch_size=1)
+    assert max(sizes) * model.count_params() <= 2.5e8
+
+
+def test_a_large_user_layer_makes_short_calls():
+    """Was: one call for the whole epoch, a user layer's work counting for nothing. Its functions
+    run for every row over its parameters (forward and backward): a call is kept to at most 1e8
+    row-parameter products."""
+    model = MLP([Dense(4, 500, activation="relu"), UserDense(500), Dense(None, 2, activation="softmax")], seed=0)
+    model.compile("cross_entropy", "adam")
+    x, y = blobs(n=960)
+    sizes = batches_per_call(model, x[:, :4], y % 2, batch_size=32)
+    assert max(sizes) * 32 * model.layers[1].count_params() <= 1e8
+
+
+def test_a_small_dense_model_still_runs_an_epoch_in_one_call():
+    """The calls are sized by what they cost: a small model's epoch stays one call (each call
+    costs Python and a BLAS setting)."""
+    x, y = blobs(n=600)
+    assert batches_per_call(small(), x, y, batch_size=32) == [19]
