@@ -129,9 +129,7 @@ class MLP:
         layers = self._compute_layers()
         users = [layer for layer in layers if layer.is_user_layer()]
         graph = self._graph_table()
-        if users and self.device != "cpu":
-            raise ValueError(f"{type(users[0]).__name__} is a layer of your own: such layers run on the CPU only "
-                             f"(this model is on {self.device!r})")
+        self._check_device_runs_layers(self.device, f"this model is on {self.device!r}")
         table, offset = [], 0
         for layer in layers:
             layer._offset = offset
@@ -153,10 +151,20 @@ class MLP:
         extra = {"user": user_kernels.bundle(kernels)} if users else {}
         if graph is not None:
             extra["graph"] = graph
+        # What the backend runs besides the tables, kept for ``to``, which loads another backend.
+        self._load_options = extra
         self._backend.load(self._table, self._alphas, self._reg, np.zeros((0, 3), np.int64),
                            {"params": params, "state1": np.zeros_like(params), "state2": np.zeros_like(params),
                             "opt_steps": np.zeros(0, np.int64), "rng": rng}, **extra)
         self._configure_optimizers()
+
+    def _check_device_runs_layers(self, device, why):
+        """A ValueError (``why`` says what was asked) if ``device`` cannot run one of the layers:
+        user layers (Lambda, Layer subclasses) run on the CPU only."""
+        users = [layer for layer in self._compute_layers() if layer.is_user_layer()]
+        if users and device != "cpu":
+            raise ValueError(f"{type(users[0]).__name__} is a layer of your own: such layers run on the CPU only "
+                             f"({why})")
 
     def _table_row(self, layer, offset):
         """A layer's row of the kernels' table (a functional ``Model`` makes its inputs' rows)."""
@@ -746,12 +754,18 @@ class MLP:
                 f"Non-trainable params: {self.count_params() - trainable:,}"]
 
     def to(self, device):
-        """Move parameters and optimizer state to ``device`` ('cpu' or 'cuda'); returns self."""
+        """Move parameters and optimizer state to ``device`` ('cpu' or 'cuda'); returns self. The
+        new backend runs what the old one ran (a functional ``Model``'s graph, the user layers'
+        compiled functions). A model with user layers stays on the CPU: ``to('cuda')`` is a
+        ValueError naming the layer, raised before anything moves, and the model stays usable."""
         backend = get_backend(device, self.dtype)
-        if self._backend is not None:
-            backend.load(self._table, self._alphas, self._reg, self._backend.opt_meta, self._backend.state())
-            self._backend = backend
-        self.device = device
+        self._check_device_runs_layers(device, f"the model stays on {self.device!r}")
+        with self._lock:  # not while fit or predict runs on the old backend's buffers
+            if self._backend is not None:
+                backend.load(self._table, self._alphas, self._reg, self._backend.opt_meta, self._backend.state(),
+                             **self._load_options)
+                self._backend = backend
+            self.device = device
         return self
 
     def get_config(self):

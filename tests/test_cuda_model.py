@@ -305,3 +305,18 @@ def test_compile_train_runs_a_step_on_a_copy_of_the_state_and_changes_nothing(da
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert np.array_equal(quiet._backend.host("rng"), shown._backend.host("rng"))
     assert np.array_equal(quiet._backend.host("opt_steps"), shown._backend.host("opt_steps"))
+
+
+def test_a_functional_model_moves_to_cuda_and_back():
+    """``to`` takes the graph's sources to the CUDA backend and back: predictions match the CPU's."""
+    from fastnn import Concatenate, Input, Model
+    rng = np.random.default_rng(2)
+    xa, xb = rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal((5, 2)).astype(np.float32)
+    a, b = Input((3,)), Input((2,))
+    h = Concatenate()([Dense(units=2, activation="tanh")(a), Dense(units=2, activation="relu")(b)])
+    model = Model([a, b], Dense(units=2, activation="softmax")(h), seed=0)
+    expected = model.predict([xa, xb])
+    model.to("cuda")
+    np.testing.assert_allclose(model.predict([xa, xb]), expected, atol=TOL)
+    model.to("cpu")
+    np.testing.assert_array_equal(model.predict([xa, xb]), expected)

@@ -206,3 +206,34 @@ def test_pickle_and_deepcopy_rebuild_user_layers():
     m.fit(x, y, epochs=1, batch_size=5, verbose=0)
     for twin in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
         np.testing.assert_array_equal(twin.predict(x), m.predict(x))
+
+
+def test_to_cpu_keeps_the_user_layers():
+    """``to`` rebuilds the backend with the user layers' functions: the moved model predicts,
+    evaluates and trains as the model that never moved."""
+    x, y = data(10)
+    moved, still = model(), model()
+    moved.get_weights()  # built: to then moves its buffers
+    assert moved.to("cpu") is moved
+    np.testing.assert_array_equal(moved.predict(x), still.predict(x))
+    assert moved.evaluate(x, y) == still.evaluate(x, y)
+    moved.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    still.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    for a, b in zip(moved.get_weights(), still.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_to_cuda_refuses_a_user_layer_model_and_leaves_it_usable():
+    pytest.importorskip("numba.cuda")
+    x, y = data(10)
+    m = model()
+    before = m.predict(x)
+    with pytest.raises(ValueError, match=r"Lambda .*CPU only"):
+        m.to("cuda")
+    assert m.device == "cpu" and m._backend.name == "cpu"
+    np.testing.assert_array_equal(m.predict(x), before)
+    m.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    unbuilt = MLP([Dense(4, 3), Affine()])
+    with pytest.raises(ValueError, match=r"Affine .*CPU only"):
+        unbuilt.to("cuda")
+    assert unbuilt.device == "cpu" and unbuilt.predict(x).shape == (10, 3)
