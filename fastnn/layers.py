@@ -84,6 +84,11 @@ class Layer(Configurable):
             return int(sum(np.prod(w["shape"]) for w in self._declared if w["trainable"]))
         return self.count_params()
 
+    def trainable_weight_sizes(self):
+        """The sizes of a user layer's trainable weights, in buffer order: the tensors that
+        gradient clipping's clipnorm clips each by its own norm."""
+        return [int(np.prod(w["shape"])) for w in getattr(self, "_declared", []) if w["trainable"]]
+
     def connect(self, input_dim):
         """Fix the input width from the previous layer; a mismatch names ``input_dim``. A user
         layer is built here: its weights are declared and its output width known."""

@@ -148,7 +148,8 @@ class MLP:
         self._backend = get_backend(self.device, self.dtype)
         # The backend takes these fresh arrays as its own (no copies: a Dense(8000, 8000) is 256 MB
         # a buffer); configure_optimizers then sets the optimizer state in place.
-        extra = {"user": user_kernels.bundle(kernels)} if users else {}
+        extra = {"user": user_kernels.bundle(kernels),
+                 "user_sizes": [layer.trainable_weight_sizes() for layer in users]} if users else {}
         if graph is not None:
             extra["graph"] = graph
         # What the backend runs besides the tables, kept for ``to``, which loads another backend.

@@ -36,8 +36,8 @@ architecture:
   combiner code; a BatchNorm's epsilon, or 1 for an Embedding with mask_zero].
 - ``rng`` int64 (2,): the model's random key and its training step count; Dropout's masks are
   a function of the two and of the layer's index (see ``kernels/dropout.py``).
-- ``tensors`` int64 (T, 2): [start, stop) of every weight tensor in ``params`` (a dense layer's
-  W and b), for per-tensor gradient clipping.
+- ``tensors`` int64 (T, 2): [start, stop) of every trained weight tensor in ``params`` (a dense
+  layer's W and b, a user layer's trainable weights), for per-tensor gradient clipping.
 - ``reg`` float64 (R, 4): the weight penalties, [start, stop, l1, l2] per penalized slice of
   ``params`` (``kernels/regularizers.py``); R = 0 without regularizers.
 - ``acts`` one flat buffer for every layer's output; layer k writes rows x ``layers[k, N_OUT]``
@@ -483,12 +483,20 @@ def alpha_table(alphas):
     return np.ascontiguousarray(alphas)
 
 
-def weight_tensors(layers):
+def weight_tensors(layers, user_sizes=()):
     """``tensors`` for the network table ``layers``: [start, stop) of each dense layer's W and b,
-    each BatchNorm's gamma and beta and each Embedding's table."""
+    each BatchNorm's gamma and beta, each Embedding's table and each user layer's trainable
+    weights, whose sizes the table does not hold: ``user_sizes[i]`` lists user layer i's (the
+    index in its row's b column), in order from its W offset."""
     rows = []
     for w, b, n_in, n_out, _, kind in np.asarray(layers, dtype=np.int64).reshape(-1, 6):
-        if kind == DENSE_LAYER:
+        if kind == USER_LAYER:
+            if b >= len(user_sizes):
+                raise ValueError(f"user_sizes lists {len(user_sizes)} user layers, the table names user layer {b}")
+            for size in user_sizes[b]:
+                rows.append([w, w + size])
+                w += size
+        elif kind == DENSE_LAYER:
             rows += [[w, w + n_in * n_out], [b, b + n_out]]
         elif kind == BATCHNORM_LAYER:
             rows += [[w, w + n_out], [b, b + n_out]]
