@@ -493,7 +493,10 @@ class Lambda(Layer):
     when the model is built.
 
     Saved as the functions' import paths (``module:qualname``), never pickled: ``load_model`` then
-    needs them in ``custom_objects`` (``{"my_forward": my_forward, ...}``). CPU only.
+    needs them in ``custom_objects`` (``{"my_forward": my_forward, ...}``). Pickling a model names
+    them the same way, so it takes functions defined at a module's top level (a nested function
+    or a lambda is a PicklingError naming the layer); ``copy.deepcopy`` keeps the functions
+    themselves, so it copies any model. CPU only.
     """
     _lambda_style = True
 

@@ -9,6 +9,7 @@ gathers, runs the forward pass (Dropout active), the loss, the backward pass, th
 penalty, clipping, the learning-rate schedule and the optimizer step, with no Python in between
 and no allocation -> per-epoch logs, validation, callbacks.
 """
+import copy
 import functools
 import os
 import threading
@@ -26,7 +27,7 @@ from .config import INFERENCE_BATCH_SIZE
 from . import user_layers as user_kernels
 from .kernels.optimizers import N_HYPER
 from .kernels.regularizers import regularization_penalty
-from .layers import Dropout, Input, Layer, check_weight_list
+from .layers import Dropout, Input, Lambda, Layer, _function_name, check_weight_list
 from .schedules import LearningRateSchedule
 from .validation import check_dtype, check_float, check_int, check_targets
 
@@ -835,13 +836,42 @@ class MLP:
         return export(self, path, opset)
 
     def __reduce__(self):
-        """Pickling (joblib, multiprocessing, copy.deepcopy) goes through the same two pieces as
-        ``save``: the config and the backend's training state, so that the unpickled model owns
-        fresh, writable arrays on its device (a memory-mapped pickle would otherwise hand the
-        kernels read-only ones)."""
+        """Pickling (joblib, multiprocessing) goes through the same two pieces as ``save``: the
+        config and the backend's training state, so that the unpickled model owns fresh, writable
+        arrays on its device (a memory-mapped pickle would otherwise hand the kernels read-only
+        ones). A Lambda's functions are named by their import path, as pickle names functions, and
+        the unpickling process imports them: a model whose Lambda uses a nested function or a
+        lambda, which have none, is a PicklingError naming the layer (``copy.deepcopy`` copies it)."""
+        _check_functions_importable(self)
         if self._backend is None or not self._compute_layers():
-            return _restore_unbuilt, (type(self), {k: v for k, v in self.__dict__.items() if k not in ("_busy", "_lock")})
+            return _restore_unbuilt, (type(self), self._attributes())
         return _unpickle, (self.get_config(), self._backend.state(), self._rng.bit_generator.state, self.device)
+
+    def __deepcopy__(self, memo):
+        """A copy in memory, rebuilt as unpickling rebuilds it (config and training state) but
+        with each Lambda's functions and each user layer's class the same objects as this
+        model's (``copy.deepcopy`` never copies a function), so that any model copies, nested
+        functions and lambdas included."""
+        if self._backend is None or not self._compute_layers():
+            twin = _restore_unbuilt(type(self), {})
+            memo[id(self)] = twin  # before the layers are copied: their _model is the copy
+            twin.__dict__.update(copy.deepcopy(self._attributes(), memo))
+            return twin
+        config = self.get_config()
+        classes = {}
+        for spec, layer in zip(config["layers"], self.layers):
+            if isinstance(layer, Lambda):  # the functions themselves in place of their names
+                spec["config"].update(forward=layer.forward, backward=layer.backward)
+            elif layer.is_user_layer():
+                if classes.setdefault(spec["class_name"], type(layer)) is not type(layer):
+                    raise TypeError(f"cannot copy this model: two of its layer classes are named "
+                                    f"{spec['class_name']!r}")
+        with using_custom_objects(classes):
+            return _rebuilt(config, self._backend.state(), self._rng.bit_generator.state, self.device)
+
+    def _attributes(self):
+        """What an unbuilt model is made of, without its locks (``_restore_unbuilt`` makes new ones)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_busy", "_lock")}
 
     def save(self, path):
         """Save architecture, weights and the whole training state to ``path`` (a NumPy .npz
@@ -873,10 +903,46 @@ def _unpickle(config, state, rng_state, device):
     # Unpickling imports by name what it rebuilds (as pickle itself does for classes): a
     # Lambda's functions too. load_model never does (it takes custom_objects).
     with using_custom_objects({}, import_functions=True):
-        model = model_class(config).from_config(config, device)
+        return _rebuilt(config, state, rng_state, device)
+
+
+def _rebuilt(config, state, rng_state, device):
+    """A model from ``get_config()``'s data, the training state and the shuffling generator's state."""
+    model = model_class(config).from_config(config, device)
     model._rng.bit_generator.state = rng_state
     model._backend.load_state({name: np.array(value) for name, value in state.items()})
     return model
+
+
+def _check_functions_importable(model):
+    """A PicklingError naming the first Lambda whose function the unpickling process could not
+    import by its ``module:qualname``: a nested function, a lambda, or a name that now holds
+    another object (pickle's own rule for functions)."""
+    import importlib
+    import pickle
+    for i, layer in enumerate(model.layers):
+        if not isinstance(layer, Lambda):
+            continue
+        for what in ("forward", "backward"):
+            fn = getattr(layer, what)
+            name = _function_name(fn)
+            module, _, qualname = name.rpartition(":")
+            if "<" in qualname:  # '<locals>' of a nested function, '<lambda>'
+                why = "is a nested function or a lambda, which has no import path"
+            else:
+                try:
+                    found = importlib.import_module(module)
+                    for part in qualname.split("."):
+                        found = getattr(found, part)
+                except (ImportError, AttributeError):
+                    found = None
+                if found is fn or getattr(found, "py_func", None) is getattr(fn, "py_func", fn):
+                    continue
+                why = "cannot be imported by that name"
+            raise pickle.PicklingError(
+                f"cannot pickle this model: layer {i} (Lambda)'s {what} {qualname} {why}; pickling names a "
+                "Lambda's functions by import path, as pickle names functions. Define it at the top level of a "
+                "module to pickle the model; copy.deepcopy copies the model as it is")
 
 
 def load_model(path, device="cpu", custom_objects=None):
