@@ -25,7 +25,7 @@ from .base import deserialize, using_custom_objects
 from .callbacks import Callback, History, TensorBoard, TerminateOnNaN, _Muted
 from .config import INFERENCE_BATCH_SIZE
 from . import user_layers as user_kernels
-from .kernels.optimizers import N_HYPER
+from .kernels.optimizers import H_CLIP_GROUP, N_HYPER
 from .kernels.regularizers import regularization_penalty
 from .layers import Dropout, Input, Lambda, Layer, _function_name, check_weight_list
 from .schedules import LearningRateSchedule
@@ -216,6 +216,9 @@ class MLP:
         hyper = np.zeros((len(rows), max([N_HYPER] + [r.size for r in rows])))
         for i, row in enumerate(rows):  # schedules with more pieces make longer rows: pad the others
             hyper[i, :row.size] = row
+        # The slices of one optimizer: its global_clipnorm takes the norm over all of them.
+        owners = [opt for opt, _, _ in self._segments]
+        hyper[:, H_CLIP_GROUP] = [1 + next(j for j, o in enumerate(owners) if o is opt) for opt in owners]
         return hyper
 
     def compile(self, loss="cross_entropy", optimizer=None, metrics=None):

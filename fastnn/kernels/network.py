@@ -61,7 +61,7 @@ from .dropout import dropout_backward, dropout_forward, dropout_stream
 from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward, loss_is_summed,
                      sigmoid_binary_cross_entropy_backward, softmax_cross_entropy_backward)
 from .metrics import count_correct, metric_counts
-from .optimizers import H_LR, H_SCHEDULE, clip_gradients, optimizer_step
+from .optimizers import H_LR, H_SCHEDULE, clip_global_norms, clip_gradients, optimizer_step
 from .schedules import CONSTANT, learning_rate_at
 from .regularizers import regularization_forward_backward
 
@@ -439,7 +439,8 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
 @kernel
 def apply_optimizers(params, train, tensors, schedules):
     """One step of every optimizer on its own slice of the flat buffers, after clipping the
-    slice's gradients as the optimizer asks (``tensors``: [start, stop) of every weight tensor),
+    slice's gradients as the optimizer asks (global_clipnorm over all of an optimizer's slices
+    first, ``clip_global_norms``; ``tensors``: [start, stop) of every weight tensor, for clipnorm),
     at the learning rate its schedule gives for this step (written into ``opt_hyper[s, H_LR]``).
 
     ``tensors`` None: no optimizer clips; ``schedules`` None: no optimizer has a schedule. Numba
@@ -447,6 +448,8 @@ def apply_optimizers(params, train, tensors, schedules):
     clipping or schedules compiles neither (seconds of a cold start).
     """
     grads, state1, state2, opt_meta, opt_hyper, opt_steps = train
+    if tensors is not None:
+        clip_global_norms(grads, opt_meta, opt_hyper)
     for s in range(opt_meta.shape[0]):
         lo, hi = opt_meta[s, 0], opt_meta[s, 1]
         if tensors is not None:
