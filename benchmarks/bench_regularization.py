@@ -68,11 +68,13 @@ class ClipArrays:
         rng = np.random.default_rng(seed)
         self.grads = rng.standard_normal(n, dtype=np.float32)
         self.tensors = np.array([[0, n // 2], [n // 2, n]], dtype=np.int64)
-        self.hyper = np.zeros(O.N_HYPER)
-        self.hyper[CLIPPING[kind]] = 1e9  # never binding: every call does the same work
+        self.hyper = np.zeros((1, O.N_HYPER))
+        self.hyper[0, CLIPPING[kind]] = 1e9  # never binding: every call does the same work
+        self.meta = np.array([[0, n, O.SGD]], dtype=np.int64)
 
-    def step(self):
-        O.clip_gradients(self.grads, 0, self.grads.size, self.tensors, self.hyper)
+    def step(self):  # as the training step: global_clipnorm over the optimizer's slices, then the rest
+        O.clip_global_norms(self.grads, self.meta, self.hyper)
+        O.clip_gradients(self.grads, 0, self.grads.size, self.tensors, self.hyper[0])
 
 
 def warm_up():

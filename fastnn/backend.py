@@ -132,13 +132,14 @@ class CPUBackend(Backend):
         self.capacity = 0
         self.graph_sources = None
 
-    def load(self, layers, alphas, reg, opt_meta, state, user=None, graph=None):
+    def load(self, layers, alphas, reg, opt_meta, state, user=None, graph=None, user_sizes=()):
         """Take the network table, the weight penalties' table, the optimizers' slices (as
         ``configure_optimizers``) and the training state (as ``state()``). Float buffers already of
         the backend's dtype are taken as they are, not copied: the caller hands over fresh arrays
         (a model's buffers can be hundreds of MB each). ``user``: the user layers' compiled functions
-        (``user_layers.bundle``), or None. ``graph``: int64 (L, 2), the nodes each layer reads
-        (``kernels.network.Graph``), or None for a stack of layers."""
+        (``user_layers.bundle``), or None; ``user_sizes``: each user layer's trainable weights' sizes,
+        which gradient clipping takes as tensors (``kernels.network.weight_tensors``). ``graph``:
+        int64 (L, 2), the nodes each layer reads (``kernels.network.Graph``), or None for a stack."""
         self.graph_sources = None if graph is None else np.ascontiguousarray(graph, dtype=np.int64)
         self.layers = np.ascontiguousarray(layers, dtype=np.int64)
         self.alphas = network.alpha_table(alphas)
@@ -149,7 +150,7 @@ class CPUBackend(Backend):
         self.state1, self.state2 = state["state1"], state["state2"]
         self.opt_steps, self.rng = state["opt_steps"], state["rng"]
         self.reg = np.array(reg, dtype=np.float64).reshape(-1, 4)
-        self.tensors = network.weight_tensors(self.layers)
+        self.tensors = network.weight_tensors(self.layers, user_sizes)
         # (dropout, batchnorm, embedding, masking) for the network kernels: None for a kind no layer is, which then
         # compiles out of the model's kernels.
         self.kinds = tuple(True if np.any(self.layers[:, network.KIND] == kind) else None

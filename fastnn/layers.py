@@ -84,6 +84,11 @@ class Layer(Configurable):
             return int(sum(np.prod(w["shape"]) for w in self._declared if w["trainable"]))
         return self.count_params()
 
+    def trainable_weight_sizes(self):
+        """The sizes of a user layer's trainable weights, in buffer order: the tensors that
+        gradient clipping's clipnorm clips each by its own norm."""
+        return [int(np.prod(w["shape"])) for w in getattr(self, "_declared", []) if w["trainable"]]
+
     def connect(self, input_dim):
         """Fix the input width from the previous layer; a mismatch names ``input_dim``. A user
         layer is built here: its weights are declared and its output width known."""
@@ -516,7 +521,10 @@ class Lambda(Layer):
     when the model is built.
 
     Saved as the functions' import paths (``module:qualname``), never pickled: ``load_model`` then
-    needs them in ``custom_objects`` (``{"my_forward": my_forward, ...}``). CPU only.
+    needs them in ``custom_objects`` (``{"my_forward": my_forward, ...}``). Pickling a model names
+    them the same way, so it takes functions defined at a module's top level (a nested function
+    or a lambda is a PicklingError naming the layer); ``copy.deepcopy`` keeps the functions
+    themselves, so it copies any model. CPU only.
     """
     _lambda_style = True
 

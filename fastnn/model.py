@@ -10,6 +10,7 @@ batch it gathers, runs the forward pass (Dropout active), the loss, the backward
 penalty, clipping, the learning-rate schedule and the optimizer step, with no Python in between
 and no allocation -> per-epoch logs, validation, callbacks.
 """
+import copy
 import functools
 import os
 import threading
@@ -25,9 +26,9 @@ from .base import class_name, deserialize, using_custom_objects
 from .callbacks import Callback, History, TensorBoard, TerminateOnNaN, _Muted
 from .config import INFERENCE_BATCH_SIZE
 from . import user_layers as user_kernels
-from .kernels.optimizers import N_HYPER
+from .kernels.optimizers import H_CLIP_GROUP, N_HYPER
 from .kernels.regularizers import regularization_penalty
-from .layers import Dropout, Embedding, Input, Layer, check_weight_list
+from .layers import Dropout, Embedding, Input, Lambda, Layer, _function_name, check_weight_list
 from .schedules import LearningRateSchedule
 from .validation import check_dtype, check_float, check_int, check_targets
 
@@ -142,9 +143,7 @@ class MLP:
         layers = self._compute_layers()
         users = [layer for layer in layers if layer.is_user_layer()]
         graph = self._graph_table()
-        if users and self.device != "cpu":
-            raise ValueError(f"{type(users[0]).__name__} is a layer of your own: such layers run on the CPU only "
-                             f"(this model is on {self.device!r})")
+        self._check_device_runs_layers(self.device, f"this model is on {self.device!r}")
         table, offset = [], 0
         for layer in layers:
             layer._offset = offset
@@ -163,13 +162,24 @@ class MLP:
         self._backend = get_backend(self.device, self.dtype)
         # The backend takes these fresh arrays as its own (no copies: a Dense(8000, 8000) is 256 MB
         # a buffer); configure_optimizers then sets the optimizer state in place.
-        extra = {"user": user_kernels.bundle(kernels)} if users else {}
+        extra = {"user": user_kernels.bundle(kernels),
+                 "user_sizes": [layer.trainable_weight_sizes() for layer in users]} if users else {}
         if graph is not None:
             extra["graph"] = graph
+        # What the backend runs besides the tables, kept for ``to``, which loads another backend.
+        self._load_options = extra
         self._backend.load(self._table, self._alphas, self._reg, np.zeros((0, 3), np.int64),
                            {"params": params, "state1": np.zeros_like(params), "state2": np.zeros_like(params),
                             "opt_steps": np.zeros(0, np.int64), "rng": rng}, **extra)
         self._configure_optimizers()
+
+    def _check_device_runs_layers(self, device, why):
+        """A ValueError (``why`` says what was asked) if ``device`` cannot run one of the layers:
+        user layers (Lambda, Layer subclasses) run on the CPU only."""
+        users = [layer for layer in self._compute_layers() if layer.is_user_layer()]
+        if users and device != "cpu":
+            raise ValueError(f"{type(users[0]).__name__} is a layer of your own: such layers run on the CPU only "
+                             f"({why})")
 
     def _table_row(self, layer, offset):
         """A layer's row of the kernels' table (a functional ``Model`` makes its inputs' rows)."""
@@ -219,6 +229,9 @@ class MLP:
         hyper = np.zeros((len(rows), max([N_HYPER] + [r.size for r in rows])))
         for i, row in enumerate(rows):  # schedules with more pieces make longer rows: pad the others
             hyper[i, :row.size] = row
+        # The slices of one optimizer: its global_clipnorm takes the norm over all of them.
+        owners = [opt for opt, _, _ in self._segments]
+        hyper[:, H_CLIP_GROUP] = [1 + next(j for j, o in enumerate(owners) if o is opt) for opt in owners]
         return hyper
 
     def compile(self, loss="cross_entropy", optimizer=None, metrics=None):
@@ -811,12 +824,18 @@ class MLP:
                 f"Non-trainable params: {self.count_params() - trainable:,}"]
 
     def to(self, device):
-        """Move parameters and optimizer state to ``device`` ('cpu' or 'cuda'); returns self."""
+        """Move parameters and optimizer state to ``device`` ('cpu' or 'cuda'); returns self. The
+        new backend runs what the old one ran (a functional ``Model``'s graph, the user layers'
+        compiled functions). A model with user layers stays on the CPU: ``to('cuda')`` is a
+        ValueError naming the layer, raised before anything moves, and the model stays usable."""
         backend = get_backend(device, self.dtype)
-        if self._backend is not None:
-            backend.load(self._table, self._alphas, self._reg, self._backend.opt_meta, self._backend.state())
-            self._backend = backend
-        self.device = device
+        self._check_device_runs_layers(device, f"the model stays on {self.device!r}")
+        with self._lock:  # not while fit or predict runs on the old backend's buffers
+            if self._backend is not None:
+                backend.load(self._table, self._alphas, self._reg, self._backend.opt_meta, self._backend.state(),
+                             **self._load_options)
+                self._backend = backend
+            self.device = device
         return self
 
     def get_config(self):
@@ -885,13 +904,42 @@ class MLP:
         return export(self, path, opset)
 
     def __reduce__(self):
-        """Pickling (joblib, multiprocessing, copy.deepcopy) goes through the same two pieces as
-        ``save``: the config and the backend's training state, so that the unpickled model owns
-        fresh, writable arrays on its device (a memory-mapped pickle would otherwise hand the
-        kernels read-only ones)."""
+        """Pickling (joblib, multiprocessing) goes through the same two pieces as ``save``: the
+        config and the backend's training state, so that the unpickled model owns fresh, writable
+        arrays on its device (a memory-mapped pickle would otherwise hand the kernels read-only
+        ones). A Lambda's functions are named by their import path, as pickle names functions, and
+        the unpickling process imports them: a model whose Lambda uses a nested function or a
+        lambda, which have none, is a PicklingError naming the layer (``copy.deepcopy`` copies it)."""
+        _check_functions_importable(self)
         if self._backend is None or not self._compute_layers():
-            return _restore_unbuilt, (type(self), {k: v for k, v in self.__dict__.items() if k not in ("_busy", "_lock")})
+            return _restore_unbuilt, (type(self), self._attributes())
         return _unpickle, (self.get_config(), self._backend.state(), self._rng.bit_generator.state, self.device)
+
+    def __deepcopy__(self, memo):
+        """A copy in memory, rebuilt as unpickling rebuilds it (config and training state) but
+        with each Lambda's functions and each user layer's class the same objects as this
+        model's (``copy.deepcopy`` never copies a function), so that any model copies, nested
+        functions and lambdas included."""
+        if self._backend is None or not self._compute_layers():
+            twin = _restore_unbuilt(type(self), {})
+            memo[id(self)] = twin  # before the layers are copied: their _model is the copy
+            twin.__dict__.update(copy.deepcopy(self._attributes(), memo))
+            return twin
+        config = self.get_config()
+        classes = {}
+        for spec, layer in zip(config["layers"], self.layers):
+            if isinstance(layer, Lambda):  # the functions themselves in place of their names
+                spec["config"].update(forward=layer.forward, backward=layer.backward)
+            elif layer.is_user_layer():
+                if classes.setdefault(spec["class_name"], type(layer)) is not type(layer):
+                    raise TypeError(f"cannot copy this model: two of its layer classes are named "
+                                    f"{spec['class_name']!r}")
+        with using_custom_objects(classes):
+            return _rebuilt(config, self._backend.state(), self._rng.bit_generator.state, self.device)
+
+    def _attributes(self):
+        """What an unbuilt model is made of, without its locks (``_restore_unbuilt`` makes new ones)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_busy", "_lock")}
 
     def save(self, path):
         """Save architecture, weights and the whole training state to ``path`` (a NumPy .npz
@@ -923,10 +971,46 @@ def _unpickle(config, state, rng_state, device):
     # Unpickling imports by name what it rebuilds (as pickle itself does for classes): a
     # Lambda's functions too. load_model never does (it takes custom_objects).
     with using_custom_objects({}, import_functions=True):
-        model = model_class(config).from_config(config, device)
+        return _rebuilt(config, state, rng_state, device)
+
+
+def _rebuilt(config, state, rng_state, device):
+    """A model from ``get_config()``'s data, the training state and the shuffling generator's state."""
+    model = model_class(config).from_config(config, device)
     model._rng.bit_generator.state = rng_state
     model._backend.load_state({name: np.array(value) for name, value in state.items()})
     return model
+
+
+def _check_functions_importable(model):
+    """A PicklingError naming the first Lambda whose function the unpickling process could not
+    import by its ``module:qualname``: a nested function, a lambda, or a name that now holds
+    another object (pickle's own rule for functions)."""
+    import importlib
+    import pickle
+    for i, layer in enumerate(model.layers):
+        if not isinstance(layer, Lambda):
+            continue
+        for what in ("forward", "backward"):
+            fn = getattr(layer, what)
+            name = _function_name(fn)
+            module, _, qualname = name.rpartition(":")
+            if "<" in qualname:  # '<locals>' of a nested function, '<lambda>'
+                why = "is a nested function or a lambda, which has no import path"
+            else:
+                try:
+                    found = importlib.import_module(module)
+                    for part in qualname.split("."):
+                        found = getattr(found, part)
+                except (ImportError, AttributeError):
+                    found = None
+                if found is fn or getattr(found, "py_func", None) is getattr(fn, "py_func", fn):
+                    continue
+                why = "cannot be imported by that name"
+            raise pickle.PicklingError(
+                f"cannot pickle this model: layer {i} (Lambda)'s {what} {qualname} {why}; pickling names a "
+                "Lambda's functions by import path, as pickle names functions. Define it at the top level of a "
+                "module to pickle the model; copy.deepcopy copies the model as it is")
 
 
 def load_model(path, device="cpu", custom_objects=None):

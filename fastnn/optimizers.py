@@ -56,6 +56,7 @@ class Optimizer(Configurable):
         hyper = self.hyper_parameters()
         if isinstance(self.learning_rate, LearningRateSchedule):
             hyper[K.H_LR] = self.learning_rate(step - 1)
+        K.clip_global_norms(grads, np.array([[0, grads.size, self.kind]], dtype=np.int64), hyper.reshape(1, -1))
         K.clip_gradients(grads, 0, grads.size, np.array([[0, grads.size]], dtype=np.int64), hyper)
         K.optimizer_step(self.kind, params, grads, state1, state2, hyper, step)
 

@@ -43,7 +43,9 @@ def test_global_clipnorm_and_clipvalue_equal_torchs():
         p.grad = t.clone()
     torch.nn.utils.clip_grad_norm_(params, max_norm=2.0)
     torch.nn.utils.clip_grad_value_(params, clip_value=0.4)
-    K.clip_gradients(g, 0, 22, TENSORS, hyper(global_clipnorm=2.0, clipvalue=0.4))
+    h = hyper(global_clipnorm=2.0, clipvalue=0.4)
+    K.clip_global_norms(g, np.array([[0, 22, K.SGD]]), h.reshape(1, -1))
+    K.clip_gradients(g, 0, 22, TENSORS, h)
     np.testing.assert_allclose(g, np.concatenate([p.grad.numpy() for p in params]), rtol=1e-14)
 
 
@@ -53,7 +55,7 @@ def test_small_gradients_and_nan_pass_unchanged():
     K.clip_gradients(g, 0, 22, TENSORS, hyper(clipnorm=10.0))
     np.testing.assert_array_equal(g, before)  # norms below the limit: factor exactly 1
     g[3] = np.nan
-    K.clip_gradients(g, 0, 22, TENSORS, hyper(global_clipnorm=1e-9))
+    K.clip_global_norms(g, np.array([[0, 22, K.SGD]]), hyper(global_clipnorm=1e-9).reshape(1, -1))
     assert np.isnan(g[3])
 
 
@@ -127,3 +129,112 @@ def test_cuda_matches_the_cpu():
         gpu.fit(x, y, epochs=2, batch_size=8, verbose=0)
         for a, b in zip(gpu.get_weights(), cpu.get_weights()):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+class Scale(fastnn.Layer):
+    """A user layer, y = x * scale + shift (elementwise), with a non-trainable ``offset`` that
+    no optimizer updates."""
+
+    def build(self, input_dim):
+        self.add_weight("scale", (input_dim,), initializer="ones")
+        self.add_weight("shift", (input_dim,), initializer="zeros")
+        self.add_weight("offset", (input_dim,), initializer="zeros", trainable=False)
+        return input_dim
+
+    @staticmethod
+    def forward(x, scale, shift, offset):
+        return x * scale + shift + offset
+
+    @staticmethod
+    def backward(x, scale, shift, offset, y, dy):
+        return dy * scale, ((dy * x).sum(axis=0), dy.sum(axis=0), np.zeros_like(offset))
+
+
+def user_layer_model(optimizer):
+    m = MLP([Dense(5, 4, activation="tanh"), Scale(), Dense(4, 3, activation="softmax")], seed=3, dtype="float64")
+    return m.compile(loss="cross_entropy", optimizer=optimizer)
+
+
+@pytest.mark.parametrize("clip", [{"clipnorm": 0.01}, {"global_clipnorm": 0.02}, {"clipvalue": 0.005}])
+def test_clipping_covers_user_layers_weights_as_torch(clip):
+    """One SGD step of a model with a user layer against PyTorch's gradients clipped by Keras'
+    clip_by_norm per tensor (clipnorm), clip_grad_norm_ over all tensors (global_clipnorm) or
+    clip_grad_value_ (clipvalue): the user layer's weights are clipped as the Dense ones are."""
+    torch = pytest.importorskip("torch")
+    x, y = data()
+    m = user_layer_model(SGD(1.0, **clip))
+    weights = [torch.tensor(w, requires_grad=True) for w in m.get_weights()]
+    w1, b1, scale, shift, offset, w2, b2 = weights
+    h = torch.tanh(torch.tensor(x, dtype=torch.float64) @ w1 + b1) * scale + shift + offset
+    torch.nn.functional.cross_entropy(h @ w2 + b2, torch.tensor(y)).backward()
+    trained = [w1, b1, scale, shift, w2, b2]
+    if "clipnorm" in clip:
+        for w in trained:  # keras' clip_by_norm: g * c / max(norm, c)
+            w.grad *= clip["clipnorm"] / max(float(w.grad.norm()), clip["clipnorm"])
+    elif "global_clipnorm" in clip:
+        torch.nn.utils.clip_grad_norm_(trained, clip["global_clipnorm"])
+    else:
+        torch.nn.utils.clip_grad_value_(trained, clip["clipvalue"])
+    m.train_on_batch(x, y)
+    for ours, theirs in zip(m.get_weights(), weights):
+        expected = theirs - theirs.grad if theirs is not offset else theirs
+        np.testing.assert_allclose(ours, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_clipnorm_limits_a_user_layers_step():
+    """SGD with lr 1 and clipnorm c moves every weight tensor, a user layer's too, by c at most,
+    and by c exactly where its gradient's norm exceeds c (all of them here)."""
+    x, y = data()
+    m = user_layer_model(SGD(1.0, clipnorm=0.01))
+    before = m.get_weights()
+    m.train_on_batch(x, y)
+    steps = [np.linalg.norm(b - a) for a, b in zip(before, m.get_weights())]
+    np.testing.assert_allclose(steps[:4] + steps[5:], 0.01, rtol=1e-9)
+    assert steps[4] == 0  # the user layer's non-trainable weight
+
+
+def split_model(optimizer, device="cpu", dtype="float64"):
+    """One optimizer over two slices of the flat buffer: BatchNorm's running statistics lie
+    between them, outside every optimizer's slice."""
+    m = MLP([Dense(5, 4, activation="tanh"), fastnn.BatchNormalization(), Dense(4, 3, activation="softmax")], seed=3,
+            device=device, dtype=dtype)
+    return m.compile(loss="cross_entropy", optimizer=optimizer)
+
+
+def test_global_clipnorm_takes_the_norm_over_all_of_an_optimizers_slices():
+    """torch.nn.utils.clip_grad_norm_ over all the trainable tensors, applied to the gradients of
+    an unclipped SGD(1.0) step, gives the clipped step, though BatchNorm's statistics split the
+    optimizer's parameters in two slices."""
+    torch = pytest.importorskip("torch")
+    x, y = data()
+    plain, clipped = split_model(SGD(1.0)), split_model(SGD(1.0, global_clipnorm=0.05))
+    before = plain.get_weights()
+    assert len(plain._segments) == 2
+    plain.train_on_batch(x, y)
+    clipped.train_on_batch(x, y)
+    trained = [0, 1, 2, 3, 6, 7]  # W1, b1, gamma, beta, W2, b2 (not the running mean and variance)
+    grads = [torch.tensor(before[i] - plain.get_weights()[i]) for i in trained]
+    assert float(torch.sqrt(sum((g ** 2).sum() for g in grads))) > 0.1  # clipping scales the step
+    params = [torch.zeros_like(g, requires_grad=True) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    torch.nn.utils.clip_grad_norm_(params, 0.05)
+    for i, p in zip(trained, params):
+        np.testing.assert_allclose(clipped.get_weights()[i], before[i] - p.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_cuda_global_clipnorm_over_an_optimizers_slices_matches_the_cpu():
+    cuda = pytest.importorskip("numba.cuda")
+    if not cuda.is_available():
+        pytest.skip("no CUDA GPU, and the CUDA simulator is off")
+    x, y = data()
+    cpu, gpu = (split_model(SGD(1.0, global_clipnorm=0.05), device, "float32") for device in ("cpu", "cuda"))
+    before = cpu.get_weights()
+    gpu.set_weights(before)
+    for model in (cpu, gpu):
+        model.train_on_batch(x, y)
+    for a, b in zip(gpu.get_weights(), cpu.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    # SGD(1.0): the step is the clipped gradient, of norm global_clipnorm over both slices together.
+    step = [gpu.get_weights()[i] - before[i] for i in (0, 1, 2, 3, 6, 7)]
+    np.testing.assert_allclose(np.sqrt(sum(np.sum(d.astype(np.float64) ** 2) for d in step)), 0.05, rtol=1e-4)

@@ -337,3 +337,18 @@ def test_read_only_arrays_train_and_predict_as_writable_ones(data, streamed):
     assert_history_close(hist["cpu"], hist["cuda"])
     assert_weights_close(models["cpu"], models["cuda"])
     np.testing.assert_allclose(models["cuda"].predict(x_ro), models["cpu"].predict(x), rtol=0, atol=TOL)
+
+
+def test_a_functional_model_moves_to_cuda_and_back():
+    """``to`` takes the graph's sources to the CUDA backend and back: predictions match the CPU's."""
+    from fastnn import Concatenate, Input, Model
+    rng = np.random.default_rng(2)
+    xa, xb = rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal((5, 2)).astype(np.float32)
+    a, b = Input((3,)), Input((2,))
+    h = Concatenate()([Dense(units=2, activation="tanh")(a), Dense(units=2, activation="relu")(b)])
+    model = Model([a, b], Dense(units=2, activation="softmax")(h), seed=0)
+    expected = model.predict([xa, xb])
+    model.to("cuda")
+    np.testing.assert_allclose(model.predict([xa, xb]), expected, atol=TOL)
+    model.to("cpu")
+    np.testing.assert_array_equal(model.predict([xa, xb]), expected)

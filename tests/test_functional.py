@@ -151,3 +151,18 @@ def test_a_chain_equals_the_same_stack():
     for a_, b_ in zip(graph_model.get_weights(), stack.get_weights()):
         np.testing.assert_allclose(a_, b_, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(graph_model.predict(x), stack.predict(x), rtol=1e-12)
+
+
+def test_to_cpu_keeps_the_graph():
+    """``to`` rebuilds the backend with the graph's sources: the moved model predicts, evaluates
+    and trains as the model that never moved."""
+    xa, xb, y = data()
+    moved, still = graph(), graph()
+    moved.get_weights()  # built: to then moves its buffers
+    assert moved.to("cpu") is moved
+    np.testing.assert_array_equal(moved.predict([xa, xb]), still.predict([xa, xb]))
+    assert moved.evaluate([xa, xb], y) == still.evaluate([xa, xb], y)
+    moved.fit([xa, xb], y, epochs=1, batch_size=4, verbose=0)
+    still.fit([xa, xb], y, epochs=1, batch_size=4, verbose=0)
+    for a, b in zip(moved.get_weights(), still.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -206,3 +206,81 @@ def test_pickle_and_deepcopy_rebuild_user_layers():
     m.fit(x, y, epochs=1, batch_size=5, verbose=0)
     for twin in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
         np.testing.assert_array_equal(twin.predict(x), m.predict(x))
+
+
+def test_to_cpu_keeps_the_user_layers():
+    """``to`` rebuilds the backend with the user layers' functions: the moved model predicts,
+    evaluates and trains as the model that never moved."""
+    x, y = data(10)
+    moved, still = model(), model()
+    moved.get_weights()  # built: to then moves its buffers
+    assert moved.to("cpu") is moved
+    np.testing.assert_array_equal(moved.predict(x), still.predict(x))
+    assert moved.evaluate(x, y) == still.evaluate(x, y)
+    moved.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    still.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    for a, b in zip(moved.get_weights(), still.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_to_cuda_refuses_a_user_layer_model_and_leaves_it_usable():
+    pytest.importorskip("numba.cuda")
+    x, y = data(10)
+    m = model()
+    before = m.predict(x)
+    with pytest.raises(ValueError, match=r"Lambda .*CPU only"):
+        m.to("cuda")
+    assert m.device == "cpu" and m._backend.name == "cpu"
+    np.testing.assert_array_equal(m.predict(x), before)
+    m.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    unbuilt = MLP([Dense(4, 3), Affine()])
+    with pytest.raises(ValueError, match=r"Affine .*CPU only"):
+        unbuilt.to("cuda")
+    assert unbuilt.device == "cpu" and unbuilt.predict(x).shape == (10, 3)
+
+
+def scaling(factor):
+    """A Lambda's two functions, nested: every call makes new ones of the same qualname."""
+    def forward(x):
+        return x * factor
+
+    def backward(x, y, dy):
+        return dy * factor
+
+    return forward, backward
+
+
+def nested_model():
+    m = MLP([Dense(4, 6, activation="tanh"), Lambda(*scaling(2.0)), Lambda(*scaling(-3.0)), UserDense(3)], seed=0,
+            dtype="float64")
+    return m.compile("mse", fastnn.Adam(1e-2))
+
+
+def test_deepcopy_copies_nested_lambda_functions_in_memory():
+    """deepcopy keeps each Lambda's own functions (two closures of one qualname stay apart) and the
+    whole training state: the copy predicts and trains as the original."""
+    import copy
+    x, y = data(10)
+    unbuilt = copy.deepcopy(nested_model())
+    assert all(layer._model is unbuilt for layer in unbuilt.layers)
+    np.testing.assert_array_equal(unbuilt.predict(x), nested_model().predict(x))
+    m = nested_model()
+    m.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    twin = copy.deepcopy(m)
+    assert all(layer._model is twin for layer in twin.layers)
+    assert [layer.forward for layer in twin.layers[1:3]] == [layer.forward for layer in m.layers[1:3]]
+    np.testing.assert_array_equal(twin.predict(x), m.predict(x))
+    m.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    twin.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    for a, b in zip(twin.get_weights(), m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pickling_a_nested_lambda_names_the_layer_and_why():
+    import pickle
+    m = nested_model()
+    for built in (False, True):
+        if built:
+            m.get_weights()
+        with pytest.raises(pickle.PicklingError, match=r"layer 1 \(Lambda\).*scaling.<locals>.forward.*nested"):
+            pickle.dumps(m)

@@ -88,12 +88,12 @@ class CUDABackend(Backend):
     def _to_device(self, array):
         return self.cuda.to_device(np.ascontiguousarray(array), stream=self.stream)
 
-    def load(self, layers, alphas, reg, opt_meta, state, user=None, graph=None):
+    def load(self, layers, alphas, reg, opt_meta, state, user=None, graph=None, user_sizes=()):
         """Take the network table, the weight penalties' table, the optimizers' slices and the
         training state (host arrays: the flat buffers are copied to the device; the step counts
         and the random key and step stay on the host, and each call hands them to the device).
         ``graph``: a functional model's sources (``kernels.network.Graph``), or None. User layers
-        (``user``) run on the CPU only."""
+        (``user``, ``user_sizes``) run on the CPU only."""
         if user is not None:
             raise ValueError("layers of your own (Lambda, Layer subclasses) run on the CPU only")
         self.graph_sources = None if graph is None else np.ascontiguousarray(graph, dtype=np.int64)

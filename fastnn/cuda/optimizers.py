@@ -16,8 +16,8 @@ import numpy as np
 from numba import cuda
 
 from ..kernels.optimizers import (ADAGRAD, ADAM, ADAMW, GLOBAL_CLIPNORM_EPSILON, H_1, H_2,  # noqa: F401
-                                  H_CLIPNORM, H_CLIPVALUE, H_DECAY, H_EPS, H_FLAG, H_GLOBAL_CLIPNORM, H_LR, H_SCHEDULE,
-                                  RMSPROP, SGD)
+                                  H_CLIP_GROUP, H_CLIPNORM, H_CLIPVALUE, H_DECAY, H_EPS, H_FLAG, H_GLOBAL_CLIPNORM, H_LR,
+                                  H_SCHEDULE, RMSPROP, SGD)
 from ..kernels import schedules as cpu_schedules
 from ..kernels.schedules import CONSTANT
 from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch
@@ -134,10 +134,14 @@ def kernels(dtype):
                     if norm > clipnorm:
                         g = g * T(clipnorm / norm)
         elif global_clipnorm > 0.0:
+            # Over every slice of this optimizer (``kernels.optimizers.in_clip_group``).
+            group = hyper[s, H_CLIP_GROUP]
             total = 0.0
-            for k in range(n_tensors):
-                if tensors[k, 0] >= lo and tensors[k, 1] <= hi:
-                    total += sums[k]
+            for u in range(n_segments):
+                if u == s or (group != 0.0 and hyper[u, H_CLIP_GROUP] == group):
+                    for k in range(n_tensors):
+                        if tensors[k, 0] >= meta[u, 0] and tensors[k, 1] <= meta[u, 1]:
+                            total += sums[k]
             coef = global_clipnorm / (math.sqrt(total) + GLOBAL_CLIPNORM_EPSILON)
             if coef < 1.0:
                 g = g * T(coef)

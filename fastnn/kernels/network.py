@@ -36,8 +36,8 @@ architecture:
   combiner code; a BatchNorm's epsilon, or 1 for an Embedding with mask_zero].
 - ``rng`` int64 (2,): the model's random key and its training step count; Dropout's masks are
   a function of the two and of the layer's index (see ``kernels/dropout.py``).
-- ``tensors`` int64 (T, 2): [start, stop) of every weight tensor in ``params`` (a dense layer's
-  W and b), for per-tensor gradient clipping.
+- ``tensors`` int64 (T, 2): [start, stop) of every trained weight tensor in ``params`` (a dense
+  layer's W and b, a user layer's trainable weights), for per-tensor gradient clipping.
 - ``reg`` float64 (R, 4): the weight penalties, [start, stop, l1, l2] per penalized slice of
   ``params`` (``kernels/regularizers.py``); R = 0 without regularizers.
 - ``acts`` one flat buffer for every layer's output; layer k writes rows x ``layers[k, N_OUT]``
@@ -61,7 +61,7 @@ from .dropout import dropout_backward, dropout_forward, dropout_stream
 from .losses import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, loss_backward, loss_forward, loss_is_summed,
                      sigmoid_binary_cross_entropy_backward, softmax_cross_entropy_backward)
 from .metrics import count_correct, metric_counts
-from .optimizers import H_LR, H_SCHEDULE, clip_gradients, optimizer_step
+from .optimizers import H_LR, H_SCHEDULE, clip_global_norms, clip_gradients, optimizer_step
 from .schedules import CONSTANT, learning_rate_at
 from .regularizers import regularization_forward_backward
 
@@ -439,7 +439,8 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
 @kernel
 def apply_optimizers(params, train, tensors, schedules):
     """One step of every optimizer on its own slice of the flat buffers, after clipping the
-    slice's gradients as the optimizer asks (``tensors``: [start, stop) of every weight tensor),
+    slice's gradients as the optimizer asks (global_clipnorm over all of an optimizer's slices
+    first, ``clip_global_norms``; ``tensors``: [start, stop) of every weight tensor, for clipnorm),
     at the learning rate its schedule gives for this step (written into ``opt_hyper[s, H_LR]``).
 
     ``tensors`` None: no optimizer clips; ``schedules`` None: no optimizer has a schedule. Numba
@@ -447,6 +448,8 @@ def apply_optimizers(params, train, tensors, schedules):
     clipping or schedules compiles neither (seconds of a cold start).
     """
     grads, state1, state2, opt_meta, opt_hyper, opt_steps = train
+    if tensors is not None:
+        clip_global_norms(grads, opt_meta, opt_hyper)
     for s in range(opt_meta.shape[0]):
         lo, hi = opt_meta[s, 0], opt_meta[s, 1]
         if tensors is not None:
@@ -483,12 +486,20 @@ def alpha_table(alphas):
     return np.ascontiguousarray(alphas)
 
 
-def weight_tensors(layers):
+def weight_tensors(layers, user_sizes=()):
     """``tensors`` for the network table ``layers``: [start, stop) of each dense layer's W and b,
-    each BatchNorm's gamma and beta and each Embedding's table."""
+    each BatchNorm's gamma and beta, each Embedding's table and each user layer's trainable
+    weights, whose sizes the table does not hold: ``user_sizes[i]`` lists user layer i's (the
+    index in its row's b column), in order from its W offset."""
     rows = []
     for w, b, n_in, n_out, _, kind in np.asarray(layers, dtype=np.int64).reshape(-1, 6):
-        if kind == DENSE_LAYER:
+        if kind == USER_LAYER:
+            if b >= len(user_sizes):
+                raise ValueError(f"user_sizes lists {len(user_sizes)} user layers, the table names user layer {b}")
+            for size in user_sizes[b]:
+                rows.append([w, w + size])
+                w += size
+        elif kind == DENSE_LAYER:
             rows += [[w, w + n_in * n_out], [b, b + n_out]]
         elif kind == BATCHNORM_LAYER:
             rows += [[w, w + n_out], [b, b + n_out]]

@@ -28,10 +28,15 @@ from ..config import kernel
 SGD, ADAM, RMSPROP, ADAGRAD, ADAMW = range(5)
 
 # Layout of an optimizer's hyper-parameter vector, as passed to ``optimizer_step``. H_CLIP* are
-# its gradient clipping (0: off), applied by ``clip_gradients`` before the update. From
-# H_SCHEDULE on, its learning-rate schedule (``kernels.schedules``; kind CONSTANT: H_LR as is):
-# N_HYPER columns at least, more for a PiecewiseConstantDecay's boundaries and values.
-H_LR, H_1, H_2, H_EPS, H_FLAG, H_DECAY, H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE, H_SCHEDULE = range(10)
+# its gradient clipping (0: off), applied by ``clip_global_norms`` and ``clip_gradients`` before
+# the update. H_CLIP_GROUP: slices of the flat buffers with one nonzero value belong to one
+# optimizer (non-trained values, such as BatchNorm's statistics, split an optimizer's
+# parameters into several slices), whose global_clipnorm takes the norm over all of them; 0: a
+# slice alone. From H_SCHEDULE on, its learning-rate schedule (``kernels.schedules``; kind
+# CONSTANT: H_LR as is): N_HYPER columns at least, more for a PiecewiseConstantDecay's
+# boundaries and values.
+H_LR, H_1, H_2, H_EPS, H_FLAG, H_DECAY, H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE, H_CLIP_GROUP, H_SCHEDULE = \
+    range(11)
 N_HYPER = H_SCHEDULE + 8
 # torch.nn.utils.clip_grad_norm_'s guard: scale = max_norm / (total_norm + 1e-6).
 GLOBAL_CLIPNORM_EPSILON = 1e-6
@@ -124,15 +129,55 @@ def adagrad_step(params, grads, sum_sq, lr, eps):
 
 
 @kernel(inline=True)
-def clip_gradients(grads, lo, hi, tensors, hyper):
-    """Clip the gradients of one optimizer's slice [lo, hi), in Keras' order: ``clipnorm`` per
-    weight tensor (rows [start, stop) of ``tensors`` inside the slice; keras' clip_by_norm:
-    g * c / max(norm, c)), or ``global_clipnorm`` over the whole slice
-    (torch.nn.utils.clip_grad_norm_: g * min(1, c / (norm + 1e-6))); then ``clipvalue``
-    (clamp to [-c, c], torch.nn.utils.clip_grad_value_). Each is off at 0. Norms are summed in
-    float64; a NaN norm scales nothing, so NaN stays visible."""
+def in_clip_group(opt_hyper, s, u):
+    """Whether slice ``u`` belongs to slice ``s``'s optimizer (``H_CLIP_GROUP``)."""
+    group = opt_hyper[s, H_CLIP_GROUP]
+    return u == s or (group != 0.0 and opt_hyper[u, H_CLIP_GROUP] == group)
+
+
+@kernel(inline=True)
+def clip_global_norms(grads, opt_meta, opt_hyper):
+    """Every optimizer's ``global_clipnorm`` over all of its slices of the flat buffers
+    (``opt_meta`` rows [start, stop, kind] of one ``H_CLIP_GROUP``), as
+    torch.nn.utils.clip_grad_norm_ over all its parameters: g * min(1, c / (norm + 1e-6)), the
+    norm summed in float64 before any slice is scaled. Run before ``clip_gradients``, which
+    leaves global_clipnorm to it; a NaN norm scales nothing, so NaN stays visible."""
     t = grads.dtype.type
-    clipnorm, global_clipnorm, clipvalue = hyper[H_CLIPNORM], hyper[H_GLOBAL_CLIPNORM], hyper[H_CLIPVALUE]
+    n = opt_meta.shape[0]
+    for s in range(n):
+        c = opt_hyper[s, H_GLOBAL_CLIPNORM]
+        first = c > 0
+        for u in range(s):  # an optimizer's slices are clipped together, at its first
+            if in_clip_group(opt_hyper, s, u):
+                first = False
+        if not first:
+            continue
+        square_sum = 0.0
+        for u in range(s, n):
+            if in_clip_group(opt_hyper, s, u):
+                g = grads[opt_meta[u, 0]:opt_meta[u, 1]]
+                for i in range(g.size):
+                    square_sum += np.float64(g[i]) * np.float64(g[i])
+        coef = c / (np.sqrt(square_sum) + GLOBAL_CLIPNORM_EPSILON)
+        if coef < 1.0:
+            scale = t(coef)
+            for u in range(s, n):
+                if in_clip_group(opt_hyper, s, u):
+                    g = grads[opt_meta[u, 0]:opt_meta[u, 1]]
+                    for i in range(g.size):
+                        g[i] *= scale
+
+
+@kernel(inline=True)
+def clip_gradients(grads, lo, hi, tensors, hyper):
+    """Clip the gradients of one optimizer's slice [lo, hi), in Keras' order, after
+    ``clip_global_norms`` (global_clipnorm, exclusive with clipnorm): ``clipnorm`` per weight
+    tensor (rows [start, stop) of ``tensors`` inside the slice; keras' clip_by_norm:
+    g * c / max(norm, c)); then ``clipvalue`` (clamp to [-c, c],
+    torch.nn.utils.clip_grad_value_). Each is off at 0. Norms are summed in float64; a NaN
+    norm scales nothing, so NaN stays visible."""
+    t = grads.dtype.type
+    clipnorm, clipvalue = hyper[H_CLIPNORM], hyper[H_CLIPVALUE]
     # Loops over slice views, not over grads[i] for i in range(lo, hi): LLVM vectorizes these
     # (the same change made the weight penalty 36x faster).
     if clipnorm > 0:
@@ -148,16 +193,6 @@ def clip_gradients(grads, lo, hi, tensors, hyper):
                     scale = t(clipnorm / norm)
                     for i in range(g.size):
                         g[i] *= scale
-    elif global_clipnorm > 0:
-        g = grads[lo:hi]
-        square_sum = 0.0
-        for i in range(g.size):
-            square_sum += np.float64(g[i]) * np.float64(g[i])
-        coef = global_clipnorm / (np.sqrt(square_sum) + GLOBAL_CLIPNORM_EPSILON)
-        if coef < 1.0:
-            scale = t(coef)
-            for i in range(g.size):
-                g[i] *= scale
     if clipvalue > 0:
         c = t(clipvalue)
         g = grads[lo:hi]
