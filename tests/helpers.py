@@ -8,6 +8,8 @@ rounding (about 1e-16 * |f| / eps), which leaves some 8 correct digits: comparis
 import numpy as np
 import pytest
 
+import fastnn
+
 FD_EPS = 1e-6
 FD_RTOL = 1e-5
 FD_ATOL = 1e-7
@@ -115,3 +117,25 @@ def cuda_or_skip():
     if not cuda.is_available():
         pytest.skip("no CUDA GPU, and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM)", allow_module_level=True)
     return cuda
+
+
+class UserDense(fastnn.Layer):
+    """Dense without activation, written as a user layer (as the asv benchmark's in
+    benchmarks/bench_layers.py)."""
+
+    def __init__(self, units, input_dim=None):
+        self.units = units
+        self.input_dim = input_dim
+
+    def build(self, input_dim):
+        self.add_weight("kernel", (input_dim, self.units))
+        self.add_weight("bias", (self.units,), initializer="zeros")
+        return self.units
+
+    @staticmethod
+    def forward(x, kernel, bias):
+        return x @ kernel + bias
+
+    @staticmethod
+    def backward(x, kernel, bias, y, dy):
+        return dy @ kernel.T, (x.T @ dy, dy.sum(axis=0))

@@ -9,6 +9,7 @@ import pytest
 
 import fastnn
 from fastnn import MLP, Dense
+from helpers import UserDense
 
 
 def blobs(n=200, seed=0):
@@ -386,26 +387,6 @@ def test_a_functional_model_of_one_input_trains_on_a_read_only_array_without_cop
 
 
 # ---- Ctrl-C between calls into the compiled loop, for every kind of layer -----------------------
-
-class UserDense(fastnn.Layer):
-    """Dense without activation, written as a user layer (as tests/test_user_layers.py's)."""
-
-    def __init__(self, units, input_dim=None):
-        self.units = units
-        self.input_dim = input_dim
-
-    def build(self, input_dim):
-        self.add_weight("kernel", (input_dim, self.units))
-        self.add_weight("bias", (self.units,), initializer="zeros")
-        return self.units
-
-    @staticmethod
-    def forward(x, kernel, bias):
-        return x @ kernel + bias
-
-    @staticmethod
-    def backward(x, kernel, bias, y, dy):
-        return dy @ kernel.T, (x.T @ dy, dy.sum(axis=0))
 
 
 def batches_per_call(model, x, y, batch_size):

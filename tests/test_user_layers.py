@@ -10,6 +10,7 @@ import pytest
 
 import fastnn
 from fastnn import MLP, Dense, Lambda
+from helpers import UserDense
 
 
 def cube(x):
@@ -40,27 +41,6 @@ class Affine(fastnn.Layer):
     @staticmethod
     def backward(x, scale, shift, frozen, y, dy):
         return dy * scale, ((dy * x).sum(axis=0), dy.sum(axis=0), np.zeros_like(frozen))
-
-
-class UserDense(fastnn.Layer):
-    """Dense without activation, written by a user: the asv benchmark's and this test's."""
-
-    def __init__(self, units, input_dim=None):
-        self.units = units
-        self.input_dim = input_dim
-
-    def build(self, input_dim):
-        self.add_weight("kernel", (input_dim, self.units))
-        self.add_weight("bias", (self.units,), initializer="zeros")
-        return self.units
-
-    @staticmethod
-    def forward(x, kernel, bias):
-        return x @ kernel + bias
-
-    @staticmethod
-    def backward(x, kernel, bias, y, dy):
-        return dy @ kernel.T, (x.T @ dy, dy.sum(axis=0))
 
 
 def model(dtype="float64", optimizer=None):
