@@ -139,3 +139,25 @@ class UserDense(fastnn.Layer):
     @staticmethod
     def backward(x, kernel, bias, y, dy):
         return dy @ kernel.T, (x.T @ dy, dy.sum(axis=0))
+
+
+class Affine(fastnn.Layer):
+    """y = x * scale + shift, elementwise (a BatchNorm without statistics); ``frozen`` is a
+    non-trainable weight that the forward pass adds."""
+
+    def __init__(self, input_dim=None):
+        self.input_dim = input_dim
+
+    def build(self, input_dim):
+        self.add_weight("scale", (input_dim,), initializer="ones")
+        self.add_weight("shift", (input_dim,), initializer="zeros")
+        self.add_weight("frozen", (input_dim,), initializer="ones", trainable=False)
+        return input_dim
+
+    @staticmethod
+    def forward(x, scale, shift, frozen):
+        return x * scale + shift + frozen
+
+    @staticmethod
+    def backward(x, scale, shift, frozen, y, dy):
+        return dy * scale, ((dy * x).sum(axis=0), dy.sum(axis=0), np.zeros_like(frozen))

@@ -7,7 +7,7 @@ import pytest
 import fastnn
 from fastnn import SGD, Adam, Dense, MLP
 from fastnn.kernels import optimizers as K
-from helpers import cuda_or_skip
+from helpers import Affine, cuda_or_skip
 
 TENSORS = np.array([[0, 6], [6, 9], [9, 20], [20, 22]], dtype=np.int64)
 
@@ -131,27 +131,8 @@ def test_cuda_matches_the_cpu():
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
-class Scale(fastnn.Layer):
-    """A user layer, y = x * scale + shift (elementwise), with a non-trainable ``offset`` that
-    no optimizer updates."""
-
-    def build(self, input_dim):
-        self.add_weight("scale", (input_dim,), initializer="ones")
-        self.add_weight("shift", (input_dim,), initializer="zeros")
-        self.add_weight("offset", (input_dim,), initializer="zeros", trainable=False)
-        return input_dim
-
-    @staticmethod
-    def forward(x, scale, shift, offset):
-        return x * scale + shift + offset
-
-    @staticmethod
-    def backward(x, scale, shift, offset, y, dy):
-        return dy * scale, ((dy * x).sum(axis=0), dy.sum(axis=0), np.zeros_like(offset))
-
-
 def user_layer_model(optimizer):
-    m = MLP([Dense(5, 4, activation="tanh"), Scale(), Dense(4, 3, activation="softmax")], seed=3, dtype="float64")
+    m = MLP([Dense(5, 4, activation="tanh"), Affine(), Dense(4, 3, activation="softmax")], seed=3, dtype="float64")
     return m.compile(loss="cross_entropy", optimizer=optimizer)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import fastnn
 from fastnn import MLP, Dense, Lambda
-from helpers import UserDense
+from helpers import Affine, UserDense
 
 
 def cube(x):
@@ -19,28 +19,6 @@ def cube(x):
 
 def cube_backward(x, y, dy):
     return 3.0 * x * x * dy
-
-
-class Affine(fastnn.Layer):
-    """y = x * scale + shift, elementwise (a BatchNorm without statistics); ``frozen`` is a
-    non-trainable weight that the forward pass adds."""
-
-    def __init__(self, input_dim=None):
-        self.input_dim = input_dim
-
-    def build(self, input_dim):
-        self.add_weight("scale", (input_dim,), initializer="ones")
-        self.add_weight("shift", (input_dim,), initializer="zeros")
-        self.add_weight("frozen", (input_dim,), initializer="ones", trainable=False)
-        return input_dim
-
-    @staticmethod
-    def forward(x, scale, shift, frozen):
-        return x * scale + shift + frozen
-
-    @staticmethod
-    def backward(x, scale, shift, frozen, y, dy):
-        return dy * scale, ((dy * x).sum(axis=0), dy.sum(axis=0), np.zeros_like(frozen))
 
 
 def model(dtype="float64", optimizer=None):
