@@ -488,10 +488,10 @@ def _write_onnx(tmp_path, monkeypatch):
 def _write_download(tmp_path, monkeypatch):
     import hashlib
     import io
-    from fastnn import datasets
+    from fastnn.datasets import mnist
     data = b"an MNIST file" * 1000
-    monkeypatch.setattr(datasets, "_open_url", lambda url: io.BytesIO(data))
-    datasets._download_verified("https://example.org/f.gz", tmp_path / "f.gz", hashlib.sha256(data).hexdigest())
+    monkeypatch.setattr(mnist, "_open_url", lambda url: io.BytesIO(data))
+    mnist._download_verified("https://example.org/f.gz", tmp_path / "f.gz", hashlib.sha256(data).hexdigest())
     assert (tmp_path / "f.gz").read_bytes() == data
     return [tmp_path / "f.gz"]
 
