@@ -23,7 +23,7 @@ from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LA
                     RNG_KEY, RNG_STEP, SLICE_LAYER, USER_LAYER, W_OFF)
 
 # Where ``layer_backward`` leaves dL/d(the layer's input).
-NO_INPUT_GRADIENT, IN_PLACE, INTO_DX = range(3)
+NO_INPUT_GRADIENT, IN_PLACE, INTO_DX, ADDED = range(4)
 
 
 @kernel(inline=True)
@@ -83,17 +83,18 @@ def layer_forward(net, k, out, inp, second, work, training, keep, row0, dropout,
 
 
 @kernel(inline=True)
-def layer_backward(net, grads, k, dx, dx2, dout, inp, second, out, work, row0, applied, fuse, dropout, batchnorm,
-                   embedding, masking, user):
+def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work, row0, applied, fuse, dropout,
+                   batchnorm, embedding, masking, user):
     """Layer k's gradients into ``grads`` and dL/d(its input), from ``dout`` = dL/d(its output)
     (or dL/d(its pre-activation) when ``applied``: the pass above applied this layer's activation
     derivative, ``table.fuse_loss_backward``/``fuse_activation_backward``). ``inp``, ``second``,
     ``out``: its inputs and output of the forward pass.
 
     Returns where dL/d(its input) is: ``INTO_DX``, written into ``dx``; ``IN_PLACE``, in ``dout``
-    (an elementwise layer works in place); ``NO_INPUT_GRADIENT`` (an Embedding's ids, an input
-    slice). ``dx`` with no rows: the input needs no gradient. A merge layer adds dL/d(second) into
-    ``dx2`` (a node's gradient; no rows: none needed). ``fuse``
+    (an elementwise layer works in place); ``ADDED``, already added into ``dsum`` and ``dsum2``,
+    the gradients of its input nodes in a graph (a merge layer, which exists only there);
+    ``NO_INPUT_GRADIENT`` (an Embedding's ids, an input slice). ``dx`` (``dsum``, ``dsum2``) with
+    no rows: that input needs no gradient. ``fuse``
     (``table.fuse_activation_backward``): a dense layer also applies layer k - 1's activation
     derivative to ``dx`` (from ``inp``, that layer's output).
     """
@@ -148,8 +149,8 @@ def layer_backward(net, grads, k, dx, dx2, dout, inp, second, out, work, row0, a
         user.backward[layers[k, B_OFF]](inp, params, out, dout, grads, dx)
         return INTO_DX
     elif kind == CONCATENATE_LAYER or kind == ADD_LAYER or kind == MULTIPLY_LAYER:
-        merge_backward(dx, dx2, dout, inp, second, kind)
-        return INTO_DX
+        merge_backward(dsum, dsum2, dout, inp, second, kind)
+        return ADDED
     elif kind == SLICE_LAYER:
         return NO_INPUT_GRADIENT
     raise ValueError("unknown layer kind")

@@ -1,5 +1,6 @@
 """Merge layers and input slices of a functional model: ``merge_forward(out, first, second, kind, start)``
-and ``merge_backward(dx, dx2, dout, first, second, kind)``.
+and ``merge_backward(dx, dx2, dout, first, second, kind)``
+(which adds into dx and dx2).
 
 SLICE: out = first[:, start:start + width] (an input of several, cut from the gathered batch);
 CONCATENATE: out = [first, second] side by side (Keras' Concatenate(axis=-1)); ADD: first + second;
@@ -37,19 +38,15 @@ def merge_forward(out, first, second, kind, start):
 
 @kernel(inline=True)
 def merge_backward(dx, dx2, dout, first, second, kind):
-    """A merge layer's backward from dout = dL/d(its output): dx = dL/d(first) is written and
-    dL/d(second) is *added* into ``dx2`` (a node's gradient, which sums its readers' shares);
-    either with no rows is skipped (an input that needs no gradient)."""
-    rows, n1 = dx.shape
+    """A merge layer's backward from dout = dL/d(its output): dL/d(first) is added into ``dx`` and
+    dL/d(second) into ``dx2``, its inputs' gradients (nodes' gradients, which sum their readers'
+    shares: adding there spares a pass through scratch); either with no rows is skipped (an input
+    that needs no gradient)."""
     if dx2.shape[0] > 0:
-        n2 = dx2.shape[1]
-        lo = n1 if kind == CONCATENATE_LAYER else 0
+        lo = first.shape[1] if kind == CONCATENATE_LAYER else 0
         for r in range(dx2.shape[0]):
-            for j in range(n2):
-                if kind == MULTIPLY_LAYER:
-                    dx2[r, j] += dout[r, j] * first[r, j]
-                else:
-                    dx2[r, j] += dout[r, lo + j]
-    for r in range(rows):
-        for j in range(n1):
-            dx[r, j] = dout[r, j] * second[r, j] if kind == MULTIPLY_LAYER else dout[r, j]
+            for j in range(dx2.shape[1]):
+                dx2[r, j] += dout[r, j] * first[r, j] if kind == MULTIPLY_LAYER else dout[r, lo + j]
+    for r in range(dx.shape[0]):
+        for j in range(dx.shape[1]):
+            dx[r, j] += dout[r, j] * second[r, j] if kind == MULTIPLY_LAYER else dout[r, j]

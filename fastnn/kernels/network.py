@@ -28,7 +28,7 @@ import numpy as np
 
 from ..config import kernel
 from .activations import activation_backward
-from .dispatch import INTO_DX, NO_INPUT_GRADIENT, layer_backward, layer_forward
+from .dispatch import IN_PLACE, INTO_DX, layer_backward, layer_forward
 from .distributed import allreduce_gradients, allreduce_loss, rank_rows
 from .losses import (CROSS_ENTROPY, loss_backward, loss_forward, loss_is_summed, sigmoid_binary_cross_entropy_backward,
                      softmax_cross_entropy_backward)
@@ -144,8 +144,9 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
         # The input batch needs no gradient: a dx of no rows says so.
         dx = deltas[1 - cur, : (rows * n_in if k > 0 else 0)].reshape(rows if k > 0 else 0, n_in)
         fuse = fuse_activation_backward(layers, k, True)
-        where = layer_backward(net, grads, k, dx, dx[:0], dout, inp, inp, node_output(x, work, layers, k, rows), work,
-                               row0, applied, fuse, dropout, batchnorm, embedding, masking, user)
+        out = node_output(x, work, layers, k, rows)
+        where = layer_backward(net, grads, k, dx, dx[:0], dx[:0], dout, inp, inp, out, work, row0, applied, fuse,
+                               dropout, batchnorm, embedding, masking, user)
         if where == INTO_DX:
             cur = 1 - cur
         applied = fuse
@@ -206,12 +207,12 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
         target_delta = node_delta(graph, work, layers, src, rows)
         wants = target_delta.shape[0] > 0
         scratch = work.deltas[0, : (rows * n_in if wants else 0)].reshape(rows if wants else 0, n_in)
-        where = layer_backward(net, grads, k, scratch, node_delta(graph, work, layers, src2, rows), d,
+        where = layer_backward(net, grads, k, scratch, target_delta, node_delta(graph, work, layers, src2, rows), d,
                                node_output(x, work, layers, src, rows), node_output(x, work, layers, src2, rows),
                                node_output(x, work, layers, k, rows), work, row0, applied and k == last,
                                fuse_activation_backward(layers, k, False), dropout, batchnorm, embedding, masking,
                                user)
-        if wants and where != NO_INPUT_GRADIENT:
+        if wants and (where == INTO_DX or where == IN_PLACE):
             add_into(target_delta, scratch if where == INTO_DX else d)
 
 

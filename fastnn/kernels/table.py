@@ -39,7 +39,8 @@ BatchNorm's float64 per-feature scratch on the CPU.
 
 The backward rule, on every walker of both targets: layer k's backward receives dL/d(its output)
 and leaves dL/d(its input), applying its own activation's derivative. Two fusions are named
-exceptions, decided by the predicates below on both targets: the loss pass also applies the last
+exceptions, decided by the predicates below on both targets (the CUDA launchers call their Python source,
+``.py_func``, on the host tables): the loss pass also applies the last
 layer's activation derivative (``fuse_loss_backward``; with the cross-entropy pairs as one
 formula, ``fused_loss_activation``), and a dense layer's dx pass also applies the derivative of
 the layer it reads (``fuse_activation_backward``). The layer whose derivative was applied then
@@ -84,12 +85,6 @@ RNG_KEY, RNG_STEP = range(2)
 
 
 @kernel(inline=True)
-def has_activation(kind):
-    """Whether a layer of this kind ends in its ``ACT`` column's activation."""
-    return kind == DENSE_LAYER or kind == ACTIVATION_LAYER
-
-
-@kernel(inline=True)
 def fused_loss_activation(loss, act):
     """Whether the last activation and the loss are differentiated as one formula (softmax with
     cross-entropy, sigmoid with binary cross-entropy: dz = p - t, scaled; see losses.py)."""
@@ -102,7 +97,8 @@ def fuse_loss_backward(layers):
     that it hands dL/d(the last pre-activation) to that layer, which then skips the derivative.
     True when the last layer has an activation: its derivative is computable from its output,
     which the loss pass reads anyway (on CUDA it costs no launch of its own)."""
-    return has_activation(layers[layers.shape[0] - 1, KIND])
+    kind = layers[layers.shape[0] - 1, KIND]
+    return kind == DENSE_LAYER or kind == ACTIVATION_LAYER
 
 
 @kernel(inline=True)
@@ -116,10 +112,10 @@ def fuse_activation_backward(layers, k, sole_reader):
     always in a stack; a graph's node may have several, whose shares must all be summed first),
     and layer k - 1 is a Dense or Activation layer whose activation is elementwise and not the
     identity (softmax's derivative is row-wise; the identity's is 1, nothing to apply)."""
-    if k == 0 or not sole_reader or layers[k, KIND] != DENSE_LAYER or not has_activation(layers[k - 1, KIND]):
+    if k == 0 or not sole_reader or layers[k, KIND] != DENSE_LAYER:
         return False
-    act = layers[k - 1, ACT]
-    return act != IDENTITY and act != SOFTMAX
+    kind, act = layers[k - 1, KIND], layers[k - 1, ACT]
+    return (kind == DENSE_LAYER or kind == ACTIVATION_LAYER) and act != IDENTITY and act != SOFTMAX
 
 
 def workspace_layout(layers, rows):
