@@ -28,7 +28,7 @@ NO_INPUT_GRADIENT, IN_PLACE, INTO_DX, ADDED = range(4)
 
 @kernel(inline=True)
 def layer_forward(net, k, out, inp, second, work, training, keep, row0, dropout, batchnorm, embedding, masking,
-                  user):
+                  user, graph):
     """Layer k of ``net`` on ``inp`` (rows, n_in) into ``out`` (rows, n_out); ``second``: a merge
     layer's second input. Returns the layer's output: ``out``, or ``inp`` itself for a Dropout at
     inference unless ``keep`` (other layers read ``out``: a copy).
@@ -36,6 +36,8 @@ def layer_forward(net, k, out, inp, second, work, training, keep, row0, dropout,
     ``training``: Dropout draws its mask for step ``net.rng[RNG_STEP]`` (``row0``: the index of
     inp's first row in the whole batch), BatchNorm uses the batch's statistics and updates its
     running ones; otherwise Dropout is the identity and BatchNorm uses its running statistics.
+    ``graph`` None (a stack): merge layers and input slices are an error, and their code compiles
+    out, as an optional kind's.
     """
     params, layers, alphas, rng = net
     n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
@@ -76,6 +78,8 @@ def layer_forward(net, k, out, inp, second, work, training, keep, row0, dropout,
             raise ValueError("a user layer, but user=None")
         user.forward[layers[k, B_OFF]](inp, params, out)
     elif kind == SLICE_LAYER or kind == CONCATENATE_LAYER or kind == ADD_LAYER or kind == MULTIPLY_LAYER:
+        if graph is None:
+            raise ValueError("a merge or input layer, but graph=None")
         merge_forward(out, inp, second, kind, layers[k, B_OFF])
     else:
         raise ValueError("unknown layer kind")
@@ -84,7 +88,7 @@ def layer_forward(net, k, out, inp, second, work, training, keep, row0, dropout,
 
 @kernel(inline=True)
 def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work, row0, applied, fuse, dropout,
-                   batchnorm, embedding, masking, user):
+                   batchnorm, embedding, masking, user, graph):
     """Layer k's gradients into ``grads`` and dL/d(its input), from ``dout`` = dL/d(its output)
     (or dL/d(its pre-activation) when ``applied``: the pass above applied this layer's activation
     derivative, ``table.fuse_loss_backward``/``fuse_activation_backward``). ``inp``, ``second``,
@@ -96,7 +100,7 @@ def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work,
     ``NO_INPUT_GRADIENT`` (an Embedding's ids, an input slice). ``dx`` (``dsum``, ``dsum2``) with
     no rows: that input needs no gradient. ``fuse``
     (``table.fuse_activation_backward``): a dense layer also applies layer k - 1's activation
-    derivative to ``dx`` (from ``inp``, that layer's output).
+    derivative to ``dx`` (from ``inp``, that layer's output). ``graph`` as in ``layer_forward``.
     """
     params, layers, alphas, rng = net
     n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
@@ -148,9 +152,11 @@ def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work,
             raise ValueError("a user layer, but user=None")
         user.backward[layers[k, B_OFF]](inp, params, out, dout, grads, dx)
         return INTO_DX
-    elif kind == CONCATENATE_LAYER or kind == ADD_LAYER or kind == MULTIPLY_LAYER:
+    elif kind == SLICE_LAYER or kind == CONCATENATE_LAYER or kind == ADD_LAYER or kind == MULTIPLY_LAYER:
+        if graph is None:
+            raise ValueError("a merge or input layer, but graph=None")
+        if kind == SLICE_LAYER:
+            return NO_INPUT_GRADIENT
         merge_backward(dsum, dsum2, dout, inp, second, kind)
         return ADDED
-    elif kind == SLICE_LAYER:
-        return NO_INPUT_GRADIENT
     raise ValueError("unknown layer kind")

@@ -85,12 +85,10 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
         if graph is not None:
             inp = node_output(x, work, layers, graph.sources[k, SOURCE], rows)
             second = node_output(x, work, layers, graph.sources[k, SOURCE2], rows)
-        elif kind == SLICE_LAYER or kind == CONCATENATE_LAYER or kind == ADD_LAYER or kind == MULTIPLY_LAYER:
-            raise ValueError("a merge or input layer, but graph=None")
         elif kind == EMBEDDING_LAYER and k != 0:
             raise ValueError("an Embedding layer, but not the first layer")
         inp = layer_forward(net, k, out, inp, second, work, training, graph is not None, row0, dropout, batchnorm,
-                            embedding, masking, user)
+                            embedding, masking, user, graph)
     return inp
 
 
@@ -146,7 +144,7 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
         fuse = fuse_activation_backward(layers, k, True)
         out = node_output(x, work, layers, k, rows)
         where = layer_backward(net, grads, k, dx, dx[:0], dx[:0], dout, inp, inp, out, work, row0, applied, fuse,
-                               dropout, batchnorm, embedding, masking, user)
+                               dropout, batchnorm, embedding, masking, user, None)
         if where == INTO_DX:
             cur = 1 - cur
         applied = fuse
@@ -211,7 +209,7 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
                                node_output(x, work, layers, src, rows), node_output(x, work, layers, src2, rows),
                                node_output(x, work, layers, k, rows), work, row0, applied and k == last,
                                fuse_activation_backward(layers, k, False), dropout, batchnorm, embedding, masking,
-                               user)
+                               user, graph)
         if wants and (where == INTO_DX or where == IN_PLACE):
             add_into(target_delta, scratch if where == INTO_DX else d)
 

@@ -18,10 +18,12 @@ architecture. Both targets read the same tables (on CUDA as device arrays, ``lay
   combiner code; a BatchNorm's epsilon, or 1 for an Embedding with mask_zero].
 - ``rng`` int64 (2,), ``RNG_KEY``, ``RNG_STEP``: the model's random key and its training step
   count; Dropout's masks are a function of the two and of the layer's index
-  (``kernels/dropout.py``). The step advances by one per batch trained, in one place per
-  target: on the CPU at the end of each step of ``network.train_batches``; on CUDA on the device
-  (the loss kernel advances ``control[C_BATCH]``, from which each step's gather kernel derives
-  ``control[C_STEP]`` = ``C_STEP0`` + ``C_BATCH``), the host's ``rng`` catching up after the call.
+  (``kernels/dropout.py``). The step advances by one per batch trained. On the CPU, in one
+  place: the end of each step of ``network.train_batches``. On CUDA the device derives each
+  step's ``control[C_STEP]`` = ``control[C_STEP0]`` + ``control[C_BATCH]`` in the gather kernel
+  (the loss kernel advances ``C_BATCH``), and the host's ``rng`` catches up once per call with
+  the batches trained. (A training-mode call outside ``fit``, ``MLP.__call__``, counts as one
+  step, which the model writes through its backend.)
 - ``sources`` int64 (L, 2), ``SOURCE``, ``SOURCE2``, a functional model's only (``Graph``): the
   nodes layer k reads (a row index, -1 for the gathered batch, -1 for a second input it lacks).
 - ``tensors`` int64 (T, 2): [start, stop) of every trained weight tensor in ``params``, for
