@@ -3,10 +3,12 @@ layer's kind (``kernels/table.py`` lists the kinds). The walkers of ``kernels/ne
 stack and the graph) route buffers and call these; ``fastnn/cuda/dispatch.py`` is the CUDA twin,
 name for name.
 
-Both are inlined into their walkers: an optional kind's argument (``dropout``, ``batchnorm``,
-``embedding``, ``masking``, ``user``) None compiles that kind's branch out (Numba prunes a branch
-on ``is None`` of a None-typed argument, again after inlining), which keeps a plain model's cold
-start short.
+An optional kind's argument (``dropout``, ``batchnorm``, ``embedding``, ``masking``, ``user``,
+and ``graph`` for the merge layers) None compiles that kind's branch out: Numba prunes a branch
+on ``is None`` of a None-typed argument before it inlines the branch's kernels, which keeps a
+plain model's cold start short. That is why the two are functions of their own, not inlined into
+the walkers: inlined, every kind's kernels would be spliced in before the pruning could drop
+them (the first fit of the seed network took about 18 s of CPU time that way, against 14 s).
 """
 import numpy as np
 
@@ -26,7 +28,7 @@ from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LA
 NO_INPUT_GRADIENT, IN_PLACE, INTO_DX, ADDED = range(4)
 
 
-@kernel(inline=True)
+@kernel
 def layer_forward(net, k, out, inp, second, work, training, keep, row0, dropout, batchnorm, embedding, masking,
                   user, graph):
     """Layer k of ``net`` on ``inp`` (rows, n_in) into ``out`` (rows, n_out); ``second``: a merge
@@ -86,7 +88,7 @@ def layer_forward(net, k, out, inp, second, work, training, keep, row0, dropout,
     return out
 
 
-@kernel(inline=True)
+@kernel
 def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work, row0, applied, fuse, dropout,
                    batchnorm, embedding, masking, user, graph):
     """Layer k's gradients into ``grads`` and dL/d(its input), from ``dout`` = dL/d(its output)
