@@ -15,7 +15,7 @@ from helpers import cuda_or_skip
 cuda = cuda_or_skip()
 
 from fastnn.cuda import (C_BAD, C_BATCH, C_STEP, C_STEP0, N_CONTROL, TILE_8, TILE_16, TILE_64, TILE_128,  # noqa: E402
-                         TILE_MIN_FILL, TILES, launch)
+                         TILE_MIN_FILL, TILES, Plan, launch)
 from fastnn.cuda import activations as CA  # noqa: E402
 from fastnn.cuda import dense as CD  # noqa: E402
 from fastnn.cuda import losses as CL  # noqa: E402
@@ -26,7 +26,11 @@ from fastnn.kernels import activations as A  # noqa: E402
 from fastnn.kernels import dense as D  # noqa: E402
 from fastnn.kernels import losses as L  # noqa: E402
 from fastnn.kernels import metrics as M  # noqa: E402
+from fastnn.kernels import network as N  # noqa: E402
 from fastnn.kernels import optimizers as O  # noqa: E402
+from test_kernels_network import RNG, setup_network, stack_as_graph  # noqa: E402
+from test_kernels_network import network as cpu_network  # noqa: E402
+from test_kernels_network import workspace as cpu_workspace  # noqa: E402
 
 ALPHA = {A.LEAKY_RELU: 0.1, A.ELU: 1.3}
 CODES = range(8)
@@ -496,3 +500,67 @@ def test_nan_max_and_min_propagate_nan_from_either_side():
     out = cuda.device_array(8, np.float64)
     launch(None, probe, 1, 4, out, dev(a), dev(b))
     np.testing.assert_array_equal(back(out), [np.nan, np.nan, np.nan, np.nan, 5.0, 2.0, 3.0, -1.0])
+
+
+# ---- the walkers: one backward rule and the CPU's fusions -----------------------------------
+
+# Fused and unfused pairs on both sides of every kind that a CUDA stack can hold.
+WALKED = ("tanh_softmax_ce_fused", "leaky_sigmoid_bce_fused", "bare_tanh_in_the_middle_mse",
+          "identity_then_bare_softmax_ce_fused", "bare_leaky_first_sse", "softmax_then_bce_unfused",
+          "three_hidden_layers_ce", "dropout_between_dense_ce", "dropout_after_a_softmax_mse",
+          "batchnorm_between_dense_ce", "batchnorm_on_the_input_and_after_elu_mse")
+
+
+def cpu_gradients(net, loss, x, target):
+    params, grads, work = net.params.copy(), np.full(net.params.size, np.nan), cpu_workspace(net, x.shape[0])
+    N.network_forward(cpu_network(net, params), x, work, True, True, True, True, True)
+    N.network_backward(cpu_network(net, params), grads, x, work, loss, target)
+    return grads
+
+
+def cuda_gradients(net, loss, x, target, graph=False):
+    """(dL/dparams, launches) of one CUDA training step with no optimizer (``network.train_step``:
+    gather, forward, loss kernel, the stack's or the graph's walker), float64, Dropout's step RNG[1]."""
+    rows = x.shape[0]
+    act_off, n_acts, deltas_shape, n_targets, _ = N.workspace_layout(net.layers, rows)
+    work = N.Workspace(dev(np.full(n_acts, np.nan)), act_off, cuda.to_device(np.full(deltas_shape, np.nan)),
+                       dev(np.full(n_targets, np.nan)), None)
+    g = N.Graph(stack_as_graph(net, rows).sources, dev(np.full(n_acts, np.nan))) if graph else None
+    grads = dev(np.full(net.params.size, np.nan))
+    train = N.Training(grads, dev(np.zeros(1)), dev(np.zeros(1)), np.zeros((0, 3), np.int64),
+                       cuda.to_device(np.zeros((1, O.N_HYPER))), dev(np.zeros(1, np.int64)))
+    batches = N.Batches(dev(x), dev(target), dev(np.arange(rows, dtype=np.int64)), rows, 0, 1)
+    plan = Plan()
+    CN.train_step(N.Network(dev(net.params), net.layers, net.alphas, int(RNG[0])), train, work, batches, loss, None,
+                  None, None, rows, dev(np.zeros(2)), control(step0=int(RNG[1])), plan, g)
+    plan.run()
+    return back(grads), len(plan.launches)
+
+
+class _NeverFuse:
+    """``fuse_activation_backward`` saying no everywhere (its ``py_func`` is what the launchers call)."""
+    @staticmethod
+    def py_func(layers, k, sole_reader):
+        return False
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # Dropout's hash, run as NumPy scalars
+@pytest.mark.parametrize("name", WALKED)
+def test_cuda_walkers_give_the_cpus_gradients_with_and_without_the_fused_epilogue(name, monkeypatch):
+    """The CUDA stack walker (with the dx epilogue where ``fuse_activation_backward`` holds, and
+    with it turned off), the CUDA graph walker and the CPU stack walker give the same gradients:
+    every walker hands dL/d(output) between layers, and the fusions change where a derivative is
+    applied, not what is computed. The fused step has one launch fewer per fused pair."""
+    net, loss, x, target = setup_network(name)
+    trained = np.setdiff1d(np.arange(net.params.size), net.frozen)
+    expected = cpu_gradients(net, loss, x, target)[trained]
+    fused, launches = cuda_gradients(net, loss, x, target)
+    graph, _ = cuda_gradients(net, loss, x, target, graph=True)
+    monkeypatch.setattr(CN, "fuse_activation_backward", _NeverFuse)
+    unfused, unfused_launches = cuda_gradients(net, loss, x, target)
+    for grads in (fused, graph, unfused):
+        np.testing.assert_allclose(grads[trained], expected, rtol=1e-9, atol=1e-12)
+    # An Activation layer on the batch needs no derivative unfused: no launch saved there.
+    pairs = sum(bool(N.fuse_activation_backward(net.layers, k, True)) and (k > 1 or net.layers[0, N.KIND] == N.DENSE_LAYER)
+                for k in range(net.layers.shape[0]))
+    assert unfused_launches - launches == pairs
