@@ -11,8 +11,8 @@ derivative in the same pass, so the kernel hands the backward pass dL/d(pre-acti
 ``loss_forward_backward`` runs all of that as a single block (a thread per row, then a
 tree reduction in shared memory), and during training it also does the bookkeeping that
 must not wait for the host: the batch's loss and correct count go to ``record``, a loss
-that is not finite stops all later updates (``control[C_BAD]``), the optimizers' step
-counters advance, and so does the batch index. The last layer's softmax may be deferred to
+that is not finite stops all later updates (``control[C_BAD]``), and the batch index advances.
+(The optimizers' step counts advance in their own step, ``optimizers.optimizer_step``, as on the CPU.) The last layer's softmax may be deferred to
 this kernel (``softmax_first``), which saves its launch.
 """
 import math
@@ -218,8 +218,7 @@ def kernels(dtype):
     correct_row = metric_functions(dtype).correct_row
 
     @kernel
-    def loss_step(record, dz, pred, target, rows, cols, loss, act, alpha, softmax_first, train, control, steps,
-                  n_steps):
+    def loss_step(record, dz, pred, target, rows, cols, loss, act, alpha, softmax_first, train, control):
         total_part = cuda.shared.array(REDUCE_THREADS, F64)
         hits = cuda.shared.array(REDUCE_THREADS, numba.int64)
         tid = cuda.threadIdx.x
@@ -254,42 +253,37 @@ def kernels(dtype):
             b = control[C_BATCH]
             record[2 * b] = value
             record[2 * b + 1] = F64(hits[0])
-            if train:
-                if not math.isfinite(value) and control[C_BAD] < 0:
-                    control[C_BAD] = b
-                if control[C_BAD] < 0:
-                    for i in range(n_steps):
-                        steps[i] += 1
+            if train and not math.isfinite(value) and control[C_BAD] < 0:
+                control[C_BAD] = b
             control[C_BATCH] = b + 1
 
     return SimpleNamespace(loss_step=loss_step)
 
 
-def loss_forward_backward(record, dz, pred, target, loss, act, alpha, rows, cols, control, steps, train=True,
+def loss_forward_backward(record, dz, pred, target, loss, act, alpha, rows, cols, control, train=True,
                           softmax_first=False, plan=None):
     """Loss and correct rows of (rows, cols) ``pred`` against ``target`` into
     ``record[2b]``, ``record[2b + 1]`` (float64), b = ``control[C_BATCH]``, which then advances.
 
-    With ``train``: also dz = dL/d(pre-activation of the last layer, activation ``act``) and, if
-    the loss is finite and no earlier batch's was not, every ``steps`` counter += 1; else
-    ``control[C_BAD]`` = b. ``softmax_first`` applies the deferred softmax to ``pred`` in place.
+    With ``train``: also dz = dL/d(pre-activation of the last layer, activation ``act``), and
+    ``control[C_BAD]`` = b if the loss is not finite and no earlier batch's was not (the
+    optimizers then neither update nor count a step: ``optimizers.optimizer_step``).
+    ``softmax_first`` applies the deferred softmax to ``pred`` in place.
     """
     check_code(loss, PERCEPTRON, "loss")
     check_code(act, HEAVISIDE, "activation")
     launch(plan, kernels(np.dtype(pred.dtype).name).loss_step, 1, reduce_threads(rows),
            record, dz if dz is not None else pred, pred, target, rows, cols, loss, act, float(alpha),
-           bool(softmax_first), bool(train), control, steps, steps.size)
+           bool(softmax_first), bool(train), control)
 
 
-def loss_backward(record, dz, pred, target, loss, act, alpha, rows, cols, control, steps, softmax_first=False,
-                  plan=None):
+def loss_backward(record, dz, pred, target, loss, act, alpha, rows, cols, control, softmax_first=False, plan=None):
     """The training form: dz, and the value recorded on the way (one kernel; see ``loss_forward_backward``)."""
-    loss_forward_backward(record, dz, pred, target, loss, act, alpha, rows, cols, control, steps, train=True,
+    loss_forward_backward(record, dz, pred, target, loss, act, alpha, rows, cols, control, train=True,
                           softmax_first=softmax_first, plan=plan)
 
 
-def loss_forward(record, pred, target, loss, rows, cols, control, steps, softmax_first=False, plan=None):
-    """The value (and correct rows) of loss ``loss`` only: ``loss_forward_backward`` without ``train``
-    (``steps`` is not touched)."""
+def loss_forward(record, pred, target, loss, rows, cols, control, softmax_first=False, plan=None):
+    """The value (and correct rows) of loss ``loss`` only: ``loss_forward_backward`` without ``train``."""
     loss_forward_backward(record, None, pred, target, loss, SOFTMAX if softmax_first else 0, 0.0, rows, cols,
-                          control, steps, train=False, softmax_first=softmax_first, plan=plan)
+                          control, train=False, softmax_first=softmax_first, plan=plan)
