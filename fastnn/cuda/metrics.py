@@ -1,8 +1,9 @@
 """CUDA twin of ``fastnn.kernels.metrics``: rows whose prediction matches the target, and the
 training metrics' counters.
 
-``correct_row`` is the device function the loss kernel calls on each row it visits (so
-accuracy costs no launch during training); ``count_correct`` is a one-block kernel for a
+``correct_row`` (the CPU kernels' own source, as ``row_argmax``, compiled by
+``fastnn.cuda.device_twin``) is the device function the loss kernel calls on each row it visits
+(so accuracy costs no launch during training); ``count_correct`` is a one-block kernel for a
 whole matrix; ``metric_counts`` adds a batch's counters, one thread per row.
 """
 import math
@@ -18,6 +19,7 @@ from ..kernels.metrics import CLASS_CONFUSION, CONFUSION, REGRESSION_SUMS, SCORE
 from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch
 
 row_argmax = device_twin(cpu.row_argmax)
+correct_row = device_twin(cpu.correct_row, row_argmax=row_argmax)
 
 
 @kernel(device=True)
@@ -37,16 +39,7 @@ def block_sum(part):
 
 @lru_cache(maxsize=None)
 def device_functions(dtype):
-    HALF = numba.from_dtype(np.dtype(dtype))(0.5)
-
-    @kernel(device=True)
-    def correct_row(pred, target, lo, cols):
-        """1 when the row at ``lo`` is right: argmax equality for cols > 1 (first maximum
-        wins, as NumPy), threshold at 0.5 for one column (binary accuracy); else 0."""
-        if cols == 1:
-            return 1 if (pred[lo] > HALF) == (target[lo] > HALF) else 0
-        return 1 if row_argmax(pred, lo, cols) == row_argmax(target, lo, cols) else 0
-
+    """The metric device functions (the same for every dtype: the thresholds compare exactly)."""
     return SimpleNamespace(correct_row=correct_row)
 
 

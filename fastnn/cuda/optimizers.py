@@ -21,9 +21,8 @@ from numba import cuda
 
 from ..kernels import optimizers as cpu
 from ..kernels import schedules as cpu_schedules
-from ..kernels.optimizers import (ADAGRAD, ADAM, ADAMW, GLOBAL_CLIPNORM_EPSILON, H_1, H_2,  # noqa: F401
-                                  H_CLIP_GROUP, H_CLIPNORM, H_CLIPVALUE, H_DECAY, H_EPS, H_FLAG, H_GLOBAL_CLIPNORM, H_LR,
-                                  H_SCHEDULE, RMSPROP, SGD)
+from ..kernels.optimizers import (ADAGRAD, ADAM, ADAMW, H_1, H_2, H_CLIPNORM, H_CLIPVALUE,  # noqa: F401
+                                  H_DECAY, H_EPS, H_FLAG, H_GLOBAL_CLIPNORM, H_LR, H_SCHEDULE, RMSPROP, SGD)
 from ..kernels.schedules import CONSTANT
 from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch
 from .metrics import block_sum

@@ -1,4 +1,8 @@
-"""Metric kernels on (B, C) predictions and targets."""
+"""Metric kernels on (B, C) predictions and targets.
+
+The row functions (``row_argmax``, ``correct_row``) work on one row of flat arrays: the CUDA twin
+(``fastnn.cuda.metrics``) compiles this very source as device functions.
+"""
 import numpy as np
 
 from ..config import kernel
@@ -16,17 +20,22 @@ def row_argmax(a, lo, cols):
 
 
 @kernel(inline=True)
+def correct_row(pred, target, lo, cols):
+    """1 when the row at ``lo`` of flat arrays is right, else 0: argmax equality for cols > 1
+    (one-hot or probability targets; the first maximum wins, as NumPy's), threshold at 0.5 for
+    one column (binary accuracy). The CUDA loss kernel compiles it for each row it visits."""
+    if cols == 1:
+        return 1 if (pred[lo] > 0.5) == (target[lo] > 0.5) else 0
+    return 1 if row_argmax(pred, lo, cols) == row_argmax(target, lo, cols) else 0
+
+
+@kernel(inline=True)
 def count_correct(pred, target):
-    """Rows whose prediction matches the target: argmax equality for C > 1 (one-hot or
-    probability targets), threshold at 0.5 for a single output (binary accuracy)."""
+    """Rows of (B, C) arrays whose prediction matches the target (``correct_row``)."""
     rows, cols = pred.shape
     correct = 0
     for i in range(rows):
-        if cols == 1:
-            if (pred[i, 0] > 0.5) == (target[i, 0] > 0.5):
-                correct += 1
-        elif row_argmax(pred[i], 0, cols) == row_argmax(target[i], 0, cols):
-            correct += 1
+        correct += correct_row(pred[i], target[i], 0, cols)
     return correct
 
 

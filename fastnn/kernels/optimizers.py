@@ -5,6 +5,16 @@ and reproduces the update of the PyTorch optimizer named in its docstring, opera
 operation, so results agree with torch.optim to float rounding; ``optimizer_step`` dispatches
 on the optimizer's code.
 
+One source for both targets: each rule is written once, as an element function
+(``sgd_update``, ``adam_update``, ``rmsprop_update``, ``adagrad_update``; the factors
+``adam_factors`` and ``square_underflow``; the clipping factors ``clipnorm_scale``,
+``global_clipnorm_scale`` and ``clip_value``), which the loops here call (Numba inlines it, so
+they vectorize as before) and which ``fastnn.cuda.optimizers`` compiles as CUDA device functions
+(``fastnn.cuda.device_twin``). They use ``math``'s functions, which both targets compile, and
+take their constants in the arrays' dtype. The step counts are not advanced here but by the
+loop that calls the optimizers, once per update, on both targets (``kernels.network.apply_optimizers``,
+``cuda.optimizers.optimizer_step``).
+
 One departure: no state is ever a denormal number. A decaying state (momentum, Adam's
 moments, RMSprop's average) that falls below the smallest normal number of its dtype is stored
 as zero, and a gradient so small that its square would be denormal (|g| below

@@ -5,6 +5,10 @@ its gradient in one pass.
 [start, stop, l1, l2]. The penalty is sum over rows of l1 * sum|w| + l2 * sum w² (Keras' L1,
 L2 and L1L2: no factor 1/2), added to the loss; its gradient l1 * sign(w) + 2 * l2 * w
 (sign(0) = 0, as TensorFlow's) is added to the gradient that backpropagation left.
+
+One source for both targets: each element's terms (``l1_value``, ``l2_value``, ``l1_gradient``,
+``l2_gradient``) are written once; the loops here call them and ``fastnn.cuda.regularizers``
+compiles them as CUDA device functions (``fastnn.cuda.device_twin``).
 """
 import numpy as np
 
