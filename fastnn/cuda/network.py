@@ -193,7 +193,7 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
         fill_zero(graph.deltas, plan=plan)
     top = _view(deltas[0] if graph is None else graph.deltas, 0 if graph is None else act_off[last + 1], rows * n_out)
     loss_backward(records, top, pred, yb, loss, loss_activation(layers), alphas[last, ALPHA], rows, n_out, control,
-                  train.opt_steps, softmax_first=deferred, plan=plan)
+                  softmax_first=deferred, plan=plan)
     if metrics is not None:  # after the loss kernel, which applied a deferred softmax to pred
         metric_counts(metrics.spec, metrics.counts, pred, yb, rows, n_out, control, plan=plan)
     if graph is None:
@@ -269,6 +269,6 @@ def evaluate_batches(net, loss, x, y, batch_size, work, records, control, steps,
         yb.copy_to_device(y[lo:lo + rows].reshape(-1), stream=stream)
         plan = Plan(stream)
         deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan, graph=graph)
-        loss_forward(records, _view(acts, act_off[last + 1], rows * n_out), yb, loss, rows, n_out, control, steps,
+        loss_forward(records, _view(acts, act_off[last + 1], rows * n_out), yb, loss, rows, n_out, control,
                      softmax_first=deferred, plan=plan)
         plan.run()
