@@ -212,7 +212,6 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
     def count_params(self):
         return sum(layer.count_params() for layer in self.layers)
 
-
     def _weight_shapes(self):
         return [s for layer in self.layers for s in layer.weight_shapes()]
 
@@ -239,7 +238,6 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
         with self._lock:
             self._backend.write("params", 0, flat)
         self._diverged = None
-
 
     def _layer_weights(self, layer):
         """``layer``'s arrays: only its slice of the buffer comes to the host."""

@@ -26,7 +26,6 @@ from . import distributed, losses, optimizers
 from . import metrics as metrics_
 from .activations import Sigmoid, Softmax
 from .callbacks import Callback, History, TerminateOnNaN, _Muted
-from .config import INFERENCE_BATCH_SIZE
 from .layers import Dropout
 from .validation import check_float, check_int, check_targets
 
@@ -62,7 +61,7 @@ def _one_training_call(method):
 
 
 class Trainer:
-    """compile, fit, train_on_batch, evaluate, predict and ``model(x)``, on a ``Network``'s layers and backend."""
+    """compile, fit and train_on_batch, on a ``Network``'s layers and backend."""
 
     def compile(self, loss="cross_entropy", optimizer=None, metrics=None):
         """Set the loss, the default optimizer (for layers without their own) and the metrics that
