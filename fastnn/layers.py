@@ -167,7 +167,7 @@ class Layer(Configurable):
     def step_work(self, rows):
         """(matrix-product FLOPs, values touched by memory-bound passes) of this layer in one
         training step of ``rows`` rows, forward and backward: what ``fit`` sizes its calls into
-        the compiled loop by (``MLP._batches_per_call``). Here: the layer's outputs, each read and
+        the compiled loop by (``Trainer._batches_per_call``). Here: the layer's outputs, each read and
         written about three times (activations, Dropout, BatchNorm, Masking, merges); a user
         layer's functions are counted as running over all its parameters for every row, forward
         and backward (nothing more is known of them)."""
