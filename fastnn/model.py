@@ -4,6 +4,8 @@
 (``fastnn.network``). The training loop is ``fastnn.trainer``, inference ``fastnn.inference``."""
 from .functional import Model
 from .model_io import load_model, model_class
+# Pickles written before the split name these functions here: they still load.
+from .model_io import _rebuilt, _restore_unbuilt, _unpickle  # noqa: F401
 from .network import Network
 from .sequential import MLP, Perceptron, Sequential
 
