@@ -227,8 +227,8 @@ def test_loading_does_not_initialize_the_weights_first(tmp_path, monkeypatch):
 
 def test_an_interrupt_stops_between_chunks_with_the_model_consistent(monkeypatch):
     """Was: a KeyboardInterrupt arrived only when the whole epoch had run in one compiled call."""
-    import fastnn.model as model_module
-    monkeypatch.setattr(model_module, "_CHUNK_FLOPS", 1.0)  # one batch per call
+    import fastnn.trainer as trainer_module
+    monkeypatch.setattr(trainer_module, "_CHUNK_FLOPS", 1.0)  # one batch per call
     x, y = blobs(n=320)
     model = small()
     backend = model._ensure_built() or model._backend

@@ -107,6 +107,17 @@ def test_save_load_and_pickle_round_trip(tmp_path):
     np.testing.assert_array_equal(twin.predict([xa, xb]), model.predict([xa, xb]))
 
 
+def test_a_functional_model_has_no_add():
+    """Its layers come from the graph: it inherits no ``add`` (nor the seed's ``addLayer``) to refuse,
+    as Keras' functional Model has none; the stack has both."""
+    from fastnn import MLP
+    from fastnn.network import Network
+    model = graph()
+    assert not hasattr(model, "add") and not hasattr(model, "addLayer")
+    assert isinstance(model, Network) and not isinstance(model, MLP)
+    assert MLP.add is not None and MLP.addLayer is MLP.add
+
+
 def test_errors():
     a, b = Input((3,)), Input((2,))
     dense = Dense(units=4)
@@ -121,8 +132,6 @@ def test_errors():
         Dense(units=2)(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="not in inputs"):
         Model(inputs=[a], outputs=Concatenate()([a, b]))
-    with pytest.raises(TypeError, match="call them on tensors"):
-        graph().add(Dense(units=2))
     xa, xb, y = data()
     model = graph()
     with pytest.raises(ValueError, match="list of 2 arrays"):
