@@ -29,6 +29,14 @@ from .kernels.network import BATCHNORM_LAYER, B_OFF, KIND, N_OUT, alpha_table, w
 from .kernels.optimizers import H_CLIP_GROUP, N_HYPER
 
 
+def _table(values, dtype, columns):
+    """``values`` as a C-contiguous (rows, ``columns``) array of ``dtype``: itself when it is one."""
+    if isinstance(values, np.ndarray) and values.dtype == dtype and values.ndim == 2 and \
+            values.shape[1] == columns and values.flags.c_contiguous:
+        return values
+    return np.ascontiguousarray(np.reshape(np.asarray(values, dtype=dtype), (-1, columns)))
+
+
 @dataclass(frozen=True, eq=False)
 class OptimizerSlices:
     """Each run of consecutive layers that share an optimizer: one slice of the flat buffers.
@@ -39,6 +47,9 @@ class OptimizerSlices:
     meta: np.ndarray
     optimizers: tuple = ()
     initial: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "meta", _table(self.meta, np.int64, 3))
 
     def hyper(self):
         """float64 (S, >= N_HYPER): each slice's hyper-parameters, read from its optimizer now (a
@@ -80,18 +91,17 @@ class NetworkSpec:
     running_statistics: np.ndarray = None
 
     def __post_init__(self):
-        # Tables given by hand (a benchmark's) are completed as build_spec completes them.
-        table = np.ascontiguousarray(np.reshape(self.table, (-1, 6)), dtype=np.int64)
+        # Tables given by hand (a benchmark's) are completed as build_spec completes them; arrays
+        # already as the kernels read them are kept (``with_optimizer`` keeps the same table).
         set_ = object.__setattr__  # frozen: the fields are set once, here
+        table = _table(self.table, np.int64, 6)
         set_(self, "table", table)
-        set_(self, "alphas", alpha_table(self.alphas))
-        set_(self, "reg", np.ascontiguousarray(np.reshape(self.reg, (-1, 4)), dtype=np.float64))
+        set_(self, "alphas", _table(alpha_table(self.alphas), np.float64, 2))
+        set_(self, "reg", _table(self.reg, np.float64, 4))
         if self.graph is not None:
-            set_(self, "graph", np.ascontiguousarray(self.graph, dtype=np.int64))
+            set_(self, "graph", _table(self.graph, np.int64, 2))
         if not isinstance(self.slices, OptimizerSlices):
-            set_(self, "slices", OptimizerSlices(np.asarray(self.slices)))
-        set_(self, "slices", replace(self.slices, meta=np.ascontiguousarray(self.slices.meta,
-                                                                            dtype=np.int64).reshape(-1, 3)))
+            set_(self, "slices", OptimizerSlices(self.slices))
         if self.tensors is None:
             set_(self, "tensors", weight_tensors(table, self.user_sizes))
         if self.running_statistics is None:
