@@ -278,8 +278,9 @@ class CUDABackend(Backend):
         """Compile the kernels of ``train``'s step for these arguments, so that compiling does not
         count as training time: numba-cuda compiles a kernel only when it is first launched, so
         the batches [first, stop) (``fit`` asks for one) are trained on, and then the whole
-        training state (and the gradients) is put back as it was; the host arrays passed are left alone. Once per kind of step and
-        model. Returns None, or a note with the time it took when ``will_compile`` said it would compile."""
+        training state (and the gradients) is put back as it was; the host arrays passed are left
+        alone. Once per kind of step and model. Returns None, or a note with the time it took when
+        ``will_compile`` said it would compile."""
         key = (loss, batch_size, None if metrics is None else np.asarray(metrics).tobytes(), data.resident,
                any_clipping(np.asarray(opt_hyper, dtype=np.float64).reshape(self.opt_meta.shape[0], -1)))
         if key in self._warmed:
