@@ -19,7 +19,7 @@ of arrays, one per input (an array alone for one input). One output; each layer 
 """
 import numpy as np
 
-from .kernels.network import ADD_LAYER, B_OFF, CONCATENATE_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER
+from .kernels.table import ADD_LAYER, B_OFF, CONCATENATE_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER
 from .layers import Embedding, Input, Layer, Tensor, as_tensor  # noqa: F401 (Tensor: the functional API's type)
 from .network import Network
 from .validation import check_features

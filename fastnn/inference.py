@@ -61,10 +61,8 @@ class Inference:
         self._ensure_built()
         self._check_usable("run the model")
         x = self._check_x(x, "x")
-        with self._lock:
-            out = self._backend.predict(x, max(1, x.shape[0]), training=True)
-            self._backend.write("rng", 1, self._backend.host("rng")[1:] + 1)
-        return out
+        with self._lock:  # the backend advances Dropout's step, as a training step does
+            return self._backend.predict(x, max(1, x.shape[0]), training=True)
 
     def predict_classes(self, x, batch_size=None):
         """The most probable class of each row (threshold 0.5 for a single output)."""

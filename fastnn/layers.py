@@ -10,7 +10,7 @@ import numpy as np
 
 from . import activations, initializers, optimizers, regularizers
 from .base import Configurable, _jsonable
-from .kernels.network import (ACT, ACTIVATION_LAYER, B_OFF, BATCHNORM_LAYER, DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER,
+from .kernels.table import (ACT, ACTIVATION_LAYER, B_OFF, BATCHNORM_LAYER, DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER,
                               KIND, MASKING_LAYER, N_IN, N_OUT, USER_LAYER, W_OFF)
 from .validation import check_features, check_float, check_int
 
@@ -121,10 +121,11 @@ class Layer(Configurable):
     def initial_weights(self, rng, dtype):
         return [w["initializer"](w["shape"], rng, dtype) for w in getattr(self, "_declared", [])]
 
-    def user_kernels(self, dtype):
-        """A user layer's (forward, backward) wrappers (``fastnn.user_layers``) at its place in the buffers."""
+    def user_kernels(self, dtype, offset):
+        """A user layer's (forward, backward) wrappers (``fastnn.user_layers``), its weights starting at
+        ``offset`` in the flat buffers."""
         from .user_layers import user_layer_kernels
-        weights, offset = [], self._offset
+        weights = []
         for shape in self.weight_shapes():
             weights.append((offset, shape))
             offset += int(np.prod(shape))
@@ -156,12 +157,13 @@ class Layer(Configurable):
         row = np.zeros(6, np.int64)
         row[N_IN], row[N_OUT] = self.input_dim, self.output_dim
         if self.is_user_layer():
-            row[W_OFF], row[B_OFF], row[KIND] = offset, self._user_index, USER_LAYER
+            # b: the layer's index among the model's user layers, which the spec sets (``fastnn.spec``).
+            row[W_OFF], row[B_OFF], row[KIND] = offset, -1, USER_LAYER
         return row
 
-    def regularized_slices(self):
+    def regularized_slices(self, offset):
         """Rows [start, stop, l1, l2] of the kernels' ``reg`` table for this layer's penalized
-        parameters (offsets into the flat buffer; the model has set ``_offset``)."""
+        parameters, its parameters starting at ``offset`` in the flat buffer."""
         return []
 
     def step_work(self, rows):
@@ -284,11 +286,11 @@ class Dense(Layer):
         flops, values = super().step_work(rows)
         return flops + 6.0 * rows * self.input_dim * self.output_dim, values  # x @ W; dx and dW backward
 
-    def regularized_slices(self):
+    def regularized_slices(self, offset):
         n_w = self.input_dim * self.output_dim
         rows = []
-        for reg, lo, n in ((self.kernel_regularizer, self._offset, n_w), (self.bias_regularizer, self._offset + n_w,
-                                                                        self.output_dim)):
+        for reg, lo, n in ((self.kernel_regularizer, offset, n_w), (self.bias_regularizer, offset + n_w,
+                                                                  self.output_dim)):
             if reg is not None and any(reg.factors()):
                 rows.append([lo, lo + n, *reg.factors()])
         return rows
@@ -534,11 +536,11 @@ class Embedding(Layer):
         flops, values = super().step_work(rows)
         return flops, values + 2.0 * rows * self.input_length * self.embedding_dim  # gathered; scattered back
 
-    def regularized_slices(self):
+    def regularized_slices(self, offset):
         reg = self.embeddings_regularizer
         if reg is None or not any(reg.factors()):
             return []
-        return [[self._offset, self._offset + self.vocabulary * self.embedding_dim, *reg.factors()]]
+        return [[offset, offset + self.vocabulary * self.embedding_dim, *reg.factors()]]
 
     def check_weights(self, arrays, name):
         if self.mask_zero and np.any(arrays[0][0] != 0):

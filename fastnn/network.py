@@ -17,14 +17,14 @@ import numpy as np
 from . import distributed, optimizers
 from . import onnx as onnx_export
 from . import user_layers as user_kernels
-from .backend import INT64_MAX, get_backend
+from .backend import INT64_MAX
+from .devices import get_backend
 from .inference import Inference
-from .kernels.optimizers import H_CLIP_GROUP, N_HYPER
-from .kernels.regularizers import regularization_penalty
 from .layers import Input, check_weight_list
 from .model_io import Serializable
 from .schedules import LearningRateSchedule
 from .seed_api import SeedAPI
+from .spec import build_spec
 from .trainer import Trainer
 from .validation import check_dtype, check_int
 
@@ -89,41 +89,28 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
     # ---- what the backend runs: the layout, the optimizers' slices, the statistics --------
 
     def _build(self, weights):
-        """Lay ``weights`` out in one flat buffer, [W1, b1, W2, b2, ...], and load the backend.
+        """Lay ``weights`` out in one flat buffer, [W1, b1, W2, b2, ...], build the network's
+        specification (``fastnn.spec``) and load both into a new backend.
 
         The random key and step (Dropout's masks) carry over from an earlier build."""
-        layers = self._compute_layers()
-        users = [layer for layer in layers if layer.is_user_layer()]
-        graph = self._graph_table()
         self._check_device_runs_layers(self.device, f"this model is on {self.device!r}")
-        table, offset = [], 0
-        for layer in layers:
-            layer._offset = offset
-            layer._user_index = next((i for i, u in enumerate(users) if u is layer), -1)
-            table.append(self._table_row(layer, offset))
-            offset += layer.count_params()
+        spec = build_spec(self._compute_layers(), self.dtype, self.optimizer or _default_optimizer(self),
+                          graph=self._graph_table(), table_row=self._table_row)
         params = np.concatenate([np.ravel(w) for w in weights]).astype(self.dtype, copy=False) if weights \
             else np.zeros(0, self.dtype)
-        self._table = np.array(table, dtype=np.int64)
-        self._alphas = np.array([layer.table_floats() for layer in layers], dtype=np.float64).reshape(-1, 2)
-        self._reg = np.array([row for layer in layers for row in layer.regularized_slices()],
-                             dtype=np.float64).reshape(-1, 4)
         rng = self._backend.host("rng") if self._backend is not None else np.array([self._random_key(), 0])
-        kernels = [layer.user_kernels(self.dtype) for layer in users]
-        _probe_user_layers(users, kernels, params)
-        self._backend = get_backend(self.device, self.dtype)
+        if spec.user is not None:
+            _probe_user_layers([layer for layer in spec.layers if layer.is_user_layer()],
+                               zip(spec.user.forward, spec.user.backward), params)
+        backend = get_backend(self.device, self.dtype)
         # The backend takes these fresh arrays as its own (no copies: a Dense(8000, 8000) is 256 MB
-        # a buffer); configure_optimizers then sets the optimizer state in place.
-        extra = {"user": user_kernels.bundle(kernels),
-                 "user_sizes": [layer.trainable_weight_sizes() for layer in users]} if users else {}
-        if graph is not None:
-            extra["graph"] = graph
-        # What the backend runs besides the tables, kept for ``to``, which loads another backend.
-        self._load_options = extra
-        self._backend.load(self._table, self._alphas, self._reg, np.zeros((0, 3), np.int64),
-                           {"params": params, "state1": np.zeros_like(params), "state2": np.zeros_like(params),
-                            "opt_steps": np.zeros(0, np.int64), "rng": rng}, **extra)
-        self._configure_optimizers()
+        # a buffer), with the optimizer state the spec's slices start from.
+        state1 = np.zeros_like(params)
+        for (lo, hi, _), value in zip(spec.slices.meta, spec.slices.initial):
+            state1[lo:hi] = value
+        backend.load(spec, {"params": params, "state1": state1, "state2": np.zeros_like(params),
+                            "opt_steps": np.zeros(spec.slices.meta.shape[0], np.int64), "rng": rng})
+        self._spec, self._backend = spec, backend
 
     def _check_device_runs_layers(self, device, why):
         """A ValueError (``why`` says what was asked) if ``device`` cannot run one of the layers:
@@ -150,62 +137,32 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
 
     def _configure_optimizers(self):
         """Give each run of consecutive layers that share an optimizer one slice of the flat
-        buffers, and reset the optimizer state (momentum, moments, step counts)."""
-        default = self.optimizer or _default_optimizer(self)
-        segments = []  # [optimizer, lo, hi]
-        for layer in self._compute_layers():
-            n = layer.count_trainable_params()
-            if not n:
-                continue
-            opt = getattr(layer, "optimizer", None) or default
-            if segments and segments[-1][0] is opt and segments[-1][2] == layer._offset:
-                segments[-1][2] += n
-            else:
-                segments.append([opt, layer._offset, layer._offset + n])
-        self._segments = segments
-        self._backend.configure_optimizers([[lo, hi, opt.kind] for opt, lo, hi in segments],
-                                           [opt.initial_state for opt, _, _ in segments])
+        buffers (a new spec of the same network), and reset the optimizer state (momentum,
+        moments, step counts)."""
+        self._spec = self._spec.with_optimizer(self.optimizer or _default_optimizer(self))
+        self._backend.configure_optimizers(self._spec)
 
     def optimizers(self):
         """The distinct optimizer objects that update this model's parameters."""
         self._ensure_built()
-        seen = []
-        for opt, _, _ in self._segments:
-            if all(opt is not s for s in seen):
-                seen.append(opt)
-        return seen
+        return self._spec.slices.distinct()
 
     def _opt_hyper(self):
         """Hyper-parameters read from the optimizer objects now (a scheduler may have changed them)."""
-        rows = [opt.hyper_parameters() for opt, _, _ in self._segments]
-        hyper = np.zeros((len(rows), max([N_HYPER] + [r.size for r in rows])))
-        for i, row in enumerate(rows):  # schedules with more pieces make longer rows: pad the others
-            hyper[i, :row.size] = row
-        # The slices of one optimizer: its global_clipnorm takes the norm over all of them.
-        owners = [opt for opt, _, _ in self._segments]
-        hyper[:, H_CLIP_GROUP] = [1 + next(j for j, o in enumerate(owners) if o is opt) for opt in owners]
-        return hyper
+        return self._spec.slices.hyper()
 
     def _average_running_statistics(self):
         """Under MPI: BatchNorm's running statistics, which each rank updates from its own rows,
         averaged over the ranks so that all hold the same model."""
         if distributed.world() is None:
             return
-        params = self._backend.host("params")
-        for lo, hi in self._running_statistics():
-            mean = distributed.sum_over_ranks(params[lo:hi]) / distributed.size()
-            self._backend.write("params", lo, mean.astype(self.dtype))
-
-    def _running_statistics(self):
-        """[start, stop) in the flat buffer of each BatchNorm layer's running mean and variance."""
-        from .kernels.network import BATCHNORM_LAYER, B_OFF, KIND, N_OUT
-        table = self._backend.layers
-        return [(b + n, b + 3 * n) for b, n in zip(table[table[:, KIND] == BATCHNORM_LAYER, B_OFF],
-                                                 table[table[:, KIND] == BATCHNORM_LAYER, N_OUT])]
+        statistics = self._backend.running_statistics()
+        if statistics.size:
+            self._backend.load_running_statistics(distributed.sum_over_ranks(statistics) / distributed.size())
 
     def _penalty(self):
-        """The weight penalty (the regularizers' sum) at the current parameters."""
-        return regularization_penalty(self._backend.host("params"), self._reg) if self._reg.size else 0.0
+        """The weight penalty (the regularizers' sum) at the current parameters, from the backend."""
+        return self._backend.penalty()
 
     # ---- weights ----------------------------------------------------------------------------
 
@@ -242,15 +199,15 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
     def _layer_weights(self, layer):
         """``layer``'s arrays: only its slice of the buffer comes to the host."""
         self._ensure_built()
-        return _split(_host_slice(self._backend, "params", layer._offset, layer._offset + layer.count_params()),
-                      layer.weight_shapes())
+        lo = self._spec.offset(layer)
+        return _split(self._backend.host("params", lo, lo + layer.count_params()), layer.weight_shapes())
 
     def _set_layer_weights(self, layer, weights):
         self._ensure_built()
         arrays = check_weight_list(weights, layer.weight_shapes(), "weights", self.dtype)
         layer.check_weights(arrays, "weights")
         if arrays:
-            self._backend.write("params", layer._offset, np.concatenate([a.ravel() for a in arrays]))
+            self._backend.write("params", self._spec.offset(layer), np.concatenate([a.ravel() for a in arrays]))
 
     def layer_names(self):
         """Each layer's name as ``summary`` shows it: '<class in lower case>_<index>'."""
@@ -266,9 +223,9 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
         for name, layer in zip(self.layer_names(), self.layers):
             if isinstance(layer, Input):
                 continue
-            n = layer.count_params()
-            arrays = _split(params[layer._offset: layer._offset + n], layer.weight_shapes())
-            grad_arrays = _split(grads[layer._offset: layer._offset + n], layer.weight_shapes()) if gradients else []
+            lo, n = self._spec.offset(layer), layer.count_params()
+            arrays = _split(params[lo: lo + n], layer.weight_shapes())
+            grad_arrays = _split(grads[lo: lo + n], layer.weight_shapes()) if gradients else []
             for j, (weight_name, array) in enumerate(zip(layer.weight_names(), arrays)):
                 out.append((name, weight_name, array) + ((grad_arrays[j],) if gradients else ()))
         return out
@@ -278,12 +235,13 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
         schedule evaluated at its step count (as Keras' ``optimizer.learning_rate``), or None for
         a model with no trained parameters."""
         self._ensure_built()
-        slices = [i for i, (opt, _, _) in enumerate(self._segments) if optimizer is None or opt is optimizer]
+        owners = self._spec.slices.optimizers
+        slices = [i for i, opt in enumerate(owners) if optimizer is None or opt is optimizer]
         if not slices:
             if optimizer is None:
                 return None
             raise ValueError("optimizer updates none of this model's parameters")
-        opt = self._segments[slices[0]][0]
+        opt = owners[slices[0]]
         if isinstance(opt.learning_rate, LearningRateSchedule):
             return float(opt.learning_rate(int(self._backend.host("opt_steps")[slices[0]])))
         return float(opt.learning_rate)
@@ -321,8 +279,7 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
         self._check_device_runs_layers(device, f"the model stays on {self.device!r}")
         with self._lock:  # not while fit or predict runs on the old backend's buffers
             if self._backend is not None:
-                backend.load(self._table, self._alphas, self._reg, self._backend.opt_meta, self._backend.state(),
-                             **self._load_options)
+                backend.load(self._spec, self._backend.state())
                 self._backend = backend
             self.device = device
         return self
@@ -361,12 +318,3 @@ def _split(flat, shapes):
         out.append(flat[pos: pos + n].reshape(shape).copy())
         pos += n
     return out
-
-
-def _host_slice(backend, name, lo, hi):
-    """A host copy of ``backend``'s buffer ``name``[lo:hi], copying no more than that slice
-    where the backend can (``host(name, lo, hi)``)."""
-    try:
-        return backend.host(name, lo, hi)
-    except TypeError:  # a backend whose host() takes the name alone copies the whole buffer
-        return backend.host(name)[lo:hi]

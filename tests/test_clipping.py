@@ -190,7 +190,7 @@ def test_global_clipnorm_takes_the_norm_over_all_of_an_optimizers_slices():
     x, y = data()
     plain, clipped = split_model(SGD(1.0)), split_model(SGD(1.0, global_clipnorm=0.05))
     before = plain.get_weights()
-    assert len(plain._segments) == 2
+    assert len(plain._spec.slices.optimizers) == 2
     plain.train_on_batch(x, y)
     clipped.train_on_batch(x, y)
     trained = [0, 1, 2, 3, 6, 7]  # W1, b1, gamma, beta, W2, b2 (not the running mean and variance)

@@ -44,10 +44,7 @@ def _import_cycles_tool():
 def test_no_import_cycle_among_the_modules():
     """Read from every import statement, deferred ones included (``tools/import_cycles.py``)."""
     tool = _import_cycles_tool()
-    # The CPU and CUDA backends import each other until the backend's interface is declared
-    # in one module of its own (issue 23, item 4).
-    known = [["fastnn.backend", "fastnn.cuda.backend"]]
-    assert [c for c in tool.cycles(tool.graph()) if c not in known] == []
+    assert tool.cycles(tool.graph()) == []
 
 
 def test_the_cycle_check_sees_a_cycle_held_by_a_deferred_import(tmp_path):
