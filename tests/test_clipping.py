@@ -137,6 +137,7 @@ def user_layer_model(optimizer):
 
 
 @pytest.mark.parametrize("clip", [{"clipnorm": 0.01}, {"global_clipnorm": 0.02}, {"clipvalue": 0.005}])
+@pytest.mark.slow  # user layers compile anew per model; test_clipnorm_limits_a_user_layers_step runs by default
 def test_clipping_covers_user_layers_weights_as_torch(clip):
     """One SGD step of a model with a user layer against PyTorch's gradients clipped by Keras'
     clip_by_norm per tensor (clipnorm), clip_grad_norm_ over all tensors (global_clipnorm) or

@@ -417,6 +417,7 @@ def test_a_large_embedding_table_makes_short_calls():
     assert max(sizes) * model.count_params() <= 2.5e8
 
 
+@pytest.mark.slow  # a large user layer compiles anew; the Embedding twin above checks the same by default
 def test_a_large_user_layer_makes_short_calls():
     """Was: one call for the whole epoch, a user layer's work counting for nothing. Its functions
     run for every row over its parameters (forward and backward): a call is kept to at most 1e8

@@ -107,7 +107,8 @@ def functional(kind):
     return model, xs
 
 
-@pytest.mark.parametrize("kind", ["concatenate", "residual", "multiply", "embedding"])
+@pytest.mark.parametrize("kind", ["concatenate", "residual", "multiply",
+                                  pytest.param("embedding", marks=pytest.mark.slow)])  # a graph compiled for it alone
 def test_functional_models_export_one_input_each(tmp_path, kind):
     model, xs = functional(kind)
     path = model.to_onnx(tmp_path / f"{kind}.onnx")
