@@ -299,6 +299,7 @@ def test_an_embedding_after_another_layer_is_refused_at_add():
     assert len(first.layers) == 2
 
 
+@pytest.mark.slow  # a graph compiled for it alone
 def test_the_same_input_twice_is_refused_and_the_input_stays_usable():
     """Was: an error naming no Input, and the Input marked as belonging to a model, so that
     building the right model with it failed too."""

@@ -55,7 +55,7 @@ def test_gradients_match_finite_differences():
     weights = m.get_weights()
     m.train_on_batch(x, y)  # SGD(0.1): grads = (before - after) / 0.1
     grads = [(a - b) / 0.1 for a, b in zip(weights, m.get_weights())]
-    probe = model()
+    probe = m  # the loss at other weights; a second model would compile its user layers again
 
     def loss(ws):
         probe.set_weights(ws)
