@@ -84,6 +84,7 @@ CHILD = textwrap.dedent(r"""
 """)
 
 
+@pytest.mark.slow  # a child process compiling every kernel for a real GPU
 def test_every_training_kernel_compiles_to_ptx_for_sm90():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

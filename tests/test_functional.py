@@ -55,6 +55,7 @@ def test_float32_agrees_with_float64():
         np.testing.assert_allclose(w32, w64, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # a learning run: 25 epochs of 2,000 rows
 def test_a_task_neither_input_solves_alone():
     """y = (a0 > 0) xor (b0 > 0): each input alone predicts y at chance."""
     rng = np.random.default_rng(0)
@@ -69,6 +70,7 @@ def test_a_task_neither_input_solves_alone():
     assert model.predict([xa, xb]).shape == (2000, 2)
 
 
+@pytest.mark.slow  # a learning run: 40 epochs, on a graph of its own
 def test_an_embedding_input_beside_features():
     rng = np.random.default_rng(2)
     ids, features = rng.integers(0, 6, (300, 2)), rng.normal(size=(300, 3))

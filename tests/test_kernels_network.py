@@ -240,6 +240,7 @@ def test_network_backward_matches_finite_differences(name):
     assert_gradient(grads, numerical_gradient(loss_value, net.params))
 
 
+@pytest.mark.slow  # compiles the float32 walkers for this test alone; finite differences check the backward by default
 def test_network_backward_float32_matches_float64():
     net, loss, x, target = setup_network("three_hidden_layers_ce")
     results = []

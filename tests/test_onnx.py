@@ -107,7 +107,9 @@ def functional(kind):
     return model, xs
 
 
-@pytest.mark.parametrize("kind", ["concatenate", "residual", "multiply", "embedding"])
+# residual and embedding: a graph compiled for each alone
+@pytest.mark.parametrize("kind", ["concatenate", pytest.param("residual", marks=pytest.mark.slow), "multiply",
+                                  pytest.param("embedding", marks=pytest.mark.slow)])
 def test_functional_models_export_one_input_each(tmp_path, kind):
     model, xs = functional(kind)
     path = model.to_onnx(tmp_path / f"{kind}.onnx")

@@ -560,6 +560,7 @@ def test_load_state_checks_everything_before_changing_anything(saved):
         np.testing.assert_array_equal(value, before[name], err_msg=name)
 
 
+@pytest.mark.slow  # child processes that compile again
 def test_resume_in_a_new_process_is_bit_for_bit(tmp_path):
     """Saved after epoch 1 and loaded in a fresh interpreter, the model's epochs 2 and 3 equal
     those of the run never interrupted: weights, moments and step counts, the schedule's
