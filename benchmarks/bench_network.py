@@ -9,11 +9,12 @@ alone: no validation, no per-epoch bookkeeping.
 import numpy as np
 
 from fastnn import CosineDecay, ExponentialDecay, InverseTimeDecay, PiecewiseConstantDecay
-from fastnn.backend import CPUBackend
+from fastnn.cpu_backend import CPUBackend
 from fastnn.kernels.activations import RELU, SOFTMAX
 from fastnn.kernels.losses import CROSS_ENTROPY
 from fastnn.kernels.network import ACT, B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF
 from fastnn.kernels.optimizers import ADAM, H_1, H_2, H_EPS, H_LR, H_SCHEDULE, N_HYPER
+from fastnn.spec import NetworkSpec
 
 from . import CONFIGS, synthetic_data, warm_numba_cache as setup_cache  # noqa: F401
 
@@ -47,9 +48,10 @@ class TrainingLoop:
             offset += n_in * n_out + n_out
         params = np.concatenate(chunks).astype(np.float32)
         self.backend = CPUBackend(np.float32)
-        self.backend.load(self.layers, np.zeros((n_layers, 2)), np.zeros((0, 4)), [[0, params.size, ADAM]],
-                          {"params": params, "state1": np.zeros_like(params), "state2": np.zeros_like(params),
-                           "opt_steps": np.zeros(1, np.int64), "rng": np.zeros(2, np.int64)})
+        spec = NetworkSpec(table=self.layers, alphas=np.zeros((n_layers, 2)), reg=np.zeros((0, 4)),
+                           slices=[[0, params.size, ADAM]], size=params.size)
+        self.backend.load(spec, {"params": params, "state1": np.zeros_like(params), "state2": np.zeros_like(params),
+                                 "opt_steps": np.zeros(1, np.int64), "rng": np.zeros(2, np.int64)})
         row = np.zeros(0) if schedule is None else schedule.row()
         self.opt_hyper = np.zeros((1, max(N_HYPER, H_SCHEDULE + row.size)))
         self.opt_hyper[0, [H_LR, H_1, H_2, H_EPS]] = 1e-3, 0.9, 0.999, 1e-8

@@ -1,4 +1,4 @@
-"""fastnn: fast neural-network training on the CPU with Numba kernels, Keras-style API.
+"""fastnn: fast neural-network training with Numba kernels, on the CPU and on CUDA GPUs, Keras-style API.
 
     >>> from fastnn import MLP, Dense, ReLU, Softmax, Adam, CrossEntropy, Dataset
     >>> model = MLP(seed=0)
@@ -20,8 +20,9 @@ from .layers import (Activation, BatchNorm, BatchNormalization, Dense, Dropout, 
                      Masking)
 from .losses import (MAE, MAPE, MSE, MSLE, SSE, BinaryCrossEntropy, CosineSimilarity, CrossEntropy, KLDivergence,
                      Loss, PerceptronCriterion)
-from .model import MLP, Perceptron, Sequential, load_model
+from .sequential import MLP, Perceptron, Sequential
 from .functional import Add, Concatenate, Model, Multiply
+from .model_io import load_model
 from .optimizers import SGD, AdaGrad, Adagrad, Adam, AdamW, Optimizer, RMSProp, RMSprop
 from .regularizers import L1, L1L2, L2, Regularizer
 from .schedules import (CosineDecay, ExponentialDecay, InverseTimeDecay, LearningRateSchedule,

@@ -1,30 +1,25 @@
-"""Backends own a model's arrays on one device and run the network kernels on them.
+"""What a backend is: the interface by which the model runs a network on one device.
 
-The model (``fastnn.model``) decides what to compute; a backend decides where. Both expose
-the same methods, so layers and the model never branch on the device: ``CPUBackend`` calls
-``fastnn.kernels.network``; ``CUDABackend`` (``fastnn.cuda.backend``) its twin in ``fastnn.cuda``.
+The model decides what to compute; a backend decides where. ``Backend`` lists every method a
+backend provides, so layers and the model never branch on the device; ``CPUBackend``
+(``fastnn.cpu_backend``) runs ``fastnn.kernels``, ``CUDABackend`` (``fastnn.cuda.backend``) their
+twins in ``fastnn.cuda``; ``fastnn.devices.get_backend`` picks one by the device's name.
 
-A backend owns all of a model's training state (``STATE``): the flat parameter buffer (which
-also holds BatchNorm's running statistics, outside every optimizer's slice), the two optimizer
-state buffers, each optimizer slice's step count, and Dropout's random key and step. ``state()``
-returns host copies of all of it and ``load_state()`` takes them back: saving, loading and moving
-a model between devices go through these two and nothing else.
+A backend takes a network whole, as a ``fastnn.spec.NetworkSpec`` (tables, penalties, graph, user
+functions, optimizer slices), and owns all of its training state (``STATE``): the flat parameter
+buffer (which also holds BatchNorm's running statistics, outside every optimizer's slice), the
+two optimizer state buffers, each optimizer slice's step count, and Dropout's random key and
+step. Its kernels advance the counters as they train; ``state()`` returns host copies of all of
+it and ``load_state()`` takes them back: saving, loading and moving a model between devices go
+through these two and nothing else. The weight penalty and the running statistics are read where
+the parameters live (``penalty``, ``running_statistics``), not from a host copy of the buffer.
 """
-import os
-import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
-import numba
 import numpy as np
 
-from . import distributed
-from .config import INFERENCE_BATCH_SIZE
-from .kernels import network
-from . import user_layers as user_kernels
-from .kernels.optimizers import ADAGRAD, H_SCHEDULE, RMSPROP, any_clipping
-from .kernels.schedules import CONSTANT
-from .threading import blas_threads_for
-from .validation import writable_input
+from .kernels.optimizers import ADAGRAD, RMSPROP
 
 
 # The training state, in the order ``state()`` lists it: the flat parameter buffer, the two
@@ -82,15 +77,46 @@ def check_state(state, size, opt_meta, dtype):
     return out
 
 
-_NO_COUNTS = np.zeros(0)
+class Backend(ABC):
+    """A network's arrays on one device and the kernels that run on them.
 
-
-class Backend:
-    """What both backends share: the training state behind ``state()``/``load_state()`` and the
-    optimizers' slices, through each backend's ``host``/``write``."""
+    ``spec`` is the ``NetworkSpec`` loaded last; ``dtype`` the float type of the buffers. The
+    buffers are named as in ``STATE``, plus ``grads`` (the last step's gradients)."""
+    name = None  # the device's name: 'cpu', 'cuda'
     # Whether ``train`` runs all its batches in one compiled call, during which Python, and so a
     # KeyboardInterrupt, waits: fit then keeps each call short (``MLP._batches_per_call``).
     compiled_loop = False
+    # What fit prints while compile_train runs, when will_compile says it will compile.
+    compile_notice = ""
+
+    # ---- the network and its state ------------------------------------------------------------
+
+    @abstractmethod
+    def load(self, spec, state):
+        """Take the network ``spec`` (a ``NetworkSpec``) and its training state (host arrays keyed
+        by the names of ``STATE``, checked by ``check_state``). Float buffers already of the
+        backend's dtype may be taken as they are, not copied: the caller hands over fresh arrays (a
+        model's buffers can be hundreds of MB each)."""
+
+    @property
+    def opt_meta(self):
+        """The optimizers' slices of the flat buffers, int64 (S, 3) [start, stop, kind]."""
+        return self.spec.slices.meta
+
+    def configure_optimizers(self, spec):
+        """Take ``spec`` (the loaded network with new optimizer slices, ``NetworkSpec.with_optimizer``)
+        and reset the optimizer state: ``state1`` to each slice's initial value (0 outside every
+        slice), ``state2`` and the step counts to 0."""
+        if spec.table is not self.spec.table:
+            raise ValueError("configure_optimizers takes the loaded network with new optimizers, not another network")
+        self.spec = spec
+        size = spec.size
+        self.fill("state1", 0, size, 0.0)
+        self.fill("state2", 0, size, 0.0)
+        for (lo, hi, _), value in zip(spec.slices.meta, spec.slices.initial):
+            if value:
+                self.fill("state1", lo, hi, value)
+        self.opt_steps = np.zeros(spec.slices.meta.shape[0], np.int64)  # a host array on every backend
 
     def state(self):
         """Host copies of the whole training state, keyed by the names of ``STATE``."""
@@ -99,188 +125,82 @@ class Backend:
     def load_state(self, state):
         """Replace the whole training state with ``state`` (as ``state()`` returns it); nothing
         changes unless every entry matches this backend's network and optimizers."""
-        state = check_state(state, self.params.size, self.opt_meta, self.dtype)
+        state = check_state(state, self.spec.size, self.opt_meta, self.dtype)
         for name in STATE:
             self.write(name, 0, state[name])
+
+    @abstractmethod
+    def host(self, name, lo=0, hi=None):
+        """A host copy of ``buffer[lo:hi]`` of one entry of the training state (a name of
+        ``STATE``, or ``grads``); the whole of it by default."""
+
+    @abstractmethod
+    def write(self, name, lo, values):
+        """Overwrite ``buffer[lo:lo + values.size]`` from a host array."""
 
     def fill(self, name, lo, hi, value):
         """``buffer[lo:hi] = value`` (through ``write``; a backend may do it in place)."""
         self.write(name, lo, np.full(hi - lo, value, dtype=self.dtype))
 
-    def configure_optimizers(self, opt_meta, initial):
-        """Set the optimizers' slices, int64 (S, 3) [start, stop, kind] of the flat buffers, and
-        reset their state: ``state1`` to each slice's ``initial[s]`` (0 outside every slice),
-        ``state2`` and the step counts to 0."""
-        self.opt_meta = np.ascontiguousarray(opt_meta, dtype=np.int64).reshape(-1, 3)
-        self.fill("state1", 0, self.params.size, 0.0)
-        self.fill("state2", 0, self.params.size, 0.0)
-        for (lo, hi, _), value in zip(self.opt_meta, initial):
-            if value:
-                self.fill("state1", lo, hi, value)
-        self.opt_steps = np.zeros(self.opt_meta.shape[0], np.int64)  # on the host on every backend
+    @abstractmethod
+    def penalty(self):
+        """The weight penalty of the parameters as they are now (float; 0.0 without regularizers),
+        computed where they live: Keras adds it to the loss that evaluate reports."""
 
+    def running_statistics(self):
+        """Host copies of the statistics no optimizer trains (BatchNorm's running mean and
+        variance), the spec's ``running_statistics`` ranges one after the other (float, (n,))."""
+        parts = [self.host("params", lo, hi) for lo, hi in self.spec.running_statistics]
+        return np.concatenate(parts) if parts else np.zeros(0, self.dtype)
 
-class CPUBackend(Backend):
-    """Arrays are NumPy arrays in host memory; kernels are Numba CPU functions."""
-    name = "cpu"
-    compiled_loop = True
-    # What fit prints while compile_train runs, when will_compile says it will compile.
-    compile_notice = "compiling kernels (first run only, about 15 s on two cores) ..."
+    def load_running_statistics(self, values):
+        """Write ``values`` (as ``running_statistics`` returns them) back into their ranges."""
+        values = np.asarray(values, dtype=self.dtype).reshape(-1)
+        at = 0
+        for lo, hi in self.spec.running_statistics:
+            self.write("params", int(lo), values[at: at + hi - lo])
+            at += hi - lo
 
-    def __init__(self, dtype):
-        self.dtype = np.dtype(dtype)
-        self.capacity = 0
-        self.graph_sources = None
+    # ---- training -----------------------------------------------------------------------------
 
-    def load(self, layers, alphas, reg, opt_meta, state, user=None, graph=None, user_sizes=()):
-        """Take the network table, the weight penalties' table, the optimizers' slices (as
-        ``configure_optimizers``) and the training state (as ``state()``). Float buffers already of
-        the backend's dtype are taken as they are, not copied: the caller hands over fresh arrays
-        (a model's buffers can be hundreds of MB each). ``user``: the user layers' compiled functions
-        (``user_layers.bundle``), or None; ``user_sizes``: each user layer's trainable weights' sizes,
-        which gradient clipping takes as tensors (``kernels.network.weight_tensors``). ``graph``:
-        int64 (L, 2), the nodes each layer reads (``kernels.network.Graph``), or None for a stack."""
-        self.graph_sources = None if graph is None else np.ascontiguousarray(graph, dtype=np.int64)
-        self.layers = np.ascontiguousarray(layers, dtype=np.int64)
-        self.alphas = network.alpha_table(alphas)
-        self.opt_meta = np.ascontiguousarray(opt_meta, dtype=np.int64).reshape(-1, 3)
-        state = check_state(state, np.size(state["params"]), self.opt_meta, self.dtype)
-        self.params = state["params"]
-        self.grads = np.zeros_like(self.params)
-        self.state1, self.state2 = state["state1"], state["state2"]
-        self.opt_steps, self.rng = state["opt_steps"], state["rng"]
-        self.reg = np.array(reg, dtype=np.float64).reshape(-1, 4)
-        self.tensors = network.weight_tensors(self.layers, user_sizes)
-        # (dropout, batchnorm, embedding, masking) for the network kernels: None for a kind no layer is, which then
-        # compiles out of the model's kernels.
-        self.kinds = tuple(True if np.any(self.layers[:, network.KIND] == kind) else None
-                           for kind in network.OPTIONAL_KINDS[:-1]) + (user,)
-        self.capacity = 0
-        # Forward matrix-product FLOPs per row; a training step costs about three times this.
-        self.flops_per_row = 2.0 * float(np.sum(self.layers[:, network.N_IN] * self.layers[:, network.N_OUT]
-                                                * (self.layers[:, network.KIND] == network.DENSE_LAYER)))
-
-    def host(self, name):
-        """A host copy of one entry of the training state (a name of ``STATE``)."""
-        return getattr(self, name).copy()
-
-    def fill(self, name, lo, hi, value):
-        """``buffer[lo:hi] = value``, in place."""
-        getattr(self, name)[lo:hi] = value
-
-    def write(self, name, lo, values):
-        """Overwrite ``buffer[lo:lo + values.size]`` from a host array."""
-        getattr(self, name)[lo: lo + values.size] = values.reshape(-1)
-
+    @abstractmethod
     def dataset(self, x, y):
-        """The training arrays as the kernels read them (a no-op on the CPU)."""
-        return x, y
+        """The training arrays as ``train`` reads them."""
 
+    @abstractmethod
     def reserve(self, rows):
-        """Workspace for forward and backward passes of up to ``rows`` rows; allocates only
-        when it grows, so steady-state training allocates nothing."""
-        if rows <= self.capacity:
-            return
-        act_off, n_acts, deltas_shape, n_targets, n_stats = network.workspace_layout(self.layers, rows)
-        self.work = network.Workspace(np.empty(n_acts, dtype=self.dtype), act_off,
-                                      np.empty(deltas_shape, dtype=self.dtype), np.empty(n_targets, dtype=self.dtype),
-                                      np.empty(n_stats))
-        self.graph = None if self.graph_sources is None else network.Graph(self.graph_sources,
-                                                                           np.empty(n_acts, dtype=self.dtype))
-        self.capacity = rows
+        """Workspace for forward and backward passes of up to ``rows`` rows; allocates only when it
+        grows, so steady-state training allocates nothing."""
 
+    @abstractmethod
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
               counts=None):
-        """Train on batches [first, stop) of ``data[order]``; see ``kernels.network.train_batches``.
-        ``opt_hyper``: each optimizer slice's hyper-parameters, read from the optimizers now;
-        ``metrics``: the training counters' spec (None: none), added to the host array ``counts``."""
-        args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                                metrics, counts)
-        with blas_threads_for(3 * self.flops_per_row * batch_size):
-            return self._run(network.train_batches, *args)
+        """Train on batches [first, stop) of ``data[order]`` (``data`` from ``dataset``); see
+        ``kernels.network.train_batches``. ``opt_hyper``: each optimizer slice's hyper-parameters
+        (``OptimizerSlices.hyper``); ``batch_loss`` and ``batch_correct`` (host arrays) receive each
+        batch's loss and correct rows; ``metrics``: the training counters' spec (None: none),
+        added to the host array ``counts``. Advances the step counts and Dropout's step by the
+        batches trained. Returns -1, or the first batch whose loss was not finite (no update was
+        applied from it on)."""
 
-    def compile_train(self, *args):
-        """Compile (or load from Numba's cache) the training step for ``train``'s arguments
-        without running it; returns None, or a note for the user when it had to be compiled:
-        a cold first run takes seconds, which should not count as training time."""
-        dispatcher = network.train_batches
-        types = self._run(lambda values: tuple(numba.typeof(a) for a in values), self._train_args(*args))
-        if types in dispatcher.overloads:
-            return None
-        misses = dispatcher.stats.cache_misses.copy()
-        start = time.perf_counter()
-        self._run(dispatcher.compile, types)
-        if dispatcher.stats.cache_misses == misses:
-            return None
-        return f"compiled the training kernels in {time.perf_counter() - start:.1f} s (first run only: later runs " \
-               "load them from Numba's cache)"
+    @abstractmethod
+    def compile_train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
+                      metrics=None, counts=None):
+        """Compile the training step for ``train``'s arguments without changing the training
+        state; returns None, or a note for the user with the time it took."""
 
+    @abstractmethod
     def will_compile(self):
-        """Whether the training step has never been compiled on this machine (no cache index),
-        so that the first ``fit`` takes seconds of compiling. Best effort: False if unknown."""
-        try:
-            return not os.path.exists(network.train_batches._cache._cache_file._index_path)
-        except Exception:  # caching off, or a Numba without these attributes
-            return False
+        """Whether the first ``fit`` will take seconds of compiling (best effort)."""
 
-    def _train_args(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                    metrics=None, counts=None):
-        x, y = data
-        self.reserve(batch_size)
-        train = network.Training(self.grads, self.state1, self.state2, self.opt_meta, opt_hyper, self.opt_steps)
-        return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), loss,
-                batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
-                metrics if metrics is not None and metrics.shape[0] else None,
-                *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph)
+    # ---- inference ----------------------------------------------------------------------------
 
-    def _run(self, kernel, *args):
-        """``kernel(*args)``; with user layers, without Numba's notice that their first-class
-        functions are an experimental feature (``fastnn.user_layers``)."""
-        if self.kinds[-1] is None:
-            return kernel(*args)
-        return user_kernels.quietly(kernel, *args)
+    @abstractmethod
+    def predict(self, x, batch_size, training=False):
+        """The network's output for every row of the host array ``x`` (a host array). ``training``:
+        the training-mode forward pass (Dropout's masks for the current step, which it then
+        advances; BatchNorm normalizes with the batch and updates its running statistics)."""
 
-    def _collective(self):
-        """None in one process; under MPI the step's ``kernels.distributed.Collective``."""
-        return distributed.collective(self.dtype, self.params.size)
-
-    def _network(self):
-        # Built per call, not kept: load_state and configure_optimizers may replace the arrays.
-        return network.Network(self.params, self.layers, self.alphas, self.rng)
-
-    def optional_stages(self, opt_hyper):
-        """(reg, tensors, schedules) for ``train_batches``: each None where no layer or optimizer
-        uses that stage, so that it compiles out of the step."""
-        hyper = np.asarray(opt_hyper)
-        scheduled = hyper.size and bool(np.any(hyper[:, H_SCHEDULE] != CONSTANT))
-        return (self.reg if self.reg.shape[0] else None, self.tensors if any_clipping(hyper) else None,
-                True if scheduled else None)
-
-    def predict(self, x, batch_size=INFERENCE_BATCH_SIZE, training=False):
-        """``x`` may be read-only (a memory-mapped file): then it is copied, since the inference pass
-        runs on the input itself (``validation.writable_input``); ``train`` takes it as it is."""
-        x = writable_input(x)
-        out = np.empty((x.shape[0], self.layers[-1, network.N_OUT]), dtype=self.dtype)
-        self.reserve(batch_size)
-        with blas_threads_for(self.flops_per_row * batch_size):
-            self._run(network.predict_batches, out, self._network(), x, batch_size, self.work, training, *self.kinds,
-                      self.graph)
-        return out
-
-    def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
-        """As ``predict``, a read-only ``x`` or ``y`` is copied."""
-        x, y = writable_input(x), writable_input(y)
-        self.reserve(batch_size)
-        with blas_threads_for(self.flops_per_row * batch_size):
-            return self._run(network.evaluate_batches, self._network(), loss, x, y, batch_size, self.work, *self.kinds,
-                             self.graph)
-
-
-def get_backend(device, dtype):
-    """The backend for ``device`` ('cpu' or 'cuda'); a clear error where one is unavailable."""
-    if device == "cpu":
-        return CPUBackend(dtype)
-    if device == "cuda":
-        from .cuda.backend import CUDABackend
-        return CUDABackend(dtype)
-    raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    @abstractmethod
+    def evaluate(self, x, y, loss, batch_size):
+        """(sum over batches of the loss times the batch's rows, number of correct rows)."""

@@ -38,6 +38,10 @@ A ValueError or TypeError in the checks of a call, on any rank, is raised on eve
 (naming the rank); any other exception on one rank, inside a training call, ends the whole job
 with ``MPI_Abort`` after printing its traceback, rather than leaving the other ranks waiting.
 
+The training loop meets MPI only through this module's functions (``begin_call``,
+``rank_zero_first``, ``any_rank``, ``sum_over_ranks``, ``share``, ``gather_rows``), each a no-op
+outside MPI.
+
 Needs ``pip install "fastnn[mpi]"`` (mpi4py, numba-mpi and the Open MPI wheel, which provides
 ``mpirun``); a system Open MPI or MPICH works too. See docs/distributed.md.
 """
@@ -229,3 +233,55 @@ def fail_together():
         sys.stderr.flush()
         _world.comm.Abort(1)
         raise
+
+
+# ---- a model's training call under MPI: everything that differs from one process ------------
+# (The training loop, ``fastnn.trainer``, calls these at its fixed points; outside MPI each one
+# does nothing, or runs its function once.)
+
+def check_model(model):
+    """Under MPI, that ``model`` can train distributed: on the CPU, with parameters that MPI can
+    sum (``collective``); a ValueError otherwise. Nothing outside MPI."""
+    if _world is None:
+        return
+    if model.device != "cpu":
+        raise ValueError(f"under MPI fastnn trains on the CPU only, this model is on {model.device!r}: the CUDA "
+                         "path would need a CUDA-aware MPI or NCCL (see docs/distributed.md)")
+    model._ensure_built()
+    collective(model.dtype, model._backend.params.size)  # a ValueError if MPI cannot sum it
+
+
+def begin_call(model, data, take_state=True, **settings):
+    """Under MPI, before a training call (or evaluate, with ``take_state=False``): that the ranks
+    agree on the call's ``settings`` and on the model's own (the number of parameters and the
+    dtype make every gradient allreduce; the loss and the metrics decide the counters summed),
+    all of which decide the collective calls each rank makes (``check_same_settings``), and that
+    they hold the same ``data`` (``check_same_data``); then every rank takes rank 0's training
+    state and shuffle generator, so that the ranks start the call alike whatever their seeds or
+    earlier calls. ``verbose`` may differ (only rank 0 prints, and the compiled steps make the
+    same calls whatever the progress updates); the callbacks may too: a per-batch hook on one
+    rank has every rank go batch by batch, and a rank that stops training stops all."""
+    if _world is None:
+        return
+    check_same_settings(**settings, **{
+        "the number of parameters": int(model._backend.params.size), "the dtype": np.dtype(model.dtype).name,
+        "the loss": type(model.loss).__name__, "the metrics": list(model.metrics)})
+    check_same_data(**data)
+    if take_state:
+        rank0 = _world.rank == 0
+        state, rng_state = broadcast((model._backend.state(), model._rng.bit_generator.state) if rank0 else None)
+        if not rank0:
+            model._backend.load_state(state)
+            model._rng.bit_generator.state = rng_state
+
+
+def rank_zero_first(work):
+    """``work()`` on rank 0, then, once it is done, on the other ranks: compiling the kernels,
+    which processes writing one cache at once can crash (numba#4807), so that the others load
+    rank 0's cache. Outside MPI, ``work()`` once."""
+    if rank() == 0:
+        work()
+        barrier()
+    else:
+        barrier()
+        work()

@@ -19,67 +19,31 @@ of arrays, one per input (an array alone for one input). One output; each layer 
 """
 import numpy as np
 
-from .kernels.network import ADD_LAYER, B_OFF, CONCATENATE_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER
-from .layers import Embedding, Input, Layer
-from .model import MLP
+from .kernels.table import ADD_LAYER, B_OFF, CONCATENATE_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER
+from .layers import Embedding, Input, Layer, Tensor, as_tensor  # noqa: F401 (Tensor: the functional API's type)
+from .network import Network
 from .validation import check_features
-
-
-class Tensor:
-    """What a layer outputs when called in the functional API: the layer, the tensors it read,
-    and its width (``shape`` is (None, width), as Keras')."""
-
-    def __init__(self, layer, inputs, width):
-        self.layer, self.inputs, self.width = layer, list(inputs), int(width)
-
-    @property
-    def shape(self):
-        return (None, self.width)
-
-    def __repr__(self):
-        return f"<Tensor shape={self.shape} from {type(self.layer).__name__}>"
-
-
-def as_tensor(value, what):
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, Input):
-        if not hasattr(value, "_tensor"):
-            value._tensor = Tensor(value, [], value.output_dim)
-        return value._tensor
-    raise TypeError(f"{what} must be a tensor (an Input, or what a layer call returned), got {type(value).__name__}")
-
-
-def call_layer(layer, inputs):
-    """``layer(inputs)`` of the functional API (``Layer.__call__``)."""
-    if getattr(layer, "_called", False):
-        raise ValueError(f"this {type(layer).__name__} was already called on a tensor: a layer is used once "
-                         "(create another for another branch)")
-    if isinstance(layer, Merge):
-        if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
-            raise ValueError(f"{type(layer).__name__} takes a list of at least two tensors")
-        tensors = [as_tensor(t, f"{type(layer).__name__}'s inputs") for t in inputs]
-        if len(tensors) > 2:  # one binary merge per extra input: ((a, b), c), ...
-            tensors = [type(layer)()(tensors[:-1]), tensors[-1]]
-        layer.connect_merge([t.width for t in tensors])
-    else:
-        tensor = as_tensor(inputs, f"{type(layer).__name__}'s input")
-        if isinstance(layer, Embedding) and not isinstance(tensor.layer, Input):
-            raise ValueError("an Embedding reads ids: call it on an Input")
-        if isinstance(layer, Input):
-            raise TypeError("an Input is not called: pass it to other layers")
-        layer.connect(tensor.width)
-        tensors = [tensor]
-    layer._called = True
-    return Tensor(layer, tensors, layer.output_dim)
 
 
 class Merge(Layer):
     """Base of the layers that combine two tensors (a list of more is merged pairwise)."""
     code = None
+    onnx_op = None  # the ONNX operator of the merge (Concat on the features' axis)
 
     def __init__(self):
         pass
+
+    def _connect_tensors(self, inputs):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
+            raise ValueError(f"{type(self).__name__} takes a list of at least two tensors")
+        tensors = [as_tensor(t, f"{type(self).__name__}'s inputs") for t in inputs]
+        if len(tensors) > 2:  # one binary merge per extra input: ((a, b), c), ...
+            tensors = [type(self)()(tensors[:-1]), tensors[-1]]
+        self.connect_merge([t.width for t in tensors])
+        return tensors
+
+    def onnx_nodes(self, graph, inputs):
+        return graph.op(self.onnx_op, inputs, **({"axis": 1} if self.code == CONCATENATE_LAYER else {}))
 
     def connect_merge(self, widths):
         a, b = widths
@@ -97,25 +61,30 @@ class Merge(Layer):
 class Concatenate(Merge):
     """[a, b]: the tensors' features side by side (``keras.layers.Concatenate`` on the last axis)."""
     code = CONCATENATE_LAYER
+    onnx_op = "Concat"
 
 
 class Add(Merge):
     """a + b, elementwise (``keras.layers.Add``)."""
     code = ADD_LAYER
+    onnx_op = "Add"
 
 
 class Multiply(Merge):
     """a * b, elementwise (``keras.layers.Multiply``)."""
     code = MULTIPLY_LAYER
+    onnx_op = "Mul"
 
 
-class Model(MLP):
+class Model(Network):
     """A model from the graph between ``inputs`` (``Input`` tensors) and ``outputs`` (one tensor):
-    ``Model(inputs=[a, b], outputs=out)``. Everything else is ``MLP``'s (compile, fit, evaluate,
-    predict, summary, get_weights, save, ...), with ``x`` a list of arrays, one per input."""
+    ``Model(inputs=[a, b], outputs=out)``. Everything else is every model's (compile, fit,
+    evaluate, predict, summary, get_weights, save, ...), with ``x`` a list of arrays, one per
+    input. Its layers come from the graph: it has no ``add``."""
+    config_name = "Model"
 
     def __init__(self, inputs, outputs, seed=None, dtype="float32", device="cpu", name=None):
-        super().__init__(None, seed=seed, dtype=dtype, device=device, name=name or "model")
+        super().__init__(seed=seed, dtype=dtype, device=device, name=name or "model")
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if not inputs or not all(isinstance(i, Input) for i in inputs):
             raise TypeError("inputs must be Input tensors (a list of them, or one)")
@@ -161,9 +130,6 @@ class Model(MLP):
             i._column, start = start, start + i.output_dim
         self._total_width = start
 
-    def add(self, layer):
-        raise TypeError("a functional Model's layers come from its graph: call them on tensors instead of add")
-
     @property
     def input_dim(self):
         return self._total_width
@@ -205,17 +171,9 @@ class Model(MLP):
             return parts[0]
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=self.dtype)
 
-    def summary(self, print_fn=print):
-        """Keras' functional summary: each layer, its output width, parameters and what it reads."""
+    def _connections(self):
         names = self.layer_names()
-        width = max([28] + [len(f"{n} ({type(layer).__name__})") + 2 for n, layer in zip(names, self.layers)])
-        lines = [f'Model: "{self.name}" ({np.dtype(self.dtype).name}, {self.device})',
-                 f"{'Layer (type)':<{width}}{'Output Shape':<16}{'Param #':>10}  Connected to"]
-        for name, layer, sources in zip(names, self.layers, self._sources):
-            reads = ", ".join(names[s] for s in sources if s >= 0)
-            lines.append(f"{name + ' (' + type(layer).__name__ + ')':<{width}}{str((None, layer.output_dim)):<16}"
-                         f"{layer.count_params():>10,}  {reads}")
-        print_fn("\n".join(lines + self._parameter_totals()))
+        return [", ".join(names[s] for s in sources if s >= 0) for sources in self._sources]
 
     def get_config(self):
         config = super().get_config()

@@ -13,7 +13,8 @@ import numpy as np
 
 from .activations import ELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .layers import Activation, BatchNormalization, Dense, Dropout, Input
-from .model import MLP
+from .network import Network
+from .sequential import MLP
 
 
 def _torch():
@@ -45,7 +46,7 @@ def to_torch(model):
     running statistics)."""
     torch = _torch()
     nn = torch.nn
-    if not isinstance(model, MLP):
+    if not isinstance(model, Network):
         raise TypeError(f"model must be a fastnn MLP, got {type(model).__name__}")
     if model._graph_table() is not None:
         raise ValueError("a functional Model (several inputs or branches) has no export here yet: only a stack of "

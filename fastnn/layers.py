@@ -10,7 +10,7 @@ import numpy as np
 
 from . import activations, initializers, optimizers, regularizers
 from .base import Configurable, _jsonable
-from .kernels.network import (ACT, ACTIVATION_LAYER, B_OFF, BATCHNORM_LAYER, DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER,
+from .kernels.table import (ACT, ACTIVATION_LAYER, B_OFF, BATCHNORM_LAYER, DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER,
                               KIND, MASKING_LAYER, N_IN, N_OUT, USER_LAYER, W_OFF)
 from .validation import check_features, check_float, check_int
 
@@ -44,8 +44,23 @@ class Layer(Configurable):
     def __call__(self, inputs):
         """The functional API (``fastnn.Model``): connect this layer to a tensor (or, for a merge
         layer, a list of tensors) and return its output tensor."""
-        from .functional import call_layer
-        return call_layer(self, inputs)
+        if getattr(self, "_called", False):
+            raise ValueError(f"this {type(self).__name__} was already called on a tensor: a layer is used once "
+                             "(create another for another branch)")
+        tensors = self._connect_tensors(inputs)
+        self._called = True
+        return Tensor(self, tensors, self.output_dim)
+
+    def _connect_tensors(self, inputs):
+        """Connect to what ``__call__`` got (one tensor; a merge takes a list); returns the tensors read."""
+        tensor = as_tensor(inputs, f"{type(self).__name__}'s input")
+        self.connect(tensor.width)
+        return [tensor]
+
+    def onnx_nodes(self, graph, inputs):
+        """The ONNX export of this layer (``fastnn.onnx``): adds its nodes to ``graph`` (an
+        ``onnx.GraphBuilder``), reading the tensors named ``inputs``, and returns its output's name."""
+        raise ValueError(f"{type(self).__name__} has no ONNX export")
 
     def add_weight(self, name, shape, initializer="glorot_uniform", trainable=True):
         """Declare a weight of a user layer (in ``build``); returns its index among the layer's weights."""
@@ -106,10 +121,11 @@ class Layer(Configurable):
     def initial_weights(self, rng, dtype):
         return [w["initializer"](w["shape"], rng, dtype) for w in getattr(self, "_declared", [])]
 
-    def user_kernels(self, dtype):
-        """A user layer's (forward, backward) wrappers (``fastnn.user_layers``) at its place in the buffers."""
+    def user_kernels(self, dtype, offset):
+        """A user layer's (forward, backward) wrappers (``fastnn.user_layers``), its weights starting at
+        ``offset`` in the flat buffers."""
         from .user_layers import user_layer_kernels
-        weights, offset = [], self._offset
+        weights = []
         for shape in self.weight_shapes():
             weights.append((offset, shape))
             offset += int(np.prod(shape))
@@ -141,18 +157,19 @@ class Layer(Configurable):
         row = np.zeros(6, np.int64)
         row[N_IN], row[N_OUT] = self.input_dim, self.output_dim
         if self.is_user_layer():
-            row[W_OFF], row[B_OFF], row[KIND] = offset, self._user_index, USER_LAYER
+            # b: the layer's index among the model's user layers, which the spec sets (``fastnn.spec``).
+            row[W_OFF], row[B_OFF], row[KIND] = offset, -1, USER_LAYER
         return row
 
-    def regularized_slices(self):
+    def regularized_slices(self, offset):
         """Rows [start, stop, l1, l2] of the kernels' ``reg`` table for this layer's penalized
-        parameters (offsets into the flat buffer; the model has set ``_offset``)."""
+        parameters, its parameters starting at ``offset`` in the flat buffer."""
         return []
 
     def step_work(self, rows):
         """(matrix-product FLOPs, values touched by memory-bound passes) of this layer in one
         training step of ``rows`` rows, forward and backward: what ``fit`` sizes its calls into
-        the compiled loop by (``MLP._batches_per_call``). Here: the layer's outputs, each read and
+        the compiled loop by (``Trainer._batches_per_call``). Here: the layer's outputs, each read and
         written about three times (activations, Dropout, BatchNorm, Masking, merges); a user
         layer's functions are counted as running over all its parameters for every row, forward
         and backward (nothing more is known of them)."""
@@ -190,6 +207,39 @@ class Input(Layer):
         self.shape = tuple(check_int(d, "shape", minimum=1) for d in shape)
         self.output_dim = int(np.prod(self.shape))
         self.input_dim = self.output_dim
+
+    def _connect_tensors(self, inputs):
+        as_tensor(inputs, f"{type(self).__name__}'s input")
+        raise TypeError("an Input is not called: pass it to other layers")
+
+    def onnx_nodes(self, graph, inputs):
+        return inputs[0]
+
+
+class Tensor:
+    """What a layer outputs when called in the functional API: the layer, the tensors it read,
+    and its width (``shape`` is (None, width), as Keras')."""
+
+    def __init__(self, layer, inputs, width):
+        self.layer, self.inputs, self.width = layer, list(inputs), int(width)
+
+    @property
+    def shape(self):
+        return (None, self.width)
+
+    def __repr__(self):
+        return f"<Tensor shape={self.shape} from {type(self.layer).__name__}>"
+
+
+def as_tensor(value, what):
+    """``value`` as a ``Tensor``: itself, or an ``Input``'s own tensor."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, Input):
+        if not hasattr(value, "_tensor"):
+            value._tensor = Tensor(value, [], value.output_dim)
+        return value._tensor
+    raise TypeError(f"{what} must be a tensor (an Input, or what a layer call returned), got {type(value).__name__}")
 
 
 class Dense(Layer):
@@ -236,11 +286,11 @@ class Dense(Layer):
         flops, values = super().step_work(rows)
         return flops + 6.0 * rows * self.input_dim * self.output_dim, values  # x @ W; dx and dW backward
 
-    def regularized_slices(self):
+    def regularized_slices(self, offset):
         n_w = self.input_dim * self.output_dim
         rows = []
-        for reg, lo, n in ((self.kernel_regularizer, self._offset, n_w), (self.bias_regularizer, self._offset + n_w,
-                                                                        self.output_dim)):
+        for reg, lo, n in ((self.kernel_regularizer, offset, n_w), (self.bias_regularizer, offset + n_w,
+                                                                  self.output_dim)):
             if reg is not None and any(reg.factors()):
                 rows.append([lo, lo + n, *reg.factors()])
         return rows
@@ -248,6 +298,12 @@ class Dense(Layer):
     def initial_weights(self, rng, dtype):
         return [self.kernel_initializer(self.weight_shapes()[0], rng, dtype),
                 self.bias_initializer(self.weight_shapes()[1], rng, dtype)]
+
+    def onnx_nodes(self, graph, inputs):
+        """MatMul (W as fastnn keeps it, (in, out)) and Add, then the activation's operator."""
+        W, b = self.get_weights()
+        product = graph.op("MatMul", [inputs[0], graph.constant("W", W)])
+        return graph.activation(self.activation, graph.op("Add", [product, graph.constant("b", b)]))
 
 
 class Activation(Layer):
@@ -264,6 +320,9 @@ class Activation(Layer):
         row = super().table_row(offset)
         row[ACT], row[KIND] = self.activation.code, ACTIVATION_LAYER
         return row
+
+    def onnx_nodes(self, graph, inputs):
+        return graph.activation(self.activation, inputs[0])
 
 
 class Dropout(Layer):
@@ -292,6 +351,9 @@ class Dropout(Layer):
 
     def table_floats(self):
         return [self.rate, 0.0]
+
+    def onnx_nodes(self, graph, inputs):
+        return inputs[0]  # the identity at inference
 
 
 class BatchNormalization(Layer):
@@ -345,6 +407,14 @@ class BatchNormalization(Layer):
     def initial_weights(self, rng, dtype):
         n = self.output_dim
         return [np.ones(n, dtype), np.zeros(n, dtype), np.zeros(n, dtype), np.ones(n, dtype)]
+
+    def onnx_nodes(self, graph, inputs):
+        """Folded into Mul and Add with the running statistics:
+        x * gamma / sqrt(var + eps) + (beta - mean * gamma / sqrt(var + eps))."""
+        gamma, beta, mean, var = (w.astype(np.float64) for w in self.get_weights())
+        scale = gamma / np.sqrt(var + self.epsilon)
+        return graph.op("Add", [graph.op("Mul", [inputs[0], graph.constant("bn_scale", scale)]),
+                                graph.constant("bn_shift", beta - mean * scale)])
 
 
 BatchNorm = BatchNormalization
@@ -416,6 +486,31 @@ class Embedding(Layer):
         config.update(input_dim=self.vocabulary, output_dim=self.embedding_dim)
         return {k: _jsonable(v) for k, v in config.items()}
 
+    def _connect_tensors(self, inputs):
+        tensor = as_tensor(inputs, f"{type(self).__name__}'s input")
+        if not isinstance(tensor.layer, Input):
+            raise ValueError("an Embedding reads ids: call it on an Input")
+        self.connect(tensor.width)
+        return [tensor]
+
+    def onnx_nodes(self, graph, inputs):
+        """Gather of the table (the input holds the ids as floats); with mask_zero the table's row 0
+        is zero (fastnn keeps it so), so padding gathers zeros; "mean" then divides by the count of
+        ids that are not padding."""
+        index = graph.op("Cast", [inputs[0]], to=graph.int64_type)
+        vectors = graph.op("Gather", [graph.constant("embeddings", self.get_weights()[0]), index], axis=0)  # (N, L, D)
+        if self.combiner == "concat":
+            return graph.op("Reshape", [vectors, graph.int64("shape", [-1, self.output_dim])])
+        total = graph.op("ReduceSum", [vectors, graph.int64("axis", [1])], keepdims=0)
+        if self.combiner == "sum":
+            return total
+        if not self.mask_zero:
+            return graph.op("Div", [total, graph.constant("length", np.array(self.input_length))])
+        padding = graph.op("Equal", [index, graph.int64("padding", 0)])
+        counted = graph.op("ReduceSum", [graph.op("Cast", [graph.op("Not", [padding])], to=graph.float_type),
+                                         graph.int64("axis", [1])], keepdims=1)
+        return graph.op("Div", [total, graph.op("Max", [counted, graph.constant("one", np.ones(()))])])
+
     def connect(self, input_dim):
         if input_dim is not None and input_dim != self.input_length:
             raise ValueError(f"Embedding reads rows of input_length={self.input_length} ids, but its input has "
@@ -441,11 +536,11 @@ class Embedding(Layer):
         flops, values = super().step_work(rows)
         return flops, values + 2.0 * rows * self.input_length * self.embedding_dim  # gathered; scattered back
 
-    def regularized_slices(self):
+    def regularized_slices(self, offset):
         reg = self.embeddings_regularizer
         if reg is None or not any(reg.factors()):
             return []
-        return [[self._offset, self._offset + self.vocabulary * self.embedding_dim, *reg.factors()]]
+        return [[offset, offset + self.vocabulary * self.embedding_dim, *reg.factors()]]
 
     def check_weights(self, arrays, name):
         if self.mask_zero and np.any(arrays[0][0] != 0):
@@ -505,6 +600,10 @@ class Masking(Layer):
 
     def table_floats(self):
         return [self.mask_value, 0.0]
+
+    def onnx_nodes(self, graph, inputs):
+        missing = graph.op("Equal", [inputs[0], graph.constant("mask_value", np.array(self.mask_value))])
+        return graph.op("Where", [missing, graph.constant("zero", np.zeros(())), inputs[0]])
 
 
 def _function_name(fn):

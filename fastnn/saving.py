@@ -6,7 +6,7 @@ as bytes, with a format marker and version) and the arrays of the backend's trai
 uncompressed. Reading (``ModelFile``) checks the zip directory, the config and each array's
 ``.npy`` header against fixed bounds before it decompresses any array, so that a small file
 cannot make the loader spend much time or memory; arrays are read with ``allow_pickle=False``.
-``fastnn.model.load_model`` rebuilds objects only through fastnn's own constructors, which
+``fastnn.model_io.load_model`` rebuilds objects only through fastnn's own constructors, which
 validate every argument, checks the arrays' declared sizes against the architecture before it
 reads them, and hands them to the backend's ``load_state``, which checks their values.
 

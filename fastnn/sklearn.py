@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from .callbacks import Callback
 from .layers import Dense
-from .model import MLP
+from .sequential import MLP
 from .optimizers import SGD, Adam
 from .regularizers import L2
 

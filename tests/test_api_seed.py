@@ -41,6 +41,7 @@ requires_mnist = pytest.mark.skipif(
 
 
 @requires_mnist
+@pytest.mark.slow  # ten epochs of full MNIST
 def test_seed_mnist_classifier_reaches_97_percent():
     from fastnn import MLP
     from fastnn import Dense

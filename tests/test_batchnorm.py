@@ -279,10 +279,11 @@ def test_gradient_clipping_sees_gamma_and_beta_as_tensors():
     from fastnn.kernels.network import weight_tensors
     m = classifier()
     m.predict(np.zeros((1, 6)))
-    tensors = weight_tensors(m._table)
+    tensors = weight_tensors(m._spec.table)
     bn = m.layers[1]
-    assert [bn._offset, bn._offset + 5] in tensors.tolist() and [bn._offset + 5, bn._offset + 10] in tensors.tolist()
-    assert not any(lo >= bn._offset + 10 and hi <= bn._offset + 20 for lo, hi in tensors.tolist())
+    at = m._spec.offset(bn)
+    assert [at, at + 5] in tensors.tolist() and [at + 5, at + 10] in tensors.tolist()
+    assert not any(lo >= at + 10 and hi <= at + 20 for lo, hi in tensors.tolist())
 
 
 # ---- CUDA -----------------------------------------------------------------------------------

@@ -137,6 +137,7 @@ def user_layer_model(optimizer):
 
 
 @pytest.mark.parametrize("clip", [{"clipnorm": 0.01}, {"global_clipnorm": 0.02}, {"clipvalue": 0.005}])
+@pytest.mark.slow  # user layers compile anew per model; test_clipnorm_limits_a_user_layers_step runs by default
 def test_clipping_covers_user_layers_weights_as_torch(clip):
     """One SGD step of a model with a user layer against PyTorch's gradients clipped by Keras'
     clip_by_norm per tensor (clipnorm), clip_grad_norm_ over all tensors (global_clipnorm) or
@@ -162,6 +163,7 @@ def test_clipping_covers_user_layers_weights_as_torch(clip):
         np.testing.assert_allclose(ours, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # user layers compile anew per model; tests/test_user_layers.py checks them by default
 def test_clipnorm_limits_a_user_layers_step():
     """SGD with lr 1 and clipnorm c moves every weight tensor, a user layer's too, by c at most,
     and by c exactly where its gradient's norm exceeds c (all of them here)."""
@@ -190,7 +192,7 @@ def test_global_clipnorm_takes_the_norm_over_all_of_an_optimizers_slices():
     x, y = data()
     plain, clipped = split_model(SGD(1.0)), split_model(SGD(1.0, global_clipnorm=0.05))
     before = plain.get_weights()
-    assert len(plain._segments) == 2
+    assert len(plain._spec.slices.optimizers) == 2
     plain.train_on_batch(x, y)
     clipped.train_on_batch(x, y)
     trained = [0, 1, 2, 3, 6, 7]  # W1, b1, gamma, beta, W2, b2 (not the running mean and variance)

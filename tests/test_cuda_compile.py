@@ -30,7 +30,7 @@ CHILD = textwrap.dedent(r"""
             compute_capability = (9, 0)
         dispatcher.get_current_device = lambda: _Device()
         from fastnn.cuda import (TILE_8, TILE_128, activations, batchnorm, buffers, dense, dropout, embedding, losses,
-                                 metrics, network, optimizers, regularizers)
+                                 merge, metrics, network, optimizers, regularizers)
     except Exception as e:
         print("cannot set up:", e); sys.exit(77)
     F = t.float32[::1]
@@ -65,8 +65,8 @@ CHILD = textwrap.dedent(r"""
              ("embedding_backward_elements", embedding.kernels("float32").embedding_backward_elements,
               (F, F, F, I, I, I, I, I, I, B)),
              ("masking_elements", embedding.kernels("float32").masking_elements, (F, F, F, I, D)),
-             ("merge_elements", network.kernels("float32").merge_elements, (F, F, F, I, I, I, I, I, I)),
-             ("add_elements", network.kernels("float32").add_elements, (F, F, I, I, I, I, F, B)),
+             ("merge_elements", merge.kernels("float32").merge_elements, (F, F, F, I, I, I, I, I, I)),
+             ("add_elements", merge.kernels("float32").add_elements, (F, F, I, I, I, I, F, B)),
              ("zero_elements", buffers.kernels("float32"), (F, I))]
     failed = 0
     for name, kernel, sig in jobs:
@@ -84,6 +84,7 @@ CHILD = textwrap.dedent(r"""
 """)
 
 
+@pytest.mark.slow  # a child process compiling every kernel for a real GPU
 def test_every_training_kernel_compiles_to_ptx_for_sm90():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,7 +15,7 @@ from helpers import cuda_or_skip
 cuda = cuda_or_skip()
 
 from fastnn.cuda import (C_BAD, C_BATCH, C_STEP, C_STEP0, N_CONTROL, TILE_8, TILE_16, TILE_64, TILE_128,  # noqa: E402
-                         TILE_MIN_FILL, TILES, launch)
+                         TILE_MIN_FILL, TILES, Plan, launch)
 from fastnn.cuda import activations as CA  # noqa: E402
 from fastnn.cuda import dense as CD  # noqa: E402
 from fastnn.cuda import losses as CL  # noqa: E402
@@ -26,7 +26,11 @@ from fastnn.kernels import activations as A  # noqa: E402
 from fastnn.kernels import dense as D  # noqa: E402
 from fastnn.kernels import losses as L  # noqa: E402
 from fastnn.kernels import metrics as M  # noqa: E402
+from fastnn.kernels import network as N  # noqa: E402
 from fastnn.kernels import optimizers as O  # noqa: E402
+from test_kernels_network import RNG, setup_network, stack_as_graph  # noqa: E402
+from test_kernels_network import network as cpu_network  # noqa: E402
+from test_kernels_network import workspace as cpu_workspace  # noqa: E402
 
 ALPHA = {A.LEAKY_RELU: 0.1, A.ELU: 1.3}
 CODES = range(8)
@@ -322,15 +326,14 @@ def test_loss_step_matches_cpu(loss, act, rng):
     pred, target = loss_inputs(rng, loss, act, rows, cols)
     alpha = ALPHA.get(act, 0.0)
     records, dz = cuda.to_device(np.full(6, np.nan)), cuda.device_array(rows * cols, np.float32)
-    ctrl, steps = control(batch=2), dev(np.array([4, 0], np.int64))
-    CL.loss_backward(records, dz, dev(pred), dev(target), loss, act, alpha, rows, cols, ctrl, steps)
+    ctrl = control(batch=2)
+    CL.loss_backward(records, dz, dev(pred), dev(target), loss, act, alpha, rows, cols, ctrl)
     value, correct, dz_cpu = cpu_loss_step(loss, act, alpha, pred, target)
     rec = back(records)
     np.testing.assert_allclose(rec[4], value, rtol=1e-6)
     assert rec[5] == correct
     assert np.isnan(rec[:4]).all()  # batch 2 only
     np.testing.assert_allclose(back(dz, pred.shape), dz_cpu, rtol=RTOL, atol=ATOL)
-    np.testing.assert_array_equal(back(steps), [5, 1])
     np.testing.assert_array_equal(back(ctrl)[[C_BATCH, C_BAD]], [3, -1])
 
 
@@ -342,36 +345,33 @@ def test_loss_step_applies_a_deferred_softmax(loss, rng):
     A.bias_activation_forward(probs, logits, np.zeros(0, np.float32), A.SOFTMAX, 0.0)
     target = np.eye(cols, dtype=np.float32)[rng.integers(0, cols, rows)]
     records, dz, pred = cuda.device_array(2, np.float64), cuda.device_array(rows * cols, np.float32), dev(logits)
-    CL.loss_backward(records, dz, pred, dev(target), loss, A.SOFTMAX, 0.0, rows, cols, control(),
-                     dev(np.zeros(1, np.int64)), softmax_first=True)
+    CL.loss_backward(records, dz, pred, dev(target), loss, A.SOFTMAX, 0.0, rows, cols, control(), softmax_first=True)
     value, correct, dz_cpu = cpu_loss_step(loss, A.SOFTMAX, 0.0, probs, target)
     np.testing.assert_allclose(back(pred, probs.shape), probs, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(back(records), [value, correct], rtol=1e-6)
     np.testing.assert_allclose(back(dz, probs.shape), dz_cpu, rtol=RTOL, atol=ATOL)
 
 
-def test_loss_forward_leaves_gradient_and_steps_alone(rng):
+def test_loss_forward_records_the_value_and_advances_the_batch(rng):
     rows, cols = 4, 3
     pred, target = loss_inputs(rng, L.MAE, A.IDENTITY, rows, cols)
-    records, steps, ctrl = cuda.device_array(2, np.float64), dev(np.array([3], np.int64)), control()
-    CL.loss_forward(records, dev(pred), dev(target), L.MAE, rows, cols, ctrl, steps)
+    records, ctrl = cuda.device_array(2, np.float64), control()
+    CL.loss_forward(records, dev(pred), dev(target), L.MAE, rows, cols, ctrl)
     np.testing.assert_allclose(back(records), [L.loss_forward(L.MAE, pred, target), M.count_correct(pred, target)],
                                rtol=1e-6)
-    assert back(steps)[0] == 3 and back(ctrl)[C_BATCH] == 1
+    assert back(ctrl)[C_BATCH] == 1
 
 
 @pytest.mark.parametrize("bad_before", [False, True])
 def test_loss_step_flags_a_loss_that_is_not_finite(bad_before, rng):
-    """No step is counted from the first non-finite loss on, and the flag names that batch."""
+    """The flag names the first batch whose loss was not finite (no update, nor step counted, from it on)."""
     rows, cols = 3, 2
     pred = np.full((rows, cols), np.nan, np.float32) if not bad_before else rng.random((rows, cols)).astype(np.float32)
     target = rng.random((rows, cols)).astype(np.float32)
-    records, steps = cuda.device_array(4, np.float64), dev(np.array([7], np.int64))
+    records = cuda.device_array(4, np.float64)
     ctrl = control(batch=1, bad=0 if bad_before else -1)
     dz = cuda.device_array(rows * cols, np.float32)
-    CL.loss_backward(records, dz, dev(pred), dev(target), L.BINARY_CROSS_ENTROPY, A.IDENTITY, 0.0, rows, cols,
-                     ctrl, steps)
-    assert back(steps)[0] == 7
+    CL.loss_backward(records, dz, dev(pred), dev(target), L.BINARY_CROSS_ENTROPY, A.IDENTITY, 0.0, rows, cols, ctrl)
     np.testing.assert_array_equal(back(ctrl)[[C_BATCH, C_BAD]], [2, 0 if bad_before else 1])
     assert np.isfinite(back(records)[2]) == bad_before
 
@@ -404,10 +404,11 @@ def test_optimizer_step_matches_cpu_on_every_segment(rng):
     state2 = np.zeros(33, np.float32)
     d = {name: dev(a) for name, a in (("p", params), ("s1", state1), ("s2", state2))}
     d_meta, d_hyper = cuda.to_device(meta), cuda.to_device(hyper)
-    ctrl = control()
+    ctrl, steps = control(), dev(np.zeros(5, np.int64))
     for step in range(1, 4):
         grads = rng.standard_normal(33).astype(np.float32)
-        CO.optimizer_step(d["p"], dev(grads), d["s1"], d["s2"], d_meta, d_hyper, dev(np.full(5, step, np.int64)), ctrl)
+        CO.optimizer_step(d["p"], dev(grads), d["s1"], d["s2"], d_meta, d_hyper, steps, ctrl)
+        np.testing.assert_array_equal(back(steps), [step] * 5)  # advanced by the step itself, as on the CPU
         for (lo, hi, kind, _), h in zip(segments, hyper):
             O.optimizer_step(kind, params[lo:hi], grads[lo:hi], state1[lo:hi], state2[lo:hi], h, step)
     # The CPU kernels' fastmath (reciprocals, contracted multiply-adds) moves float32 results by
@@ -418,13 +419,14 @@ def test_optimizer_step_matches_cpu_on_every_segment(rng):
 
 
 def test_optimizer_step_is_skipped_after_a_bad_batch(rng):
+    """No update and no step counted once a batch's loss was not finite."""
     params = rng.standard_normal(5).astype(np.float32)
-    d = dev(params)
+    d, steps = dev(params), dev(np.ones(1, np.int64))
     CO.optimizer_step(d, dev(np.ones(5, np.float32)), dev(np.zeros(5, np.float32)), dev(np.zeros(5, np.float32)),
                       cuda.to_device(np.array([[0, 5, O.SGD]], np.int64)),
-                      cuda.to_device(np.pad([[0.1]], ((0, 0), (0, O.N_HYPER - 1)))), dev(np.ones(1, np.int64)),
-                      control(bad=3))
+                      cuda.to_device(np.pad([[0.1]], ((0, 0), (0, O.N_HYPER - 1)))), steps, control(bad=3))
     np.testing.assert_array_equal(back(d), params)
+    assert back(steps)[0] == 1
 
 
 # ---- network ------------------------------------------------------------------------------
@@ -457,7 +459,7 @@ def test_optimizer_step_flushes_denormals_as_the_cpu_does(rng):
     params = rng.standard_normal(24).astype(np.float32)
     d = {name: dev(a) for name, a in (("p", params), ("s1", state1), ("s2", state2))}
     CO.optimizer_step(d["p"], dev(grads), d["s1"], d["s2"], cuda.to_device(meta), cuda.to_device(hyper),
-                      dev(np.full(4, 2, np.int64)), control())
+                      dev(np.full(4, 1, np.int64)), control())  # advanced to step 2
     for (lo, hi, kind, _), h in zip(segments, hyper):
         O.optimizer_step(kind, params[lo:hi], grads[lo:hi], state1[lo:hi], state2[lo:hi], h, 2)
     # The decaying states: Adam's m and v, SGD's velocity, RMSprop's average (Adagrad's sum only
@@ -477,7 +479,7 @@ def test_a_nan_prediction_gives_the_cpus_loss(loss, rng):
     pred, target = loss_inputs(rng, loss, A.IDENTITY, rows, cols)
     pred[1, 2] = np.nan
     records, ctrl = cuda.device_array(2, np.float64), control()
-    CL.loss_forward(records, dev(pred), dev(target), loss, rows, cols, ctrl, dev(np.zeros(1, np.int64)))
+    CL.loss_forward(records, dev(pred), dev(target), loss, rows, cols, ctrl)
     cpu = L.loss_forward(loss, pred, target)
     assert np.isnan(cpu) == (loss != L.PERCEPTRON)
     assert np.isnan(back(records)[0]) == np.isnan(cpu)
@@ -496,3 +498,67 @@ def test_nan_max_and_min_propagate_nan_from_either_side():
     out = cuda.device_array(8, np.float64)
     launch(None, probe, 1, 4, out, dev(a), dev(b))
     np.testing.assert_array_equal(back(out), [np.nan, np.nan, np.nan, np.nan, 5.0, 2.0, 3.0, -1.0])
+
+
+# ---- the walkers: one backward rule and the CPU's fusions -----------------------------------
+
+# Fused and unfused pairs on both sides of every kind that a CUDA stack can hold.
+WALKED = ("tanh_softmax_ce_fused", "leaky_sigmoid_bce_fused", "bare_tanh_in_the_middle_mse",
+          "identity_then_bare_softmax_ce_fused", "bare_leaky_first_sse", "softmax_then_bce_unfused",
+          "three_hidden_layers_ce", "dropout_between_dense_ce", "dropout_after_a_softmax_mse",
+          "batchnorm_between_dense_ce", "batchnorm_on_the_input_and_after_elu_mse")
+
+
+def cpu_gradients(net, loss, x, target):
+    params, grads, work = net.params.copy(), np.full(net.params.size, np.nan), cpu_workspace(net, x.shape[0])
+    N.network_forward(cpu_network(net, params), x, work, True, True, True, True, True)
+    N.network_backward(cpu_network(net, params), grads, x, work, loss, target)
+    return grads
+
+
+def cuda_gradients(net, loss, x, target, graph=False):
+    """(dL/dparams, launches) of one CUDA training step with no optimizer (``network.train_step``:
+    gather, forward, loss kernel, the stack's or the graph's walker), float64, Dropout's step RNG[1]."""
+    rows = x.shape[0]
+    act_off, n_acts, deltas_shape, n_targets, _ = N.workspace_layout(net.layers, rows)
+    work = N.Workspace(dev(np.full(n_acts, np.nan)), act_off, cuda.to_device(np.full(deltas_shape, np.nan)),
+                       dev(np.full(n_targets, np.nan)), None)
+    g = N.Graph(stack_as_graph(net, rows).sources, dev(np.full(n_acts, np.nan))) if graph else None
+    grads = dev(np.full(net.params.size, np.nan))
+    train = N.Training(grads, dev(np.zeros(1)), dev(np.zeros(1)), np.zeros((0, 3), np.int64),
+                       cuda.to_device(np.zeros((1, O.N_HYPER))), dev(np.zeros(1, np.int64)))
+    batches = N.Batches(dev(x), dev(target), dev(np.arange(rows, dtype=np.int64)), rows, 0, 1)
+    plan = Plan()
+    CN.train_step(N.Network(dev(net.params), net.layers, net.alphas, int(RNG[0])), train, work, batches, loss, None,
+                  None, None, rows, dev(np.zeros(2)), control(step0=int(RNG[1])), plan, g)
+    plan.run()
+    return back(grads), len(plan.launches)
+
+
+class _NeverFuse:
+    """``fuse_activation_backward`` saying no everywhere (its ``py_func`` is what the launchers call)."""
+    @staticmethod
+    def py_func(layers, k, sole_reader):
+        return False
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # Dropout's hash, run as NumPy scalars
+@pytest.mark.parametrize("name", WALKED)
+def test_cuda_walkers_give_the_cpus_gradients_with_and_without_the_fused_epilogue(name, monkeypatch):
+    """The CUDA stack walker (with the dx epilogue where ``fuse_activation_backward`` holds, and
+    with it turned off), the CUDA graph walker and the CPU stack walker give the same gradients:
+    every walker hands dL/d(output) between layers, and the fusions change where a derivative is
+    applied, not what is computed. The fused step has one launch fewer per fused pair."""
+    net, loss, x, target = setup_network(name)
+    trained = np.setdiff1d(np.arange(net.params.size), net.frozen)
+    expected = cpu_gradients(net, loss, x, target)[trained]
+    fused, launches = cuda_gradients(net, loss, x, target)
+    graph, _ = cuda_gradients(net, loss, x, target, graph=True)
+    monkeypatch.setattr(CN, "fuse_activation_backward", _NeverFuse)
+    unfused, unfused_launches = cuda_gradients(net, loss, x, target)
+    for grads in (fused, graph, unfused):
+        np.testing.assert_allclose(grads[trained], expected, rtol=1e-9, atol=1e-12)
+    # An Activation layer on the batch needs no derivative unfused: no launch saved there.
+    pairs = sum(bool(N.fuse_activation_backward(net.layers, k, True)) and (k > 1 or net.layers[0, N.KIND] == N.DENSE_LAYER)
+                for k in range(net.layers.shape[0]))
+    assert unfused_launches - launches == pairs

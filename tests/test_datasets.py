@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastnn import datasets
+from fastnn.datasets import mnist
 from fastnn.datasets import MNIST_URL, Dataset, load_digits, load_mnist
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -144,7 +144,7 @@ def test_explicit_data_dir_without_the_files_is_not_silently_replaced(tmp_path):
 def test_failed_download_says_where_it_looked_and_how_to_set_fastnn_data(no_local_mnist, monkeypatch):
     def offline(url):
         raise urllib.error.URLError("no network")
-    monkeypatch.setattr(datasets, "_open_url", offline)
+    monkeypatch.setattr(mnist, "_open_url", offline)
     with pytest.raises(FileNotFoundError) as error:
         load_mnist()
     message = str(error.value)
@@ -163,7 +163,7 @@ def test_python_m_fastnn_offline_prints_the_whole_error_then_trains_on_the_digit
 
     def offline(url):
         raise urllib.error.URLError("no network")
-    monkeypatch.setattr(datasets, "_open_url", offline)
+    monkeypatch.setattr(mnist, "_open_url", offline)
     assert __main__.main(["--epochs", "1"]) == 0
     out, err = capsys.readouterr()
     with pytest.raises(FileNotFoundError) as error:
@@ -174,7 +174,7 @@ def test_python_m_fastnn_offline_prints_the_whole_error_then_trains_on_the_digit
 
 
 def test_download_with_a_wrong_checksum_is_rejected_and_leaves_no_file(no_local_mnist, monkeypatch):
-    monkeypatch.setattr(datasets, "_open_url", lambda url: io.BytesIO(b"not the MNIST file"))
+    monkeypatch.setattr(mnist, "_open_url", lambda url: io.BytesIO(b"not the MNIST file"))
     with pytest.raises(RuntimeError, match="SHA-256 mismatch") as error:
         load_mnist()
     assert MNIST_URL + "train-images-idx3-ubyte.gz" in str(error.value)
@@ -183,14 +183,14 @@ def test_download_with_a_wrong_checksum_is_rejected_and_leaves_no_file(no_local_
 
 def test_download_with_the_right_checksums_fills_the_cache_once(tmp_path, no_local_mnist, monkeypatch):
     served = _write_tiny_mnist(tmp_path / "server")
-    monkeypatch.setattr(datasets, "_MNIST_SHA256", {
+    monkeypatch.setattr(mnist, "_MNIST_SHA256", {
         name: hashlib.sha256((served / name).read_bytes()).hexdigest() for name in MNIST_FILES})
     requested = []
 
     def serve(url):
         requested.append(url)
         return io.BytesIO((served / url.removeprefix(MNIST_URL)).read_bytes())
-    monkeypatch.setattr(datasets, "_open_url", serve)
+    monkeypatch.setattr(mnist, "_open_url", serve)
 
     x_train, y_train, x_test, _ = load_mnist()
     assert x_train.shape == (5, 784) and x_test.shape == (3, 784)

@@ -227,8 +227,8 @@ def test_loading_does_not_initialize_the_weights_first(tmp_path, monkeypatch):
 
 def test_an_interrupt_stops_between_chunks_with_the_model_consistent(monkeypatch):
     """Was: a KeyboardInterrupt arrived only when the whole epoch had run in one compiled call."""
-    import fastnn.model as model_module
-    monkeypatch.setattr(model_module, "_CHUNK_FLOPS", 1.0)  # one batch per call
+    import fastnn.trainer as trainer_module
+    monkeypatch.setattr(trainer_module, "_CHUNK_FLOPS", 1.0)  # one batch per call
     x, y = blobs(n=320)
     model = small()
     backend = model._ensure_built() or model._backend
@@ -299,6 +299,7 @@ def test_an_embedding_after_another_layer_is_refused_at_add():
     assert len(first.layers) == 2
 
 
+@pytest.mark.slow  # a graph compiled for it alone
 def test_the_same_input_twice_is_refused_and_the_input_stays_usable():
     """Was: an error naming no Input, and the Input marked as belonging to a model, so that
     building the right model with it failed too."""
@@ -417,6 +418,7 @@ def test_a_large_embedding_table_makes_short_calls():
     assert max(sizes) * model.count_params() <= 2.5e8
 
 
+@pytest.mark.slow  # a large user layer compiles anew; the Embedding twin above checks the same by default
 def test_a_large_user_layer_makes_short_calls():
     """Was: one call for the whole epoch, a user layer's work counting for nothing. Its functions
     run for every row over its parameters (forward and backward): a call is kept to at most 1e8

@@ -64,6 +64,7 @@ def test_outside_mpi_init_is_one_process():
     assert fastnn.distributed.world() is None  # importing fastnn joins no job
 
 
+@pytest.mark.slow  # mpirun -n 2
 def test_the_ranks_hold_identical_weights_and_logs(job):
     (w0, w1), (l0, l1), _, _ = job
     assert l0["size"] == 2
@@ -76,6 +77,7 @@ def test_the_ranks_hold_identical_weights_and_logs(job):
 
 @pytest.mark.parametrize("name,dtype,rtol", [("classify", "float64", 1e-9), ("classify", "float32", 1e-4),
                                              ("summed", "float64", 1e-9), ("functional", "float64", 1e-9)])
+@pytest.mark.slow  # mpirun -n 2
 def test_two_ranks_equal_one_process_with_the_same_batch(job, name, dtype, rtol):
     """Dropout (the whole batch's mask), L2, clipping, a schedule, the AUC counters and validation
     in 'classify'; a summed loss (SSE) in 'summed'; batches whose rows do not split evenly."""
@@ -91,12 +93,14 @@ def test_two_ranks_equal_one_process_with_the_same_batch(job, name, dtype, rtol)
         np.testing.assert_allclose(mpi["evaluate"][key], value, rtol=max(rtol, 1e-6), err_msg=key)
 
 
+@pytest.mark.slow  # mpirun -n 2
 def test_a_batch_too_small_for_every_rank_and_train_on_batch(job):
     (w0, _), _, _, _ = job
     for i, w in enumerate(worker.train_one_row()):
         np.testing.assert_allclose(w0[f"one_row-{i}"], w, rtol=0, atol=1e-9 * np.abs(w).max())
 
 
+@pytest.mark.slow  # mpirun -n 2
 def test_batchnorm_trains_per_rank_and_the_ranks_agree(job):
     """Per-rank batch statistics (not one process's), running statistics averaged: the ranks agree."""
     (w0, w1), _, _, _ = job
@@ -106,18 +110,21 @@ def test_batchnorm_trains_per_rank_and_the_ranks_agree(job):
     assert not all(np.allclose(w0[k], w, rtol=1e-4) for k, w in zip(keys, weights))
 
 
+@pytest.mark.slow  # mpirun -n 2
 def test_each_rank_passing_its_own_shard_is_a_valueerror_on_every_rank(job):
     _, (l0, l1), _, _ = job
     for logs in (l0, l1):
         assert "every rank must pass the same x" in logs["shard_error"]
 
 
+@pytest.mark.slow  # mpirun -n 2
 def test_a_bad_argument_on_one_rank_is_raised_on_every_rank(job):
     _, (l0, l1), _, _ = job
     assert l0["argument_error"] == "on rank 1: epochs must be >= 0, got -1"
     assert l1["argument_error"] == "epochs must be >= 0, got -1"
 
 
+@pytest.mark.slow  # mpirun -n 2
 def test_only_rank_zero_prints_and_writes_files_and_its_save_loads(job):
     (w0, w1), _, out, stdout = job
     assert stdout.count("Epoch 1/1") == 1, stdout
@@ -129,6 +136,7 @@ def test_only_rank_zero_prints_and_writes_files_and_its_save_loads(job):
         np.testing.assert_array_equal(w, w1[f"saved-{i}"])
 
 
+@pytest.mark.slow  # mpirun -n 2
 def test_a_rank_that_fails_ends_the_job(tmp_path):
     done = run_job(tmp_path, "fail", timeout=600)  # a hang would run into the timeout
     assert done.returncode != 0
@@ -148,11 +156,13 @@ def disagreements(tmp_path_factory):
 
 @pytest.mark.parametrize("name, values", [("epochs", "rank 0: 1, rank 1: 2"),
                                           ("batch_size", "rank 0: 50, rank 1: 51")])
+@pytest.mark.slow  # mpirun -n 2
 def test_ranks_given_different_epochs_or_batch_size_raise_on_every_rank(disagreements, name, values):
     for seen in disagreements:
         assert seen[name]["error"] == f"under MPI the ranks must agree on {name}, but they differ ({values})"
 
 
+@pytest.mark.slow  # mpirun -n 2
 def test_models_of_different_sizes_raise_on_every_rank(disagreements):
     """Rank 0's model has 16 hidden units (163 parameters), rank 1's 17 (173): each gradient
     allreduce would have another length on each rank."""
@@ -161,6 +171,7 @@ def test_models_of_different_sizes_raise_on_every_rank(disagreements):
                                                "they differ (rank 0: 163, rank 1: 173)")
 
 
+@pytest.mark.slow  # mpirun -n 2
 def test_rows_that_differ_beyond_a_sample_are_seen(disagreements):
     """Rank 1's rows 1::4 differ: an evenly spaced sample of 1024 of the 4096 rows (every
     4th, from row 0) would not see it; the checksum over all the bytes does."""
@@ -168,6 +179,7 @@ def test_rows_that_differ_beyond_a_sample_are_seen(disagreements):
         assert "every rank must pass the same x" in seen["rows"]["error"]
 
 
+@pytest.mark.slow  # mpirun -n 2
 def test_a_callback_stopping_one_rank_stops_every_rank(disagreements):
     """StopOnRankOne stops rank 1 after the first of 3 epochs: rank 0 stops with it, and the
     ranks end with the same weights and figures."""
@@ -176,6 +188,7 @@ def test_a_callback_stopping_one_rank_stops_every_rank(disagreements):
     assert r0["weights"] == r1["weights"] and r0["evaluate"] == r1["evaluate"] and r0["loss"] == r1["loss"]
 
 
+@pytest.mark.slow  # mpirun -n 2
 def test_a_batch_hook_on_one_rank_keeps_the_ranks_in_step(disagreements):
     """A per-batch callback on rank 0 only (with the AUC counters summed over the ranks at each
     batch): every rank takes the batches one at a time, and the ranks agree."""
@@ -184,6 +197,7 @@ def test_a_batch_hook_on_one_rank_keeps_the_ranks_in_step(disagreements):
     assert r0["weights"] == r1["weights"] and r0["evaluate"] == r1["evaluate"] and r0["loss"] == r1["loss"]
 
 
+@pytest.mark.slow  # mpirun -n 2
 def test_evaluate_with_different_batch_sizes_raises_on_every_rank(disagreements):
     """evaluate gives each rank whole batches of rows: with another batch_size on each rank the
     ranks' shares would overlap or leave rows out."""

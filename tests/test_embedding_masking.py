@@ -172,6 +172,7 @@ def test_masked_entries_pass_no_gradient_through_a_model():
     assert not np.array_equal(after[0][1], before[0][1])
 
 
+@pytest.mark.slow  # a learning run: 40 epochs
 def test_padding_stays_zero_and_the_model_learns():
     rng = np.random.default_rng(5)
     ids = rng.integers(0, 10, (300, 4))

@@ -55,6 +55,7 @@ def test_float32_agrees_with_float64():
         np.testing.assert_allclose(w32, w64, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # a learning run: 25 epochs of 2,000 rows
 def test_a_task_neither_input_solves_alone():
     """y = (a0 > 0) xor (b0 > 0): each input alone predicts y at chance."""
     rng = np.random.default_rng(0)
@@ -69,6 +70,7 @@ def test_a_task_neither_input_solves_alone():
     assert model.predict([xa, xb]).shape == (2000, 2)
 
 
+@pytest.mark.slow  # a learning run: 40 epochs, on a graph of its own
 def test_an_embedding_input_beside_features():
     rng = np.random.default_rng(2)
     ids, features = rng.integers(0, 6, (300, 2)), rng.normal(size=(300, 3))
@@ -107,6 +109,17 @@ def test_save_load_and_pickle_round_trip(tmp_path):
     np.testing.assert_array_equal(twin.predict([xa, xb]), model.predict([xa, xb]))
 
 
+def test_a_functional_model_has_no_add():
+    """Its layers come from the graph: it inherits no ``add`` (nor the seed's ``addLayer``) to refuse,
+    as Keras' functional Model has none; the stack has both."""
+    from fastnn import MLP
+    from fastnn.network import Network
+    model = graph()
+    assert not hasattr(model, "add") and not hasattr(model, "addLayer")
+    assert isinstance(model, Network) and not isinstance(model, MLP)
+    assert MLP.add is not None and MLP.addLayer is MLP.add
+
+
 def test_errors():
     a, b = Input((3,)), Input((2,))
     dense = Dense(units=4)
@@ -121,8 +134,6 @@ def test_errors():
         Dense(units=2)(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="not in inputs"):
         Model(inputs=[a], outputs=Concatenate()([a, b]))
-    with pytest.raises(TypeError, match="call them on tensors"):
-        graph().add(Dense(units=2))
     xa, xb, y = data()
     model = graph()
     with pytest.raises(ValueError, match="list of 2 arrays"):

@@ -65,3 +65,42 @@ def test_cuda_launchers_check_codes_on_the_host():
     for bad in (-1, 4):
         with pytest.raises(ValueError, match="unknown loss code"):
             check_code(bad, 3, "loss")
+
+
+def _unknown_kind_network(dtype=np.float64):
+    """A dense layer, then a row whose kind is one past the last real one (a merge, MULTIPLY)."""
+    from fastnn.kernels import network as N
+    layers = np.array([[0, 6, 2, 3, A.TANH, N.DENSE_LAYER], [0, 0, 3, 3, A.IDENTITY, N.MULTIPLY_LAYER + 1]],
+                      dtype=np.int64)
+    return N, layers, np.zeros((2, 2)), np.full(9, 0.1, dtype=dtype)
+
+
+def test_unknown_layer_kind_raises_in_both_passes():
+    """``dispatch.layer_forward`` and ``layer_backward`` end in an error branch: an unknown kind
+    is an error in the forward pass and in both walkers' backward pass, not the last real kind."""
+    N, layers, alphas, params = _unknown_kind_network()
+    x, rows = np.ones((4, 2)), 4
+    act_off, n_acts, deltas_shape, n_targets, n_stats = N.workspace_layout(layers, rows)
+    work = N.Workspace(np.zeros(n_acts), act_off, np.zeros(deltas_shape), np.zeros(n_targets), np.zeros(n_stats))
+    net = N.Network(params, layers, alphas, np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="unknown layer kind"):
+        N.network_forward(net, x, work, True)
+    graph = N.Graph(np.array([[-1, -1], [0, 0]], dtype=np.int64), np.zeros(n_acts))  # row 1 reads node 0 twice
+    with pytest.raises(ValueError, match="unknown layer kind"):
+        N.graph_backward(net, np.zeros(params.size), x, work, L.MSE, np.zeros((rows, 3)), graph)
+    with pytest.raises(ValueError, match="unknown layer kind"):
+        N.network_backward(net, np.zeros(params.size), x, work, L.MSE, np.zeros((rows, 3)))
+    layers[1, N.KIND] = N.MULTIPLY_LAYER  # the last real kind passes the dispatch (in a graph)
+    N.graph_backward(net, np.zeros(params.size), x, work, L.MSE, np.zeros((rows, 3)), graph)
+
+
+def test_cuda_dispatch_refuses_an_unknown_layer_kind_on_the_host():
+    cuda = cuda_or_skip()
+    from fastnn.cuda import dispatch as CDS
+    N, layers, alphas, params = _unknown_kind_network(np.float32)
+    net = N.Network(cuda.to_device(params), layers, alphas, 0)
+    buf = cuda.to_device(np.zeros(12, np.float32))
+    with pytest.raises(ValueError, match=f"unknown layer kind {N.MULTIPLY_LAYER + 1} in row 1"):
+        CDS.layer_forward(net, 1, buf, buf, buf, 4)
+    with pytest.raises(ValueError, match=f"unknown layer kind {N.MULTIPLY_LAYER + 1} in row 1"):
+        CDS.layer_backward(net, buf, 1, buf, None, None, buf, buf, buf, buf, 4)

@@ -240,6 +240,7 @@ def test_network_backward_matches_finite_differences(name):
     assert_gradient(grads, numerical_gradient(loss_value, net.params))
 
 
+@pytest.mark.slow  # compiles the float32 walkers for this test alone; finite differences check the backward by default
 def test_network_backward_float32_matches_float64():
     net, loss, x, target = setup_network("three_hidden_layers_ce")
     results = []
@@ -485,3 +486,82 @@ def test_workspace_layout_gives_each_layer_its_rows():
     np.testing.assert_array_equal(act_off, [0, 28, 63, 98, 119])
     assert (n_acts, deltas_shape, n_targets, n_stats) == (119, (2, 35), 21, 5 * 5)
     assert N.workspace_layout(net.layers[[0, 2]], 7)[4] == 0  # no BatchNorm, no stats
+
+
+# ---- one backward rule: the stack and the graph walker, the named fusions -------------------
+
+def stack_as_graph(net, rows, dtype=np.float64):
+    """The ``Graph`` of a stack: layer k reads layer k - 1 (the batch for k = 0), no second input."""
+    sources = np.stack([np.arange(-1, net.layers.shape[0] - 1), np.full(net.layers.shape[0], -1)], axis=1)
+    n_acts = N.workspace_layout(net.layers, rows)[1]
+    return N.Graph(sources.astype(np.int64), np.full(n_acts, np.nan, dtype=dtype))
+
+
+def stack_and_graph_gradients(net, loss, x, target):
+    """(grads of ``network_backward``, grads of ``graph_backward`` on the same stack as a graph),
+    each after its own training-mode forward pass from the same parameters."""
+    out = []
+    for graph in (None, stack_as_graph(net, x.shape[0])):
+        params, grads, work = net.params.copy(), np.full(net.params.size, np.nan), workspace(net, x.shape[0])
+        N.network_forward(network(net, params), x, work, True, True, True, True, True, None, 0, graph)
+        if graph is None:
+            N.network_backward(network(net, params), grads, x, work, loss, target)
+        else:
+            N.graph_backward(network(net, params), grads, x, work, loss, target, graph)
+        out.append(grads)
+    return out
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_graph_walker_gives_the_stack_walkers_gradients(name):
+    """The same layers walked as a stack (two gradient buffers in turn, the fused dx epilogue)
+    and as a graph (a gradient buffer per node, summed over readers, no fusion) give the same
+    gradients: one backward rule, dL/d(output) in, dL/d(input) out, on both walkers. The
+    arithmetic is the same, operation for operation, so they agree to the last bit."""
+    net, loss, x, target = setup_network(name)
+    stack, graph = stack_and_graph_gradients(net, loss, x, target)
+    trained = np.setdiff1d(np.arange(net.params.size), net.frozen)
+    assert np.all(np.isfinite(stack[trained]))
+    np.testing.assert_array_equal(graph[trained], stack[trained])
+
+
+def test_graph_walker_differs_when_a_layer_is_rewired():
+    """The comparison above can fail: the first dense layer reading the batch instead of the
+    LeakyReLU before it (the same width) changes the gradients."""
+    net, loss, x, target = setup_network("bare_leaky_first_sse")  # leaky(4) -> dense(5) -> dense(2)
+    stack, _ = stack_and_graph_gradients(net, loss, x, target)
+    rewired = stack_as_graph(net, x.shape[0])
+    rewired.sources[1, N.SOURCE] = -1
+    grads, work = np.full(net.params.size, np.nan), workspace(net, x.shape[0])
+    N.network_forward(network(net), x, work, True, True, True, True, True, None, 0, rewired)
+    N.graph_backward(network(net), grads, x, work, loss, target, rewired)
+    assert np.all(np.isfinite(grads)) and not np.allclose(grads, stack)
+
+
+def table(*rows):
+    """A ``layers`` table from (kind, act) pairs (offsets and widths do not matter to the predicates)."""
+    return np.array([[0, 0, 3, 3, act, kind] for kind, act in rows], dtype=np.int64)
+
+
+def test_fuse_activation_backward_holds_for_a_dense_layer_reading_an_elementwise_activation():
+    fuse = N.fuse_activation_backward
+    for act in (A.SIGMOID, A.TANH, A.RELU, A.LEAKY_RELU, A.ELU, A.HEAVISIDE):
+        assert fuse(table((N.DENSE_LAYER, act), (N.DENSE_LAYER, A.IDENTITY)), 1, True)
+        assert fuse(table((N.ACTIVATION_LAYER, act), (N.DENSE_LAYER, A.SOFTMAX)), 1, True)
+        assert not fuse(table((N.DENSE_LAYER, act), (N.DENSE_LAYER, A.IDENTITY)), 1, False)  # other readers
+        assert not fuse(table((N.DENSE_LAYER, act), (N.ACTIVATION_LAYER, A.TANH)), 1, True)  # no dx GEMM
+        assert not fuse(table((N.DENSE_LAYER, act)), 0, True)  # the batch has no activation
+    for act in (A.IDENTITY, A.SOFTMAX):  # nothing to apply; row-wise
+        assert not fuse(table((N.DENSE_LAYER, act), (N.DENSE_LAYER, A.IDENTITY)), 1, True)
+    for kind in (N.DROPOUT_LAYER, N.BATCHNORM_LAYER, N.MASKING_LAYER, N.EMBEDDING_LAYER, N.USER_LAYER):
+        assert not fuse(table((kind, A.IDENTITY), (N.DENSE_LAYER, A.IDENTITY)), 1, True)
+    # The CUDA launchers evaluate the same source on the host.
+    assert N.fuse_activation_backward.py_func(table((N.DENSE_LAYER, A.RELU), (N.DENSE_LAYER, A.IDENTITY)), 1, True)
+
+
+def test_fuse_loss_backward_holds_when_the_last_layer_has_an_activation():
+    for kind, expected in ((N.DENSE_LAYER, True), (N.ACTIVATION_LAYER, True), (N.DROPOUT_LAYER, False),
+                           (N.BATCHNORM_LAYER, False), (N.USER_LAYER, False), (N.ADD_LAYER, False)):
+        layers = table((N.DENSE_LAYER, A.TANH), (kind, A.SIGMOID if expected else A.IDENTITY))
+        assert N.fuse_loss_backward(layers) == expected
+        assert N.fuse_loss_backward.py_func(layers) == expected

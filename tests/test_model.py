@@ -230,6 +230,54 @@ def test_verbose_zero_prints_nothing(capsys):
     assert capsys.readouterr() == ("", "")
 
 
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_predict_and_evaluate_honour_verbose(capsys, verbose):
+    """As Keras': a line of the batches, the time (and evaluate's figures); the same outputs as silent."""
+    x, y = blobs(100)
+    model = classifier().compile("cross_entropy", metrics=["accuracy"])
+    quiet = model.predict(x, batch_size=4)
+    figures = model.evaluate(x, y, batch_size=4, return_dict=True)
+    assert capsys.readouterr().out == ""
+    np.testing.assert_array_equal(model.predict(x, batch_size=4, verbose=verbose), quiet)
+    line = capsys.readouterr().out.splitlines()
+    assert len(line) == 1 and line[0].startswith("25/25 - ") and line[0].endswith("s")
+    assert model.evaluate(x, y, batch_size=4, verbose=verbose, return_dict=True) == figures
+    line = capsys.readouterr().out.splitlines()
+    assert len(line) == 1 and line[0].startswith("25/25 - ")
+    assert f"loss: {figures['loss']:.4f}" in line[0] and f"accuracy: {figures['accuracy']:.4f}" in line[0]
+    for call in (lambda: model.predict(x, verbose=3), lambda: model.evaluate(x, y, verbose=-1)):
+        with pytest.raises(ValueError, match="verbose"):
+            call()
+
+
+def test_evaluate_checks_that_the_model_is_usable_once(monkeypatch):
+    x, y = blobs(40)
+    model = classifier().compile("cross_entropy")
+    checks = []
+    real = model._check_usable
+    monkeypatch.setattr(model, "_check_usable", lambda what: checks.append(what) or real(what))
+    model.evaluate(x, y)
+    assert checks == ["evaluate"]
+
+
+def test_a_layer_reads_only_its_slice_of_the_parameters(monkeypatch):
+    """A layer's get_weights (once per layer when loading) asks the backend for its slice only."""
+    model = classifier()
+    model._ensure_built()
+    backend, asked = model._backend, []
+    real = backend.host
+
+    def host(name, lo=None, hi=None):
+        asked.append((name, lo, hi))
+        return real(name)[lo:hi]
+
+    monkeypatch.setattr(backend, "host", host)
+    W, b = model.layers[1].get_weights()
+    assert asked == [("params", 4 * 8 + 8, 4 * 8 + 8 + 8 * 3 + 3)]
+    np.testing.assert_array_equal(W, model.get_weights()[2])
+    np.testing.assert_array_equal(b, model.get_weights()[3])
+
+
 def test_shuffle_draws_a_new_batch_order_each_epoch():
     x, y = blobs(40)
     a, b, c = (classifier(seed=2).compile("cross_entropy", SGD(0.1)) for _ in range(3))

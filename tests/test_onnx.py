@@ -107,7 +107,9 @@ def functional(kind):
     return model, xs
 
 
-@pytest.mark.parametrize("kind", ["concatenate", "residual", "multiply", "embedding"])
+# residual and embedding: a graph compiled for each alone
+@pytest.mark.parametrize("kind", ["concatenate", pytest.param("residual", marks=pytest.mark.slow), "multiply",
+                                  pytest.param("embedding", marks=pytest.mark.slow)])
 def test_functional_models_export_one_input_each(tmp_path, kind):
     model, xs = functional(kind)
     path = model.to_onnx(tmp_path / f"{kind}.onnx")
@@ -121,3 +123,22 @@ def test_functional_models_export_one_input_each(tmp_path, kind):
     feed = {n: x.astype(np.float32) for n, x in zip(names, xs)}
     out = session.run(["y"], feed)[0]
     np.testing.assert_allclose(out, model.predict(xs), rtol=1e-5, atol=1e-5)
+
+
+def test_a_layer_kind_brings_its_own_export(tmp_path):
+    """The graph around the layers is ``fastnn.onnx``'s; a layer's nodes are its class's
+    ``onnx_nodes``: a layer of one's own exports by defining it, with nothing added to fastnn.onnx."""
+    from helpers import UserDense
+
+    class ExportedDense(UserDense):
+        def onnx_nodes(self, graph, inputs):
+            kernel, bias = self.get_weights()
+            product = graph.op("MatMul", [inputs[0], graph.constant("kernel", kernel)])
+            return graph.op("Add", [product, graph.constant("bias", bias)])
+
+    model = MLP([Dense(3, 5, activation="tanh"), ExportedDense(4), Activation("softmax")], seed=0)
+    x = np.random.default_rng(2).normal(size=(10, 3)).astype(np.float32)
+    np.testing.assert_allclose(run(model.to_onnx(tmp_path / "m.onnx"), x), model.predict(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="UserDense has no ONNX export"):
+        MLP([Dense(3, 5), UserDense(4)], seed=0).to_onnx(tmp_path / "n.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]

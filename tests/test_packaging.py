@@ -31,3 +31,29 @@ def test_the_readme_installs_pytorch_from_its_cpu_index_before_the_torch_extra()
     """An extra cannot choose an index: the README says where PyTorch's CPU build comes from."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "pip install torch --index-url https://download.pytorch.org/whl/cpu\npip install -e \".[torch]\"" in readme
+
+
+def _import_cycles_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("import_cycles", ROOT / "tools" / "import_cycles.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_import_cycle_among_the_modules():
+    """Read from every import statement, deferred ones included (``tools/import_cycles.py``)."""
+    tool = _import_cycles_tool()
+    assert tool.cycles(tool.graph()) == []
+
+
+def test_the_cycle_check_sees_a_cycle_held_by_a_deferred_import(tmp_path):
+    tool = _import_cycles_tool()
+    package = tmp_path / "fastnn"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("from .a import f\n")
+    (package / "a.py").write_text("from .sub import b\n\ndef f():\n    return b\n")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "b.py").write_text("def g():\n    from ..a import f\n    return f\n")
+    (package / "c.py").write_text("from . import a\n")
+    assert tool.cycles(tool.graph(tmp_path)) == [["fastnn.a", "fastnn.sub.b"]]

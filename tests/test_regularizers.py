@@ -113,7 +113,7 @@ def test_no_regularizer_trains_exactly_as_before():
     for m in (a, b):
         m.compile(loss="cross_entropy", optimizer=SGD(0.1))
     ha, hb = a.fit(x, y, epochs=2, batch_size=8, verbose=0), b.fit(x, y, epochs=2, batch_size=8, verbose=0)
-    assert a._reg.shape == (0, 4)  # zero factors add no row
+    assert a._spec.reg.shape == (0, 4)  # zero factors add no row
     assert ha.history == hb.history
 
 
@@ -123,7 +123,7 @@ def test_save_and_load_keep_the_regularizers(tmp_path):
     loaded = fastnn.load_model(tmp_path / "reg.npz")
     assert loaded.layers[0].kernel_regularizer.l2 == 0.05 and loaded.layers[0].bias_regularizer.l1 == 0.02
     assert loaded.layers[1].kernel_regularizer.factors() == (0.01, 0.03)
-    np.testing.assert_array_equal(loaded._reg, m._reg)
+    np.testing.assert_array_equal(loaded._spec.reg, m._spec.reg)
 
 
 def test_cuda_matches_the_cpu():

@@ -488,10 +488,10 @@ def _write_onnx(tmp_path, monkeypatch):
 def _write_download(tmp_path, monkeypatch):
     import hashlib
     import io
-    from fastnn import datasets
+    from fastnn.datasets import mnist
     data = b"an MNIST file" * 1000
-    monkeypatch.setattr(datasets, "_open_url", lambda url: io.BytesIO(data))
-    datasets._download_verified("https://example.org/f.gz", tmp_path / "f.gz", hashlib.sha256(data).hexdigest())
+    monkeypatch.setattr(mnist, "_open_url", lambda url: io.BytesIO(data))
+    mnist._download_verified("https://example.org/f.gz", tmp_path / "f.gz", hashlib.sha256(data).hexdigest())
     assert (tmp_path / "f.gz").read_bytes() == data
     return [tmp_path / "f.gz"]
 
@@ -560,6 +560,7 @@ def test_load_state_checks_everything_before_changing_anything(saved):
         np.testing.assert_array_equal(value, before[name], err_msg=name)
 
 
+@pytest.mark.slow  # child processes that compile again
 def test_resume_in_a_new_process_is_bit_for_bit(tmp_path):
     """Saved after epoch 1 and loaded in a fresh interpreter, the model's epochs 2 and 3 equal
     those of the run never interrupted: weights, moments and step counts, the schedule's

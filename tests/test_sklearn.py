@@ -18,6 +18,7 @@ from fastnn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 
 @parametrize_with_checks([MLPClassifier(), MLPRegressor()])
+@pytest.mark.slow  # scikit-learn's whole check_estimator suite, twice
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -31,6 +31,7 @@ def data(rows=10):
     return rng.normal(size=(rows, 4)), rng.normal(size=(rows, 3))
 
 
+@pytest.mark.slow  # each model with user layers compiles anew; finite differences check the same step by default
 def test_one_step_equals_torch():
     torch = pytest.importorskip("torch")
     x, y = data()
@@ -54,7 +55,7 @@ def test_gradients_match_finite_differences():
     weights = m.get_weights()
     m.train_on_batch(x, y)  # SGD(0.1): grads = (before - after) / 0.1
     grads = [(a - b) / 0.1 for a, b in zip(weights, m.get_weights())]
-    probe = model()
+    probe = m  # the loss at other weights; a second model would compile its user layers again
 
     def loss(ws):
         probe.set_weights(ws)
@@ -86,6 +87,7 @@ def test_a_user_dense_trains_like_the_built_in_dense():
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # user layers compile anew per model
 def test_float32_models_work():
     x, y = data(20)
     m = model("float32", fastnn.Adam(1e-2))
@@ -156,6 +158,7 @@ def test_save_load_needs_custom_objects(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # user layers compile anew per model (three here)
 def test_pickle_and_deepcopy_rebuild_user_layers():
     import copy
     import pickle
@@ -166,6 +169,7 @@ def test_pickle_and_deepcopy_rebuild_user_layers():
         np.testing.assert_array_equal(twin.predict(x), m.predict(x))
 
 
+@pytest.mark.slow  # user layers compile anew per model (three here)
 def test_to_cpu_keeps_the_user_layers():
     """``to`` rebuilds the backend with the user layers' functions: the moved model predicts,
     evaluates and trains as the model that never moved."""
@@ -181,6 +185,7 @@ def test_to_cpu_keeps_the_user_layers():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # user layers compile anew per model; the refusal is checked by default above
 def test_to_cuda_refuses_a_user_layer_model_and_leaves_it_usable():
     pytest.importorskip("numba.cuda")
     x, y = data(10)
@@ -214,6 +219,7 @@ def nested_model():
     return m.compile("mse", fastnn.Adam(1e-2))
 
 
+@pytest.mark.slow  # user layers compile anew per model (four here)
 def test_deepcopy_copies_nested_lambda_functions_in_memory():
     """deepcopy keeps each Lambda's own functions (two closures of one qualname stay apart) and the
     whole training state: the copy predicts and trains as the original."""
@@ -234,6 +240,7 @@ def test_deepcopy_copies_nested_lambda_functions_in_memory():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # user layers compile anew per model
 def test_pickling_a_nested_lambda_names_the_layer_and_why():
     import pickle
     m = nested_model()

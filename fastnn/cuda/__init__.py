@@ -1,9 +1,20 @@
-"""CUDA kernels: the twins of ``fastnn.kernels``, module for module, written with ``numba.cuda``.
+"""CUDA kernels, written with ``numba.cuda``: the twins of ``fastnn.kernels`` where the training
+step needs one, named after the CPU module they mirror.
 
-``activations``, ``dense``, ``losses``, ``metrics`` and ``optimizers`` hold the kernels and
-their host-side launchers (outputs first, then inputs, then sizes; every array a flat 1-D
-device array, so that one compiled kernel serves every shape); ``network`` strings them into
-a training step; ``backend.CUDABackend`` owns the device arrays of a model.
+- Twins, same names and contracts: ``activations``, ``dense``, ``dropout``, ``batchnorm``,
+  ``merge``, ``losses``, ``metrics``, ``optimizers``, ``regularizers``, ``dispatch`` (one layer of
+  any kind) and ``network`` (the walkers and the training step as a fixed sequence of launches,
+  which ``runner.StepRunner`` replays, as CUDA graphs where it can); ``embedding`` holds the
+  twins of both ``kernels.embedding`` and ``kernels.masking``.
+- Without a module of their own here: ``kernels.table`` (the layout, read on the host by both
+  targets), ``kernels.schedules`` (compiled into ``optimizers`` from the CPU source),
+  ``kernels.checks`` and ``kernels.distributed`` (host-side or CPU-only concerns).
+- Only here: ``buffers`` (``fill_zero``), ``runner`` and ``backend.CUDABackend``, which owns a model's
+  device arrays.
+
+Kernels and their host-side launchers take outputs first, then inputs, then sizes; every array
+is a flat 1-D device array, so that one compiled kernel serves every shape. Where the element
+math is the CPU's own source, ``device_twin`` compiles it as a device function.
 
 Kernels are built per dtype (float32 or float64) by cached factories, so that every
 constant in them has the array's type: Numba types ``float32 * 2.0`` as float64, and the
@@ -93,7 +104,7 @@ class Plan:
     Every launcher in this package takes ``plan=None``: with a plan it appends its launches
     (a kernel configured for grid, block and the plan's stream, and its arguments) instead of
     running them, so a step is built once and replayed without rebuilding arguments, or
-    captured into a CUDA graph (``network.StepRunner``).
+    captured into a CUDA graph (``runner.StepRunner``).
     """
 
     def __init__(self, stream=0):

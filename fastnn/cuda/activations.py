@@ -1,16 +1,18 @@
 """CUDA twin of ``fastnn.kernels.activations``: the same activations, codes and conventions.
 
-Device functions (per dtype, from ``device_functions``): ``activation_forward_value(act, v,
+The formulas are not rewritten here: every ``<name>_forward_value`` / ``<name>_backward_value``
+and the softmax row functions are the CPU kernels' own Python source, compiled as device
+functions (``fastnn.cuda.device_twin``). ``device_functions(dtype)`` adds the dispatch on the
+activation code, with the constants typed to ``dtype``: ``activation_forward_value(act, v,
 alpha)`` and ``activation_backward_value(act, dout, out, alpha)`` for the elementwise
-activations, the formulas of the CPU primitives operation for operation (the backward reads
-the forward's output); ``softmax_row_forward``/``softmax_row_backward`` for the row-wise one.
-The SGEMM epilogues (``dense``) and the loss kernel (``losses``) call them, which is how bias,
-activation and its derivative cost no launch of their own in a dense network.
+activations (the backward reads the forward's output), ``softmax_row_forward`` /
+``softmax_row_backward`` for the row-wise one. The SGEMM epilogues (``dense``) and the loss
+kernel (``losses``) call them, which is how bias, activation and its derivative cost no launch
+of their own in a dense network.
 
 Launchers ``bias_activation_forward`` / ``activation_backward`` apply them to a whole
 (rows, cols) matrix, for Activation layers and wherever no GEMM precedes.
 """
-import math
 from functools import lru_cache
 from types import SimpleNamespace
 
@@ -18,9 +20,24 @@ import numba
 import numpy as np
 from numba import cuda
 
+from ..kernels import activations as cpu
 from ..kernels.activations import (ELU, HEAVISIDE, IDENTITY, LEAKY_RELU, RELU, SIGMOID, SOFTMAX,  # noqa: F401
                                    TANH)
-from . import blocks, check_code, kernel, launch
+from . import blocks, check_code, device_twin, kernel, launch
+
+sigmoid_forward_value = device_twin(cpu.sigmoid_forward_value)
+sigmoid_backward_value = device_twin(cpu.sigmoid_backward_value)
+tanh_forward_value = device_twin(cpu.tanh_forward_value)
+tanh_backward_value = device_twin(cpu.tanh_backward_value)
+relu_forward_value = device_twin(cpu.relu_forward_value)
+relu_backward_value = device_twin(cpu.relu_backward_value)
+leaky_relu_forward_value = device_twin(cpu.leaky_relu_forward_value)
+leaky_relu_backward_value = device_twin(cpu.leaky_relu_backward_value)
+elu_forward_value = device_twin(cpu.elu_forward_value)
+elu_backward_value = device_twin(cpu.elu_backward_value)
+heaviside_forward_value = device_twin(cpu.heaviside_forward_value)
+softmax_row_forward = device_twin(cpu.softmax_row_forward)
+softmax_row_backward = device_twin(cpu.softmax_row_backward)
 
 
 @lru_cache(maxsize=None)
@@ -30,28 +47,20 @@ def device_functions(dtype):
     ZERO, ONE = T(0), T(1)
 
     @kernel(device=True)
-    def sigmoid_value(v):
-        """1 / (1 + exp(-v)), from exp(-|v|) so neither branch overflows."""
-        if v >= ZERO:
-            return ONE / (ONE + math.exp(-v))
-        e = math.exp(v)
-        return e / (ONE + e)
-
-    @kernel(device=True)
     def activation_forward_value(act, v, alpha):
         """act(v) for an elementwise activation code; softmax (row-wise) passes v through."""
         if act == SIGMOID:
-            return sigmoid_value(v)
+            return sigmoid_forward_value(v, ONE)
         if act == TANH:
-            return math.tanh(v)
+            return tanh_forward_value(v)
         if act == RELU:
-            return v if v > ZERO else ZERO
+            return relu_forward_value(v, ZERO)
         if act == LEAKY_RELU:
-            return v if v > ZERO else T(alpha) * v
+            return leaky_relu_forward_value(v, T(alpha))
         if act == ELU:
-            return v if v > ZERO else T(alpha) * math.expm1(v)
+            return elu_forward_value(v, T(alpha))
         if act == HEAVISIDE:
-            return ONE if v > ZERO else ZERO
+            return heaviside_forward_value(v, ONE, ZERO)
         return v
 
     @kernel(device=True)
@@ -59,41 +68,16 @@ def device_functions(dtype):
         """dout * act'(.) from the forward's output ``out``; identity, heaviside (straight
         through) and softmax (row-wise, see ``softmax_row_backward``) pass dout through."""
         if act == SIGMOID:
-            return dout * out * (ONE - out)
+            return sigmoid_backward_value(dout, out, ONE)
         if act == TANH:
-            return dout * (ONE - out * out)
+            return tanh_backward_value(dout, out, ONE)
         if act == RELU:
-            return dout if out > ZERO else ZERO
+            return relu_backward_value(dout, out, ZERO)
         if act == LEAKY_RELU:
-            return dout if out > ZERO else T(alpha) * dout
+            return leaky_relu_backward_value(dout, out, T(alpha))
         if act == ELU:
-            return dout if out > ZERO else dout * (out + T(alpha))
+            return elu_backward_value(dout, out, T(alpha))
         return dout
-
-    @kernel(device=True)
-    def softmax_row_forward(out, x, lo, cols):
-        """out[lo:lo+cols] = softmax(x[lo:lo+cols]) (exp(x - max) / sum); ``out`` may be ``x``."""
-        m = x[lo]
-        for j in range(1, cols):
-            if x[lo + j] > m:
-                m = x[lo + j]
-        total = ZERO
-        for j in range(cols):
-            e = math.exp(x[lo + j] - m)
-            out[lo + j] = e
-            total += e
-        inv = ONE / total
-        for j in range(cols):
-            out[lo + j] *= inv
-
-    @kernel(device=True)
-    def softmax_row_backward(dx, dout, out, lo, cols):
-        """dx = s * (dout - <dout, s>) over one row; ``dx`` may be ``dout``."""
-        dot = ZERO
-        for j in range(cols):
-            dot += dout[lo + j] * out[lo + j]
-        for j in range(cols):
-            dx[lo + j] = out[lo + j] * (dout[lo + j] - dot)
 
     return SimpleNamespace(activation_forward_value=activation_forward_value,
                            activation_backward_value=activation_backward_value,

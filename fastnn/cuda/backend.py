@@ -1,11 +1,12 @@
 """``CUDABackend``: a model's arrays on an NVIDIA GPU, driven by the kernels of ``fastnn.cuda``.
 
-The same interface as ``fastnn.backend.CPUBackend``, so the model never branches on the
-device. Parameters, gradients, optimizer state, workspace, the training set (uploaded once
+The interface is ``fastnn.backend.Backend``'s, as ``fastnn.cpu_backend.CPUBackend``'s, so the model
+never branches on the device. Parameters, gradients, optimizer state, workspace, the training set (uploaded once
 per fit when it fits in memory), the epoch's order and the per-batch losses all stay on the
 device; a call of ``train`` uploads what the host decided (the order of this call's batches,
 step counts, hyper-parameters: a few small copies), enqueues every step, and reads the
-batch losses and correct counts back once at its end.
+batch losses, the correct counts and the counters the step kernels advanced (step counts, the
+batch where Dropout's stream stands) back once at its end.
 """
 import time
 from types import SimpleNamespace
@@ -14,14 +15,15 @@ import numpy as np
 
 from ..backend import Backend, check_state
 from ..config import INFERENCE_BATCH_SIZE
-from ..kernels.network import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Training,
-                               Workspace, alpha_table, weight_tensors, workspace_layout)
+from ..kernels.table import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Training,
+                               Workspace, workspace_layout)
 from ..kernels.metrics import TOP_K
 from ..kernels.optimizers import ADAMW, H_SCHEDULE, any_clipping
 from ..kernels.schedules import COSINE_DECAY
-from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, check_code
+from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, Plan, check_code
 
-# Training state kept on the host: each call of ``train`` uploads it and reads it back.
+# Training state kept on the host: each call of ``train`` uploads it and reads back what the
+# kernels made of it.
 _HOST_HELD = ("opt_steps", "rng")
 _INSTALL_HINT = "pip install 'fastnn[cuda]' (NVIDIA's numba-cuda package)"
 
@@ -70,13 +72,14 @@ class CUDABackend(Backend):
 
     def __init__(self, dtype):
         self.cuda = _require_cuda()
-        from . import network  # imports numba.cuda: only once it is known to work
+        from . import network, penalty  # import numba.cuda: only once it is known to work
         self._network = network
+        self._penalty = penalty
         self.dtype = np.dtype(dtype)
         self.stream = self.cuda.stream()
         self.runner = network.StepRunner(self.stream)
         self.capacity = 0
-        self.graph_sources = self.graph = None
+        self.spec = self.graph = None
         # Bytes a training set may take to be uploaded whole; None: DATASET_MEMORY_FRACTION
         # of the device memory free when it is uploaded.
         self.dataset_budget = None
@@ -88,32 +91,27 @@ class CUDABackend(Backend):
     def _to_device(self, array):
         return self.cuda.to_device(np.ascontiguousarray(array), stream=self.stream)
 
-    def load(self, layers, alphas, reg, opt_meta, state, user=None, graph=None, user_sizes=()):
-        """Take the network table, the weight penalties' table, the optimizers' slices and the
-        training state (host arrays: the flat buffers are copied to the device; the step counts
-        and the random key and step stay on the host, and each call hands them to the device).
-        ``graph``: a functional model's sources (``kernels.network.Graph``), or None. User layers
-        (``user``, ``user_sizes``) run on the CPU only."""
-        if user is not None:
+    def load(self, spec, state):
+        """As ``Backend.load``: the flat buffers are copied to the device; the step counts and the
+        random key and step stay on the host, and each call hands them to the device. User layers
+        (``spec.user``) run on the CPU only."""
+        if spec.user is not None:
             raise ValueError("layers of your own (Lambda, Layer subclasses) run on the CPU only")
-        self.graph_sources = None if graph is None else np.ascontiguousarray(graph, dtype=np.int64)
-        self.layers = np.ascontiguousarray(layers, dtype=np.int64)
-        self.alphas = alpha_table(alphas)
-        for row in self.layers:
+        for row in spec.table:
             if row[KIND] == DENSE_LAYER and row[B_OFF] != row[W_OFF] + row[N_IN] * row[N_OUT]:
                 raise ValueError("layers: the CUDA backend needs each dense layer's bias right after its "
                                  "weights in the flat buffer ([W, b] layout)")
-        self.opt_meta = np.ascontiguousarray(opt_meta, dtype=np.int64).reshape(-1, 3)
-        state = check_state(state, np.size(state["params"]), self.opt_meta, self.dtype)
+        state = check_state(state, spec.size, spec.slices.meta, self.dtype)
+        self.spec = spec
         self.params = self._to_device(state["params"])
         self.grads = self._to_device(np.zeros(self.params.size, dtype=self.dtype))
         self.state1 = self._to_device(state["state1"])
         self.state2 = self._to_device(state["state2"])
         self.opt_steps, self.rng = state["opt_steps"], state["rng"]
-        reg = np.ascontiguousarray(np.reshape(reg, (-1, 4)), dtype=np.float64)
+        reg = spec.reg
         self.reg = SimpleNamespace(table=self._to_device(reg), rows=reg.shape[0], size=int(reg[:, 1].max())) \
             if reg.shape[0] else None
-        tensors = weight_tensors(self.layers)
+        tensors = spec.tensors
         self.clip = SimpleNamespace(tensors=self._to_device(tensors), n=tensors.shape[0],
                                     sums=self.cuda.device_array(max(1, tensors.shape[0]), np.float64)) \
             if tensors.shape[0] else None
@@ -121,11 +119,10 @@ class CUDABackend(Backend):
         self.runner.forget()
         self._warmed = set()
 
-    def host(self, name):
-        """A host copy of one entry of the training state (a name of ``STATE``)."""
+    def host(self, name, lo=0, hi=None):
         if name in _HOST_HELD:
-            return getattr(self, name).copy()
-        out = getattr(self, name).copy_to_host(stream=self.stream)
+            return getattr(self, name)[lo:hi].copy()
+        out = getattr(self, name)[lo:hi].copy_to_host(stream=self.stream)
         self.stream.synchronize()
         return out
 
@@ -138,6 +135,19 @@ class CUDABackend(Backend):
         if values.size:
             getattr(self, name)[lo: lo + values.size].copy_to_device(values, stream=self.stream)
             self.stream.synchronize()  # the caller may change ``values`` once this returns
+
+    def penalty(self):
+        """The penalty summed on the device (``cuda.penalty``): one float64 comes back."""
+        if self.reg is None:
+            return 0.0
+        total = self._upload("penalty", np.zeros(1))
+        plan = Plan(self.stream)
+        self._penalty.regularization_penalty(total, self.params, self.reg.table, self.reg.rows, self.reg.size,
+                                             plan=plan)
+        plan.run()
+        out = total.copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        return float(out[0])
 
     def _small_array(self, name, size, dtype):
         """A device array of at least ``size`` elements kept between calls, so that captured
@@ -191,13 +201,13 @@ class CUDABackend(Backend):
         when it grows, so steady-state training allocates nothing."""
         if rows <= self.capacity:
             return
-        act_off, n_acts, deltas_shape, n_targets, _ = workspace_layout(self.layers, rows)
+        act_off, n_acts, deltas_shape, n_targets, _ = workspace_layout(self.spec.table, rows)
         # No stats: the CUDA BatchNorm keeps a feature's sums in its thread's registers.
         self.work = Workspace(self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream), act_off,
                               self.cuda.device_array(deltas_shape, dtype=self.dtype, stream=self.stream),
                               self.cuda.device_array(n_targets, dtype=self.dtype, stream=self.stream), None)
-        self.graph = None if self.graph_sources is None else Graph(
-            self.graph_sources, self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream))
+        self.graph = None if self.spec.graph is None else Graph(
+            self.spec.graph, self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream))
         self.capacity = rows
         self.runner.forget()
 
@@ -248,15 +258,19 @@ class CUDABackend(Backend):
         CUDABackend._stepped = True
         counted_host = counted.counts.copy_to_host(stream=self.stream) if counted is not None else None
         out = records[2 * first: 2 * stop].copy_to_host(stream=self.stream)
+        # The counters as the step kernels left them: the loss kernel advanced each slice's step count
+        # and the batch index, and marked the first batch whose loss was not finite.
+        done = control.copy_to_host(stream=self.stream)
+        advanced = steps.copy_to_host(stream=self.stream) if steps.size else self.opt_steps
         self.stream.synchronize()  # the copies above are asynchronous
         if counted_host is not None:
             counts += counted_host
         batch_loss[first:stop] = out[0::2]
         batch_correct[first:stop] = out[1::2].astype(np.int64)
-        bad = np.flatnonzero(~np.isfinite(out[0::2]))
-        bad = first + int(bad[0]) if bad.size else -1
-        self.opt_steps += (bad if bad >= 0 else stop) - first
-        self.rng[1] += (bad if bad >= 0 else stop) - first
+        bad = int(done[C_BAD])
+        self.opt_steps[:] = advanced
+        # Dropout's stream stands at the step of the first batch not trained.
+        self.rng[1] = done[C_STEP0] + (bad if bad >= 0 else done[C_BATCH])
         return bad
 
     def compile_train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
@@ -264,8 +278,9 @@ class CUDABackend(Backend):
         """Compile the kernels of ``train``'s step for these arguments, so that compiling does not
         count as training time: numba-cuda compiles a kernel only when it is first launched, so
         the batches [first, stop) (``fit`` asks for one) are trained on, and then the whole
-        training state (and the gradients) is put back as it was; the host arrays passed are left alone. Once per kind of step and
-        model. Returns None, or a note with the time it took when ``will_compile`` said it would compile."""
+        training state (and the gradients) is put back as it was; the host arrays passed are left
+        alone. Once per kind of step and model. Returns None, or a note with the time it took when
+        ``will_compile`` said it would compile."""
         key = (loss, batch_size, None if metrics is None else np.asarray(metrics).tobytes(), data.resident,
                any_clipping(np.asarray(opt_hyper, dtype=np.float64).reshape(self.opt_meta.shape[0], -1)))
         if key in self._warmed:
@@ -292,7 +307,7 @@ class CUDABackend(Backend):
     def _net(self):
         """The network bundle of the CUDA kernels: its ``rng`` is Dropout's key alone (the step
         is handed to the device in ``control``)."""
-        return Network(self.params, self.layers, self.alphas, int(self.rng[0]))
+        return Network(self.params, self.spec.table, self.spec.alphas, int(self.rng[0]))
 
     def _train_streamed(self, data, order, batch_size, first, stop, train, loss, records, control, stages,
                         positions):
@@ -321,17 +336,19 @@ class CUDABackend(Backend):
 
     def predict(self, x, batch_size=INFERENCE_BATCH_SIZE, training=False):
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        n_out = int(self.layers[-1, N_OUT])
-        if x.shape[0] == 0:
-            return np.empty((0, n_out), dtype=self.dtype)
-        self.reserve(batch_size)
-        out = self.cuda.device_array(x.shape[0] * n_out, dtype=self.dtype, stream=self.stream)
-        control = self._upload("predict_control", _control(0, self.rng[1]))
-        self._network.predict_batches(out, self._net(), x, batch_size, self.work, self.stream, training=training,
-                                      control=control, graph=self.graph)
-        host = out.copy_to_host(stream=self.stream)
-        self.stream.synchronize()
-        return host.reshape(x.shape[0], n_out)
+        n_out = int(self.spec.table[-1, N_OUT])
+        host = np.empty((0, n_out), dtype=self.dtype)
+        if x.shape[0]:
+            self.reserve(batch_size)
+            out = self.cuda.device_array(x.shape[0] * n_out, dtype=self.dtype, stream=self.stream)
+            control = self._upload("predict_control", _control(0, self.rng[1]))
+            self._network.predict_batches(out, self._net(), x, batch_size, self.work, self.stream, training=training,
+                                          control=control, graph=self.graph)
+            host = out.copy_to_host(stream=self.stream).reshape(x.shape[0], n_out)
+            self.stream.synchronize()
+        if training:  # a training-mode pass is a step of Dropout's stream, as a training step is
+            self.rng[1] += 1
+        return host
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
         """(sum over batches of loss x rows, number of correct rows), as ``CPUBackend.evaluate``."""

@@ -19,7 +19,9 @@ slab, which keeps the accumulators in registers; see the kernel):
 
 - ``EPI_BIAS_ACT`` (forward): ``act(acc + b[n])``, the layer's bias and elementwise activation;
 - ``EPI_ACT_GRAD`` (dx): ``act'(acc)`` from the previous layer's output, so dx comes out as the
-  gradient with respect to the previous layer's pre-activation;
+  gradient with respect to the previous layer's pre-activation: the fused epilogue, used where
+  ``kernels.table.fuse_activation_backward`` holds (the CPU applies the same derivative right
+  after its dx product);
 - ``EPI_NONE``.
 
 The bias gradient costs no kernel either: the layout [W, b] puts db right after dW, so the
@@ -357,7 +359,8 @@ def dense_backward(dx, dWb, dz, x, W, rows, n_in, n_out, prev_out=None, prev_act
 
     dWb ((n_in + 1) * n_out): dW = x.T @ dz followed by db = column sums of dz, in one TN GEMM.
     dx (rows, n_in) = dz @ W.T, times act'(prev_out) of the previous layer's activation
-    ``prev_act`` when ``prev_out`` is given (softmax takes one row kernel more); ``dx`` None
+    ``prev_act`` when ``prev_out`` is given (the fused epilogue of
+    ``kernels.table.fuse_activation_backward``; softmax takes one row kernel more); ``dx`` None
     skips it (the first layer). As ``kernels.dense.dense_backward``.
     """
     _launch_gemm(plan, dz.dtype, True, False, EPI_NONE, tile, dWb, n_out, x, n_in, dz, n_out,

@@ -1,9 +1,11 @@
 """CUDA twin of ``fastnn.kernels.metrics``: rows whose prediction matches the target, and the
 training metrics' counters.
 
-``correct_row`` is the device function the loss kernel calls on each row it visits (so
-accuracy costs no launch during training); ``count_correct`` is a one-block kernel for a
-whole matrix; ``metric_counts`` adds a batch's counters, one thread per row.
+``correct_row`` (the CPU kernels' own source, as ``row_argmax``, compiled by
+``fastnn.cuda.device_twin``) is the device function the loss kernel calls on each row it visits
+(so accuracy costs no launch during training); ``count_correct`` is a one-block kernel for a
+whole matrix; ``metric_counts`` adds a batch's counters, one thread per row, with the CPU's
+``metric_row_counts`` (atomically, through its own ``add_count``).
 """
 import math
 from functools import lru_cache
@@ -14,10 +16,10 @@ import numpy as np
 from numba import cuda
 
 from ..kernels import metrics as cpu
-from ..kernels.metrics import CLASS_CONFUSION, CONFUSION, REGRESSION_SUMS, SCORE_HISTOGRAM, TOP_K
 from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch
 
 row_argmax = device_twin(cpu.row_argmax)
+correct_row = device_twin(cpu.correct_row, row_argmax=row_argmax)
 
 
 @kernel(device=True)
@@ -37,16 +39,7 @@ def block_sum(part):
 
 @lru_cache(maxsize=None)
 def device_functions(dtype):
-    HALF = numba.from_dtype(np.dtype(dtype))(0.5)
-
-    @kernel(device=True)
-    def correct_row(pred, target, lo, cols):
-        """1 when the row at ``lo`` is right: argmax equality for cols > 1 (first maximum
-        wins, as NumPy), threshold at 0.5 for one column (binary accuracy); else 0."""
-        if cols == 1:
-            return 1 if (pred[lo] > HALF) == (target[lo] > HALF) else 0
-        return 1 if row_argmax(pred, lo, cols) == row_argmax(target, lo, cols) else 0
-
+    """The metric device functions (the same for every dtype: the thresholds compare exactly)."""
     return SimpleNamespace(correct_row=correct_row)
 
 
@@ -83,74 +76,28 @@ def count_correct(result, pred, target, rows, cols, plan=None):
            result, pred, target, rows, cols)
 
 
-@lru_cache(maxsize=None)
-def counter_kernels(dtype):
-    HALF = numba.from_dtype(np.dtype(dtype))(0.5)
-    ONE = numba.float64(1.0)
+@kernel(device=True)
+def atomic_add_count(counts, index, value):
+    """``kernels.metrics.add_count`` for rows that run in parallel."""
+    cuda.atomic.add(counts, index, value)
 
-    @kernel
-    def metric_counts_rows(spec, n_spec, counts, pred, target, rows, cols, control):
-        """One thread per row: its counters for every row of ``spec`` added to ``counts`` (float64,
-        atomically), as ``kernels.metrics.metric_counts``; nothing once ``control[C_BAD]`` >= 0."""
-        i = cuda.grid(1)
-        if i >= rows or control[C_BAD] >= 0:
-            return
-        lo = i * cols
-        for m in range(n_spec):
-            kind, off, param = spec[m, 0], spec[m, 1], spec[m, 2]
-            if kind == CONFUSION:
-                p = pred[lo] > HALF
-                t = target[lo] > HALF
-                cuda.atomic.add(counts, off + (0 if p and t else (1 if p else (2 if not t else 3))), ONE)
-            elif kind == CLASS_CONFUSION:
-                bp = row_argmax(pred, lo, cols)
-                bt = row_argmax(target, lo, cols)
-                if bp == bt:
-                    cuda.atomic.add(counts, off + bp, ONE)
-                else:
-                    cuda.atomic.add(counts, off + cols + bp, ONE)
-                    cuda.atomic.add(counts, off + 2 * cols + bt, ONE)
-            elif kind == SCORE_HISTOGRAM:
-                for j in range(cols):
-                    s = pred[lo + j]
-                    b = param - 1
-                    if s < 1.0:
-                        b = int(s * param) if s > 0.0 else 0
-                    negative = 0 if target[lo + j] > HALF else 1
-                    cuda.atomic.add(counts, off + (2 * j + negative) * param + b, ONE)
-            elif kind == REGRESSION_SUMS:
-                dot = 0.0
-                nt = 0.0
-                npred = 0.0
-                for j in range(cols):
-                    t = numba.float64(target[lo + j])
-                    p = numba.float64(pred[lo + j])
-                    e = p - t
-                    cuda.atomic.add(counts, off + 4 * j, e * e)
-                    cuda.atomic.add(counts, off + 4 * j + 1, abs(e))
-                    cuda.atomic.add(counts, off + 4 * j + 2, t)
-                    cuda.atomic.add(counts, off + 4 * j + 3, t * t)
-                    dot += t * p
-                    nt += t * t
-                    npred += p * p
-                norm = math.sqrt(nt * npred)
-                if norm > 0.0:
-                    cuda.atomic.add(counts, off + 4 * cols, dot / norm)
-                cuda.atomic.add(counts, off + 4 * cols + 1, ONE)
-            elif kind == TOP_K:
-                bt = row_argmax(target, lo, cols)
-                above = 0
-                for j in range(cols):
-                    if pred[lo + j] > pred[lo + bt] or (pred[lo + j] == pred[lo + bt] and j > bt):
-                        above += 1
-                if above < param:
-                    cuda.atomic.add(counts, off, ONE)
 
-    return SimpleNamespace(metric_counts_rows=metric_counts_rows)
+metric_row_counts = device_twin(cpu.metric_row_counts, row_argmax=row_argmax, add_count=atomic_add_count)
+
+
+@kernel
+def metric_counts_rows(spec, n_spec, counts, pred, target, rows, cols, control):
+    """One thread per row: its counters for every row of ``spec`` added to ``counts`` (float64,
+    atomically), as ``kernels.metrics.metric_counts``; nothing once ``control[C_BAD]`` >= 0."""
+    i = cuda.grid(1)
+    if i >= rows or control[C_BAD] >= 0:
+        return
+    for m in range(n_spec):
+        metric_row_counts(spec[m, 0], spec[m, 1], spec[m, 2], counts, pred, target, i * cols, cols)
 
 
 def metric_counts(spec, counts, pred, target, rows, cols, control, plan=None):
     """Add the training counters of ``spec`` (device int64 (M, 3), as the CPU twin's; codes
     checked on the host) for the (rows, cols) batch to the float64 device array ``counts``."""
-    launch(plan, counter_kernels(np.dtype(pred.dtype).name).metric_counts_rows, *blocks(rows),
+    launch(plan, metric_counts_rows, *blocks(rows),
            spec, spec.shape[0], counts, pred, target, rows, cols, control)

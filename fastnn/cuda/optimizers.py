@@ -1,13 +1,17 @@
 """CUDA twin of ``fastnn.kernels.optimizers``: every optimizer over the flat buffer in one launch.
 
-One thread per parameter finds which optimizer's slice it is in (``meta`` rows [start, stop,
-kind], as ``opt_meta`` on the CPU; a model has a handful) and applies that optimizer's
-update with the CPU kernel's formula operation for operation (the PyTorch rule each CPU
-docstring names). Step counts and hyper-parameters are read from device memory, so a
-captured graph replays correctly after a learning-rate change, and no update is applied
-once a batch's loss was not finite (``control[C_BAD]``), as the CPU loop stops there.
+The update rules are not rewritten here: ``sgd_update``, ``adam_update``, ``rmsprop_update``,
+``adagrad_update``, their factors (``adam_factors``, ``square_underflow``), the clipping factors
+and the learning-rate schedules are the CPU kernels' own Python source, compiled as device
+functions (``fastnn.cuda.device_twin``). One thread per parameter finds which optimizer's slice
+it is in (``meta`` rows [start, stop, kind], as ``opt_meta`` on the CPU; a model has a handful),
+casts that optimizer's hyper-parameters to the arrays' dtype as the CPU step does, and applies
+its rule to its element. Step counts and hyper-parameters are read from device memory, so a
+captured graph replays correctly after a learning-rate change; the step counts advance here, in
+``optimizer_step``, as they do on the CPU in the loop that calls the optimizers
+(``kernels.network.apply_optimizers``); no update is applied, nor step counted, once a batch's
+loss was not finite (``control[C_BAD]``), as the CPU loop stops there.
 """
-import math
 from functools import lru_cache
 from types import SimpleNamespace
 
@@ -15,15 +19,25 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ..kernels.optimizers import (ADAGRAD, ADAM, ADAMW, GLOBAL_CLIPNORM_EPSILON, H_1, H_2,  # noqa: F401
-                                  H_CLIP_GROUP, H_CLIPNORM, H_CLIPVALUE, H_DECAY, H_EPS, H_FLAG, H_GLOBAL_CLIPNORM, H_LR,
-                                  H_SCHEDULE, RMSPROP, SGD)
+from ..kernels import optimizers as cpu
 from ..kernels import schedules as cpu_schedules
+from ..kernels.optimizers import (ADAGRAD, ADAM, ADAMW, H_1, H_2, H_CLIPNORM, H_CLIPVALUE,  # noqa: F401
+                                  H_DECAY, H_EPS, H_FLAG, H_GLOBAL_CLIPNORM, H_LR, H_SCHEDULE, RMSPROP, SGD)
 from ..kernels.schedules import CONSTANT
 from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch
 from .metrics import block_sum
 
 learning_rate_at = device_twin(cpu_schedules.learning_rate_at)
+square_underflow = device_twin(cpu.square_underflow)
+adam_factors = device_twin(cpu.adam_factors)
+sgd_update = device_twin(cpu.sgd_update)
+adam_update = device_twin(cpu.adam_update)
+rmsprop_update = device_twin(cpu.rmsprop_update)
+adagrad_update = device_twin(cpu.adagrad_update)
+in_clip_group = device_twin(cpu.in_clip_group)
+clipnorm_scale = device_twin(cpu.clipnorm_scale)
+global_clipnorm_scale = device_twin(cpu.global_clipnorm_scale)
+clip_value = device_twin(cpu.clip_value)
 
 
 @kernel(device=True)
@@ -44,10 +58,20 @@ def active_slice(i, size, meta, n_segments, control):
     return slice_of(i, meta, n_segments)
 
 
+@kernel
+def advance_steps(steps, n_segments, control):
+    """steps[s] += 1 for every optimizer slice, unless a batch's loss was not finite
+    (``control[C_BAD]``): the step's update about to run is number steps[s], as on the CPU
+    (``kernels.network.apply_optimizers``). A launch of its own, before the update's: the
+    update's threads all read the count, and no thread of a launch can know when all others have."""
+    s = cuda.grid(1)
+    if s < n_segments and control[C_BAD] < 0:
+        steps[s] += 1
+
+
 @lru_cache(maxsize=None)
 def kernels(dtype):
     T = numba.from_dtype(np.dtype(dtype))
-    ZERO, ONE = T(0), T(1)
     # States below the smallest normal number are stored as zero, as on the CPU (kernels.optimizers).
     TINY64 = float(np.finfo(np.dtype(dtype)).tiny)
     TINY = T(TINY64)
@@ -59,48 +83,24 @@ def kernels(dtype):
         if s < 0:
             return
         kind = meta[s, 2]
-        # steps[s] already counts this update (the loss kernel advanced it): the schedule's step is one less.
+        # steps[s] counts this update (``advance_steps``): the schedule's step is one less.
         lr = hyper[s, H_LR]
         if hyper[s, H_SCHEDULE] != CONSTANT:
             lr = learning_rate_at(hyper[s], H_SCHEDULE, steps[s] - 1)
-        g = grads[i]
-        if kind == SGD:  # torch.optim.SGD(lr, momentum, dampening=0, nesterov)
-            m = T(hyper[s, H_1])
-            if m != ZERO:
-                v = m * state1[i] + g
-                v = ZERO if abs(v) < TINY else v
-                state1[i] = v
-                g = g + m * v if hyper[s, H_FLAG] != 0.0 else v
-            params[i] -= T(lr) * g
-        elif kind == ADAM or kind == ADAMW:  # torch.optim.Adam, torch.optim.AdamW
-            decay = T(1.0 - lr * hyper[s, H_DECAY]) if kind == ADAMW else ONE
-            beta1 = hyper[s, H_1]
-            beta2 = hyper[s, H_2]
-            step = steps[s]
-            b1 = T(beta1)
-            b2 = T(beta2)
-            step_size = T(lr / (1.0 - beta1 ** step))
-            inv_sqrt_bc2 = T(1.0 / math.sqrt(1.0 - beta2 ** step))
-            g = ZERO if abs(g) < T(math.sqrt(TINY64 / (1.0 - beta2))) else g
-            mi = b1 * state1[i] + (ONE - b1) * g
-            vi = b2 * state2[i] + (ONE - b2) * g * g
-            mi = ZERO if abs(mi) < TINY else mi
-            vi = ZERO if vi < TINY else vi
-            state1[i] = mi
-            state2[i] = vi
-            params[i] = params[i] * decay - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + T(hyper[s, H_EPS]))
-        elif kind == RMSPROP:  # torch.optim.RMSprop(lr, alpha=rho, eps)
-            rho = T(hyper[s, H_1])
-            g = ZERO if abs(g) < T(math.sqrt(TINY64 / (1.0 - hyper[s, H_1]))) else g
-            sq = rho * state1[i] + (ONE - rho) * g * g
-            sq = ZERO if sq < TINY else sq
-            state1[i] = sq
-            params[i] -= T(lr) * g / (math.sqrt(sq) + T(hyper[s, H_EPS]))
-        else:  # torch.optim.Adagrad(lr, eps, initial_accumulator_value)
-            g = ZERO if abs(g) < T(math.sqrt(TINY64)) else g
-            sq = state1[i] + g * g
-            state1[i] = sq
-            params[i] -= T(lr) * g / (math.sqrt(sq) + T(hyper[s, H_EPS]))
+        if kind == SGD:
+            sgd_update(params, grads, state1, i, T(lr), T(hyper[s, H_1]), hyper[s, H_FLAG] != 0.0, TINY)
+        elif kind == ADAM or kind == ADAMW:
+            beta1, beta2 = hyper[s, H_1], hyper[s, H_2]
+            step_size, inv_sqrt_bc2, decay = adam_factors(lr, beta1, beta2, steps[s],
+                                                          hyper[s, H_DECAY] if kind == ADAMW else 0.0)
+            adam_update(params, grads, state1, state2, i, T(beta1), T(beta2), T(hyper[s, H_EPS]), T(step_size),
+                        T(inv_sqrt_bc2), T(decay), T(square_underflow(TINY64, beta2)), TINY)
+        elif kind == RMSPROP:
+            rho = hyper[s, H_1]
+            rmsprop_update(params, grads, state1, i, T(lr), T(rho), T(hyper[s, H_EPS]),
+                           T(square_underflow(TINY64, rho)), TINY)
+        else:
+            adagrad_update(params, grads, state1, i, T(lr), T(hyper[s, H_EPS]), T(square_underflow(TINY64, 0.0)))
 
     @kernel
     def tensor_square_sums(grads, tensors, sums):
@@ -130,24 +130,21 @@ def kernels(dtype):
         if clipnorm > 0.0:
             for k in range(n_tensors):
                 if tensors[k, 0] <= i < tensors[k, 1] and tensors[k, 0] >= lo and tensors[k, 1] <= hi:
-                    norm = math.sqrt(sums[k])
-                    if norm > clipnorm:
-                        g = g * T(clipnorm / norm)
-        elif global_clipnorm > 0.0:
-            # Over every slice of this optimizer (``kernels.optimizers.in_clip_group``).
-            group = hyper[s, H_CLIP_GROUP]
+                    coef = clipnorm_scale(sums[k], clipnorm)
+                    if coef < 1.0:
+                        g = g * T(coef)
+        elif global_clipnorm > 0.0:  # over every slice of this optimizer
             total = 0.0
             for u in range(n_segments):
-                if u == s or (group != 0.0 and hyper[u, H_CLIP_GROUP] == group):
+                if in_clip_group(hyper, s, u):
                     for k in range(n_tensors):
                         if tensors[k, 0] >= meta[u, 0] and tensors[k, 1] <= meta[u, 1]:
                             total += sums[k]
-            coef = global_clipnorm / (math.sqrt(total) + GLOBAL_CLIPNORM_EPSILON)
+            coef = global_clipnorm_scale(total, global_clipnorm)
             if coef < 1.0:
                 g = g * T(coef)
         if clipvalue > 0.0:
-            c = T(clipvalue)
-            g = c if g > c else (-c if g < -c else g)
+            g = clip_value(g, T(clipvalue))
         grads[i] = g
 
     return SimpleNamespace(optimizer_step_elements=optimizer_step_elements, tensor_square_sums=tensor_square_sums,
@@ -165,11 +162,15 @@ def clip_gradients(grads, meta, hyper, tensors, n_tensors, sums, control, plan=N
 
 
 def optimizer_step(params, grads, state1, state2, meta, hyper, steps, control, plan=None):
-    """One update of every optimizer on its slice of the flat device buffers.
+    """One update of every optimizer on its slice of the flat device buffers, its step count
+    advanced first, as ``kernels.network.apply_optimizers`` does on the CPU.
 
     meta int64 (S, 3) [start, stop, kind] sorted by start; hyper float64 (S, N_HYPER); steps
-    int64 (S,), the step each optimizer is at (counting from 1, as ``kernels.optimizers``);
-    state1/state2 as there. Skipped entirely while ``control[C_BAD]`` >= 0.
+    int64 (S,), the updates each optimizer has made (+1 here: the update runs at step steps[s],
+    counting from 1, as ``kernels.optimizers``); state1/state2 as there. Skipped entirely, the
+    counts too, while ``control[C_BAD]`` >= 0.
     """
+    n_segments = meta.shape[0]
+    launch(plan, advance_steps, *blocks(n_segments), steps, n_segments, control)
     launch(plan, kernels(np.dtype(params.dtype).name).optimizer_step_elements, *blocks(params.size),
-           params, grads, state1, state2, meta, hyper, steps, meta.shape[0], control)
+           params, grads, state1, state2, meta, hyper, steps, n_segments, control)

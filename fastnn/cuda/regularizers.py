@@ -4,7 +4,9 @@ and its value, added to the batch's recorded loss, in one launch.
 One thread per parameter up to the last penalized one; each block sums its threads' penalty
 in shared memory and adds the sum to ``records[2 * (control[C_BATCH] - 1)]``, the loss of the
 batch the loss kernel has just recorded (atomically: blocks finish in any order, so the float64
-sum is rounded in a varying order, far below float32 resolution).
+sum is rounded in a varying order, far below float32 resolution). Each element's terms are the
+CPU kernel's own functions (``l1_value``, ``l2_value``, ``l1_gradient``, ``l2_gradient``),
+compiled as device functions (``fastnn.cuda.device_twin``).
 """
 from functools import lru_cache
 from types import SimpleNamespace
@@ -13,11 +15,16 @@ import numba
 import numpy as np
 from numba import cuda
 
+from ..kernels import regularizers as cpu
 from ..kernels.regularizers import R_HI, R_L1, R_L2, R_LO
-from . import C_BATCH, REDUCE_THREADS, kernel, launch
+from . import C_BATCH, REDUCE_THREADS, device_twin, kernel, launch
 from .metrics import block_sum, reduce_threads
 
 F64 = numba.float64
+l1_value = device_twin(cpu.l1_value)
+l2_value = device_twin(cpu.l2_value)
+l1_gradient = device_twin(cpu.l1_gradient)
+l2_gradient = device_twin(cpu.l2_gradient)
 
 
 @lru_cache(maxsize=None)
@@ -36,9 +43,8 @@ def kernels(dtype):
                 if reg[r, R_LO] <= i < reg[r, R_HI]:
                     w = params[i]
                     l1, l2 = reg[r, R_L1], reg[r, R_L2]
-                    value = l1 * abs(F64(w)) + l2 * F64(w) * F64(w)
-                    sign = ONE if w > ZERO else (-ONE if w < ZERO else ZERO)
-                    grads[i] += T(l1) * sign + T(2.0 * l2) * w
+                    value = l1 * l1_value(w) + l2 * l2_value(w)
+                    grads[i] += l1_gradient(w, T(l1), ONE, ZERO) + l2_gradient(w, T(2.0 * l2))
         part[tid] = value
         block_sum(part)
         if tid == 0 and part[0] != 0.0:

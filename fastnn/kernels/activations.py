@@ -8,13 +8,124 @@ alpha >= 0 and ELU alpha > 0). ``in place`` is allowed: ``out`` may be ``x``, ``
 
 The 2-D drivers ``bias_activation_forward`` / ``activation_backward`` add the bias and apply
 an activation chosen by its integer code, in place over one array (their docstrings say why).
+
+One source for both targets: each formula is written once, as an element function
+(``<name>_forward_value``, ``<name>_backward_value``, the softmax row functions), which the
+primitives here loop (Numba inlines it, so the loops vectorize as before) and which
+``fastnn.cuda.activations`` compiles as a CUDA device function (``fastnn.cuda.device_twin``).
+They use ``math``'s functions, which both targets compile (NumPy's ufuncs do not compile for
+CUDA), and take their constants typed by the caller.
 """
-import numpy as np
+import math
 
 from ..config import kernel
 
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTMAX, HEAVISIDE = range(8)
 
+
+# ---- the formulas, one element at a time ------------------------------------------------------
+# ``<name>_forward_value(v, ...)`` is act(v); ``<name>_backward_value(dout, out, ...)`` is
+# dout * act'(.) from the forward's output. The vector primitives below loop them, and
+# ``fastnn.cuda.activations`` compiles them as device functions (elementwise kernels, and the
+# SGEMM epilogues that apply an activation where the product is written). Constants come in the
+# value's dtype from the caller (``one``, ``zero``, ``alpha``): a literal would make the
+# arithmetic float64.
+
+@kernel(inline=True)
+def sigmoid_forward_value(v, one):
+    """1 / (1 + exp(-v)), computed from exp(-|v|) so neither branch overflows."""
+    if v >= 0:
+        return one / (one + math.exp(-v))
+    e = math.exp(v)
+    return e / (one + e)
+
+
+@kernel(inline=True)
+def sigmoid_backward_value(dout, out, one):
+    return dout * out * (one - out)
+
+
+@kernel(inline=True)
+def tanh_forward_value(v):
+    return math.tanh(v)
+
+
+@kernel(inline=True)
+def tanh_backward_value(dout, out, one):
+    return dout * (one - out * out)
+
+
+@kernel(inline=True)
+def relu_forward_value(v, zero):
+    return v if v > zero else zero
+
+
+@kernel(inline=True)
+def relu_backward_value(dout, out, zero):
+    """Derivative 0 at x == 0, as torch.nn.ReLU."""
+    return dout if out > zero else zero
+
+
+@kernel(inline=True)
+def leaky_relu_forward_value(v, alpha):
+    """max(alpha*v, v) for 0 <= alpha <= 1: torch.nn.LeakyReLU(negative_slope=alpha)."""
+    return v if v > 0 else alpha * v
+
+
+@kernel(inline=True)
+def leaky_relu_backward_value(dout, out, alpha):
+    return dout if out > 0 else alpha * dout
+
+
+@kernel(inline=True)
+def elu_forward_value(v, alpha):
+    """v for v > 0, alpha*(exp(v)-1) otherwise: torch.nn.ELU(alpha)."""
+    return v if v > 0 else alpha * math.expm1(v)
+
+
+@kernel(inline=True)
+def elu_backward_value(dout, out, alpha):
+    """For x <= 0, d/dx alpha*(e^x - 1) = alpha*e^x = out + alpha."""
+    return dout if out > 0 else dout * (out + alpha)
+
+
+@kernel(inline=True)
+def heaviside_forward_value(v, one, zero):
+    """The perceptron's step: 1 for v > 0, else 0 (the seed's convention at 0). Its backward is
+    straight-through: the step has derivative 0 almost everywhere, so it passes ``dout``
+    unchanged; with the PerceptronCriterion loss this makes SGD the perceptron learning rule."""
+    return one if v > zero else zero
+
+
+@kernel(inline=True)
+def softmax_row_forward(out, x, lo, cols):
+    """out[lo:lo+cols] = exp(x - max x) / sum exp(x - max x) over one row of a flat array
+    (torch.softmax(x, dim=-1)); ``out`` may be ``x``."""
+    m = x[lo]
+    for j in range(1, cols):
+        if x[lo + j] > m:
+            m = x[lo + j]
+    total = x.dtype.type(0)
+    for j in range(cols):
+        e = math.exp(x[lo + j] - m)
+        out[lo + j] = e
+        total += e
+    inv = x.dtype.type(1) / total
+    for j in range(cols):
+        out[lo + j] *= inv
+
+
+@kernel(inline=True)
+def softmax_row_backward(dx, dout, out, lo, cols):
+    """Jacobian-vector product of one row of flat arrays: dx = s * (dout - <dout, s>); ``dx`` may be ``dout``."""
+    dot = out.dtype.type(0)
+    for j in range(cols):
+        dot += dout[lo + j] * out[lo + j]
+    for j in range(cols):
+        dx[lo + j] = out[lo + j] * (dout[lo + j] - dot)
+
+
+# ---- the vector primitives ----------------------------------------------------------------------
 
 @kernel(inline=True)
 def identity_forward(out, x):
@@ -30,121 +141,94 @@ def identity_backward(dx, dout, out):
 
 @kernel(inline=True)
 def sigmoid_forward(out, x):
-    """1 / (1 + exp(-x)), computed from exp(-|x|) so neither branch overflows."""
     one = x.dtype.type(1)
     for i in range(x.size):
-        v = x[i]
-        if v >= 0:
-            out[i] = one / (one + np.exp(-v))
-        else:
-            e = np.exp(v)
-            out[i] = e / (one + e)
+        out[i] = sigmoid_forward_value(x[i], one)
 
 
 @kernel(inline=True)
 def sigmoid_backward(dx, dout, out):
     one = out.dtype.type(1)
     for i in range(out.size):
-        dx[i] = dout[i] * out[i] * (one - out[i])
+        dx[i] = sigmoid_backward_value(dout[i], out[i], one)
 
 
 @kernel(inline=True)
 def tanh_forward(out, x):
     for i in range(x.size):
-        out[i] = np.tanh(x[i])
+        out[i] = tanh_forward_value(x[i])
 
 
 @kernel(inline=True)
 def tanh_backward(dx, dout, out):
     one = out.dtype.type(1)
     for i in range(out.size):
-        dx[i] = dout[i] * (one - out[i] * out[i])
+        dx[i] = tanh_backward_value(dout[i], out[i], one)
 
 
 @kernel(inline=True)
 def relu_forward(out, x):
     zero = x.dtype.type(0)
     for i in range(x.size):
-        out[i] = x[i] if x[i] > zero else zero
+        out[i] = relu_forward_value(x[i], zero)
 
 
 @kernel(inline=True)
 def relu_backward(dx, dout, out):
-    """Derivative 0 at x == 0, as torch.nn.ReLU."""
     zero = out.dtype.type(0)
     for i in range(out.size):
-        dx[i] = dout[i] if out[i] > zero else zero
+        dx[i] = relu_backward_value(dout[i], out[i], zero)
 
 
 @kernel(inline=True)
 def leaky_relu_forward(out, x, alpha):
-    """max(alpha*x, x) for 0 <= alpha <= 1: torch.nn.LeakyReLU(negative_slope=alpha)."""
     a = x.dtype.type(alpha)
     for i in range(x.size):
-        out[i] = x[i] if x[i] > 0 else a * x[i]
+        out[i] = leaky_relu_forward_value(x[i], a)
 
 
 @kernel(inline=True)
 def leaky_relu_backward(dx, dout, out, alpha):
     a = out.dtype.type(alpha)
     for i in range(out.size):
-        dx[i] = dout[i] if out[i] > 0 else a * dout[i]
+        dx[i] = leaky_relu_backward_value(dout[i], out[i], a)
 
 
 @kernel(inline=True)
 def elu_forward(out, x, alpha):
-    """x for x > 0, alpha*(exp(x)-1) otherwise: torch.nn.ELU(alpha)."""
     a = x.dtype.type(alpha)
     for i in range(x.size):
-        out[i] = x[i] if x[i] > 0 else a * np.expm1(x[i])
+        out[i] = elu_forward_value(x[i], a)
 
 
 @kernel(inline=True)
 def elu_backward(dx, dout, out, alpha):
-    """For x <= 0, d/dx alpha*(e^x - 1) = alpha*e^x = out + alpha."""
     a = out.dtype.type(alpha)
     for i in range(out.size):
-        dx[i] = dout[i] if out[i] > 0 else dout[i] * (out[i] + a)
+        dx[i] = elu_backward_value(dout[i], out[i], a)
 
 
 @kernel(inline=True)
 def softmax_forward(out, x):
-    """exp(x - max x) / sum exp(x - max x) over one row: torch.softmax(x, dim=-1)."""
-    m = x[0]
-    for i in range(1, x.size):
-        if x[i] > m:
-            m = x[i]
-    total = x.dtype.type(0)
-    for i in range(x.size):
-        e = np.exp(x[i] - m)
-        out[i] = e
-        total += e
-    inv = x.dtype.type(1) / total
-    for i in range(x.size):
-        out[i] *= inv
+    """softmax over one row (``softmax_row_forward``)."""
+    softmax_row_forward(out, x, 0, x.size)
 
 
 @kernel(inline=True)
 def softmax_backward(dx, dout, out):
-    """Jacobian-vector product of one row: dx = s * (dout - <dout, s>)."""
-    dot = out.dtype.type(0)
-    for i in range(out.size):
-        dot += dout[i] * out[i]
-    for i in range(out.size):
-        dx[i] = out[i] * (dout[i] - dot)
+    softmax_row_backward(dx, dout, out, 0, out.size)
 
 
 @kernel(inline=True)
 def heaviside_forward(out, x):
-    """The perceptron's step: 1 for x > 0, else 0 (the seed's convention at 0)."""
+    one, zero = x.dtype.type(1), x.dtype.type(0)
     for i in range(x.size):
-        out[i] = x.dtype.type(1) if x[i] > 0 else x.dtype.type(0)
+        out[i] = heaviside_forward_value(x[i], one, zero)
 
 
 @kernel(inline=True)
 def heaviside_backward(dx, dout, out):
-    """Straight-through: the step has derivative 0 almost everywhere, so it passes ``dout``
-    unchanged. With the PerceptronCriterion loss this makes SGD the perceptron learning rule."""
+    """Straight-through (see ``heaviside_forward_value``)."""
     for i in range(dout.size):
         dx[i] = dout[i]
 

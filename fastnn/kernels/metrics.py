@@ -1,4 +1,10 @@
-"""Metric kernels on (B, C) predictions and targets."""
+"""Metric kernels on (B, C) predictions and targets.
+
+The row functions (``row_argmax``, ``correct_row``, ``metric_row_counts``) work on one row of flat
+arrays: the CUDA twin (``fastnn.cuda.metrics``) compiles this very source as device functions.
+"""
+import math
+
 import numpy as np
 
 from ..config import kernel
@@ -16,17 +22,22 @@ def row_argmax(a, lo, cols):
 
 
 @kernel(inline=True)
+def correct_row(pred, target, lo, cols):
+    """1 when the row at ``lo`` of flat arrays is right, else 0: argmax equality for cols > 1
+    (one-hot or probability targets; the first maximum wins, as NumPy's), threshold at 0.5 for
+    one column (binary accuracy). The CUDA loss kernel compiles it for each row it visits."""
+    if cols == 1:
+        return 1 if (pred[lo] > 0.5) == (target[lo] > 0.5) else 0
+    return 1 if row_argmax(pred, lo, cols) == row_argmax(target, lo, cols) else 0
+
+
+@kernel(inline=True)
 def count_correct(pred, target):
-    """Rows whose prediction matches the target: argmax equality for C > 1 (one-hot or
-    probability targets), threshold at 0.5 for a single output (binary accuracy)."""
+    """Rows of (B, C) arrays whose prediction matches the target (``correct_row``)."""
     rows, cols = pred.shape
     correct = 0
     for i in range(rows):
-        if cols == 1:
-            if (pred[i, 0] > 0.5) == (target[i, 0] > 0.5):
-                correct += 1
-        elif row_argmax(pred[i], 0, cols) == row_argmax(target[i], 0, cols):
-            correct += 1
+        correct += correct_row(pred[i], target[i], 0, cols)
     return correct
 
 
@@ -44,63 +55,73 @@ def count_correct(pred, target):
 CONFUSION, CLASS_CONFUSION, SCORE_HISTOGRAM, REGRESSION_SUMS, TOP_K = range(5)
 
 
+@kernel(inline=True)
+def add_count(counts, index, value):
+    """counts[index] += value. The CUDA twin adds atomically (its rows run in parallel): it
+    compiles ``metric_row_counts`` with its own ``add_count`` bound in this one's place."""
+    counts[index] += value
+
+
+@kernel(inline=True)
+def metric_row_counts(kind, off, param, counts, pred, target, lo, cols):
+    """Add the counters of one group of ``spec`` ([kind, off, param]) for the row at ``lo`` of
+    flat arrays to ``counts``."""
+    if kind == CONFUSION:
+        p = pred[lo] > 0.5
+        t = target[lo] > 0.5
+        add_count(counts, off + (0 if p and t else (1 if p else (2 if not t else 3))), 1.0)
+    elif kind == CLASS_CONFUSION:
+        bp = row_argmax(pred, lo, cols)
+        bt = row_argmax(target, lo, cols)
+        if bp == bt:
+            add_count(counts, off + bp, 1.0)
+        else:
+            add_count(counts, off + cols + bp, 1.0)
+            add_count(counts, off + 2 * cols + bt, 1.0)
+    elif kind == SCORE_HISTOGRAM:
+        for j in range(cols):
+            s = pred[lo + j]
+            b = param - 1
+            if s < 1.0:  # NaN fails every comparison: the top bucket, never out of range
+                b = int(s * param) if s > 0.0 else 0
+            negative = 0 if target[lo + j] > 0.5 else 1
+            add_count(counts, off + (2 * j + negative) * param + b, 1.0)
+    elif kind == REGRESSION_SUMS:
+        dot = 0.0
+        nt = 0.0
+        npred = 0.0
+        for j in range(cols):
+            t = np.float64(target[lo + j])
+            p = np.float64(pred[lo + j])
+            e = p - t
+            add_count(counts, off + 4 * j, e * e)
+            add_count(counts, off + 4 * j + 1, abs(e))
+            add_count(counts, off + 4 * j + 2, t)
+            add_count(counts, off + 4 * j + 3, t * t)
+            dot += t * p
+            nt += t * t
+            npred += p * p
+        norm = math.sqrt(nt * npred)
+        if norm > 0.0:
+            add_count(counts, off + 4 * cols, dot / norm)
+        add_count(counts, off + 4 * cols + 1, 1.0)
+    elif kind == TOP_K:
+        bt = row_argmax(target, lo, cols)
+        above = 0
+        for j in range(cols):
+            if pred[lo + j] > pred[lo + bt] or (pred[lo + j] == pred[lo + bt] and j > bt):
+                above += 1
+        if above < param:
+            add_count(counts, off, 1.0)
+
+
 @kernel
 def metric_counts(spec, counts, pred, target):
     """Add the counters of every row of ``spec`` for this batch's (pred, target) to ``counts``."""
     rows, cols = pred.shape
     for m in range(spec.shape[0]):
         kind, off, param = spec[m, 0], spec[m, 1], spec[m, 2]
-        if kind == CONFUSION:
-            for i in range(rows):
-                p = pred[i, 0] > 0.5
-                t = target[i, 0] > 0.5
-                counts[off + (0 if p and t else (1 if p else (2 if not t else 3)))] += 1.0
-        elif kind == CLASS_CONFUSION:
-            for i in range(rows):
-                bp = row_argmax(pred[i], 0, cols)
-                bt = row_argmax(target[i], 0, cols)
-                if bp == bt:
-                    counts[off + bp] += 1.0
-                else:
-                    counts[off + cols + bp] += 1.0
-                    counts[off + 2 * cols + bt] += 1.0
-        elif kind == SCORE_HISTOGRAM:
-            for i in range(rows):
-                for j in range(cols):
-                    s = pred[i, j]
-                    b = param - 1
-                    if s < 1.0:  # NaN fails every comparison: the top bucket, never out of range
-                        b = int(s * param) if s > 0.0 else 0
-                    negative = 0 if target[i, j] > 0.5 else 1
-                    counts[off + (2 * j + negative) * param + b] += 1.0
-        elif kind == REGRESSION_SUMS:
-            for i in range(rows):
-                dot = 0.0
-                nt = 0.0
-                npred = 0.0
-                for j in range(cols):
-                    t = np.float64(target[i, j])
-                    p = np.float64(pred[i, j])
-                    e = p - t
-                    counts[off + 4 * j] += e * e
-                    counts[off + 4 * j + 1] += abs(e)
-                    counts[off + 4 * j + 2] += t
-                    counts[off + 4 * j + 3] += t * t
-                    dot += t * p
-                    nt += t * t
-                    npred += p * p
-                norm = np.sqrt(nt * npred)
-                if norm > 0.0:
-                    counts[off + 4 * cols] += dot / norm
-                counts[off + 4 * cols + 1] += 1.0
-        elif kind == TOP_K:
-            for i in range(rows):
-                bt = row_argmax(target[i], 0, cols)
-                above = 0
-                for j in range(cols):
-                    if pred[i, j] > pred[i, bt] or (pred[i, j] == pred[i, bt] and j > bt):
-                        above += 1
-                if above < param:
-                    counts[off] += 1.0
-        else:
+        if kind < CONFUSION or kind > TOP_K:
             raise ValueError("unknown metric counter kind")
+        for i in range(rows):
+            metric_row_counts(kind, off, param, counts, pred[i], target[i], 0, cols)

@@ -5,6 +5,16 @@ and reproduces the update of the PyTorch optimizer named in its docstring, opera
 operation, so results agree with torch.optim to float rounding; ``optimizer_step`` dispatches
 on the optimizer's code.
 
+One source for both targets: each rule is written once, as an element function
+(``sgd_update``, ``adam_update``, ``rmsprop_update``, ``adagrad_update``; the factors
+``adam_factors`` and ``square_underflow``; the clipping factors ``clipnorm_scale``,
+``global_clipnorm_scale`` and ``clip_value``), which the loops here call (Numba inlines it, so
+they vectorize as before) and which ``fastnn.cuda.optimizers`` compiles as CUDA device functions
+(``fastnn.cuda.device_twin``). They use ``math``'s functions, which both targets compile, and
+take their constants in the arrays' dtype. The step counts are not advanced here but by the
+loop that calls the optimizers, once per update, on both targets (``kernels.network.apply_optimizers``,
+``cuda.optimizers.optimizer_step``).
+
 One departure: no state is ever a denormal number. A decaying state (momentum, Adam's
 moments, RMSprop's average) that falls below the smallest normal number of its dtype is stored
 as zero, and a gradient so small that its square would be denormal (|g| below
@@ -21,6 +31,8 @@ The loops are serial. A parallel build ran Adam over the wide network's 1.86M pa
 BLAS threads of the next matrix product (784-256-256-10 trained at 28k instead of 74k
 samples/s), and using GNU OpenMP at all breaks fork-based process pools in the user's program.
 """
+import math
+
 import numpy as np
 
 from ..config import kernel
@@ -49,6 +61,77 @@ def any_clipping(opt_hyper):
     return bool(hyper.size) and bool(np.any(hyper[:, [H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE]] > 0))
 
 
+# ---- the update rules, one element at a time ----------------------------------------------------
+# ``*_update(..., i, ...)`` updates element i of flat arrays in place: the ``*_step`` kernels below
+# loop it over a slice, and ``fastnn.cuda.optimizers`` compiles it for one thread per element.
+# Hyper-parameters come in the arrays' dtype, cast once by the caller; the float64 factors that
+# change with the step come from ``adam_factors`` and ``square_underflow``.
+
+@kernel(inline=True)
+def square_underflow(tiny, decay):
+    """The |g| below which (1 - decay) g² is denormal, float64 (decay 0: Adagrad's g²)."""
+    return math.sqrt(tiny / (1.0 - decay))
+
+
+@kernel(inline=True)
+def sgd_update(params, grads, velocity, i, lr, momentum, nesterov, tiny):
+    """torch.optim.SGD(lr, momentum, dampening=0, nesterov) on element i; ``velocity`` untouched at momentum 0."""
+    g = grads[i]
+    if momentum != 0:
+        v = momentum * velocity[i] + g
+        v = params.dtype.type(0) if abs(v) < tiny else v  # NaN stays NaN
+        velocity[i] = v
+        g = g + momentum * v if nesterov else v
+    params[i] -= lr * g
+
+
+@kernel(inline=True)
+def adam_factors(lr, beta1, beta2, step, weight_decay):
+    """Adam's float64 factors at ``step`` (from 1): (lr / (1 - b1^t), 1 / sqrt(1 - b2^t), AdamW's
+    decoupled decay 1 - lr * weight_decay, exactly 1 at weight_decay 0)."""
+    return lr / (1.0 - beta1 ** step), 1.0 / math.sqrt(1.0 - beta2 ** step), 1.0 - lr * weight_decay
+
+
+@kernel(inline=True)
+def adam_update(params, grads, m, v, i, b1, b2, eps, step_size, inv_sqrt_bc2, decay, g_small, tiny):
+    """torch.optim.Adam / AdamW on element i, with ``adam_factors``' step_size, inv_sqrt_bc2, decay."""
+    t = params.dtype.type
+    one, zero = t(1), t(0)
+    g = grads[i]
+    g = zero if abs(g) < g_small else g  # NaN stays NaN
+    mi = b1 * m[i] + (one - b1) * g
+    vi = b2 * v[i] + (one - b2) * g * g
+    mi = zero if abs(mi) < tiny else mi  # NaN stays NaN
+    vi = zero if vi < tiny else vi
+    m[i] = mi
+    v[i] = vi
+    params[i] = params[i] * decay - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+
+
+@kernel(inline=True)
+def rmsprop_update(params, grads, square_avg, i, lr, rho, eps, g_small, tiny):
+    """torch.optim.RMSprop(lr, alpha=rho, eps) on element i."""
+    t = params.dtype.type
+    g = grads[i]
+    g = t(0) if abs(g) < g_small else g
+    s = rho * square_avg[i] + (t(1) - rho) * g * g
+    s = t(0) if s < tiny else s
+    square_avg[i] = s
+    params[i] -= lr * g / (math.sqrt(s) + eps)
+
+
+@kernel(inline=True)
+def adagrad_update(params, grads, sum_sq, i, lr, eps, g_small):
+    """torch.optim.Adagrad(lr, eps, initial_accumulator_value, lr_decay=0) on element i."""
+    g = grads[i]
+    g = params.dtype.type(0) if abs(g) < g_small else g
+    s = sum_sq[i] + g * g
+    sum_sq[i] = s
+    params[i] -= lr * g / (math.sqrt(s) + eps)
+
+
+# ---- the steps over a slice -----------------------------------------------------------------
+
 @kernel(inline=True)
 def sgd_step(params, grads, velocity, lr, momentum, nesterov):
     """torch.optim.SGD(lr, momentum, dampening=0, nesterov): v = m v + g; p -= lr (g + m v if nesterov else v).
@@ -57,16 +140,9 @@ def sgd_step(params, grads, velocity, lr, momentum, nesterov):
     torch's buffer initialised from the first gradient, since ``velocity`` starts at zero.
     """
     t = params.dtype.type
-    lr_, m = t(lr), t(momentum)
-    tiny, zero = t(np.finfo(params.dtype).tiny), t(0)
+    lr_, m, tiny = t(lr), t(momentum), t(np.finfo(params.dtype).tiny)
     for i in range(params.size):
-        g = grads[i]
-        if m != 0:
-            v = m * velocity[i] + g
-            v = zero if abs(v) < tiny else v  # NaN stays NaN
-            velocity[i] = v
-            g = g + m * v if nesterov else v
-        params[i] -= lr_ * g
+        sgd_update(params, grads, velocity, i, lr_, m, nesterov, tiny)
 
 
 @kernel(inline=True)
@@ -78,38 +154,23 @@ def adam_step(params, grads, m, v, lr, beta1, beta2, eps, step, weight_decay):
     decay): p *= 1 - lr * weight_decay first, then the same update. At 0 the factor is exactly 1.
     """
     t = params.dtype.type
-    b1, b2, eps_ = t(beta1), t(beta2), t(eps)
-    step_size = t(lr / (1.0 - beta1 ** step))
-    inv_sqrt_bc2 = t(1.0 / np.sqrt(1.0 - beta2 ** step))
-    decay = t(1.0 - lr * weight_decay)
-    one, tiny, zero = t(1), t(np.finfo(params.dtype).tiny), t(0)
-    g_small = t(np.sqrt(np.finfo(params.dtype).tiny / (1.0 - beta2)))  # (1-b2) g² is denormal below it
+    tiny = np.finfo(params.dtype).tiny
+    step_size, inv_sqrt_bc2, decay = adam_factors(lr, beta1, beta2, step, weight_decay)
+    b1, b2, eps_, step_size_, inv_sqrt_bc2_, decay_ = t(beta1), t(beta2), t(eps), t(step_size), t(inv_sqrt_bc2), \
+        t(decay)
+    g_small, tiny_ = t(square_underflow(tiny, beta2)), t(tiny)
     for i in range(params.size):
-        g = grads[i]
-        g = zero if abs(g) < g_small else g  # NaN stays NaN
-        mi = b1 * m[i] + (one - b1) * g
-        vi = b2 * v[i] + (one - b2) * g * g
-        mi = zero if abs(mi) < tiny else mi  # NaN stays NaN
-        vi = zero if vi < tiny else vi
-        m[i] = mi
-        v[i] = vi
-        params[i] = params[i] * decay - step_size * mi / (np.sqrt(vi) * inv_sqrt_bc2 + eps_)
+        adam_update(params, grads, m, v, i, b1, b2, eps_, step_size_, inv_sqrt_bc2_, decay_, g_small, tiny_)
 
 
 @kernel(inline=True)
 def rmsprop_step(params, grads, square_avg, lr, rho, eps):
     """torch.optim.RMSprop(lr, alpha=rho, eps): s = rho s + (1-rho) g²; p -= lr g / (sqrt(s) + eps)."""
     t = params.dtype.type
-    lr_, rho_, eps_, one = t(lr), t(rho), t(eps), t(1)
-    tiny, zero = t(np.finfo(params.dtype).tiny), t(0)
-    g_small = t(np.sqrt(np.finfo(params.dtype).tiny / (1.0 - rho)))  # (1-rho) g² is denormal below it
+    tiny = np.finfo(params.dtype).tiny
+    lr_, rho_, eps_, g_small, tiny_ = t(lr), t(rho), t(eps), t(square_underflow(tiny, rho)), t(tiny)
     for i in range(params.size):
-        g = grads[i]
-        g = zero if abs(g) < g_small else g
-        s = rho_ * square_avg[i] + (one - rho_) * g * g
-        s = zero if s < tiny else s
-        square_avg[i] = s
-        params[i] -= lr_ * g / (np.sqrt(s) + eps_)
+        rmsprop_update(params, grads, square_avg, i, lr_, rho_, eps_, g_small, tiny_)
 
 
 @kernel(inline=True)
@@ -118,14 +179,33 @@ def adagrad_step(params, grads, sum_sq, lr, eps):
 
     ``sum_sq`` starts at initial_accumulator_value (set by the caller)."""
     t = params.dtype.type
-    lr_, eps_, zero = t(lr), t(eps), t(0)
-    g_small = t(np.sqrt(np.finfo(params.dtype).tiny))  # g² is denormal below it
+    lr_, eps_, g_small = t(lr), t(eps), t(square_underflow(np.finfo(params.dtype).tiny, 0.0))
     for i in range(params.size):
-        g = grads[i]
-        g = zero if abs(g) < g_small else g
-        s = sum_sq[i] + g * g
-        sum_sq[i] = s
-        params[i] -= lr_ * g / (np.sqrt(s) + eps_)
+        adagrad_update(params, grads, sum_sq, i, lr_, eps_, g_small)
+
+
+# ---- gradient clipping ------------------------------------------------------------------------
+
+@kernel(inline=True)
+def clipnorm_scale(square_sum, clipnorm):
+    """Keras' clip_by_norm factor c / max(norm, c) for a tensor whose squares sum (float64) to
+    ``square_sum``: 1 when the norm is within c, or NaN, so that NaN stays visible."""
+    norm = math.sqrt(square_sum)
+    return clipnorm / norm if norm > clipnorm else 1.0
+
+
+@kernel(inline=True)
+def global_clipnorm_scale(square_sum, clipnorm):
+    """torch.nn.utils.clip_grad_norm_'s factor min(1, c / (norm + 1e-6)) over all of an optimizer's
+    gradients, whose squares sum (float64) to ``square_sum``; 1 when the norm is NaN."""
+    coef = clipnorm / (math.sqrt(square_sum) + GLOBAL_CLIPNORM_EPSILON)
+    return coef if coef < 1.0 else 1.0
+
+
+@kernel(inline=True)
+def clip_value(g, c):
+    """g clamped to [-c, c] (torch.nn.utils.clip_grad_value_); NaN stays NaN."""
+    return c if g > c else (-c if g < -c else g)
 
 
 @kernel(inline=True)
@@ -158,7 +238,7 @@ def clip_global_norms(grads, opt_meta, opt_hyper):
                 g = grads[opt_meta[u, 0]:opt_meta[u, 1]]
                 for i in range(g.size):
                     square_sum += np.float64(g[i]) * np.float64(g[i])
-        coef = c / (np.sqrt(square_sum) + GLOBAL_CLIPNORM_EPSILON)
+        coef = global_clipnorm_scale(square_sum, c)
         if coef < 1.0:
             scale = t(coef)
             for u in range(s, n):
@@ -188,17 +268,16 @@ def clip_gradients(grads, lo, hi, tensors, hyper):
                 square_sum = 0.0
                 for i in range(g.size):
                     square_sum += np.float64(g[i]) * np.float64(g[i])
-                norm = np.sqrt(square_sum)
-                if norm > clipnorm:
-                    scale = t(clipnorm / norm)
+                coef = clipnorm_scale(square_sum, clipnorm)
+                if coef < 1.0:
+                    scale = t(coef)
                     for i in range(g.size):
                         g[i] *= scale
     if clipvalue > 0:
         c = t(clipvalue)
         g = grads[lo:hi]
         for i in range(g.size):
-            v = g[i]
-            g[i] = c if v > c else (-c if v < -c else v)
+            g[i] = clip_value(g[i], c)
 
 
 @kernel

@@ -5,12 +5,44 @@ its gradient in one pass.
 [start, stop, l1, l2]. The penalty is sum over rows of l1 * sum|w| + l2 * sum w² (Keras' L1,
 L2 and L1L2: no factor 1/2), added to the loss; its gradient l1 * sign(w) + 2 * l2 * w
 (sign(0) = 0, as TensorFlow's) is added to the gradient that backpropagation left.
+
+One source for both targets: each element's terms (``l1_value``, ``l2_value``, ``l1_gradient``,
+``l2_gradient``) are written once; the loops here call them and ``fastnn.cuda.regularizers``
+compiles them as CUDA device functions (``fastnn.cuda.device_twin``).
 """
 import numpy as np
 
 from ..config import kernel
 
 R_LO, R_HI, R_L1, R_L2 = range(4)
+
+
+# One element's terms, written once: the loops below and the CUDA twin
+# (``fastnn.cuda.regularizers``, one thread per parameter) call them. Values are float64; the
+# gradients are in the parameters' dtype, their constants typed by the caller.
+
+@kernel(inline=True)
+def l1_value(w):
+    """|w|, float64."""
+    return abs(np.float64(w))
+
+
+@kernel(inline=True)
+def l2_value(w):
+    """w², float64."""
+    return np.float64(w) * np.float64(w)
+
+
+@kernel(inline=True)
+def l1_gradient(w, l1, one, zero):
+    """l1 * sign(w), with sign(0) = 0 (TensorFlow's), and 0 for NaN."""
+    return l1 * (one if w > zero else (-one if w < zero else zero))
+
+
+@kernel(inline=True)
+def l2_gradient(w, two_l2):
+    """2 * l2 * w (``two_l2`` = 2 * l2)."""
+    return two_l2 * w
 
 
 @kernel(inline=True)
@@ -21,7 +53,7 @@ def regularization_forward_backward(params, grads, reg):
     vectorizes the loops (L2 over the seed network's 83,900 kernel weights: 22 us; the single
     loop over ``params[lo:hi]`` with both terms and the sign's branches took 790 us)."""
     t = params.dtype.type
-    zero = t(0)
+    one, zero = t(1), t(0)
     total = 0.0
     for r in range(reg.shape[0]):
         lo, hi = int(reg[r, R_LO]), int(reg[r, R_HI])
@@ -32,25 +64,36 @@ def regularization_forward_backward(params, grads, reg):
             l1_ = t(l1)
             abs_sum = 0.0
             for i in range(p.size):
-                w = p[i]
-                abs_sum += np.float64(abs(w))
-                g[i] += l1_ * (t(1) if w > zero else (t(-1) if w < zero else zero))
+                abs_sum += l1_value(p[i])
+                g[i] += l1_gradient(p[i], l1_, one, zero)
             total += l1 * abs_sum
         if l2 != 0.0:
             two_l2 = t(2.0 * l2)
             square_sum = 0.0
             for i in range(p.size):
-                w = p[i]
-                square_sum += np.float64(w) * np.float64(w)
-                g[i] += two_l2 * w
+                square_sum += l2_value(p[i])
+                g[i] += l2_gradient(p[i], two_l2)
             total += l2 * square_sum
     return total
 
 
-def regularization_penalty(params, reg):
-    """The penalty alone, in NumPy (for evaluate, where no gradient is taken)."""
+@kernel
+def penalty_of(params, reg):
+    """The penalty alone, over ``reg``'s slices, as ``regularization_forward_backward`` sums it."""
     total = 0.0
-    for lo, hi, l1, l2 in np.asarray(reg, dtype=np.float64).reshape(-1, 4):
-        w = np.asarray(params[int(lo): int(hi)], dtype=np.float64)
-        total += l1 * np.abs(w).sum() + l2 * np.square(w).sum()
+    for r in range(reg.shape[0]):
+        lo, hi = int(reg[r, R_LO]), int(reg[r, R_HI])
+        p = params[lo:hi]
+        abs_sum = 0.0
+        square_sum = 0.0
+        for i in range(p.size):
+            abs_sum += l1_value(p[i])
+            square_sum += l2_value(p[i])
+        total += reg[r, R_L1] * abs_sum + reg[r, R_L2] * square_sum
     return total
+
+
+def regularization_penalty(params, reg):
+    """The penalty alone (for evaluate, where no gradient is taken), ``reg`` as any (R, 4) array-like."""
+    reg = np.ascontiguousarray(reg, dtype=np.float64).reshape(-1, 4)
+    return float(penalty_of(np.ascontiguousarray(params).reshape(-1), reg)) if reg.shape[0] else 0.0

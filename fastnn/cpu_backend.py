@@ -1,0 +1,173 @@
+"""``CPUBackend``: a network's arrays in host memory, driven by the Numba kernels of ``fastnn.kernels``.
+
+The interface is ``fastnn.backend.Backend``'s; ``fastnn.cuda.backend.CUDABackend`` is its twin.
+Every array the kernels change (parameters, gradients, optimizer state, step counts, the random
+stream) is a NumPy array held here and handed to ``kernels.network.train_batches``, which
+advances the counters itself.
+"""
+import os
+import time
+
+import numba
+import numpy as np
+
+from . import distributed
+from . import user_layers as user_kernels
+from .backend import Backend, check_state
+from .config import INFERENCE_BATCH_SIZE
+from .kernels import network
+from .kernels.optimizers import H_SCHEDULE, any_clipping
+from .kernels.regularizers import regularization_penalty
+from .kernels.schedules import CONSTANT
+from .threading import blas_threads_for
+from .validation import writable_input
+
+
+_NO_COUNTS = np.zeros(0)
+
+
+class CPUBackend(Backend):
+    """Arrays are NumPy arrays in host memory; kernels are Numba CPU functions."""
+    name = "cpu"
+    compiled_loop = True
+    # What fit prints while compile_train runs, when will_compile says it will compile.
+    compile_notice = "compiling kernels (first run only, about 15 s on two cores) ..."
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+        self.capacity = 0
+        self.spec = None
+
+    def load(self, spec, state):
+        self.spec = spec
+        state = check_state(state, spec.size, spec.slices.meta, self.dtype)
+        self.params = state["params"]
+        self.grads = np.zeros_like(self.params)
+        self.state1, self.state2 = state["state1"], state["state2"]
+        self.opt_steps, self.rng = state["opt_steps"], state["rng"]
+        table = spec.table
+        # (dropout, batchnorm, embedding, masking) for the network kernels: None for a kind no layer is, which then
+        # compiles out of the model's kernels.
+        self.kinds = tuple(True if np.any(table[:, network.KIND] == kind) else None
+                           for kind in network.OPTIONAL_KINDS[:-1]) + (spec.user,)
+        self.capacity = 0
+        # Forward matrix-product FLOPs per row; a training step costs about three times this.
+        self.flops_per_row = 2.0 * float(np.sum(table[:, network.N_IN] * table[:, network.N_OUT]
+                                                * (table[:, network.KIND] == network.DENSE_LAYER)))
+
+    def host(self, name, lo=0, hi=None):
+        return getattr(self, name)[lo:hi].copy()
+
+    def fill(self, name, lo, hi, value):
+        """``buffer[lo:hi] = value``, in place."""
+        getattr(self, name)[lo:hi] = value
+
+    def write(self, name, lo, values):
+        """Overwrite ``buffer[lo:lo + values.size]`` from a host array."""
+        getattr(self, name)[lo: lo + values.size] = values.reshape(-1)
+
+    def penalty(self):
+        """The penalty's NumPy sum over the penalized slices of the buffer itself."""
+        return regularization_penalty(self.params, self.spec.reg) if self.spec.reg.shape[0] else 0.0
+
+    def dataset(self, x, y):
+        """The training arrays as the kernels read them (a no-op on the CPU)."""
+        return x, y
+
+    def reserve(self, rows):
+        if rows <= self.capacity:
+            return
+        act_off, n_acts, deltas_shape, n_targets, n_stats = network.workspace_layout(self.spec.table, rows)
+        self.work = network.Workspace(np.empty(n_acts, dtype=self.dtype), act_off,
+                                      np.empty(deltas_shape, dtype=self.dtype), np.empty(n_targets, dtype=self.dtype),
+                                      np.empty(n_stats))
+        self.graph = None if self.spec.graph is None else network.Graph(self.spec.graph,
+                                                                        np.empty(n_acts, dtype=self.dtype))
+        self.capacity = rows
+
+    def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
+              counts=None):
+        args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
+                                metrics, counts)
+        with blas_threads_for(3 * self.flops_per_row * batch_size):
+            return self._run(network.train_batches, *args)
+
+    def compile_train(self, *args):
+        """Compile (or load from Numba's cache) the training step for ``train``'s arguments
+        without running it; returns None, or a note for the user when it had to be compiled:
+        a cold first run takes seconds, which should not count as training time."""
+        dispatcher = network.train_batches
+        types = self._run(lambda values: tuple(numba.typeof(a) for a in values), self._train_args(*args))
+        if types in dispatcher.overloads:
+            return None
+        misses = dispatcher.stats.cache_misses.copy()
+        start = time.perf_counter()
+        self._run(dispatcher.compile, types)
+        if dispatcher.stats.cache_misses == misses:
+            return None
+        return f"compiled the training kernels in {time.perf_counter() - start:.1f} s (first run only: later runs " \
+               "load them from Numba's cache)"
+
+    def will_compile(self):
+        """Whether the training step has never been compiled on this machine (no cache index),
+        so that the first ``fit`` takes seconds of compiling. Best effort: False if unknown."""
+        try:
+            return not os.path.exists(network.train_batches._cache._cache_file._index_path)
+        except Exception:  # caching off, or a Numba without these attributes
+            return False
+
+    def _train_args(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
+                    metrics=None, counts=None):
+        x, y = data
+        self.reserve(batch_size)
+        train = network.Training(self.grads, self.state1, self.state2, self.spec.slices.meta, opt_hyper,
+                                 self.opt_steps)
+        return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), loss,
+                batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
+                metrics if metrics is not None and metrics.shape[0] else None,
+                *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph)
+
+    def _run(self, kernel, *args):
+        """``kernel(*args)``; with user layers, without Numba's notice that their first-class
+        functions are an experimental feature (``fastnn.user_layers``)."""
+        if self.kinds[-1] is None:
+            return kernel(*args)
+        return user_kernels.quietly(kernel, *args)
+
+    def _collective(self):
+        """None in one process; under MPI the step's ``kernels.distributed.Collective``."""
+        return distributed.collective(self.dtype, self.params.size)
+
+    def _network(self):
+        # Built per call, not kept: load and configure_optimizers may replace the arrays.
+        return network.Network(self.params, self.spec.table, self.spec.alphas, self.rng)
+
+    def optional_stages(self, opt_hyper):
+        """(reg, tensors, schedules) for ``train_batches``: each None where no layer or optimizer
+        uses that stage, so that it compiles out of the step."""
+        hyper = np.asarray(opt_hyper)
+        scheduled = hyper.size and bool(np.any(hyper[:, H_SCHEDULE] != CONSTANT))
+        return (self.spec.reg if self.spec.reg.shape[0] else None, self.spec.tensors if any_clipping(hyper) else None,
+                True if scheduled else None)
+
+    def predict(self, x, batch_size=INFERENCE_BATCH_SIZE, training=False):
+        """``x`` may be read-only (a memory-mapped file): then it is copied, since the inference pass
+        runs on the input itself (``validation.writable_input``); ``train`` takes it as it is."""
+        x = writable_input(x)
+        out = np.empty((x.shape[0], self.spec.table[-1, network.N_OUT]), dtype=self.dtype)
+        self.reserve(batch_size)
+        with blas_threads_for(self.flops_per_row * batch_size):
+            self._run(network.predict_batches, out, self._network(), x, batch_size, self.work, training, *self.kinds,
+                      self.graph)
+        if training:  # a training-mode pass is a step of Dropout's stream, as a training step is
+            self.rng[network.RNG_STEP] += 1
+        return out
+
+    def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
+        """As ``predict``, a read-only ``x`` or ``y`` is copied."""
+        x, y = writable_input(x), writable_input(y)
+        self.reserve(batch_size)
+        with blas_threads_for(self.flops_per_row * batch_size):
+            return self._run(network.evaluate_batches, self._network(), loss, x, y, batch_size, self.work, *self.kinds,
+                             self.graph)
+

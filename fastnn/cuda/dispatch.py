@@ -1,0 +1,125 @@
+"""CUDA twin of ``fastnn.kernels.dispatch``: one layer of any kind, forward and backward, as launches.
+
+The only place where the CUDA passes branch on a layer's kind; the walkers of ``cuda/network.py``
+route buffers and call these, as the CPU's do. The same contracts, on flat device arrays with
+their sizes: an input that needs no gradient is None instead of an array of no rows. User layers
+run on the CPU only (the CUDA backend refuses them).
+"""
+from functools import lru_cache
+
+import numpy as np
+from numba import cuda
+
+from ..kernels.dispatch import ADDED, IN_PLACE, INTO_DX, NO_INPUT_GRADIENT
+from ..kernels.table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER,
+                             DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, MULTIPLY_LAYER,
+                             N_IN, N_OUT, SLICE_LAYER, W_OFF)
+from . import N_CONTROL
+from .activations import IDENTITY, activation_backward, bias_activation_forward
+from .batchnorm import batchnorm_backward, batchnorm_forward
+from .dense import dense_backward, dense_forward
+from .dropout import dropout_backward, dropout_forward
+from .embedding import embedding_backward, embedding_forward, masking_backward, masking_forward
+from .merge import merge_backward, merge_forward, merge_widths
+
+__all__ = ["ADDED", "IN_PLACE", "INTO_DX", "NO_INPUT_GRADIENT", "layer_backward", "layer_forward"]
+
+
+def _view(buffer, lo, size):
+    return buffer[int(lo): int(lo) + int(size)]
+
+
+def layer_forward(net, k, out, inp, second, rows, training=False, keep=True, control=None, defer_softmax=False,
+                  plan=None):
+    """As ``kernels.dispatch.layer_forward``: layer k on ``inp`` into ``out``; returns its output
+    (``inp`` for a Dropout at inference unless ``keep``). ``net.rng`` is Dropout's key (an int;
+    the step is in ``control[C_STEP]`` on the device). ``defer_softmax``: a dense layer leaves its
+    softmax to the loss kernel (the forward half of ``table.fuse_loss_backward``)."""
+    params, layers, alphas, key = net
+    n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
+    kind = layers[k, KIND]
+    if kind == DENSE_LAYER:
+        w, b = layers[k, W_OFF], layers[k, B_OFF]
+        dense_forward(out, inp, _view(params, w, n_in * n_out), _view(params, b, n_out), int(layers[k, ACT]),
+                      alphas[k, ALPHA], rows, n_in, n_out, defer_softmax=defer_softmax, plan=plan)
+    elif kind == ACTIVATION_LAYER:
+        bias_activation_forward(out, inp, None, int(layers[k, ACT]), alphas[k, ALPHA], rows, n_out, plan=plan)
+    elif kind == DROPOUT_LAYER:
+        if training:
+            dropout_forward(out, inp, rows * n_out, key, k, alphas[k, ALPHA], control, plan=plan)
+        elif keep:  # rate 0 keeps every element: a copy
+            dropout_forward(out, inp, rows * n_out, key, k, 0.0, _inference_control(), plan=plan)
+        else:
+            return inp
+    elif kind == BATCHNORM_LAYER:
+        batchnorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], rows, n_out, training,
+                          alphas[k, ALPHA], alphas[k, EPSILON], plan=plan)
+    elif kind == EMBEDDING_LAYER:
+        embedding_forward(out, inp, params, layers[k, W_OFF], rows, n_in, n_out, int(alphas[k, ALPHA]),
+                          alphas[k, EPSILON] != 0, plan=plan)
+    elif kind == MASKING_LAYER:
+        masking_forward(out, inp, rows * n_out, alphas[k, ALPHA], plan=plan)
+    elif kind in (SLICE_LAYER, CONCATENATE_LAYER, ADD_LAYER, MULTIPLY_LAYER):
+        merge_forward(out, inp, second, rows, n_out, *merge_widths(layers, k), kind, plan=plan)
+    else:
+        raise ValueError(f"layers: unknown layer kind {kind} in row {k}")
+    return out
+
+
+def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, rows, applied=False, fuse=False,
+                   control=None, plan=None):
+    """As ``kernels.dispatch.layer_backward``: layer k's gradients into ``grads`` and dL/d(its
+    input) from ``dout`` = dL/d(its output) (its pre-activation when ``applied``); returns where
+    that went (``INTO_DX``, ``IN_PLACE`` in ``dout``, ``ADDED`` into ``dsum``/``dsum2``, or
+    ``NO_INPUT_GRADIENT``). ``dx``, ``dsum``, ``dsum2`` None: not needed. ``fuse``
+    (``table.fuse_activation_backward``): the dense layer's dx GEMM applies layer k - 1's
+    activation derivative in its epilogue."""
+    params, layers, alphas, key = net
+    n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
+    kind = layers[k, KIND]
+    act = int(layers[k, ACT])
+    if kind == DENSE_LAYER:
+        if not applied and act != IDENTITY:
+            activation_backward(dout, dout, out, act, alphas[k, ALPHA], rows, n_out, plan=plan)
+        w = layers[k, W_OFF]
+        dWb = _view(grads, w, (n_in + 1) * n_out)  # [dW, db]: b follows W in the layout
+        W = _view(params, w, n_in * n_out)
+        if fuse and dx is not None:
+            dense_backward(dx, dWb, dout, inp, W, rows, n_in, n_out, prev_out=inp, prev_act=int(layers[k - 1, ACT]),
+                           prev_alpha=alphas[k - 1, ALPHA], plan=plan)
+        else:
+            dense_backward(dx, dWb, dout, inp, W, rows, n_in, n_out, plan=plan)
+        return INTO_DX
+    if kind == ACTIVATION_LAYER:
+        if dx is not None and not applied and act != IDENTITY:
+            activation_backward(dout, dout, out, act, alphas[k, ALPHA], rows, n_out, plan=plan)
+        return IN_PLACE
+    if kind == DROPOUT_LAYER:
+        if dx is not None:
+            dropout_backward(dout, dout, rows * n_out, key, k, alphas[k, ALPHA], control, plan=plan)
+        return IN_PLACE
+    if kind == BATCHNORM_LAYER:
+        batchnorm_backward(dout if dx is None else dx, grads, dout, inp, params, layers[k, W_OFF], layers[k, B_OFF],
+                           rows, n_out, alphas[k, EPSILON], want_dx=dx is not None, plan=plan)
+        return INTO_DX
+    if kind == EMBEDDING_LAYER:
+        embedding_backward(grads, dout, inp, layers[k, W_OFF], layers[k, B_OFF], rows, n_in, n_out,
+                           int(alphas[k, ALPHA]), alphas[k, EPSILON] != 0, plan=plan)
+        return NO_INPUT_GRADIENT
+    if kind == MASKING_LAYER:
+        if dx is not None:
+            masking_backward(dout, dout, inp, rows * n_out, alphas[k, ALPHA], plan=plan)
+        return IN_PLACE
+    if kind in (CONCATENATE_LAYER, ADD_LAYER, MULTIPLY_LAYER):
+        n1, n2, _ = merge_widths(layers, k)
+        merge_backward(dsum, dsum2, dout, inp, second, rows, n1, n2, n_out, kind, plan=plan)
+        return ADDED
+    if kind == SLICE_LAYER:
+        return NO_INPUT_GRADIENT
+    raise ValueError(f"layers: unknown layer kind {kind} in row {k}")
+
+
+@lru_cache(maxsize=1)
+def _inference_control():
+    """A control array for launches that read none of it (Dropout at rate 0)."""
+    return cuda.to_device(np.zeros(N_CONTROL, dtype=np.int64))

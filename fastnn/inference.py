@@ -1,0 +1,129 @@
+"""Inference: ``predict``, ``model(x)``, ``predict_classes`` and ``evaluate`` (with the
+validation of ``fit``), mixed into every model (``fastnn.network.Network``). The forward pass
+only, in inference mode (Dropout off, BatchNorm's running statistics) but for
+``model(x, training=True)``; no weight changes.
+
+Under MPI, ``evaluate`` splits the rows over the ranks and sums the results
+(``fastnn.distributed``); ``predict`` is not split.
+"""
+import time
+
+import numpy as np
+
+from . import distributed
+from . import metrics as metrics_
+from .config import INFERENCE_BATCH_SIZE
+from .trainer import _PROGRESS_UPDATES_PER_EPOCH, _progress_bar
+from .validation import check_int
+
+
+class Inference:
+    """predict, model(x), predict_classes and evaluate, on a ``Network``'s layers and backend."""
+
+    def predict(self, x, batch_size=None, verbose=0):
+        """The last layer's output for every row of ``x`` (e.g. class probabilities after Softmax).
+        ``verbose``: 0 silent (the default), 1 a progress bar then a line, 2 that line only.
+
+        Safe to call from several threads on one model (they take turns on its buffers)."""
+        self._ensure_built()
+        self._check_usable("predict")
+        x = self._check_x(x, "x")
+        batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+        verbose = check_int(verbose, "verbose", minimum=0, maximum=2)
+        batch_size = min(batch_size, x.shape[0])
+        if not verbose:
+            with self._lock:
+                return self._backend.predict(x, batch_size)
+        n_batches = -(-x.shape[0] // batch_size)
+        bar = _progress_bar(verbose if distributed.rank() == 0 else 0, n_batches)
+        # With a bar, the rows go in a twentieth at a time (whole batches), for it to move.
+        step = n_batches if bar is None else max(1, n_batches // _PROGRESS_UPDATES_PER_EPOCH)
+        start, parts = time.perf_counter(), []
+        with self._lock:
+            for first in range(0, n_batches, step):
+                part = x[first * batch_size: (first + step) * batch_size]
+                parts.append(self._backend.predict(part, min(batch_size, part.shape[0])))
+                if bar is not None:
+                    bar.update(min(step, n_batches - first))
+        _report(bar, n_batches, time.perf_counter() - start, {})
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def __call__(self, x, training=False):
+        """The network's output for ``x``, as Keras' ``model(x, training=...)``.
+
+        ``training=False`` is ``predict``. ``training=True`` runs the training-mode forward pass
+        over all rows at once: Dropout draws masks (new ones at each call: the call advances the
+        model's step counter as a training step does), and BatchNorm normalizes with the batch and
+        updates its running statistics, as Keras and PyTorch do. No weight is trained.
+        """
+        if not training:
+            return self.predict(x)
+        self._ensure_built()
+        self._check_usable("run the model")
+        x = self._check_x(x, "x")
+        with self._lock:  # the backend advances Dropout's step, as a training step does
+            return self._backend.predict(x, max(1, x.shape[0]), training=True)
+
+    def predict_classes(self, x, batch_size=None):
+        """The most probable class of each row (threshold 0.5 for a single output)."""
+        p = self.predict(x, batch_size)
+        return (p[:, 0] > 0.5).astype(np.int64) if p.shape[1] == 1 else p.argmax(axis=1)
+
+    def evaluate(self, x, y, batch_size=None, verbose=0, return_dict=False):
+        """The loss on (x, y) (and accuracy: a list [loss, accuracy] when compiled with it).
+        ``verbose``: 0 silent (the default), 1 or 2 a line of the figures, as Keras' last line.
+
+        Under MPI every rank passes the same rows and batch_size and gets the same figures: each
+        rank evaluates its share of the rows."""
+        x, y, batch_size, verbose = distributed.agree(self._evaluate_inputs, x, y, batch_size, verbose)
+        # batch_size decides each rank's share of the rows, the metrics what is gathered.
+        distributed.begin_call(self, {"x": x, "y": y}, take_state=False, batch_size=batch_size)
+        start = time.perf_counter()
+        logs = self._evaluate_arrays(x, y, batch_size)
+        if verbose:
+            _report(None, -(-x.shape[0] // min(batch_size, x.shape[0])), time.perf_counter() - start, logs)
+        if return_dict:
+            return logs
+        return logs["loss"] if len(logs) == 1 else list(logs.values())
+
+    def _evaluate_inputs(self, x, y, batch_size, verbose):
+        self._require_compiled("evaluate")
+        x, y = self._check_xy(x, y)
+        self._check_usable("evaluate")
+        batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+        verbose = check_int(verbose, "verbose", minimum=0, maximum=2)
+        return x, y, batch_size, verbose
+
+    def _evaluate_arrays(self, x, y, batch_size=INFERENCE_BATCH_SIZE):
+        # The callers checked that the model is usable: evaluate's inputs, fit before validating.
+        with self._lock:
+            return self._evaluate_locked(x, y, batch_size)
+
+    def _evaluate_locked(self, x, y, batch_size):
+        # Under MPI each rank takes whole batches of the ones that one process would evaluate, so
+        # that the loss (a mean over batches, weighted by their rows, as Keras') is the same.
+        batch_size = min(batch_size, x.shape[0])
+        first, stop = distributed.share(-(-x.shape[0] // batch_size))  # all batches in one process
+        lo, hi = first * batch_size, min(stop * batch_size, x.shape[0])
+        x_part, y_part = x[lo:hi], y[lo:hi]
+        total, correct = self._backend.evaluate(x_part, y_part, self.loss.code, batch_size) if hi > lo else (0.0, 0)
+        total, correct = distributed.sum_over_ranks([total, correct])
+        # Keras' evaluate reports the loss with the weight penalty, as fit logs it.
+        penalty = self._penalty()
+        values = {"loss": float(total / x.shape[0] + penalty), "accuracy": float(correct / x.shape[0])}
+        exact = [m for m in self.metrics if m != "accuracy"]
+        if exact:  # exact over all rows, from the predictions
+            pred = self._backend.predict(x_part, batch_size) if hi > lo else np.empty((0, self.output_dim), self.dtype)
+            values.update(metrics_.from_predictions(exact, y, distributed.gather_rows(pred)))
+        return {k: values[k] for k in self.log_names()}
+
+
+def _report(bar, steps, seconds, logs):
+    """What ``predict`` and ``evaluate`` print with ``verbose`` (on rank 0): a line of the
+    batches, the time and the figures, as Keras' last line of a progress bar."""
+    if distributed.rank() != 0:
+        return
+    line = f"{steps}/{steps} - {seconds:.2f}s" + "".join(f" - {k}: {v:.4f}" for k, v in logs.items())
+    if bar is not None:
+        bar.close()
+    print(line, flush=True)
