@@ -16,6 +16,7 @@ from . import user_layers as user_kernels
 from .backend import Backend, check_state
 from .config import INFERENCE_BATCH_SIZE
 from .kernels import network
+from .kernels.table import optional_kinds
 from .kernels.optimizers import H_SCHEDULE, any_clipping
 from .kernels.regularizers import regularization_penalty
 from .kernels.schedules import CONSTANT
@@ -48,8 +49,7 @@ class CPUBackend(Backend):
         table = spec.table
         # (dropout, batchnorm, embedding, masking) for the network kernels: None for a kind no layer is, which then
         # compiles out of the model's kernels.
-        self.kinds = tuple(True if np.any(table[:, network.KIND] == kind) else None
-                           for kind in network.OPTIONAL_KINDS[:-1]) + (spec.user,)
+        self.kinds = optional_kinds(table, spec.user)
         self.capacity = 0
         # Forward matrix-product FLOPs per row; a training step costs about three times this.
         self.flops_per_row = 2.0 * float(np.sum(table[:, network.N_IN] * table[:, network.N_OUT]

@@ -201,11 +201,13 @@ class CUDABackend(Backend):
         when it grows, so steady-state training allocates nothing."""
         if rows <= self.capacity:
             return
-        act_off, n_acts, deltas_shape, n_targets, _ = workspace_layout(self.spec.table, rows)
-        # No stats: the CUDA BatchNorm keeps a feature's sums in its thread's registers.
+        act_off, n_acts, deltas_shape, n_targets, n_stats = workspace_layout(self.spec.table, rows)
+        # ``stats`` (float64) where a layer needs scratch; the CUDA BatchNorm keeps a feature's sums
+        # in its thread's registers and reads none.
+        stats = self.cuda.device_array(n_stats, dtype=np.float64, stream=self.stream) if n_stats else None
         self.work = Workspace(self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream), act_off,
                               self.cuda.device_array(deltas_shape, dtype=self.dtype, stream=self.stream),
-                              self.cuda.device_array(n_targets, dtype=self.dtype, stream=self.stream), None)
+                              self.cuda.device_array(n_targets, dtype=self.dtype, stream=self.stream), stats)
         self.graph = None if self.spec.graph is None else Graph(
             self.spec.graph, self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream))
         self.capacity = rows

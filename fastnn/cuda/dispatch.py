@@ -29,11 +29,12 @@ def _view(buffer, lo, size):
     return buffer[int(lo): int(lo) + int(size)]
 
 
-def layer_forward(net, k, out, inp, second, rows, training=False, keep=True, control=None, defer_softmax=False,
+def layer_forward(net, k, out, inp, second, work, rows, training=False, keep=True, control=None, defer_softmax=False,
                   plan=None):
     """As ``kernels.dispatch.layer_forward``: layer k on ``inp`` into ``out``; returns its output
-    (``inp`` for a Dropout at inference unless ``keep``). ``net.rng`` is Dropout's key (an int;
-    the step is in ``control[C_STEP]`` on the device). ``defer_softmax``: a dense layer leaves its
+    (``inp`` for a Dropout at inference unless ``keep``). ``work``: the workspace (its float64
+    ``stats``, the scratch of normalization layers; None where no layer needs any). ``net.rng`` is
+    Dropout's key (an int; the step is in ``control[C_STEP]`` on the device). ``defer_softmax``: a dense layer leaves its
     softmax to the loss kernel (the forward half of ``table.fuse_loss_backward``)."""
     params, layers, alphas, key = net
     n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
@@ -66,7 +67,7 @@ def layer_forward(net, k, out, inp, second, rows, training=False, keep=True, con
     return out
 
 
-def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, rows, applied=False, fuse=False,
+def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work, rows, applied=False, fuse=False,
                    control=None, plan=None):
     """As ``kernels.dispatch.layer_backward``: layer k's gradients into ``grads`` and dL/d(its
     input) from ``dout`` = dL/d(its output) (its pre-activation when ``applied``); returns where

@@ -117,7 +117,7 @@ def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None
             raise ValueError(f"layers: a merge or input row {k}, but no graph")
         elif kind == EMBEDDING_LAYER and k != 0:
             raise ValueError(f"layers: an Embedding must be the first layer, found in row {k}")
-        inp = layer_forward(net, k, o, inp, second, rows, training=training, keep=k == last or graph is not None,
+        inp = layer_forward(net, k, o, inp, second, work, rows, training=training, keep=k == last or graph is not None,
                             control=control, defer_softmax=deferred and k == last, plan=plan)
     return deferred
 
@@ -145,7 +145,7 @@ def network_backward(net, grads, x, work, rows, plan=None, control=None):
         dx = _view(deltas[1 - cur], 0, rows * n_in) if k > 0 else None  # the input batch needs no gradient
         fuse = fuse_activation_backward.py_func(layers, k, True)
         where = layer_backward(net, grads, k, dx, None, None, dout, _node(x, acts, act_off, layers, k - 1, rows), None,
-                               _node(x, acts, act_off, layers, k, rows), rows, applied=applied, fuse=fuse,
+                               _node(x, acts, act_off, layers, k, rows), work, rows, applied=applied, fuse=fuse,
                                control=control, plan=plan)
         if where == INTO_DX:
             cur = 1 - cur
@@ -170,7 +170,7 @@ def graph_backward(net, grads, x, work, rows, graph, plan=None, control=None):
         d = _node_delta(graph, act_off, layers, k, rows)
         where = layer_backward(net, grads, k, dx, dsum, dsum2, d, _node(x, acts, act_off, layers, src, rows),
                                _node(x, acts, act_off, layers, src2, rows), _node(x, acts, act_off, layers, k, rows),
-                               rows, applied=applied and k == last,
+                               work, rows, applied=applied and k == last,
                                fuse=fuse_activation_backward.py_func(layers, k, False), control=control, plan=plan)
         if dsum is not None and where in (INTO_DX, IN_PLACE):
             add_into(dsum, dx if where == INTO_DX else d, rows, n_in, n_in, plan=plan)

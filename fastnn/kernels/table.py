@@ -78,10 +78,11 @@ W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND = range(6)
 SOURCE, SOURCE2 = range(2)
 (ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER, USER_LAYER, SLICE_LAYER,
  CONCATENATE_LAYER, ADD_LAYER, MULTIPLY_LAYER) = range(11)
-# The kinds whose code compiles out of a network without them: the network kernels' arguments
-# dropout, batchnorm, embedding, masking, user, in this order (``user`` carries the user layers'
-# functions, ``fastnn.user_layers.UserLayers``, instead of True).
-OPTIONAL_KINDS = (DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER, USER_LAYER)
+# The kinds whose code compiles out of a network without them, in groups: the network kernels'
+# arguments dropout, batchnorm (every normalization kind), embedding, masking, user, in this
+# order (``user`` carries the user layers' functions, ``fastnn.user_layers.UserLayers``, instead
+# of True; ``optional_kinds``).
+OPTIONAL_KINDS = ((DROPOUT_LAYER,), (BATCHNORM_LAYER,), (EMBEDDING_LAYER,), (MASKING_LAYER,), (USER_LAYER,))
 ALPHA, EPSILON = range(2)
 RNG_KEY, RNG_STEP = range(2)
 
@@ -131,6 +132,14 @@ def workspace_layout(layers, rows):
     batchnorm = layers[layers[:, KIND] == BATCHNORM_LAYER, N_OUT]
     n_stats = STATS_ROWS * int(batchnorm.max()) if batchnorm.size else 0
     return act_off, int(act_off[-1]), (2, int(rows * widths.max())), int(rows * widths[-1]), n_stats
+
+
+def optional_kinds(layers, user=None):
+    """The network kernels' optional-kind arguments (dropout, batchnorm, embedding, masking, user)
+    for the table ``layers``: True where a layer is of the group's kinds, else None, which
+    compiles the group's code out; ``user``: the user layers' functions (None without any)."""
+    kinds = np.asarray(layers, dtype=np.int64).reshape(-1, 6)[:, KIND]
+    return tuple(True if np.isin(kinds, group).any() else None for group in OPTIONAL_KINDS[:-1]) + (user,)
 
 
 def alpha_table(alphas):
