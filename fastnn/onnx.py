@@ -42,13 +42,15 @@ def _onnx():
 class GraphBuilder:
     """The nodes and initializers of one ONNX graph in a model's dtype, each named uniquely: what
     a layer's ``onnx_nodes`` adds to. ``float_type`` and ``int64_type`` are the ONNX element
-    types of the model's floats and of int64 (for Cast's ``to``)."""
+    types of the model's floats and of int64 (for Cast's ``to``); ``opset`` the graph's version
+    of the standard operators, for a layer whose operator needs a newer one."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, opset=DEFAULT_OPSET):
         from onnx import TensorProto
         self.dtype = np.dtype(dtype)
         self.float_type = TensorProto.DOUBLE if self.dtype == np.float64 else TensorProto.FLOAT
         self.int64_type = TensorProto.INT64
+        self.opset = opset
         self.nodes, self.initializers = [], []
         self._count = 0
 
@@ -110,7 +112,7 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
     if not isinstance(opset, int) or opset < 13:
         raise ValueError(f"opset must be an integer >= 13 (Softmax over the last axis), got {opset!r}")
     model._ensure_built()
-    graph = GraphBuilder(model.dtype)
+    graph = GraphBuilder(model.dtype, opset)
     table = model._graph_table()
     if table is None:
         inputs = [("x", model.input_dim)]
