@@ -17,7 +17,7 @@ from .datasets import Dataset, load_digits, load_mnist
 from .initializers import (Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, Normal, Ones, RandomNormal,
                            RandomUniform, Uniform, XavierNormal, XavierUniform, Zeros)
 from .layers import (Activation, BatchNorm, BatchNormalization, Dense, Dropout, Embedding, Input, Lambda, Layer,
-                     Masking)
+                     LayerNormalization, Masking)
 from .losses import (MAE, MAPE, MSE, MSLE, SSE, BinaryCrossEntropy, CosineSimilarity, CrossEntropy, KLDivergence,
                      Loss, PerceptronCriterion)
 from .sequential import MLP, Perceptron, Sequential

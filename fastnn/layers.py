@@ -1,4 +1,5 @@
-"""Layers: Input, Dense, Activation, Dropout, BatchNormalization, Embedding, Masking.
+"""Layers: Input, Dense, Activation, Dropout, BatchNormalization, LayerNormalization, Embedding,
+Masking.
 
 A layer holds its configuration; its weights live in the model's flat parameter buffer,
 laid out [W1, b1, W2, b2, ...] with each W of shape (input_dim, output_dim). The model
@@ -10,8 +11,9 @@ import numpy as np
 
 from . import activations, initializers, optimizers, regularizers
 from .base import Configurable, _jsonable
+from .kernels.layernorm import CENTER, SCALE
 from .kernels.table import (ACT, ACTIVATION_LAYER, B_OFF, BATCHNORM_LAYER, DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER,
-                              KIND, MASKING_LAYER, N_IN, N_OUT, USER_LAYER, W_OFF)
+                            KIND, LAYERNORM_LAYER, MASKING_LAYER, N_IN, N_OUT, USER_LAYER, W_OFF)
 from .validation import check_features, check_float, check_int
 
 _SEED_DEFAULT_ACTIVATION = "sigmoid"
@@ -418,6 +420,69 @@ class BatchNormalization(Layer):
 
 
 BatchNorm = BatchNormalization
+
+
+class LayerNormalization(Layer):
+    """Layer normalization over the features, as Keras' ``LayerNormalization(axis=-1,
+    epsilon=1e-3, center=True, scale=True)`` and ``torch.nn.LayerNorm(features, eps=epsilon,
+    elementwise_affine=scale, bias=center)`` (Ba, Kiros & Hinton, 2016).
+
+    Each row is normalized with its own mean and biased variance, then scaled by gamma (if
+    ``scale``; trained, initially 1) and shifted by beta (if ``center``; trained, initially 0).
+    Training and inference compute the same thing: there are no running statistics.
+    ``get_weights()`` returns [gamma, beta], those the layer has. ``axis``: the feature axis, -1
+    or 1 (a model's inputs are (rows, features)).
+    """
+
+    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, input_dim=None, optimizer=None):
+        if isinstance(axis, (bool, np.bool_)) or axis not in (-1, 1):
+            raise ValueError(f"axis must be -1 or 1 (the features of a (rows, features) input), got {axis!r}")
+        self.axis = int(axis)
+        self.epsilon = check_float(epsilon, "epsilon", minimum=0.0, min_inclusive=False)
+        for name, value in (("center", center), ("scale", scale)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
+        self.center, self.scale = bool(center), bool(scale)
+        self.input_dim = None if input_dim is None else check_int(input_dim, "input_dim", minimum=1)
+        self.optimizer = None if optimizer is None else optimizers.get(optimizer)
+        if self.input_dim is not None:
+            self.output_dim = self.input_dim
+
+    def connect(self, input_dim):
+        super().connect(input_dim)
+        self.output_dim = self.input_dim
+
+    def weight_shapes(self):
+        return [(self.output_dim,)] * (self.scale + self.center)
+
+    def weight_names(self):
+        return ["gamma"] * self.scale + ["beta"] * self.center
+
+    def table_row(self, offset):
+        row = super().table_row(offset)
+        row[W_OFF] = offset if self.scale else -1
+        row[B_OFF] = offset + self.scale * self.output_dim if self.center else -1
+        row[KIND] = LAYERNORM_LAYER
+        return row
+
+    def table_floats(self):
+        return [float(SCALE * self.scale + CENTER * self.center), self.epsilon]
+
+    def initial_weights(self, rng, dtype):
+        n = self.output_dim
+        return [np.ones(n, dtype)] * self.scale + [np.zeros(n, dtype)] * self.center
+
+    def onnx_nodes(self, graph, inputs):
+        """ONNX's LayerNormalization (opset 17) over the last axis; a constant gamma of ones and beta
+        of zeros stand in for those the layer lacks."""
+        if graph.opset < 17:
+            raise ValueError(f"opset must be at least 17 for LayerNormalization's operator, got {graph.opset}")
+        weights = iter(self.get_weights())
+        n = self.output_dim
+        gamma = next(weights) if self.scale else np.ones(n)
+        beta = next(weights) if self.center else np.zeros(n)
+        return graph.op("LayerNormalization", [inputs[0], graph.constant("ln_gamma", gamma),
+                                               graph.constant("ln_beta", beta)], axis=-1, epsilon=self.epsilon)
 
 
 def check_weight_list(weights, shapes, name, dtype):

@@ -129,3 +129,116 @@ def test_cuda_twin_matches_the_cpu(dtype):
     np.testing.assert_allclose(d_out.copy_to_host().reshape(rows, n), out, rtol=tol, atol=tol)
     np.testing.assert_allclose(d_dx.copy_to_host().reshape(rows, n), dx, rtol=tol, atol=tol)
     np.testing.assert_allclose(d_grads.copy_to_host(), grads, rtol=tol, atol=tol)
+
+
+# ---- the layer in a model ---------------------------------------------------------------------
+
+import fastnn  # noqa: E402
+from fastnn import MLP, SGD, Dense, Input, LayerNormalization, Model, load_model  # noqa: E402
+
+
+def data(rows=12, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, 4)) * 2.0 + 0.5
+    y = np.eye(3)[rng.integers(0, 3, rows)]
+    return x, y
+
+
+def classifier(center=True, scale=True, device="cpu", dtype="float64"):
+    model = MLP([Dense(4, 6, activation="tanh"), LayerNormalization(center=center, scale=scale),
+                 Dense(6, 3, activation="softmax")], seed=3, dtype=dtype, device=device)
+    model.compile(loss="cross_entropy", optimizer=SGD(learning_rate=0.1))
+    return model
+
+
+@pytest.mark.parametrize("center,scale", [(True, True), (False, True), (True, False), (False, False)])
+def test_one_training_step_matches_torch(center, scale):
+    torch = pytest.importorskip("torch")
+    x, y = data()
+    model = classifier(center, scale)
+    # gamma and beta away from 1 and 0, so that a gradient that ignored them would show.
+    weights = model.get_weights()
+    rng = np.random.default_rng(5)
+    for i in range(2, 2 + scale + center):
+        weights[i] = rng.uniform(0.5, 1.5, 6) if (i == 2 and scale) else rng.standard_normal(6)
+    model.set_weights(weights)
+    t = [torch.tensor(w, requires_grad=True) for w in weights]
+    W1, b1, W2, b2 = t[0], t[1], t[-2], t[-1]
+    gamma = t[2] if scale else None
+    beta = t[2 + scale] if center else None
+    h = torch.tanh(torch.tensor(x) @ W1 + b1)
+    h = torch.nn.functional.layer_norm(h, (6,), gamma, beta, 1e-3)
+    loss = torch.nn.functional.cross_entropy(h @ W2 + b2, torch.tensor(y.argmax(1)))
+    loss.backward()
+    model.train_on_batch(x, y)
+    for got, w in zip(model.get_weights(), t):
+        np.testing.assert_allclose(got, (w - 0.1 * w.grad).detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_a_functional_model_trains_it_as_a_stack_does():
+    """The graph walker's path: the same network as a functional Model, the same step."""
+    x, y = data()
+    stack = classifier()
+    inp = Input(4)
+    hidden = LayerNormalization()(Dense(output_dim=6, activation="tanh")(inp))
+    out = Dense(output_dim=3, activation="softmax")(hidden)
+    graph = Model(inp, out, seed=3, dtype="float64")
+    graph.compile(loss="cross_entropy", optimizer=SGD(learning_rate=0.1))
+    graph.set_weights(stack.get_weights())
+    stack.train_on_batch(x, y)
+    graph.train_on_batch(x, y)
+    for a, b in zip(graph.get_weights(), stack.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_cuda_trains_as_the_cpu_does():
+    cuda_or_skip()
+    x, y = data(rows=20)
+    cpu, gpu = classifier(), classifier(device="cuda")
+    gpu.set_weights(cpu.get_weights())
+    h_cpu = cpu.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)  # a last batch of 4 rows
+    h_gpu = gpu.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    np.testing.assert_allclose(h_gpu.history["loss"], h_cpu.history["loss"], rtol=1e-9)
+    for a, b in zip(gpu.get_weights(), cpu.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gpu.predict(x), cpu.predict(x), rtol=1e-9, atol=1e-12)
+
+
+def test_save_and_load_keep_the_layer(tmp_path):
+    x, y = data()
+    model = classifier(center=False)
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    layer = loaded.layers[1]
+    assert isinstance(layer, LayerNormalization)
+    assert (layer.center, layer.scale, layer.epsilon, layer.axis) == (False, True, 1e-3, -1)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert [w.shape for w in layer.get_weights()] == [(6,)]
+
+
+def test_onnx_export_runs_in_onnxruntime(tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    x, y = data()
+    for center, scale in [(True, True), (False, False)]:
+        model = classifier(center, scale, dtype="float32")
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+        path = tmp_path / f"m{center}{scale}.onnx"
+        model.to_onnx(path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
+        np.testing.assert_allclose(got, model.predict(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="opset must be at least 17"):
+        model.to_onnx(tmp_path / "old.onnx", opset=13)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="axis"):
+        LayerNormalization(axis=0)
+    with pytest.raises(ValueError, match="epsilon"):
+        LayerNormalization(epsilon=0.0)
+    with pytest.raises(TypeError, match="center"):
+        LayerNormalization(center="yes")
+    assert fastnn.LayerNormalization is LayerNormalization
+    assert LayerNormalization().get_config()["epsilon"] == 1e-3

@@ -12,14 +12,15 @@ from numba import cuda
 
 from ..kernels.dispatch import ADDED, IN_PLACE, INTO_DX, NO_INPUT_GRADIENT
 from ..kernels.table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER,
-                             DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, MULTIPLY_LAYER,
-                             N_IN, N_OUT, SLICE_LAYER, W_OFF)
+                             DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, LAYERNORM_LAYER, MASKING_LAYER,
+                             MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER, W_OFF)
 from . import N_CONTROL
 from .activations import IDENTITY, activation_backward, bias_activation_forward
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward, masking_backward, masking_forward
+from .layernorm import layernorm_backward, layernorm_forward
 from .merge import merge_backward, merge_forward, merge_widths
 
 __all__ = ["ADDED", "IN_PLACE", "INTO_DX", "NO_INPUT_GRADIENT", "layer_backward", "layer_forward"]
@@ -55,6 +56,9 @@ def layer_forward(net, k, out, inp, second, work, rows, training=False, keep=Tru
     elif kind == BATCHNORM_LAYER:
         batchnorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], rows, n_out, training,
                           alphas[k, ALPHA], alphas[k, EPSILON], plan=plan)
+    elif kind == LAYERNORM_LAYER:
+        layernorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], rows, n_out, alphas[k, EPSILON],
+                          int(alphas[k, ALPHA]), plan=plan)
     elif kind == EMBEDDING_LAYER:
         embedding_forward(out, inp, params, layers[k, W_OFF], rows, n_in, n_out, int(alphas[k, ALPHA]),
                           alphas[k, EPSILON] != 0, plan=plan)
@@ -102,6 +106,11 @@ def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work,
     if kind == BATCHNORM_LAYER:
         batchnorm_backward(dout if dx is None else dx, grads, dout, inp, params, layers[k, W_OFF], layers[k, B_OFF],
                            rows, n_out, alphas[k, EPSILON], want_dx=dx is not None, plan=plan)
+        return INTO_DX
+    if kind == LAYERNORM_LAYER:
+        layernorm_backward(dout if dx is None else dx, grads, dout, inp, params, layers[k, W_OFF], layers[k, B_OFF],
+                           rows, n_out, alphas[k, EPSILON], int(alphas[k, ALPHA]), work.stats, want_dx=dx is not None,
+                           plan=plan)
         return INTO_DX
     if kind == EMBEDDING_LAYER:
         embedding_backward(grads, dout, inp, layers[k, W_OFF], layers[k, B_OFF], rows, n_in, n_out,

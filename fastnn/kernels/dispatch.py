@@ -18,11 +18,12 @@ from .batchnorm import batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward, dropout_stream
 from .embedding import embedding_backward, embedding_dim, embedding_forward
+from .layernorm import layernorm_backward, layernorm_forward
 from .masking import masking_backward, masking_forward
 from .merge import merge_backward, merge_forward
 from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER, DENSE_LAYER,
-                    DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, MULTIPLY_LAYER, N_IN, N_OUT,
-                    RNG_KEY, RNG_STEP, SLICE_LAYER, USER_LAYER, W_OFF)
+                    DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, LAYERNORM_LAYER, MASKING_LAYER, MULTIPLY_LAYER,
+                    N_IN, N_OUT, RNG_KEY, RNG_STEP, SLICE_LAYER, USER_LAYER, W_OFF)
 
 # Where ``layer_backward`` leaves dL/d(the layer's input).
 NO_INPUT_GRADIENT, IN_PLACE, INTO_DX, ADDED = range(4)
@@ -65,6 +66,11 @@ def layer_forward(net, k, out, inp, second, work, training, keep, row0, dropout,
             raise ValueError("a BatchNorm layer, but batchnorm=None")
         batchnorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], training, alphas[k, ALPHA],
                           alphas[k, EPSILON], work.stats)
+    elif kind == LAYERNORM_LAYER:
+        if batchnorm is None:  # the normalization kinds' argument
+            raise ValueError("a LayerNormalization layer, but batchnorm=None")
+        layernorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], alphas[k, EPSILON],
+                          np.int64(alphas[k, ALPHA]))
     elif kind == EMBEDDING_LAYER:
         if embedding is None:
             raise ValueError("an Embedding layer, but embedding=None")
@@ -134,6 +140,12 @@ def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work,
             raise ValueError("a BatchNorm layer, but batchnorm=None")
         batchnorm_backward(dx, grads, dout, inp, params, layers[k, W_OFF], layers[k, B_OFF], alphas[k, EPSILON],
                            work.stats)
+        return INTO_DX
+    elif kind == LAYERNORM_LAYER:
+        if batchnorm is None:
+            raise ValueError("a LayerNormalization layer, but batchnorm=None")
+        layernorm_backward(dx, grads, dout, inp, params, layers[k, W_OFF], layers[k, B_OFF], alphas[k, EPSILON],
+                           np.int64(alphas[k, ALPHA]), work.stats)
         return INTO_DX
     elif kind == EMBEDDING_LAYER:
         if embedding is None:

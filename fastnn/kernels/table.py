@@ -8,22 +8,24 @@ architecture. Both targets read the same tables (on CUDA as device arrays, ``lay
   ``ACT``, ``KIND``: where the layer's weights start in ``params``, its input and output width,
   its activation code (``kernels/activations.py``; IDENTITY for a kind without one) and its kind.
   ``B_OFF`` by kind: a Dense layer's bias; a BatchNorm's beta (gamma is at ``W_OFF``; its running
-  mean and variance follow beta, outside every optimizer's slice); an Embedding's table ends there
+  mean and variance follow beta, outside every optimizer's slice); a LayerNormalization's beta
+  (gamma at ``W_OFF``; either is -1 where the layer lacks it); an Embedding's table ends there
   (its table is ``params[W_OFF:B_OFF]``); a user layer's (``fastnn/user_layers.py``) index into
   the ``user`` functions; an input slice's first column of the gathered batch. Each kind has
   one forward and one backward branch per target, in ``kernels/dispatch.py`` and
   ``cuda/dispatch.py``; an unknown kind raises there.
 - ``alphas`` float64 (L, 2), columns ``ALPHA``, ``EPSILON``: [the activation's alpha (LeakyReLU,
-  ELU), a Dropout's rate, a BatchNorm's momentum, a Masking's mask value or an Embedding's
-  combiner code; a BatchNorm's epsilon, or 1 for an Embedding with mask_zero].
+  ELU), a Dropout's rate, a BatchNorm's momentum, a Masking's mask value, an Embedding's
+  combiner code or a LayerNormalization's flags (``kernels/layernorm.py``: CENTER, SCALE); a
+  BatchNorm's or LayerNormalization's epsilon, or 1 for an Embedding with mask_zero].
 - ``rng`` int64 (2,), ``RNG_KEY``, ``RNG_STEP``: the model's random key and its training step
   count; Dropout's masks are a function of the two and of the layer's index
   (``kernels/dropout.py``). The step advances by one per batch trained. On the CPU, in one
   place: the end of each step of ``network.train_batches``. On CUDA the device derives each
   step's ``control[C_STEP]`` = ``control[C_STEP0]`` + ``control[C_BATCH]`` in the gather kernel
   (the loss kernel advances ``C_BATCH``), and the host's ``rng`` catches up once per call with
-  the batches trained. (A training-mode call outside ``fit``, ``MLP.__call__``, counts as one
-  step, which the model writes through its backend.)
+  the batches trained. (A training-mode call outside ``fit``, ``model(x, training=True)``,
+  counts as one step, which the backend's ``predict`` advances.)
 - ``sources`` int64 (L, 2), ``SOURCE``, ``SOURCE2``, a functional model's only (``Graph``): the
   nodes layer k reads (a row index, -1 for the gathered batch, -1 for a second input it lacks).
 - ``tensors`` int64 (T, 2): [start, stop) of every trained weight tensor in ``params``, for
@@ -37,7 +39,8 @@ The workspace (``workspace_layout``): ``acts``, one flat buffer for every layer'
 writes rows x ``layers[k, N_OUT]`` values from ``act_off[k + 1]``; ``act_off[0]`` is where a
 gathered input batch goes); ``deltas`` (2, capacity), two gradient buffers a stack uses in turn
 going backward (a graph uses them as scratch); ``targets``, the gathered targets; ``stats``,
-BatchNorm's float64 per-feature scratch on the CPU.
+float64 scratch of the normalization layers: BatchNorm's per-feature sums on the CPU,
+LayerNormalization's per-row statistics on both targets.
 
 The backward rule, on every walker of both targets: layer k's backward receives dL/d(its output)
 and leaves dL/d(its input), applying its own activation's derivative. Two fusions are named
@@ -55,6 +58,7 @@ import numpy as np
 from ..config import kernel
 from .activations import IDENTITY, SIGMOID, SOFTMAX
 from .batchnorm import STATS_ROWS
+from .layernorm import layernorm_stats_size
 from .losses import BINARY_CROSS_ENTROPY, CROSS_ENTROPY
 
 # The kernels' arguments, bundled by what they are (Numba types a named tuple of arrays as one
@@ -77,12 +81,13 @@ nodes each layer reads (a row index, -1 for the gathered batch, -1 for a second 
 W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND = range(6)
 SOURCE, SOURCE2 = range(2)
 (ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER, USER_LAYER, SLICE_LAYER,
- CONCATENATE_LAYER, ADD_LAYER, MULTIPLY_LAYER) = range(11)
+ CONCATENATE_LAYER, ADD_LAYER, MULTIPLY_LAYER, LAYERNORM_LAYER) = range(12)
 # The kinds whose code compiles out of a network without them, in groups: the network kernels'
 # arguments dropout, batchnorm (every normalization kind), embedding, masking, user, in this
 # order (``user`` carries the user layers' functions, ``fastnn.user_layers.UserLayers``, instead
 # of True; ``optional_kinds``).
-OPTIONAL_KINDS = ((DROPOUT_LAYER,), (BATCHNORM_LAYER,), (EMBEDDING_LAYER,), (MASKING_LAYER,), (USER_LAYER,))
+OPTIONAL_KINDS = ((DROPOUT_LAYER,), (BATCHNORM_LAYER, LAYERNORM_LAYER), (EMBEDDING_LAYER,), (MASKING_LAYER,),
+                  (USER_LAYER,))
 ALPHA, EPSILON = range(2)
 RNG_KEY, RNG_STEP = range(2)
 
@@ -125,12 +130,15 @@ def workspace_layout(layers, rows):
     """The workspace of passes over up to ``rows`` rows, for both backends: (act_off, size of
     ``acts``, shape of ``deltas``, size of ``targets``, size of ``stats``). ``act_off[k]`` is where
     layer k's input starts in ``acts`` (``act_off[0]``: the gathered batch), ``act_off[k + 1]`` its
-    output; ``stats`` fits the widest BatchNorm layer (0 without one)."""
+    output; ``stats`` fits the widest BatchNorm layer and the widest LayerNormalization (0 without
+    either)."""
     layers = np.asarray(layers, dtype=np.int64).reshape(-1, 6)
     widths = np.concatenate([[layers[0, N_IN]], layers[:, N_OUT]])
     act_off = np.concatenate([[0], np.cumsum(widths * rows)]).astype(np.int64)
     batchnorm = layers[layers[:, KIND] == BATCHNORM_LAYER, N_OUT]
-    n_stats = STATS_ROWS * int(batchnorm.max()) if batchnorm.size else 0
+    layernorm = layers[layers[:, KIND] == LAYERNORM_LAYER, N_OUT]
+    n_stats = max(STATS_ROWS * int(batchnorm.max()) if batchnorm.size else 0,
+                  layernorm_stats_size(rows, int(layernorm.max())) if layernorm.size else 0)
     return act_off, int(act_off[-1]), (2, int(rows * widths.max())), int(rows * widths[-1]), n_stats
 
 
@@ -170,6 +178,8 @@ def weight_tensors(layers, user_sizes=()):
             rows += [[w, w + n_in * n_out], [b, b + n_out]]
         elif kind == BATCHNORM_LAYER:
             rows += [[w, w + n_out], [b, b + n_out]]
+        elif kind == LAYERNORM_LAYER:  # gamma and beta, those it has (-1 for the other)
+            rows += [[o, o + n_out] for o in (w, b) if o >= 0]
         elif kind == EMBEDDING_LAYER:
             rows += [[w, b]]
     return np.array(rows, dtype=np.int64).reshape(-1, 2)
