@@ -57,7 +57,7 @@ def data(rows=11):
 def test_the_spec_is_built_once_per_build_and_nothing_is_written_into_the_layers(monkeypatch):
     calls = []
     build = spec_module.build_spec
-    monkeypatch.setattr("fastnn.model.build_spec", lambda *a, **k: calls.append(1) or build(*a, **k))
+    monkeypatch.setattr("fastnn.network.build_spec", lambda *a, **k: calls.append(1) or build(*a, **k))
     model = regularized()
     x, y = data()
     model.fit(x, y, epochs=2, batch_size=4, verbose=0)

@@ -363,8 +363,7 @@ class CUDABackend(Backend):
         n_batches = -(-n // batch_size)
         records = self._small_array("eval_records", 2 * n_batches, np.float64)
         control = self._upload("eval_control", _control(0, 0))
-        steps = self._small_array("eval_steps", 1, np.int64)
-        self._network.evaluate_batches(self._net(), loss, x, y, batch_size, self.work, records, control, steps,
+        self._network.evaluate_batches(self._net(), loss, x, y, batch_size, self.work, records, control,
                                        self.stream, graph=self.graph)
         out = records[: 2 * n_batches].copy_to_host(stream=self.stream)
         self.stream.synchronize()

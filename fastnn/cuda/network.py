@@ -10,16 +10,16 @@ backward rule and the same two fusions as on the CPU (``table.fuse_loss_backward
 2. per layer, one SGEMM with bias + activation in its epilogue (``dense.dense_forward``);
    the last layer's softmax is left to the loss kernel;
 3. ``losses.loss_backward``: softmax, loss, accuracy and dL/d(pre-activation) of the last
-   layer in one block, which also records the batch's loss and advances the optimizers' step
-   counts and the batch counter ``control[C_BATCH]`` (from which the next gather derives
-   Dropout's step, ``control[C_STEP]``);
+   layer in one block, which also records the batch's loss and advances the batch counter
+   ``control[C_BATCH]`` (from which the next gather derives Dropout's step, ``control[C_STEP]``);
    ``metrics.metric_counts`` then adds the training metrics' counters, if the model has any;
 4. per layer, in reverse: dW and db in one TN SGEMM, and (but for the first layer) dx in one
    NT SGEMM whose epilogue multiplies by the previous activation's derivative (the fused
    epilogue, ``fuse_activation_backward``);
-5. ``optimizers.optimizer_step``: every optimizer over the whole flat buffer.
+5. ``optimizers.optimizer_step``: the optimizers' step counts (one small launch, where the CPU's
+   ``apply_optimizers`` advances them), then every optimizer over the whole flat buffer.
 
-That is 2 + 3L launches (11 for 784-100-50-10), with no host synchronization: everything
+That is 3 + 3L launches (12 for 784-100-50-10), with no host synchronization: everything
 that changes between steps (batch index, step counts, learning rates, the stop flag) is in
 device memory, so the same launches, with the same arguments, serve every step. Hence
 ``runner.StepRunner`` can capture them once into a CUDA graph of GRAPH_STEPS steps and replay it,
@@ -253,7 +253,7 @@ def predict_batches(out, net, x, batch_size, work, stream, training=False, contr
         plan.run()
 
 
-def evaluate_batches(net, loss, x, y, batch_size, work, records, control, steps, stream, graph=None):
+def evaluate_batches(net, loss, x, y, batch_size, work, records, control, stream, graph=None):
     """Enqueue the loss and correct rows of every ``batch_size`` rows of host arrays (x, y) into
     ``records`` (as ``losses.loss_forward``); ``control[C_BATCH]`` must be 0. The caller sums
     loss x rows over the batches, as ``kernels.network.evaluate_batches``."""
