@@ -19,6 +19,7 @@ has no source file to cache), which is why this module is not among ``fastnn/ker
 """
 import warnings
 from collections import namedtuple
+from functools import lru_cache
 
 import numba
 import numpy as np
@@ -65,7 +66,21 @@ def backward(x, params, y, dy, grads, dx):
 
 def user_layer_kernels(forward, backward, weights, dtype, lambda_style, name):
     """The (forward, backward) wrappers of one user layer: ``weights`` is a list of (offset,
-    shape) of its arrays in the flat buffers. ``lambda_style``: ``backward(x, y, dy) -> dx``."""
+    shape) of its arrays in the flat buffers. ``lambda_style``: ``backward(x, y, dy) -> dx``.
+
+    Compiled once per process for the same functions, layout and dtype: a model built again (a
+    rebuild, ``load_model``, a copy, ``to``) reuses them instead of compiling for seconds more."""
+    weights = tuple((int(o), tuple(int(d) for d in s)) for o, s in weights)
+    args = (forward, backward, weights, np.dtype(dtype), bool(lambda_style), name)
+    try:
+        hash(args)
+    except TypeError:  # not functions: ``_compile`` says so
+        return _user_layer_kernels.__wrapped__(*args)
+    return _user_layer_kernels(*args)
+
+
+@lru_cache(maxsize=256)
+def _user_layer_kernels(forward, backward, weights, dtype, lambda_style, name):
     fwd = _compile(forward, f"{name}'s forward")
     bwd = _compile(backward, f"{name}'s backward")
     reads = "".join(f", params[{o}:{o + int(np.prod(s))}].reshape({tuple(int(d) for d in s)})" for o, s in weights)
