@@ -67,11 +67,18 @@ def test_cuda_launchers_check_codes_on_the_host():
             check_code(bad, 3, "loss")
 
 
+def _last_kind():
+    from fastnn.kernels import table
+    return max(value for name, value in vars(table).items() if name.endswith("_LAYER"))
+
+
+_UNKNOWN_KIND = _last_kind() + 1
+
+
 def _unknown_kind_network(dtype=np.float64):
-    """A dense layer, then a row whose kind is one past the last real one (a merge, MULTIPLY)."""
+    """A dense layer, then a row whose kind is one past the last real one."""
     from fastnn.kernels import network as N
-    layers = np.array([[0, 6, 2, 3, A.TANH, N.DENSE_LAYER], [0, 0, 3, 3, A.IDENTITY, N.MULTIPLY_LAYER + 1]],
-                      dtype=np.int64)
+    layers = np.array([[0, 6, 2, 3, A.TANH, N.DENSE_LAYER], [0, 0, 3, 3, A.IDENTITY, _UNKNOWN_KIND]], dtype=np.int64)
     return N, layers, np.zeros((2, 2)), np.full(9, 0.1, dtype=dtype)
 
 
@@ -100,7 +107,7 @@ def test_cuda_dispatch_refuses_an_unknown_layer_kind_on_the_host():
     N, layers, alphas, params = _unknown_kind_network(np.float32)
     net = N.Network(cuda.to_device(params), layers, alphas, 0)
     buf = cuda.to_device(np.zeros(12, np.float32))
-    with pytest.raises(ValueError, match=f"unknown layer kind {N.MULTIPLY_LAYER + 1} in row 1"):
-        CDS.layer_forward(net, 1, buf, buf, buf, 4)
-    with pytest.raises(ValueError, match=f"unknown layer kind {N.MULTIPLY_LAYER + 1} in row 1"):
-        CDS.layer_backward(net, buf, 1, buf, None, None, buf, buf, buf, buf, 4)
+    with pytest.raises(ValueError, match=f"unknown layer kind {_UNKNOWN_KIND} in row 1"):
+        CDS.layer_forward(net, 1, buf, buf, buf, None, 4)
+    with pytest.raises(ValueError, match=f"unknown layer kind {_UNKNOWN_KIND} in row 1"):
+        CDS.layer_backward(net, buf, 1, buf, None, None, buf, buf, buf, buf, None, 4)
