@@ -8,7 +8,21 @@ from ..validation import check_float, check_int
 from .base import Layer
 
 
-class BatchNormalization(Layer):
+class _Normalization(Layer):
+    """What the normalization layers share: as many outputs as inputs, and their own optimizer."""
+
+    def _features(self, input_dim, optimizer):
+        self.input_dim = None if input_dim is None else check_int(input_dim, "input_dim", minimum=1)
+        self.optimizer = None if optimizer is None else optimizers.get(optimizer)
+        if self.input_dim is not None:
+            self.output_dim = self.input_dim
+
+    def connect(self, input_dim):
+        super().connect(input_dim)
+        self.output_dim = self.input_dim
+
+
+class BatchNormalization(_Normalization):
     """Batch normalization over the features, as ``torch.nn.BatchNorm1d(num_features, eps=epsilon,
     momentum=momentum)`` (Ioffe & Szegedy, 2015).
 
@@ -24,16 +38,9 @@ class BatchNormalization(Layer):
     """
 
     def __init__(self, input_dim=None, momentum=0.1, epsilon=1e-5, optimizer=None):
-        self.input_dim = None if input_dim is None else check_int(input_dim, "input_dim", minimum=1)
         self.momentum = check_float(momentum, "momentum", minimum=0.0, maximum=1.0)
         self.epsilon = check_float(epsilon, "epsilon", minimum=0.0, min_inclusive=False)
-        self.optimizer = None if optimizer is None else optimizers.get(optimizer)
-        if self.input_dim is not None:
-            self.output_dim = self.input_dim
-
-    def connect(self, input_dim):
-        super().connect(input_dim)
-        self.output_dim = self.input_dim
+        self._features(input_dim, optimizer)
 
     def weight_shapes(self):
         return [(self.output_dim,)] * 4
@@ -72,7 +79,7 @@ class BatchNormalization(Layer):
 BatchNorm = BatchNormalization
 
 
-class LayerNormalization(Layer):
+class LayerNormalization(_Normalization):
     """Layer normalization over the features, as Keras' ``LayerNormalization(axis=-1,
     epsilon=1e-3, center=True, scale=True)`` and ``torch.nn.LayerNorm(features, eps=epsilon,
     elementwise_affine=scale, bias=center)`` (Ba, Kiros & Hinton, 2016).
@@ -93,14 +100,7 @@ class LayerNormalization(Layer):
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False, got {value!r}")
         self.center, self.scale = bool(center), bool(scale)
-        self.input_dim = None if input_dim is None else check_int(input_dim, "input_dim", minimum=1)
-        self.optimizer = None if optimizer is None else optimizers.get(optimizer)
-        if self.input_dim is not None:
-            self.output_dim = self.input_dim
-
-    def connect(self, input_dim):
-        super().connect(input_dim)
-        self.output_dim = self.input_dim
+        self._features(input_dim, optimizer)
 
     def weight_shapes(self):
         return [(self.output_dim,)] * (self.scale + self.center)
