@@ -218,7 +218,9 @@ def test_no_warning_on_a_plain_fit(data):
         classifier("cuda").fit(x, y, epochs=1, batch_size=11, verbose=0)
 
 
-@pytest.mark.parametrize("combiner", ["concat", "sum", "mean"])
+# sum and mean differ from concat in the combiner's few lines; the simulator's seconds go to -m slow.
+@pytest.mark.parametrize("combiner", ["concat", pytest.param("sum", marks=pytest.mark.slow),
+                                      pytest.param("mean", marks=pytest.mark.slow)])
 def test_embedding_and_masking_match_cpu(combiner):
     """Embedding (with padding) -> Masking -> Dense: the CUDA twins (scatter-add with atomics) agree."""
     rng = np.random.default_rng(5)
@@ -308,7 +310,7 @@ def test_compile_train_runs_a_step_on_a_copy_of_the_state_and_changes_nothing(da
 
 # Dropout's hash wraps around in uint64 by design; the simulator's NumPy scalars warn of it.
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
-@pytest.mark.parametrize("seed", [2**63 - 1, 2**64 - 1])
+@pytest.mark.parametrize("seed", [pytest.param(2**63 - 1, marks=pytest.mark.slow), 2**64 - 1])
 def test_a_seed_of_64_bits_draws_the_cpus_dropout_masks(data, seed):
     """A seed from 2**63 on is Dropout's key as a negative int64 (its 64 bits): the GPU draws
     the same masks from it as the CPU."""

@@ -153,7 +153,10 @@ CUDA_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CUDA_CASES)
+# By default the two cases that reach every part of the device's schedule code (a decay with warmup,
+# piecewise boundaries with Adam); the simulator takes seconds per case, so the others run with -m slow.
+@pytest.mark.parametrize("case", [c if c in ("cosine_warmup", "piecewise_adam") else pytest.param(c, marks=pytest.mark.slow)
+                                  for c in CUDA_CASES])
 def test_cuda_matches_the_cpu(case):
     cuda_or_skip()
     x, y = data()

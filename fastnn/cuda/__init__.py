@@ -172,6 +172,16 @@ def _configure(kernel_, grid, block, stream):
         return kernel_[grid, block, stream]
 
 
+def reduce_threads(size):
+    """Threads of a block that reduces ``size`` elements: a power of two (``block_sum`` halves
+    it), at most REDUCE_THREADS, and no more than the elements need (the simulator runs every
+    thread in Python, idle or not)."""
+    t = 1
+    while t < size and t < REDUCE_THREADS:
+        t *= 2
+    return t
+
+
 def blocks(size, threads=THREADS):
     """(grid, block) for one thread per element of ``size``, blocks no larger than needed
     (a block of a few threads still takes a warp on the GPU, but the simulator, which runs

@@ -113,6 +113,7 @@ class CUDABackend(Backend):
             if reg.shape[0] else None
         tensors = spec.tensors
         self.clip = SimpleNamespace(tensors=self._to_device(tensors), n=tensors.shape[0],
+                                    longest=int((tensors[:, 1] - tensors[:, 0]).max(initial=1)),
                                     sums=self.cuda.device_array(max(1, tensors.shape[0]), np.float64)) \
             if tensors.shape[0] else None
         self.capacity = 0

@@ -28,9 +28,9 @@ from ..kernels import losses as cpu
 from ..kernels.losses import (BCE_GRAD_EPSILON, BCE_LOG_MIN, BINARY_CROSS_ENTROPY, COSINE_EPSILON,  # noqa: F401
                               COSINE_SIMILARITY, CROSS_ENTROPY, KL_DIVERGENCE, MAE, MAPE, MSE, MSLE, PERCEPTRON,
                               PROB_EPSILON, SSE)
-from . import C_BAD, C_BATCH, REDUCE_THREADS, check_code, device_twin, kernel, launch
+from . import C_BAD, C_BATCH, REDUCE_THREADS, check_code, device_twin, kernel, launch, reduce_threads
 from .activations import HEAVISIDE, SIGMOID, SOFTMAX, device_functions as activation_functions
-from .metrics import block_sum, device_functions as metric_functions, reduce_threads
+from .metrics import block_sum, device_functions as metric_functions
 
 F64 = numba.float64
 

@@ -16,7 +16,7 @@ import numpy as np
 from numba import cuda
 
 from ..kernels import metrics as cpu
-from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch
+from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch, reduce_threads
 
 row_argmax = device_twin(cpu.row_argmax)
 correct_row = device_twin(cpu.correct_row, row_argmax=row_argmax)
@@ -60,14 +60,6 @@ def kernels(dtype):
             result[0] = hits[0]
 
     return SimpleNamespace(count_correct_block=count_correct_block)
-
-
-def reduce_threads(rows):
-    """Threads of a one-block reduction over ``rows`` rows: a power of two, at most REDUCE_THREADS."""
-    t = 1
-    while t < rows and t < REDUCE_THREADS:
-        t *= 2
-    return t
 
 
 def count_correct(result, pred, target, rows, cols, plan=None):

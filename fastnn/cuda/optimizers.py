@@ -24,7 +24,7 @@ from ..kernels import schedules as cpu_schedules
 from ..kernels.optimizers import (ADAGRAD, ADAM, ADAMW, H_1, H_2, H_CLIPNORM, H_CLIPVALUE,  # noqa: F401
                                   H_DECAY, H_EPS, H_FLAG, H_GLOBAL_CLIPNORM, H_LR, H_SCHEDULE, RMSPROP, SGD)
 from ..kernels.schedules import CONSTANT
-from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch
+from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch, reduce_threads
 from .metrics import block_sum
 
 learning_rate_at = device_twin(cpu_schedules.learning_rate_at)
@@ -151,12 +151,13 @@ def kernels(dtype):
                            clip_elements=clip_elements)
 
 
-def clip_gradients(grads, meta, hyper, tensors, n_tensors, sums, control, plan=None):
+def clip_gradients(grads, meta, hyper, tensors, n_tensors, longest, sums, control, plan=None):
     """Every optimizer's gradient clipping (``hyper``'s H_CLIP* columns) over the flat device
     gradients, as ``kernels.optimizers.clip_gradients``: each tensor's sum of squares (rows of
-    ``tensors``, float64 into ``sums``), then one thread per element scales and clamps."""
+    ``tensors``, the largest ``longest`` elements; float64 into ``sums``), then one thread per
+    element scales and clamps."""
     k = kernels(np.dtype(grads.dtype).name)
-    launch(plan, k.tensor_square_sums, int(n_tensors), REDUCE_THREADS, grads, tensors, sums)
+    launch(plan, k.tensor_square_sums, int(n_tensors), reduce_threads(longest), grads, tensors, sums)
     launch(plan, k.clip_elements, *blocks(grads.size), grads, meta, hyper, meta.shape[0], tensors, int(n_tensors),
            sums, control)
 

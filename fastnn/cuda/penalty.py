@@ -12,8 +12,8 @@ import numba
 from numba import cuda
 
 from ..kernels.regularizers import R_HI, R_L1, R_L2, R_LO
-from . import REDUCE_THREADS, kernel, launch
-from .metrics import block_sum, reduce_threads
+from . import REDUCE_THREADS, kernel, launch, reduce_threads
+from .metrics import block_sum
 
 F64 = numba.float64
 

@@ -17,8 +17,8 @@ from numba import cuda
 
 from ..kernels import regularizers as cpu
 from ..kernels.regularizers import R_HI, R_L1, R_L2, R_LO
-from . import C_BATCH, REDUCE_THREADS, device_twin, kernel, launch
-from .metrics import block_sum, reduce_threads
+from . import C_BATCH, REDUCE_THREADS, device_twin, kernel, launch, reduce_threads
+from .metrics import block_sum
 
 F64 = numba.float64
 l1_value = device_twin(cpu.l1_value)
