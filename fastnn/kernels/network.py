@@ -92,7 +92,9 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
     return inp
 
 
-@kernel(inline=True)
+# Compiled on its own, not inlined: its types do not depend on a model's layer kinds, so one compile
+# serves every model of a dtype (inlined, each new kind of model typed it again: 0.5 s of its 7.5).
+@kernel
 def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale):
     """dout = dL/d(the last layer's output), times ``grad_scale``; or dL/d(its pre-activation) when
     ``fuse_loss_backward`` says so, which this returns (the cross-entropy pairs as one formula,
