@@ -72,9 +72,9 @@ class CUDABackend(Backend):
 
     def __init__(self, dtype):
         self.cuda = _require_cuda()
-        from . import network, penalty  # import numba.cuda: only once it is known to work
+        from . import network, regularizers  # import numba.cuda: only once it is known to work
         self._network = network
-        self._penalty = penalty
+        self._regularizers = regularizers
         self.dtype = np.dtype(dtype)
         self.stream = self.cuda.stream()
         self.runner = network.StepRunner(self.stream)
@@ -138,13 +138,13 @@ class CUDABackend(Backend):
             self.stream.synchronize()  # the caller may change ``values`` once this returns
 
     def penalty(self):
-        """The penalty summed on the device (``cuda.penalty``): one float64 comes back."""
+        """The penalty summed on the device (``cuda.regularizers``): one float64 comes back."""
         if self.reg is None:
             return 0.0
         total = self._upload("penalty", np.zeros(1))
         plan = Plan(self.stream)
-        self._penalty.regularization_penalty(total, self.params, self.reg.table, self.reg.rows, self.reg.size,
-                                             plan=plan)
+        self._regularizers.regularization_penalty(total, self.params, self.reg.table, self.reg.rows,
+                                                  self.reg.size, plan=plan)
         plan.run()
         out = total.copy_to_host(stream=self.stream)
         self.stream.synchronize()

@@ -1,5 +1,6 @@
 """CUDA twin of ``fastnn.kernels.regularizers``: the weight penalty's gradient, added to ``grads``,
-and its value, added to the batch's recorded loss, in one launch.
+and its value, added to the batch's recorded loss, in one launch; and the penalty alone, for
+evaluate (``regularization_penalty``), summed the same way into a float64 ``total``.
 
 One thread per parameter up to the last penalized one; each block sums its threads' penalty
 in shared memory and adds the sum to ``records[2 * (control[C_BATCH] - 1)]``, the loss of the
@@ -50,7 +51,24 @@ def kernels(dtype):
         if tid == 0 and part[0] != 0.0:
             cuda.atomic.add(records, 2 * (control[C_BATCH] - 1), part[0])
 
-    return SimpleNamespace(regularization_elements=regularization_elements)
+    @kernel
+    def penalty_elements(total, params, reg, n_reg, size):
+        """The penalty alone (``regularization_penalty``), one thread per parameter."""
+        part = cuda.shared.array(REDUCE_THREADS, F64)
+        tid = cuda.threadIdx.x
+        i = cuda.grid(1)
+        value = 0.0
+        if i < size:
+            w = params[i]
+            for r in range(n_reg):
+                if reg[r, R_LO] <= i < reg[r, R_HI]:
+                    value += reg[r, R_L1] * l1_value(w) + reg[r, R_L2] * l2_value(w)
+        part[tid] = value
+        block_sum(part)
+        if tid == 0 and part[0] != 0.0:
+            cuda.atomic.add(total, 0, part[0])
+
+    return SimpleNamespace(regularization_elements=regularization_elements, penalty_elements=penalty_elements)
 
 
 def regularization_forward_backward(params, grads, reg, n_reg, size, records, control, plan=None):
@@ -59,3 +77,15 @@ def regularization_forward_backward(params, grads, reg, n_reg, size, records, co
     threads = reduce_threads(size)
     launch(plan, kernels(np.dtype(params.dtype).name).regularization_elements, -(-size // threads), threads,
            params, grads, reg, int(n_reg), int(size), records, control)
+
+
+def regularization_penalty(total, params, reg, n_reg, size, plan=None):
+    """total[0] += sum over the ``n_reg`` rows of the device table ``reg`` of l1 * sum|w| + l2 * sum w²
+    (float64; ``total`` a zeroed float64 device array), for penalized parameters below ``size``:
+    ``kernels.regularizers.regularization_penalty`` for ``CUDABackend.penalty``, so that evaluate
+    reads one float64 back rather than the whole parameter buffer."""
+    if size <= 0:
+        return
+    threads = reduce_threads(size)
+    launch(plan, kernels(np.dtype(params.dtype).name).penalty_elements, -(-size // threads), threads,
+           total, params, reg, int(n_reg), int(size))
