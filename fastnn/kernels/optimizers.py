@@ -132,7 +132,10 @@ def adagrad_update(params, grads, sum_sq, i, lr, eps, g_small):
 
 # ---- the steps over a slice -----------------------------------------------------------------
 
-@kernel(inline=True)
+# Each optimizer's loop compiles as a function of its own, not inlined into optimizer_step: with all
+# four loops in one function, LLVM left SGD's unvectorized at 27 ns an element (2.3 ms instead of
+# 16 us for the seed network's 84,060 parameters), while each pair of them compiled fine.
+@kernel
 def sgd_step(params, grads, velocity, lr, momentum, nesterov):
     """torch.optim.SGD(lr, momentum, dampening=0, nesterov): v = m v + g; p -= lr (g + m v if nesterov else v).
 
@@ -145,7 +148,7 @@ def sgd_step(params, grads, velocity, lr, momentum, nesterov):
         sgd_update(params, grads, velocity, i, lr_, m, nesterov, tiny)
 
 
-@kernel(inline=True)
+@kernel
 def adam_step(params, grads, m, v, lr, beta1, beta2, eps, step, weight_decay):
     """torch.optim.Adam (Kingma & Ba, Algorithm 1): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
     p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps), ``step`` = t counting from 1.
@@ -163,7 +166,7 @@ def adam_step(params, grads, m, v, lr, beta1, beta2, eps, step, weight_decay):
         adam_update(params, grads, m, v, i, b1, b2, eps_, step_size_, inv_sqrt_bc2_, decay_, g_small, tiny_)
 
 
-@kernel(inline=True)
+@kernel
 def rmsprop_step(params, grads, square_avg, lr, rho, eps):
     """torch.optim.RMSprop(lr, alpha=rho, eps): s = rho s + (1-rho) g²; p -= lr g / (sqrt(s) + eps)."""
     t = params.dtype.type
@@ -173,7 +176,7 @@ def rmsprop_step(params, grads, square_avg, lr, rho, eps):
         rmsprop_update(params, grads, square_avg, i, lr_, rho_, eps_, g_small, tiny_)
 
 
-@kernel(inline=True)
+@kernel
 def adagrad_step(params, grads, sum_sq, lr, eps):
     """torch.optim.Adagrad(lr, eps, initial_accumulator_value, lr_decay=0): s += g²; p -= lr g / (sqrt(s) + eps).
 
