@@ -485,7 +485,9 @@ def test_a_nan_prediction_gives_the_cpus_loss(loss, rng):
     assert np.isnan(back(records)[0]) == np.isnan(cpu)
 
 
-def test_nan_max_and_min_propagate_nan_from_either_side():
+def test_nan_max_and_min_propagate_a_nan_value_on_both_targets():
+    """The clamps keep a NaN value (their second argument is always a constant bound), where
+    Python's max and CUDA's fmax would return the bound."""
     @cuda.jit
     def probe(out, a, b):
         i = cuda.grid(1)
@@ -494,10 +496,13 @@ def test_nan_max_and_min_propagate_nan_from_either_side():
             out[2 * i + 1] = CL.nan_min(a[i], b[i])
 
     a = np.array([np.nan, 1.0, 2.0, 3.0])
-    b = np.array([1.0, np.nan, 5.0, -1.0])
+    b = np.array([1.0, 0.5, 5.0, -1.0])
+    expected = [np.nan, np.nan, 1.0, 0.5, 5.0, 2.0, 3.0, -1.0]
     out = cuda.device_array(8, np.float64)
     launch(None, probe, 1, 4, out, dev(a), dev(b))
-    np.testing.assert_array_equal(back(out), [np.nan, np.nan, np.nan, np.nan, 5.0, 2.0, 3.0, -1.0])
+    np.testing.assert_array_equal(back(out), expected)
+    cpu = [f(x, y) for x, y in zip(a, b) for f in (L.nan_max, L.nan_min)]
+    np.testing.assert_array_equal(cpu, expected)
 
 
 # ---- the walkers: one backward rule and the CPU's fusions -----------------------------------

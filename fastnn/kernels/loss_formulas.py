@@ -36,19 +36,20 @@ COSINE_EPSILON = 1e-12
 
 @kernel(inline=True)
 def nan_max(a, b):
-    """max(a, b), NaN when either is. Python's max, and CUDA's (fmax), return the other operand
-    of a NaN: a clamp such as max(p, eps) would give a diverged model a finite loss."""
-    if a != a or b != b:
-        return a + b
-    return a if a > b else b
+    """max(a, b) for a bound ``b`` that is never NaN (every use clamps at a constant), NaN when
+    ``a`` is. Python's max, and CUDA's (fmax), return the other operand of a NaN: a clamp such as
+    max(p, eps) would give a diverged model a finite loss.
+
+    One select and no branch, so that the loss loops still vectorize (tested for NaN first,
+    KL divergence's forward took 16.1 us instead of 13.3 on the benchmark's 256 x 10): a NaN
+    ``a`` fails ``b > a`` and is kept."""
+    return b if b > a else a
 
 
 @kernel(inline=True)
 def nan_min(a, b):
-    """min(a, b), NaN when either is (see ``nan_max``)."""
-    if a != a or b != b:
-        return a + b
-    return a if a < b else b
+    """min(a, b) for a bound ``b`` that is never NaN, NaN when ``a`` is (see ``nan_max``)."""
+    return b if b < a else a
 
 
 @kernel(inline=True)
