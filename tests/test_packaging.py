@@ -22,8 +22,9 @@ def test_the_onnx_extra_brings_onnxruntime_that_runs_the_exported_file():
 
 def test_the_test_extra_brings_numba_cuda_without_nvidias_wheels():
     """The CUDA tests run in numba-cuda's simulator (numba's own cannot run the kernels); its
-    [cu12] wheels (some GB) are the cuda extra's, for a real GPU."""
-    assert {"pytest", "hypothesis", "numba-cuda"} <= names("test")
+    [cu12] wheels (some GB) are the cuda extra's, for a real GPU. pytest-xdist: pytest's addopts
+    (pyproject.toml) ask for -n auto."""
+    assert {"pytest", "pytest-xdist", "hypothesis", "numba-cuda"} <= names("test")
     assert not any("[" in req for req in EXTRAS["test"])
 
 
