@@ -90,13 +90,15 @@ def kernel(fn=None, *, inline=False):
     after GNU OpenMP has run, a fork-based process pool in the user's program hangs.
 
     ``inline=True`` is for small kernels with one or two call sites (one activation, one loss,
-    one optimizer's loop, a dense layer's pass): Numba then splices their code into the
+    one optimizer's element update, a dense layer's pass): Numba then splices their code into the
     caller instead of compiling each as a function of its own, which costs 0.2-0.3 s of a cold
     start apiece (typing, lowering, an LLVM module, a cache file). Inlining these cut the first
     fit of a new model from about 23 to 17 s (CPU time, paired runs on an empty cache). Called
     directly, as the tests do, an inline kernel compiles as usual. Not for dispatchers with
     many branches, nor for functions with many call sites: each gets a copy, and inlining the
-    dispatchers as well made the cold start slower (about 22 s; everything inlined: 41 s).
+    dispatchers as well made the cold start slower (about 22 s; everything inlined: 41 s). Nor
+    for loops that LLVM must optimize alone: the four optimizers' loops inlined into one
+    dispatcher left SGD's unvectorized, 150x slower (``kernels/optimizers.py``).
     """
     def wrap(f):
         return numba.njit(cache=CACHE, fastmath=FASTMATH, error_model="numpy",

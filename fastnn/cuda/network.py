@@ -204,8 +204,8 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
         regularization_forward_backward(params, train.grads, reg.table, reg.rows, reg.size, records, control,
                                         plan=plan)
     if clip is not None and train.opt_meta.shape[0]:
-        clip_gradients(train.grads, train.opt_meta, train.opt_hyper, clip.tensors, clip.n, clip.longest, clip.sums, control,
-                       plan=plan)
+        clip_gradients(train.grads, train.opt_meta, train.opt_hyper, clip.tensors, clip.n, clip.longest, clip.sums,
+                       control, plan=plan)
     if train.opt_meta.shape[0]:
         optimizer_step(params, *train, control, plan=plan)
 
@@ -220,7 +220,8 @@ def train_batches(net, train, work, batches, loss, records, control, metrics, re
     (the key and that step draw Dropout's masks). ``metrics``: the training counters on the device
     (``spec``, ``counts``: see ``metrics.metric_counts``), or None. ``reg``: the weight penalties on the device
     (``table``, ``rows``, ``size``: see ``regularizers``), or None; ``clip``: the weight tensors
-    (``tensors``, ``n``, the largest's size ``longest``) and a float64 scratch ``sums`` when an optimizer clips, else None.
+    (``tensors``, ``n``, the largest's size ``longest``) and a float64 scratch ``sums`` when an
+    optimizer clips, else None.
     Nothing is read back: the loss and correct count
     of batch b land in ``records[2b]``, ``records[2b + 1]``. Full batches run as one replayed
     plan, a smaller last batch as a plan of its own. ``graph``: a functional model's ``Graph``, or None.
