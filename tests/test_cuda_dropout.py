@@ -44,7 +44,8 @@ def model(device, first=False):
     return m
 
 
-@pytest.mark.parametrize("first", [False, True])
+# A Dropout on the input runs with -m slow: the simulator takes seconds per model.
+@pytest.mark.parametrize("first", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_training_with_dropout_matches_the_cpu(first):
     rng = np.random.default_rng(4)
     x, y = rng.standard_normal((13, 6)).astype(np.float32), rng.integers(0, 3, 13)

@@ -30,7 +30,8 @@ def run(path, x):
     return session.run(["y"], {"x": x})[0]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+# float64 runs with -m slow: the same export at another dtype, and a model of its own to compile.
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_onnxruntime_reproduces_predict(tmp_path, dtype):
     model, x = trained(dtype, ["tanh", "sigmoid", fastnn.LeakyReLU(0.2), fastnn.ELU(0.7), "relu"])
     path = model.to_onnx(tmp_path / "model.onnx")
