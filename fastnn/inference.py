@@ -7,14 +7,22 @@ Under MPI, ``evaluate`` splits the rows over the ranks and sums the results
 (``fastnn.distributed``); ``predict`` is not split.
 """
 import time
+from collections import namedtuple
 
 import numpy as np
 
 from . import distributed
 from . import metrics as metrics_
-from .config import INFERENCE_BATCH_SIZE
+from .config import FEW_ROWS, INFERENCE_BATCH_SIZE
+from .kernels.table import optional_kinds
+from .layers.base import Layer
+from .predictor import DEFAULT_ROWS, make_predictor, predictor_predict
 from .trainer import _PROGRESS_UPDATES_PER_EPOCH, _progress_bar
 from .validation import check_int
+
+
+# model.predict's few-row predictor and what it was made from.
+_FewRows = namedtuple("_FewRows", ["predictor", "net", "spec", "n_in", "n_out"])
 
 
 class Inference:
@@ -25,6 +33,13 @@ class Inference:
         ``verbose``: 0 silent (the default), 1 a progress bar then a line, 2 that line only.
 
         Safe to call from several threads on one model (they take turns on its buffers)."""
+        if batch_size is None and not verbose:
+            fast = self._few_rows_predictor(x)
+            if fast is not None:
+                with self._lock:
+                    if fast.net.params is self._backend.params:  # not rebuilt meanwhile
+                        return predictor_predict(fast.predictor, x, np.empty((x.shape[0], fast.n_out), x.dtype),
+                                                 True)
         self._ensure_built()
         self._check_usable("predict")
         x = self._check_x(x, "x")
@@ -63,6 +78,43 @@ class Inference:
         x = self._check_x(x, "x")
         with self._lock:  # the backend advances Dropout's step, as a training step does
             return self._backend.predict(x, max(1, x.shape[0]), training=True)
+
+    def _few_rows_predictor(self, x):
+        """For an input of a few rows that needs no conversion, on a CPU model whose first layer
+        checks nothing but shape and dtype: a ``Predictor`` on the backend's own buffers (kept
+        until the backend changes), which runs the forward pass with the fewest Python steps
+        (online inference, one request at a time). None where ``predict``'s full path applies.
+
+        The checks stay, in fewer steps: the width, the dtype and C order here (each as
+        ``check_features`` would pass it unchanged), NaN and infinity in the compiled pass."""
+        backend = self._backend
+        if (type(x) is not np.ndarray or x.ndim != 2 or not 0 < x.shape[0] <= FEW_ROWS or backend is None
+                or backend.name != "cpu" or x.dtype != self.dtype or not x.flags.c_contiguous
+                or not x.flags.writeable or self._diverged is not None):
+            return None
+        cached = self.__dict__.get("_few_rows")
+        if cached is None or cached.net.params is not backend.params or cached.spec is not self._spec:
+            spec = self._spec
+            if spec.user is not None or type(self._compute_layers()[0]).check_input is not Layer.check_input:
+                return None
+            predictor = make_predictor(backend.params, spec, optional_kinds(spec.table), FEW_ROWS, copy=False)
+            cached = self._few_rows = _FewRows(predictor, predictor._fields[0], spec, predictor.n_in,
+                                               predictor.n_out)
+        return cached if x.shape[1] == cached.n_in else None
+
+    def predictor(self, rows=None):
+        """A snapshot of the trained network that compiled code can call: a ``fastnn.predictor.Predictor``
+        with a copy of the weights, usable from Python (``p.predict(x)``) and passed into the user's
+        own ``@numba.njit`` functions (``p.predict(x, out)`` there). It keeps today's weights: train
+        further and call ``predictor()`` again for the new ones. ``rows``: rows per forward pass
+        (its workspace's size; longer inputs go in chunks), 64 by default."""
+        rows = DEFAULT_ROWS if rows is None else check_int(rows, "rows", minimum=1)
+        self._ensure_built()
+        self._check_usable("make a predictor")
+        spec = self._spec
+        with self._lock:  # not while fit writes the weights
+            params = self._backend.host("params")
+        return make_predictor(params, spec, optional_kinds(spec.table, spec.user), rows)
 
     def predict_classes(self, x, batch_size=None):
         """The most probable class of each row (threshold 0.5 for a single output)."""

@@ -305,3 +305,12 @@ def test_driver_rows_are_independent(code, rng):
         row = np.empty((1, 6))
         K.bias_activation_forward(row, x[i:i + 1].copy(), b, code, alpha)
         np.testing.assert_array_equal(row[0], out[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_keeps_nan_as_torch_relu_does(dtype):
+    import torch
+    x = np.array([np.nan, -1.0, 0.0, 2.0, -np.inf, np.inf], dtype)
+    out = np.zeros_like(x)
+    K.relu_forward(out, x)
+    np.testing.assert_array_equal(out, torch.relu(torch.from_numpy(x)).numpy())

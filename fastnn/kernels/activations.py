@@ -57,7 +57,8 @@ def tanh_backward_value(dout, out, one):
 
 @kernel(inline=True)
 def relu_forward_value(v, zero):
-    return v if v > zero else zero
+    """NaN stays NaN, as torch.relu's: a diverged layer must not look finite to the next."""
+    return zero if v < zero else v
 
 
 @kernel(inline=True)

@@ -6,15 +6,37 @@ and the activation are applied in the same pass over ``out`` (``bias_activation_
 """
 import numpy as np
 
-from ..config import kernel
+from ..config import FEW_ROWS, FEW_ROWS_MAX_DENSITY, kernel
 from .activations import bias_activation_forward
 
 
 @kernel(inline=True)
 def dense_forward(out, x, W, b, act, alpha):
     """out (B, n_out) = act(x (B, n_in) @ W (n_in, n_out) + b (n_out,)), ``act`` an activation code."""
-    np.dot(x, W, out)
+    if x.shape[0] <= FEW_ROWS:
+        for i in range(x.shape[0]):
+            row_times_matrix(out[i], x[i], W)
+    else:
+        np.dot(x, W, out)
     bias_activation_forward(out, out, b, act, alpha)
+
+
+@kernel
+def row_times_matrix(out, x, W):
+    """out (n_out,) = x (n_in,) @ W (n_in, n_out): BLAS's vector-matrix product, or, where at most
+    ``FEW_ROWS_MAX_DENSITY`` of x is nonzero, the sum of W's rows at x's nonzeros."""
+    nonzero = 0
+    for k in range(x.shape[0]):
+        nonzero += x[k] != 0
+    if nonzero > FEW_ROWS_MAX_DENSITY * x.shape[0]:
+        np.dot(x, W, out)
+        return
+    out[:] = 0
+    for k in range(x.shape[0]):
+        a = x[k]
+        if a != 0:
+            for j in range(out.shape[0]):
+                out[j] += a * W[k, j]
 
 
 @kernel(inline=True)

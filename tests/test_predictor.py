@@ -1,0 +1,154 @@
+"""model.predictor(): the trained network for Python and for the user's own @numba.njit code, and
+predict's few-row path, which runs on the same object."""
+import numba
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import MLP, BatchNormalization, Dense, Dropout, Input, Model
+from fastnn.kernels.dense import row_times_matrix
+
+# predictor() runs 64 rows a pass and model.predict up to 1,024: the products have other shapes,
+# which BLAS may round differently in the last bits; 1e-5 is tens of float32 ulps at these sizes.
+RTOL = 1e-5
+
+
+def trained(layers, dtype="float32", seed=3):
+    rng = np.random.default_rng(seed)
+    n_in = layers[0].input_dim
+    x = rng.random((150, n_in)).astype(dtype)
+    x[x < 0.6] = 0  # mostly zeros, as an image's pixels: both paths of the few-row product run
+    y = rng.integers(0, 3, 150)
+    model = MLP(layers, seed=seed, dtype=dtype)
+    model.compile(loss="categorical_crossentropy", optimizer="adam")
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    return model, x
+
+
+def seed_like(dtype="float32"):
+    return trained([Dense(12, 8, activation="relu"), Dense(8, 6, activation="tanh"),
+                    Dense(6, 3, activation="softmax")], dtype)
+
+
+@numba.njit
+def run_inside(p, x):
+    """The user's compiled code: one row at a time into a buffer it owns."""
+    out = np.empty((x.shape[0], p.n_out), x.dtype)
+    row = np.empty((1, p.n_out), x.dtype)
+    for i in range(x.shape[0]):
+        p.predict(x[i:i + 1], row)
+        out[i, :] = row[0, :]
+    return out
+
+
+@numba.njit
+def run_allocating(p, x):
+    return p.predict(x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_predictor_gives_predicts_outputs_from_python_and_from_compiled_code(dtype):
+    model, x = seed_like(dtype)
+    p = model.predictor()
+    assert (p.n_in, p.n_out, p.dtype, p.rows) == (12, 3, np.dtype(dtype), 64)
+    expected = model.predict(x)
+    np.testing.assert_allclose(p.predict(x), expected, rtol=RTOL, atol=1e-7)
+    # One row at a time: the same code as a one-row call from Python, so the same bits.
+    inside = run_inside(p, x)
+    np.testing.assert_array_equal(inside, np.concatenate([p(x[i]) for i in range(x.shape[0])]))
+    np.testing.assert_allclose(inside, expected, rtol=RTOL, atol=1e-7)
+    np.testing.assert_array_equal(run_allocating(p, x), p.predict(x))
+    out = np.full((x.shape[0], 3), np.nan, dtype)
+    assert p.predict(x, out) is out
+    np.testing.assert_array_equal(out, p.predict(x))
+
+
+def test_the_predictor_keeps_the_weights_it_was_made_with():
+    model, x = seed_like()
+    p = model.predictor()
+    before = p.predict(x)
+    model.fit(x, np.zeros(x.shape[0], int), epochs=1, verbose=0)
+    model.set_weights([w * 2 for w in model.get_weights()])
+    np.testing.assert_array_equal(p.predict(x), before)
+    assert not np.allclose(model.predict(x), before)
+    np.testing.assert_allclose(model.predictor().predict(x), model.predict(x), rtol=RTOL, atol=1e-7)
+
+
+def test_a_copy_has_its_own_workspace_and_the_same_outputs():
+    model, x = seed_like()
+    p = model.predictor(rows=5)
+    q = p.copy()
+    assert q.rows == 5
+    np.testing.assert_array_equal(q.predict(x), p.predict(x))
+    np.testing.assert_allclose(p.predict(x), model.predict(x), rtol=RTOL, atol=1e-7)
+
+
+def test_shapes_that_do_not_match_raise_from_python_and_from_compiled_code():
+    model, x = seed_like()
+    p = model.predictor()
+    with pytest.raises(ValueError, match="x must have shape"):
+        p.predict(x[:, :5])
+    with pytest.raises(ValueError, match="out must have shape"):
+        p.predict(x, np.empty((x.shape[0], 2), np.float32))
+    with pytest.raises(TypeError, match="out must be a C-contiguous array of float32"):
+        p.predict(x, np.empty((x.shape[0], 3), np.float64))
+    with pytest.raises(ValueError, match="x must have shape"):
+        run_inside(p, x[:, :5].copy())
+    with pytest.raises(ValueError, match="rows must be"):
+        model.predictor(rows=0)
+
+
+@pytest.mark.parametrize("kind", ["batchnorm_dropout", "functional"])
+def test_every_layer_kind_runs_in_the_predictor(kind):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    if kind == "functional":
+        inp = Input(5)
+        a = Dense(5, 4, activation="relu")(inp)
+        b = Dense(5, 4, activation="tanh")(inp)
+        out = Dense(8, 3, activation="softmax")(fastnn.Concatenate()([a, b]))
+        model = Model(inp, out)
+    else:
+        model = MLP([Dense(5, 6, activation="relu"), BatchNormalization(), Dropout(0.3),
+                     Dense(6, 3, activation="softmax")], seed=1)
+    model.compile(loss="categorical_crossentropy", optimizer="adam")
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    p = model.predictor()
+    np.testing.assert_allclose(p.predict(x), model.predict(x), rtol=RTOL, atol=1e-7)
+    np.testing.assert_allclose(run_inside(p, x), model.predict(x), rtol=RTOL, atol=1e-7)
+
+
+def test_predicts_few_row_path_equals_the_full_path_and_follows_the_weights():
+    model, x = seed_like()
+    full = model.predict(x, batch_size=64)
+    for n in (1, 2, 4):
+        np.testing.assert_allclose(model.predict(x[:n]), full[:n], rtol=RTOL, atol=1e-7)
+        np.testing.assert_allclose(model(x[:n]), full[:n], rtol=RTOL, atol=1e-7)
+    # Inputs it does not take as they are go the full way, converted and checked as before.
+    np.testing.assert_allclose(model.predict(x[:2].astype(np.float64)), full[:2], rtol=RTOL, atol=1e-7)
+    np.testing.assert_allclose(model.predict(x[:2].tolist()), full[:2], rtol=RTOL, atol=1e-7)
+    with pytest.raises(ValueError, match="x"):
+        model.predict(x[:1, :5])
+    nan_row = x[:1].copy()
+    nan_row[0, 0] = np.nan
+    with pytest.raises(ValueError, match="x contains NaN or infinite values"):  # as the full path
+        model.predict(nan_row)
+    assert np.isnan(model.predictor().predict(nan_row)).all()  # the predictor: NaN in, NaN out
+    model.set_weights([w * 0.5 for w in model.get_weights()])  # written in place: the path sees it
+    np.testing.assert_allclose(model.predict(x[:1]), model.predict(x, batch_size=64)[:1], rtol=RTOL, atol=1e-7)
+    model.compile(loss="mse", optimizer="sgd")  # a rebuild: new buffers, a new few-row predictor
+    np.testing.assert_allclose(model.predict(x[:1]), model.predict(x, batch_size=64)[:1], rtol=RTOL, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("density", [0.0, 0.2, 0.5, 0.8, 1.0])
+def test_row_times_matrix_is_the_vector_matrix_product(density, dtype):
+    rng = np.random.default_rng(int(density * 10))
+    W = rng.standard_normal((37, 11)).astype(dtype)
+    x = rng.standard_normal(37).astype(dtype)
+    x[rng.permutation(37)[: int(round((1 - density) * 37))]] = 0
+    out = np.full(11, np.nan, dtype)
+    row_times_matrix(out, x, W)
+    expected = x.astype(np.float64) @ W.astype(np.float64)
+    np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
