@@ -152,3 +152,18 @@ def test_row_times_matrix_is_the_vector_matrix_product(density, dtype):
     row_times_matrix(out, x, W)
     expected = x.astype(np.float64) @ W.astype(np.float64)
     np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_surrogate_example_runs(capsys):
+    import runpy
+    import sys
+    path = str(__import__("pathlib").Path(__file__).parents[1] / "examples" / "surrogate_in_numba.py")
+    old = sys.argv
+    sys.argv = [path, "--quick"]
+    try:
+        runpy.run_path(path, run_name="__main__")
+    finally:
+        sys.argv = old
+    out = capsys.readouterr().out
+    assert "predictor inside @njit" in out and "model.predict from Python" in out
