@@ -86,6 +86,9 @@ class Backend(ABC):
     # Whether ``train`` runs all its batches in one compiled call, during which Python, and so a
     # KeyboardInterrupt, waits: fit then keeps each call short (``MLP._batches_per_call``).
     compiled_loop = False
+    # Whether inference-mode ``predict`` may run from several threads at once (each call then
+    # needs its own scratch); else the model's calls take turns (``fastnn.locks``).
+    concurrent_inference = False
     # What fit prints while compile_train runs, when will_compile says it will compile.
     compile_notice = ""
 

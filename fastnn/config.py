@@ -110,8 +110,11 @@ def kernel(fn=None, *, inline=False):
     dispatchers as well made the cold start slower (about 22 s; everything inlined: 41 s). Nor
     for loops that LLVM must optimize alone: the four optimizers' loops inlined into one
     dispatcher left SGD's unvectorized, 150x slower (``kernels/optimizers.py``).
+
+    ``nogil``: a kernel called from Python lets other Python threads run meanwhile, so that
+    predicts from several threads run at the same time (``fastnn.locks``).
     """
     def wrap(f):
-        return numba.njit(cache=CACHE, fastmath=FASTMATH, error_model="numpy",
+        return numba.njit(cache=CACHE, fastmath=FASTMATH, error_model="numpy", nogil=True,
                           inline="always" if inline else "never")(f)
     return wrap if fn is None else wrap(fn)

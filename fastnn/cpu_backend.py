@@ -31,6 +31,7 @@ class CPUBackend(Backend):
     """Arrays are NumPy arrays in host memory; kernels are Numba CPU functions."""
     name = "cpu"
     compiled_loop = True
+    concurrent_inference = True  # the kernels release the GIL; each predict takes a spare workspace
     # What fit prints while compile_train runs, when will_compile says it will compile.
     compile_notice = "compiling kernels (first run only, about 15 s on two cores) ..."
 
@@ -51,6 +52,7 @@ class CPUBackend(Backend):
         # compiles out of the model's kernels.
         self.kinds = optional_kinds(table, spec.user)
         self.capacity = 0
+        self._spares = []  # (rows, workspace, graph) of inference passes, one taken per running predict
         # Forward matrix-product FLOPs per row; a training step costs about three times this.
         self.flops_per_row = 2.0 * float(np.sum(table[:, network.N_IN] * table[:, network.N_OUT]
                                                 * (table[:, network.KIND] == network.DENSE_LAYER)))
@@ -84,6 +86,24 @@ class CPUBackend(Backend):
         self.graph = None if self.spec.graph is None else network.Graph(self.spec.graph,
                                                                         np.empty(n_acts, dtype=self.dtype))
         self.capacity = rows
+
+    def _workspace(self, rows):
+        """(workspace, graph) for an inference pass of up to ``rows`` rows, not in use by another
+        thread: a spare one (``list.pop`` is atomic), else a new one. ``_give_back`` returns it."""
+        spares = self._spares
+        try:
+            spare = spares.pop()
+        except IndexError:
+            spare = None
+        if spare is None or spare[0] < rows:
+            act_off, n_acts, _, _, n_stats = network.workspace_layout(self.spec.table, rows)
+            # Inference reads neither gradient buffers nor targets.
+            work = network.Workspace(np.empty(n_acts, dtype=self.dtype), act_off, np.empty((2, 0), dtype=self.dtype),
+                                     np.empty(0, dtype=self.dtype), np.empty(n_stats))
+            graph = None if self.spec.graph is None else network.Graph(self.spec.graph,
+                                                                       np.empty(n_acts, dtype=self.dtype))
+            spare = (rows, work, graph)
+        return spare
 
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
               counts=None):
@@ -155,12 +175,20 @@ class CPUBackend(Backend):
         runs on the input itself (``validation.writable_input``); ``train`` takes it as it is."""
         x = writable_input(x)
         out = np.empty((x.shape[0], self.spec.table[-1, network.N_OUT]), dtype=self.dtype)
-        self.reserve(batch_size)
-        with blas_threads_for(self.flops_per_row * batch_size):
-            self._run(network.predict_batches, out, self._network(), x, batch_size, self.work, training, *self.kinds,
-                      self.graph)
-        if training:  # a training-mode pass is a step of Dropout's stream, as a training step is
+        if training:  # under the model's exclusive lock: the training workspace, and a step of Dropout's stream
+            self.reserve(batch_size)
+            with blas_threads_for(self.flops_per_row * batch_size):
+                self._run(network.predict_batches, out, self._network(), x, batch_size, self.work, True, *self.kinds,
+                          self.graph)
             self.rng[network.RNG_STEP] += 1
+            return out
+        spare = self._workspace(batch_size)
+        try:
+            with blas_threads_for(self.flops_per_row * batch_size):
+                self._run(network.predict_batches, out, self._network(), x, batch_size, spare[1], False, *self.kinds,
+                          spare[2])
+        finally:
+            self._spares.append(spare)
         return out
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):

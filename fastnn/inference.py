@@ -22,7 +22,7 @@ from .validation import check_int
 
 
 # model.predict's few-row predictor and what it was made from.
-_FewRows = namedtuple("_FewRows", ["predictor", "net", "spec", "n_in", "n_out"])
+_FewRows = namedtuple("_FewRows", ["template", "spares", "net", "spec", "n_in", "n_out"])
 
 
 class Inference:
@@ -32,14 +32,19 @@ class Inference:
         """The last layer's output for every row of ``x`` (e.g. class probabilities after Softmax).
         ``verbose``: 0 silent (the default), 1 a progress bar then a line, 2 that line only.
 
-        Safe to call from several threads on one model (they take turns on its buffers)."""
+        Safe to call from several threads on one model; on the CPU their passes run at the same
+        time (each on a workspace of its own), and wait while the model trains."""
         if batch_size is None and not verbose:
             fast = self._few_rows_predictor(x)
             if fast is not None:
-                with self._lock:
+                with self._lock.shared():
                     if fast.net.params is self._backend.params:  # not rebuilt meanwhile
-                        return predictor_predict(fast.predictor, x, np.empty((x.shape[0], fast.n_out), x.dtype),
-                                                 True)
+                        # One predictor per thread at a time: list.pop and append are atomic.
+                        p = fast.spares.pop() if fast.spares else fast.template.copy()
+                        try:
+                            return predictor_predict(p, x, np.empty((x.shape[0], fast.n_out), x.dtype), True)
+                        finally:
+                            fast.spares.append(p)
         self._ensure_built()
         self._check_usable("predict")
         x = self._check_x(x, "x")
@@ -47,14 +52,14 @@ class Inference:
         verbose = check_int(verbose, "verbose", minimum=0, maximum=2)
         batch_size = min(batch_size, x.shape[0])
         if not verbose:
-            with self._lock:
+            with self._inference_lock():
                 return self._backend.predict(x, batch_size)
         n_batches = -(-x.shape[0] // batch_size)
         bar = _progress_bar(verbose if distributed.rank() == 0 else 0, n_batches)
         # With a bar, the rows go in a twentieth at a time (whole batches), for it to move.
         step = n_batches if bar is None else max(1, n_batches // _PROGRESS_UPDATES_PER_EPOCH)
         start, parts = time.perf_counter(), []
-        with self._lock:
+        with self._inference_lock():
             for first in range(0, n_batches, step):
                 part = x[first * batch_size: (first + step) * batch_size]
                 parts.append(self._backend.predict(part, min(batch_size, part.shape[0])))
@@ -96,11 +101,17 @@ class Inference:
         if cached is None or cached.net.params is not backend.params or cached.spec is not self._spec:
             spec = self._spec
             if spec.user is not None or type(self._compute_layers()[0]).check_input is not Layer.check_input:
+                self._few_rows = _FewRows(None, None, backend.params, spec, -1, -1)  # not for this model
                 return None
             predictor = make_predictor(backend.params, spec, optional_kinds(spec.table), FEW_ROWS, copy=False)
-            cached = self._few_rows = _FewRows(predictor, predictor._fields[0], spec, predictor.n_in,
+            cached = self._few_rows = _FewRows(predictor, [predictor], predictor._fields[0], spec, predictor.n_in,
                                                predictor.n_out)
         return cached if x.shape[1] == cached.n_in else None
+
+    def _inference_lock(self):
+        """The model's lock as an inference-mode predict takes it: shared where the backend runs
+        concurrent passes (the CPU's), else exclusive."""
+        return self._lock.shared() if self._backend.concurrent_inference else self._lock
 
     def predictor(self, rows=None):
         """A snapshot of the trained network that compiled code can call: a ``fastnn.predictor.Predictor``

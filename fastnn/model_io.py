@@ -15,6 +15,7 @@ from . import optimizers, saving
 from .backend import STATE, check_state
 from .base import class_name, deserialize, using_custom_objects
 from .layers import Lambda, Layer, _function_name
+from .locks import ModelLock
 
 # config_name -> the class that rebuilds such a config (filled by the classes as they are defined).
 _MODEL_CLASSES = {}
@@ -139,7 +140,7 @@ class Serializable:
 def _restore_unbuilt(cls, attributes):
     model = cls.__new__(cls)
     model.__dict__.update(attributes)
-    model._busy, model._lock = threading.Lock(), threading.RLock()
+    model._busy, model._lock = threading.Lock(), ModelLock()
     return model
 
 

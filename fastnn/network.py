@@ -21,6 +21,7 @@ from .backend import INT64_MAX
 from .devices import get_backend
 from .inference import Inference
 from .layers import Input, check_weight_list
+from .locks import ModelLock
 from .model_io import Serializable
 from .schedules import LearningRateSchedule
 from .seed_api import SeedAPI
@@ -53,7 +54,7 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
         self._backend = None
         self._diverged = None  # why the weights are not finite, after fit raised FloatingPointError
         self._busy = threading.Lock()  # held by fit and train_on_batch: one training call at a time
-        self._lock = threading.RLock()  # held by every call that uses the backend's buffers
+        self._lock = ModelLock()  # every call that uses the backend's buffers: shared by inference (locks.py)
         get_backend(device, self.dtype)  # fail now, not at the first fit, if the device is missing
 
     # ---- the layers -----------------------------------------------------------------------

@@ -13,12 +13,16 @@ sets the default.
 import contextlib
 import os
 import sys
+import threading
 
 from .config import BLAS_PARALLEL_MIN_FLOPS
 from .validation import check_int
 
 _num_threads = None     # set_num_threads(n); None: the BLAS library's own count
 _blas = None            # threadpoolctl controller of the BLAS library Numba calls, made once
+_calls = threading.Lock()   # guards the two below
+_active = 0             # fastnn calls inside blas_threads_for right now (predicts from several threads)
+_before = None          # the BLAS thread counts that the first of them found, put back by the last
 
 
 def _import_threadpoolctl():
@@ -71,14 +75,37 @@ def get_num_threads():
     return max(counts) if counts else 1
 
 
+@contextlib.contextmanager
 def blas_threads_for(flops):
     """A context for a fastnn call whose matrix products do ``flops`` of work per batch: BLAS on
     one thread below ``BLAS_PARALLEL_MIN_FLOPS`` (waking threads costs more than the product),
-    else on ``set_num_threads``' count (or its own). The previous count is restored on exit."""
+    else on ``set_num_threads``' count (or its own). The count the first call found is back
+    when the last one returns.
+
+    Calls from several threads at once (predicts, which run concurrently) share one count: the
+    library has one. While two or more run, it is one thread: they are the parallelism then,
+    and each product runs in its caller's thread instead of queueing for the BLAS pool."""
+    global _active, _before
     limit = 1 if flops < BLAS_PARALLEL_MIN_FLOPS else _num_threads
-    if limit is None:
-        return contextlib.nullcontext()
-    return _blas_controller().limit(limits=limit)
+    libs = _blas_controller().lib_controllers
+    with _calls:
+        if _active == 0:
+            _before = [lib.num_threads for lib in libs]
+        _active += 1
+        target = 1 if _active > 1 else limit
+        if target is not None:
+            for lib in libs:
+                if lib.num_threads != target:
+                    lib.set_num_threads(target)
+    try:
+        yield
+    finally:
+        with _calls:
+            _active -= 1
+            if _active == 0:
+                for lib, n in zip(libs, _before):
+                    if lib.num_threads != n:
+                        lib.set_num_threads(n)
 
 
 def threading_info():
