@@ -28,11 +28,13 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .callbacks import Callback
+from .config import FEW_ROWS
 from .layers import Dense
 from .sequential import MLP
 from .optimizers import SGD, Adam
 from .regularizers import L2
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _ACTIVATIONS = {"identity": None, "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 
 
@@ -155,6 +157,12 @@ class _BaseMLP(BaseEstimator):
         self.n_layers_ = len(self.coefs_) + 1
 
     def _predict_raw(self, X):
+        model = self.__dict__.get("_model")
+        if (model is not None and type(X) is np.ndarray and X.ndim == 2 and 0 < X.shape[0] <= FEW_ROWS
+                and X.dtype in _FLOATS and X.shape[1] == self.n_features_in_ and "feature_names_in_" not in self.__dict__):
+            # A few rows of a plain float array (online inference): what validate_data would
+            # check here is the width (above) and NaN and infinity, which model.predict checks.
+            return model.predict(X.astype(model.dtype, copy=False)).astype(np.float64)
         check_is_fitted(self, "_model")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         return self._model.predict(X.astype(self._model.dtype, copy=False)).astype(np.float64)

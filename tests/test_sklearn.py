@@ -205,3 +205,21 @@ def test_early_stopping_at_max_iter_keeps_the_best_validation_weights_as_sklearn
     for mine, kept in zip(clf.coefs_ + clf.intercepts_, best.coefs_ + best.intercepts_):
         np.testing.assert_array_equal(mine, kept)
     np.testing.assert_array_equal(clf.predict_proba(x), best.predict_proba(x))
+
+
+def test_a_few_rows_take_the_short_path_with_the_same_answers_and_checks():
+    from fastnn.sklearn import MLPClassifier as Ours
+    rng = np.random.default_rng(5)
+    X, y = rng.random((60, 7)), rng.integers(0, 3, 60)
+    clf = Ours(hidden_layer_sizes=(9,), max_iter=3, random_state=0).fit(X, y)
+    full = clf.predict_proba(X)
+    for n in (1, 4):
+        # The full pass runs 60 rows as one product, the short one row by row: float32 rounding.
+        np.testing.assert_allclose(clf.predict_proba(X[:n]), full[:n], rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(clf.predict(X[:n]), clf.classes_[full[:n].argmax(axis=1)])
+    bad = X[:1].copy()
+    bad[0, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        clf.predict(bad)
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(X[:1, :5])
