@@ -37,7 +37,9 @@ class Inference:
         if batch_size is None and not verbose:
             fast = self._few_rows_predictor(x)
             if fast is not None:
-                with self._lock.shared():
+                lock = self._lock
+                inside = lock.acquire_shared()
+                try:
                     if fast.net.params is self._backend.params:  # not rebuilt meanwhile
                         # One predictor per thread at a time: list.pop and append are atomic.
                         p = fast.spares.pop() if fast.spares else fast.template.copy()
@@ -45,6 +47,8 @@ class Inference:
                             return predictor_predict(p, x, np.empty((x.shape[0], fast.n_out), x.dtype), True)
                         finally:
                             fast.spares.append(p)
+                finally:
+                    lock.release_shared(inside)
         self._ensure_built()
         self._check_usable("predict")
         x = self._check_x(x, "x")

@@ -9,13 +9,13 @@ same time instead of in turn. A thread that holds the lock exclusively may take 
 (a callback that predicts during fit). A thread waiting for the exclusive lock is served before
 new shared holders, so a stream of predicts cannot keep fit from starting.
 """
-import contextlib
 import threading
 
 
 class ModelLock:
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # taken directly on the shared path: Condition's with costs more
+        self._cond = threading.Condition(self._mutex)
         self._owner = None      # thread id holding it exclusively
         self._depth = 0         # its reentrant acquisitions
         self._shared = 0        # shared holders
@@ -51,23 +51,50 @@ class ModelLock:
     def __exit__(self, *exc):
         self.release()
 
-    @contextlib.contextmanager
-    def shared(self):
-        """Held by any number of threads at once, never together with another thread's exclusive hold."""
-        me = threading.get_ident()
-        with self._cond:
-            if self._owner == me:  # inside this thread's exclusive hold: already safe
-                inside = True
-            else:
-                inside = False
+    def acquire_shared(self):
+        """Take a shared hold; returns what ``release_shared`` needs (whether this thread already
+        held the lock exclusively, when there is nothing to take)."""
+        mutex = self._mutex
+        mutex.acquire()
+        try:
+            if self._owner is not None or self._waiting:
+                if self._owner == threading.get_ident():  # inside this thread's exclusive hold: already safe
+                    return True
                 while self._owner is not None or self._waiting:
                     self._cond.wait()
-                self._shared += 1
-        try:
-            yield
+            self._shared += 1
+            return False
         finally:
-            if not inside:
-                with self._cond:
-                    self._shared -= 1
-                    if not self._shared:
-                        self._cond.notify_all()
+            mutex.release()
+
+    def release_shared(self, inside):
+        if inside:
+            return
+        mutex = self._mutex
+        mutex.acquire()
+        try:
+            self._shared -= 1
+            if not self._shared and self._waiting:
+                self._cond.notify_all()
+        finally:
+            mutex.release()
+
+    def shared(self):
+        """A context holding the lock shared: with any number of threads at once, never together
+        with another thread's exclusive hold."""
+        return _Shared(self)
+
+
+class _Shared:
+    # A class, not contextlib.contextmanager: a generator costs a microsecond or two a call, as much
+    # as a one-row predict's own pass.
+    __slots__ = ("lock", "inside")
+
+    def __init__(self, lock):
+        self.lock = lock
+
+    def __enter__(self):
+        self.inside = self.lock.acquire_shared()
+
+    def __exit__(self, *exc):
+        self.lock.release_shared(self.inside)
