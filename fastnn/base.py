@@ -110,7 +110,13 @@ def deserialize(value):
         cls = _find_class(name)
         if not isinstance(value["config"], dict):
             raise ValueError(f"malformed object in config: {name!r}")
-        return cls(**{k: deserialize(v) for k, v in value["config"].items()})
+        config = {k: deserialize(v) for k, v in value["config"].items()}
+        # Attributes set after construction (a layer's trainable), not constructor arguments.
+        after = {k: config.pop(k) for k in getattr(cls, "_config_attributes", ()) if k in config}
+        obj = cls(**config)
+        for k, v in after.items():
+            setattr(obj, k, v)
+        return obj
     if isinstance(value, list):
         return [deserialize(v) for v in value]
     return value

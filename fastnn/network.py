@@ -182,6 +182,30 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
         self._ensure_built()
         return self._unflatten(self._backend.host("params"))
 
+    @property
+    def weights(self):
+        """Every weight array, as ``get_weights()`` (Keras' ``model.weights``; copies, not variables)."""
+        return self.get_weights()
+
+    @property
+    def trainable_weights(self):
+        """The arrays an optimizer trains: each trainable layer's trained weights (not BatchNorm's
+        running statistics), in ``get_weights`` order."""
+        return self._weights_by_trained(True)
+
+    @property
+    def non_trainable_weights(self):
+        """The rest: frozen layers' weights and BatchNorm's running statistics, in ``get_weights`` order."""
+        return self._weights_by_trained(False)
+
+    def _weights_by_trained(self, trained):
+        arrays, out, at = self.get_weights(), [], 0
+        for layer in self.layers:
+            n, k = len(layer.weight_shapes()), layer.trainable_weight_count()
+            out += arrays[at: at + k] if trained else arrays[at + k: at + n]
+            at += n
+        return out
+
     def set_weights(self, weights):
         """Replace all parameters; ``weights`` as ``get_weights()`` returns them."""
         self._ensure_built()

@@ -89,6 +89,7 @@ class NetworkSpec:
     offsets: tuple = ()
     tensors: np.ndarray = None
     running_statistics: np.ndarray = None
+    frozen: tuple = ()  # the layers' ``not trainable`` when the spec was built
 
     def __post_init__(self):
         # Tables given by hand (a benchmark's) are completed as build_spec completes them; arrays
@@ -102,7 +103,7 @@ class NetworkSpec:
             set_(self, "graph", _table(self.graph, np.int64, 2))
         if not isinstance(self.slices, OptimizerSlices):
             set_(self, "slices", OptimizerSlices(self.slices))
-        if self.tensors is None:
+        if self.tensors is None:  # (clipping reads those inside an optimizer's slice: no frozen layer's)
             set_(self, "tensors", weight_tensors(table, self.user_sizes))
         if self.running_statistics is None:
             batchnorm = table[table[:, KIND] == BATCHNORM_LAYER]
@@ -149,7 +150,7 @@ def build_spec(layers, dtype, default_optimizer, graph=None, table_row=None):
         reg=np.array(reg, dtype=np.float64).reshape(-1, 4),
         slices=optimizer_slices(layers, offsets, default_optimizer),
         size=offset, graph=graph, user=user_layers.bundle(pairs), user_sizes=tuple(user_sizes), layers=layers,
-        offsets=offsets)
+        offsets=offsets, frozen=tuple(not layer.trainable for layer in layers))
 
 
 def optimizer_slices(layers, offsets, default):
@@ -158,7 +159,7 @@ def optimizer_slices(layers, offsets, default):
     buffer (BatchNorm's running statistics follow, outside every slice)."""
     slices = []  # [optimizer, lo, hi]
     for layer, offset in zip(layers, offsets):
-        n = layer.count_trainable_params()
+        n = layer.count_trainable_params() if layer.trainable else 0
         if not n:
             continue
         opt = getattr(layer, "optimizer", None) or default

@@ -19,6 +19,7 @@ first (``rank_zero_first``), and the sums over the ranks (``any_rank``, ``sum_ov
 """
 import functools
 import time
+import warnings
 
 import numpy as np
 
@@ -81,8 +82,16 @@ class Trainer:
         self.loss, self.optimizer = loss, optimizer
         self.metrics = metrics
         if self._backend is not None:
-            self._configure_optimizers()
+            if self._frozen_changed():  # layers frozen or thawed: new optimizer slices and tables
+                with self._lock:
+                    self._build(self.get_weights())
+            else:
+                self._configure_optimizers()
         return self
+
+    def _frozen_changed(self):
+        """Whether a layer's ``trainable`` changed since the network was built or compiled."""
+        return tuple(not layer.trainable for layer in self._compute_layers()) != self._spec.frozen
 
     # ---- checks -------------------------------------------------------------------------------
 
@@ -96,6 +105,9 @@ class Trainer:
         if self.loss is None:
             raise ValueError(f"call compile(loss=...) before {what}")
         self._ensure_built()
+        if what in ("fit", "train_on_batch") and self._frozen_changed():
+            warnings.warn("a layer's trainable changed since compile: call compile() again for it to take effect "
+                          "(until then the model trains as compiled)", UserWarning, stacklevel=4)
         if self.loss.code == losses.BinaryCrossEntropy.code:
             act = self._output_activation()
             if not isinstance(act, (Sigmoid, Softmax)):

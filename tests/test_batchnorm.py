@@ -145,7 +145,7 @@ def test_the_column_form_the_cuda_twin_runs_equals_the_cpu_form(training, dtype)
     K.batchnorm_backward(dx_rows, g_rows, dout, x, params, 0, n, eps, scratch(n))
     for j in range(n):
         K.batchnorm_backward_column(dx_cols, g_cols, dout.reshape(-1), x.reshape(-1), params, 0, n, rows, n, j, eps,
-                                    True)
+                                    True, False)
     same(dx_rows.reshape(-1), dx_cols)
     same(g_rows, g_cols)
 

@@ -65,7 +65,7 @@ CHILD = textwrap.dedent(r"""
              ("batchnorm_forward_columns", batchnorm.kernels("float32").batchnorm_forward_columns,
               (F, F, F, I, I, I, I, B, D, D)),
              ("batchnorm_backward_columns", batchnorm.kernels("float32").batchnorm_backward_columns,
-              (F, F, F, F, F, I, I, I, I, D, B)),
+              (F, F, F, F, F, I, I, I, I, D, B, B)),
              ("embedding_forward_elements", embedding.kernels("float32").embedding_forward_elements,
               (F, F, F, I, I, I, I, I, I, B)),
              ("embedding_backward_elements", embedding.kernels("float32").embedding_backward_elements,

@@ -30,10 +30,10 @@ def kernels(dtype):
             batchnorm_forward_column(out, x, params, w, b, rows, n, j, training, momentum, epsilon)
 
     @kernel
-    def batchnorm_backward_columns(dx, grads, dout, x, params, w, b, rows, n, epsilon, want_dx):
+    def batchnorm_backward_columns(dx, grads, dout, x, params, w, b, rows, n, epsilon, want_dx, frozen):
         j = cuda.grid(1)
         if j < n:
-            batchnorm_backward_column(dx, grads, dout, x, params, w, b, rows, n, j, epsilon, want_dx)
+            batchnorm_backward_column(dx, grads, dout, x, params, w, b, rows, n, j, epsilon, want_dx, frozen)
 
     return SimpleNamespace(batchnorm_forward_columns=batchnorm_forward_columns,
                            batchnorm_backward_columns=batchnorm_backward_columns)
@@ -45,7 +45,8 @@ def batchnorm_forward(out, x, params, w, b, rows, n, training, momentum, epsilon
            out, x, params, int(w), int(b), int(rows), int(n), bool(training), float(momentum), float(epsilon))
 
 
-def batchnorm_backward(dx, grads, dout, x, params, w, b, rows, n, epsilon, want_dx=True, plan=None):
+def batchnorm_backward(dx, grads, dout, x, params, w, b, rows, n, epsilon, want_dx=True, frozen=False, plan=None):
     """As ``kernels.batchnorm.batchnorm_backward``; ``dx`` may be ``dout``."""
     launch(plan, kernels(np.dtype(x.dtype).name).batchnorm_backward_columns, *blocks(n),
-           dx, grads, dout, x, params, int(w), int(b), int(rows), int(n), float(epsilon), bool(want_dx))
+           dx, grads, dout, x, params, int(w), int(b), int(rows), int(n), float(epsilon), bool(want_dx),
+           bool(frozen))

@@ -54,8 +54,8 @@ def layer_forward(net, k, out, inp, second, work, rows, training=False, keep=Tru
         else:
             return inp
     elif kind == BATCHNORM_LAYER:
-        batchnorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], rows, n_out, training,
-                          alphas[k, ALPHA], alphas[k, EPSILON], plan=plan)
+        batchnorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], rows, n_out,
+                          training and alphas[k, ALPHA] >= 0, alphas[k, ALPHA], alphas[k, EPSILON], plan=plan)
     elif kind == LAYERNORM_LAYER:
         layernorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], rows, n_out, alphas[k, EPSILON],
                           int(alphas[k, ALPHA]), plan=plan)
@@ -105,7 +105,8 @@ def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work,
         return IN_PLACE
     if kind == BATCHNORM_LAYER:
         batchnorm_backward(dout if dx is None else dx, grads, dout, inp, params, layers[k, W_OFF], layers[k, B_OFF],
-                           rows, n_out, alphas[k, EPSILON], want_dx=dx is not None, plan=plan)
+                           rows, n_out, alphas[k, EPSILON], want_dx=dx is not None, frozen=alphas[k, ALPHA] < 0,
+                           plan=plan)
         return INTO_DX
     if kind == LAYERNORM_LAYER:
         layernorm_backward(dout if dx is None else dx, grads, dout, inp, params, layers[k, W_OFF], layers[k, B_OFF],

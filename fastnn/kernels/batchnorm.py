@@ -16,6 +16,9 @@ running statistics are written by the forward pass in training and read at infer
   dx = gamma / sqrt(var + epsilon) / rows * (rows * dout - dbeta - xhat * dgamma).
   The batch statistics are recomputed from x rather than kept from the forward pass, as
   Dropout recomputes its mask: no workspace, and the same numbers.
+- Frozen (Keras' ``trainable=False``; the table's momentum -1): inference mode in training too,
+  so its backward is that of a fixed affine map, dx = dout * gamma / sqrt(running var + epsilon),
+  and gamma and beta get no gradient (no optimizer reads them).
 
 The column functions work on one feature (column) of flat row-major (rows, n) arrays: the CUDA
 twin (``fastnn.cuda.batchnorm``) runs one thread per feature of this very source. The CPU
@@ -64,8 +67,15 @@ def batchnorm_forward_column(out, x, params, w, b, rows, n, j, training, momentu
 
 
 @kernel(inline=True)
-def batchnorm_backward_column(dx, grads, dout, x, params, w, b, rows, n, j, epsilon, want_dx):
-    """dgamma and dbeta of column j into ``grads``; dx (which may be ``dout``) when ``want_dx``."""
+def batchnorm_backward_column(dx, grads, dout, x, params, w, b, rows, n, j, epsilon, want_dx, frozen):
+    """dgamma and dbeta of column j into ``grads``; dx (which may be ``dout``) when ``want_dx``.
+    ``frozen``: the inference-mode backward (module docstring)."""
+    if frozen:
+        if want_dx:
+            c = params[w + j] / math.sqrt(params[b + 2 * n + j] + epsilon)
+            for r in range(rows):
+                dx[r * n + j] = c * dout[r * n + j]
+        return
     mean, var = batchnorm_column_statistics(x, rows, n, j)
     inv_std = 1.0 / math.sqrt(var + epsilon)
     dgamma = 0.0
@@ -134,11 +144,20 @@ def batchnorm_forward(out, x, params, w, b, training, momentum, epsilon, stats):
 
 
 @kernel(inline=True)
-def batchnorm_backward(dx, grads, dout, x, params, w, b, epsilon, stats):
+def batchnorm_backward(dx, grads, dout, x, params, w, b, epsilon, stats, frozen=False):
     """dgamma, dbeta into ``grads`` and dx (rows, n) from dout (rows, n) and the layer's input x;
     ``dx`` with zero rows skips it (the input batch needs none); ``dx`` may be ``dout``.
-    Row by row as ``batchnorm_forward``, with the column function's arithmetic; ``stats`` as there."""
+    Row by row as ``batchnorm_forward``, with the column function's arithmetic; ``stats`` as there.
+    ``frozen``: the inference-mode backward (module docstring)."""
     rows, n = x.shape
+    if frozen:
+        for j in range(n):
+            stats[j] = params[w + j] / math.sqrt(params[b + 2 * n + j] + epsilon)
+        if dx.shape[0] > 0:
+            for r in range(rows):
+                for j in range(n):
+                    dx[r, j] = stats[j] * dout[r, j]
+        return
     for j in range(STATS_ROWS * n):
         stats[j] = 0.0
     acc = stats[: STATS_ROWS * n].reshape(STATS_ROWS, n)  # mean, var then 1/std, dgamma, dbeta, dx's factor

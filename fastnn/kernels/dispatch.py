@@ -64,8 +64,9 @@ def layer_forward(net, k, out, inp, second, work, training, keep, row0, dropout,
     elif kind == BATCHNORM_LAYER:
         if batchnorm is None:
             raise ValueError("a BatchNorm layer, but batchnorm=None")
-        batchnorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], training, alphas[k, ALPHA],
-                          alphas[k, EPSILON], work.stats)
+        # A frozen BatchNorm (momentum -1) runs in inference mode in training too.
+        batchnorm_forward(out, inp, params, layers[k, W_OFF], layers[k, B_OFF], training and alphas[k, ALPHA] >= 0,
+                          alphas[k, ALPHA], alphas[k, EPSILON], work.stats)
     elif kind == LAYERNORM_LAYER:
         if batchnorm is None:  # the normalization kinds' argument
             raise ValueError("a LayerNormalization layer, but batchnorm=None")
@@ -139,7 +140,7 @@ def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work,
         if batchnorm is None:
             raise ValueError("a BatchNorm layer, but batchnorm=None")
         batchnorm_backward(dx, grads, dout, inp, params, layers[k, W_OFF], layers[k, B_OFF], alphas[k, EPSILON],
-                           work.stats)
+                           work.stats, alphas[k, ALPHA] < 0)
         return INTO_DX
     elif kind == LAYERNORM_LAYER:
         if batchnorm is None:

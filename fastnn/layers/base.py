@@ -30,6 +30,40 @@ class Layer(Configurable):
     forward = None  # a user layer's functions (see above); None for the built-in layers
     backward = None
     _lambda_style = False  # backward(x, y, dy) -> dx, as a Lambda's
+    # Keras' trainable: set after construction, kept in the config only when False.
+    _config_attributes = ("trainable",)
+    _trainable = True
+
+    @property
+    def trainable(self):
+        """False freezes the layer, as in Keras: no optimizer updates its weights, and a frozen
+        BatchNormalization runs in inference mode in training too (its running statistics, not
+        the batch's, and not updated). Takes effect at the next ``compile``."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"trainable must be True or False, got {value!r}")
+        self._trainable = bool(value)
+
+    def get_config(self):
+        config = super().get_config()
+        if not self.trainable:
+            config["trainable"] = False
+        return config
+
+    def trainable_weight_count(self):
+        """How many of ``weight_shapes``' arrays an optimizer trains (the first ones), 0 when frozen."""
+        if not self.trainable:
+            return 0
+        n, total = 0, self.count_trainable_params()
+        for shape in self.weight_shapes():
+            if total <= 0:
+                break
+            total -= int(np.prod(shape))
+            n += 1
+        return n
 
     def is_user_layer(self):
         return self.forward is not None

@@ -25,7 +25,11 @@ class Dense(Layer):
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
                  bias_regularizer=None):
         if output_dim is None:
-            raise TypeError("Dense needs output_dim (the number of units)")
+            # Dense(16) means Keras' Dense(units=16), but the seed's Dense(input_dim, output_dim) comes first.
+            units = "n" if input_dim is None else repr(input_dim)
+            given = "" if input_dim is None else f" (Dense({units}) sets input_dim={units})"
+            raise TypeError(f"Dense needs output_dim, the number of units{given}: write Dense(units={units}) as in "
+                            "Keras, or Dense(input_dim, output_dim) as in the seed's API")
         self.input_dim = None if input_dim is None else check_int(input_dim, "input_dim", minimum=1)
         self.output_dim = check_int(output_dim, "output_dim", minimum=1)
         self.activation = activations.get(activation)

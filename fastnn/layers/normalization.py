@@ -57,7 +57,8 @@ class BatchNormalization(_Normalization):
         return row
 
     def table_floats(self):
-        return [self.momentum, self.epsilon]
+        # A momentum of -1: frozen (Keras' trainable=False), in inference mode in training too.
+        return [self.momentum if self.trainable else -1.0, self.epsilon]
 
     def check_weights(self, arrays, name):
         if np.any(arrays[3] < 0):
