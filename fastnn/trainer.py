@@ -132,22 +132,23 @@ class Trainer:
 
     @_one_training_call
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, validation_split=0.0, shuffle=True,
-            callbacks=None, verbose=1, initial_epoch=0):
+            callbacks=None, verbose=1, initial_epoch=0, validation_freq=1):
         """Train for ``epochs`` passes over (x, y); returns a ``History``.
 
         y: integer class labels (one-hot encoded for a multi-output model), one-hot rows, or
         targets of the output's width. The last batch of an epoch may be smaller. Loss and
         accuracy per epoch are averages over that epoch's batches weighted by their rows
-        (Keras' convention); validation figures are computed after the epoch.
+        (Keras' convention); validation figures are computed after the epoch, every
+        ``validation_freq`` epochs (Keras': after epochs validation_freq, 2 * validation_freq, ...).
 
         Under MPI (``fastnn.distributed.init()``), ``batch_size`` is the global batch and every
         rank passes the same full arrays; see ``fastnn.distributed``.
         """
         return self._checked_fit(x, y, epochs, batch_size, validation_data, validation_split, shuffle, callbacks,
-                                 verbose, initial_epoch)
+                                 verbose, initial_epoch, validation_freq=validation_freq)
 
     def _checked_fit(self, x, y, epochs, batch_size, validation_data, validation_split, shuffle, callbacks, verbose,
-                     initial_epoch, labels=None):
+                     initial_epoch, labels=None, validation_freq=1):
         """fit's work, for fit and train (their caller holds the training lock). ``labels`` maps log
         keys to the names the epoch lines print them under, in its order; when given, only those
         are printed."""
@@ -158,9 +159,10 @@ class Trainer:
                                                                                   "validation y": y_val})},
                                epochs=epochs, batch_size=batch_size, initial_epoch=initial_epoch, shuffle=bool(shuffle),
                                **{"validation rows": None if x_val is None else x_val.shape[0]})
+        validation_freq = check_int(validation_freq, "validation_freq", minimum=1)
         with distributed.fail_together():
             return self._fit(x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch,
-                             labels)
+                             labels, validation_freq)
 
     def _fit_inputs(self, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
                     callbacks):
@@ -188,7 +190,8 @@ class Trainer:
             x_val = y_val = None
         return epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, _callback_list(callbacks)
 
-    def _fit(self, x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch, labels=None):
+    def _fit(self, x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch, labels=None,
+             validation_freq=1):
         rank0 = distributed.rank() == 0
         show = verbose if rank0 else 0  # only rank 0 prints; chunks follow ``verbose`` on every rank alike
         callbacks = [cb if rank0 or not cb.writes_files else _Muted(cb) for cb in callbacks]
@@ -277,7 +280,7 @@ class Trainer:
                 break
             logs = self._logs(batch_loss, batch_correct, rows, spec, counts, rows.sum())
             self._average_running_statistics()
-            if x_val is not None:
+            if x_val is not None and (epoch + 1) % validation_freq == 0:
                 val = self._evaluate_arrays(x_val, y_val)
                 logs.update({"val_" + k: v for k, v in val.items()})
             for cb in callbacks:
@@ -288,7 +291,7 @@ class Trainer:
             if show:
                 shown = labels or {key: key for key in logs}
                 line = f"Epoch {epoch + 1}/{epochs} - {seconds:.2f}s - {n / max(seconds, 1e-9):,.0f} samples/s - " \
-                       + " - ".join(f"{name}: {logs[key]:.4f}" for key, name in shown.items())
+                       + " - ".join(f"{name}: {logs[key]:.4f}" for key, name in shown.items() if key in logs)
                 (bar.write if bar is not None else print)(line)
             if self.stop_training:
                 break

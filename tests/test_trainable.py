@@ -140,3 +140,16 @@ def test_dense_with_one_number_says_how_to_write_keras_units():
     with pytest.raises(TypeError, match=r"Dense\(units=16\) as in Keras, or Dense\(input_dim, output_dim\)"):
         Dense(16)
     assert Dense(units=16).output_dim == 16
+
+
+def test_validation_freq_validates_every_nth_epoch_as_keras():
+    x, y = data(40)
+    m = model()
+    validated = []
+    seen = fastnn.LambdaCallback(on_epoch_end=lambda epoch, logs: validated.append("val_loss" in logs))
+    h = m.fit(x[:30], y[:30], epochs=5, batch_size=10, validation_data=(x[30:], y[30:]), validation_freq=2,
+              callbacks=[seen], verbose=0)
+    assert validated == [False, True, False, True, False]  # after epochs 2 and 4 (Keras' numbering)
+    assert len(h.history["loss"]) == 5 and len(h.history["val_loss"]) == 2
+    with pytest.raises(ValueError, match="validation_freq"):
+        m.fit(x, y, validation_freq=0, verbose=0)
