@@ -30,12 +30,13 @@ def _worker_error(exc):
 # Bag of words
 # --------------------------------------------------------------------------------------------
 
-def measure_bow(peers, threads, data_dir, env_for, quick, repeats, log):
+def measure_bow(peers, threads, data_dir, env_for, quick, repeats, log, sizes=None):
     """The bag-of-words benchmark: data made in a subprocess, then one fresh worker per peer of
     ``peers`` (all alive at once, taking turns), each: build, warm-up, ``repeats`` rounds of
     reset + one measured pass over the first measured rows + test accuracy; then its peak
-    resident memory. ``env_for(peer)``: the peer's clean environment."""
-    train, test, rows = QUICK_BOW if quick else (BOW_TRAIN_ROWS, BOW_TEST_ROWS, BOW_MEASURED_ROWS)
+    resident memory. ``env_for(peer)``: the peer's clean environment; ``sizes``: (training,
+    test, measured) rows instead of the defaults (tests)."""
+    train, test, rows = sizes or (QUICK_BOW if quick else (BOW_TRAIN_ROWS, BOW_TEST_ROWS, BOW_MEASURED_ROWS))
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers_sparse.py")
     done = subprocess.run([sys.executable, script, data_dir, str(train), str(test)], env=env_for(None),
                           capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
