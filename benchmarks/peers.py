@@ -3,7 +3,7 @@
     python benchmarks/peers.py [--quick] [--repeats N] [--peers fastnn,torch,torch_compile,jax,sklearn]
                                [--torch-adam fused,foreach,default] [--sweep | --no-sweep]
                                [--sweep-peers ...] [--cold | --no-cold] [--plot PATH] [--json PATH]
-                               [--threads N]
+                               [--threads N] [--bow | --no-bow] [--parallel | --no-parallel] [--onnx | --no-onnx]
     python benchmarks/peers.py --from-json PATH [--plot PATH]     # the report of a saved run, again
 
 The peers are the ``bench`` extra (``pip install -e ".[bench]"``), never a dependency of
@@ -14,7 +14,9 @@ default), torch_compile, jax, sklearn.
 
 Files: this one (command line and orchestration: the measured configs, predict, start-up and
 memory runs), ``peers_adapters.py`` (one class per framework), ``peers_worker.py`` (the worker
-process and its protocol), ``peers_report.py`` (report, goals, plot).
+process and its protocol), ``peers_report.py`` (report, goals, plot), ``peers_sparse.py`` (the
+bag-of-words data and peers), ``peers_onnx.py`` (ONNX Runtime), ``peers_runs.py`` (the
+bag-of-words, latency and parallel-passes runs), ``peers_goals.py`` (their tables and goals).
 
 What is measured, and how
 -------------------------
@@ -37,9 +39,12 @@ What is measured, and how
 * Model: ReLU hidden layers, softmax + cross-entropy, Adam(1e-3), every peer starting from
   the same Glorot-uniform weights and zero biases; each repeat starts again from them with a
   fresh optimizer state, and the test accuracy (10,000 rows) after that epoch is reported.
-  Configs: seed 784-100-50-10 at batch 50, wide 784-1024-1024-10 at batch 256, and
-  seed+bn+dropout: the seed network with BatchNorm (PyTorch's BatchNorm1d defaults) and
-  Dropout(0.2) after each hidden ReLU, in every peer that has them (scikit-learn has not).
+  Configs: seed 784-100-50-10 at batch 50, wide 784-1024-1024-10 at batch 256, wide_std: the
+  wide network on standardized MNIST (each pixel (x - mean) / std with the training rows'
+  statistics, std 0 counted as 1; made in the MNIST subprocess, the test rows with the training
+  statistics), and seed+bn+dropout: the seed network with BatchNorm (PyTorch's BatchNorm1d
+  defaults) and Dropout(0.2) after each hidden ReLU, in every peer that has them (scikit-learn
+  has not).
 * All workers are alive at once (no two OpenMP runtimes or thread pools share a process), and
   the peers take turns within each repeat (the order rotates from repeat to repeat). Every peer
   is warmed up first on full and tail-sized batches, so JIT compilation and first-call costs
@@ -65,7 +70,24 @@ What is measured, and how
   activations, loss and optimizer are not counted. GFLOP/s = samples/s x that, and % peak
   divides by the float32 GEMM peak that NumPy reaches in this run (2048^3, same threads).
 * predict: class probabilities for the 10,000 test rows (torch under ``torch.no_grad()``,
-  with the config's fastest eager variant; JAX jitted), median of several calls.
+  with the config's fastest eager variant; JAX jitted; ONNX Runtime on the model fastnn's
+  worker exported with ``model.to_onnx`` after the config's epochs, so the same weights, in a
+  worker of its own: ``intra_op_num_threads`` = ``--threads``, ``inter_op_num_threads`` = 1),
+  median of several calls; seed, wide and seed+bn+dropout (inference mode).
+* One-row latency (seed and wide): mean seconds per call over 2,000 calls on one test row,
+  median of 5 such rounds, the callers taking turns: fastnn ``model.predict(row)`` and
+  ``model(row)``, PyTorch eager (the fastest variant) under ``torch.inference_mode()`` with
+  the softmax, ONNX Runtime ``session.run``.
+* Bag of words (``peers_sparse.py``): 50000-256-20 on made-up Zipf-distributed CSR data
+  (about 100 nonzeros a row, 20 classes from a sparse linear teacher), batch 256, Adam 1e-3;
+  fastnn ``fit(csr_matrix, y)`` (skipped, with the reason, where fastnn does not take
+  scipy.sparse input), PyTorch eager with ``torch.sparse.mm`` (fused and foreach Adam, the
+  faster one counts), scikit-learn ``MLPClassifier.partial_fit`` on the CSR matrix. 25,000
+  of the 100,000 training rows per measured pass (scikit-learn takes minutes per 100,000),
+  test accuracy on 10,000 more; a fresh worker per peer, alive together, taking turns; its
+  peak resident set (VmHWM) at the end.
+* Parallel passes: fastnn's wide epoch (15,360 rows) and its products-alone time in two fresh
+  workers, at 1 and at 2 threads; the time outside the products at 1 thread / at 2.
 * Start-up: a new Python process imports fastnn, builds the 784-100-50-10 model and trains
   one batch; seconds from launch to the end of that batch (and to exit), with an empty Numba
   cache (cold) and then with the cache that run left (warm).
@@ -74,11 +96,18 @@ What is measured, and how
 
 Goals (PASS / FAIL with the reason / SKIP when a peer is missing; see ``peers_report.py``)
 ------------------------------------------------------------------------------------------
-* seed network (784-100-50-10, batch 50): >= 2.5x PyTorch eager (best variant) and >= 1.5x
-  JAX samples/s, at equal test accuracy (fastnn at most 0.01 below each);
+* seed network (784-100-50-10, batch 50): >= 3x PyTorch eager (best variant) and >= 2x
+  JAX samples/s, at equal test accuracy (fastnn at most 0.01 below each); its dense products
+  alone >= 75% of its step time (wide: 95%);
 * wide network (784-1024-1024-10, batch 256): >= 1.3x PyTorch eager and >= 1.1x JAX;
+* wide_std (standardized MNIST): >= 1.0x every peer;
 * every point of the batch and width sweep: >= 1.0x every peer measured there;
-* predict of 10,000 rows (seed and wide): >= 1.0x every peer;
+* predict of 10,000 rows (seed, wide, seed+bn+dropout): >= 1.0x every peer, ONNX Runtime included;
+* one-row latency: seed fastnn <= ONNX Runtime, wide <= 1.2x ONNX Runtime (fastnn's faster call);
+* bag of words: >= 5x scikit-learn and >= 2x PyTorch samples/s, with a lower peak memory than each;
+* the scikit-learn estimator API: ``fastnn.sklearn.MLPClassifier`` >= 4x scikit-learn's, equal accuracy;
+* parallel passes: the wide step outside its products >= 1.7x faster at 2 threads than at 1
+  (SKIP on a 1-CPU machine);
 * start-up to the first trained batch: <= 1 s with a warm Numba cache, <= 15 s cold.
 """
 import argparse

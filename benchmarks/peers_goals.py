@@ -98,8 +98,8 @@ def _bow_goals(bow):
             ratio = fast["samples_per_s"] / other["samples_per_s"]
             lower = fast["peak_mb"] < other["peak_mb"]
             text = (f"{ratio:.2f}x ({fast['samples_per_s']:,.0f} vs {other['samples_per_s']:,.0f} samples/s, "
-                    f"{BOW_LABELS[key]}); peak memory {fast['peak_mb']:.0f} vs {other['peak_mb']:.0f} MB; test accuracy "
-                    f"{fast['accuracy_median']:.4f} vs {other['accuracy_median']:.4f}")
+                    f"{BOW_LABELS[key]}); peak memory {fast['peak_mb']:.0f} vs {other['peak_mb']:.0f} MB; "
+                    f"test accuracy {fast['accuracy_median']:.4f} vs {other['accuracy_median']:.4f}")
             if not lower:
                 text += "; why: fastnn's peak memory is not lower"
             out.append((goal, "PASS" if ratio >= target and lower else "FAIL", text))
