@@ -15,7 +15,7 @@ from peers_worker import PeerFailed, Worker, short_error  # noqa: E402
 
 _PAUSE_S = 0.3  # as peers.py: the previous peer's spinning threads go to sleep
 BOW_TRAIN_ROWS, BOW_TEST_ROWS, BOW_MEASURED_ROWS = 100_000, 10_000, 25_000
-QUICK_BOW = (10_000, 2_000, 5_000)
+QUICK_BOW = (5_000, 1_000, 2_560)
 LATENCY_CALLS, QUICK_LATENCY_CALLS, LATENCY_REPEATS = 2000, 200, 5
 PARALLEL_ROWS, QUICK_PARALLEL_ROWS, PARALLEL_REPEATS = 15_360, 2_560, 3
 

@@ -171,7 +171,7 @@ def main(argv=None):
     parser.add_argument("--peer", required=True)
     parser.add_argument("--fd", type=int, required=True, help="this end of the parent's Pipe()")
     parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--data", required=True, help="folder of x_train.npy, y_train.npy, x_test.npy, y_test.npy")
+    parser.add_argument("--data", required=True, help="folder of the data files (.npy) that the peer's load_data reads")
     parser.add_argument("--options", default="{}", help="JSON object passed to the peer")
     args = parser.parse_args(argv)
     # Fewer threads than CPUs: pin this worker to that many, before its framework starts a pool
