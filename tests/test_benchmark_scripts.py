@@ -57,6 +57,7 @@ assert np.abs(w[0]).max() <= np.sqrt(6 / 50256) and np.abs(w[0]).max() > 0.9 * n
 """)
 
 
+@pytest.mark.slow  # worker processes, a 50000-wide model / torch and onnxruntime imports: ~10 s
 def test_the_bag_of_words_run_measures_or_skips_fastnn_with_the_reason():
     """fastnn and scikit-learn (PyTorch is left out: slow to import), tiny sizes, real workers."""
     out = run_child("""
@@ -136,6 +137,7 @@ print(json.dumps([[g, s] for g, s, t in goals]))
     assert status("wide_std") == ["FAIL"]                          # scikit-learn 1100/s > fastnn 1000/s
 
 
+@pytest.mark.slow  # worker processes, a 50000-wide model / torch and onnxruntime imports: ~10 s
 def test_onnx_runtime_predicts_what_fastnn_exported_and_the_row_calls_return_probabilities():
     pytest.importorskip("onnxruntime")
     pytest.importorskip("torch")
