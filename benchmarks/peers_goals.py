@@ -29,21 +29,24 @@ def _bow_table(bow, lines):
                  f"CSR float32, {d['nnz_per_row']:.0f} nonzeros a row (Zipf word frequencies), 20 classes from a "
                  f"sparse linear teacher; {bow['rows']:,} rows per measured pass of {d['train_rows']:,} training rows, "
                  f"test accuracy on {d['test_rows']:,} rows; a fresh worker per peer")
-    lines.append(f"  {'peer':<34}{'samples/s':>11}{'min-max':>19}{'fastnn/peer':>13}{'test acc':>10}{'peak MB':>9}"
+    lines.append(f"  {'peer':<40}{'samples/s':>11}{'min-max':>19}{'fastnn/peer':>13}{'test acc':>10}{'peak MB':>9}"
                  f"{'training MB':>13}{'warm-up s':>11}")
     base = bow["peers"].get("bow_fastnn", {}).get("samples_per_s")
     for peer, e in bow["peers"].items():
         name = BOW_LABELS.get(peer, peer) + (" (best)" if peer == bow.get("torch_best") else "")
         if "samples_per_s" not in e:
-            lines.append(f"  {name:<34}skipped: {e.get('error', 'no measurement')}")
+            lines.append(f"  {name:<40}skipped: {e.get('error', 'no measurement')}")
             continue
         rates = [bow["rows"] / s for s in e["seconds"]]
         ratio = f"{base / e['samples_per_s']:.2f}x" if base else "-"
-        lines.append(f"  {name:<34}{e['samples_per_s']:>11,.0f}{f'{min(rates):,.0f}-{max(rates):,.0f}':>19}{ratio:>13}"
+        lines.append(f"  {name:<40}{e['samples_per_s']:>11,.0f}{f'{min(rates):,.0f}-{max(rates):,.0f}':>19}{ratio:>13}"
                      f"{e['accuracy_median']:>10.4f}{e['peak_mb']:>9.0f}{e['peak_mb'] - e['rss']['data']:>13.0f}"
                      f"{e['warm_up_s']:>11.1f}")
     lines.append("  peak MB: the worker's peak resident set (VmHWM) at the end; training MB: that less its peak "
                  "after import and loading the data")
+    for peer, e in bow["peers"].items():
+        if e.get("summary"):
+            lines.append(f"  {BOW_LABELS.get(peer, peer)}: {e['summary']}")
 
 
 def _latency_table(run, lines):
