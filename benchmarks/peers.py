@@ -3,7 +3,7 @@
     python benchmarks/peers.py [--quick] [--repeats N] [--peers fastnn,torch,torch_compile,jax,sklearn]
                                [--torch-adam fused,foreach,default] [--sweep | --no-sweep]
                                [--sweep-peers ...] [--cold | --no-cold] [--plot PATH] [--json PATH]
-                               [--threads N]
+                               [--threads N] [--bow | --no-bow] [--parallel | --no-parallel] [--onnx | --no-onnx]
     python benchmarks/peers.py --from-json PATH [--plot PATH]     # the report of a saved run, again
 
 The peers are the ``bench`` extra (``pip install -e ".[bench]"``), never a dependency of
@@ -14,7 +14,9 @@ default), torch_compile, jax, sklearn.
 
 Files: this one (command line and orchestration: the measured configs, predict, start-up and
 memory runs), ``peers_adapters.py`` (one class per framework), ``peers_worker.py`` (the worker
-process and its protocol), ``peers_report.py`` (report, goals, plot).
+process and its protocol), ``peers_report.py`` (report, goals, plot), ``peers_sparse.py`` (the
+bag-of-words data and peers), ``peers_onnx.py`` (ONNX Runtime), ``peers_runs.py`` (the
+bag-of-words, latency and parallel-passes runs), ``peers_goals.py`` (their tables and goals).
 
 What is measured, and how
 -------------------------
@@ -37,9 +39,12 @@ What is measured, and how
 * Model: ReLU hidden layers, softmax + cross-entropy, Adam(1e-3), every peer starting from
   the same Glorot-uniform weights and zero biases; each repeat starts again from them with a
   fresh optimizer state, and the test accuracy (10,000 rows) after that epoch is reported.
-  Configs: seed 784-100-50-10 at batch 50, wide 784-1024-1024-10 at batch 256, and
-  seed+bn+dropout: the seed network with BatchNorm (PyTorch's BatchNorm1d defaults) and
-  Dropout(0.2) after each hidden ReLU, in every peer that has them (scikit-learn has not).
+  Configs: seed 784-100-50-10 at batch 50, wide 784-1024-1024-10 at batch 256, wide_std: the
+  wide network on standardized MNIST (each pixel (x - mean) / std with the training rows'
+  statistics, std 0 counted as 1; made in the MNIST subprocess, the test rows with the training
+  statistics), and seed+bn+dropout: the seed network with BatchNorm (PyTorch's BatchNorm1d
+  defaults) and Dropout(0.2) after each hidden ReLU, in every peer that has them (scikit-learn
+  has not).
 * All workers are alive at once (no two OpenMP runtimes or thread pools share a process), and
   the peers take turns within each repeat (the order rotates from repeat to repeat). Every peer
   is warmed up first on full and tail-sized batches, so JIT compilation and first-call costs
@@ -65,7 +70,24 @@ What is measured, and how
   activations, loss and optimizer are not counted. GFLOP/s = samples/s x that, and % peak
   divides by the float32 GEMM peak that NumPy reaches in this run (2048^3, same threads).
 * predict: class probabilities for the 10,000 test rows (torch under ``torch.no_grad()``,
-  with the config's fastest eager variant; JAX jitted), median of several calls.
+  with the config's fastest eager variant; JAX jitted; ONNX Runtime on the model fastnn's
+  worker exported with ``model.to_onnx`` after the config's epochs, so the same weights, in a
+  worker of its own: ``intra_op_num_threads`` = ``--threads``, ``inter_op_num_threads`` = 1),
+  median of several calls; seed, wide and seed+bn+dropout (inference mode).
+* One-row latency (seed and wide): mean seconds per call over 2,000 calls on one test row,
+  median of 5 such rounds, the callers taking turns: fastnn ``model.predict(row)`` and
+  ``model(row)``, PyTorch eager (the fastest variant) under ``torch.inference_mode()`` with
+  the softmax, ONNX Runtime ``session.run``.
+* Bag of words (``peers_sparse.py``): 50000-256-20 on made-up Zipf-distributed CSR data
+  (about 100 nonzeros a row, 20 classes from a sparse linear teacher), batch 256, Adam 1e-3;
+  fastnn ``fit(csr_matrix, y)`` (skipped, with the reason, where fastnn does not take
+  scipy.sparse input), PyTorch eager with ``torch.sparse.mm`` (fused and foreach Adam, the
+  faster one counts), scikit-learn ``MLPClassifier.partial_fit`` on the CSR matrix. 25,000
+  of the 100,000 training rows per measured pass (scikit-learn takes minutes per 100,000),
+  test accuracy on 10,000 more; a fresh worker per peer, alive together, taking turns; its
+  peak resident set (VmHWM) at the end.
+* Parallel passes: fastnn's wide epoch (15,360 rows) and its products-alone time in two fresh
+  workers, at 1 and at 2 threads; the time outside the products at 1 thread / at 2.
 * Start-up: a new Python process imports fastnn, builds the 784-100-50-10 model and trains
   one batch; seconds from launch to the end of that batch (and to exit), with an empty Numba
   cache (cold) and then with the cache that run left (warm).
@@ -74,11 +96,18 @@ What is measured, and how
 
 Goals (PASS / FAIL with the reason / SKIP when a peer is missing; see ``peers_report.py``)
 ------------------------------------------------------------------------------------------
-* seed network (784-100-50-10, batch 50): >= 2.5x PyTorch eager (best variant) and >= 1.5x
-  JAX samples/s, at equal test accuracy (fastnn at most 0.01 below each);
+* seed network (784-100-50-10, batch 50): >= 3x PyTorch eager (best variant) and >= 2x
+  JAX samples/s, at equal test accuracy (fastnn at most 0.01 below each); its dense products
+  alone >= 75% of its step time (wide: 95%);
 * wide network (784-1024-1024-10, batch 256): >= 1.3x PyTorch eager and >= 1.1x JAX;
+* wide_std (standardized MNIST): >= 1.0x every peer;
 * every point of the batch and width sweep: >= 1.0x every peer measured there;
-* predict of 10,000 rows (seed and wide): >= 1.0x every peer;
+* predict of 10,000 rows (seed, wide, seed+bn+dropout): >= 1.0x every peer, ONNX Runtime included;
+* one-row latency: seed fastnn <= ONNX Runtime, wide <= 1.2x ONNX Runtime (fastnn's faster call);
+* bag of words: >= 5x scikit-learn and >= 2x PyTorch samples/s, with a lower peak memory than each;
+* the scikit-learn estimator API: ``fastnn.sklearn.MLPClassifier`` >= 4x scikit-learn's, equal accuracy;
+* parallel passes: the wide step outside its products >= 1.7x faster at 2 threads than at 1
+  (SKIP on a 1-CPU machine);
 * start-up to the first trained batch: <= 1 s with a warm Numba cache, <= 15 s cold.
 """
 import argparse
@@ -95,6 +124,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peers_report  # noqa: E402
+import peers_runs  # noqa: E402
 from peers_adapters import PEER_MODULES, PEER_NAMES, TORCH_PEERS, TORCH_VARIANTS, blas_text  # noqa: E402
 from peers_worker import PeerFailed, Worker, short_error  # noqa: E402
 
@@ -185,6 +215,12 @@ import fastnn
 arrays = fastnn.load_mnist()
 for name, array in zip(("x_train", "y_train", "x_test", "y_test"), arrays):
     np.save(os.path.join(sys.argv[1], name + ".npy"), array)
+# wide_std's data: per-pixel (x - mean) / std with the training rows' statistics (std 0 -> 1)
+x, x_test = arrays[0].astype(np.float64), arrays[2].astype(np.float64)
+mean, std = x.mean(axis=0), x.std(axis=0)
+std[std == 0] = 1.0
+for name, array in (("x_train_std", x), ("x_test_std", x_test)):
+    np.save(os.path.join(sys.argv[1], name + ".npy"), ((array - mean) / std).astype(np.float32))
 print(json.dumps([int(a.shape[0]) for a in arrays]))
 """
 
@@ -292,17 +328,19 @@ def measure_sklearn_api(data_dir, threads, env, epochs, log):
 # Training and predict, driven from this process
 # --------------------------------------------------------------------------------------------
 
-def measure_config(workers, name, sizes, batch_size, rows, repeats, log, style="plain"):
+def measure_config(workers, name, sizes, batch_size, rows, repeats, log, style="plain", data="plain"):
     """Warm every peer up, then ``repeats`` rounds of one epoch each, peers taking turns.
-    ``style``: "plain" (Dense + ReLU) or "bn_dropout" (BatchNorm and Dropout after each hidden ReLU).
+    ``style``: "plain" (Dense + ReLU) or "bn_dropout" (BatchNorm and Dropout after each hidden ReLU);
+    ``data``: "plain" (pixels in [0, 1]) or "std" (standardized pixels).
     ``result["torch_best"]``: the fastest PyTorch eager variant measured (None if none)."""
     tail = rows % batch_size
     warm_rows = min(rows, 2 * batch_size + tail) if rows > 2 * batch_size else rows
     result = {"config": name, "sizes": list(sizes), "batch_size": batch_size, "rows": rows, "style": style,
-              "peers": {}}
+              "data": data, "peers": {}}
     active = []
     for peer, worker in workers.items():
         try:
+            worker.call("use_data", variant=data)
             start = time.perf_counter()
             worker.call("build", sizes=list(sizes), batch_size=batch_size, style=style)
             worker.call("warm_up", batch_size=batch_size, rows=warm_rows)
@@ -509,6 +547,12 @@ def _parse_args(argv):
     parser.add_argument("--from-json", default=None, metavar="PATH",
                         help="measure nothing: print the report (and --plot) of a run saved with --json")
     parser.add_argument("--threads", type=int, default=2, help="threads for every peer (default 2)")
+    parser.add_argument("--bow", action=argparse.BooleanOptionalAction, default=True,
+                        help="the bag-of-words benchmark (default on)")
+    parser.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=True,
+                        help="the parallel-passes run: fastnn's wide step at 1 and 2 threads (default on)")
+    parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
+                        help="ONNX Runtime as a predict and latency peer (default on)")
     args = parser.parse_args(argv)
     if args.plot is None and not args.from_json:  # a saved run's plot follows its own quick flag (main)
         args.plot = default_plot(args.quick)
@@ -585,7 +629,7 @@ def main(argv=None):
         log("warning: the machine is busy (load average > 1.5); ratios will be noisy")
 
     data_dir = tempfile.mkdtemp(prefix="fastnn-peers-data-")
-    workers = {}
+    workers, onnx = {}, None
     try:
         try:
             mnist_rows = load_mnist_files(data_dir, start_env)
@@ -610,22 +654,52 @@ def main(argv=None):
                 log(f"  {p} skipped: {skipped[p]}")
         if "fastnn" not in workers:
             raise SystemExit("fastnn itself did not start: " + skipped.get("fastnn", "not requested"))
+        onnx = None  # ONNX Runtime: a predict peer only, on the models fastnn's worker exports
+        if args.onnx and importlib.util.find_spec("onnxruntime") is None:
+            skipped["onnxruntime"] = "onnxruntime is not installed"
+        elif args.onnx:
+            try:
+                onnx = Worker("onnxruntime", threads, data_dir, clean_env(start_env, threads))
+                run["peer_info"]["onnxruntime"] = {"info": onnx.info, "environ": onnx.environ,
+                                                   "env_changed": onnx.env_changed, "rss": onnx.rss}
+            except PeerFailed as exc:
+                skipped["onnxruntime"] = short_error(exc)
 
-        run["predict"] = {}
+        run["predict"], run["latency"] = {}, {}
         best = {}
-        for name, sizes, batch, style in (("seed", SEED_SIZES, SEED_BATCH, "plain"),
-                                          ("wide", WIDE_SIZES, WIDE_BATCH, "plain"),
-                                          ("seed+bn+dropout", SEED_SIZES, SEED_BATCH, "bn_dropout")):
+        for name, sizes, batch, style, data in (("seed", SEED_SIZES, SEED_BATCH, "plain", "plain"),
+                                                ("wide", WIDE_SIZES, WIDE_BATCH, "plain", "plain"),
+                                                ("wide_std", WIDE_SIZES, WIDE_BATCH, "plain", "std"),
+                                                ("seed+bn+dropout", SEED_SIZES, SEED_BATCH, "bn_dropout", "plain")):
             log(f"config {name} {'-'.join(map(str, sizes))} batch {batch}: {repeats} x {main_rows:,} rows per peer")
-            result = measure_config(workers, name, sizes, batch, main_rows, repeats, log, style)
+            result = measure_config(workers, name, sizes, batch, main_rows, repeats, log, style, data)
             run["configs"].append(result)
             best[name] = result["torch_best"]
             if best[name]:
                 log(f"  fastest PyTorch eager variant: {best[name]}")
+            if data != "plain":  # predict and latency: the same network as wide
+                continue
             # predict: one PyTorch eager variant (the forward pass is the same in all three)
             trained = [p for p in workers if result["peers"].get(p, {}).get("samples_per_s")
                        and (p not in TORCH_PEERS or p == best[name])]
-            run["predict"][name] = measure_predict(workers, trained, 3 if quick else 7)
+            predict_workers = dict(workers)
+            if onnx is not None and "fastnn" in trained:
+                try:
+                    peers_runs.load_onnx(workers["fastnn"], onnx, os.path.join(data_dir, f"{style}-{sizes[1]}.onnx"))
+                    predict_workers["onnxruntime"] = onnx
+                    trained.append("onnxruntime")
+                except PeerFailed as exc:
+                    run.setdefault("onnx_errors", {})[name] = short_error(exc)
+                    log(f"  ONNX export or load failed on {name}: {short_error(exc)}")
+            run["predict"][name] = measure_predict(predict_workers, trained, 3 if quick else 7)
+            if name in ("seed", "wide") and "fastnn" in trained:
+                keyed = {"fastnn_predict": (workers["fastnn"], "predict"), "fastnn_call": (workers["fastnn"], "call")}
+                if best[name]:
+                    keyed["torch"] = (workers[best[name]], "call")
+                if "onnxruntime" in trained:
+                    keyed["onnxruntime"] = (onnx, "call")
+                log(f"  one-row latency: {', '.join(keyed)}")
+                run["latency"][name] = dict(peers_runs.measure_latency(keyed, quick), torch=best[name])
             if "fastnn" in trained:  # predict's limit: its forward products alone, in fastnn's process
                 try:
                     run.setdefault("predict_products_s", {})[name] = workers["fastnn"].call(
@@ -655,9 +729,22 @@ def main(argv=None):
                 result.update(kind=kind, value=value)
                 run["sweep"].append(result)
 
-        for worker in workers.values():
+        for worker in list(workers.values()) + ([onnx] if onnx is not None else []):
             worker.close()
-        workers = {}
+        workers, onnx = {}, None
+
+        if args.bow:
+            bow = peers_runs.bow_peers(peers)
+            bow_skipped = [p for p in bow if importlib.util.find_spec(peers_runs.BOW_MODULES[p]) is None]
+            run["bow"] = peers_runs.measure_bow([p for p in bow if p not in bow_skipped], threads, data_dir,
+                                                lambda p: clean_env(start_env, threads), quick,
+                                                min(repeats, 3), log)
+            for p in bow_skipped:
+                run["bow"].setdefault("peers", {})[p] = {"error": f"{peers_runs.BOW_MODULES[p]} is not installed"}
+        if args.parallel:
+            log("parallel passes: fastnn's wide step at 1 and at 2 threads, fresh workers")
+            run["parallel"] = peers_runs.measure_parallel(WIDE_SIZES, WIDE_BATCH, data_dir,
+                                                          lambda t: clean_env(start_env, t), cpu["usable"], quick, log)
 
         log("start-up runs ...")
         run["startup"] = measure_startup(threads, env, peers, cold, 1 if quick else 2, log)
@@ -671,7 +758,7 @@ def main(argv=None):
         run["gemm_end"] = gemm_peak(threads, env)
         run["load_end"] = os.getloadavg()
     finally:
-        for worker in workers.values():
+        for worker in list(workers.values()) + ([onnx] if onnx is not None else []):
             worker.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 

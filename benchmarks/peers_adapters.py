@@ -7,6 +7,7 @@ Only numpy and the standard library are imported at module level: asv imports th
 process, which must load no framework) imports it for the names. Each framework is imported
 inside its peer's ``__init__``, in the worker.
 """
+import os
 import time
 import warnings
 
@@ -20,7 +21,8 @@ PEER_NAMES = ("fastnn",) + TORCH_PEERS + ("torch_compile", "jax", "sklearn")
 PEER_MODULES = dict({p: "torch" for p in TORCH_PEERS}, fastnn="fastnn", torch_compile="torch", jax="jax",
                     sklearn="sklearn")
 PEER_LABELS = dict({p: f"PyTorch eager ({p[len('torch_'):]})" for p in TORCH_PEERS}, fastnn="fastnn",
-                   torch_compile="torch.compile", jax="JAX jit", sklearn="scikit-learn", torch="PyTorch eager")
+                   torch_compile="torch.compile", jax="JAX jit", sklearn="scikit-learn", torch="PyTorch eager",
+                   onnxruntime="ONNX Runtime")
 N_CLASSES = 10
 
 
@@ -89,6 +91,27 @@ class Peer:
     def set_data(self, x, y, x_test, y_test):
         self.x, self.y, self.x_test, self.y_test = x, y, x_test, y_test
 
+    def load_data(self, data_dir, variant="plain"):
+        """MNIST from ``data_dir``'s .npy files; variant "std": the standardized pixels
+        (x_train_std.npy, x_test_std.npy), the same labels."""
+        suffix = "" if variant == "plain" else f"_{variant}"
+        self.data_dir, self.variant = data_dir, variant
+        self.set_data(*(np.load(os.path.join(data_dir, f"{name}{suffix if name.startswith('x') else ''}.npy"))
+                        for name in ("x_train", "y_train", "x_test", "y_test")))
+
+    def use_data(self, variant):
+        if variant != self.variant:
+            self.load_data(self.data_dir, variant)
+
+    def latency_seconds(self, mode, calls):
+        """Mean seconds of one call on one test row, over ``calls`` calls (after one call)."""
+        run = self.one_row_call(mode, self.x_test[:1])
+        run()
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        return (time.perf_counter() - start) / calls
+
     def warm_up(self, batch_size, rows, seed=12345):
         """Train on ``rows`` rows (full and tail-sized batches), then go back to the initial state."""
         seconds = self.fit_rows(rows, batch_size, seed)
@@ -151,6 +174,14 @@ class FastnnPeer(Peer):
 
     def probabilities(self):
         return self.model.predict(self.x_test)
+
+    def export_onnx(self, path):
+        self.model.to_onnx(path)
+        return path
+
+    def one_row_call(self, mode, row):
+        model = self.model
+        return (lambda: model.predict(row)) if mode == "predict" else (lambda: model(row))
 
     def products_seconds(self, sizes, batch_size, rows):
         """Seconds of the dense products alone of one epoch (``step_limit``), in this process."""
@@ -243,6 +274,16 @@ class TorchPeer(Peer):
             loss.backward()
             self.optimizer.step()
         return time.perf_counter() - start
+
+    def one_row_call(self, mode, row):
+        torch, forward = self.torch, self.forward
+        row = torch.from_numpy(row)
+        self.net.eval()
+
+        def run():
+            with torch.inference_mode():
+                return torch.softmax(forward(row), dim=1)
+        return run
 
     def probabilities(self):
         torch = self.torch

@@ -28,7 +28,6 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import traceback  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 _CALL_TIMEOUT_S = 1800
 _CLOSE_TIMEOUT_S = 10
@@ -136,11 +135,13 @@ def serve(conn, peer, threads, data_dir, options):
     """Import one framework, load the data, answer (method, kwargs) calls until None."""
     import peers_adapters
     try:
+        import peers_onnx
+        import peers_sparse
+        classes = dict(peers_adapters.PEER_CLASSES, **peers_sparse.PEER_CLASSES, **peers_onnx.PEER_CLASSES)
         rss = {"python": peers_adapters.maxrss_mb()}
-        impl = peers_adapters.PEER_CLASSES[peer](threads, options)
+        impl = classes[peer](threads, options)
         rss["import"] = peers_adapters.maxrss_mb()
-        impl.set_data(*(np.load(os.path.join(data_dir, f"{name}.npy"))
-                        for name in ("x_train", "y_train", "x_test", "y_test")))
+        impl.load_data(data_dir)
         rss["data"] = peers_adapters.maxrss_mb()
         info = impl.info()
         environ, changed = _environ_report()
@@ -170,7 +171,7 @@ def main(argv=None):
     parser.add_argument("--peer", required=True)
     parser.add_argument("--fd", type=int, required=True, help="this end of the parent's Pipe()")
     parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--data", required=True, help="folder of x_train.npy, y_train.npy, x_test.npy, y_test.npy")
+    parser.add_argument("--data", required=True, help="folder of the data files (.npy) that the peer's load_data reads")
     parser.add_argument("--options", default="{}", help="JSON object passed to the peer")
     args = parser.parse_args(argv)
     # Fewer threads than CPUs: pin this worker to that many, before its framework starts a pool
