@@ -35,6 +35,11 @@ BLAS_PARALLEL_MIN_FLOPS = 4e7
 # that the activations of a wide network stay in cache.
 INFERENCE_BATCH_SIZE = 1024
 
+# Density (fraction of nonzero inputs) at or below which a stack's first Dense layer trains on
+# each batch's nonzeros only (``kernels/sparse.py``), measured per data set
+# (``sparse_input.density``). MEASURED: see below.
+SPARSE_FIRST_LAYER_MAX_DENSITY = 0.3
+
 # CUDA launch geometry.
 CUDA_THREADS_PER_BLOCK = 256
 

@@ -31,3 +31,42 @@ def dense_backward(dx, dW, db, dz, x, W):
             db[j] += dz[i, j]
     if dx.size:
         np.dot(dz, W.T, dx)
+
+
+# The zero-skipping twins of the two passes, for a first layer whose input batch is CSR
+# (``kernels/sparse.py``): with W row-major (n_in, n_out), both products are row axpys over the
+# batch's nonzeros (i, k), out[i, :] += x[i, k] W[k, :] and dW[k, :] += x[i, k] dz[i, :], whose
+# inner loops run over contiguous rows and vectorize. Serial, so the dW rows' += do not race.
+@kernel(inline=True)
+def sparse_dense_forward(out, indptr, indices, values, W, b, act, alpha):
+    """``dense_forward`` for x given as CSR: row i's nonzeros are ``values[indptr[i]:indptr[i + 1]]``
+    at columns ``indices[...]``; out (B, n_out) with B = indptr.size - 1."""
+    for i in range(out.shape[0]):
+        o = out[i]
+        for j in range(o.shape[0]):
+            o[j] = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            v = values[p]
+            w = W[indices[p]]
+            for j in range(o.shape[0]):
+                o[j] += v * w[j]
+    bias_activation_forward(out, out, b, act, alpha)
+
+
+@kernel(inline=True)
+def sparse_dense_backward(dW, db, dz, indptr, indices, values):
+    """``dense_backward``'s dW = x.T @ dz and db for x given as CSR (as ``sparse_dense_forward``'s);
+    no dx: only a first layer reads a CSR batch, and its input needs no gradient."""
+    for k in range(dW.shape[0]):
+        for j in range(dW.shape[1]):
+            dW[k, j] = 0
+    db[:] = 0
+    for i in range(dz.shape[0]):
+        d = dz[i]
+        for j in range(d.shape[0]):
+            db[j] += d[j]
+        for p in range(indptr[i], indptr[i + 1]):
+            v = values[p]
+            g = dW[indices[p]]
+            for j in range(d.shape[0]):
+                g[j] += v * d[j]
