@@ -99,7 +99,9 @@ class CPUBackend(Backend):
         room = source.batch_capacity(batch_size, n_in)
         held = getattr(self, "_csr_batch", None)
         if held is None or held[0].size < batch_size + 1 or held[1].size < room:
-            held = (np.zeros(batch_size + 1, np.int64), np.empty(room, np.int32), np.empty(room, self.dtype))
+            csc = n_in + 1 if source.skip else 0
+            held = (np.zeros(batch_size + 1, np.int64), np.empty(room, np.int32), np.empty(room, self.dtype),
+                    np.zeros(csc, np.int64), np.empty(room, np.int32), np.empty(room, self.dtype))
             self._csr_batch = held
         return SparseBatches(source.indptr, source.indices, source.values, *held, source.skip)
 

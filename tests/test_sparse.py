@@ -50,9 +50,12 @@ def test_sparse_dense_forward_matches_numpy(dtype):
 def test_sparse_dense_backward_matches_numpy(dtype):
     rng = np.random.default_rng(1)
     x = sparse_rows(rng, 6, 9, 0.25, dtype)
+    x[:, 3] = rng.normal(size=6) + 3.0  # a column of all nonzeros (but the empty row's): 4 at a time, then 1
+    x[1] = 0
     dz = rng.normal(size=(6, 4)).astype(dtype)
     dW, db = np.full((9, 4), np.nan, dtype), np.full(4, np.nan, dtype)
-    K.sparse_dense_backward(dW, db, dz, *csr_of(x))
+    K.sparse_dense_backward(dW, db, dz, *csr_of(x), np.zeros(10, np.int64), np.zeros(54, np.int32),
+                            np.zeros(54, dtype))
     np.testing.assert_allclose(dW, x.T.astype(np.float64) @ dz, rtol=TOL[dtype], atol=TOL[dtype])
     np.testing.assert_allclose(db, dz.sum(axis=0, dtype=np.float64), rtol=TOL[dtype], atol=TOL[dtype])
     assert not dW[np.flatnonzero(~x.any(axis=0))].any()  # a feature with no nonzero: a zero row
@@ -64,7 +67,8 @@ def test_gather_sparse_writes_the_batch_rows_as_csr(source):
     x = sparse_rows(rng, 10, 6, 0.3, np.float64)
     order = rng.permutation(10).astype(np.int64)
     rows, room = 4, 4 * 6
-    batch = (np.zeros(rows + 1, np.int64), np.zeros(room, np.int32), np.zeros(room))
+    batch = (np.zeros(rows + 1, np.int64), np.zeros(room, np.int32), np.zeros(room), np.zeros(0, np.int64),
+             np.zeros(0, np.int32), np.zeros(0))
     if source == "csr":
         bundle = SparseBatches(*csr_of(x), *batch, True)
         data = np.zeros((0, 6))
@@ -83,7 +87,7 @@ def test_gather_sparse_densifies_a_csr_batch():
     order = rng.permutation(8).astype(np.int64)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
     xb = np.full((3, 5), np.nan, np.float32)
-    gather_sparse(SparseBatches(*csr_of(x), *empty, False), xb, np.zeros((0, 5), np.float32), order, 5)
+    gather_sparse(SparseBatches(*csr_of(x), *empty, *empty, False), xb, np.zeros((0, 5), np.float32), order, 5)
     np.testing.assert_array_equal(xb, x[order[5:8]])
 
 

@@ -15,7 +15,9 @@ this out) in two cases, which ``fastnn/sparse_input.py`` chooses once per data s
 ``indptr``/``indices``/``values``: the CSR data set (int64, int32, the model's dtype); no entries
 (``indptr`` empty) for a dense data set, whose rows are in ``Batches.x``. ``batch_indptr``
 (batch_size + 1,), ``batch_indices`` and ``batch_values``: the gathered batch's CSR, with room for
-its most nonzeros (``sparse_input.batch_capacity``); unused (empty) when not ``skip``.
+its most nonzeros (``sparse_input.batch_capacity``); ``colptr`` (n_in + 1,), ``rows`` and
+``colvalues`` (as much room): the batch's CSC, the weight gradient's scratch. All unused (empty)
+when not ``skip``.
 """
 from collections import namedtuple
 
@@ -25,7 +27,7 @@ from .dense import sparse_dense_backward, sparse_dense_forward
 from .table import ACT, ALPHA, B_OFF, N_IN, N_OUT, W_OFF
 
 SparseBatches = namedtuple("SparseBatches", ["indptr", "indices", "values", "batch_indptr", "batch_indices",
-                                             "batch_values", "skip"])
+                                             "batch_values", "colptr", "rows", "colvalues", "skip"])
 
 
 @kernel
@@ -89,4 +91,5 @@ def sparse_first_backward(net, grads, sparse, work, rows, cur, applied):
         out = work.acts[work.act_off[1]: work.act_off[1] + rows * n_out].reshape(rows, n_out)
         activation_backward(dout, dout, out, layers[0, ACT], alphas[0, ALPHA])
     sparse_dense_backward(grads[w: w + n_in * n_out].reshape(n_in, n_out), grads[b: b + n_out], dout,
-                          sparse.batch_indptr[: rows + 1], sparse.batch_indices, sparse.batch_values)
+                          sparse.batch_indptr[: rows + 1], sparse.batch_indices, sparse.batch_values, sparse.colptr,
+                          sparse.rows, sparse.colvalues)
