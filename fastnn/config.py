@@ -37,8 +37,15 @@ INFERENCE_BATCH_SIZE = 1024
 
 # Density (fraction of nonzero inputs) at or below which a stack's first Dense layer trains on
 # each batch's nonzeros only (``kernels/sparse.py``), measured per data set
-# (``sparse_input.density``). MEASURED: see below.
-SPARSE_FIRST_LAYER_MAX_DENSITY = 0.3
+# (``sparse_input.density``). The first layer's gather + forward + dW, zero-skipping time / dense
+# time, float32, medians of step-by-step alternating pairs on 2 shared, loaded cores
+# (``python -m benchmarks.bench_sparse``), at densities 0.05 0.10 0.19 0.30 0.45 0.60:
+# 784-100 at batch 50 (BLAS on one thread, as fit runs the seed network): 0.47 0.65 0.96 1.37 1.84 2.40;
+# 784-1024 at batch 256 (BLAS on two threads): 0.03 0.23 0.28 0.43 0.71 1.54 (BLAS's threads
+# suffer most from the load: the dense figures varied 36-77 ms). The crossover is about 0.2 for
+# the narrow layer, 0.5 for the wide one; the narrow one's sets the threshold, so that no measured
+# shape is slower (MNIST's 0.19 takes the zero-skipping path on both).
+SPARSE_FIRST_LAYER_MAX_DENSITY = 0.2
 
 # CUDA launch geometry.
 CUDA_THREADS_PER_BLOCK = 256
