@@ -79,13 +79,13 @@ class FirstLayerStep:
         self.a.sparse()
 
 
-def crossover(seconds=4.0):
+def crossover(shapes=SHAPES, seconds=4.0):
     """Median microseconds per step of both paths and the median of their per-pair ratio, for
     every shape and density: the two alternate step by step, so that both see the same load
     (on shared cores the ratio is the steadier figure)."""
     from fastnn.threading import blas_threads_for
     warm_up()
-    for batch, n_in, n_out in SHAPES:
+    for batch, n_in, n_out in shapes:
         # The whole step's products decide fit's BLAS threads (the seed network's: one).
         rest = n_out * 50 + 500 if n_out == 100 else n_out * n_out + n_out * 10
         for density in DENSITIES:
@@ -105,4 +105,6 @@ def crossover(seconds=4.0):
 
 
 if __name__ == "__main__":
-    crossover()
+    import sys
+    # Optional: BATCH N_IN N_OUT, one shape instead of the two networks'.
+    crossover([tuple(int(v) for v in sys.argv[1:4])] if len(sys.argv) == 4 else SHAPES)

@@ -40,7 +40,9 @@ def dense_backward(dx, dW, db, dz, x, W):
 # summed: one load and store of it per four rows added, not per row (1.5-1.8x faster than one at a
 # time on the seed and wide networks' first layers). dW sums by column (the batch transposed to
 # CSC first), so that each dW row is written once, serially: no two sums share a row.
-@kernel(inline=True)
+# Compiled once, not inlined: both passes call it with the same types (its vectorized loops,
+# inlined twice, cost a cold start about a second more).
+@kernel
 def axpy4_rows(o, lo, hi, rows, coef, M):
     """o += sum over p in [lo, hi) of coef[p] * M[rows[p]], four terms per pass over o."""
     p = lo
