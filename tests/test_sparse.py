@@ -97,7 +97,7 @@ def model(seed=3, n_in=12, dtype="float64"):
     return m
 
 
-def data(rows=60, n_in=12, density=0.2, seed=4):
+def data(rows=60, n_in=12, density=0.05, seed=4):
     rng = np.random.default_rng(seed)
     return sparse_rows(rng, rows, n_in, density, np.float64), rng.integers(0, 3, rows)
 
@@ -152,7 +152,7 @@ def test_a_dense_input_takes_the_dense_path():
 
 
 def test_a_dense_enough_sparse_input_is_densified_per_batch(monkeypatch):
-    x, y = data(seed=6)
+    x, y = data(seed=6, density=0.5)
     reference = model()
     dense_path(monkeypatch)
     reference.fit(x, y, epochs=1, batch_size=16, verbose=0)
