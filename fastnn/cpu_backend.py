@@ -90,7 +90,7 @@ class CPUBackend(Backend):
                                                                         np.empty(n_acts, dtype=self.dtype))
         self.capacity = rows
 
-    def _sparse_batches(self, source, x, batch_size):
+    def _sparse_batches(self, source, batch_size):
         """``train_batches``' ``sparse`` bundle for ``source`` (None: the dense path), with batch
         buffers that grow only (no allocation once training runs)."""
         if source is None:
@@ -98,8 +98,8 @@ class CPUBackend(Backend):
         n_in = self.spec.table[0, network.N_IN]
         room = source.batch_capacity(batch_size, n_in)
         held = getattr(self, "_csr_batch", None)
-        if held is None or held[0].size < batch_size + 1 or held[1].size < room:
-            csc = n_in + 1 if source.skip else 0
+        csc = n_in + 1 if source.skip else 0
+        if held is None or held[0].size < batch_size + 1 or held[1].size < room or held[3].size < csc:
             held = (np.zeros(batch_size + 1, np.int64), np.empty(room, np.int32), np.empty(room, self.dtype),
                     np.zeros(csc, np.int64), np.empty(room, np.int32), np.empty(room, self.dtype))
             self._csr_batch = held
@@ -142,7 +142,7 @@ class CPUBackend(Backend):
         self.reserve(batch_size)
         train = network.Training(self.grads, self.state1, self.state2, self.spec.slices.meta, opt_hyper,
                                  self.opt_steps)
-        sparse = self._sparse_batches(source, x, batch_size)
+        sparse = self._sparse_batches(source, batch_size)
         if source is not None and not source.dense:  # the rows are in the bundle; x gives the width
             x = np.zeros((0, x.shape[1]), self.dtype)
         return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), loss,

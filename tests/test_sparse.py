@@ -160,6 +160,10 @@ def test_a_dense_enough_sparse_input_is_densified_per_batch(monkeypatch):
     densified.fit(sp.coo_matrix(x), y, epochs=1, batch_size=16, verbose=0)
     assert densified._backend._csr_batch[1].size == 0  # no room for a CSR batch: densified
     assert_same_weights(reference, densified, rtol=0)  # the same dense path on the same values
+    # Then no nonzero at all: the zero-skipping layer, with no room needed but its CSC's column pointers.
+    monkeypatch.undo()
+    densified.fit(sp.csr_matrix(x.shape), y, epochs=1, batch_size=16, verbose=0)
+    assert densified._backend._csr_batch[3].size == 13 and not densified._backend.grads[: 12 * 8].any()
 
 
 def test_a_functional_model_reads_sparse_input_densified():
