@@ -215,3 +215,15 @@ def test_an_embedding_model_refuses_sparse_input():
     m = MLP([Embedding(10, 4, input_length=3), Dense(12, 2)], seed=0)
     with pytest.raises(TypeError, match="Embedding"):
         m.predict(sp.csr_matrix(np.ones((2, 3))))
+
+
+def test_validation_split_and_train_on_batch_take_sparse_input(monkeypatch):
+    x, y = data(seed=8)
+    a, b = model(), model()
+    a.fit(x, y, epochs=1, batch_size=16, verbose=0, validation_split=0.25)
+    history = b.fit(sp.csr_matrix(x), y, epochs=1, batch_size=16, verbose=0, validation_split=0.25)
+    assert_same_weights(a, b)
+    assert np.isfinite(history.history["val_loss"][0])
+    np.testing.assert_allclose(b.train_on_batch(sp.coo_matrix(x[:9]), y[:9]), a.train_on_batch(x[:9], y[:9]),
+                               rtol=1e-9)
+    assert_same_weights(a, b)
