@@ -46,6 +46,22 @@ FEW_ROWS = 4
 # 0.35 / 0.29; 1024 -> 1024 at 50% (one thread) about 2x faster by the nonzeros.
 FEW_ROWS_MAX_DENSITY = 0.5
 
+# Density (fraction of nonzero inputs) at or below which a stack's first Dense layer trains on
+# each batch's nonzeros only (``kernels/sparse.py``), measured per data set
+# (``sparse_input.density``). The first layer's gather + forward + dW, zero-skipping time / dense
+# time, float32, medians of step-by-step alternating pairs (``python -m benchmarks.bench_sparse``,
+# 2 cores shared with other work), at densities 0.05 0.10 0.19 0.30 0.45 0.60, BLAS on one thread:
+#   784-100 at batch 50:   0.55 0.72 0.99 1.36 1.95 2.60
+#   784-256 at batch 128:  0.32 0.48 0.83 1.23 2.00 2.32
+#   784-1024 at batch 256: 0.32 0.53 0.89 1.44 2.03 2.81
+# The crossover is about 0.2 against one BLAS thread (fit gives the seed network's step one), and
+# lower where fit gives BLAS both cores (wider layers; an idle second core halves the dense time,
+# a busy one does not: with BLAS on two loaded cores the 784-1024 ratios were 0.03 0.23 0.28 0.43
+# 0.71 1.54). So 0.1, where the zero-skipping path is clearly faster (bag-of-words data, 1-5%
+# nonzero); MNIST (19%) stays on the dense path, which also spares its first fit the path's
+# compile (2-3 s of CPU time).
+SPARSE_FIRST_LAYER_MAX_DENSITY = 0.1
+
 # CUDA launch geometry.
 CUDA_THREADS_PER_BLOCK = 256
 

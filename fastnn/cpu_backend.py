@@ -20,6 +20,8 @@ from .kernels.table import optional_kinds
 from .kernels.optimizers import H_SCHEDULE, any_clipping
 from .kernels.regularizers import regularization_penalty
 from .kernels.schedules import CONSTANT
+from .kernels.sparse import SparseBatches
+from .sparse_input import SparseSource
 from .threading import blas_threads_for
 from .validation import writable_input
 
@@ -73,8 +75,11 @@ class CPUBackend(Backend):
         return regularization_penalty(self.params, self.spec.reg) if self.spec.reg.shape[0] else 0.0
 
     def dataset(self, x, y):
-        """The training arrays as the kernels read them (a no-op on the CPU)."""
-        return x, y
+        """The training arrays as the kernels read them: (x, y, a ``SparseSource`` or None), the
+        last where ``x`` is scipy.sparse or its first layer skips zeros (``sparse_input``)."""
+        table = self.spec.table
+        first_dense = self.spec.graph is None and table[0, network.KIND] == network.DENSE_LAYER
+        return x, y, SparseSource.choose(x, first_dense, self.dtype)
 
     def reserve(self, rows):
         if rows <= self.capacity:
@@ -89,7 +94,7 @@ class CPUBackend(Backend):
 
     def _workspace(self, rows):
         """(workspace, graph) for an inference pass of up to ``rows`` rows, not in use by another
-        thread: a spare one (``list.pop`` is atomic), else a new one. ``_give_back`` returns it."""
+        thread: a spare one (``list.pop`` is atomic), else a new one. The caller appends it back to ``_spares``."""
         spares = self._spares
         try:
             spare = spares.pop()
@@ -104,6 +109,21 @@ class CPUBackend(Backend):
                                                                        np.empty(n_acts, dtype=self.dtype))
             spare = (rows, work, graph)
         return spare
+
+    def _sparse_batches(self, source, batch_size):
+        """``train_batches``' ``sparse`` bundle for ``source`` (None: the dense path), with batch
+        buffers that grow only (no allocation once training runs)."""
+        if source is None:
+            return None
+        n_in = self.spec.table[0, network.N_IN]
+        room = source.batch_capacity(batch_size, n_in)
+        held = getattr(self, "_csr_batch", None)
+        csc = n_in + 1 if source.skip else 0
+        if held is None or held[0].size < batch_size + 1 or held[1].size < room or held[3].size < csc:
+            held = (np.zeros(batch_size + 1, np.int64), np.empty(room, np.int32), np.empty(room, self.dtype),
+                    np.zeros(csc, np.int64), np.empty(room, np.int32), np.empty(room, self.dtype))
+            self._csr_batch = held
+        return SparseBatches(source.indptr, source.indices, source.values, *held, source.skip)
 
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
               counts=None):
@@ -138,14 +158,17 @@ class CPUBackend(Backend):
 
     def _train_args(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
                     metrics=None, counts=None):
-        x, y = data
+        x, y, source = data
         self.reserve(batch_size)
         train = network.Training(self.grads, self.state1, self.state2, self.spec.slices.meta, opt_hyper,
                                  self.opt_steps)
+        sparse = self._sparse_batches(source, batch_size)
+        if source is not None and not source.dense:  # the rows are in the bundle; x gives the width
+            x = np.zeros((0, x.shape[1]), self.dtype)
         return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), loss,
                 batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
-                *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph)
+                *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph, sparse)
 
     def _run(self, kernel, *args):
         """``kernel(*args)``; with user layers, without Numba's notice that their first-class

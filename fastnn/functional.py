@@ -22,6 +22,7 @@ import numpy as np
 from .kernels.table import ADD_LAYER, B_OFF, CONCATENATE_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER
 from .layers import Embedding, Input, Layer, Tensor, as_tensor  # noqa: F401 (Tensor: the functional API's type)
 from .network import Network
+from .sparse_input import check_sparse, is_sparse
 from .validation import check_features
 
 
@@ -162,6 +163,11 @@ class Model(Network):
             part_name = f"{name}[{i}]"
             if embedding is not None:
                 parts.append(embedding.check_input(array, part_name, self.dtype))
+            elif is_sparse(array):
+                if len(arrays) > 1:
+                    raise TypeError(f"{part_name} is a scipy.sparse matrix: sparse input is taken by a model of one "
+                                    "input only; pass dense arrays (x.toarray())")
+                parts.append(check_sparse(array, part_name, inp.output_dim, self.dtype))
             else:
                 parts.append(check_features(array, part_name, width=inp.output_dim, dtype=self.dtype, writable=False))
         rows = {p.shape[0] for p in parts}

@@ -17,6 +17,7 @@ from .config import FEW_ROWS, INFERENCE_BATCH_SIZE
 from .kernels.table import optional_kinds
 from .layers.base import Layer
 from .predictor import DEFAULT_ROWS, make_predictor, predictor_predict
+from .sparse_input import dense_chunks, is_sparse
 from .trainer import _PROGRESS_UPDATES_PER_EPOCH, _progress_bar
 from .validation import check_int
 
@@ -57,7 +58,7 @@ class Inference:
         batch_size = min(batch_size, x.shape[0])
         if not verbose:
             with self._inference_lock():
-                return self._backend.predict(x, batch_size)
+                return self._predict_rows(x, batch_size)
         n_batches = -(-x.shape[0] // batch_size)
         bar = _progress_bar(verbose if distributed.rank() == 0 else 0, n_batches)
         # With a bar, the rows go in a twentieth at a time (whole batches), for it to move.
@@ -66,11 +67,21 @@ class Inference:
         with self._inference_lock():
             for first in range(0, n_batches, step):
                 part = x[first * batch_size: (first + step) * batch_size]
-                parts.append(self._backend.predict(part, min(batch_size, part.shape[0])))
+                parts.append(self._predict_rows(part, min(batch_size, part.shape[0])))
                 if bar is not None:
                     bar.update(min(step, n_batches - first))
         _report(bar, n_batches, time.perf_counter() - start, {})
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _predict_rows(self, x, batch_size):
+        """The backend's ``predict`` of every row of ``x``; a sparse ``x`` densified a chunk of rows at
+        a time (``sparse_input.dense_chunks``), never whole."""
+        if not is_sparse(x):
+            return self._backend.predict(x, batch_size)
+        out = np.empty((x.shape[0], self.output_dim), self.dtype)
+        for lo, hi, part in dense_chunks(x, batch_size):
+            out[lo:hi] = self._backend.predict(part, min(batch_size, hi - lo))
+        return out
 
     def __call__(self, x, training=False):
         """The network's output for ``x``, as Keras' ``model(x, training=...)``.
@@ -85,6 +96,8 @@ class Inference:
         self._ensure_built()
         self._check_usable("run the model")
         x = self._check_x(x, "x")
+        if is_sparse(x):  # one training-mode batch of all the rows: densified, as a batch of fit is
+            x = x.toarray()
         with self._lock:  # the backend advances Dropout's step, as a training step does
             return self._backend.predict(x, max(1, x.shape[0]), training=True)
 
@@ -173,14 +186,19 @@ class Inference:
         first, stop = distributed.share(-(-x.shape[0] // batch_size))  # all batches in one process
         lo, hi = first * batch_size, min(stop * batch_size, x.shape[0])
         x_part, y_part = x[lo:hi], y[lo:hi]
-        total, correct = self._backend.evaluate(x_part, y_part, self.loss.code, batch_size) if hi > lo else (0.0, 0)
+        total, correct = 0.0, 0
+        # A sparse x densified a chunk of whole batches at a time: the same batches as a dense x's.
+        for a, b, part in (() if hi <= lo else dense_chunks(x_part, batch_size) if is_sparse(x_part)
+                           else [(0, hi - lo, x_part)]):
+            chunk = self._backend.evaluate(part, y_part[a:b], self.loss.code, batch_size)
+            total, correct = total + chunk[0], correct + chunk[1]
         total, correct = distributed.sum_over_ranks([total, correct])
         # Keras' evaluate reports the loss with the weight penalty, as fit logs it.
         penalty = self._penalty()
         values = {"loss": float(total / x.shape[0] + penalty), "accuracy": float(correct / x.shape[0])}
         exact = [m for m in self.metrics if m != "accuracy"]
         if exact:  # exact over all rows, from the predictions
-            pred = self._backend.predict(x_part, batch_size) if hi > lo else np.empty((0, self.output_dim), self.dtype)
+            pred = self._predict_rows(x_part, batch_size) if hi > lo else np.empty((0, self.output_dim), self.dtype)
             values.update(metrics_.from_predictions(exact, y, distributed.gather_rows(pred)))
         return {k: values[k] for k in self.log_names()}
 

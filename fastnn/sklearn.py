@@ -8,7 +8,8 @@ verbose``, plus ``beta_1, beta_2, epsilon`` (Adam) and ``momentum, nesterovs_mom
 Differences: the solvers are 'adam' and 'sgd' ('lbfgs' is a ValueError), the learning rate is
 constant (scikit-learn's ``learning_rate`` schedules for SGD are not taken), and the network
 computes in the dtype of ``X`` (float32 stays float32, anything else becomes float64), as
-scikit-learn's own MLP does.
+scikit-learn's own MLP does. ``X`` may be scipy.sparse (CSR, CSC, COO, as scikit-learn's MLP
+takes it): it is never densified whole (``fastnn.sparse_input``).
 
 Training is fastnn's compiled loop: ``alpha`` is scikit-learn's L2 penalty, 0.5 * alpha *
 sum(W²) / batch rows on the kernels (not the biases), given to fastnn as ``L2``; the stopping
@@ -36,6 +37,9 @@ from .regularizers import L2
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _ACTIVATIONS = {"identity": None, "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+# scipy.sparse X, as scikit-learn's MLP takes it (other formats are converted to the first); fastnn
+# reads it as CSR, a batch at a time (``fastnn.sparse_input``).
+_SPARSE = ["csr", "csc", "coo"]
 
 
 class _BaseMLP(BaseEstimator):
@@ -118,6 +122,11 @@ class _BaseMLP(BaseEstimator):
         self._model, self._batch_size = model, batch
         self._shuffle_seed = seed
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
     @staticmethod
     def _dtype(X):
         return np.float32 if X.dtype == np.float32 else np.float64
@@ -164,7 +173,7 @@ class _BaseMLP(BaseEstimator):
             # check here is the width (above) and NaN and infinity, which model.predict checks.
             return model.predict(X.astype(model.dtype, copy=False)).astype(np.float64)
         check_is_fitted(self, "_model")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), accept_sparse=_SPARSE)
         return self._model.predict(X.astype(self._model.dtype, copy=False)).astype(np.float64)
 
 
@@ -225,7 +234,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _fit(self, X, y, incremental):
         first = not (incremental and hasattr(self, "_model")) and not (self.warm_start and hasattr(self, "_model"))
-        X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=(np.float64, np.float32))
+        X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=(np.float64, np.float32),
+                             accept_sparse=_SPARSE)
         check_classification_targets(y)
         if y.ndim == 2 and y.shape[1] == 1:  # a column: warned about, as scikit-learn's own estimators do
             y = column_or_1d(y, warn=True)
@@ -304,7 +314,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _fit(self, X, y, incremental):
         first = not (incremental and hasattr(self, "_model")) and not (self.warm_start and hasattr(self, "_model"))
         X, y = validate_data(self, X, y, reset=first, multi_output=True, y_numeric=True,
-                             dtype=(np.float64, np.float32))
+                             dtype=(np.float64, np.float32), accept_sparse=_SPARSE)
         self._y_1d = y.ndim == 1
         Y = np.asarray(y, dtype=self._dtype(X)).reshape(y.shape[0], -1)
         if first or not hasattr(self, "_model"):

@@ -28,6 +28,7 @@ from . import metrics as metrics_
 from .activations import Sigmoid, Softmax
 from .callbacks import Callback, History, TerminateOnNaN, _Muted
 from .layers import Dropout
+from .sparse_input import is_sparse
 from .validation import check_float, check_int, check_targets
 
 # Batches per call into the compiled loop while a progress bar is shown: often enough for
@@ -100,6 +101,11 @@ class Trainer:
         y = check_targets(y, prefix + "y", x.shape[0], self.output_dim, dtype=self.dtype,
                           one_hot_labels=self.output_dim > 1, unit_interval=self.loss.unit_interval, writable=False)
         return x, y
+
+    def _check_sparse_training(self, x):
+        if is_sparse(x) and self._backend.name != "cpu":
+            raise TypeError(f"x is a scipy.sparse matrix: training on sparse input runs on the CPU only, this model is "
+                            f"on {self._backend.name!r}; pass a dense array (x.toarray()) or train on the CPU")
 
     def _require_compiled(self, what):
         if self.loss is None:
@@ -176,6 +182,7 @@ class Trainer:
         validation_split = check_float(validation_split, "validation_split", minimum=0.0, maximum=1.0,
                                        max_inclusive=False)
         x, y = self._check_xy(x, y)
+        self._check_sparse_training(x)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (x_val, y_val)")
@@ -377,7 +384,9 @@ class Trainer:
     def _train_on_batch_inputs(self, x, y):
         self._require_compiled("train_on_batch")
         distributed.check_model(self)
-        return self._check_xy(x, y)
+        x, y = self._check_xy(x, y)
+        self._check_sparse_training(x)
+        return x, y
 
 
 def _callback_list(callbacks):

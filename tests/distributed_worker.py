@@ -16,7 +16,7 @@ import fastnn
 
 # (name, dtype): the trainings compared with one process
 SCENARIOS = [("classify", "float64"), ("classify", "float32"), ("summed", "float64"), ("batchnorm", "float32"),
-             ("functional", "float64")]
+             ("functional", "float64"), ("sparse", "float64")]
 
 
 def data(rows=203, features=6, classes=3, seed=1):
@@ -29,7 +29,7 @@ def data(rows=203, features=6, classes=3, seed=1):
 def build(name, dtype):
     """The model of a scenario, compiled; every rank builds it with its own seed (rank 0's wins)."""
     seed = 7 + fastnn.distributed.rank()  # different on purpose: fit starts from rank 0's state
-    if name == "classify":
+    if name in ("classify", "sparse"):  # sparse: the classifier on a CSR input, its zeros skipped
         model = fastnn.MLP([fastnn.Dense(6, 16, activation="relu", kernel_regularizer=fastnn.L2(1e-3)),
                             fastnn.Dropout(0.25), fastnn.Dense(16, 3, activation="softmax")], seed=seed, dtype=dtype)
         schedule = fastnn.ExponentialDecay(0.01, decay_steps=5, decay_rate=0.9)
@@ -62,6 +62,9 @@ def train(name, dtype, callbacks=None):
         x = [x[:, :4], x[:, 4:]]
         history = model.fit(x, y, epochs=2, batch_size=25, validation_data=([v[:50] for v in x], y[:50]), verbose=0)
         return model.get_weights(), history.history, model.evaluate(x, y, return_dict=True)
+    if name == "sparse":  # 7% nonzero: each rank gathers its rows of a batch as CSR
+        import scipy.sparse as sp
+        x = sp.csr_matrix(np.where(np.abs(x) > 1.8, x, 0.0))
     history = model.fit(x, y, epochs=2, batch_size=25, validation_data=(x[:50], y[:50]), verbose=0,
                         callbacks=callbacks)
     return model.get_weights(), history.history, model.evaluate(x, y, return_dict=True)

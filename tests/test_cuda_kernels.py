@@ -567,3 +567,47 @@ def test_cuda_walkers_give_the_cpus_gradients_with_and_without_the_fused_epilogu
     pairs = sum(bool(N.fuse_activation_backward(net.layers, k, True)) and (k > 1 or net.layers[0, N.KIND] == N.DENSE_LAYER)
                 for k in range(net.layers.shape[0]))
     assert unfused_launches - launches == pairs
+
+
+# ---- the zero-skipping first layer (CSR batch) -----------------------------------------------
+
+def csr_batch(rng, rows, n_in):
+    """float32 rows with exact zeros, an empty row and a row without zeros, as CSR (sorted)."""
+    x = (rng.standard_normal((rows, n_in)) * (rng.random((rows, n_in)) < 0.3)).astype(np.float32)
+    x[1] = 0
+    x[2] = rng.standard_normal(n_in) + 3.0
+    indptr = np.concatenate([[0], np.cumsum((x != 0).sum(axis=1))]).astype(np.int64)
+    rows_, cols = np.nonzero(x)
+    return x, indptr, cols.astype(np.int32), x[rows_, cols]
+
+
+@pytest.mark.parametrize("act", [A.TANH, A.SOFTMAX])
+def test_sparse_dense_forward_matches_cpu(act, rng):
+    rows, n_in, n_out = 5, 7, 6
+    x, indptr, indices, values = csr_batch(rng, rows, n_in)
+    w, b = rng.standard_normal((n_in, n_out)).astype(np.float32), rng.standard_normal(n_out).astype(np.float32)
+    out = cuda.device_array(rows * n_out, np.float32)
+    CD.sparse_dense_forward(out, dev(indptr), dev(indices), dev(values), dev(w), dev(b), act, 0.0, rows, n_out)
+    expected = np.empty((rows, n_out), np.float32)
+    D.sparse_dense_forward(expected, indptr, indices, values, w, b, act, 0.0)
+    np.testing.assert_allclose(back(out, (rows, n_out)), expected, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(expected, cpu_dense_forward(x, w, b, act, 0.0), rtol=RTOL, atol=ATOL)
+
+
+def test_sparse_dense_backward_matches_cpu(rng):
+    """dW through the batch's CSC (built on the device), db after it as dense_backward lays it out."""
+    rows, n_in, n_out = 6, 5, 4
+    x, indptr, indices, values = csr_batch(rng, rows, n_in)
+    dz = rng.standard_normal((rows, n_out)).astype(np.float32)
+    dWb = cuda.device_array((n_in + 1) * n_out, np.float32)
+    nnz = values.size
+    CD.sparse_dense_backward(dWb, dev(dz), dev(indptr), dev(indices), dev(values),
+                             cuda.device_array(n_in + 1, np.int64), cuda.device_array(nnz, np.int32),
+                             cuda.device_array(nnz, np.float32), rows, n_in, n_out)
+    dW, db = np.empty((n_in, n_out), np.float32), np.empty(n_out, np.float32)
+    D.sparse_dense_backward(dW, db, dz, indptr, indices, values, np.zeros(n_in + 1, np.int64),
+                            np.zeros(nnz, np.int32), np.zeros(nnz, np.float32))
+    got = back(dWb)
+    np.testing.assert_allclose(got[: n_in * n_out].reshape(n_in, n_out), dW, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got[n_in * n_out:], db, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(dW, naive_matmul(x.T, dz), rtol=1e-5, atol=1e-5)

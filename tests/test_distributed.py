@@ -76,7 +76,8 @@ def test_the_ranks_hold_identical_weights_and_logs(job):
 
 
 @pytest.mark.parametrize("name,dtype,rtol", [("classify", "float64", 1e-9), ("classify", "float32", 1e-4),
-                                             ("summed", "float64", 1e-9), ("functional", "float64", 1e-9)])
+                                             ("summed", "float64", 1e-9), ("functional", "float64", 1e-9),
+                                             ("sparse", "float64", 1e-9)])
 @pytest.mark.slow  # mpirun -n 2
 def test_two_ranks_equal_one_process_with_the_same_batch(job, name, dtype, rtol):
     """Dropout (the whole batch's mask), L2, clipping, a schedule, the AUC counters and validation

@@ -223,3 +223,17 @@ def test_a_few_rows_take_the_short_path_with_the_same_answers_and_checks():
         clf.predict(bad)
     with pytest.raises(ValueError, match="features"):
         clf.predict(X[:1, :5])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_sparse_x_fits_and_predicts_as_its_dense_twin():
+    import scipy.sparse as sp
+    x, y = blobs()
+    x = np.where(np.abs(x) > 2.5, x, 0.0)  # mostly zeros: the zero-skipping first layer
+    dense = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(x, y)
+    sparse = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(sp.csc_matrix(x), y)
+    # Both skip zeros, the one from its dense rows and the other from CSR: the same sums.
+    assert all(m._model._backend._csr_batch[1].size for m in (dense, sparse))
+    for a, b in zip(dense.coefs_, sparse.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sparse.predict_proba(sp.coo_matrix(x)), dense.predict_proba(x), rtol=1e-9)

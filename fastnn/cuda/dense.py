@@ -375,3 +375,7 @@ def dense_backward(dx, dWb, dz, x, W, rows, n_in, n_out, prev_out=None, prev_act
     else:
         _launch_gemm(plan, dz.dtype, False, True, EPI_ACT_GRAD, tile, dx, n_in, dz, n_out, W, n_out,
                      rows, n_in, n_out, rows, prev_out, n_in, prev_act, prev_alpha)
+
+
+# The zero-skipping first layer's twins (a CSR batch), in a module of their own.
+from .sparse import sparse_dense_backward, sparse_dense_forward  # noqa: E402, F401

@@ -36,6 +36,7 @@ from .metrics import count_correct, metric_counts
 from .optimizers import H_LR, H_SCHEDULE, clip_global_norms, clip_gradients, optimizer_step
 from .regularizers import regularization_forward_backward
 from .schedules import CONSTANT, learning_rate_at
+from .sparse import gather_sparse, sparse_first_backward, sparse_first_forward
 from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER,  # noqa: F401
                     DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, MULTIPLY_LAYER, N_IN,
                     N_OUT, OPTIONAL_KINDS, RNG_KEY, RNG_STEP, SLICE_LAYER, SOURCE, SOURCE2, USER_LAYER, W_OFF, Batches,
@@ -57,7 +58,7 @@ def gather_rows(dst, src, order, start):
 
 @kernel
 def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedding=True, masking=True, user=None,
-                    row0=0, graph=None):
+                    row0=0, graph=None, first=0):
     """Run every layer of ``net`` on the rows of ``x``; returns the last layer's output (a view of
     ``work.acts``, or of ``x`` when the layers after it are all inactive).
 
@@ -74,11 +75,14 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
 
     ``graph`` (a ``Graph``, None for a stack of layers): layer k reads the nodes
     ``graph.sources[k]`` instead of layer k - 1; the last layer is the output.
+
+    ``first``: the layers before it have run already (their outputs are in ``work.acts``; a
+    stack's zero-skipping first layer, ``kernels/sparse.py``).
     """
     layers = net.layers
     rows = x.shape[0]
-    inp = x
-    for k in range(layers.shape[0]):
+    inp = node_output(x, work, layers, first - 1, rows)
+    for k in range(first, layers.shape[0]):
         kind = layers[k, KIND]
         out = node_output(x, work, layers, k, rows)
         second = inp
@@ -120,7 +124,7 @@ def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale):
 
 @kernel
 def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=True, embedding=True, masking=True,
-                     user=None, row0=0, grad_scale=1.0):
+                     user=None, row0=0, grad_scale=1.0, stop=0):
     """Fill ``grads`` with dL/dparams for the batch whose training forward pass is in ``work.acts``.
 
     ``work.deltas[cur]`` holds dL/d(layer k's output) when layer k is reached (dL/d(its
@@ -137,7 +141,7 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
     cur = 0
     applied = loss_gradient(deltas[cur, : rows * n_last].reshape(rows, n_last), node_output(x, work, layers, last, rows),
                             target, loss, layers, net.alphas, grad_scale)
-    for k in range(last, -1, -1):
+    for k in range(last, stop - 1, -1):
         n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
         inp = node_output(x, work, layers, k - 1, rows)
         dout = deltas[cur, : rows * n_out].reshape(rows, n_out)
@@ -150,6 +154,7 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
         if where == INTO_DX:
             cur = 1 - cur
         applied = fuse
+    return cur, applied
 
 
 @kernel(inline=True)
@@ -244,7 +249,8 @@ def apply_optimizers(params, train, tensors, schedules):
 
 @kernel
 def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, counts, metrics, reg, tensors, schedules,
-                  dropout=True, batchnorm=True, embedding=True, masking=True, user=None, collective=None, graph=None):
+                  dropout=True, batchnorm=True, embedding=True, masking=True, user=None, collective=None, graph=None,
+                  sparse=None):
     """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
     ``x[order]``, ``y[order]``.
 
@@ -262,6 +268,8 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     trains on its share of each batch's rows, ``batch_loss``/``batch_correct`` get the whole
     batch's figures, ``counts`` this rank's rows only (the caller sums them over the ranks).
     ``graph``: None for a stack of layers, or a model's ``Graph``.
+    ``sparse``: None, or a ``kernels.sparse.SparseBatches``: a CSR data set, or a first Dense layer
+    that skips the input's zeros (then its passes run here, and the walkers start after it).
     """
     x, y, order, batch_size, first, stop = batches
     acts, act_off, targets = work.acts, work.act_off, work.targets
@@ -277,7 +285,13 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         local = r1 - r0
         xb = acts[act_off[0]: act_off[0] + local * n_in].reshape(local, n_in)
         yb = targets[: local * n_out].reshape(local, n_out)
-        gather_rows(xb, x, order, lo + r0)
+        skip = 0  # the layers run before the walkers: the zero-skipping first layer
+        if sparse is None:
+            gather_rows(xb, x, order, lo + r0)
+        else:
+            gather_sparse(sparse, xb, x, order, lo + r0)
+            if sparse.skip:
+                skip = 1
         gather_rows(yb, y, order, lo + r0)
         value = 0.0
         correct = 0
@@ -285,7 +299,11 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
             # bool(True), not True: Numba compiles a function again for each literal argument, and
             # predict passes a plain bool; so training, predict and evaluate share one compiled
             # network_forward and layer_forward (a model's first fit and predict: 1.5 s less).
-            pred = network_forward(net, xb, work, bool(True), dropout, batchnorm, embedding, masking, user, r0, graph)
+            if sparse is not None:  # (Numba prunes a branch only on a plain ``is None`` test)
+                if skip:
+                    sparse_first_forward(net, sparse, work, local)
+            pred = network_forward(net, xb, work, bool(True), dropout, batchnorm, embedding, masking, user, r0, graph,
+                                   skip)
             value = loss_forward(loss, pred, yb)
             correct = count_correct(pred, yb)
             if metrics is not None:  # a diverged batch's counts are never read
@@ -300,8 +318,11 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         batch_correct[bi] = correct
         if local > 0:
             if graph is None:  # (Numba prunes a branch only on a plain ``is None`` test)
-                network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, embedding, masking, user,
-                                 r0, share)
+                cur, applied = network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, embedding,
+                                                masking, user, r0, share, skip)
+                if sparse is not None:
+                    if skip:
+                        sparse_first_backward(net, train.grads, sparse, work, local, cur, applied)
             else:
                 graph_backward(net, train.grads, xb, work, loss, yb, graph, dropout, batchnorm, embedding, masking,
                                user, r0, share)
@@ -325,7 +346,8 @@ def predict_batches(out, net, x, batch_size, work, training, dropout=True, batch
     n = x.shape[0]
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        pred = network_forward(net, x[lo:hi], work, training, dropout, batchnorm, embedding, masking, user, 0, graph)
+        pred = network_forward(net, x[lo:hi], work, training, dropout, batchnorm, embedding, masking, user, 0, graph,
+                               0)
         for i in range(hi - lo):
             for j in range(pred.shape[1]):
                 out[lo + i, j] = pred[i, j]
@@ -342,7 +364,7 @@ def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         pred = network_forward(net, x[lo:hi], work, bool(False), dropout, batchnorm, embedding, masking, user, 0,
-                               graph)  # a plain bool, as in train_batches
+                               graph, 0)  # a plain bool, as in train_batches
         total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct

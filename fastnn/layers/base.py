@@ -7,6 +7,7 @@ import numpy as np
 from .. import initializers
 from ..base import Configurable
 from ..kernels.table import B_OFF, KIND, N_IN, N_OUT, USER_LAYER, W_OFF
+from ..sparse_input import check_sparse, is_sparse
 from ..validation import check_features, check_int
 
 
@@ -176,7 +177,10 @@ class Layer(Configurable):
         """``x``, the model's input when this is its first layer, checked (a ValueError or
         TypeError names ``name``) and as the kernels read it: a C-contiguous 2-D array of ``dtype``,
         read-only if ``x`` is (the backends copy it where a pass needs it writable, see
-        ``validation.writable_input``)."""
+        ``validation.writable_input``); a scipy.sparse ``x`` as a canonical CSR matrix of ``dtype``
+        (``sparse_input.check_sparse``), never densified."""
+        if is_sparse(x):
+            return check_sparse(x, name, self.input_dim, dtype)
         return check_features(x, name, width=self.input_dim, dtype=dtype, writable=False)
 
     def table_row(self, offset):

@@ -5,6 +5,7 @@ import numpy as np
 from .. import initializers, optimizers, regularizers
 from ..base import _jsonable
 from ..kernels.table import B_OFF, EMBEDDING_LAYER, KIND, MASKING_LAYER, W_OFF
+from ..sparse_input import is_sparse
 from ..validation import check_float, check_int
 from .base import Input, Layer, as_tensor
 
@@ -129,6 +130,9 @@ class Embedding(Layer):
     def check_input(self, x, name, dtype):
         """``x`` as the float array the kernels read, after checking it holds ids: integers in
         [0, vocabulary) that ``dtype`` represents exactly. A ValueError names ``name``."""
+        if is_sparse(x):
+            raise TypeError(f"{name} is a scipy.sparse matrix, but an Embedding reads dense rows of integer ids: "
+                            "pass a dense array (x.toarray())")
         raw = np.asarray(x)
         if raw.dtype.kind not in "iuf" or raw.dtype == np.float16:
             raise ValueError(f"{name} must hold integer ids for the Embedding, got dtype {raw.dtype}")

@@ -1,0 +1,229 @@
+"""Sparse inputs: the zero-skipping first-layer kernels against NumPy, the CSR batch gather, and
+models trained and run on scipy.sparse inputs against the same models on their dense twins.
+
+Tolerances: the zero-skipping products add a row's nonzero terms in column order, BLAS in its own
+blocked order; both are exact sums of the same terms (the skipped ones are exact zeros) but for
+rounding, so float64 results agree to a few ulps of the largest term (1e-12 relative here), and
+float32 to 1e-5. Models compared after a few Adam steps in float64 agree to 1e-9: Adam divides
+each gradient by its running RMS, which keeps a relative rounding difference relative."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from fastnn import MLP, Model
+from fastnn import sparse_input as S
+from fastnn.kernels import activations as A
+from fastnn.kernels import dense as K
+from fastnn.kernels.sparse import SparseBatches, gather_sparse
+from fastnn.layers import Dense, Embedding, Input
+from fastnn.optimizers import Adam
+
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def sparse_rows(rng, rows, cols, density, dtype):
+    """A dense array with exact zeros, an empty row and a row without zeros."""
+    x = (rng.normal(size=(rows, cols)) * (rng.random((rows, cols)) < density)).astype(dtype)
+    x[1] = 0
+    x[2] = rng.normal(size=cols) + 3.0
+    return x
+
+
+def csr_of(x):
+    m = sp.csr_matrix(x)
+    return m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_dense_forward_matches_numpy(dtype):
+    rng = np.random.default_rng(0)
+    x = sparse_rows(rng, 7, 11, 0.3, dtype)
+    W, b = rng.normal(size=(11, 5)).astype(dtype), rng.normal(size=5).astype(dtype)
+    out = np.full((7, 5), np.nan, dtype)  # every entry must be written
+    K.sparse_dense_forward(out, *csr_of(x), W, b, A.TANH, 0.0)
+    expected = np.tanh(x.astype(np.float64) @ W + b)
+    np.testing.assert_allclose(out, expected, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(out[1], np.tanh(b.astype(np.float64)), rtol=TOL[dtype])  # the empty row
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_dense_backward_matches_numpy(dtype):
+    rng = np.random.default_rng(1)
+    x = sparse_rows(rng, 6, 9, 0.25, dtype)
+    x[:, 3] = rng.normal(size=6) + 3.0  # a column of all nonzeros (but the empty row's): 4 at a time, then 1
+    x[1] = 0
+    dz = rng.normal(size=(6, 4)).astype(dtype)
+    dW, db = np.full((9, 4), np.nan, dtype), np.full(4, np.nan, dtype)
+    K.sparse_dense_backward(dW, db, dz, *csr_of(x), np.zeros(10, np.int64), np.zeros(54, np.int32),
+                            np.zeros(54, dtype))
+    np.testing.assert_allclose(dW, x.T.astype(np.float64) @ dz, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(db, dz.sum(axis=0, dtype=np.float64), rtol=TOL[dtype], atol=TOL[dtype])
+    assert not dW[np.flatnonzero(~x.any(axis=0))].any()  # a feature with no nonzero: a zero row
+
+
+@pytest.mark.parametrize("source", ["dense", "csr"])
+def test_gather_sparse_writes_the_batch_rows_as_csr(source):
+    rng = np.random.default_rng(2)
+    x = sparse_rows(rng, 10, 6, 0.3, np.float64)
+    order = rng.permutation(10).astype(np.int64)
+    rows, room = 4, 4 * 6
+    batch = (np.zeros(rows + 1, np.int64), np.zeros(room, np.int32), np.zeros(room), np.zeros(0, np.int64),
+             np.zeros(0, np.int32), np.zeros(0))
+    if source == "csr":
+        bundle = SparseBatches(*csr_of(x), *batch, True)
+        data = np.zeros((0, 6))
+    else:
+        bundle = SparseBatches(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0), *batch, True)
+        data = x
+    gather_sparse(bundle, np.zeros((rows, 6)), data, order, 3)
+    got = sp.csr_matrix((batch[2], batch[1], batch[0]), shape=(rows, 6)).toarray()
+    np.testing.assert_array_equal(got, x[order[3:7]])
+    assert batch[0][-1] == np.count_nonzero(x[order[3:7]])
+
+
+def test_gather_sparse_densifies_a_csr_batch():
+    rng = np.random.default_rng(3)
+    x = sparse_rows(rng, 8, 5, 0.4, np.float32)
+    order = rng.permutation(8).astype(np.int64)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+    xb = np.full((3, 5), np.nan, np.float32)
+    gather_sparse(SparseBatches(*csr_of(x), *empty, *empty, False), xb, np.zeros((0, 5), np.float32), order, 5)
+    np.testing.assert_array_equal(xb, x[order[5:8]])
+
+
+def model(seed=3, n_in=12, dtype="float64"):
+    m = MLP([Dense(n_in, 8, activation="relu"), Dense(8, 3, activation="softmax")], seed=seed, dtype=dtype)
+    m.compile(loss="cross_entropy", optimizer=Adam(0.01), metrics=["accuracy"])
+    return m
+
+
+def data(rows=60, n_in=12, density=0.05, seed=4):
+    rng = np.random.default_rng(seed)
+    return sparse_rows(rng, rows, n_in, density, np.float64), rng.integers(0, 3, rows)
+
+
+def assert_same_weights(a, b, rtol=1e-9):
+    for p, q in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(p, q, rtol=rtol, atol=rtol)
+
+
+def dense_path(monkeypatch):
+    """The dense path for every dense input (the zero-skipping layer never chosen)."""
+    monkeypatch.setattr(S, "SPARSE_FIRST_LAYER_MAX_DENSITY", -1.0)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "csr_array"])
+def test_training_on_sparse_input_equals_training_on_its_dense_twin(fmt, monkeypatch):
+    x, y = data()
+    reference = model()
+    with monkeypatch.context() as m:
+        dense_path(m)
+        reference.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    sparse = model()
+    xs = sp.csr_array(x) if fmt == "csr_array" else getattr(sp, f"{fmt}_matrix")(x)
+    sparse.fit(xs, y, epochs=2, batch_size=16, verbose=0, validation_data=(xs, y))
+    assert sparse._backend._csr_batch is not None  # the zero-skipping layer ran
+    assert_same_weights(reference, sparse)
+    np.testing.assert_allclose(sparse.predict(xs), reference.predict(x), rtol=1e-9)
+    np.testing.assert_allclose(sparse.evaluate(xs, y, batch_size=7), reference.evaluate(x, y, batch_size=7),
+                               rtol=1e-9)
+
+
+def test_zero_skipping_on_a_dense_input_equals_the_dense_path(monkeypatch):
+    x, y = data(seed=5)
+    skipping = model()
+    skipping.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    skipping.train_on_batch(x[:10], y[:10])
+    assert skipping._backend._csr_batch is not None
+    reference = model()
+    dense_path(monkeypatch)
+    reference.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    reference.train_on_batch(x[:10], y[:10])
+    assert not hasattr(reference._backend, "_csr_batch")
+    assert_same_weights(reference, skipping)
+
+
+def test_a_dense_input_takes_the_dense_path():
+    x, y = data(density=1.0)
+    x[1] = 1.0  # (data's empty row)
+    m = model()
+    m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert S.density(x) == 1.0 and not hasattr(m._backend, "_csr_batch")
+
+
+def test_a_dense_enough_sparse_input_is_densified_per_batch(monkeypatch):
+    x, y = data(seed=6, density=0.5)
+    reference = model()
+    dense_path(monkeypatch)
+    reference.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    densified = model()
+    densified.fit(sp.coo_matrix(x), y, epochs=1, batch_size=16, verbose=0)
+    assert densified._backend._csr_batch[1].size == 0  # no room for a CSR batch: densified
+    assert_same_weights(reference, densified, rtol=0)  # the same dense path on the same values
+    # Then no nonzero at all: the zero-skipping layer, with no room needed but its CSC's column pointers.
+    monkeypatch.undo()
+    densified.fit(sp.csr_matrix(x.shape), y, epochs=1, batch_size=16, verbose=0)
+    assert densified._backend._csr_batch[3].size == 13 and not densified._backend.grads[: 12 * 8].any()
+
+
+def test_a_functional_model_reads_sparse_input_densified():
+    x, y = data(seed=7)
+    models = []
+    for xs in (x, sp.csr_matrix(x)):
+        inp = Input(12)
+        out = Dense(8, 3, activation="softmax")(Dense(12, 8, activation="relu")(inp))
+        m = Model(inp, out, seed=2, dtype="float64")
+        m.compile(loss="cross_entropy", optimizer=Adam(0.01))
+        m.fit(xs, y, epochs=1, batch_size=16, verbose=0)
+        models.append(m)
+    assert_same_weights(*models, rtol=0)
+
+
+def test_sparse_input_is_checked():
+    m = model()
+    x, y = data()
+    with pytest.raises(ValueError, match="x must have 12 features"):
+        m.predict(sp.csr_matrix(x[:, :5]))
+    bad = sp.csr_matrix(x)
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match="x contains NaN"):
+        m.fit(bad, y, verbose=0)
+    with pytest.raises(ValueError, match="validation_data x contains NaN"):
+        m.fit(x, y, verbose=0, validation_data=(bad, y))
+    with pytest.raises(TypeError, match="real numbers"):
+        m.predict(sp.csr_matrix(x.astype(np.complex128)))
+    broken = sp.csr_matrix(x)
+    broken.indices[0] = 99  # past the last column: the kernels would write out of bounds
+    with pytest.raises(ValueError, match="not a valid sparse matrix"):
+        m.predict(broken)
+    with pytest.raises(ValueError, match="has 5 rows"):
+        m.fit(sp.csr_matrix(x), y[:5], verbose=0)
+
+
+def test_duplicates_and_unsorted_indices_are_summed_on_a_copy():
+    x, _ = data(rows=5)
+    m = model()
+    coo = sp.coo_matrix(x)
+    dup = sp.coo_matrix((np.r_[coo.data, coo.data][::-1], (np.r_[coo.row, coo.row][::-1],
+                                                           np.r_[coo.col, coo.col][::-1])), shape=x.shape)
+    before = dup.data.copy()
+    np.testing.assert_allclose(m.predict(dup), m.predict(2 * x), rtol=1e-12)
+    np.testing.assert_array_equal(dup.data, before)
+
+
+def test_an_embedding_model_refuses_sparse_input():
+    m = MLP([Embedding(10, 4, input_length=3), Dense(12, 2)], seed=0)
+    with pytest.raises(TypeError, match="Embedding"):
+        m.predict(sp.csr_matrix(np.ones((2, 3))))
+
+
+def test_validation_split_and_train_on_batch_take_sparse_input(monkeypatch):
+    x, y = data(seed=8)
+    a, b = model(), model()
+    a.fit(x, y, epochs=1, batch_size=16, verbose=0, validation_split=0.25)
+    history = b.fit(sp.csr_matrix(x), y, epochs=1, batch_size=16, verbose=0, validation_split=0.25)
+    assert_same_weights(a, b)
+    assert np.isfinite(history.history["val_loss"][0])
+    np.testing.assert_allclose(b.train_on_batch(sp.coo_matrix(x[:9]), y[:9]), a.train_on_batch(x[:9], y[:9]),
+                               rtol=1e-9)
+    assert_same_weights(a, b)
