@@ -7,8 +7,6 @@
     >>> model.compile(loss=CrossEntropy(), optimizer=Adam(1e-3), metrics=["accuracy"])
     >>> history = model.fit(x, y, epochs=10, batch_size=50)
 """
-import sys as _sys
-
 from .activations import ELU, Heaviside, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback, LearningRateScheduler,
                         ModelCheckpoint, ReduceLROnPlateau, TensorBoard, TerminateOnNaN)
@@ -31,7 +29,19 @@ from .threading import set_num_threads, get_num_threads, threading_info
 
 __version__ = "0.1.0"
 
-# Public names only: not the submodules (``from fastnn import *`` must not shadow the standard
-# library's ``threading`` with fastnn's, for one).
-__all__ = sorted(name for name, value in globals().items()
-                 if not name.startswith("_") and not isinstance(value, type(_sys)))
+# Public names only, written out (type checkers read a literal list): not the submodules (``from
+# fastnn import *`` must not shadow the standard library's ``threading`` with fastnn's, for one).
+# tests/test_typing.py checks it against the names defined here.
+__all__ = ['Activation', 'AdaGrad', 'Adagrad', 'Adam', 'AdamW', 'Add', 'BatchNorm', 'BatchNormalization',
+           'BinaryCrossEntropy', 'CSVLogger', 'Callback', 'Concatenate', 'Constant', 'CosineDecay',
+           'CosineSimilarity', 'CrossEntropy', 'Dataset', 'Dense', 'Dropout', 'ELU', 'EarlyStopping',
+           'Embedding', 'ExponentialDecay', 'GlorotNormal', 'GlorotUniform', 'HeNormal', 'HeUniform',
+           'Heaviside', 'History', 'Identity', 'Input', 'InverseTimeDecay', 'KLDivergence', 'L1', 'L1L2',
+           'L2', 'Lambda', 'LambdaCallback', 'Layer', 'LayerNormalization', 'LeakyReLU',
+           'LearningRateSchedule', 'LearningRateScheduler', 'Loss', 'MAE', 'MAPE', 'MLP', 'MSE', 'MSLE',
+           'Masking', 'Model', 'ModelCheckpoint', 'Multiply', 'Normal', 'Ones', 'Optimizer', 'Perceptron',
+           'PerceptronCriterion', 'PiecewiseConstantDecay', 'RMSProp', 'RMSprop', 'RandomNormal',
+           'RandomUniform', 'ReLU', 'ReduceLROnPlateau', 'Regularizer', 'SGD', 'SSE', 'Sequential',
+           'Sigmoid', 'Softmax', 'Tanh', 'TensorBoard', 'TerminateOnNaN', 'Uniform', 'XavierNormal',
+           'XavierUniform', 'Zeros', 'get_num_threads', 'load_digits', 'load_mnist', 'load_model',
+           'set_num_threads', 'threading_info']

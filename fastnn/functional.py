@@ -17,6 +17,10 @@ gradients of nodes that several layers read. ``fit``, ``evaluate`` and ``predict
 of arrays, one per input (an array alone for one input). One output; each layer is called once
 (no shared layers). On the CPU and on CUDA (``fastnn.cuda.network.graph_backward``).
 """
+from __future__ import annotations
+
+from typing import Sequence
+
 import numpy as np
 
 from .kernels.table import ADD_LAYER, B_OFF, CONCATENATE_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER
@@ -31,7 +35,7 @@ class Merge(Layer):
     code = None
     onnx_op = None  # the ONNX operator of the merge (Concat on the features' axis)
 
-    def __init__(self):
+    def __init__(self) -> None:
         pass
 
     def _connect_tensors(self, inputs):
@@ -84,7 +88,8 @@ class Model(Network):
     input. Its layers come from the graph: it has no ``add``."""
     config_name = "Model"
 
-    def __init__(self, inputs, outputs, seed=None, dtype="float32", device="cpu", name=None):
+    def __init__(self, inputs: Input | Sequence[Input], outputs: Tensor, seed: int | None = None,
+                 dtype: str = "float32", device: str = "cpu", name: str | None = None) -> None:
         super().__init__(seed=seed, dtype=dtype, device=device, name=name or "model")
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if not inputs or not all(isinstance(i, Input) for i in inputs):

@@ -6,17 +6,21 @@ only, in inference mode (Dropout off, BatchNorm's running statistics) but for
 Under MPI, ``evaluate`` splits the rows over the ranks and sums the results
 (``fastnn.distributed``); ``predict`` is not split.
 """
+from __future__ import annotations
+
 import time
 from collections import namedtuple
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import distributed
 from . import metrics as metrics_
 from .config import FEW_ROWS, INFERENCE_BATCH_SIZE
 from .kernels.table import optional_kinds
 from .layers.base import Layer
-from .predictor import DEFAULT_ROWS, make_predictor, predictor_predict
+from .predictor import DEFAULT_ROWS, Predictor, make_predictor, predictor_predict
 from .sparse_input import dense_chunks, is_sparse
 from .trainer import _PROGRESS_UPDATES_PER_EPOCH, _progress_bar
 from .validation import check_int
@@ -29,7 +33,7 @@ _FewRows = namedtuple("_FewRows", ["template", "spares", "net", "spec", "n_in", 
 class Inference:
     """predict, model(x), predict_classes and evaluate, on a ``Network``'s layers and backend."""
 
-    def predict(self, x, batch_size=None, verbose=0):
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int = 0) -> NDArray[Any]:
         """The last layer's output for every row of ``x`` (e.g. class probabilities after Softmax).
         ``verbose``: 0 silent (the default), 1 a progress bar then a line, 2 that line only.
 
@@ -83,7 +87,7 @@ class Inference:
             out[lo:hi] = self._backend.predict(part, min(batch_size, hi - lo))
         return out
 
-    def __call__(self, x, training=False):
+    def __call__(self, x: Any, training: bool = False) -> NDArray[Any]:
         """The network's output for ``x``, as Keras' ``model(x, training=...)``.
 
         ``training=False`` is ``predict``. ``training=True`` runs the training-mode forward pass
@@ -130,7 +134,7 @@ class Inference:
         concurrent passes (the CPU's), else exclusive."""
         return self._lock.shared() if self._backend.concurrent_inference else self._lock
 
-    def predictor(self, rows=None):
+    def predictor(self, rows: int | None = None) -> Predictor:
         """A snapshot of the trained network that compiled code can call: a ``fastnn.predictor.Predictor``
         with a copy of the weights, usable from Python (``p.predict(x)``) and passed into the user's
         own ``@numba.njit`` functions (``p.predict(x, out)`` there). It keeps today's weights: train
@@ -144,12 +148,13 @@ class Inference:
             params = self._backend.host("params")
         return make_predictor(params, spec, optional_kinds(spec.table, spec.user), rows)
 
-    def predict_classes(self, x, batch_size=None):
+    def predict_classes(self, x: Any, batch_size: int | None = None) -> NDArray[np.int64]:
         """The most probable class of each row (threshold 0.5 for a single output)."""
         p = self.predict(x, batch_size)
         return (p[:, 0] > 0.5).astype(np.int64) if p.shape[1] == 1 else p.argmax(axis=1)
 
-    def evaluate(self, x, y, batch_size=None, verbose=0, return_dict=False):
+    def evaluate(self, x: Any, y: Any, batch_size: int | None = None, verbose: int = 0,
+                 return_dict: bool = False) -> Any:
         """The loss on (x, y) (and accuracy: a list [loss, accuracy] when compiled with it).
         ``verbose``: 0 silent (the default), 1 or 2 a line of the figures, as Keras' last line.
 

@@ -6,6 +6,11 @@ backend's training state.
 The model classes register themselves here by their ``config_name`` (``"MLP"``, ``"Model"``),
 the name a saved config gives (``model_class``): this module needs none of them.
 """
+from __future__ import annotations
+
+import os
+from typing import Any
+
 import copy
 import threading
 
@@ -124,7 +129,7 @@ class Serializable:
         """What an unbuilt model is made of, without its locks (``_restore_unbuilt`` makes new ones)."""
         return {k: v for k, v in self.__dict__.items() if k not in ("_busy", "_lock")}
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Save architecture, weights and the whole training state to ``path`` (a NumPy .npz
         archive, no pickle; written atomically, see ``fastnn.saving``)."""
         self._check_usable("save")
@@ -190,7 +195,8 @@ def _check_functions_importable(model):
                 "module to pickle the model; copy.deepcopy copies the model as it is")
 
 
-def load_model(path, device="cpu", custom_objects=None):
+def load_model(path: str | os.PathLike[str], device: str = "cpu",
+               custom_objects: dict[str, Any] | None = None) -> Any:
     """Rebuild a model saved with ``model.save(path)``: architecture, weights and the whole
     training state, so that ``fit`` continues where the saved model stopped.
 

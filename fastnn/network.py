@@ -10,9 +10,14 @@ backend that owns the buffers; the weights (``get_weights``/``set_weights``, ``n
 themselves are ``MLP``/``Sequential`` (``fastnn.sequential``: ``add``) and the functional
 ``Model`` (``fastnn.functional``: a graph of layer calls).
 """
+from __future__ import annotations
+
+import os
 import threading
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import distributed, optimizers
 from . import onnx as onnx_export
@@ -28,6 +33,9 @@ from .seed_api import SeedAPI
 from .spec import build_spec
 from .trainer import Trainer
 from .validation import check_dtype, check_int
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 
 class Network(Trainer, Inference, SeedAPI, Serializable):
@@ -75,11 +83,11 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
                     self._build(self._initial_weights(self.layers))
 
     @property
-    def input_dim(self):
+    def input_dim(self) -> int | None:
         return self.layers[0].input_dim if self.layers else None
 
     @property
-    def output_dim(self):
+    def output_dim(self) -> int | None:
         return self.layers[-1].output_dim if self.layers else None
 
     def _check_x(self, x, name):
@@ -167,7 +175,7 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
 
     # ---- weights ----------------------------------------------------------------------------
 
-    def count_params(self):
+    def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
 
     def _weight_shapes(self):
@@ -177,24 +185,24 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
         """A flat parameter vector as [W1, b1, W2, b2, ...] (new arrays)."""
         return _split(flat, self._weight_shapes())
 
-    def get_weights(self):
+    def get_weights(self) -> list[NDArray[Any]]:
         """All parameters as [W1, b1, W2, b2, ...] (new arrays; W of shape (input_dim, output_dim))."""
         self._ensure_built()
         return self._unflatten(self._backend.host("params"))
 
     @property
-    def weights(self):
+    def weights(self) -> list[NDArray[Any]]:
         """Every weight array, as ``get_weights()`` (Keras' ``model.weights``; copies, not variables)."""
         return self.get_weights()
 
     @property
-    def trainable_weights(self):
+    def trainable_weights(self) -> list[NDArray[Any]]:
         """The arrays an optimizer trains: each trainable layer's trained weights (not BatchNorm's
         running statistics), in ``get_weights`` order."""
         return self._weights_by_trained(True)
 
     @property
-    def non_trainable_weights(self):
+    def non_trainable_weights(self) -> list[NDArray[Any]]:
         """The rest: frozen layers' weights and BatchNorm's running statistics, in ``get_weights`` order."""
         return self._weights_by_trained(False)
 
@@ -206,7 +214,7 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
             at += n
         return out
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         """Replace all parameters; ``weights`` as ``get_weights()`` returns them."""
         self._ensure_built()
         shapes = self._weight_shapes()
@@ -278,7 +286,7 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
         stack, where each layer reads the one before."""
         return None
 
-    def summary(self, print_fn=print):
+    def summary(self, print_fn: Callable[[str], Any] = print) -> None:
         """Print a table of layers, output widths, activations and parameter counts (Keras'
         ``summary``); a functional ``Model`` adds the layers each one reads ("Connected to")."""
         names = [f"{name} ({type(layer).__name__})" for name, layer in zip(self.layer_names(), self.layers)]
@@ -295,7 +303,7 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
         print_fn("\n".join(lines + [f"Total params: {self.count_params():,}", f"Trainable params: {trainable:,}",
                                     f"Non-trainable params: {self.count_params() - trainable:,}"]))
 
-    def to(self, device):
+    def to(self, device: str) -> Self:
         """Move parameters and optimizer state to ``device`` ('cpu' or 'cuda'); returns self. The
         new backend runs what the old one ran (a functional ``Model``'s graph, the user layers'
         compiled functions). A model with user layers stays on the CPU: ``to('cuda')`` is a
@@ -309,7 +317,7 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
             self.device = device
         return self
 
-    def to_onnx(self, path, opset=17):
+    def to_onnx(self, path: str | os.PathLike[str], opset: int = 17) -> Any:
         """Export for inference as an ONNX file (``fastnn.onnx.export``; needs the onnx package)."""
         return onnx_export.export(self, path, opset)
 

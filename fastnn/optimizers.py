@@ -14,6 +14,10 @@ clip_by_norm), ``global_clipnorm`` (all its gradients together, as
 and global_clipnorm exclude each other, as in Keras. ``learning_rate`` may be a schedule
 (``fastnn.schedules``), evaluated at every update inside the training step.
 """
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from .base import Configurable, resolve
@@ -66,8 +70,9 @@ class SGD(Optimizer):
     v = momentum v + g; p -= lr (g + momentum v if nesterov else v); momentum 0 gives p -= lr g."""
     kind = K.SGD
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False,
-                 clipnorm=None, global_clipnorm=None, clipvalue=None):
+    def __init__(self, learning_rate: Any = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 clipnorm: float | None = None, global_clipnorm: float | None = None,
+                 clipvalue: float | None = None) -> None:
         self._set_clipping(clipnorm, global_clipnorm, clipvalue)
         self.learning_rate = _check_learning_rate(learning_rate)
         self.momentum = check_float(momentum, "momentum", minimum=0.0, maximum=1.0, max_inclusive=False)
@@ -89,8 +94,9 @@ class Adam(Optimizer):
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
     kind = K.ADAM
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 clipnorm=None, global_clipnorm=None, clipvalue=None):
+    def __init__(self, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
+                 clipnorm: float | None = None, global_clipnorm: float | None = None,
+                 clipvalue: float | None = None) -> None:
         self._set_clipping(clipnorm, global_clipnorm, clipvalue)
         self.learning_rate = _check_learning_rate(learning_rate)
         self.beta_1 = check_float(beta_1, "beta_1", minimum=0.0, maximum=1.0, max_inclusive=False)
@@ -109,8 +115,9 @@ class AdamW(Adam):
     PyTorch's (weight_decay 0.01)."""
     kind = K.ADAMW
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.01,
-                 clipnorm=None, global_clipnorm=None, clipvalue=None):
+    def __init__(self, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
+                 weight_decay: float = 0.01, clipnorm: float | None = None, global_clipnorm: float | None = None,
+                 clipvalue: float | None = None) -> None:
         super().__init__(learning_rate, beta_1, beta_2, epsilon, clipnorm, global_clipnorm, clipvalue)
         self.weight_decay = check_float(weight_decay, "weight_decay", minimum=0.0)
 
@@ -125,8 +132,9 @@ class RMSProp(Optimizer):
     s = rho s + (1-rho) g²; p -= lr g / (sqrt(s) + eps). Defaults are PyTorch's."""
     kind = K.RMSPROP
 
-    def __init__(self, learning_rate=0.01, rho=0.99, epsilon=1e-8,
-                 clipnorm=None, global_clipnorm=None, clipvalue=None):
+    def __init__(self, learning_rate: Any = 0.01, rho: float = 0.99, epsilon: float = 1e-8,
+                 clipnorm: float | None = None, global_clipnorm: float | None = None,
+                 clipvalue: float | None = None) -> None:
         self._set_clipping(clipnorm, global_clipnorm, clipvalue)
         self.learning_rate = _check_learning_rate(learning_rate)
         self.rho = check_float(rho, "rho", minimum=0.0, maximum=1.0, max_inclusive=False)
@@ -143,8 +151,9 @@ class AdaGrad(Optimizer):
     s += g²; p -= lr g / (sqrt(s) + eps), s starting at initial_accumulator_value."""
     kind = K.ADAGRAD
 
-    def __init__(self, learning_rate=0.01, epsilon=1e-10, initial_accumulator_value=0.0,
-                 clipnorm=None, global_clipnorm=None, clipvalue=None):
+    def __init__(self, learning_rate: Any = 0.01, epsilon: float = 1e-10, initial_accumulator_value: float = 0.0,
+                 clipnorm: float | None = None, global_clipnorm: float | None = None,
+                 clipvalue: float | None = None) -> None:
         self._set_clipping(clipnorm, global_clipnorm, clipvalue)
         self.learning_rate = _check_learning_rate(learning_rate)
         self.epsilon = check_float(epsilon, "epsilon", minimum=0.0, min_inclusive=False)

@@ -26,6 +26,12 @@ made, whatever the model does afterwards; call ``model.predictor()`` again for n
 Not for several threads at once: the workspace is the predictor's own. ``p.copy()`` gives
 another one on the same weights (one per thread, or per ``prange`` worker).
 """
+from __future__ import annotations
+
+from typing import Any
+
+from numpy.typing import ArrayLike, NDArray
+
 import numpy as np
 from numba.core import types
 from numba.core.extending import overload_method
@@ -64,12 +70,23 @@ class Predictor(structref.StructRefProxy):
         self._fields = (net, work, graph, tuple(kinds), int(rows), int(n_in), int(n_out))
         return self
 
-    n_in = property(lambda self: self._fields[5])
-    n_out = property(lambda self: self._fields[6])
-    rows = property(lambda self: self._fields[4])
-    dtype = property(lambda self: self._fields[0].params.dtype)
+    @property
+    def n_in(self) -> int:
+        return self._fields[5]
 
-    def predict(self, x, out=None):
+    @property
+    def n_out(self) -> int:
+        return self._fields[6]
+
+    @property
+    def rows(self) -> int:
+        return self._fields[4]
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._fields[0].params.dtype
+
+    def predict(self, x: ArrayLike, out: NDArray[Any] | None = None) -> NDArray[Any]:
         """The outputs for the rows of ``x`` (one row may be 1-D), into ``out`` if given."""
         net = self._fields[0]
         if type(x) is not np.ndarray or x.dtype != net.params.dtype or x.ndim != 2 or not x.flags.c_contiguous:
@@ -86,7 +103,7 @@ class Predictor(structref.StructRefProxy):
 
     __call__ = predict
 
-    def copy(self):
+    def copy(self) -> Predictor:
         """Another predictor on the same weights (shared, read-only) with a workspace of its own."""
         net, _, graph, kinds, rows, n_in, n_out = self._fields
         return Predictor(net, _new_workspace(net.layers, rows, net.params.dtype),

@@ -1,6 +1,10 @@
 """``MLP`` (alias ``Sequential``): a stack of layers, each reading the one before, built by
 ``add`` (the seed framework's ``addLayer``); and ``Perceptron``, Rosenblatt's one-layer model
 built on it."""
+from __future__ import annotations
+
+from typing import Iterable
+
 import numpy as np
 
 from . import losses, optimizers
@@ -19,14 +23,15 @@ class MLP(Network):
     """
     config_name = "MLP"
 
-    def __init__(self, layers=None, seed=None, dtype="float32", device="cpu", name=None):
+    def __init__(self, layers: Iterable[Layer] | None = None, seed: int | None = None, dtype: str = "float32",
+                 device: str = "cpu", name: str | None = None) -> None:
         super().__init__(seed=seed, dtype=dtype, device=device, name=name or "mlp")
         for layer in layers or []:
             self.add(layer)
 
     # ---- building -------------------------------------------------------------------------
 
-    def add(self, layer):
+    def add(self, layer: Layer) -> None:
         """Append a layer; its input_dim must match the previous layer's output."""
         if self._busy.locked():
             raise RuntimeError("the model is training (fit or train_on_batch is running, here or in another "
@@ -74,7 +79,8 @@ class Perceptron(MLP):
     w += learning_rate (t - y) x, b += learning_rate (t - y) for each sample (batch_size=1),
     through the PerceptronCriterion loss and SGD. Targets are 0/1; weights start at zero."""
 
-    def __init__(self, input_dim, output_dim=1, learning_rate=1.0, seed=None, dtype="float32"):
+    def __init__(self, input_dim: int, output_dim: int = 1, learning_rate: float = 1.0, seed: int | None = None,
+                 dtype: str = "float32") -> None:
         super().__init__(seed=seed, dtype=dtype)
         self.add(Dense(input_dim, output_dim, activation=Heaviside(), optimizer=optimizers.SGD(learning_rate),
                        kernel_initializer="zeros"))

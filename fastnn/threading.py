@@ -10,6 +10,10 @@ previous count is back when the call returns. NumPy's own BLAS, PyTorch's and an
 library's pools are never touched. ``OPENBLAS_NUM_THREADS`` (read by OpenBLAS at start-up)
 sets the default.
 """
+from __future__ import annotations
+
+from typing import Any
+
 import contextlib
 import os
 import sys
@@ -57,7 +61,7 @@ def _blas_controller():
     return _blas
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Use ``n`` BLAS threads in fastnn's matrix products from now on (1 <= n <= cores).
 
     Applies inside fastnn's calls only; other libraries in the process keep their own threads.
@@ -66,7 +70,7 @@ def set_num_threads(n):
     _num_threads = check_int(n, "n", minimum=1, maximum=os.cpu_count() or 1)
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """The number of BLAS threads fastnn's matrix products use: ``set_num_threads``' value,
     else the BLAS library's own count."""
     if _num_threads is not None:
@@ -108,7 +112,7 @@ def blas_threads_for(flops):
                         lib.set_num_threads(n)
 
 
-def threading_info():
+def threading_info() -> dict[str, Any]:
     """What fastnn's calls run on: the thread count they use and the BLAS library (name, version,
     threads outside fastnn's calls, the CPU core type it picked, its file)."""
     keys = ("internal_api", "version", "num_threads", "architecture", "threading_layer", "filepath")

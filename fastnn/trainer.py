@@ -17,9 +17,12 @@ checks that the ranks agree and rank 0's state sent to all (``begin_call``), ran
 first (``rank_zero_first``), and the sums over the ranks (``any_rank``, ``sum_over_ranks``,
 ``share``/``gather_rows``), each a no-op in one process.
 """
+from __future__ import annotations
+
 import functools
 import time
 import warnings
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -44,6 +47,9 @@ _CHUNK_FLOPS = 2e10
 # 7.8 ns a value, forward and backward (270: three passes of 90).
 _VALUE_FLOPS = 100.0
 
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
+
 
 def _one_training_call(method):
     """fit and train_on_batch run one at a time per model: a second call while one runs (from
@@ -65,7 +71,7 @@ def _one_training_call(method):
 class Trainer:
     """compile, fit and train_on_batch, on a ``Network``'s layers and backend."""
 
-    def compile(self, loss="cross_entropy", optimizer=None, metrics=None):
+    def compile(self, loss: Any = "cross_entropy", optimizer: Any = None, metrics: Sequence[str] | None = None) -> Self:
         """Set the loss, the default optimizer (for layers without their own) and the metrics that
         ``fit`` logs and ``evaluate`` returns, by name (``fastnn.metrics``): 'accuracy', 'auc',
         'pr_auc', 'precision', 'recall', 'f1', 'top_k_accuracy'; for one output column also 'tp',

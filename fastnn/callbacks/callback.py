@@ -1,5 +1,9 @@
 """The base ``Callback`` (the hooks ``fit`` calls), ``History`` (which ``fit`` returns), and the
 two callbacks of no state: ``LambdaCallback`` and ``TerminateOnNaN``."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
 import os
 
 from ..base import Configurable
@@ -110,8 +114,9 @@ class History(Callback):
 class LambdaCallback(Callback):
     """Callbacks from plain functions: ``LambdaCallback(on_epoch_end=lambda epoch, logs: ...)``."""
 
-    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
-                 on_batch_end=None):
+    def __init__(self, on_epoch_begin: Callable[..., Any] | None = None, on_epoch_end: Callable[..., Any] | None = None,
+                 on_train_begin: Callable[..., Any] | None = None, on_train_end: Callable[..., Any] | None = None,
+                 on_batch_end: Callable[..., Any] | None = None) -> None:
         for name, fn in list(locals().items()):
             if name != "self" and fn is not None:
                 if not callable(fn):

@@ -1,4 +1,6 @@
 """The callbacks that write ``fit``'s logs to files: ``CSVLogger`` and ``TensorBoard``."""
+from __future__ import annotations
+
 import csv
 import io
 import os
@@ -16,7 +18,7 @@ class CSVLogger(Callback):
     (``fastnn.saving.atomic_write``): a crash never leaves a half-written row."""
     writes_files = True
 
-    def __init__(self, filename, separator=","):
+    def __init__(self, filename: str | os.PathLike[str], separator: str = ",") -> None:
         self.filename = str(filename)
         self.separator = separator
 
@@ -60,7 +62,8 @@ class TensorBoard(Callback):
     last complete record."""
     writes_files = True
 
-    def __init__(self, log_dir="logs", histogram_freq=0, update_freq="epoch"):
+    def __init__(self, log_dir: str | os.PathLike[str] = "logs", histogram_freq: int = 0,
+                 update_freq: str = "epoch") -> None:
         self.log_dir = os.fspath(log_dir)
         self.histogram_freq = check_int(histogram_freq, "histogram_freq", minimum=0)
         if update_freq != "epoch":

@@ -1,5 +1,9 @@
 """The callbacks that watch one logged metric (``EarlyStopping``, ``ReduceLROnPlateau``,
 ``ModelCheckpoint``), and ``LearningRateScheduler``, which sets the learning rate each epoch."""
+from __future__ import annotations
+
+from typing import Callable
+
 import math
 import os
 import warnings
@@ -81,8 +85,8 @@ class EarlyStopping(_Monitor):
     The stopping rule under ``baseline`` is the one Keras 3 documents (its code also never stops
     on an epoch that improves on the best so far, which fastnn does not copy)."""
 
-    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", baseline=None,
-                 restore_best_weights=False):
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0, mode: str = "auto",
+                 baseline: float | None = None, restore_best_weights: bool = False) -> None:
         self._setup_monitor(monitor, mode)
         self.min_delta = check_float(min_delta, "min_delta", minimum=0.0)
         self.patience = check_int(patience, "patience", minimum=0)
@@ -128,7 +132,7 @@ class LearningRateScheduler(Callback):
     for a ``LearningRateSchedule``, its value at the optimizer's next step, as Keras passes it.
     The number returned then replaces the schedule (Keras 3 raises TypeError there instead)."""
 
-    def __init__(self, schedule):
+    def __init__(self, schedule: Callable[[int, float], float]) -> None:
         if not callable(schedule):
             raise TypeError("schedule must be callable as schedule(epoch, lr)")
         self.schedule = schedule
@@ -148,8 +152,8 @@ class ReduceLROnPlateau(_Monitor):
     ``cooldown`` epochs before counting again (keras.callbacks.ReduceLROnPlateau, whose defaults
     these are). For optimizers whose ``learning_rate`` is a number; a schedule is left alone."""
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
-                 cooldown=0, min_lr=0.0):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, verbose: int = 0,
+                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0) -> None:
         self._setup_monitor(monitor, mode)
         self.factor = check_float(factor, "factor", minimum=0.0, maximum=1.0, min_inclusive=False,
                                   max_inclusive=False)
@@ -193,7 +197,8 @@ class ModelCheckpoint(_Monitor):
     Each save is atomic (``fastnn.saving``): a crash never leaves a broken checkpoint."""
     writes_files = True
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+    def __init__(self, filepath: str | os.PathLike[str], monitor: str = "val_loss", save_best_only: bool = False,
+                 mode: str = "auto") -> None:
         self.filepath = str(filepath)
         self._setup_monitor(monitor, mode)
         self.save_best_only = bool(save_best_only)

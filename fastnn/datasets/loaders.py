@@ -1,8 +1,14 @@
 """The public loaders: the decoded pixels of MNIST and of the digits as scaled float copies."""
+from __future__ import annotations
+
+import os
+
 import numpy as np
+from numpy.typing import NDArray
 
 from .digits import _DIGITS_MAX_PIXEL, _digits_uint8
 from .mnist import _mnist_uint8
+
 
 def _scaled(pixels, max_value, dtype):
     """A new C-contiguous ``dtype`` array of ``pixels / max_value``."""
@@ -11,7 +17,8 @@ def _scaled(pixels, max_value, dtype):
     return scaled
 
 
-def load_mnist(data_dir=None):
+def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> tuple[NDArray[np.float32], NDArray[np.int64],
+                                                                       NDArray[np.float32], NDArray[np.int64]]:
     """MNIST as ``(x_train, y_train, x_test, y_test)``.
 
     ``x_train`` (60000, 784) and ``x_test`` (10000, 784) are float32 pixels / 255 in [0, 1], each

@@ -1,6 +1,8 @@
 """The base of every layer (``Layer``), the functional API's ``Input`` and ``Tensor``, and the
 helpers the other layer modules and the network share (``check_weight_list``, ``_function_name``).
 """
+from __future__ import annotations
+
 import numba
 import numpy as np
 
@@ -36,14 +38,14 @@ class Layer(Configurable):
     _trainable = True
 
     @property
-    def trainable(self):
+    def trainable(self) -> bool:
         """False freezes the layer, as in Keras: no optimizer updates its weights, and a frozen
         BatchNormalization runs in inference mode in training too (its running statistics, not
         the batch's, and not updated). Takes effect at the next ``compile``."""
         return self._trainable
 
     @trainable.setter
-    def trainable(self, value):
+    def trainable(self, value: bool) -> None:
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"trainable must be True or False, got {value!r}")
         self._trainable = bool(value)
@@ -231,7 +233,7 @@ class Layer(Configurable):
 class Input(Layer):
     """The input's shape, e.g. ``Input((784,))`` or ``Input(784)``; images (28, 28) are flattened."""
 
-    def __init__(self, shape):
+    def __init__(self, shape: int | tuple[int, ...]) -> None:
         shape = (shape,) if np.isscalar(shape) else tuple(shape)
         if not shape:
             raise ValueError("shape must name at least one dimension, got ()")

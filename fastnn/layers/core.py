@@ -1,4 +1,8 @@
 """The core layers: Dense, Activation, Dropout."""
+from __future__ import annotations
+
+from typing import Any
+
 from .. import activations, initializers, optimizers, regularizers
 from ..kernels.table import ACT, ACTIVATION_LAYER, B_OFF, DENSE_LAYER, DROPOUT_LAYER, KIND, W_OFF
 from ..validation import check_float, check_int
@@ -21,9 +25,10 @@ class Dense(Layer):
     """
     _aliases = {"units": "output_dim"}
 
-    def __init__(self, input_dim=None, output_dim=None, activation=_SEED_DEFAULT_ACTIVATION, optimizer=None,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
-                 bias_regularizer=None):
+    def __init__(self, input_dim: int | None = None, output_dim: int | None = None,
+                 activation: Any = _SEED_DEFAULT_ACTIVATION, optimizer: Any = None,
+                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, bias_regularizer: Any = None) -> None:
         if output_dim is None:
             # Dense(16) means Keras' Dense(units=16), but the seed's Dense(input_dim, output_dim) comes first.
             units = "n" if input_dim is None else repr(input_dim)
@@ -78,7 +83,7 @@ class Dense(Layer):
 class Activation(Layer):
     """An activation as a layer of its own: ``Activation("softmax")``, ``Activation(ReLU())``."""
 
-    def __init__(self, activation):
+    def __init__(self, activation: Any) -> None:
         self.activation = activations.get(activation)
 
     def connect(self, input_dim):
@@ -106,7 +111,7 @@ class Dropout(Layer):
     any layers; it has no parameters.
     """
 
-    def __init__(self, rate):
+    def __init__(self, rate: float) -> None:
         self.rate = check_float(rate, "rate", minimum=0.0, maximum=1.0, max_inclusive=False)
 
     def connect(self, input_dim):

@@ -1,5 +1,9 @@
 """The layers that read or mark the model's input entries: Embedding (integer ids to trained
 vectors) and Masking (missing values)."""
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from .. import initializers, optimizers, regularizers
@@ -35,8 +39,9 @@ class Embedding(Layer):
     """
     combiners = ("concat", "sum", "mean")
 
-    def __init__(self, input_dim, output_dim, input_length=1, mask_zero=False, combiner="concat",
-                 embeddings_initializer="uniform", embeddings_regularizer=None, optimizer=None):
+    def __init__(self, input_dim: int, output_dim: int, input_length: int = 1, mask_zero: bool = False,
+                 combiner: str = "concat", embeddings_initializer: Any = "uniform",
+                 embeddings_regularizer: Any = None, optimizer: Any = None) -> None:
         self.vocabulary = check_int(input_dim, "input_dim", minimum=1)
         self.embedding_dim = check_int(output_dim, "output_dim", minimum=1)
         self.input_length = check_int(input_length, "input_length", minimum=1)
@@ -163,7 +168,7 @@ class Masking(Layer):
     Keras' ``Masking(mask_value)`` marks whole timesteps for sequence layers; fastnn's layers are
     not sequential, so the mask is per entry. No parameters."""
 
-    def __init__(self, mask_value=0.0, input_dim=None):
+    def __init__(self, mask_value: float = 0.0, input_dim: int | None = None) -> None:
         self.mask_value = check_float(mask_value, "mask_value")
         self.input_dim = None if input_dim is None else check_int(input_dim, "input_dim", minimum=1)
 

@@ -1,4 +1,8 @@
 """The normalization layers: BatchNormalization (alias BatchNorm), LayerNormalization."""
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from .. import optimizers
@@ -37,7 +41,8 @@ class BatchNormalization(_Normalization):
     (variance 0) finite. Alias: ``BatchNorm``.
     """
 
-    def __init__(self, input_dim=None, momentum=0.1, epsilon=1e-5, optimizer=None):
+    def __init__(self, input_dim: int | None = None, momentum: float = 0.1, epsilon: float = 1e-5,
+                 optimizer: Any = None) -> None:
         self.momentum = check_float(momentum, "momentum", minimum=0.0, maximum=1.0)
         self.epsilon = check_float(epsilon, "epsilon", minimum=0.0, min_inclusive=False)
         self._features(input_dim, optimizer)
@@ -92,7 +97,8 @@ class LayerNormalization(_Normalization):
     or 1 (a model's inputs are (rows, features)).
     """
 
-    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, input_dim=None, optimizer=None):
+    def __init__(self, axis: int = -1, epsilon: float = 1e-3, center: bool = True, scale: bool = True,
+                 input_dim: int | None = None, optimizer: Any = None) -> None:
         if isinstance(axis, (bool, np.bool_)) or axis not in (-1, 1):
             raise ValueError(f"axis must be -1 or 1 (the features of a (rows, features) input), got {axis!r}")
         self.axis = int(axis)

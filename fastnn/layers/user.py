@@ -1,6 +1,10 @@
 """Lambda, a layer from two functions of the user's, and how a saved config finds them again
 (``custom_function``). A subclass of ``Layer`` with its own ``build``/``forward``/``backward`` is
 the other kind of user layer (see ``Layer``'s docstring)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
 import numba
 import numpy as np
 
@@ -23,7 +27,8 @@ class Lambda(Layer):
     """
     _lambda_style = True
 
-    def __init__(self, forward, backward, output_dim=None, input_dim=None):
+    def __init__(self, forward: Callable[..., Any], backward: Callable[..., Any], output_dim: int | None = None,
+                 input_dim: int | None = None) -> None:
         self.forward = custom_function(forward, "forward")
         self.backward = custom_function(backward, "backward")
         for fn, what in ((self.forward, "forward"), (self.backward, "backward")):
