@@ -315,7 +315,10 @@ def adam_step_parallel(params, grads, m, v, lr, beta1, beta2, eps, step, weight_
     serial pass of a step (SGD's loop is a few times cheaper), and each parallel build costs
     about a second of every cold start."""
     n = params.size
-    chunks = max(min(_iget_num_threads(), n // PARALLEL_ALIGN), 1)
+    chunks = min(_iget_num_threads(), n // PARALLEL_ALIGN)
+    if chunks < 2:  # set_num_threads(1): no launch (a TBB launch of one block ran 5-10% slower)
+        adam_step(params, grads, m, v, lr, beta1, beta2, eps, step, weight_decay)
+        return
     size = ((n + chunks - 1) // chunks + PARALLEL_ALIGN - 1) // PARALLEL_ALIGN * PARALLEL_ALIGN
     for c in prange(chunks):
         lo, hi = min(c * size, n), min(c * size + size, n)
