@@ -45,7 +45,7 @@ CUDA_THREADS_PER_BLOCK = 256
 # Work (elements, or rows x columns) below which a pass runs its serial loop: waking TBB's workers
 # and joining them costs a few microseconds, which a pass over fewer elements (a few ns each) does
 # not win back (docs/performance.md, "Parallel kernels").
-PARALLEL_MIN_ELEMENTS = 1 << 16     # optimizer updates, Dropout (flat passes, a few ns an element)
+PARALLEL_MIN_ELEMENTS = 1 << 16     # the optimizer update (a flat pass, a few ns an element)
 PARALLEL_MIN_ACTIVATION = 1 << 15   # bias + activation forward and backward (rows x columns)
 PARALLEL_MIN_COLUMN_SUMS = 1 << 15  # the bias gradient's column sums (rows x columns)
 PARALLEL_MIN_GATHER = 1 << 15       # the batch gather (rows x columns)
