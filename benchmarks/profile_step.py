@@ -1,6 +1,6 @@
 """Where the time of one training step goes: gather, forward, loss, backward, optimizer.
 
-    python benchmarks/profile_step.py [--threads N] [--batch B] [--sizes 784,100,50,10] [--repeats R]
+    python benchmarks/profile_step.py [--threads N] [--batch B] [--sizes 784,100,50,10] [--repeats R] [--json]
 
 Runs the stages of ``fastnn.kernels.network.train_batches`` over one shuffled MNIST epoch
 (``$FASTNN_DATA``, else the bundled 8x8 digits) inside one compiled loop, first the gather
@@ -8,12 +8,19 @@ alone, then gather + forward, and so on up to the whole step, so no Python runs 
 batches; a stage's cost is the difference between consecutive totals. Medians of
 ``--repeats`` epochs, with BLAS threads chosen as ``fit`` chooses them. ReLU hidden layers,
 softmax + cross-entropy, Adam(1e-3), float32: the configuration of ``benchmarks/peers.py``.
+"products" is the matrix products of a step alone (the same ``np.dot`` calls on the same shapes,
+in one compiled loop), the part of the step that BLAS's threads run; ``benchmarks/scaling.py``
+runs this at each thread count (``--json``).
 """
 import argparse
 import time
 
-import numpy as np
+import json
 
+import numpy as np
+from numba.typed import List
+
+from fastnn import config
 from fastnn.config import kernel
 from fastnn.kernels import network as net
 from fastnn.kernels.losses import loss_forward
@@ -44,12 +51,27 @@ def run_stages(stage, network, train, work, loss, x, y, order, batch_size, n_bat
     return total
 
 
+@kernel
+def run_products(weights, acts, deltas, grads, n_batches):
+    """The matrix products of ``n_batches`` steps: forward x @ W, backward x.T @ dz and dz @ W.T
+    (none for the first layer's input), as the dense layers call them."""
+    for _ in range(n_batches):
+        for k in range(len(weights)):
+            np.dot(acts[k], weights[k], acts[k + 1])
+        for k in range(len(weights) - 1, -1, -1):
+            np.dot(acts[k].T, deltas[k + 1], grads[k])
+            if k > 0:
+                np.dot(deltas[k + 1], weights[k].T, deltas[k])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--sizes", default="784,100,50,10", help="layer widths, input first")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=0, help="train on the first ROWS rows only (0: all)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line instead of the table")
     args = parser.parse_args(argv)
 
     import fastnn
@@ -61,6 +83,8 @@ def main(argv=None):
         x, labels, _, _ = fastnn.load_mnist()
     except (FileNotFoundError, RuntimeError):
         x, labels = fastnn.load_digits()
+    if args.rows:
+        x, labels = x[: args.rows], labels[: args.rows]
     if x.shape[1] != sizes[0]:
         parser.error(f"the data has {x.shape[1]} features; --sizes must start with it")
     layers = [fastnn.Dense(a, b, activation="relu") for a, b in zip(sizes[:-2], sizes[1:-1])]
@@ -79,14 +103,37 @@ def main(argv=None):
         return run_stages(stage, backend._network(), train, backend.work, model.loss.code, x, y, order, args.batch,
                           n_batches)
 
-    per_batch = {name: [] for name in STAGES}
+    rng = np.random.default_rng(1)
+    weights, acts, deltas, grads = List(), List(), List(), List()
+    for k, width in enumerate(sizes):
+        acts.append(rng.random((args.batch, width), dtype=np.float32))
+        deltas.append(rng.random((args.batch, width), dtype=np.float32))
+        if k:
+            weights.append(rng.random((sizes[k - 1], width), dtype=np.float32))
+            grads.append(np.empty((sizes[k - 1], width), np.float32))
+
+    per_batch = {name: [] for name in STAGES + ("products",)}
     with blas_threads_for(3 * backend.flops_per_row * args.batch):
         call(len(STAGES) - 1)  # compiles, and warms every buffer
+        run_products(weights, acts, deltas, grads, 1)
         for _ in range(args.repeats):
             for stage, name in enumerate(STAGES):
                 start = time.perf_counter()
                 call(stage)
                 per_batch[name].append((time.perf_counter() - start) / n_batches * 1e6)
+            start = time.perf_counter()
+            run_products(weights, acts, deltas, grads, n_batches)
+            per_batch["products"].append((time.perf_counter() - start) / n_batches * 1e6)
+    medians = {name: float(np.median(times)) for name, times in per_batch.items()}
+    if args.json:
+        stages, previous = {}, 0.0
+        for name in STAGES:
+            stages[name], previous = medians[name] - previous, medians[name]
+        print(json.dumps({"sizes": sizes, "batch": args.batch, "threads": args.threads, "stages_us": stages,
+                          "step_us": previous, "products_us": medians["products"],
+                          "kernels": config.PARALLEL_REASON, "parallel_passes": [
+                              p for p in config.PARALLEL_PASSES if getattr(config, "PARALLEL_" + p.upper())]}))
+        return
     print(f"{'-'.join(map(str, sizes))}, batch {args.batch}, {args.threads} thread(s), "
           f"medians of {args.repeats} epochs of {n_batches} batches")
     previous = 0.0
@@ -95,6 +142,7 @@ def main(argv=None):
         print(f"  {name:<10} {cumulative - previous:9.1f} us   (cumulative {cumulative:9.1f} us)")
         previous = cumulative
     print(f"  step       {previous:9.1f} us = {args.batch / previous * 1e6:,.0f} samples/s")
+    print(f"  products   {medians['products']:9.1f} us alone; the rest {previous - medians['products']:9.1f} us")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,13 @@
 Kernels are compiled through :func:`kernel`, which applies one set of flags to the whole
 package, so a reader (and ``tests/test_config.py``) can check them in one place.
 """
+import ctypes
 import hashlib
 import os
 import pathlib
+import site
+import sys
+import warnings
 
 import numba
 from numba.core import caching
@@ -65,6 +69,111 @@ SPARSE_FIRST_LAYER_MAX_DENSITY = 0.1
 # CUDA launch geometry.
 CUDA_THREADS_PER_BLOCK = 256
 
+# Work (elements, or rows x columns) below which a pass runs its serial loop: waking TBB's workers
+# and joining them costs a few microseconds, which a pass over fewer elements (a few ns each) does
+# not win back (docs/performance.md, "Parallel kernels").
+PARALLEL_MIN_ELEMENTS = 1 << 16     # the optimizer update (a flat pass, a few ns an element)
+PARALLEL_MIN_ACTIVATION = 1 << 15   # bias + activation forward and backward (rows x columns)
+PARALLEL_MIN_COLUMN_SUMS = 1 << 15  # the bias gradient's column sums (rows x columns)
+PARALLEL_MIN_GATHER = 1 << 15       # the batch gather (rows x columns)
+# Chunks of a flat pass start on multiples of this many elements (a 64-byte line of float32), so
+# that two threads never write one cache line.
+PARALLEL_ALIGN = 16
+
+
+def _tbb_candidates():
+    """Where pip's or conda's ``tbb`` puts its library, which the loader does not search in a
+    virtual environment (pip writes it into ``<prefix>/lib``, outside every rpath)."""
+    name = {"win32": "tbb12.dll", "darwin": "libtbb.12.dylib"}.get(sys.platform, "libtbb.so.12")
+    prefixes = [sys.prefix, sys.exec_prefix, sys.base_prefix, getattr(site, "USER_BASE", None)]
+    subdirs = ("Library/bin", "Lib", "bin", "lib") if sys.platform == "win32" else ("lib",)
+    seen = []
+    for prefix in prefixes:
+        for sub in subdirs:
+            if prefix and os.path.join(prefix, sub, name) not in seen:
+                seen.append(os.path.join(prefix, sub, name))
+    return [path for path in seen if os.path.isfile(path)]
+
+
+def _tbb_loads():
+    """Whether Numba's TBB layer loads; if the loader cannot find TBB by itself, TBB is loaded
+    first from where the ``tbb`` wheel put it (RTLD_GLOBAL: Numba's ``tbbpool`` then links to it).
+    Only Numba's own checks decide: its module imports and its version test passes."""
+    from numba.np.ufunc import parallel
+
+    def check():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parallel._check_tbb_version_compatible()
+                from numba.np.ufunc import tbbpool  # noqa: F401
+            return True
+        except (ImportError, OSError):
+            return False
+
+    if check():
+        return True
+    for path in _tbb_candidates():
+        try:
+            ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+        except OSError:
+            continue
+        if check():
+            return True
+    return False
+
+
+def _parallel_plan():
+    """(whether fastnn's kernels run in parallel, why), decided once at import.
+
+    Parallel only on Numba's TBB layer: TBB's idle workers sleep after a short spin, so they
+    leave the cores to BLAS, TBB survives a fork, and concurrent launches from several Python
+    threads are safe. GNU OpenMP spins against BLAS and hangs forked children; workqueue aborts
+    the process on concurrent launches (``predict`` from several threads).
+
+    A threading layer the user chose (``NUMBA_THREADING_LAYER``/``numba.config.THREADING_LAYER``
+    other than "default", or another ``THREADING_LAYER_PRIORITY``) is kept: fastnn then runs
+    parallel kernels only where that choice puts TBB first (tbb, safe, threadsafe, forksafe, or a
+    priority list that starts with tbb) and TBB loads, which is what Numba then loads too. For a
+    choice of omp or workqueue, fastnn's kernels stay serial rather than bring the costs above
+    into a training loop that the user did not ask to have them. Numba's config is never
+    written: with TBB loadable, Numba's default order picks it by itself.
+    """
+    if os.environ.get("FASTNN_PARALLEL", "1").strip().lower() in ("0", "false", "no"):
+        return False, "serial: FASTNN_PARALLEL=0"
+    from numba.np.ufunc import parallel
+    if parallel._is_initialized:  # another library launched Numba's threads first
+        layer = numba.threading_layer()
+        return layer == "tbb", f"{'parallel' if layer == 'tbb' else 'serial'}: Numba's threads already run on {layer}"
+    layer = str(numba.config.THREADING_LAYER).lower()
+    priority = list(numba.config.THREADING_LAYER_PRIORITY)
+    first = (priority[0] if priority else None) if layer == "default" else \
+        "tbb" if layer in ("safe", "threadsafe", "forksafe") else layer
+    if first != "tbb":
+        return False, f"serial: Numba's threading layer would be {first}"
+    if not _tbb_loads():
+        return False, "serial: TBB does not load (pip install tbb)"
+    return True, "parallel: Numba's TBB threading layer"
+
+
+PARALLEL, PARALLEL_REASON = _parallel_plan()
+# Which passes run in parallel where PARALLEL: module constants that Numba prunes on, so a pass
+# that is off compiles no parallel kernel. Each parallel kernel costs cold-start time, more the
+# deeper its caller sits (LLVM optimizes a callee again in every compiled caller): the optimizer's
+# added about 1 s of CPU time to the seed network's first fit on an empty cache, the activations'
+# 3.3 s, the column sums' 0.6 s and the gather's 0.8 s (2 cores, loaded machine). So only the
+# optimizer's pass, the largest serial pass of a step, is on by default; FASTNN_PARALLEL names
+# the passes to run in parallel ("optimizer,activations,column_sums,gather", or "all") for long
+# runs of wide networks, where the compile is paid once and cached; "0" turns every one off.
+PARALLEL_PASSES = ("optimizer", "activations", "column_sums", "gather")
+_chosen = os.environ.get("FASTNN_PARALLEL", "").replace(" ", "").lower()
+_chosen = PARALLEL_PASSES if _chosen == "all" else ("optimizer",) if _chosen in ("", "1", "true", "yes") \
+    else tuple(_chosen.split(","))
+PARALLEL_OPTIMIZER = PARALLEL and "optimizer" in _chosen
+PARALLEL_ACTIVATIONS = PARALLEL and "activations" in _chosen
+PARALLEL_COLUMN_SUMS = PARALLEL and "column_sums" in _chosen
+PARALLEL_GATHER = PARALLEL and "gather" in _chosen
+
 
 def _kernel_sources_stamp():
     """A hash of every kernel module's source.
@@ -76,7 +185,9 @@ def _kernel_sources_stamp():
     depend on it.
     """
     root = pathlib.Path(__file__).parent
-    digest = hashlib.sha256()
+    # Serial and parallel builds (and each choice of parallel passes) are different code.
+    digest = hashlib.sha256(repr((PARALLEL_OPTIMIZER, PARALLEL_ACTIVATIONS, PARALLEL_COLUMN_SUMS,
+                                  PARALLEL_GATHER)).encode())
     for path in sorted(root.glob("kernels/*.py")) + [root / "config.py"]:
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -108,13 +219,17 @@ if CACHE:
     _install_cache_locators()
 
 
-def kernel(fn=None, *, inline=False):
+def kernel(fn=None, *, inline=False, parallel=False):
     """Compile ``fn`` with the package's flags (``njit``, cached, fastmath without nnan/ninf).
 
-    Every kernel is serial (no ``parallel=True``): the cores belong to BLAS's threads, which run
-    the matrix products. Numba's parallel builds start an OpenMP runtime whose idle threads spin
-    and take the cores from BLAS (784-256-256-10 trained at 28k instead of 74k samples/s), and
-    after GNU OpenMP has run, a fork-based process pool in the user's program hangs.
+    ``parallel=True``: a parallel build (``prange``) where ``PARALLEL`` (Numba's TBB layer, see
+    ``_parallel_plan``), else serial (``prange`` runs as ``range``). Only leaf kernels over rows,
+    columns or a flat buffer are parallel, each a function of its own that calls the serial
+    kernel on its chunks below a size threshold (``PARALLEL_MIN_*``); the walkers and
+    ``train_batches`` stay serial: a parallel build of them would make copies of the reshaped
+    views of the flat buffers, and the in-place updates would be lost. Why not OpenMP: its idle
+    threads spin and take the cores from BLAS (784-256-256-10 trained at 28k instead of 74k
+    samples/s), and after GNU OpenMP has run, a fork-based process pool in the user's program hangs.
 
     ``inline=True`` is for small kernels with one or two call sites (one activation, one loss,
     one optimizer's element update, a dense layer's pass): Numba then splices their code into the
@@ -131,6 +246,9 @@ def kernel(fn=None, *, inline=False):
     predicts from several threads run at the same time (``fastnn.locks``).
     """
     def wrap(f):
+        if parallel and inline:
+            raise ValueError("a parallel kernel cannot be inlined: its caller would run it serially")
         return numba.njit(cache=CACHE, fastmath=FASTMATH, error_model="numpy", nogil=True,
+                          parallel=bool(parallel and PARALLEL),
                           inline="always" if inline else "never")(f)
     return wrap if fn is None else wrap(fn)

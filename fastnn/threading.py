@@ -1,12 +1,15 @@
-"""Threads: fastnn's kernels are serial, and its matrix products run on the BLAS library that
-Numba's ``np.dot`` calls (SciPy's), whose threads do the parallel work.
+"""Threads: fastnn's matrix products run on the BLAS library that Numba's ``np.dot`` calls
+(SciPy's), whose threads do most of the parallel work; where Numba's threading layer is TBB
+(``config.PARALLEL``), the largest passes outside the products run on Numba's threads too
+(``kernels/parallel.py``).
 
 fastnn changes nothing in the process beyond itself: it writes no environment variable, starts
 no OpenMP runtime (so fork-based process pools keep working), and sets no library's threads for
 good. While one of its own calls runs (``fit``, ``predict``, ``evaluate``, ...), it limits the
 threads of that one BLAS library: to one thread for products too small to pay for more
 (``config.BLAS_PARALLEL_MIN_FLOPS``), else to ``set_num_threads(n)`` if that was called; the
-previous count is back when the call returns. NumPy's own BLAS, PyTorch's and any other
+previous count is back when the call returns; ``set_num_threads(n)`` sets Numba's thread count
+as well, in the calling thread, for that call's duration. NumPy's own BLAS, PyTorch's and any other
 library's pools are never touched. ``OPENBLAS_NUM_THREADS`` (read by OpenBLAS at start-up)
 sets the default.
 """
@@ -19,7 +22,7 @@ import os
 import sys
 import threading
 
-from .config import BLAS_PARALLEL_MIN_FLOPS
+from .config import BLAS_PARALLEL_MIN_FLOPS, PARALLEL, PARALLEL_REASON
 from .validation import check_int
 
 _num_threads = None     # set_num_threads(n); None: the BLAS library's own count
@@ -62,7 +65,8 @@ def _blas_controller():
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` BLAS threads in fastnn's matrix products from now on (1 <= n <= cores).
+    """Use ``n`` threads in fastnn's calls from now on (1 <= n <= cores): BLAS threads in its matrix
+    products and, where fastnn's passes run in parallel, Numba threads in those.
 
     Applies inside fastnn's calls only; other libraries in the process keep their own threads.
     """
@@ -102,7 +106,8 @@ def blas_threads_for(flops):
                 if lib.num_threads != target:
                     lib.set_num_threads(target)
     try:
-        yield
+        with _numba_threads(_num_threads) if PARALLEL and _num_threads is not None else contextlib.nullcontext():
+            yield
     finally:
         with _calls:
             _active -= 1
@@ -112,12 +117,26 @@ def blas_threads_for(flops):
                         lib.set_num_threads(n)
 
 
+@contextlib.contextmanager
+def _numba_threads(n):
+    """Numba's thread count at ``n`` (at most the threads Numba launched) in this thread, put back
+    after. Numba's count is per calling thread, so another thread's fastnn call (or the user's own
+    parallel code) is not affected."""
+    import numba
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
 def threading_info() -> dict[str, Any]:
     """What fastnn's calls run on: the thread count they use and the BLAS library (name, version,
     threads outside fastnn's calls, the CPU core type it picked, its file)."""
     keys = ("internal_api", "version", "num_threads", "architecture", "threading_layer", "filepath")
     return {
         "num_threads": get_num_threads(),
-        "kernels": "serial Numba (no threading layer)",
+        "kernels": PARALLEL_REASON if PARALLEL else f"serial Numba ({PARALLEL_REASON})",
         "blas": [{k: info[k] for k in keys if k in info} for info in _blas_controller().info()],
     }

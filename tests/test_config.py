@@ -13,7 +13,8 @@ def test_no_kernel_module_compiles_with_its_own_flags():
     offenders = []
     for path in sorted(KERNEL_DIR.glob("*.py")):
         text = path.read_text()
-        for pattern in (r"\bnjit\b", r"numba\.jit\b", r"fastmath\s*=", r"\bcache\s*=", r"parallel\s*=\s*True"):
+        for pattern in (r"\bnjit\b", r"numba\.jit\b", r"fastmath\s*=", r"\bcache\s*=", r"\bparallel\s*=\s*True\)\s*\(",
+                        r"inline\s*=\s*True\s*,\s*parallel"):
             if re.search(pattern, text):
                 offenders.append(f"{path.name}: {pattern}")
     assert offenders == []
@@ -31,15 +32,54 @@ def test_kernels_detect_nan_through_the_package_flags():
     assert np.isnan(mse_forward(pred, np.zeros_like(pred)))
 
 
-def test_no_kernel_is_a_parallel_build():
-    """No kernel starts Numba's threading layer: its OpenMP threads would spin and take the
-    cores from BLAS, and a fork-based pool in the user's program would hang after GNU OpenMP ran
-    (tests/test_host_process.py checks the process side)."""
+def test_parallel_kernels_are_the_named_leaf_kernels_and_only_on_tbb():
+    """Only the small leaf kernels named ``*_parallel`` are parallel builds, and only where the
+    plan chose Numba's TBB layer: the walkers and ``train_batches`` stay serial (a parallel build
+    would make copies of their reshaped views), and without TBB (GNU OpenMP's threads spin against
+    BLAS and hang forked children) every kernel is serial."""
     import importlib
     kernels = []
     for path in sorted(KERNEL_DIR.glob("*.py")):
         module = importlib.import_module(f"fastnn.kernels.{path.stem}")
         kernels += [(name, obj) for name, obj in vars(module).items() if hasattr(obj, "targetoptions")]
     assert len(kernels) > 30
-    assert [name for name, obj in kernels if obj.targetoptions.get("parallel")] == []
-    assert [path.name for path in KERNEL_DIR.glob("*.py") if "prange" in path.read_text()] == []
+    parallel = sorted({name for name, obj in kernels if obj.targetoptions.get("parallel")})
+    if config.PARALLEL:
+        assert parallel == ["adam_step_parallel", "bias_relu_parallel", "column_sums_parallel",
+                            "gather_rows_parallel", "relu_backward_parallel"]
+    else:
+        assert parallel == []
+    assert [path.name for path in KERNEL_DIR.glob("*.py")
+            if "prange" in path.read_text() and path.stem not in ("parallel", "activations", "optimizers")] == []
+
+
+def test_the_parallel_plan_keeps_a_layer_the_user_chose():
+    """fastnn runs parallel kernels only where Numba's layer is TBB; a user's choice of omp or
+    workqueue (environment variable or priority list) keeps every kernel serial, and no plan
+    writes Numba's config or the environment."""
+    import json
+    import os
+    import subprocess
+    import sys
+    code = ("import json, os, numba; before = (dict(os.environ), numba.config.THREADING_LAYER); "
+            "from fastnn import config; "
+            "print(json.dumps([config.PARALLEL, (dict(os.environ), numba.config.THREADING_LAYER) == before]))")
+    results = {}
+    for name, extra in {"omp": {"NUMBA_THREADING_LAYER": "omp"}, "workqueue": {"NUMBA_THREADING_LAYER": "workqueue"},
+                        "priority": {"NUMBA_THREADING_LAYER_PRIORITY": "omp tbb workqueue"},
+                        "off": {"FASTNN_PARALLEL": "0"}, "safe": {"NUMBA_THREADING_LAYER": "safe"}}.items():
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING") and k != "FASTNN_PARALLEL"}
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
+                             timeout=120, check=True)
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert results["omp"] == [False, True]
+    assert results["workqueue"] == [False, True]
+    assert results["priority"] == [False, True]
+    assert results["off"] == [False, True]
+    assert results["safe"] == [config._tbb_loads(), True]  # TBB is what "safe" asks for
+
+
+def test_serial_and_parallel_builds_never_share_a_cache_entry(monkeypatch):
+    stamp = config._kernel_sources_stamp()
+    monkeypatch.setattr(config, "PARALLEL_OPTIMIZER", not config.PARALLEL_OPTIMIZER)
+    assert config._kernel_sources_stamp() != stamp

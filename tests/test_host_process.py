@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 # Trains a model whose optimizer covers 784*256+256+256*10+10 = 203,530 parameters: above the
-# size from which fastnn once ran a parallel (OpenMP) optimizer build.
+# size from which fastnn's optimizer pass runs in parallel (on TBB, config.PARALLEL_MIN_ELEMENTS).
 TRAIN = textwrap.dedent("""
     import numpy as np
     import fastnn
@@ -83,7 +83,8 @@ def test_a_child_process_sees_the_parents_environment():
 
 
 def test_no_openmp_runtime_is_loaded():
-    """Numba's threading layers (omppool with GNU OpenMP, tbbpool, workqueue) are never started."""
+    """Numba's OpenMP and workqueue layers (omppool with GNU OpenMP, workqueue) are never started:
+    fastnn's parallel kernels run on TBB alone (``fastnn.config._parallel_plan``)."""
     if not os.path.exists("/proc/self/maps"):
         pytest.skip("needs /proc/self/maps (Linux)")
     code = TRAIN + textwrap.dedent("""
@@ -91,7 +92,7 @@ def test_no_openmp_runtime_is_loaded():
         fit_once(0)
         fastnn.threading_info()
         maps = open("/proc/self/maps").read()
-        print(json.dumps(sorted({name for name in ("omppool", "tbbpool", "workqueue", "libgomp")
+        print(json.dumps(sorted({name for name in ("omppool", "workqueue", "libgomp")
                                  if name in maps})))
     """)
     assert run_python(code) == []

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..config import FEW_ROWS, FEW_ROWS_MAX_DENSITY, kernel
 from .activations import bias_activation_forward
+from .parallel import column_sums
 
 
 @kernel(inline=True)
@@ -47,10 +48,7 @@ def dense_backward(dx, dW, db, dz, x, W):
     skip it: the first layer needs no gradient for its input.
     """
     np.dot(x.T, dz, dW)
-    db[:] = 0
-    for i in range(dz.shape[0]):
-        for j in range(dz.shape[1]):
-            db[j] += dz[i, j]
+    column_sums(db, dz)
     if dx.size:
         np.dot(dz, W.T, dx)
 

@@ -34,6 +34,7 @@ from .losses import (CROSS_ENTROPY, loss_backward, loss_forward, loss_is_summed,
                      softmax_cross_entropy_backward)
 from .metrics import count_correct, metric_counts
 from .optimizers import H_LR, H_SCHEDULE, clip_global_norms, clip_gradients, optimizer_step
+from .parallel import gather_rows
 from .regularizers import regularization_forward_backward
 from .schedules import CONSTANT, learning_rate_at
 from .sparse import gather_sparse, sparse_first_backward, sparse_first_forward
@@ -42,18 +43,6 @@ from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LA
                     N_OUT, OPTIONAL_KINDS, RNG_KEY, RNG_STEP, SLICE_LAYER, SOURCE, SOURCE2, USER_LAYER, W_OFF, Batches,
                     Graph, Network, Training, Workspace, alpha_table, fuse_activation_backward, fuse_loss_backward,
                     fused_loss_activation, weight_tensors, workspace_layout)
-
-
-@kernel(inline=True)
-def gather_rows(dst, src, order, start):
-    """dst[r] = src[order[start + r]] for every row of dst.
-
-    Element loops rather than slice assignment: a slice assignment compiles numba's
-    shape-mismatch error formatting, seconds of every cold start."""
-    for r in range(dst.shape[0]):
-        s = order[start + r]
-        for j in range(dst.shape[1]):
-            dst[r, j] = src[s, j]
 
 
 @kernel

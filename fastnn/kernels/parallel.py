@@ -1,0 +1,79 @@
+"""Parallel passes on Numba's TBB layer (``config.PARALLEL``), and the two passes that have no module
+of their own: the bias gradient's column sums (``dense_backward``) and the batch gather
+(``train_batches``).
+
+How every parallel pass of fastnn is built: the serial kernel keeps its code, and above a size
+threshold (``config.PARALLEL_MIN_*``) branches to a small ``config.kernel(parallel=True)`` kernel
+under ``if PARALLEL_<PASS> and ...``, a module constant (config.py) that Numba prunes on, so a
+serial build never compiles the parallel kernel and is the code of before. The parallel kernel
+cuts the work into one block per thread (rows, columns, or elements aligned to
+``PARALLEL_ALIGN``); each block writes only its own outputs, computed as the serial loop
+computes them, so results are the serial kernel's bit for bit. Parallel kernels are kept small and
+few: each is a function of its own whose compile (its parfor, and LLVM over everything it calls)
+costs 0.5-1.3 s of a cold start, so a parallel build of a whole dispatcher (the activations, the
+four optimizers) did not fit.
+
+``_iget_num_threads``: the intrinsic that Numba's own prange lowering calls;
+``numba.get_num_threads()`` reaches the threading layer through a ctypes pointer, which keeps a
+function out of Numba's cache.
+"""
+from numba import prange
+from numba.np.ufunc.parallel import _iget_num_threads  # noqa: F401  (imported by the kernel modules)
+
+from ..config import (PARALLEL_ALIGN, PARALLEL_COLUMN_SUMS, PARALLEL_GATHER, PARALLEL_MIN_COLUMN_SUMS,
+                      PARALLEL_MIN_GATHER, kernel)
+
+
+@kernel(inline=True)
+def column_sums(db, dz):
+    """db = the column sums of dz (B, n)."""
+    if PARALLEL_COLUMN_SUMS and dz.size >= PARALLEL_MIN_COLUMN_SUMS:
+        column_sums_parallel(db, dz)
+        return
+    db[:] = 0
+    for i in range(dz.shape[0]):
+        for j in range(dz.shape[1]):
+            db[j] += dz[i, j]
+
+
+@kernel(parallel=True)
+def column_sums_parallel(db, dz):
+    """``column_sums`` over blocks of columns, one per thread: each block sums its own columns over
+    every row, in the serial order (no thread adds into another's)."""
+    rows, cols = dz.shape
+    chunks = max(min(_iget_num_threads(), cols // PARALLEL_ALIGN), 1)
+    size = ((cols + chunks - 1) // chunks + PARALLEL_ALIGN - 1) // PARALLEL_ALIGN * PARALLEL_ALIGN
+    for c in prange(chunks):
+        lo, hi = min(c * size, cols), min(c * size + size, cols)
+        for j in range(lo, hi):
+            db[j] = 0
+        for i in range(rows):
+            for j in range(lo, hi):
+                db[j] += dz[i, j]
+
+
+@kernel(inline=True)
+def gather_rows(dst, src, order, start):
+    """dst[r] = src[order[start + r]] for every row of dst.
+
+    Element loops rather than slice assignment: a slice assignment compiles numba's
+    shape-mismatch error formatting, seconds of every cold start."""
+    if PARALLEL_GATHER and dst.size >= PARALLEL_MIN_GATHER:
+        gather_rows_parallel(dst, src, order, start)
+        return
+    for r in range(dst.shape[0]):
+        s = order[start + r]
+        for j in range(dst.shape[1]):
+            dst[r, j] = src[s, j]
+
+
+@kernel(parallel=True)
+def gather_rows_parallel(dst, src, order, start):
+    """``gather_rows`` over blocks of rows, one per thread."""
+    rows = dst.shape[0]
+    chunks = max(min(_iget_num_threads(), rows), 1)
+    for c in prange(chunks):
+        for r in range(rows * c // chunks, rows * (c + 1) // chunks):
+            s = order[start + r]
+            for j in range(dst.shape[1]):
+                dst[r, j] = src[s, j]

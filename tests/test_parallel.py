@@ -1,0 +1,139 @@
+"""The parallel passes (``fastnn/kernels/parallel.py``): each parallel kernel gives its serial
+kernel's result bit for bit (every block computes its outputs as the serial loop does) and a NumPy
+reference's, writes through views of a flat buffer in place and nothing outside them; and a whole
+training run gives the same parameters in a serial and a parallel build."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from fastnn import config
+from fastnn.kernels import activations as A
+from fastnn.kernels import optimizers as O
+from fastnn.kernels import parallel as P
+
+# Sizes above every threshold, so that the parallel kernels split the work (rows x columns).
+ROWS, COLS = 96, 400
+assert ROWS * COLS >= max(config.PARALLEL_MIN_ACTIVATION, config.PARALLEL_MIN_COLUMN_SUMS, config.PARALLEL_MIN_GATHER)
+
+
+def rng_matrix(seed, rows=ROWS, cols=COLS):
+    return np.random.default_rng(seed).standard_normal((rows, cols)).astype(np.float32)
+
+
+@pytest.mark.parametrize("relu, with_bias, in_place", [(True, True, True), (True, False, False), (False, True, False)])
+def test_bias_relu_parallel(relu, with_bias, in_place):
+    x = rng_matrix(0)
+    b = rng_matrix(1, 1, COLS)[0] if with_bias else np.zeros(0, np.float32)
+    expected = x + b if with_bias else x.copy()
+    if relu:
+        expected = np.maximum(expected, np.float32(0))
+    buffer = np.full(ROWS * COLS + 8, 7, np.float32)  # a view of a flat buffer, as the workspace's
+    out = buffer[4: 4 + ROWS * COLS].reshape(ROWS, COLS)
+    if in_place:
+        out[:] = x
+    A.bias_relu_parallel(out, out if in_place else x, b, relu)
+    np.testing.assert_array_equal(out, expected)
+    assert (buffer[:4] == 7).all() and (buffer[-4:] == 7).all()
+    serial = np.empty_like(x)
+    for i in range(ROWS):  # the serial kernel, a row at a time (below its threshold)
+        A.bias_activation_forward(serial[i:i + 1], x[i:i + 1], b, A.RELU if relu else A.IDENTITY, 0.0)
+    np.testing.assert_array_equal(out, serial)
+
+
+def test_relu_backward_parallel():
+    dout, out = rng_matrix(2), np.maximum(rng_matrix(3), np.float32(0))
+    expected = np.where(out > 0, dout, np.float32(0))
+    A.relu_backward_parallel(dout, dout, out)  # in place, as the layers call it
+    np.testing.assert_array_equal(dout, expected)
+
+
+@pytest.mark.parametrize("cols", [COLS, 37])  # 37: fewer columns than two aligned blocks
+def test_column_sums_parallel(cols):
+    dz = rng_matrix(4, ROWS * COLS // cols, cols)
+    db = np.full(cols, np.nan, np.float32)
+    P.column_sums_parallel(db, dz)
+    # The serial order (row after row), as cumsum adds in float32.
+    np.testing.assert_array_equal(db, np.cumsum(dz, axis=0, dtype=np.float32)[-1])
+    np.testing.assert_allclose(db, dz.astype(np.float64).sum(axis=0), rtol=1e-4, atol=1e-4)
+
+
+def test_gather_rows_parallel():
+    src = rng_matrix(5, 300)
+    order = np.random.default_rng(6).permutation(300).astype(np.int64)
+    dst = np.empty((ROWS, COLS), np.float32)
+    P.gather_rows_parallel(dst, src, order, 17)
+    np.testing.assert_array_equal(dst, src[order[17: 17 + ROWS]])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_step_parallel_equals_adam_step_on_views(weight_decay):
+    n = config.PARALLEL_MIN_ELEMENTS + 1001  # not a multiple of the blocks' alignment
+    rng = np.random.default_rng(7)
+    flat = [rng.standard_normal(n + 64).astype(np.float32) for _ in range(4)]
+    flat[3] = np.abs(flat[3])  # v >= 0
+    flat[1][100:200] = 0  # zero gradients: the denormal guard's branch
+    serial = [a.copy() for a in flat]
+    before = flat[0].copy()
+    lo, hi = 32, 32 + n
+    O.adam_step_parallel(*(a[lo:hi] for a in flat), 1e-3, 0.9, 0.999, 1e-7, 3, weight_decay)
+    O.adam_step(*(a[lo:hi] for a in serial), 1e-3, 0.9, 0.999, 1e-7, 3, weight_decay)
+    for got, want in zip(flat, serial):
+        np.testing.assert_array_equal(got, want)  # inside the views, and untouched outside
+    assert not np.array_equal(flat[0][lo:hi], before[lo:hi]) and np.array_equal(flat[0][:lo], before[:lo])
+
+
+def test_adam_parallel_against_numpy():
+    n = config.PARALLEL_MIN_ELEMENTS * 2
+    rng = np.random.default_rng(8)
+    p, g, m = (rng.standard_normal(n).astype(np.float32) for _ in range(3))
+    v = np.abs(rng.standard_normal(n)).astype(np.float32)
+    p64, g64, m64, v64 = (a.astype(np.float64) for a in (p, g, m, v))
+    step, lr, b1, b2, eps = 4, 1e-2, 0.9, 0.999, 1e-7
+    O.adam_step_parallel(p, g, m, v, lr, b1, b2, eps, step, 0.0)
+    m64 = b1 * m64 + (1 - b1) * g64
+    v64 = b2 * v64 + (1 - b2) * g64 * g64
+    p64 -= lr / (1 - b1 ** step) * m64 / (np.sqrt(v64) / np.sqrt(1 - b2 ** step) + eps)
+    np.testing.assert_allclose(m, m64, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v, v64, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p, p64, rtol=1e-5, atol=1e-5)
+
+
+FIT = textwrap.dedent("""
+    import json, multiprocessing, numpy as np, fastnn
+    from fastnn import config
+    rng = np.random.default_rng(0)
+    x = rng.random((512, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 512)
+    model = fastnn.MLP([fastnn.Dense(784, 128, activation="relu"), fastnn.Dense(128, 10, activation="softmax")],
+                       seed=0)
+    model.compile(loss="cross_entropy", optimizer=fastnn.Adam(1e-3))
+    model.fit(x, y, epochs=2, batch_size=256, verbose=0)
+    with multiprocessing.get_context("fork").Pool(2) as pool:  # still works after the parallel passes
+        squares = pool.map_async(abs, [-1, -2]).get(timeout=60)
+    print(json.dumps({"passes": [config.PARALLEL_OPTIMIZER, config.PARALLEL_ACTIVATIONS, config.PARALLEL_COLUMN_SUMS,
+                                 config.PARALLEL_GATHER], "pool": squares,
+                      "params": [float(v) for v in model.get_weights()[0].ravel()[::997]]
+                                + [float(v) for w in model.get_weights()[1:] for v in w.ravel()]}))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not config.PARALLEL or sys.platform != "linux", reason="needs Numba's TBB layer and fork")
+def test_serial_and_parallel_builds_train_the_same_parameters():
+    """784-128-10 at batch 256 (every pass above its threshold), with every parallel pass and with
+    none: the same parameters, bit for bit (the products are the same BLAS calls; every parallel
+    pass computes each output as its serial loop), and a fork pool works after the parallel run."""
+    results = {}
+    for passes in ("all", "0"):
+        env = dict(os.environ, FASTNN_PARALLEL=passes)
+        done = subprocess.run([sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        results[passes] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert results["all"]["passes"] == [True] * 4 and results["0"]["passes"] == [False] * 4
+    assert results["all"]["pool"] == [1, 2]
+    assert results["all"]["params"] == results["0"]["params"]
