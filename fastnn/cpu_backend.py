@@ -193,7 +193,9 @@ class CPUBackend(Backend):
         return (self.spec.reg if self.spec.reg.shape[0] else None, self.spec.tensors if any_clipping(hyper) else None,
                 True if scheduled else None)
 
-    def predict(self, x, batch_size=INFERENCE_BATCH_SIZE, training=False):
+    checks_finite_input = True  # predict(check=True) scans the input in its compiled pass
+
+    def predict(self, x, batch_size=INFERENCE_BATCH_SIZE, training=False, check=False):
         """``x`` may be read-only (a memory-mapped file): then it is copied, since the inference pass
         runs on the input itself (``validation.writable_input``); ``train`` takes it as it is."""
         x = writable_input(x)
@@ -208,10 +210,14 @@ class CPUBackend(Backend):
         spare = self._workspace(batch_size)
         try:
             with blas_threads_for(self.flops_per_row * batch_size):
-                self._run(network.predict_batches, out, self._network(), x, batch_size, spare[1], False, *self.kinds,
-                          spare[2])
+                bad = self._run(network.predict_batches, out, self._network(), x, batch_size, spare[1], False,
+                                *self.kinds, spare[2], bool(check))
         finally:
             self._spares.append(spare)
+        if bad >= 0:
+            row = bad + int(np.argmin(np.isfinite(x[bad: bad + batch_size]).all(axis=1)))
+            raise ValueError(f"x contains NaN or infinite values (or values beyond {self.dtype.name}'s range): "
+                             f"row {row}")
         return out
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):

@@ -154,9 +154,10 @@ class Model(Network):
             return row
         return layer.table_row(offset)
 
-    def _check_x(self, x, name):
+    def _check_x(self, x, name, finite=True):
         """One array per input (a list; an array alone for one input), each checked as its input's
-        readers need (ids for an Embedding), side by side as the kernels read them."""
+        readers need (ids for an Embedding), side by side as the kernels read them; ``finite`` as
+        ``Network._check_x``'s."""
         self._ensure_built()
         arrays = x if isinstance(x, (list, tuple)) else [x]
         if len(arrays) != len(self.inputs):
@@ -174,7 +175,8 @@ class Model(Network):
                                     "input only; pass dense arrays (x.toarray())")
                 parts.append(check_sparse(array, part_name, inp.output_dim, self.dtype))
             else:
-                parts.append(check_features(array, part_name, width=inp.output_dim, dtype=self.dtype, writable=False))
+                parts.append(check_features(array, part_name, width=inp.output_dim, dtype=self.dtype, writable=False,
+                                            finite=finite))
         rows = {p.shape[0] for p in parts}
         if len(rows) != 1:
             raise ValueError(f"the arrays of {name} must have the same number of rows, got {[p.shape[0] for p in parts]}")

@@ -56,7 +56,10 @@ class Inference:
                     lock.release_shared(inside)
         self._ensure_built()
         self._check_usable("predict")
-        x = self._check_x(x, "x")
+        # Where the backend scans for NaN in its compiled pass, a batch at a time while the batch is
+        # in cache, the check here leaves that scan out (the rows are read once, not twice).
+        scan = getattr(self._backend, "checks_finite_input", False)
+        x = self._check_x(x, "x", finite=not scan)
         batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
         verbose = check_int(verbose, "verbose", minimum=0, maximum=2)
         batch_size = min(batch_size, x.shape[0])
@@ -81,6 +84,8 @@ class Inference:
         """The backend's ``predict`` of every row of ``x``; a sparse ``x`` densified a chunk of rows at
         a time (``sparse_input.dense_chunks``), never whole."""
         if not is_sparse(x):
+            if getattr(self._backend, "checks_finite_input", False):
+                return self._backend.predict(x, batch_size, check=True)
             return self._backend.predict(x, batch_size)
         out = np.empty((x.shape[0], self.output_dim), self.dtype)
         for lo, hi, part in dense_chunks(x, batch_size):

@@ -25,7 +25,7 @@ from . import user_layers as user_kernels
 from .backend import INT64_MAX
 from .devices import get_backend
 from .inference import Inference
-from .layers import Input, check_weight_list
+from .layers import Input, Layer, check_weight_list
 from .locks import ModelLock
 from .model_io import Serializable
 from .schedules import LearningRateSchedule
@@ -90,10 +90,15 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
     def output_dim(self) -> int | None:
         return self.layers[-1].output_dim if self.layers else None
 
-    def _check_x(self, x, name):
-        """The model's input checked by its first layer (an Embedding wants ids) and as the kernels read it."""
+    def _check_x(self, x, name, finite=True):
+        """The model's input checked by its first layer (an Embedding wants ids) and as the kernels read it.
+        ``finite=False``: but for NaN and infinity, where the first layer's check is the base one
+        (the caller's compiled pass scans for them)."""
         self._ensure_built()
-        return self._compute_layers()[0].check_input(x, name, self.dtype)
+        first = self._compute_layers()[0]
+        if finite or type(first).check_input is not Layer.check_input:
+            return first.check_input(x, name, self.dtype)
+        return first.check_input(x, name, self.dtype, finite=False)
 
     # ---- what the backend runs: the layout, the optimizers' slices, the statistics --------
 

@@ -69,7 +69,7 @@ def _as_numeric_array(x, name):
     return arr
 
 
-def check_features(x, name="x", width=None, dtype=np.float32, writable=True):
+def check_features(x, name="x", width=None, dtype=np.float32, writable=True, finite=True):
     """A 2-D array of finite numbers, (rows, width), returned C-contiguous in ``dtype``.
 
     A 1-D array is taken as a single row only when ``width`` says so unambiguously; images
@@ -100,7 +100,7 @@ def check_features(x, name="x", width=None, dtype=np.float32, writable=True):
         arr = np.ascontiguousarray(arr, dtype=dtype)
     if writable:
         arr = writable_input(arr)
-    if not all_finite(arr):
+    if finite and not all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinite values (or values beyond {np.dtype(dtype).name}'s range)")
     return arr
 

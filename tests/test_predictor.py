@@ -167,3 +167,19 @@ def test_the_surrogate_example_runs(capsys):
         sys.argv = old
     out = capsys.readouterr().out
     assert "predictor inside @njit" in out and "model.predict from Python" in out
+
+
+def test_predict_scans_each_batch_for_nan_in_its_compiled_pass_and_names_the_row():
+    model, x = seed_like()
+    x = np.ascontiguousarray(np.tile(x, (3, 1)))  # 450 rows: several batches at batch_size=64
+    for row, value in ((0, np.nan), (131, np.inf), (449, -np.inf)):
+        bad = x.copy()
+        bad[row, 5] = value
+        for batch_size in (None, 64):
+            with pytest.raises(ValueError, match=f"x contains NaN or infinite values.*row {row}$"):
+                model.predict(bad, batch_size=batch_size)
+    # a float64 value beyond float32's range is infinite once converted, and named so
+    big = x.astype(np.float64)
+    big[3, 2] = 1e300
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        model.predict(big)

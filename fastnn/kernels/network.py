@@ -28,6 +28,7 @@ import numpy as np
 
 from ..config import kernel
 from .activations import activation_backward
+from .checks import all_finite
 from .dispatch import IN_PLACE, INTO_DX, layer_backward, layer_forward
 from .distributed import allreduce_gradients, allreduce_loss, rank_rows
 from .losses import (CROSS_ENTROPY, loss_backward, loss_forward, loss_is_summed, sigmoid_binary_cross_entropy_backward,
@@ -329,17 +330,23 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
 
 @kernel
 def predict_batches(out, net, x, batch_size, work, training, dropout=True, batchnorm=True, embedding=True, masking=True,
-                    user=None, graph=None):
+                    user=None, graph=None, check=False):
     """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass: in inference
-    mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``net.rng[RNG_STEP]``)."""
+    mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``net.rng[RNG_STEP]``).
+    Returns -1, or with ``check`` the first row of the first batch holding a NaN or an infinity
+    (nothing from it on is computed): each batch is scanned just before its pass, while its rows
+    are in cache, instead of the whole input once more before it."""
     n = x.shape[0]
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
+        if check and not all_finite(x[lo:hi]):
+            return lo
         pred = network_forward(net, x[lo:hi], work, training, dropout, batchnorm, embedding, masking, user, 0, graph,
                                0)
         for i in range(hi - lo):
             for j in range(pred.shape[1]):
                 out[lo + i, j] = pred[i, j]
+    return -1
 
 
 @kernel

@@ -175,15 +175,16 @@ class Layer(Configurable):
         """A ValueError naming ``name`` if ``arrays`` (shapes and finiteness already checked) are
         not valid weights for this layer; any finite values are, unless a layer says otherwise."""
 
-    def check_input(self, x, name, dtype):
+    def check_input(self, x, name, dtype, finite=True):
         """``x``, the model's input when this is its first layer, checked (a ValueError or
         TypeError names ``name``) and as the kernels read it: a C-contiguous 2-D array of ``dtype``,
         read-only if ``x`` is (the backends copy it where a pass needs it writable, see
         ``validation.writable_input``); a scipy.sparse ``x`` as a canonical CSR matrix of ``dtype``
-        (``sparse_input.check_sparse``), never densified."""
+        (``sparse_input.check_sparse``), never densified. ``finite=False`` leaves the scan for NaN
+        and infinity to the caller (predict's compiled pass does it a batch at a time)."""
         if is_sparse(x):
             return check_sparse(x, name, self.input_dim, dtype)
-        return check_features(x, name, width=self.input_dim, dtype=dtype, writable=False)
+        return check_features(x, name, width=self.input_dim, dtype=dtype, writable=False, finite=finite)
 
     def table_row(self, offset):
         """This layer's row of the kernels' ``layers`` table, its parameters starting at ``offset``."""
