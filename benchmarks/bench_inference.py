@@ -96,6 +96,33 @@ class OneRow:
     track_model_predict_us.unit = track_predictor_njit_us.unit = track_weights_stream_us.unit = "us"
 
 
+def concurrent_rows_per_second(config, threads, rows=256, calls=12):
+    """Rows per second of ``threads`` Python threads each calling ``model.predict`` on ``rows`` rows
+    ``calls`` times on one model (median of 3 runs)."""
+    import threading
+    model, _ = build_model(config)
+    x = rows_like("dense", rows)
+    model.predict(x)
+    results = []
+    for _ in range(3):
+        barrier = threading.Barrier(threads + 1)
+
+        def work():
+            barrier.wait()
+            for _ in range(calls):
+                model.predict(x)
+
+        pool = [threading.Thread(target=work) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for t in pool:
+            t.join()
+        results.append(threads * calls * rows / (time.perf_counter() - start))
+    return statistics.median(results)
+
+
 def main():
     import os
     kinds = ["mnist", "dense"]
@@ -122,6 +149,11 @@ def main():
             results[config, kind] = row
             print(f"{config:8s} {kind:16s} {row[0]:14.2f} {row[1]:14.2f} {row[2]:13.2f} {row[3]:13.2f} "
                   f"{row[2] / row[3]:13.2f}")
+    print("\npredict from several Python threads on one model, 256 rows a call (rows/s, median of 3):")
+    for config in ("seed", "wide"):
+        figures = {n: concurrent_rows_per_second(config, n) for n in (1, 2, 4)}
+        print(f"  {config:6s} " + "  ".join(f"{n} thread{'s' if n > 1 else ''}: {v:>10,.0f}" for n, v in figures.items())
+              + f"   (2 threads / 1: {figures[2] / figures[1]:.2f}x)")
     njit, stream = results["seed", kinds[0]][2], results["seed", kinds[0]][3]
     print(f"\ngoal: seed, one row inside @njit ({kinds[0]}) <= {GOAL_NJIT_US} us: "
           f"{'PASS' if njit <= GOAL_NJIT_US else 'FAIL'} ({njit:.2f} us)")
