@@ -149,11 +149,17 @@ def main():
             results[config, kind] = row
             print(f"{config:8s} {kind:16s} {row[0]:14.2f} {row[1]:14.2f} {row[2]:13.2f} {row[3]:13.2f} "
                   f"{row[2] / row[3]:13.2f}")
-    print("\npredict from several Python threads on one model, 256 rows a call (rows/s, median of 3):")
-    for config in ("seed", "wide"):
-        figures = {n: concurrent_rows_per_second(config, n) for n in (1, 2, 4)}
-        print(f"  {config:6s} " + "  ".join(f"{n} thread{'s' if n > 1 else ''}: {v:>10,.0f}" for n, v in figures.items())
-              + f"   (2 threads / 1: {figures[2] / figures[1]:.2f}x)")
+    import fastnn
+    print("\npredict from several Python threads on one model, 256 rows a call (rows/s, median of 3);")
+    print("BLAS threads: its own count, then fastnn.set_num_threads(1) (one core a call: the threads are the parallelism)")
+    for blas in (None, 1):
+        if blas is not None:
+            fastnn.set_num_threads(blas)
+        for config in ("seed", "wide"):
+            figures = {n: concurrent_rows_per_second(config, n) for n in (1, 2, 4)}
+            print(f"  {config:6s} BLAS {blas or 'own':>3} " + "  ".join(
+                f"{n} thread{'s' if n > 1 else ' '}: {v:>9,.0f}" for n, v in figures.items())
+                + f"   (2 threads / 1: {figures[2] / figures[1]:.2f}x)")
     njit, stream = results["seed", kinds[0]][2], results["seed", kinds[0]][3]
     print(f"\ngoal: seed, one row inside @njit ({kinds[0]}) <= {GOAL_NJIT_US} us: "
           f"{'PASS' if njit <= GOAL_NJIT_US else 'FAIL'} ({njit:.2f} us)")
