@@ -23,6 +23,7 @@ from .kernels.schedules import CONSTANT
 from .kernels.sparse import SparseBatches
 from .sparse_input import SparseSource
 from .threading import blas_threads_for
+from .user_losses import UserLoss, UserMetrics
 from .validation import writable_input
 
 
@@ -126,9 +127,9 @@ class CPUBackend(Backend):
         return SparseBatches(source.indptr, source.indices, source.values, *held, source.skip)
 
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
-              counts=None):
+              counts=None, user_metrics=None):
         args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                                metrics, counts)
+                                metrics, counts, user_metrics)
         with blas_threads_for(3 * self.flops_per_row * batch_size):
             return self._run(network.train_batches, *args)
 
@@ -157,7 +158,7 @@ class CPUBackend(Backend):
             return False
 
     def _train_args(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                    metrics=None, counts=None):
+                    metrics=None, counts=None, user_metrics=None):
         x, y, source = data
         self.reserve(batch_size)
         train = network.Training(self.grads, self.state1, self.state2, self.spec.slices.meta, opt_hyper,
@@ -165,15 +166,22 @@ class CPUBackend(Backend):
         sparse = self._sparse_batches(source, batch_size)
         if source is not None and not source.dense:  # the rows are in the bundle; x gives the width
             x = np.zeros((0, x.shape[1]), self.dtype)
-        return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), loss,
+        return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), int(loss),
                 batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
-                *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph, sparse)
+                *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph, sparse,
+                self._user_loss(loss), None if user_metrics is None else user_metrics(self.dtype))
+
+    def _user_loss(self, loss):
+        """``train_batches``' ``user_loss``: a user loss's compiled functions (its code carries
+        the loss, ``fastnn.user_losses.LossCode``), None for a built-in loss."""
+        user = getattr(loss, "user", None)
+        return None if user is None else user.kernels(self.dtype, int(self.spec.table[-1, network.N_OUT]))
 
     def _run(self, kernel, *args):
-        """``kernel(*args)``; with user layers, without Numba's notice that their first-class
+        """``kernel(*args)``; with user layers, losses or metrics, without Numba's notice that their first-class
         functions are an experimental feature (``fastnn.user_layers``)."""
-        if self.kinds[-1] is None:
+        if self.kinds[-1] is None and not any(isinstance(a, (UserLoss, UserMetrics)) for a in args):
             return kernel(*args)
         return user_kernels.quietly(kernel, *args)
 
@@ -219,6 +227,6 @@ class CPUBackend(Backend):
         x, y = writable_input(x), writable_input(y)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
-            return self._run(network.evaluate_batches, self._network(), loss, x, y, batch_size, self.work, *self.kinds,
-                             self.graph)
+            return self._run(network.evaluate_batches, self._network(), int(loss), x, y, batch_size, self.work,
+                             *self.kinds, self.graph, self._user_loss(loss))
 
