@@ -133,17 +133,19 @@ class CPUBackend(Backend):
         with blas_threads_for(3 * self.flops_per_row * batch_size):
             return self._run(network.train_batches, *args)
 
-    def compile_train(self, *args):
+    def compile_train(self, *args, **kwargs):
         """Compile (or load from Numba's cache) the training step for ``train``'s arguments
         without running it; returns None, or a note for the user when it had to be compiled:
         a cold first run takes seconds, which should not count as training time."""
         dispatcher = network.train_batches
-        types = self._run(lambda values: tuple(numba.typeof(a) for a in values), self._train_args(*args))
+        values = self._train_args(*args, **kwargs)
+        run = user_kernels.quietly if self._user_functions(values) else self._run
+        types = run(lambda: tuple(numba.typeof(a) for a in values))
         if types in dispatcher.overloads:
             return None
         misses = dispatcher.stats.cache_misses.copy()
         start = time.perf_counter()
-        self._run(dispatcher.compile, types)
+        run(dispatcher.compile, types)
         if dispatcher.stats.cache_misses == misses:
             return None
         return f"compiled the training kernels in {time.perf_counter() - start:.1f} s (first run only: later runs " \
@@ -181,9 +183,14 @@ class CPUBackend(Backend):
     def _run(self, kernel, *args):
         """``kernel(*args)``; with user layers, losses or metrics, without Numba's notice that their first-class
         functions are an experimental feature (``fastnn.user_layers``)."""
-        if self.kinds[-1] is None and not any(isinstance(a, (UserLoss, UserMetrics)) for a in args):
+        if self.kinds[-1] is None and not self._user_functions(args):
             return kernel(*args)
         return user_kernels.quietly(kernel, *args)
+
+    @staticmethod
+    def _user_functions(args):
+        """Whether ``args`` hold a user loss's or user metrics' functions (``fastnn.user_losses``)."""
+        return any(isinstance(a, (UserLoss, UserMetrics)) for a in args)
 
     def _collective(self):
         """None in one process; under MPI the step's ``kernels.distributed.Collective``."""
