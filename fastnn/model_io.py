@@ -14,6 +14,8 @@ import numpy as np
 from . import optimizers, saving
 from .backend import STATE, check_state
 from .base import class_name, deserialize, using_custom_objects
+from .layers.base import _function_name
+from .layers.user import custom_function
 from .layers import Lambda, Layer, _function_name
 from .locks import ModelLock
 
@@ -52,7 +54,10 @@ class Serializable:
             "compile": None if self.loss is None else {
                 "loss": {"class_name": class_name(type(self.loss)), "config": self.loss.get_config()},
                 "optimizer": None if self.optimizer is None else index[id(self.optimizer)],
-                "metrics": self.metrics,
+                # A metric given as a function is saved as its import path, found again as Lambda's
+                # functions are (``custom_objects``).
+                "metrics": [{"function": _function_name(dict(self._user_metrics)[m])}
+                            if m in dict(self._user_metrics) else m for m in self.metrics],
             },
             # The Adam that serves layers with no optimizer of their own when compile named none.
             "default_optimizer": None if default is None else index.get(id(default)),
@@ -70,7 +75,8 @@ class Serializable:
             if compiled is not None:
                 model.compile(loss=deserialize(compiled["loss"]),
                               optimizer=None if compiled["optimizer"] is None else optimizers_[compiled["optimizer"]],
-                              metrics=compiled["metrics"])
+                              metrics=[custom_function(m["function"], "metric", owner="compiled")
+                                       if isinstance(m, dict) else m for m in compiled["metrics"]])
             if config.get("default_optimizer") is not None:
                 model._default_optimizer = optimizers_[config["default_optimizer"]]
                 if not isinstance(model._default_optimizer, optimizers.Optimizer):
