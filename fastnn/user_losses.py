@@ -29,6 +29,9 @@ from .user_layers import _compile
 # loss-activation gradient applies and the loss counts as a mean over rows under MPI.
 USER_LOSS = -1
 
+# Each function in a 1-tuple: Numba types a tuple of compiled functions by their signature (a
+# first-class function type), but a lone one by its identity, which would compile the step anew
+# for each loss and pickle a reference to the user's module into the step's cache index.
 UserLoss = namedtuple("UserLoss", ["value", "gradient"])
 UserMetrics = namedtuple("UserMetrics", ["functions", "offset"])
 
@@ -96,7 +99,7 @@ def user_loss_kernels(value, gradient, dtype, name):
     except numba.core.errors.NumbaError as exc:
         raise TypeError(f"loss {name}: gradient(y_true, y_pred) must return a 2-D array of y_pred's shape "
                         f"and compile with Numba: {_numba_message(exc)}") from None
-    return UserLoss(fv, fg)
+    return UserLoss((fv,), (fg,))
 
 
 def probe_loss(kernels, n_out, dtype):
@@ -105,8 +108,8 @@ def probe_loss(kernels, n_out, dtype):
     rng = np.random.default_rng(0)
     pred = rng.uniform(0.1, 0.9, (2, n_out)).astype(dtype)
     target = rng.uniform(0.1, 0.9, (2, n_out)).astype(dtype)
-    kernels.value(pred, target)
-    kernels.gradient(np.zeros_like(pred), pred, target)
+    kernels.value[0](pred, target)
+    kernels.gradient[0](np.zeros_like(pred), pred, target)
 
 
 @lru_cache(maxsize=64)

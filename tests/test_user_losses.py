@@ -56,6 +56,19 @@ def test_user_mse_trains_as_the_builtin_mse():
     np.testing.assert_allclose(user.evaluate(x, y, batch_size=16), builtin.evaluate(x, y, batch_size=16), rtol=1e-13)
 
 
+def test_every_user_loss_shares_one_compiled_step():
+    # Numba types the user's functions by their signature (first-class functions), not by their
+    # identity: another loss neither compiles the step again nor names its module in the cache.
+    from fastnn.kernels import network
+    x, y = data(rows=8)
+    regression(CustomLoss(mse_value, mse_gradient)).fit(x, y, epochs=1, verbose=0)
+    compiled = len(network.train_batches.overloads)
+    regression(CustomLoss(ce_value, ce_gradient)).fit(np.abs(x), np.abs(y), epochs=1, verbose=0)
+    assert len(network.train_batches.overloads) == compiled
+    signature = [s for s in network.train_batches.overloads if "FunctionType" in str(s[-2])]
+    assert signature and "CPUDispatcher" not in str(signature[0])
+
+
 def test_user_cross_entropy_on_softmax_trains_as_the_builtin():
     rng = np.random.default_rng(2)
     x, labels = rng.normal(size=(30, 4)), rng.integers(0, 3, 30)

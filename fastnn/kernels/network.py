@@ -107,7 +107,7 @@ def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale, user_los
     fuse = fuse_loss_backward(layers)
     paired = fuse and fused_loss_activation(loss, layers[last, ACT])
     if user_loss is not None:
-        user_loss.gradient(dout, pred, target)
+        user_loss.gradient[0](dout, pred, target)
     elif paired and loss == CROSS_ENTROPY:
         softmax_cross_entropy_backward(dout, pred, target)
     elif paired:
@@ -313,7 +313,7 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
             if user_loss is None:
                 value = loss_forward(loss, pred, yb)
             else:
-                value = user_loss.value(pred, yb)
+                value = user_loss.value[0](pred, yb)
             correct = count_correct(pred, yb)
             if metrics is not None:  # a diverged batch's counts are never read
                 metric_counts(metrics, counts, pred, yb)
@@ -380,6 +380,6 @@ def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=
         if user_loss is None:
             total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
         else:
-            total += user_loss.value(pred, y[lo:hi]) * (hi - lo)
+            total += user_loss.value[0](pred, y[lo:hi]) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct
