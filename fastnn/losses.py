@@ -189,7 +189,7 @@ _BY_NAME = {
 
 def get(identifier):
     """A loss from an instance, a class or a name ('mse', 'categorical_crossentropy', ...)."""
-    if callable(identifier) and not isinstance(identifier, (Loss, type)):
+    if callable(identifier) and not isinstance(identifier, (Configurable, type)):
         name = getattr(identifier, "__name__", repr(identifier))
         raise TypeError(f"loss={name}: a plain function gives the loss's value only, and fastnn has no automatic "
                         "differentiation: it needs the gradient too. Pass fastnn.CustomLoss(value, gradient) with "

@@ -321,7 +321,8 @@ def _check_device_runs_loss(device, loss, user_metrics, why):
     if device == "cpu":
         return
     if getattr(loss, "kernels", None) is not None:
-        raise ValueError(f"loss {loss.name} is a loss of your own (CustomLoss): such losses run on the CPU only ({why})")
+        raise ValueError(f"loss {loss.name} is a loss of your own (CustomLoss): such losses run on the CPU only "
+                         f"({why})")
     if user_metrics:
         raise ValueError(f"metric {user_metrics[0][0]} is a function of your own: such metrics run on the CPU only "
                          f"({why})")

@@ -29,6 +29,7 @@ from .activations import Sigmoid, Softmax
 from .callbacks import Callback, History, TerminateOnNaN, _Muted
 from .layers import Dropout
 from .sparse_input import is_sparse
+from .user_losses import metric_bundle, split_metrics
 from .validation import check_float, check_int, check_targets
 
 # Batches per call into the compiled loop while a progress bar is shown: often enough for
@@ -87,7 +88,7 @@ class Trainer:
         # Everything is checked before anything is set: a failed compile leaves the model as it was.
         loss = losses.get(loss)
         optimizer = None if optimizer is None else optimizers.get(optimizer)
-        metrics, user_metrics = _split_metrics(metrics)
+        metrics, user_metrics = split_metrics(metrics)
         metrics = metrics_.canonical_names(metrics, loss.classification, self.output_dim)
         for name, _ in user_metrics:
             if name in metrics or name == "loss":
@@ -248,7 +249,7 @@ class Trainer:
                     print(self._backend.compile_notice, flush=True)
                 note = self._backend.compile_train(data, order, batch_size, 0, 1, self.loss.code,
                                                    self._opt_hyper(), batch_loss, batch_correct, spec, counts,
-                                                   user_metrics=self._user_metric_bundle())
+                                                   **self._user_metric_args())
                 if note and show:
                     print(note, flush=True)
             distributed.rank_zero_first(compile_train)
@@ -281,7 +282,7 @@ class Trainer:
                 stop = min(first + chunk, n_batches)
                 bad = self._backend.train(data, order, batch_size, first, stop, self.loss.code, hyper,
                                           batch_loss, batch_correct, spec, counts,
-                                          user_metrics=self._user_metric_bundle())
+                                          **self._user_metric_args())
                 if bad >= 0:
                     if any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
                         print(f"Epoch {epoch + 1}, batch {bad + 1}: invalid loss {batch_loss[bad]}, terminating "
@@ -370,14 +371,13 @@ class Trainer:
     def _counter_spec(self):
         return metrics_.counter_spec([m for m in self.metrics if m != "accuracy"], self.output_dim)
 
-    def _user_metric_bundle(self):
-        """None, or the backends' ``user_metrics``: a function of the dtype giving
-        ``train_batches``' bundle of the user metrics' compiled functions."""
+    def _user_metric_args(self):
+        """The backends' ``user_metrics`` keyword (none without user metrics): a function of the
+        dtype giving ``train_batches``' bundle of the user metrics' compiled functions."""
         if not self._user_metrics:
-            return None
-        from .user_losses import metric_bundle
+            return {}
         offset, user = self._counter_spec()[1], self._user_metrics
-        return lambda dtype: metric_bundle(user, dtype, offset)
+        return {"user_metrics": lambda dtype: metric_bundle(user, dtype, offset)}
 
     def _logs(self, batch_loss, batch_correct, rows, spec=None, counts=None, counted_rows=0.0):
         """Loss (and accuracy) weighted over these batches' rows; the other metrics from the
@@ -410,7 +410,7 @@ class Trainer:
         with distributed.fail_together():
             bad = self._backend.train(self._backend.dataset(x, y), np.arange(n, dtype=np.int64), n, 0, 1,
                                       self.loss.code, self._opt_hyper(), batch_loss, batch_correct, spec, counts,
-                                      user_metrics=self._user_metric_bundle())
+                                      **self._user_metric_args())
             if bad >= 0:
                 raise FloatingPointError(f"the loss is {batch_loss[0]}: training diverged" + self._after_divergence())
             logs = self._logs(batch_loss, batch_correct, np.array([float(n)]), spec, counts, float(n))
@@ -447,24 +447,3 @@ def _progress_bar(verbose, total):
         return None
     return tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)
 
-
-def _split_metrics(metrics):
-    """(the metrics given by name, (name, function) of those given as functions): a function is
-    logged under its ``__name__``, as Keras names it."""
-    if metrics is None or isinstance(metrics, str):
-        return metrics, ()
-    names, functions = [], []
-    for m in list(metrics):
-        if isinstance(m, str):
-            names.append(m)
-            continue
-        if not callable(m) or isinstance(m, type):
-            raise TypeError(f"metrics must be names (str) or functions metric(y_true, y_pred) -> float, got {m!r}")
-        name = getattr(getattr(m, "py_func", m), "__name__", None)
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"metrics: the function {m!r} needs a name (a def, not a lambda): its figure is logged "
-                             "under it")
-        if name in (n for n, _ in functions):
-            raise ValueError(f"metrics: two functions named {name!r}")
-        functions.append((name, m))
-    return names, tuple(functions)

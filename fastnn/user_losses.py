@@ -132,3 +132,25 @@ def metric_bundle(functions, dtype, offset):
     if not functions:
         return None
     return UserMetrics(tuple(user_metric_kernel(fn, np.dtype(dtype), name) for name, fn in functions), offset)
+
+
+def split_metrics(metrics):
+    """(the metrics given by name, (name, function) of those given as functions): a function is
+    logged under its ``__name__``, as Keras names it."""
+    if metrics is None or isinstance(metrics, str):
+        return metrics, ()
+    names, functions = [], []
+    for m in list(metrics):
+        if isinstance(m, str):
+            names.append(m)
+            continue
+        if not callable(m) or isinstance(m, type):
+            raise TypeError(f"metrics must be names (str) or functions metric(y_true, y_pred) -> float, got {m!r}")
+        name = getattr(getattr(m, "py_func", m), "__name__", None)
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"metrics: the function {m!r} needs a name (a def, not a lambda): its figure is logged "
+                             "under it")
+        if name in (n for n, _ in functions):
+            raise ValueError(f"metrics: two functions named {name!r}")
+        functions.append((name, m))
+    return names, tuple(functions)
