@@ -123,6 +123,7 @@ class Serializable:
                 if classes.setdefault(spec["class_name"], type(layer)) is not type(layer):
                     raise TypeError(f"cannot copy this model: two of its layer classes are named "
                                     f"{spec['class_name']!r}")
+        _user_loss_functions_in(config, self)
         with using_custom_objects(classes):
             return _rebuilt(config, self._backend.state(), self._rng.bit_generator.state, self.device)
 
@@ -141,6 +142,19 @@ class Serializable:
         # same epoch orders as the model that was saved.
         config["model"]["rng_state"] = self._rng.bit_generator.state
         saving.write_model_file(path, config, state)
+
+
+def _user_loss_functions_in(config, model):
+    """A user loss's and user metrics' functions themselves in place of their names in ``config``
+    (``copy.deepcopy``: the copy uses the same functions)."""
+    compiled = config["compile"]
+    if compiled is None:
+        return
+    loss = model.loss
+    if hasattr(loss, "gradient_function"):  # a CustomLoss
+        compiled["loss"]["config"].update(value=loss.value, gradient=loss.gradient_function)
+    functions = dict(model._user_metrics)
+    compiled["metrics"] = [{"function": functions[m]} if m in functions else m for m in model.metrics]
 
 
 def _restore_unbuilt(cls, attributes):

@@ -5,6 +5,9 @@ built-in one (the gradient then goes through softmax's Jacobian instead of the f
 equal within float64 rounding), and one step equals PyTorch's; a user metric equals its NumPy
 figure, weighted over batches by their rows, in training logs and in ``evaluate``; a model with
 both saves and loads through ``custom_objects``; errors name the loss or metric."""
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -132,6 +135,11 @@ def test_save_and_load_through_custom_objects(tmp_path):
                                                              "mean_abs": mean_abs})
     assert isinstance(back.loss, CustomLoss) and back.loss.value is mse_value
     assert back.evaluate(x, y, return_dict=True) == m.evaluate(x, y, return_dict=True)
+    # Pickling names the functions by import path, as it does a Lambda's; a deep copy keeps them.
+    for twin in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
+        assert twin.evaluate(x, y, return_dict=True) == m.evaluate(x, y, return_dict=True)
+    nested = regression(CustomLoss(lambda t, p: mse_value(t, p), mse_gradient, name="nested"))
+    assert copy.deepcopy(nested).loss.name == "nested"
 
 
 def wrong_shape_gradient(y_true, y_pred):
