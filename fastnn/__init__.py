@@ -16,8 +16,8 @@ from .initializers import (Constant, GlorotNormal, GlorotUniform, HeNormal, HeUn
                            RandomUniform, Uniform, XavierNormal, XavierUniform, Zeros)
 from .layers import (Activation, BatchNorm, BatchNormalization, Dense, Dropout, Embedding, Input, Lambda, Layer,
                      LayerNormalization, Masking)
-from .losses import (MAE, MAPE, MSE, MSLE, SSE, BinaryCrossEntropy, CosineSimilarity, CrossEntropy, KLDivergence,
-                     Loss, PerceptronCriterion)
+from .losses import (MAE, MAPE, MSE, MSLE, SSE, BinaryCrossEntropy, CosineSimilarity, CrossEntropy, CustomLoss,
+                     KLDivergence, Loss, PerceptronCriterion)
 from .sequential import MLP, Perceptron, Sequential
 from .functional import Add, Concatenate, Model, Multiply
 from .model_io import load_model

@@ -177,18 +177,20 @@ class Backend(ABC):
 
     @abstractmethod
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
-              counts=None):
+              counts=None, user_metrics=None):
         """Train on batches [first, stop) of ``data[order]`` (``data`` from ``dataset``); see
         ``kernels.network.train_batches``. ``opt_hyper``: each optimizer slice's hyper-parameters
         (``OptimizerSlices.hyper``); ``batch_loss`` and ``batch_correct`` (host arrays) receive each
         batch's loss and correct rows; ``metrics``: the training counters' spec (None: none),
         added to the host array ``counts``. Advances the step counts and Dropout's step by the
         batches trained. Returns -1, or the first batch whose loss was not finite (no update was
-        applied from it on)."""
+        applied from it on). ``loss``: a loss code; a user loss's (``fastnn.user_losses.LossCode``)
+        carries the loss. ``user_metrics``: None, or a function of the dtype giving
+        ``train_batches``' ``user_metrics`` bundle (their sums go to ``counts`` too)."""
 
     @abstractmethod
     def compile_train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                      metrics=None, counts=None):
+                      metrics=None, counts=None, user_metrics=None):
         """Compile the training step for ``train``'s arguments without changing the training
         state; returns None, or a note for the user with the time it took."""
 

@@ -23,6 +23,7 @@ from .kernels.schedules import CONSTANT
 from .kernels.sparse import SparseBatches
 from .sparse_input import SparseSource
 from .threading import blas_threads_for
+from .user_losses import UserLoss, UserMetrics
 from .validation import writable_input
 
 
@@ -126,23 +127,25 @@ class CPUBackend(Backend):
         return SparseBatches(source.indptr, source.indices, source.values, *held, source.skip)
 
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
-              counts=None):
+              counts=None, user_metrics=None):
         args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                                metrics, counts)
+                                metrics, counts, user_metrics)
         with blas_threads_for(3 * self.flops_per_row * batch_size):
             return self._run(network.train_batches, *args)
 
-    def compile_train(self, *args):
+    def compile_train(self, *args, **kwargs):
         """Compile (or load from Numba's cache) the training step for ``train``'s arguments
         without running it; returns None, or a note for the user when it had to be compiled:
         a cold first run takes seconds, which should not count as training time."""
         dispatcher = network.train_batches
-        types = self._run(lambda values: tuple(numba.typeof(a) for a in values), self._train_args(*args))
+        values = self._train_args(*args, **kwargs)
+        run = user_kernels.quietly if self._user_functions(values) else self._run
+        types = run(lambda: tuple(numba.typeof(a) for a in values))
         if types in dispatcher.overloads:
             return None
         misses = dispatcher.stats.cache_misses.copy()
         start = time.perf_counter()
-        self._run(dispatcher.compile, types)
+        run(dispatcher.compile, types)
         if dispatcher.stats.cache_misses == misses:
             return None
         return f"compiled the training kernels in {time.perf_counter() - start:.1f} s (first run only: later runs " \
@@ -157,7 +160,7 @@ class CPUBackend(Backend):
             return False
 
     def _train_args(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                    metrics=None, counts=None):
+                    metrics=None, counts=None, user_metrics=None):
         x, y, source = data
         self.reserve(batch_size)
         train = network.Training(self.grads, self.state1, self.state2, self.spec.slices.meta, opt_hyper,
@@ -165,17 +168,29 @@ class CPUBackend(Backend):
         sparse = self._sparse_batches(source, batch_size)
         if source is not None and not source.dense:  # the rows are in the bundle; x gives the width
             x = np.zeros((0, x.shape[1]), self.dtype)
-        return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), loss,
+        return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), int(loss),
                 batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
-                *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph, sparse)
+                *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph, sparse,
+                self._user_loss(loss), None if user_metrics is None else user_metrics(self.dtype))
+
+    def _user_loss(self, loss):
+        """``train_batches``' ``user_loss``: a user loss's compiled functions (its code carries
+        the loss, ``fastnn.user_losses.LossCode``), None for a built-in loss."""
+        user = getattr(loss, "user", None)
+        return None if user is None else user.kernels(self.dtype, int(self.spec.table[-1, network.N_OUT]))
 
     def _run(self, kernel, *args):
-        """``kernel(*args)``; with user layers, without Numba's notice that their first-class
+        """``kernel(*args)``; with user layers, losses or metrics, without Numba's notice that their first-class
         functions are an experimental feature (``fastnn.user_layers``)."""
-        if self.kinds[-1] is None:
+        if self.kinds[-1] is None and not self._user_functions(args):
             return kernel(*args)
         return user_kernels.quietly(kernel, *args)
+
+    @staticmethod
+    def _user_functions(args):
+        """Whether ``args`` hold a user loss's or user metrics' functions (``fastnn.user_losses``)."""
+        return any(isinstance(a, (UserLoss, UserMetrics)) for a in args)
 
     def _collective(self):
         """None in one process; under MPI the step's ``kernels.distributed.Collective``."""
@@ -225,6 +240,6 @@ class CPUBackend(Backend):
         x, y = writable_input(x), writable_input(y)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
-            return self._run(network.evaluate_batches, self._network(), loss, x, y, batch_size, self.work, *self.kinds,
-                             self.graph)
+            return self._run(network.evaluate_batches, self._network(), int(loss), x, y, batch_size, self.work,
+                             *self.kinds, self.graph, self._user_loss(loss))
 

@@ -23,6 +23,7 @@ from .layers.base import Layer
 from .predictor import DEFAULT_ROWS, Predictor, make_predictor, predictor_predict
 from .sparse_input import dense_chunks, is_sparse
 from .trainer import _PROGRESS_UPDATES_PER_EPOCH, _progress_bar
+from .user_layers import quietly
 from .validation import check_int
 
 
@@ -206,11 +207,33 @@ class Inference:
         # Keras' evaluate reports the loss with the weight penalty, as fit logs it.
         penalty = self._penalty()
         values = {"loss": float(total / x.shape[0] + penalty), "accuracy": float(correct / x.shape[0])}
-        exact = [m for m in self.metrics if m != "accuracy"]
-        if exact:  # exact over all rows, from the predictions
+        user = dict(self._user_metrics)
+        exact = [m for m in self.metrics if m != "accuracy" and m not in user]
+        if exact or user:  # exact over all rows, from the predictions
             pred = self._predict_rows(x_part, batch_size) if hi > lo else np.empty((0, self.output_dim), self.dtype)
-            values.update(metrics_.from_predictions(exact, y, distributed.gather_rows(pred)))
+            pred = distributed.gather_rows(pred)
+            values.update(metrics_.from_predictions(exact, y, pred))
+            values.update(_user_metric_values(self._user_metrics, y, pred, batch_size, self.dtype))
         return {k: values[k] for k in self.log_names()}
+
+
+def _user_metric_values(functions, y, pred, batch_size, dtype):
+    """The user metrics (``(name, function)``) as in training: the mean over batches of
+    ``batch_size`` rows of each function's value, weighted by the batch's rows, through the same
+    compiled functions the training step calls (``fastnn.user_losses``)."""
+    from .user_losses import user_metric_kernel
+    out = {}
+    n = y.shape[0]
+    y = np.ascontiguousarray(y, dtype=dtype)
+    pred = np.ascontiguousarray(pred, dtype=dtype)
+    for name, fn in functions:
+        kernel = user_metric_kernel(fn, np.dtype(dtype), name)
+        total = 0.0
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            total += quietly(kernel, pred[lo:hi], y[lo:hi]) * (hi - lo)
+        out[name] = float(total / n) if n else float("nan")
+    return out
 
 
 def _report(bar, steps, seconds, logs):

@@ -108,6 +108,73 @@ class PerceptronCriterion(Loss):
     unit_interval = True
 
 
+class CustomLoss(Loss):
+    """A loss of your own: ``value(y_true, y_pred) -> float``, the batch's loss already reduced
+    (a mean over rows, as the built-in losses), and ``gradient(y_true, y_pred) -> dL/dy_pred``,
+    an array of y_pred's shape; both on 2-D arrays (rows by outputs), written with NumPy
+    operations, compiled with Numba and run inside the compiled step.
+
+    Why two functions: Keras takes ``loss=fn(y_true, y_pred)`` and differentiates it, PyTorch
+    writes a loss as a ``torch.autograd.Function`` with ``forward`` and ``backward``; fastnn has
+    no automatic differentiation, so it takes the PyTorch form, with Keras' argument order. As
+    with ``Lambda`` the functions are plain functions rather than methods: Numba compiles
+    functions, and a saved model names them (``module:qualname``), restored through
+    ``load_model(..., custom_objects={"my_value": my_value, "my_gradient": my_gradient})``.
+
+    ``name``: the loss's name in errors (default: the value function's). ``classification``:
+    whether classification metrics (accuracy, AUC, ...) fit its models. Under MPI the value is
+    taken as a mean over rows. The gradient goes through the last layer's activation by the chain
+    rule (never the fused softmax/cross-entropy formula of ``CrossEntropy``). CPU only.
+    ``loss(pred, target)`` and ``loss.gradient(pred, target)`` call the functions as written
+    (Python), in the argument order of fastnn's other losses.
+    """
+
+    def __init__(self, value, gradient, name=None, classification=False):
+        from .layers.user import custom_function
+        value = custom_function(value, "value", owner="CustomLoss")
+        gradient = custom_function(gradient, "gradient", owner="CustomLoss")
+        for fn, what in ((value, "value"), (gradient, "gradient")):
+            if not callable(fn):
+                raise TypeError(f"CustomLoss's {what} must be a function of (y_true, y_pred), got {fn!r}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"CustomLoss's name must be a str, got {type(name).__name__}")
+        self.value, self.gradient_function = value, gradient
+        self.name = name or getattr(getattr(value, "py_func", value), "__name__", "custom_loss")
+        self.classification = bool(classification)
+        self._probed = set()
+
+    @property
+    def code(self):
+        from .user_losses import USER_LOSS, LossCode
+        return LossCode(USER_LOSS, self)
+
+    def get_config(self):
+        from .layers.base import _function_name
+        return {"value": _function_name(self.value), "gradient": _function_name(self.gradient_function),
+                "name": self.name, "classification": self.classification}
+
+    def kernels(self, dtype, n_out):
+        """The compiled wrappers (``fastnn.user_losses``) for arrays of ``dtype`` and ``n_out`` columns."""
+        from .user_losses import probe_loss, user_loss_kernels
+        dtype = np.dtype(dtype)
+        compiled = user_loss_kernels(self.value, self.gradient_function, dtype, self.name)
+        if (dtype, n_out) not in self._probed:
+            probe_loss(compiled, n_out, dtype)
+            self._probed.add((dtype, n_out))
+        return compiled
+
+    def __call__(self, pred, target):
+        pred, target = self._arrays(pred, target)
+        return float(self.value(target, pred))
+
+    def gradient(self, pred, target):
+        pred, target = self._arrays(pred, target)
+        out = np.asarray(self.gradient_function(target, pred))
+        if out.shape != pred.shape:
+            raise ValueError(f"loss {self.name}: gradient returned shape {out.shape}, y_pred's is {pred.shape}")
+        return out
+
+
 _BY_NAME = {
     "mse": MSE, "mean_squared_error": MSE, "sse": SSE, "sum_squared_error": SSE,
     "mae": MAE, "mean_absolute_error": MAE, "mape": MAPE, "mean_absolute_percentage_error": MAPE,
@@ -122,4 +189,10 @@ _BY_NAME = {
 
 def get(identifier):
     """A loss from an instance, a class or a name ('mse', 'categorical_crossentropy', ...)."""
+    if callable(identifier) and not isinstance(identifier, (Configurable, type)):
+        name = getattr(identifier, "__name__", repr(identifier))
+        raise TypeError(f"loss={name}: a plain function gives the loss's value only, and fastnn has no automatic "
+                        "differentiation: it needs the gradient too. Pass fastnn.CustomLoss(value, gradient) with "
+                        f"value={name}(y_true, y_pred) -> float and gradient(y_true, y_pred) -> dL/dy_pred (an array "
+                        "of y_pred's shape)")
     return resolve(identifier, Loss, _BY_NAME, "loss")

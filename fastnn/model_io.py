@@ -19,6 +19,8 @@ import numpy as np
 from . import optimizers, saving
 from .backend import STATE, check_state
 from .base import class_name, deserialize, using_custom_objects
+from .layers.base import _function_name
+from .layers.user import custom_function
 from .layers import Lambda, Layer, _function_name
 from .locks import ModelLock
 
@@ -57,7 +59,10 @@ class Serializable:
             "compile": None if self.loss is None else {
                 "loss": {"class_name": class_name(type(self.loss)), "config": self.loss.get_config()},
                 "optimizer": None if self.optimizer is None else index[id(self.optimizer)],
-                "metrics": self.metrics,
+                # A metric given as a function is saved as its import path, found again as Lambda's
+                # functions are (``custom_objects``).
+                "metrics": [{"function": _function_name(dict(self._user_metrics)[m])}
+                            if m in dict(self._user_metrics) else m for m in self.metrics],
             },
             # The Adam that serves layers with no optimizer of their own when compile named none.
             "default_optimizer": None if default is None else index.get(id(default)),
@@ -75,7 +80,8 @@ class Serializable:
             if compiled is not None:
                 model.compile(loss=deserialize(compiled["loss"]),
                               optimizer=None if compiled["optimizer"] is None else optimizers_[compiled["optimizer"]],
-                              metrics=compiled["metrics"])
+                              metrics=[custom_function(m["function"], "metric", owner="compiled")
+                                       if isinstance(m, dict) else m for m in compiled["metrics"]])
             if config.get("default_optimizer") is not None:
                 model._default_optimizer = optimizers_[config["default_optimizer"]]
                 if not isinstance(model._default_optimizer, optimizers.Optimizer):
@@ -122,6 +128,7 @@ class Serializable:
                 if classes.setdefault(spec["class_name"], type(layer)) is not type(layer):
                     raise TypeError(f"cannot copy this model: two of its layer classes are named "
                                     f"{spec['class_name']!r}")
+        _user_loss_functions_in(config, self)
         with using_custom_objects(classes):
             return _rebuilt(config, self._backend.state(), self._rng.bit_generator.state, self.device)
 
@@ -140,6 +147,19 @@ class Serializable:
         # same epoch orders as the model that was saved.
         config["model"]["rng_state"] = self._rng.bit_generator.state
         saving.write_model_file(path, config, state)
+
+
+def _user_loss_functions_in(config, model):
+    """A user loss's and user metrics' functions themselves in place of their names in ``config``
+    (``copy.deepcopy``: the copy uses the same functions)."""
+    compiled = config["compile"]
+    if compiled is None:
+        return
+    loss = model.loss
+    if hasattr(loss, "gradient_function"):  # a CustomLoss
+        compiled["loss"]["config"].update(value=loss.value, gradient=loss.gradient_function)
+    functions = dict(model._user_metrics)
+    compiled["metrics"] = [{"function": functions[m]} if m in functions else m for m in model.metrics]
 
 
 def _restore_unbuilt(cls, attributes):

@@ -32,6 +32,7 @@ from .activations import Sigmoid, Softmax
 from .callbacks import Callback, History, TerminateOnNaN, _Muted
 from .layers import Dropout
 from .sparse_input import is_sparse
+from .user_losses import metric_bundle, split_metrics
 from .validation import check_float, check_int, check_targets
 
 # Batches per call into the compiled loop while a progress bar is shown: often enough for
@@ -70,6 +71,7 @@ def _one_training_call(method):
 
 class Trainer:
     """compile, fit and train_on_batch, on a ``Network``'s layers and backend."""
+    _user_metrics = ()  # (name, function) of the metrics given as functions, in compile's order
 
     def compile(self, loss: Any = "cross_entropy", optimizer: Any = None, metrics: Sequence[str] | None = None) -> Self:
         """Set the loss, the default optimizer (for layers without their own) and the metrics that
@@ -78,16 +80,30 @@ class Trainer:
         'fp', 'tn', 'fn', 'sensitivity', 'specificity'; for regression losses 'mae', 'mse', 'rmse',
         'r2', 'cosine_similarity'. Training figures are counted inside the compiled step over the
         epoch's batches (AUC over 200 score buckets, as Keras' thresholds); validation and
-        ``evaluate`` figures are exact, from ``predict``'s output."""
+        ``evaluate`` figures are exact, from ``predict``'s output.
+
+        ``loss``: a name, a ``Loss``, or a loss of your own (``fastnn.CustomLoss``). A metric may
+        also be a function ``metric(y_true, y_pred) -> float`` of NumPy arrays (compiled with Numba;
+        CPU only), logged under its ``__name__`` as Keras does: its figure is its mean over the
+        batches weighted by their rows (Keras' for a stateless metric function), counted inside
+        the compiled step in training (over the epoch's batches, as the other training figures)
+        and from the predictions, batch by batch, for validation and ``evaluate``."""
         if self._busy.locked():  # a callback's compile would change the logs of the epochs still to come
             raise RuntimeError("compile: the model is training (fit or train_on_batch is running, here or in another "
                                "thread): its loss, optimizer and metrics cannot change until that returns")
         # Everything is checked before anything is set: a failed compile leaves the model as it was.
         loss = losses.get(loss)
         optimizer = None if optimizer is None else optimizers.get(optimizer)
+        metrics, user_metrics = split_metrics(metrics)
         metrics = metrics_.canonical_names(metrics, loss.classification, self.output_dim)
+        for name, _ in user_metrics:
+            if name in metrics or name == "loss":
+                raise ValueError(f"metrics: the function {name!r} has the name of another metric; rename it")
+        from .network import _check_device_runs_loss
+        _check_device_runs_loss(self.device, loss, user_metrics, f"this model is on {self.device!r}")
         self.loss, self.optimizer = loss, optimizer
-        self.metrics = metrics
+        self.metrics = metrics + [name for name, _ in user_metrics]
+        self._user_metrics = user_metrics
         if self._backend is not None:
             if self._frozen_changed():  # layers frozen or thawed: new optimizer slices and tables
                 with self._lock:
@@ -238,7 +254,8 @@ class Trainer:
                 if show and self._backend.will_compile():
                     print(self._backend.compile_notice, flush=True)
                 note = self._backend.compile_train(data, order, batch_size, 0, 1, self.loss.code,
-                                                   self._opt_hyper(), batch_loss, batch_correct, spec, counts)
+                                                   self._opt_hyper(), batch_loss, batch_correct, spec, counts,
+                                                   **self._user_metric_args())
                 if note and show:
                     print(note, flush=True)
             distributed.rank_zero_first(compile_train)
@@ -270,7 +287,8 @@ class Trainer:
             for first in range(0, n_batches, chunk):
                 stop = min(first + chunk, n_batches)
                 bad = self._backend.train(data, order, batch_size, first, stop, self.loss.code, hyper,
-                                          batch_loss, batch_correct, spec, counts)
+                                          batch_loss, batch_correct, spec, counts,
+                                          **self._user_metric_args())
                 if bad >= 0:
                     if any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
                         print(f"Epoch {epoch + 1}, batch {bad + 1}: invalid loss {batch_loss[bad]}, terminating "
@@ -351,9 +369,21 @@ class Trainer:
         return names + ["val_" + k for k in names] if validation else names
 
     def _metric_counters(self):
-        """(spec or None, zeroed counts) of the training metrics counted in the compiled step."""
-        spec, size = metrics_.counter_spec([m for m in self.metrics if m != "accuracy"], self.output_dim)
-        return (spec if spec.shape[0] else None), np.zeros(size)
+        """(spec or None, zeroed counts) of the training metrics counted in the compiled step; the
+        user metrics' sums follow the counters (``_user_metric_bundle``)."""
+        spec, size = self._counter_spec()
+        return (spec if spec.shape[0] else None), np.zeros(size + len(self._user_metrics))
+
+    def _counter_spec(self):
+        return metrics_.counter_spec([m for m in self.metrics if m != "accuracy"], self.output_dim)
+
+    def _user_metric_args(self):
+        """The backends' ``user_metrics`` keyword (none without user metrics): a function of the
+        dtype giving ``train_batches``' bundle of the user metrics' compiled functions."""
+        if not self._user_metrics:
+            return {}
+        offset, user = self._counter_spec()[1], self._user_metrics
+        return {"user_metrics": lambda dtype: metric_bundle(user, dtype, offset)}
 
     def _logs(self, batch_loss, batch_correct, rows, spec=None, counts=None, counted_rows=0.0):
         """Loss (and accuracy) weighted over these batches' rows; the other metrics from the
@@ -362,9 +392,14 @@ class Trainer:
         values = {"loss": float(np.dot(batch_loss, rows) / total)}
         if "accuracy" in self.metrics:
             values["accuracy"] = float(batch_correct.sum() / total)
-        if spec is not None:  # each rank counted its own rows
+        if spec is not None or self._user_metrics:  # each rank counted its own rows
             counts = distributed.sum_over_ranks(counts)
+        if spec is not None:
             values.update(metrics_.from_counts(self.metrics, spec, counts, self.output_dim, counted_rows))
+        if self._user_metrics:
+            offset = counts.size - len(self._user_metrics)
+            values.update({name: float(counts[offset + i] / counted_rows)
+                           for i, (name, _) in enumerate(self._user_metrics)})
         return {k: values[k] for k in self.log_names()}
 
     @_one_training_call
@@ -380,7 +415,8 @@ class Trainer:
         spec, counts = self._metric_counters()
         with distributed.fail_together():
             bad = self._backend.train(self._backend.dataset(x, y), np.arange(n, dtype=np.int64), n, 0, 1,
-                                      self.loss.code, self._opt_hyper(), batch_loss, batch_correct, spec, counts)
+                                      self.loss.code, self._opt_hyper(), batch_loss, batch_correct, spec, counts,
+                                      **self._user_metric_args())
             if bad >= 0:
                 raise FloatingPointError(f"the loss is {batch_loss[0]}: training diverged" + self._after_divergence())
             logs = self._logs(batch_loss, batch_correct, np.array([float(n)]), spec, counts, float(n))
@@ -416,3 +452,4 @@ def _progress_bar(verbose, total):
     except ImportError:
         return None
     return tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)
+

@@ -217,13 +217,14 @@ class CUDABackend(Backend):
     # ---- training ---------------------------------------------------------------------------
 
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
-              counts=None):
+              counts=None, user_metrics=None):
         """Train on batches [first, stop) of ``data[order]``; see ``kernels.network.train_batches``.
 
         Returns -1, or the first batch whose loss was not finite (no update was applied from
         it on). ``batch_loss``, ``batch_correct``, the step counts and the training metrics'
         ``counts`` (for the counter spec ``metrics``, None: none) are updated on the host.
         """
+        _cpu_only(loss, user_metrics)
         if stop <= first:
             return -1
         opt_meta = self.opt_meta
@@ -277,13 +278,14 @@ class CUDABackend(Backend):
         return bad
 
     def compile_train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                      metrics=None, counts=None):
+                      metrics=None, counts=None, user_metrics=None):
         """Compile the kernels of ``train``'s step for these arguments, so that compiling does not
         count as training time: numba-cuda compiles a kernel only when it is first launched, so
         the batches [first, stop) (``fit`` asks for one) are trained on, and then the whole
         training state (and the gradients) is put back as it was; the host arrays passed are left
         alone. Once per kind of step and model. Returns None, or a note with the time it took when
         ``will_compile`` said it would compile."""
+        _cpu_only(loss, user_metrics)
         key = (loss, batch_size, None if metrics is None else np.asarray(metrics).tobytes(), data.resident,
                any_clipping(np.asarray(opt_hyper, dtype=np.float64).reshape(self.opt_meta.shape[0], -1)))
         if key in self._warmed:
@@ -355,6 +357,7 @@ class CUDABackend(Backend):
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
         """(sum over batches of loss x rows, number of correct rows), as ``CPUBackend.evaluate``."""
+        _cpu_only(loss)
         x = np.ascontiguousarray(x, dtype=self.dtype)
         y = np.ascontiguousarray(y, dtype=self.dtype)
         n = x.shape[0]
@@ -385,3 +388,15 @@ def _control(first, step0):
     control[C_STEP0] = step0
     control[C_STEP] = step0 + first
     return control
+
+
+def _cpu_only(loss, user_metrics=None):
+    """A ValueError for a loss or metrics of the user's (``fastnn.user_losses``): as user layers,
+    they run on the CPU only (the CUDA step has no first-class functions)."""
+    user = getattr(loss, "user", None)
+    if user is not None:
+        raise ValueError(f"loss {user.name}: losses of your own (CustomLoss) run on the CPU only; train this model "
+                         "on the CPU (device='cpu', or model.to('cpu'))")
+    if user_metrics is not None:
+        raise ValueError("metrics of your own (functions in compile(metrics=[...])) run on the CPU only; train this "
+                         "model on the CPU (device='cpu', or model.to('cpu'))")

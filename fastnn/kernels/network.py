@@ -89,14 +89,16 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
 # Compiled on its own, not inlined: its types do not depend on a model's layer kinds, so one compile
 # serves every model of a dtype (inlined, each new kind of model typed it again: 0.5 s of its 7.5).
 @kernel
-def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale):
+def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale, user_loss=None):
     """dout = dL/d(the last layer's output), times ``grad_scale``; or dL/d(its pre-activation) when
     ``fuse_loss_backward`` says so, which this returns (the cross-entropy pairs as one formula,
     ``fused_loss_activation``; any other activation's derivative applied after the loss's)."""
     last = layers.shape[0] - 1
     fuse = fuse_loss_backward(layers)
     paired = fuse and fused_loss_activation(loss, layers[last, ACT])
-    if paired and loss == CROSS_ENTROPY:
+    if user_loss is not None:
+        user_loss.gradient[0](dout, pred, target)
+    elif paired and loss == CROSS_ENTROPY:
         softmax_cross_entropy_backward(dout, pred, target)
     elif paired:
         sigmoid_binary_cross_entropy_backward(dout, pred, target)
@@ -114,7 +116,7 @@ def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale):
 
 @kernel
 def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=True, embedding=True, masking=True,
-                     user=None, row0=0, grad_scale=1.0, stop=0):
+                     user=None, row0=0, grad_scale=1.0, stop=0, user_loss=None):
     """Fill ``grads`` with dL/dparams for the batch whose training forward pass is in ``work.acts``.
 
     ``work.deltas[cur]`` holds dL/d(layer k's output) when layer k is reached (dL/d(its
@@ -130,7 +132,7 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
     n_last = layers[last, N_OUT]
     cur = 0
     applied = loss_gradient(deltas[cur, : rows * n_last].reshape(rows, n_last), node_output(x, work, layers, last, rows),
-                            target, loss, layers, net.alphas, grad_scale)
+                            target, loss, layers, net.alphas, grad_scale, user_loss)
     for k in range(last, stop - 1, -1):
         n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
         inp = node_output(x, work, layers, k - 1, rows)
@@ -176,7 +178,7 @@ def add_into(dst, src):
 
 @kernel
 def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batchnorm=True, embedding=True, masking=True,
-                   user=None, row0=0, grad_scale=1.0):
+                   user=None, row0=0, grad_scale=1.0, user_loss=None):
     """``network_backward`` for a ``Graph``: every node's gradient buffer starts at zero, the loss
     gradient goes to the last node's, and each layer, in reverse order, adds dL/d(its inputs) into
     its sources' buffers (a node read by several layers sums their shares) after its own
@@ -192,7 +194,7 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
             for j in range(d.shape[1]):
                 d[r, j] = 0
     applied = loss_gradient(node_delta(graph, work, layers, last, rows), node_output(x, work, layers, last, rows),
-                            target, loss, layers, net.alphas, grad_scale)
+                            target, loss, layers, net.alphas, grad_scale, user_loss)
     for k in range(last, -1, -1):
         if layers[k, KIND] == SLICE_LAYER:
             continue
@@ -240,7 +242,7 @@ def apply_optimizers(params, train, tensors, schedules):
 @kernel
 def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, counts, metrics, reg, tensors, schedules,
                   dropout=True, batchnorm=True, embedding=True, masking=True, user=None, collective=None, graph=None,
-                  sparse=None):
+                  sparse=None, user_loss=None, user_metrics=None):
     """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
     ``x[order]``, ``y[order]``.
 
@@ -260,6 +262,10 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     ``graph``: None for a stack of layers, or a model's ``Graph``.
     ``sparse``: None, or a ``kernels.sparse.SparseBatches``: a CSR data set, or a first Dense layer
     that skips the input's zeros (then its passes run here, and the walkers start after it).
+    ``user_loss``: None, or a user loss's compiled functions (``fastnn.user_losses.UserLoss``),
+    which then give the loss's value and gradient. ``user_metrics``: None, or a
+    ``fastnn.user_losses.UserMetrics``: each user metric's value on the batch, times the batch's
+    rows, is added to ``counts[offset + i]`` (their mean over rows is the epoch's figure).
     """
     x, y, order, batch_size, first, stop = batches
     acts, act_off, targets = work.acts, work.act_off, work.targets
@@ -294,10 +300,16 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
                     sparse_first_forward(net, sparse, work, local)
             pred = network_forward(net, xb, work, bool(True), dropout, batchnorm, embedding, masking, user, r0, graph,
                                    skip)
-            value = loss_forward(loss, pred, yb)
+            if user_loss is None:
+                value = loss_forward(loss, pred, yb)
+            else:
+                value = user_loss.value[0](pred, yb)
             correct = count_correct(pred, yb)
             if metrics is not None:  # a diverged batch's counts are never read
                 metric_counts(metrics, counts, pred, yb)
+            if user_metrics is not None:
+                for i in range(len(user_metrics.functions)):
+                    counts[user_metrics.offset + i] += user_metrics.functions[i](pred, yb) * local
         share = 1.0
         if collective is not None:
             share = 1.0 if loss_is_summed(loss) else local / rows
@@ -309,13 +321,13 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         if local > 0:
             if graph is None:  # (Numba prunes a branch only on a plain ``is None`` test)
                 cur, applied = network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, embedding,
-                                                masking, user, r0, share, skip)
+                                                masking, user, r0, share, skip, user_loss)
                 if sparse is not None:
                     if skip:
                         sparse_first_backward(net, train.grads, sparse, work, local, cur, applied)
             else:
                 graph_backward(net, train.grads, xb, work, loss, yb, graph, dropout, batchnorm, embedding, masking,
-                               user, r0, share)
+                               user, r0, share, user_loss)
         else:
             for i in range(train.grads.size):
                 train.grads[i] = 0
@@ -351,9 +363,9 @@ def predict_batches(out, net, x, batch_size, work, training, dropout=True, batch
 
 @kernel
 def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=True, embedding=True, masking=True,
-                     user=None, graph=None):
+                     user=None, graph=None, user_loss=None):
     """(sum over batches of loss x rows, number of correct rows) over all rows of ``x``, in
-    inference mode (``net.rng`` is not read)."""
+    inference mode (``net.rng`` is not read). ``user_loss`` as ``train_batches``'."""
     n = x.shape[0]
     total = 0.0
     correct = 0
@@ -361,6 +373,9 @@ def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=
         hi = min(lo + batch_size, n)
         pred = network_forward(net, x[lo:hi], work, bool(False), dropout, batchnorm, embedding, masking, user, 0,
                                graph, 0)  # a plain bool, as in train_batches
-        total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
+        if user_loss is None:
+            total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
+        else:
+            total += user_loss.value[0](pred, y[lo:hi]) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct

@@ -57,7 +57,7 @@ class Lambda(Layer):
             self.output_dim = int(y.shape[1])
 
 
-def custom_function(value, what):
+def custom_function(value, what, owner="Lambda"):
     """A Lambda's function: itself, or, from a saved config, the ``module:qualname`` string looked up
     in ``load_model``'s ``custom_objects`` (by that string, the qualname or the bare name)."""
     if not isinstance(value, str):
@@ -74,5 +74,5 @@ def custom_function(value, what):
         for part in qualname.split("."):
             found = getattr(found, part)
         return found
-    raise ValueError(f"the model's Lambda {what} is {value!r}: pass it to load_model as "
+    raise ValueError(f"the model's {owner} {what} is {value!r}: pass it to load_model as "
                      f"custom_objects={{{qualname.split('.')[-1]!r}: {qualname.split('.')[-1]}}}")

@@ -1,0 +1,156 @@
+"""Losses and metrics written by users, compiled for the compiled step as user layers are.
+
+A user loss (``fastnn.CustomLoss``) gives ``value(y_true, y_pred) -> float`` (the batch's loss,
+already reduced) and ``gradient(y_true, y_pred) -> dL/dy_pred``; a user metric is a function
+``metric(y_true, y_pred) -> float``. They are compiled with ``numba.njit`` and wrapped in
+functions of fixed signatures,
+
+    value(pred, target) -> float64
+    gradient(dpred, pred, target)          dpred[:] = dL/dpred
+    metric(pred, target) -> float64
+
+(the kernels' argument order, predictions first), which ``kernels.network`` takes as first-class
+functions through None-typed optional arguments (``user_loss``, ``user_metrics``): a model with
+built-in losses and metrics compiles exactly as before. As for user layers
+(``fastnn.user_layers``), these wrappers compile in each process, with explicit signatures and
+no cache (code made at run time has no source file to cache).
+"""
+from collections import namedtuple
+from functools import lru_cache
+
+import numba
+import numpy as np
+from numba import types
+
+from .config import FASTMATH
+from .user_layers import _compile
+
+# The loss code the kernels get with a user loss: no built-in loss has it, so no fused
+# loss-activation gradient applies and the loss counts as a mean over rows under MPI.
+USER_LOSS = -1
+
+# Each function in a 1-tuple: Numba types a tuple of compiled functions by their signature (a
+# first-class function type), but a lone one by its identity, which would compile the step anew
+# for each loss and pickle a reference to the user's module into the step's cache index.
+UserLoss = namedtuple("UserLoss", ["value", "gradient"])
+UserMetrics = namedtuple("UserMetrics", ["functions", "offset"])
+
+
+class LossCode(int):
+    """A loss code (``Loss.code``) that also carries the user loss it stands for (``user``): the
+    trainer hands ``loss.code`` to the backends, which then find the user's functions on it."""
+
+    def __new__(cls, code, user):
+        self = super().__new__(cls, code)
+        self.user = user
+        return self
+
+
+def _options():
+    return dict(fastmath=FASTMATH, error_model="numpy")
+
+
+_LOSS_WRAPPER = '''
+def value(pred, target):
+    return np.float64(user_value(target, pred))
+
+def gradient(dpred, pred, target):
+    g = user_gradient(target, pred)
+    if g.shape[0] != dpred.shape[0] or g.shape[1] != dpred.shape[1]:
+        raise ValueError(MESSAGE)
+    for i in range(dpred.shape[0]):
+        for j in range(dpred.shape[1]):
+            dpred[i, j] = g[i, j]
+'''
+
+_METRIC_WRAPPER = '''
+def metric(pred, target):
+    return np.float64(user_metric(target, pred))
+'''
+
+
+def _build(source, scope, filename):
+    exec(compile(source, filename, "exec"), scope)  # noqa: S102 (code generated here)
+    return scope
+
+
+def _numba_message(exc):
+    return " ".join(str(exc).strip().splitlines()[:6])
+
+
+@lru_cache(maxsize=64)
+def user_loss_kernels(value, gradient, dtype, name):
+    """The compiled (value, gradient) wrappers of a user loss for arrays of ``dtype``; a TypeError
+    naming the loss if Numba cannot compile them (a value that is not a number, say)."""
+    T = numba.from_dtype(np.dtype(dtype))
+    m = T[:, ::1]
+    scope = _build(_LOSS_WRAPPER, {"np": np, "user_value": _compile(value, f"loss {name}'s value"),
+                                   "user_gradient": _compile(gradient, f"loss {name}'s gradient"),
+                                   "MESSAGE": f"loss {name}: gradient returned an array of another shape than "
+                                              f"y_pred (it must be dL/dy_pred, of y_pred's shape)"},
+                   f"<fastnn user loss {name}>")
+    try:
+        fv = numba.njit(types.float64(m, m), **_options())(scope["value"])
+    except numba.core.errors.NumbaError as exc:
+        raise TypeError(f"loss {name}: value(y_true, y_pred) must return a float (the batch's loss, reduced) "
+                        f"and compile with Numba: {_numba_message(exc)}") from None
+    try:
+        fg = numba.njit(types.void(m, m, m), **_options())(scope["gradient"])
+    except numba.core.errors.NumbaError as exc:
+        raise TypeError(f"loss {name}: gradient(y_true, y_pred) must return a 2-D array of y_pred's shape "
+                        f"and compile with Numba: {_numba_message(exc)}") from None
+    return UserLoss((fv,), (fg,))
+
+
+def probe_loss(kernels, n_out, dtype):
+    """Call a user loss's wrappers once on two rows, so that a gradient of the wrong shape is a
+    ValueError naming the loss now rather than at the first batch."""
+    rng = np.random.default_rng(0)
+    pred = rng.uniform(0.1, 0.9, (2, n_out)).astype(dtype)
+    target = rng.uniform(0.1, 0.9, (2, n_out)).astype(dtype)
+    kernels.value[0](pred, target)
+    kernels.gradient[0](np.zeros_like(pred), pred, target)
+
+
+@lru_cache(maxsize=64)
+def user_metric_kernel(fn, dtype, name):
+    """The compiled wrapper of a user metric for arrays of ``dtype``."""
+    T = numba.from_dtype(np.dtype(dtype))
+    m = T[:, ::1]
+    scope = _build(_METRIC_WRAPPER, {"np": np, "user_metric": _compile(fn, f"metric {name}")},
+                   f"<fastnn user metric {name}>")
+    try:
+        return numba.njit(types.float64(m, m), **_options())(scope["metric"])
+    except numba.core.errors.NumbaError as exc:
+        raise TypeError(f"metric {name}: metric(y_true, y_pred) must return a float and compile with Numba: "
+                        f"{_numba_message(exc)}") from None
+
+
+def metric_bundle(functions, dtype, offset):
+    """``train_batches``' ``user_metrics`` argument: the metrics' wrappers, and where their sums
+    start in the counts; None without user metrics."""
+    if not functions:
+        return None
+    return UserMetrics(tuple(user_metric_kernel(fn, np.dtype(dtype), name) for name, fn in functions), offset)
+
+
+def split_metrics(metrics):
+    """(the metrics given by name, (name, function) of those given as functions): a function is
+    logged under its ``__name__``, as Keras names it."""
+    if metrics is None or isinstance(metrics, str):
+        return metrics, ()
+    names, functions = [], []
+    for m in list(metrics):
+        if isinstance(m, str):
+            names.append(m)
+            continue
+        if not callable(m) or isinstance(m, type):
+            raise TypeError(f"metrics must be names (str) or functions metric(y_true, y_pred) -> float, got {m!r}")
+        name = getattr(getattr(m, "py_func", m), "__name__", None)
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"metrics: the function {m!r} needs a name (a def, not a lambda): its figure is logged "
+                             "under it")
+        if name in (n for n, _ in functions):
+            raise ValueError(f"metrics: two functions named {name!r}")
+        functions.append((name, m))
+    return names, tuple(functions)
