@@ -34,7 +34,7 @@ __version__ = "0.1.0"
 # tests/test_typing.py checks it against the names defined here.
 __all__ = ['Activation', 'AdaGrad', 'Adagrad', 'Adam', 'AdamW', 'Add', 'BatchNorm', 'BatchNormalization',
            'BinaryCrossEntropy', 'CSVLogger', 'Callback', 'Concatenate', 'Constant', 'CosineDecay',
-           'CosineSimilarity', 'CrossEntropy', 'Dataset', 'Dense', 'Dropout', 'ELU', 'EarlyStopping',
+           'CosineSimilarity', 'CrossEntropy', 'CustomLoss', 'Dataset', 'Dense', 'Dropout', 'ELU', 'EarlyStopping',
            'Embedding', 'ExponentialDecay', 'GlorotNormal', 'GlorotUniform', 'HeNormal', 'HeUniform',
            'Heaviside', 'History', 'Identity', 'Input', 'InverseTimeDecay', 'KLDivergence', 'L1', 'L1L2',
            'L2', 'Lambda', 'LambdaCallback', 'Layer', 'LayerNormalization', 'LeakyReLU',
