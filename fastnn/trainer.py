@@ -228,8 +228,8 @@ class Trainer:
             x = StreamFeed(x, self._check_xy, steps_per_epoch, bool(shuffle), self._rng)
             return epochs, None, initial_epoch, verbose, x, None, x_val, y_val, callbacks, steps_per_epoch
         if y is None:
-            raise ValueError("y is missing: fit takes targets y with arrays x (or a Sequence or generator of "
-                             "(x, y) batches as x)")
+            raise TypeError("y must be a numeric array, got None: fit takes targets y with arrays x (or a "
+                            "Sequence or generator of (x, y) batches as x)")
         x, y = self._check_xy(x, y)
         self._check_sparse_training(x)
         if validation_data is not None:

@@ -166,7 +166,7 @@ class StreamFeed:
                 task = self._tasks.get()
                 if task is None:
                     return
-                exhausted = self._fill(task)
+                exhausted = self._fill(task[0])
                 self._ready.put(("end", exhausted))
         except BaseException as exc:  # raised again in fit's thread
             self._ready.put(("error", exc))
@@ -254,7 +254,7 @@ class StreamFeed:
         self.count = 0
         if self.exhausted:
             return
-        self._tasks.put(self._plan())
+        self._tasks.put((self._plan(),))  # (None: the iterator's batches until it ends; None alone stops)
         while True:
             item = self._next_ready()
             if item[0] == "error":
