@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from . import distributed, losses, optimizers
+from . import distributed, losses, optimizers, validation
 from . import metrics as metrics_
 from .activations import Sigmoid, Softmax
 from .callbacks import Callback, History, TerminateOnNaN, _Muted
@@ -179,6 +179,8 @@ class Trainer:
         epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks, steps_per_epoch = distributed.agree(
             self._fit_inputs, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
             callbacks, steps_per_epoch, shuffle)
+        # Rows of a memory-mapped file read in a random order: each read maps its own page only.
+        mapped = shuffle and not isinstance(x, StreamFeed) and validation.advise(x, "random")
         try:
             if not isinstance(x, StreamFeed):  # (a Sequence or generator is refused under MPI)
                 distributed.begin_call(self, {"x": x, "y": y, **({} if x_val is None else {"validation x": x_val,
@@ -193,6 +195,8 @@ class Trainer:
         finally:
             if isinstance(x, StreamFeed):
                 x.close()
+            if mapped:
+                validation.advise(x, "normal")
 
     def _fit_inputs(self, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
                     callbacks, steps_per_epoch=None, shuffle=True):

@@ -240,3 +240,24 @@ def test_what_fit_reads_as_batches():
     assert fastnn.data.is_batch_source(Slices()) and fastnn.data.is_batch_source(DuckSlices())
     assert fastnn.data.is_batch_source(batches()) and fastnn.data.is_batch_source(iter([]))
     assert not any(fastnn.data.is_batch_source(v) for v in (X, [[1.0]], (1.0,), X.tolist()))
+
+
+def test_a_large_memory_mapped_file_is_checked_slice_by_slice_from_the_file(tmp_path, monkeypatch):
+    """The check reads the file (at the array's offset in it: .npy header, rows sliced off) a
+    slice at a time; a NaN in the last slice is found, one just before the array is not its."""
+    from fastnn import validation
+    monkeypatch.setattr(validation, "_SCAN_BYTES", 4096)
+    rows = np.random.default_rng(0).random((1000, 4), dtype=np.float32)
+    rows[3, 0] = np.nan
+    np.save(tmp_path / "x.npy", rows)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    assert validation._shared_mapping(mapped[4:]) is not None
+    assert validation.finite(np.asarray(mapped[4:]))
+    assert not validation.finite(mapped[3:])
+    rows[3, 0], rows[-1, 3] = 0.0, np.inf
+    np.save(tmp_path / "x.npy", rows)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    assert not validation.finite(mapped[1:])
+    assert validation.finite(mapped[:-1])
+    with pytest.raises(ValueError, match="x contains NaN or infinite"):
+        classifier().fit(mapped, np.zeros(1000, np.int64), verbose=0)
