@@ -49,11 +49,9 @@ def mnist_rows(rows):
     if data:
         try:
             from fastnn import load_mnist
-            d = load_mnist(data_dir=data)
-            x = np.ascontiguousarray(d.x_train[:rows], dtype=np.float32)
-            y = np.ascontiguousarray(d.y_train[:rows], dtype=np.float32)
-            if y.ndim == 1:
-                y = np.eye(10, dtype=np.float32)[y.astype(np.int64)]
+            x_train, y_train, _, _ = load_mnist(data_dir=data)
+            x = np.ascontiguousarray(x_train[:rows], dtype=np.float32)
+            y = np.eye(10, dtype=np.float32)[y_train[:rows]]  # one-hot, as fit holds it
             return x, y, "MNIST"
         except (FileNotFoundError, OSError):
             pass

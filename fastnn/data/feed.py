@@ -16,6 +16,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from ..kernels.checks import all_finite
 from ..sparse_input import is_sparse
 from . import is_sequence
 
@@ -89,7 +90,8 @@ class StreamFeed:
     or an iterator of batches (until it ends, or ``steps_per_epoch`` of them). ``check(x, y,
     prefix)`` returns a batch as the kernels read it, or raises naming ``prefix + 'x'``."""
 
-    def __init__(self, source, check, steps_per_epoch, shuffle, rng):
+    def __init__(self, source, check, steps_per_epoch, shuffle, rng, plain=None):
+        self._plain = plain
         self._seq = source if is_sequence(source) else None
         self._it = None if self._seq is not None else iter(source)
         self._check, self._limit, self._shuffle, self._rng = check, steps_per_epoch, shuffle, rng
@@ -105,7 +107,7 @@ class StreamFeed:
         # The first batch, checked now: a bad one fails fit before anything compiles or trains, and it
         # gives the batch size the chunks are sized by.
         try:
-            batch = self._read(0)
+            batch = self._read(0)[:2]
         except StopIteration:
             raise ValueError("x is an iterator that yields no batches") from None
         self._pending = (0, batch)
@@ -116,8 +118,10 @@ class StreamFeed:
 
     # ---- the loader thread's side -------------------------------------------------------------
 
-    def _read(self, i):
-        """Batch ``i`` (of the Sequence, or the iterator's next), checked."""
+    def _read(self, i, quick=False):
+        """(x, y, name, deferred) of batch ``i`` (of the Sequence, or the iterator's next), checked;
+        with ``quick``, where x and y are plain arrays as the kernels read them (or integer labels), all
+        but their values' finiteness, which the caller checks over the chunk (``deferred``)."""
         if self._seq is not None:
             batch = self._seq[int(i)]
         else:
@@ -133,7 +137,18 @@ class StreamFeed:
         if is_sparse(batch[0]):
             raise TypeError(f"batch {i}: x is a scipy.sparse matrix; batches from a Sequence or generator must be "
                             "dense arrays (x.toarray())")
-        return self._check(batch[0], batch[1], f"batch {i}: ")
+        if quick and self._plain is not None and self._is_plain(batch[0], batch[1]):
+            return batch[0], batch[1], i, True
+        return (*self._check(batch[0], batch[1], f"batch {i}: "), i, False)
+
+    def _is_plain(self, x, y):
+        dtype, n_in, n_out = self._plain
+        if not (type(x) is np.ndarray and x.dtype == dtype and x.ndim == 2 and x.shape[1] == n_in
+                and x.shape[0] > 0 and x.flags.c_contiguous and type(y) is np.ndarray and y.shape[0] == x.shape[0]):
+            return False
+        if y.ndim == 1:  # class labels, written one-hot into the chunk
+            return n_out > 1 and y.dtype.kind in "iu" and int(y.min()) >= 0 and int(y.max()) < n_out
+        return y.ndim == 2 and y.shape[1] == n_out and y.dtype == dtype and y.flags.c_contiguous
 
     def start(self, chunk, backend):
         """Buffers for ``chunk`` batches a call (fewer where they would exceed _CHUNK_BYTES), and
@@ -182,19 +197,19 @@ class StreamFeed:
             key = plan[count] if self._seq is not None else self._seen
             if self._pending is not None and (self._seq is None or self._pending[0] == key):
                 x, y = self._pending[1]  # read (and counted) when fit began
+                name, deferred = self._pending[0], False
                 self._pending = None
             else:
                 try:
-                    x, y = self._read(key)
+                    x, y, name, deferred = self._read(key, quick=True)
                 except StopIteration:
-                    if chunk is not None:
-                        self._ready.put(("chunk", chunk[0], chunk[2]))
+                    self._flush(chunk)
                     return True
             count += 1
             r = x.shape[0]
             if chunk is not None and (len(chunk[2]) == self.chunk or r > chunk[2][0]
                                       or chunk[1] + r > self._buffers[chunk[0]][0].shape[0]):
-                self._ready.put(("chunk", chunk[0], chunk[2]))
+                self._flush(chunk)
                 chunk = None
             if chunk is None:
                 index = self._take_free()
@@ -202,18 +217,37 @@ class StreamFeed:
                     return False
                 if self._buffers[index][0].shape[0] < r:  # a batch larger than the buffers were made for
                     self._buffers[index] = (np.empty((r, x.shape[1]), x.dtype), np.empty((r, y.shape[1]), y.dtype))
-                chunk = [index, 0, []]
+                chunk = [index, 0, [], []]
             bx, by = self._buffers[chunk[0]]
-            bx[chunk[1]: chunk[1] + r] = x
-            by[chunk[1]: chunk[1] + r] = y
+            lo = chunk[1]
+            bx[lo: lo + r] = x
+            if y.ndim == 1:
+                by[lo: lo + r] = 0
+                by[np.arange(lo, lo + r), y] = 1
+            else:
+                by[lo: lo + r] = y
+            if deferred:
+                chunk[3].append((name, lo, lo + r))
             chunk[1] += r
             chunk[2].append(r)
             if r < chunk[2][0]:  # a smaller batch ends a call: the step's batches are equal but the last
-                self._ready.put(("chunk", chunk[0], chunk[2]))
+                self._flush(chunk)
                 chunk = None
-        if chunk is not None:
-            self._ready.put(("chunk", chunk[0], chunk[2]))
+        self._flush(chunk)
         return False
+
+    def _flush(self, chunk):
+        """Hand a filled chunk to fit, once the values of its quickly read batches are found finite
+        (one scan of the chunk: a bad batch is then checked alone, for its error)."""
+        if chunk is None:
+            return
+        index, filled, sizes, deferred = chunk
+        if deferred:
+            bx, by = self._buffers[index]
+            if not (all_finite(bx[:filled]) and all_finite(by[:filled])):
+                for name, lo, hi in deferred:
+                    self._check(bx[lo:hi], by[lo:hi], f"batch {name}: ")
+        self._ready.put(("chunk", index, sizes))
 
     def _take_free(self):
         while not self._stop.is_set():
