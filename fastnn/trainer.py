@@ -28,8 +28,8 @@ from . import metrics as metrics_
 from .activations import Sigmoid, Softmax
 from .callbacks import Callback, History, TerminateOnNaN, _Muted
 from .data import is_batch_source, is_sequence
-from .data.feed import ArrayFeed, StreamFeed, evaluate_sequence
-from .layers import Dropout, Layer
+from .data.feed import ArrayFeed, StreamFeed, evaluate_sequence, stream_inputs
+from .layers import Dropout
 from .sparse_input import is_sparse
 from .validation import check_float, check_int, check_targets
 
@@ -216,21 +216,11 @@ class Trainer:
         if steps_per_epoch is not None:
             steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
         if streamed:
-            if y is not None:
-                raise ValueError("y must be None when x is a Sequence or a generator: its batches (x, y) hold the "
-                                 "targets")
-            if validation_split > 0:
-                raise ValueError("validation_split needs arrays: with a Sequence or a generator, pass validation_data")
-            if distributed.world() is not None:
-                raise NotImplementedError("fit on a Sequence or a generator runs in one process: under MPI pass "
-                                          "arrays")
-            callbacks = _callback_list(callbacks)
-            x_val = y_val = None
-            if validation_data is not None:
-                x_val, y_val = self._validation_inputs(validation_data)
+            x_val, y_val = (None, None) if validation_data is None else self._validation_inputs(validation_data)
             # The first batch is read and checked here, before anything compiles or trains.
-            x = StreamFeed(x, self._check_xy, steps_per_epoch, bool(shuffle), self._rng, self._plain_batches())
-            return epochs, None, initial_epoch, verbose, x, None, x_val, y_val, callbacks, steps_per_epoch
+            x = stream_inputs(self, x, y, validation_split, steps_per_epoch, shuffle)
+            return epochs, None, initial_epoch, verbose, x, None, x_val, y_val, _callback_list(callbacks), \
+                steps_per_epoch
         if y is None:
             raise TypeError("y must be a numeric array, got None: fit takes targets y with arrays x (or a "
                             "Sequence or generator of (x, y) batches as x)")
@@ -248,17 +238,6 @@ class Trainer:
             x_val = y_val = None
         return (epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, _callback_list(callbacks),
                 steps_per_epoch)
-
-    def _plain_batches(self):
-        """(dtype, input width, output width) where a batch of those float arrays (or of integer
-        labels) needs no check but finite values (``StreamFeed``'s quick path): a stack whose first
-        layer takes plain features, a loss without bounds on the targets; else None."""
-        owner = next(c for c in type(self).__mro__ if "_check_x" in c.__dict__)
-        first = self._compute_layers()[0]
-        if owner.__module__ != "fastnn.network" or type(first).check_input is not Layer.check_input \
-                or self.loss.unit_interval:
-            return None
-        return np.dtype(self.dtype), first.input_dim, self.output_dim
 
     def _validation_inputs(self, validation_data):
         """(x_val, y_val) checked, or (the Sequence, None)."""

@@ -163,7 +163,11 @@ def finite(arr):
     raw = memoryview(buf.view(np.uint8))
     pos = _mapped_range(arr, mapped)[1]
     end = pos + arr.nbytes
-    with open(mapped.filename, "rb", buffering=0) as f:
+    try:
+        f = open(mapped.filename, "rb", buffering=0)
+    except OSError:  # the file was removed or renamed since it was mapped: through the mapping
+        return all_finite(arr)
+    with f:
         os.posix_fadvise(f.fileno(), pos, arr.nbytes, os.POSIX_FADV_SEQUENTIAL)
         while pos < end:
             size = f.readinto(raw[: min(raw.nbytes, end - pos)]) if f.seek(pos) == pos else 0

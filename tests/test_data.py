@@ -261,3 +261,14 @@ def test_a_large_memory_mapped_file_is_checked_slice_by_slice_from_the_file(tmp_
     assert validation.finite(mapped[:-1])
     with pytest.raises(ValueError, match="x contains NaN or infinite"):
         classifier().fit(mapped, np.zeros(1000, np.int64), verbose=0)
+
+
+def test_a_mapped_file_removed_since_is_checked_through_its_mapping(tmp_path, monkeypatch):
+    from fastnn import validation
+    monkeypatch.setattr(validation, "_SCAN_BYTES", 4096)
+    rows = np.ones((1000, 4), np.float32)
+    rows[-1, 0] = np.nan
+    np.save(tmp_path / "x.npy", rows)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    (tmp_path / "x.npy").unlink()
+    assert not validation.finite(mapped) and validation.finite(mapped[:-1])

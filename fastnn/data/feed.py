@@ -16,7 +16,9 @@ from collections import namedtuple
 
 import numpy as np
 
+from .. import distributed
 from ..kernels.checks import all_finite
+from ..layers import Layer
 from ..sparse_input import is_sparse
 from . import is_sequence
 
@@ -325,6 +327,30 @@ class StreamFeed:
         self._stop.set()
         self._tasks.put(None)
         self._thread.join(timeout=1.0)  # a loader blocked in the user's code is left to end (a daemon)
+
+
+def stream_inputs(model, x, y, validation_split, steps_per_epoch, shuffle):
+    """fit's ``StreamFeed`` for a Sequence or an iterator ``x``, after the checks of the arguments
+    that do not apply to one; reads and checks the first batch."""
+    if y is not None:
+        raise ValueError("y must be None when x is a Sequence or a generator: its batches (x, y) hold the targets")
+    if validation_split > 0:
+        raise ValueError("validation_split needs arrays: with a Sequence or a generator, pass validation_data")
+    if distributed.world() is not None:
+        raise NotImplementedError("fit on a Sequence or a generator runs in one process: under MPI pass arrays")
+    return StreamFeed(x, model._check_xy, steps_per_epoch, bool(shuffle), model._rng, _plain_batches(model))
+
+
+def _plain_batches(model):
+    """(dtype, input width, output width) where a batch of those float arrays (or of integer labels)
+    needs no check but finite values (``StreamFeed``'s quick path): a stack whose first layer takes
+    plain features, a loss without bounds on the targets; else None."""
+    owner = next(c for c in type(model).__mro__ if "_check_x" in c.__dict__)
+    first = model._compute_layers()[0]
+    if owner.__module__ != "fastnn.network" or type(first).check_input is not Layer.check_input \
+            or model.loss.unit_interval:
+        return None
+    return np.dtype(model.dtype), first.input_dim, model.output_dim
 
 
 def evaluate_sequence(model, seq):
