@@ -131,8 +131,9 @@ class StreamFeed:
             i = self._seen
             self._seen += 1
         if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+            size = f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""
             raise ValueError(f"batch {i}: expected a tuple (x, y) or (x, y, sample_weight), got "
-                             f"{type(batch).__name__}" + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
+                             f"{type(batch).__name__}{size}")
         if len(batch) == 3 and batch[2] is not None:
             raise NotImplementedError(f"batch {i} has sample weights (a third element): fit does not weight samples "
                                       "yet; return (x, y)")
