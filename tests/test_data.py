@@ -272,3 +272,11 @@ def test_a_mapped_file_removed_since_is_checked_through_its_mapping(tmp_path, mo
     mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
     (tmp_path / "x.npy").unlink()
     assert not validation.finite(mapped) and validation.finite(mapped[:-1])
+
+
+def test_the_first_batch_read_at_the_start_serves_the_first_epoch_only():
+    """fit reads batch 0 to check it before training; a later epoch reads it again, after
+    on_epoch_end (which may change the batches)."""
+    seq = Slices()
+    classifier().fit(seq, epochs=3, shuffle=False, verbose=0, steps_per_epoch=2)
+    assert seq.read == [0, 1, 2, 3, 0, 1]

@@ -185,6 +185,9 @@ class StreamFeed:
                 if task is None:
                     return
                 exhausted = self._fill(task[0])
+                # The first batch, read when fit began, serves the first epoch only: a Sequence's
+                # on_epoch_end may change what its batches hold.
+                self._pending = None
                 self._ready.put(("end", exhausted))
         except BaseException as exc:  # raised again in fit's thread
             self._ready.put(("error", exc))
