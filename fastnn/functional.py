@@ -176,7 +176,7 @@ class Model(Network):
                 parts.append(check_sparse(array, part_name, inp.output_dim, self.dtype))
             else:
                 parts.append(check_features(array, part_name, width=inp.output_dim, dtype=self.dtype, writable=False,
-                                            finite=finite))
+                                            check_finite=finite))
         rows = {p.shape[0] for p in parts}
         if len(rows) != 1:
             raise ValueError(f"the arrays of {name} must have the same number of rows, got {[p.shape[0] for p in parts]}")

@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from . import distributed, losses, optimizers
+from . import distributed, losses, optimizers, validation
 from . import metrics as metrics_
 from .activations import Sigmoid, Softmax
 from .callbacks import Callback, History, TerminateOnNaN, _Muted
+from .data import is_batch_source, is_sequence
+from .data.feed import ArrayFeed, StreamFeed, evaluate_sequence, stream_inputs
 from .layers import Dropout
 from .sparse_input import is_sparse
 from .user_losses import metric_bundle, split_metrics
@@ -159,8 +161,8 @@ class Trainer:
     # ---- training -------------------------------------------------------------------------
 
     @_one_training_call
-    def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, validation_split=0.0, shuffle=True,
-            callbacks=None, verbose=1, initial_epoch=0, validation_freq=1):
+    def fit(self, x, y=None, epochs=1, batch_size=None, validation_data=None, validation_split=0.0, shuffle=True,
+            callbacks=None, verbose=1, initial_epoch=0, validation_freq=1, steps_per_epoch=None):
         """Train for ``epochs`` passes over (x, y); returns a ``History``.
 
         y: integer class labels (one-hot encoded for a multi-output model), one-hot rows, or
@@ -168,47 +170,86 @@ class Trainer:
         accuracy per epoch are averages over that epoch's batches weighted by their rows
         (Keras' convention); validation figures are computed after the epoch, every
         ``validation_freq`` epochs (Keras': after epochs validation_freq, 2 * validation_freq, ...).
+        ``batch_size``: 32 by default.
+
+        x may instead be a ``fastnn.data.Sequence`` (any object with ``__len__`` and
+        ``__getitem__(i)`` returning ``(x, y)``), or a generator or iterator of ``(x, y)``
+        batches; then y and batch_size are not given (the batches hold them), and the batches
+        are read on a background thread while the step trains (see ``fastnn.data``).
+        ``validation_data`` may be a Sequence too.
+
+        ``steps_per_epoch``: batches per epoch. By default a pass over the arrays or the
+        Sequence, or an iterator's batches until it ends. When given, each epoch trains that
+        many batches and the next goes on where it stopped, as Keras 3: over arrays, their
+        shuffled order runs on across epochs and is drawn anew when the rows run out; the end
+        of the rows (or of a Sequence) ends that epoch early (with a warning), and the next
+        starts a new pass. An endless generator needs it. An epoch in which an iterator yields
+        no batch stops training, with a warning.
 
         Under MPI (``fastnn.distributed.init()``), ``batch_size`` is the global batch and every
         rank passes the same full arrays; see ``fastnn.distributed``.
         """
         return self._checked_fit(x, y, epochs, batch_size, validation_data, validation_split, shuffle, callbacks,
-                                 verbose, initial_epoch, validation_freq=validation_freq)
+                                 verbose, initial_epoch, validation_freq=validation_freq,
+                                 steps_per_epoch=steps_per_epoch)
 
     def _checked_fit(self, x, y, epochs, batch_size, validation_data, validation_split, shuffle, callbacks, verbose,
-                     initial_epoch, labels=None, validation_freq=1):
+                     initial_epoch, labels=None, validation_freq=1, steps_per_epoch=None):
         """fit's work, for fit and train (their caller holds the training lock). ``labels`` maps log
         keys to the names the epoch lines print them under, in its order; when given, only those
         are printed."""
-        epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks = distributed.agree(
+        epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks, steps_per_epoch = distributed.agree(
             self._fit_inputs, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
-            callbacks)
-        distributed.begin_call(self, {"x": x, "y": y, **({} if x_val is None else {"validation x": x_val,
-                                                                                  "validation y": y_val})},
-                               epochs=epochs, batch_size=batch_size, initial_epoch=initial_epoch, shuffle=bool(shuffle),
-                               **{"validation rows": None if x_val is None else x_val.shape[0]})
-        validation_freq = check_int(validation_freq, "validation_freq", minimum=1)
-        with distributed.fail_together():
-            return self._fit(x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch,
-                             labels, validation_freq)
+            callbacks, steps_per_epoch, shuffle)
+        # Rows of a memory-mapped file read in a random order: each read maps its own page only.
+        mapped = shuffle and not isinstance(x, StreamFeed) and validation.advise(x, "random")
+        try:
+            if not isinstance(x, StreamFeed):  # (a Sequence or generator is refused under MPI)
+                distributed.begin_call(self, {"x": x, "y": y, **({} if x_val is None else {"validation x": x_val,
+                                                                                          "validation y": y_val})},
+                                       epochs=epochs, batch_size=batch_size, initial_epoch=initial_epoch,
+                                       shuffle=bool(shuffle), steps_per_epoch=steps_per_epoch,
+                                       **{"validation rows": None if x_val is None else x_val.shape[0]})
+            validation_freq = check_int(validation_freq, "validation_freq", minimum=1)
+            with distributed.fail_together():
+                return self._fit(x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch,
+                                 labels, validation_freq, steps_per_epoch)
+        finally:
+            if isinstance(x, StreamFeed):
+                x.close()
+            if mapped:
+                validation.advise(x, "normal")
 
     def _fit_inputs(self, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
-                    callbacks):
-        """fit's arguments checked: (epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks)."""
+                    callbacks, steps_per_epoch=None, shuffle=True):
+        """fit's arguments checked: (epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks,
+        steps_per_epoch); x a ``StreamFeed`` (and y None) for a Sequence or an iterator of batches."""
         self._require_compiled("fit")
         distributed.check_model(self)
         epochs = check_int(epochs, "epochs", minimum=0)
-        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        streamed = is_batch_source(x)
+        if streamed and batch_size is not None:
+            raise ValueError("batch_size must be None when x is a Sequence or a generator: its batches set their size")
+        batch_size = 32 if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
         initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
         verbose = check_int(verbose, "verbose", minimum=0, maximum=2)
         validation_split = check_float(validation_split, "validation_split", minimum=0.0, maximum=1.0,
                                        max_inclusive=False)
+        if steps_per_epoch is not None:
+            steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
+        if streamed:
+            x_val, y_val = (None, None) if validation_data is None else self._validation_inputs(validation_data)
+            # The first batch is read and checked here, before anything compiles or trains.
+            x = stream_inputs(self, x, y, validation_split, steps_per_epoch, shuffle)
+            return epochs, None, initial_epoch, verbose, x, None, x_val, y_val, _callback_list(callbacks), \
+                steps_per_epoch
+        if y is None:
+            raise TypeError("y must be a numeric array, got None: fit takes targets y with arrays x (or a "
+                            "Sequence or generator of (x, y) batches as x)")
         x, y = self._check_xy(x, y)
         self._check_sparse_training(x)
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (x_val, y_val)")
-            x_val, y_val = self._check_xy(*validation_data, prefix="validation_data ")
+            x_val, y_val = self._validation_inputs(validation_data)
         elif validation_split > 0:
             cut = x.shape[0] - int(x.shape[0] * validation_split)
             if cut in (0, x.shape[0]):
@@ -217,10 +258,21 @@ class Trainer:
             x, x_val, y, y_val = x[:cut], x[cut:], y[:cut], y[cut:]
         else:
             x_val = y_val = None
-        return epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, _callback_list(callbacks)
+        return (epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, _callback_list(callbacks),
+                steps_per_epoch)
+
+    def _validation_inputs(self, validation_data):
+        """(x_val, y_val) checked, or (the Sequence, None)."""
+        if is_sequence(validation_data):
+            if len(validation_data) < 1:
+                raise ValueError("validation_data is a Sequence of no batches: expected at least one")
+            return validation_data, None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a tuple (x_val, y_val) or a fastnn.data.Sequence")
+        return self._check_xy(*validation_data, prefix="validation_data ")
 
     def _fit(self, x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch, labels=None,
-             validation_freq=1):
+             validation_freq=1, steps_per_epoch=None):
         rank0 = distributed.rank() == 0
         show = verbose if rank0 else 0  # only rank 0 prints; chunks follow ``verbose`` on every rank alike
         callbacks = [cb if rank0 or not cb.writes_files else _Muted(cb) for cb in callbacks]
@@ -230,31 +282,28 @@ class Trainer:
         for cb in callbacks:
             cb.set_model(self)
 
-        n = x.shape[0]
-        batch_size = min(batch_size, n)  # as Keras: a batch larger than the data is the whole data, once
-        n_batches = -(-n // batch_size)
-        rows = np.full(n_batches, batch_size, dtype=np.float64)
-        rows[-1] = n - batch_size * (n_batches - 1)
-        batch_loss = np.zeros(n_batches)
-        batch_correct = np.zeros(n_batches, dtype=np.int64)
+        if isinstance(x, StreamFeed):
+            feed = x
+        else:
+            # As Keras: a batch larger than the data is the whole data, once.
+            feed = ArrayFeed(self._backend.dataset(x, y), x.shape[0], min(batch_size, x.shape[0]), steps_per_epoch,
+                             shuffle, self._rng)
         spec, counts = self._metric_counters()
-        order = np.arange(n, dtype=np.int64)
-        rows_in_order = order.copy()
-        data = self._backend.dataset(x, y)
         # Under MPI a rank that logs each batch sums its metric counters over the ranks at each
         # batch: if one rank does, all do.
         per_batch = distributed.any_rank(any(cb.wants_batches() for cb in callbacks))
-        chunk = self._batches_per_call(batch_size, n_batches, per_batch, verbose)
-        bar = _progress_bar(show, n_batches)
+        feed.start(self._batches_per_call(feed.batch_size, feed.steps or 2**40, per_batch, verbose), self._backend)
+        bar = _progress_bar(show, feed.steps)
 
-        if n_batches and (verbose or distributed.world() is not None):
+        if verbose or distributed.world() is not None:
             def compile_train():
                 # Compiling is not training: done here, out of the first epoch's time and throughput
                 # (under MPI rank 0 first, the others then loading its cache).
                 if show and self._backend.will_compile():
                     print(self._backend.compile_notice, flush=True)
-                note = self._backend.compile_train(data, order, batch_size, 0, 1, self.loss.code,
-                                                   self._opt_hyper(), batch_loss, batch_correct, spec, counts,
+                c = feed.sample
+                note = self._backend.compile_train(c.data, c.order, c.batch_size, 0, 1, self.loss.code,
+                                                   self._opt_hyper(), c.batch_loss, c.batch_correct, spec, counts,
                                                    **self._user_metric_args())
                 if note and show:
                     print(note, flush=True)
@@ -264,7 +313,7 @@ class Trainer:
         # Hooks get their logs positionally, as Keras passes them: a LambdaCallback's
         # functions take (logs) and (epoch, logs).
         logs = {}
-        params = {"epochs": epochs, "steps": n_batches, "verbose": verbose,
+        params = {"epochs": epochs, "steps": feed.steps, "verbose": verbose,
                   "metrics": self.log_names(validation=x_val is not None)}
         for cb in callbacks:
             cb.set_params(params)
@@ -272,47 +321,51 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, {})
-            if shuffle:
-                # Each epoch's order is a fresh permutation drawn from the generator, not a shuffle
-                # of the last one: it then depends on the generator's state alone, which save
-                # keeps, so that training resumed in a new fit call draws the same orders.
-                order[:] = rows_in_order
-                self._rng.shuffle(order)
             hyper = self._opt_hyper()
             counts[:] = 0.0  # training metrics are over the epoch's batches, as Keras'
             if bar is not None:
                 bar.reset()
                 bar.set_description(f"Epoch {epoch + 1}/{epochs}")
             start = time.perf_counter()
-            for first in range(0, n_batches, chunk):
-                stop = min(first + chunk, n_batches)
-                bad = self._backend.train(data, order, batch_size, first, stop, self.loss.code, hyper,
-                                          batch_loss, batch_correct, spec, counts,
-                                          **self._user_metric_args())
+            bad, done = -1, None
+            for c in feed.epoch():
+                bad = self._backend.train(c.data, c.order, c.batch_size, c.first, c.stop, self.loss.code, hyper,
+                                          c.batch_loss, c.batch_correct, spec, counts, **self._user_metric_args())
+                lo, first, stop = feed.first, c.offset + c.first, c.offset + c.stop
                 if bad >= 0:
+                    where = f"batch {c.offset + bad - lo + 1}: invalid loss {c.batch_loss[bad]}"
                     if any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
-                        print(f"Epoch {epoch + 1}, batch {bad + 1}: invalid loss {batch_loss[bad]}, terminating "
-                              f"training{self._after_divergence()}")
+                        print(f"Epoch {epoch + 1}, {where}, terminating training{self._after_divergence()}")
                         self.stop_training = True
                         break
                     raise FloatingPointError(
-                        f"the loss became {batch_loss[bad]} at epoch {epoch + 1}, batch {bad + 1}: training "
-                        "diverged (try a lower learning_rate, or check the data's scale)" + self._after_divergence())
+                        f"the loss became {c.batch_loss[bad]} at epoch {epoch + 1}, batch {c.offset + bad - lo + 1}: "
+                        "training diverged (try a lower learning_rate, or check the data's scale)"
+                        + self._after_divergence())
+                done = stop
                 if per_batch:
-                    blogs = self._logs(batch_loss[first:stop], batch_correct[first:stop], rows[first:stop], spec,
-                                       counts, rows[:stop].sum())
+                    blogs = self._logs(feed.batch_loss[first:stop], feed.batch_correct[first:stop],
+                                       feed.rows[first:stop], spec, counts, feed.rows[lo:stop].sum())
                     for cb in callbacks:
                         if cb.wants_batches():
-                            cb.on_batch_end(first, blogs)
+                            cb.on_batch_end(first - lo, blogs)
                 if bar is not None:
                     bar.update(stop - first)
             seconds = time.perf_counter() - start
             if self.stop_training and bad >= 0:  # TerminateOnNaN: no logs of a diverged epoch
                 break
-            logs = self._logs(batch_loss, batch_correct, rows, spec, counts, rows.sum())
+            if done is None:  # an iterator that had ended: as Keras, training stops
+                warnings.warn(f"x ran out of batches at epoch {epoch + 1}: training stops there (a generator yields "
+                              "its batches once: pass one that yields steps_per_epoch * epochs batches, or a "
+                              "Sequence)", UserWarning, stacklevel=4)
+                break
+            feed.end_epoch()
+            lo = feed.first
+            rows = feed.rows[lo:done]
+            logs = self._logs(feed.batch_loss[lo:done], feed.batch_correct[lo:done], rows, spec, counts, rows.sum())
             self._average_running_statistics()
             if x_val is not None and (epoch + 1) % validation_freq == 0:
-                val = self._evaluate_arrays(x_val, y_val)
+                val = evaluate_sequence(self, x_val) if y_val is None else self._evaluate_arrays(x_val, y_val)
                 logs.update({"val_" + k: v for k, v in val.items()})
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
@@ -321,8 +374,9 @@ class Trainer:
             self.stop_training = distributed.any_rank(self.stop_training)
             if show:
                 shown = labels or {key: key for key in logs}
-                line = f"Epoch {epoch + 1}/{epochs} - {seconds:.2f}s - {n / max(seconds, 1e-9):,.0f} samples/s - " \
-                       + " - ".join(f"{name}: {logs[key]:.4f}" for key, name in shown.items() if key in logs)
+                line = f"Epoch {epoch + 1}/{epochs} - {seconds:.2f}s - {rows.sum() / max(seconds, 1e-9):,.0f} " \
+                       "samples/s - " + " - ".join(f"{name}: {logs[key]:.4f}" for key, name in shown.items()
+                                                    if key in logs)
                 (bar.write if bar is not None else print)(line)
             if self.stop_training:
                 break

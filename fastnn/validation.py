@@ -4,13 +4,17 @@ Numba kernels do no bounds checks: a label of 10 in a 10-class problem would wri
 end of an array and corrupt memory silently. So every array and hyper-parameter is checked
 here, before any kernel runs, and a failure names the argument and what was expected.
 """
+import mmap
 import numbers
+import os
 
 import numpy as np
 
 from .kernels.checks import all_finite
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+# A memory-mapped array larger than this is scanned a slice of this size at a time (``finite``).
+_SCAN_BYTES = 64 << 20
 
 
 def check_dtype(dtype):
@@ -69,7 +73,7 @@ def _as_numeric_array(x, name):
     return arr
 
 
-def check_features(x, name="x", width=None, dtype=np.float32, writable=True, finite=True):
+def check_features(x, name="x", width=None, dtype=np.float32, writable=True, check_finite=True):
     """A 2-D array of finite numbers, (rows, width), returned C-contiguous in ``dtype``.
 
     A 1-D array is taken as a single row only when ``width`` says so unambiguously; images
@@ -100,9 +104,81 @@ def check_features(x, name="x", width=None, dtype=np.float32, writable=True, fin
         arr = np.ascontiguousarray(arr, dtype=dtype)
     if writable:
         arr = writable_input(arr)
-    if finite and not all_finite(arr):
+    if check_finite and not finite(arr):
         raise ValueError(f"{name} contains NaN or infinite values (or values beyond {np.dtype(dtype).name}'s range)")
     return arr
+
+
+def _shared_mapping(arr):
+    """The ``np.memmap`` under ``arr`` when it maps a file shared (mode 'r', 'r+' or 'w+'; a
+    copy-on-write one, 'c', may differ from its file), else None."""
+    while isinstance(arr, np.ndarray):
+        if isinstance(arr, np.memmap) and getattr(arr, "mode", None) in ("r", "r+", "w+") \
+                and isinstance(getattr(arr, "_mmap", None), mmap.mmap) and getattr(arr, "filename", None):
+            return arr
+        arr = arr.base
+    return None
+
+
+def _mapped_range(arr, mapped):
+    """(offset in the mapping, offset in the file) of ``arr``'s first byte."""
+    at = arr.ctypes.data - np.frombuffer(mapped._mmap, np.uint8).ctypes.data
+    return at, mapped.offset - mapped.offset % mmap.ALLOCATIONGRANULARITY + at
+
+
+def advise(arr, how):
+    """Tell the kernel how ``arr``'s pages will be read ('random' or 'normal': the ``MADV_``
+    advice), where ``arr`` lies in a shared memory-mapped file larger than _SCAN_BYTES and the
+    platform has ``madvise``; returns whether it did. Where the page cache holds a file in large
+    folios (Linux 6), a read fault under the default advice maps a whole readahead window, up to
+    a megabyte: rows read at random then make most of a file resident, where MADV_RANDOM maps
+    the page alone."""
+    advice = getattr(mmap, "MADV_" + how.upper(), None)
+    mapped = _shared_mapping(arr)
+    if mapped is None or arr.nbytes <= _SCAN_BYTES or advice is None:
+        return False
+    at = _mapped_range(arr, mapped)[0]
+    first = at - at % mmap.PAGESIZE
+    mapped._mmap.madvise(advice, first, at + arr.nbytes - first)
+    return True
+
+
+def finite(arr):
+    """``all_finite(arr)`` for a C-contiguous array. An array in a memory-mapped file larger than
+    _SCAN_BYTES is read from the file, a slice at a time into one buffer, not through the
+    mapping: checking a file larger than memory makes none of it resident in this process. A
+    file larger than half the memory is then dropped from the page cache behind the read
+    (POSIX_FADV_DONTNEED), as it could not stay there: the check does not evict the rest of the
+    machine's cache, and fit's random reads of the rows it trains on (``advise``) map single
+    pages, not the large folios the read left cached."""
+    mapped = _shared_mapping(arr)
+    if mapped is None or arr.nbytes <= _SCAN_BYTES or not hasattr(os, "posix_fadvise"):
+        return all_finite(arr)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        memory = 0
+    drop = arr.nbytes > memory // 2
+    buf = np.empty(_SCAN_BYTES // arr.itemsize, arr.dtype)
+    raw = memoryview(buf.view(np.uint8))
+    pos = _mapped_range(arr, mapped)[1]
+    end = pos + arr.nbytes
+    try:
+        f = open(mapped.filename, "rb", buffering=0)
+    except OSError:  # the file was removed or renamed since it was mapped: through the mapping
+        return all_finite(arr)
+    with f:
+        os.posix_fadvise(f.fileno(), pos, arr.nbytes, os.POSIX_FADV_SEQUENTIAL)
+        while pos < end:
+            size = f.readinto(raw[: min(raw.nbytes, end - pos)]) if f.seek(pos) == pos else 0
+            if size <= 0 or size % arr.itemsize:
+                raise OSError(f"could not read {mapped.filename} at byte {pos}")
+            if not all_finite(buf[: size // arr.itemsize]):
+                return False
+            if drop:
+                os.posix_fadvise(f.fileno(), pos, size, os.POSIX_FADV_DONTNEED)
+            pos += size
+    return True
 
 
 def check_targets(y, name, n_rows, width, dtype=np.float32, one_hot_labels=True, unit_interval=False,
@@ -147,7 +223,7 @@ def check_targets(y, name, n_rows, width, dtype=np.float32, one_hot_labels=True,
         arr = np.ascontiguousarray(arr, dtype=dtype)
     if writable:
         arr = writable_input(arr)
-    if not all_finite(arr):
+    if not finite(arr):
         raise ValueError(f"{name} contains NaN or infinite values (or values beyond {np.dtype(dtype).name}'s range)")
     if unit_interval and (arr.min() < 0 or arr.max() > 1):
         raise ValueError(f"{name} must lie in [0, 1] for this loss (binary cross-entropy, perceptron), "

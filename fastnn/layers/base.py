@@ -184,7 +184,7 @@ class Layer(Configurable):
         and infinity to the caller (predict's compiled pass does it a batch at a time)."""
         if is_sparse(x):
             return check_sparse(x, name, self.input_dim, dtype)
-        return check_features(x, name, width=self.input_dim, dtype=dtype, writable=False, finite=finite)
+        return check_features(x, name, width=self.input_dim, dtype=dtype, writable=False, check_finite=finite)
 
     def table_row(self, offset):
         """This layer's row of the kernels' ``layers`` table, its parameters starting at ``offset``."""
