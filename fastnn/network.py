@@ -32,6 +32,7 @@ from .schedules import LearningRateSchedule
 from .seed_api import SeedAPI
 from .spec import build_spec
 from .trainer import Trainer
+from .user_losses import check_device_runs_loss
 from .validation import check_dtype, check_int
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
         if users and device != "cpu":
             raise ValueError(f"{type(users[0]).__name__} is a layer of your own: such layers run on the CPU only "
                              f"({why})")
-        _check_device_runs_loss(device, self.loss, self._user_metrics, why)
+        check_device_runs_loss(device, self.loss, self._user_metrics, why)
 
     def _table_row(self, layer, offset):
         """A layer's row of the kernels' table (a functional ``Model`` makes its inputs' rows)."""
@@ -326,19 +327,6 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
     def to_onnx(self, path: str | os.PathLike[str], opset: int = 17) -> Any:
         """Export for inference as an ONNX file (``fastnn.onnx.export``; needs the onnx package)."""
         return onnx_export.export(self, path, opset)
-
-
-def _check_device_runs_loss(device, loss, user_metrics, why):
-    """A ValueError if ``device`` is not the CPU and the loss or a metric is the user's
-    (``fastnn.user_losses``): as user layers, they run on the CPU only."""
-    if device == "cpu":
-        return
-    if getattr(loss, "kernels", None) is not None:
-        raise ValueError(f"loss {loss.name} is a loss of your own (CustomLoss): such losses run on the CPU only "
-                         f"({why})")
-    if user_metrics:
-        raise ValueError(f"metric {user_metrics[0][0]} is a function of your own: such metrics run on the CPU only "
-                         f"({why})")
 
 
 def _probe_user_layers(layers, kernels, params):

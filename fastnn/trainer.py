@@ -34,7 +34,7 @@ from .data import is_batch_source, is_sequence
 from .data.feed import ArrayFeed, StreamFeed, evaluate_sequence, stream_inputs
 from .layers import Dropout
 from .sparse_input import is_sparse
-from .user_losses import metric_bundle, split_metrics
+from .user_losses import check_device_runs_loss, metric_bundle, split_metrics
 from .validation import check_float, check_int, check_targets
 
 # Batches per call into the compiled loop while a progress bar is shown: often enough for
@@ -101,8 +101,7 @@ class Trainer:
         for name, _ in user_metrics:
             if name in metrics or name == "loss":
                 raise ValueError(f"metrics: the function {name!r} has the name of another metric; rename it")
-        from .network import _check_device_runs_loss
-        _check_device_runs_loss(self.device, loss, user_metrics, f"this model is on {self.device!r}")
+        check_device_runs_loss(self.device, loss, user_metrics, f"this model is on {self.device!r}")
         self.loss, self.optimizer = loss, optimizer
         self.metrics = metrics + [name for name, _ in user_metrics]
         self._user_metrics = user_metrics

@@ -154,3 +154,16 @@ def split_metrics(metrics):
             raise ValueError(f"metrics: two functions named {name!r}")
         functions.append((name, m))
     return names, tuple(functions)
+
+
+def check_device_runs_loss(device, loss, user_metrics, why):
+    """A ValueError if ``device`` is not the CPU and the loss or a metric is the user's
+    (``fastnn.user_losses``): as user layers, they run on the CPU only."""
+    if device == "cpu":
+        return
+    if getattr(loss, "kernels", None) is not None:
+        raise ValueError(f"loss {loss.name} is a loss of your own (CustomLoss): such losses run on the CPU only "
+                         f"({why})")
+    if user_metrics:
+        raise ValueError(f"metric {user_metrics[0][0]} is a function of your own: such metrics run on the CPU only "
+                         f"({why})")
