@@ -126,9 +126,9 @@ class CPUBackend(Backend):
         return SparseBatches(source.indptr, source.indices, source.values, *held, source.skip)
 
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
-              counts=None):
+              counts=None, weights=None):
         args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                                metrics, counts)
+                                metrics, counts, weights)
         with blas_threads_for(3 * self.flops_per_row * batch_size):
             return self._run(network.train_batches, *args)
 
@@ -157,7 +157,7 @@ class CPUBackend(Backend):
             return False
 
     def _train_args(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                    metrics=None, counts=None):
+                    metrics=None, counts=None, weights=None):
         x, y, source = data
         self.reserve(batch_size)
         train = network.Training(self.grads, self.state1, self.state2, self.spec.slices.meta, opt_hyper,
@@ -168,7 +168,18 @@ class CPUBackend(Backend):
         return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), loss,
                 batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
-                *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph, sparse)
+                *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph, sparse,
+                self._sample_weights(weights, batch_size))
+
+    def _sample_weights(self, weights, batch_size):
+        """``train_batches``' ``weights`` bundle (None: unweighted, compiled out), with a batch
+        buffer that grows only."""
+        if weights is None:
+            return None
+        held = getattr(self, "_weight_batch", None)
+        if held is None or held.size < batch_size:
+            held = self._weight_batch = np.empty(batch_size, self.dtype)
+        return network.SampleWeights(weights, held)
 
     def _run(self, kernel, *args):
         """``kernel(*args)``; with user layers, without Numba's notice that their first-class
@@ -214,11 +225,12 @@ class CPUBackend(Backend):
             self._spares.append(spare)
         return out
 
-    def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
-        """As ``predict``, a read-only ``x`` or ``y`` is copied."""
+    def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
+        """As ``predict``, a read-only ``x`` or ``y`` is copied. ``weights``: None, or a loss
+        weight per row."""
         x, y = writable_input(x), writable_input(y)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
             return self._run(network.evaluate_batches, self._network(), loss, x, y, batch_size, self.work, *self.kinds,
-                             self.graph)
+                             self.graph, weights)
 

@@ -28,6 +28,7 @@ from . import metrics as metrics_
 from .activations import Sigmoid, Softmax
 from .callbacks import Callback, History, TerminateOnNaN, _Muted
 from .layers import Dropout
+from .sample_weights import check_sample_weight, row_weights
 from .sparse_input import is_sparse
 from .validation import check_float, check_int, check_targets
 
@@ -138,7 +139,7 @@ class Trainer:
 
     @_one_training_call
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, validation_split=0.0, shuffle=True,
-            callbacks=None, verbose=1, initial_epoch=0, validation_freq=1):
+            callbacks=None, verbose=1, initial_epoch=0, validation_freq=1, sample_weight=None, class_weight=None):
         """Train for ``epochs`` passes over (x, y); returns a ``History``.
 
         y: integer class labels (one-hot encoded for a multi-output model), one-hot rows, or
@@ -149,30 +150,41 @@ class Trainer:
 
         Under MPI (``fastnn.distributed.init()``), ``batch_size`` is the global batch and every
         rank passes the same full arrays; see ``fastnn.distributed``.
+
+        ``sample_weight``: one non-negative weight per row of x; ``class_weight``: a dict
+        {class index: weight} (a row's class: the argmax of its target row, or its rounded target
+        for one output column; a class not in the dict weighs 1). Not both at once (Keras 3). A
+        batch's loss is then sum_i w_i l_i / batch rows (Keras' ``sum_over_batch_size``; l_i the
+        row's loss, its mean over columns for an element-wise loss), and so are its gradients; the
+        logged metrics (accuracy, ...) stay unweighted, as Keras' ``metrics``.
+        ``validation_data`` may be (x_val, y_val, val_sample_weight), which weights the validation loss.
         """
         return self._checked_fit(x, y, epochs, batch_size, validation_data, validation_split, shuffle, callbacks,
-                                 verbose, initial_epoch, validation_freq=validation_freq)
+                                 verbose, initial_epoch, validation_freq=validation_freq, sample_weight=sample_weight,
+                                 class_weight=class_weight)
 
     def _checked_fit(self, x, y, epochs, batch_size, validation_data, validation_split, shuffle, callbacks, verbose,
-                     initial_epoch, labels=None, validation_freq=1):
+                     initial_epoch, labels=None, validation_freq=1, sample_weight=None, class_weight=None):
         """fit's work, for fit and train (their caller holds the training lock). ``labels`` maps log
         keys to the names the epoch lines print them under, in its order; when given, only those
         are printed."""
-        epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks = distributed.agree(
+        epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks, w, w_val = distributed.agree(
             self._fit_inputs, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
-            callbacks)
+            callbacks, sample_weight, class_weight)
         distributed.begin_call(self, {"x": x, "y": y, **({} if x_val is None else {"validation x": x_val,
-                                                                                  "validation y": y_val})},
+                                                                                  "validation y": y_val}),
+                                              **({} if w is None else {"sample_weight": w})},
                                epochs=epochs, batch_size=batch_size, initial_epoch=initial_epoch, shuffle=bool(shuffle),
                                **{"validation rows": None if x_val is None else x_val.shape[0]})
         validation_freq = check_int(validation_freq, "validation_freq", minimum=1)
         with distributed.fail_together():
             return self._fit(x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch,
-                             labels, validation_freq)
+                             labels, validation_freq, w, w_val)
 
     def _fit_inputs(self, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
-                    callbacks):
-        """fit's arguments checked: (epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks)."""
+                    callbacks, sample_weight=None, class_weight=None):
+        """fit's arguments checked: (epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks,
+        row weights or None, validation row weights or None)."""
         self._require_compiled("fit")
         distributed.check_model(self)
         epochs = check_int(epochs, "epochs", minimum=0)
@@ -183,22 +195,29 @@ class Trainer:
                                        max_inclusive=False)
         x, y = self._check_xy(x, y)
         self._check_sparse_training(x)
+        w = row_weights(sample_weight, class_weight, y, self.dtype)
+        w_val = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (x_val, y_val)")
-            x_val, y_val = self._check_xy(*validation_data, prefix="validation_data ")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight)")
+            x_val, y_val = self._check_xy(*validation_data[:2], prefix="validation_data ")
+            if len(validation_data) == 3 and validation_data[2] is not None:
+                w_val = check_sample_weight(validation_data[2], x_val.shape[0], self.dtype,
+                                            "validation_data's sample_weight")
         elif validation_split > 0:
             cut = x.shape[0] - int(x.shape[0] * validation_split)
             if cut in (0, x.shape[0]):
                 raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set "
                                  f"of {x.shape[0]} rows")
             x, x_val, y, y_val = x[:cut], x[cut:], y[:cut], y[cut:]
+            if w is not None:  # as Keras: the validation rows keep their weights
+                w, w_val = w[:cut], w[cut:]
         else:
             x_val = y_val = None
-        return epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, _callback_list(callbacks)
+        return epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, _callback_list(callbacks), w, w_val
 
     def _fit(self, x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch, labels=None,
-             validation_freq=1):
+             validation_freq=1, w=None, w_val=None):
         rank0 = distributed.rank() == 0
         show = verbose if rank0 else 0  # only rank 0 prints; chunks follow ``verbose`` on every rank alike
         callbacks = [cb if rank0 or not cb.writes_files else _Muted(cb) for cb in callbacks]
@@ -232,7 +251,8 @@ class Trainer:
                 if show and self._backend.will_compile():
                     print(self._backend.compile_notice, flush=True)
                 note = self._backend.compile_train(data, order, batch_size, 0, 1, self.loss.code,
-                                                   self._opt_hyper(), batch_loss, batch_correct, spec, counts)
+                                                   self._opt_hyper(), batch_loss, batch_correct, spec, counts,
+                                                   *_weights_arg(w))
                 if note and show:
                     print(note, flush=True)
             distributed.rank_zero_first(compile_train)
@@ -264,7 +284,7 @@ class Trainer:
             for first in range(0, n_batches, chunk):
                 stop = min(first + chunk, n_batches)
                 bad = self._backend.train(data, order, batch_size, first, stop, self.loss.code, hyper,
-                                          batch_loss, batch_correct, spec, counts)
+                                          batch_loss, batch_correct, spec, counts, *_weights_arg(w))
                 if bad >= 0:
                     if any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
                         print(f"Epoch {epoch + 1}, batch {bad + 1}: invalid loss {batch_loss[bad]}, terminating "
@@ -288,7 +308,7 @@ class Trainer:
             logs = self._logs(batch_loss, batch_correct, rows, spec, counts, rows.sum())
             self._average_running_statistics()
             if x_val is not None and (epoch + 1) % validation_freq == 0:
-                val = self._evaluate_arrays(x_val, y_val)
+                val = self._evaluate_arrays(x_val, y_val, weights=w_val)
                 logs.update({"val_" + k: v for k, v in val.items()})
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
@@ -362,31 +382,39 @@ class Trainer:
         return {k: values[k] for k in self.log_names()}
 
     @_one_training_call
-    def train_on_batch(self, x, y):
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None):
         """One optimizer step on exactly these rows; returns the loss before the step
         (and the accuracy, as a list, when compiled with metrics=['accuracy']).
+        ``sample_weight``, ``class_weight``: as ``fit``'s.
 
         Under MPI the rows are the global batch, the same on every rank (see ``fit``)."""
-        x, y = distributed.agree(self._train_on_batch_inputs, x, y)
+        x, y, w = distributed.agree(self._train_on_batch_inputs, x, y, sample_weight, class_weight)
         distributed.begin_call(self, {"x": x, "y": y})
         n = x.shape[0]
         batch_loss, batch_correct = np.zeros(1), np.zeros(1, dtype=np.int64)
         spec, counts = self._metric_counters()
         with distributed.fail_together():
             bad = self._backend.train(self._backend.dataset(x, y), np.arange(n, dtype=np.int64), n, 0, 1,
-                                      self.loss.code, self._opt_hyper(), batch_loss, batch_correct, spec, counts)
+                                      self.loss.code, self._opt_hyper(), batch_loss, batch_correct, spec, counts,
+                                      *_weights_arg(w))
             if bad >= 0:
                 raise FloatingPointError(f"the loss is {batch_loss[0]}: training diverged" + self._after_divergence())
             logs = self._logs(batch_loss, batch_correct, np.array([float(n)]), spec, counts, float(n))
             self._average_running_statistics()
         return logs["loss"] if len(logs) == 1 else list(logs.values())
 
-    def _train_on_batch_inputs(self, x, y):
+    def _train_on_batch_inputs(self, x, y, sample_weight=None, class_weight=None):
         self._require_compiled("train_on_batch")
         distributed.check_model(self)
         x, y = self._check_xy(x, y)
         self._check_sparse_training(x)
-        return x, y
+        return x, y, row_weights(sample_weight, class_weight, y, self.dtype)
+
+
+def _weights_arg(w):
+    """The backend's ``weights`` argument: none at all when unweighted (a backend without
+    weights support still trains unweighted models)."""
+    return () if w is None else (w,)
 
 
 def _callback_list(callbacks):
