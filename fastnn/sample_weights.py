@@ -35,7 +35,8 @@ def check_sample_weight(sample_weight, n, dtype, name="sample_weight"):
         raise TypeError(f"{name} must be a 1-D array of real numbers, got dtype {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{name} must be a 1-D array of one weight per row ({n},), got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):  # an overflow is the ValueError below
+        out = np.ascontiguousarray(arr, dtype=dtype)
     if not np.isfinite(out).all():
         raise ValueError(f"{name} must be finite (in {np.dtype(dtype).name}), got a NaN or infinite weight")
     if (out < 0).any():
