@@ -173,13 +173,15 @@ class CPUBackend(Backend):
 
     def _sample_weights(self, weights, batch_size):
         """``train_batches``' ``weights`` bundle (None: unweighted, compiled out), with a batch
-        buffer that grows only."""
+        buffer that grows only. ``weights``: a loss weight per row, or ``(weights, True)`` for
+        scikit-learn's normalization (``kernels.table.SampleWeights``)."""
         if weights is None:
             return None
+        weights, normalize = weights if isinstance(weights, tuple) else (weights, False)
         held = getattr(self, "_weight_batch", None)
         if held is None or held.size < batch_size:
             held = self._weight_batch = np.empty(batch_size, self.dtype)
-        return network.SampleWeights(weights, held)
+        return network.SampleWeights(weights, held, bool(normalize))
 
     def _run(self, kernel, *args):
         """``kernel(*args)``; with user layers, without Numba's notice that their first-class

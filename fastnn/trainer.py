@@ -252,7 +252,7 @@ class Trainer:
                     print(self._backend.compile_notice, flush=True)
                 note = self._backend.compile_train(data, order, batch_size, 0, 1, self.loss.code,
                                                    self._opt_hyper(), batch_loss, batch_correct, spec, counts,
-                                                   *_weights_arg(w))
+                                                   *self._weights_arg(w))
                 if note and show:
                     print(note, flush=True)
             distributed.rank_zero_first(compile_train)
@@ -284,7 +284,7 @@ class Trainer:
             for first in range(0, n_batches, chunk):
                 stop = min(first + chunk, n_batches)
                 bad = self._backend.train(data, order, batch_size, first, stop, self.loss.code, hyper,
-                                          batch_loss, batch_correct, spec, counts, *_weights_arg(w))
+                                          batch_loss, batch_correct, spec, counts, *self._weights_arg(w))
                 if bad >= 0:
                     if any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
                         print(f"Epoch {epoch + 1}, batch {bad + 1}: invalid loss {batch_loss[bad]}, terminating "
@@ -396,7 +396,7 @@ class Trainer:
         with distributed.fail_together():
             bad = self._backend.train(self._backend.dataset(x, y), np.arange(n, dtype=np.int64), n, 0, 1,
                                       self.loss.code, self._opt_hyper(), batch_loss, batch_correct, spec, counts,
-                                      *_weights_arg(w))
+                                      *self._weights_arg(w))
             if bad >= 0:
                 raise FloatingPointError(f"the loss is {batch_loss[0]}: training diverged" + self._after_divergence())
             logs = self._logs(batch_loss, batch_correct, np.array([float(n)]), spec, counts, float(n))
@@ -410,11 +410,16 @@ class Trainer:
         self._check_sparse_training(x)
         return x, y, row_weights(sample_weight, class_weight, y, self.dtype)
 
+    # scikit-learn's MLP objective (``fastnn.sklearn``): each batch's divided by its sum of weights,
+    # not its rows (``kernels.table.SampleWeights``).
+    _weights_over_their_sum = False
 
-def _weights_arg(w):
-    """The backend's ``weights`` argument: none at all when unweighted (a backend without
-    weights support still trains unweighted models)."""
-    return () if w is None else (w,)
+    def _weights_arg(self, w):
+        """The backend's ``weights`` argument: none at all when unweighted (a backend without
+        weights support still trains unweighted models)."""
+        if w is None:
+            return ()
+        return ((w, True),) if self._weights_over_their_sum else (w,)
 
 
 def _callback_list(callbacks):

@@ -225,6 +225,23 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
             add_into(target_delta, scratch if where == INTO_DX else d)
 
 
+@kernel(inline=True)
+def batch_weight_scale(weights, order, lo, rows):
+    """rows / (the sum of the weights of the batch's ``rows`` rows from ``lo``), over the whole
+    batch (every rank holds all the weights); 0 for a batch whose weights are all 0, which then
+    changes nothing (scikit-learn's would divide by zero)."""
+    total = 0.0
+    for r in range(rows):
+        total += weights[order[lo + r]]
+    return rows / total if total > 0 else 0.0
+
+
+@kernel(inline=True)
+def scale_values(values, scale):
+    for i in range(values.size):
+        values[i] *= scale
+
+
 @kernel
 def apply_optimizers(params, train, tensors, schedules):
     """One step of every optimizer on its own slice of the flat buffers, after clipping the
@@ -300,10 +317,13 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
                 skip = 1
         gather_rows(yb, y, order, lo + r0)
         wb = None
+        scale = 1.0  # scikit-learn's normalization (SampleWeights.normalize), applied after the allreduce
         if weights is not None:
             wb = weights.batch[:local]
             for r in range(local):
                 wb[r] = weights.values[order[lo + r0 + r]]
+            if weights.normalize:
+                scale = batch_weight_scale(weights.values, order, lo, rows)
         value = 0.0
         correct = 0
         if local > 0:  # a rank's share of a batch smaller than the job is empty
@@ -347,6 +367,10 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
             allreduce_gradients(collective, train.grads)
         if reg is not None:
             batch_loss[bi] = value + regularization_forward_backward(net.params, train.grads, reg)
+        if weights is not None:
+            if weights.normalize:
+                batch_loss[bi] *= scale
+                scale_values(train.grads, train.grads.dtype.type(scale))
         apply_optimizers(net.params, train, tensors, schedules)
         net.rng[RNG_STEP] += 1
     return -1
