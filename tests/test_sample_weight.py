@@ -179,3 +179,47 @@ def test_weights_that_overflow_the_models_dtype_are_refused():
     from fastnn.sample_weights import check_sample_weight
     with pytest.raises(ValueError, match="finite"):
         check_sample_weight(np.full(3, 1e300), 3, np.float32)
+
+
+def test_weights_over_their_sum_scale_the_whole_step():
+    """scikit-learn's normalization (``SampleWeights.normalize``): the batch's objective, weight
+    penalty included, times rows / sum of weights; for SGD, the Keras-normalized step at a
+    learning rate that many times larger."""
+    from fastnn import L2
+    x, labels, w = data()
+    c = ROWS / w.sum()
+
+    def penalized(lr):
+        m = MLP([Dense(N_IN, 4, activation="tanh", kernel_regularizer=L2(0.01)),
+                 Dense(4, N_OUT, activation="softmax")], seed=3, dtype="float64")
+        return m.compile(loss="categorical_crossentropy", optimizer=SGD(lr))
+    a, b = penalized(0.5), penalized(0.5 * c)
+    a._weights_over_their_sum = True
+    la, lb = a.train_on_batch(x, labels, sample_weight=w), b.train_on_batch(x, labels, sample_weight=w)
+    assert la == pytest.approx(c * lb, rel=1e-13)
+    for p, q in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_sklearn_integer_weights_equal_repeated_rows():
+    """scikit-learn's check_sample_weight_equivalence, on one full batch: the weighted fit
+    predicts as the fit on the rows repeated."""
+    pytest.importorskip("sklearn")
+    from fastnn.sklearn import MLPClassifier, MLPRegressor
+    from sklearn.metrics import accuracy_score
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(20, 3))
+    y = x @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=20)
+    w = rng.integers(0, 3, 20)
+    kwargs = dict(hidden_layer_sizes=(4,), max_iter=20, random_state=0, shuffle=False)
+    weighted = MLPRegressor(**kwargs).fit(x, y, sample_weight=w)
+    repeated = MLPRegressor(**kwargs).fit(np.repeat(x, w, axis=0), np.repeat(y, w))
+    np.testing.assert_allclose(weighted.predict(x), repeated.predict(x), rtol=1e-9, atol=1e-12)
+    assert weighted.loss_curve_ == pytest.approx(repeated.loss_curve_, rel=1e-9)
+    unweighted = MLPRegressor(**kwargs).fit(x, y)
+    assert not np.allclose(weighted.predict(x), unweighted.predict(x), rtol=1e-4)
+    clf = MLPClassifier(**kwargs).fit(x, y > 0, sample_weight=w)
+    assert clf.score(x, y > 0, sample_weight=w) == accuracy_score(y > 0, clf.predict(x), sample_weight=w)
+    with pytest.raises(ValueError, match="sample_weight"):
+        MLPRegressor(**kwargs).fit(x, y, sample_weight=-np.ones(20))
