@@ -223,3 +223,25 @@ def test_sklearn_integer_weights_equal_repeated_rows():
     assert clf.score(x, y > 0, sample_weight=w) == accuracy_score(y > 0, clf.predict(x), sample_weight=w)
     with pytest.raises(ValueError, match="sample_weight"):
         MLPRegressor(**kwargs).fit(x, y, sample_weight=-np.ones(20))
+
+
+def test_unweighted_evaluation_compiles_the_weights_out():
+    """weights=None drops the weighted loss before typing: an unweighted build never calls it."""
+    import numba
+    from fastnn.kernels import network as N
+    from fastnn.kernels.table import workspace_layout
+    m = model("softmax", "categorical_crossentropy")
+    m.get_weights()  # builds the network
+    spec = m._spec
+    act_off, n_acts, deltas_shape, n_targets, n_stats = workspace_layout(spec.table, 4)
+    work = N.Workspace(np.zeros(n_acts), act_off, np.zeros(deltas_shape), np.zeros(n_targets), np.zeros(n_stats))
+    net = N.Network(m._backend.params, spec.table, spec.alphas, m._backend.rng)
+    x, labels, w = data()
+    y = np.eye(N_OUT)[labels]
+    fresh = numba.njit(cache=False)(N.evaluate_batches.py_func)
+    args = (net, K.CROSS_ENTROPY, x, y, 4, work, None, None, None, None, None, None)
+    plain_value = fresh(*args, None)
+    weighted_value = fresh(*args, np.ones(ROWS))
+    assert weighted_value[0] == pytest.approx(plain_value[0], rel=1e-13)
+    plain, full = (fresh.inspect_llvm(sig) for sig in fresh.signatures)
+    assert "weighted_loss_forward" not in plain and "weighted_loss_forward" in full
