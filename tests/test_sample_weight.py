@@ -245,3 +245,18 @@ def test_unweighted_evaluation_compiles_the_weights_out():
     assert weighted_value[0] == pytest.approx(plain_value[0], rel=1e-13)
     plain, full = (fresh.inspect_llvm(sig) for sig in fresh.signatures)
     assert "weighted_loss_forward" not in plain and "weighted_loss_forward" in full
+
+
+@pytest.mark.slow  # a weighted graph step: compiled code no other test shares
+def test_a_functional_model_weights_as_the_stack():
+    from fastnn import Input, Model
+    x, labels, w = data()
+    a = Input((N_IN,))
+    out = Dense(units=N_OUT, activation="softmax")(Dense(units=4, activation="tanh")(a))
+    g = Model(inputs=a, outputs=out, seed=0, dtype="float64").compile("categorical_crossentropy", SGD(0.5))
+    m = model("softmax", "categorical_crossentropy")
+    g.set_weights(m.get_weights())
+    assert g.train_on_batch(x, labels, sample_weight=w) == pytest.approx(
+        m.train_on_batch(x, labels, sample_weight=w), rel=1e-13)
+    for p, q in zip(g.get_weights(), m.get_weights()):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-15)

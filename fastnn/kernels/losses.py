@@ -289,6 +289,24 @@ def weight_rows(dpred, weights):
             dpred[i, j] *= w
 
 
+@kernel(inline=True)
+def batch_weight_scale(weights, order, lo, rows):
+    """rows / (the sum of the weights of the batch's ``rows`` rows from ``lo``), over the whole
+    batch (every rank holds all the weights); 0 for a batch whose weights are all 0, which then
+    changes nothing (scikit-learn's would divide by zero)."""
+    total = 0.0
+    for r in range(rows):
+        total += weights[order[lo + r]]
+    return rows / total if total > 0 else 0.0
+
+
+@kernel(inline=True)
+def scale_values(values, scale):
+    """values *= scale (the whole gradient buffer, for ``batch_weight_scale``)."""
+    for i in range(values.size):
+        values[i] *= scale
+
+
 @kernel
 def loss_backward(loss, dpred, pred, target):
     if loss == MSE:

@@ -31,7 +31,8 @@ from .activations import activation_backward
 from .dispatch import IN_PLACE, INTO_DX, layer_backward, layer_forward
 from .distributed import allreduce_gradients, allreduce_loss, rank_rows
 from .losses import (CROSS_ENTROPY, loss_backward, loss_forward, loss_is_summed, sigmoid_binary_cross_entropy_backward,
-                     softmax_cross_entropy_backward, weight_rows, weighted_loss_forward)
+                     softmax_cross_entropy_backward, batch_weight_scale, scale_values, weight_rows,
+                     weighted_loss_forward)
 from .metrics import count_correct, metric_counts
 from .optimizers import H_LR, H_SCHEDULE, clip_global_norms, clip_gradients, optimizer_step
 from .regularizers import regularization_forward_backward
@@ -40,8 +41,8 @@ from .sparse import gather_sparse, sparse_first_backward, sparse_first_forward
 from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER,  # noqa: F401
                     DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, MULTIPLY_LAYER, N_IN,
                     N_OUT, OPTIONAL_KINDS, RNG_KEY, RNG_STEP, SLICE_LAYER, SOURCE, SOURCE2, USER_LAYER, W_OFF, Batches,
-                    Graph, Network, SampleWeights, Training, Workspace, alpha_table, fuse_activation_backward, fuse_loss_backward,
-                    fused_loss_activation, weight_tensors, workspace_layout)
+                    Graph, Network, SampleWeights, Training, Workspace, alpha_table, fuse_activation_backward,
+                    fuse_loss_backward, fused_loss_activation, weight_tensors, workspace_layout)
 
 
 @kernel(inline=True)
@@ -223,23 +224,6 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
                                user, graph)
         if wants and (where == INTO_DX or where == IN_PLACE):
             add_into(target_delta, scratch if where == INTO_DX else d)
-
-
-@kernel(inline=True)
-def batch_weight_scale(weights, order, lo, rows):
-    """rows / (the sum of the weights of the batch's ``rows`` rows from ``lo``), over the whole
-    batch (every rank holds all the weights); 0 for a batch whose weights are all 0, which then
-    changes nothing (scikit-learn's would divide by zero)."""
-    total = 0.0
-    for r in range(rows):
-        total += weights[order[lo + r]]
-    return rows / total if total > 0 else 0.0
-
-
-@kernel(inline=True)
-def scale_values(values, scale):
-    for i in range(values.size):
-        values[i] *= scale
 
 
 @kernel
