@@ -177,13 +177,18 @@ class Backend(ABC):
 
     @abstractmethod
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
+<<<<<<< HEAD
               counts=None, user_metrics=None):
+=======
+              counts=None, weights=None):
+>>>>>>> sw
         """Train on batches [first, stop) of ``data[order]`` (``data`` from ``dataset``); see
         ``kernels.network.train_batches``. ``opt_hyper``: each optimizer slice's hyper-parameters
         (``OptimizerSlices.hyper``); ``batch_loss`` and ``batch_correct`` (host arrays) receive each
         batch's loss and correct rows; ``metrics``: the training counters' spec (None: none),
         added to the host array ``counts``. Advances the step counts and Dropout's step by the
         batches trained. Returns -1, or the first batch whose loss was not finite (no update was
+<<<<<<< HEAD
         applied from it on). ``loss``: a loss code; a user loss's (``fastnn.user_losses.LossCode``)
         carries the loss. ``user_metrics``: None, or a function of the dtype giving
         ``train_batches``' ``user_metrics`` bundle (their sums go to ``counts`` too)."""
@@ -191,6 +196,14 @@ class Backend(ABC):
     @abstractmethod
     def compile_train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
                       metrics=None, counts=None, user_metrics=None):
+=======
+        applied from it on). ``weights``: None, or a loss weight per row of the data set (host
+        array of the model's dtype), gathered with the batches."""
+
+    @abstractmethod
+    def compile_train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
+                      metrics=None, counts=None, weights=None):
+>>>>>>> sw
         """Compile the training step for ``train``'s arguments without changing the training
         state; returns None, or a note for the user with the time it took."""
 
@@ -207,5 +220,6 @@ class Backend(ABC):
         advances; BatchNorm normalizes with the batch and updates its running statistics)."""
 
     @abstractmethod
-    def evaluate(self, x, y, loss, batch_size):
-        """(sum over batches of the loss times the batch's rows, number of correct rows)."""
+    def evaluate(self, x, y, loss, batch_size, weights=None):
+        """(sum over batches of the loss times the batch's rows, number of correct rows);
+        ``weights``: None, or a loss weight per row (``kernels.losses.weighted_loss_forward``)."""

@@ -127,9 +127,9 @@ class CPUBackend(Backend):
         return SparseBatches(source.indptr, source.indices, source.values, *held, source.skip)
 
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
-              counts=None, user_metrics=None):
+              counts=None, user_metrics=None, weights=None):
         args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                                metrics, counts, user_metrics)
+                                metrics, counts, user_metrics, weights)
         with blas_threads_for(3 * self.flops_per_row * batch_size):
             return self._run(network.train_batches, *args)
 
@@ -160,7 +160,7 @@ class CPUBackend(Backend):
             return False
 
     def _train_args(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                    metrics=None, counts=None, user_metrics=None):
+                    metrics=None, counts=None, user_metrics=None, weights=None):
         x, y, source = data
         self.reserve(batch_size)
         train = network.Training(self.grads, self.state1, self.state2, self.spec.slices.meta, opt_hyper,
@@ -172,13 +172,26 @@ class CPUBackend(Backend):
                 batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
                 *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph, sparse,
-                self._user_loss(loss), None if user_metrics is None else user_metrics(self.dtype))
+                self._user_loss(loss), self._sample_weights(weights, batch_size),
+                None if user_metrics is None else user_metrics(self.dtype))
 
     def _user_loss(self, loss):
         """``train_batches``' ``user_loss``: a user loss's compiled functions (its code carries
         the loss, ``fastnn.user_losses.LossCode``), None for a built-in loss."""
         user = getattr(loss, "user", None)
         return None if user is None else user.kernels(self.dtype, int(self.spec.table[-1, network.N_OUT]))
+
+    def _sample_weights(self, weights, batch_size):
+        """``train_batches``' ``weights`` bundle (None: unweighted, compiled out), with a batch
+        buffer that grows only. ``weights``: a loss weight per row, or ``(weights, True)`` for
+        scikit-learn's normalization (``kernels.table.SampleWeights``)."""
+        if weights is None:
+            return None
+        weights, normalize = weights if isinstance(weights, tuple) else (weights, False)
+        held = getattr(self, "_weight_batch", None)
+        if held is None or held.size < batch_size:
+            held = self._weight_batch = np.empty(batch_size, self.dtype)
+        return network.SampleWeights(weights, held, bool(normalize))
 
     def _run(self, kernel, *args):
         """``kernel(*args)``; with user layers, losses or metrics, without Numba's notice that their first-class
@@ -235,11 +248,12 @@ class CPUBackend(Backend):
                              f"row {row}")
         return out
 
-    def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
-        """As ``predict``, a read-only ``x`` or ``y`` is copied."""
+    def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
+        """As ``predict``, a read-only ``x`` or ``y`` is copied. ``weights``: None, or a loss
+        weight per row."""
         x, y = writable_input(x), writable_input(y)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
             return self._run(network.evaluate_batches, self._network(), int(loss), x, y, batch_size, self.work,
-                             *self.kinds, self.graph, self._user_loss(loss))
+                             *self.kinds, self.graph, self._user_loss(loss), weights)
 

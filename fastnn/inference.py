@@ -24,6 +24,7 @@ from .predictor import DEFAULT_ROWS, Predictor, make_predictor, predictor_predic
 from .sparse_input import dense_chunks, is_sparse
 from .trainer import _PROGRESS_UPDATES_PER_EPOCH, _progress_bar
 from .user_layers import quietly
+from .sample_weights import check_sample_weight
 from .validation import check_int
 
 
@@ -159,38 +160,43 @@ class Inference:
         p = self.predict(x, batch_size)
         return (p[:, 0] > 0.5).astype(np.int64) if p.shape[1] == 1 else p.argmax(axis=1)
 
-    def evaluate(self, x: Any, y: Any, batch_size: int | None = None, verbose: int = 0,
-                 return_dict: bool = False) -> Any:
+    def evaluate(self, x: Any, y: Any, batch_size: int | None = None, verbose: int = 0, return_dict: bool = False,
+                 sample_weight: Any = None) -> Any:
         """The loss on (x, y) (and accuracy: a list [loss, accuracy] when compiled with it).
+        ``sample_weight``: one non-negative weight per row, which weights the loss as ``fit``'s
+        does (each batch's sum_i w_i l_i / rows); the metrics stay unweighted.
         ``verbose``: 0 silent (the default), 1 or 2 a line of the figures, as Keras' last line.
 
         Under MPI every rank passes the same rows and batch_size and gets the same figures: each
         rank evaluates its share of the rows."""
-        x, y, batch_size, verbose = distributed.agree(self._evaluate_inputs, x, y, batch_size, verbose)
+        x, y, batch_size, verbose, w = distributed.agree(self._evaluate_inputs, x, y, batch_size, verbose,
+                                                         sample_weight)
         # batch_size decides each rank's share of the rows, the metrics what is gathered.
         distributed.begin_call(self, {"x": x, "y": y}, take_state=False, batch_size=batch_size)
         start = time.perf_counter()
-        logs = self._evaluate_arrays(x, y, batch_size)
+        logs = self._evaluate_arrays(x, y, batch_size, w)
         if verbose:
             _report(None, -(-x.shape[0] // min(batch_size, x.shape[0])), time.perf_counter() - start, logs)
         if return_dict:
             return logs
         return logs["loss"] if len(logs) == 1 else list(logs.values())
 
-    def _evaluate_inputs(self, x, y, batch_size, verbose):
+    def _evaluate_inputs(self, x, y, batch_size, verbose, sample_weight=None):
         self._require_compiled("evaluate")
         x, y = self._check_xy(x, y)
         self._check_usable("evaluate")
         batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
         verbose = check_int(verbose, "verbose", minimum=0, maximum=2)
-        return x, y, batch_size, verbose
+        w = None if sample_weight is None else self._weights_for_loss(check_sample_weight(sample_weight, x.shape[0],
+                                                                                          self.dtype))
+        return x, y, batch_size, verbose, w
 
-    def _evaluate_arrays(self, x, y, batch_size=INFERENCE_BATCH_SIZE):
+    def _evaluate_arrays(self, x, y, batch_size=INFERENCE_BATCH_SIZE, weights=None):
         # The callers checked that the model is usable: evaluate's inputs, fit before validating.
         with self._lock:
-            return self._evaluate_locked(x, y, batch_size)
+            return self._evaluate_locked(x, y, batch_size, weights)
 
-    def _evaluate_locked(self, x, y, batch_size):
+    def _evaluate_locked(self, x, y, batch_size, weights=None):
         # Under MPI each rank takes whole batches of the ones that one process would evaluate, so
         # that the loss (a mean over batches, weighted by their rows, as Keras') is the same.
         batch_size = min(batch_size, x.shape[0])
@@ -201,7 +207,8 @@ class Inference:
         # A sparse x densified a chunk of whole batches at a time: the same batches as a dense x's.
         for a, b, part in (() if hi <= lo else dense_chunks(x_part, batch_size) if is_sparse(x_part)
                            else [(0, hi - lo, x_part)]):
-            chunk = self._backend.evaluate(part, y_part[a:b], self.loss.code, batch_size)
+            chunk = self._backend.evaluate(part, y_part[a:b], self.loss.code, batch_size,
+                                           *(() if weights is None else (weights[lo:hi][a:b],)))
             total, correct = total + chunk[0], correct + chunk[1]
         total, correct = distributed.sum_over_ranks([total, correct])
         # Keras' evaluate reports the loss with the weight penalty, as fit logs it.

@@ -17,6 +17,12 @@ rule is scikit-learn's (``tol``, ``n_iter_no_change``, and with ``early_stopping
 validation score on ``validation_fraction`` of the rows, and the weights kept at the end are
 those of the best validation score, whether the rule or ``max_iter`` ended training). One class
 in ``y`` trains one logistic unit and predicts that class for every row, as scikit-learn does.
+
+``sample_weight`` (``fit``, ``partial_fit``, ``score``) weights each row's loss as scikit-learn's
+MLP does: a batch's loss and gradient, weight penalty included, are divided by the batch's sum
+of weights rather than its rows (``kernels.table.SampleWeights``' ``normalize``); with early
+stopping, the validation rows keep their weights, and the validation score is weighted.
+
 Needs scikit-learn (``pip install scikit-learn``).
 """
 import numpy as np
@@ -26,7 +32,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
 from .callbacks import Callback
 from .config import FEW_ROWS
@@ -119,6 +125,7 @@ class _BaseMLP(BaseEstimator):
             optimizer = SGD(self.learning_rate_init, momentum=self.momentum,
                             nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
         model.compile(loss=loss, optimizer=optimizer)
+        model._weights_over_their_sum = True  # scikit-learn's normalization of sample_weight
         self._model, self._batch_size = model, batch
         self._shuffle_seed = seed
 
@@ -131,14 +138,19 @@ class _BaseMLP(BaseEstimator):
     def _dtype(X):
         return np.float32 if X.dtype == np.float32 else np.float64
 
-    def _epochs(self, X, Y, max_epochs, incremental):
+    def _epochs(self, X, Y, max_epochs, incremental, sample_weight=None):
         """Train epoch by epoch with scikit-learn's stopping rule; returns nothing, fills the
-        fitted attributes."""
+        fitted attributes. ``sample_weight``: None, or checked weights, one per row."""
         model, batch = self._model, self._batch_size
+        w_val = None
         if self.early_stopping and not incremental:
             stratify = Y.argmax(axis=1) if isinstance(self, ClassifierMixin) and Y.shape[1] > 1 else None
-            X, X_val, Y, Y_val = train_test_split(X, Y, random_state=self._shuffle_seed,
-                                                  test_size=self.validation_fraction, stratify=stratify)
+            arrays = (X, Y) if sample_weight is None else (X, Y, sample_weight)
+            split = train_test_split(*arrays, random_state=self._shuffle_seed, test_size=self.validation_fraction,
+                                     stratify=stratify)
+            X, X_val, Y, Y_val = split[:4]
+            if sample_weight is not None:
+                sample_weight, w_val = split[4:]
         else:
             X_val = Y_val = None
         if not hasattr(self, "loss_curve_") or not (self.warm_start or incremental):
@@ -148,11 +160,11 @@ class _BaseMLP(BaseEstimator):
             self.best_validation_score_ = -np.inf if self.early_stopping else None
             self._best_weights = None
         self._rows = X.shape[0]
-        stopping = _SklearnStopping(self, X_val, Y_val, incremental)
+        stopping = _SklearnStopping(self, X_val, Y_val, incremental, w_val)
         # One fit call for all epochs (the input is checked once): the callback keeps
         # scikit-learn's fitted attributes and applies its stopping rule after each epoch.
         model.fit(X, Y, epochs=max_epochs, batch_size=min(batch, X.shape[0]), shuffle=self.shuffle, verbose=0,
-                  callbacks=[stopping])
+                  callbacks=[stopping], sample_weight=sample_weight)
         if self.early_stopping and not incremental and self._best_weights is not None:
             # As scikit-learn: the best validation score's weights, whether the stopping rule
             # ended training or max_iter did.
@@ -183,8 +195,9 @@ class _SklearnStopping(Callback):
     has not improved by ``tol`` for more than ``n_iter_no_change`` epochs; with it, the same on
     the validation score (the estimator puts the best validation weights back after training)."""
 
-    def __init__(self, estimator, x_val, y_val, incremental):
+    def __init__(self, estimator, x_val, y_val, incremental, w_val=None):
         self.estimator, self.x_val, self.y_val, self.incremental = estimator, x_val, y_val, incremental
+        self.w_val = w_val
         self.converged = False
 
     def on_epoch_end(self, epoch, logs=None):
@@ -198,7 +211,7 @@ class _SklearnStopping(Callback):
         if self.incremental:
             return
         if est.early_stopping:
-            score = est._validation_score(self.x_val, self.y_val)
+            score = est._validation_score(self.x_val, self.y_val, self.w_val)
             est.validation_scores_.append(score)
             improved = score >= est.best_validation_score_ + est.tol
             if score > est.best_validation_score_:
@@ -218,10 +231,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     several classes, a logistic unit + binary cross-entropy for two (and per label for
     multilabel targets). See the module docstring."""
 
-    def fit(self, X, y):
-        return self._fit(X, y, incremental=False)
+    def fit(self, X, y, sample_weight=None):
+        """Train on (X, y); ``sample_weight``: one non-negative weight per row (see the module docstring)."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One pass over (X, y); the first call needs ``classes`` (all the labels to expect)."""
         if not hasattr(self, "classes_"):
             if classes is None:
@@ -230,12 +244,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self.classes_ = self._binarizer.classes_
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"classes={classes!r} differs from the classes of the first partial_fit, {self.classes_}")
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
-    def _fit(self, X, y, incremental):
+    def _fit(self, X, y, incremental, sample_weight=None):
         first = not (incremental and hasattr(self, "_model")) and not (self.warm_start and hasattr(self, "_model"))
         X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=(np.float64, np.float32),
                              accept_sparse=_SPARSE)
+        sample_weight = _weights(sample_weight, X)
         check_classification_targets(y)
         if y.ndim == 2 and y.shape[1] == 1:  # a column: warned about, as scikit-learn's own estimators do
             y = column_or_1d(y, warn=True)
@@ -256,11 +271,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._build(X.shape[1], n_out, "sigmoid" if single else "softmax",
                         "binary_crossentropy" if single else "cross_entropy", self._dtype(X), self._batch(X.shape[0]))
         self.n_outputs_ = n_out
-        self._epochs(X.astype(self._model.dtype, copy=False), Y, 1 if incremental else self.max_iter, incremental)
+        self._epochs(X.astype(self._model.dtype, copy=False), Y, 1 if incremental else self.max_iter, incremental,
+                     sample_weight)
         return self
 
-    def _validation_score(self, X, Y):
-        return float(np.mean(self._decode(self._model.predict(X)) == self._decode(Y)))
+    def _validation_score(self, X, Y, sample_weight=None):
+        return float(np.average(self._decode(self._model.predict(X)) == self._decode(Y), weights=sample_weight))
 
     def _decode(self, P):
         """Indices into ``classes_`` of the rows of P (outputs or binarized targets); 0/1 per
@@ -304,17 +320,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     error (scikit-learn's loss, 0.5 * mean squared error, has the same minimizer; fastnn's
     logged ``loss_curve_`` is the mean squared error). See the module docstring."""
 
-    def fit(self, X, y):
-        return self._fit(X, y, incremental=False)
+    def fit(self, X, y, sample_weight=None):
+        """Train on (X, y); ``sample_weight``: one non-negative weight per row (see the module docstring)."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One pass over (X, y)."""
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
-    def _fit(self, X, y, incremental):
+    def _fit(self, X, y, incremental, sample_weight=None):
         first = not (incremental and hasattr(self, "_model")) and not (self.warm_start and hasattr(self, "_model"))
         X, y = validate_data(self, X, y, reset=first, multi_output=True, y_numeric=True,
                              dtype=(np.float64, np.float32), accept_sparse=_SPARSE)
+        sample_weight = _weights(sample_weight, X)
         self._y_1d = y.ndim == 1
         Y = np.asarray(y, dtype=self._dtype(X)).reshape(y.shape[0], -1)
         if first or not hasattr(self, "_model"):
@@ -323,12 +341,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         elif Y.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {Y.shape[1]} outputs, the fitted model {self.n_outputs_}")
         self.n_outputs_ = Y.shape[1]
-        self._epochs(X.astype(self._model.dtype, copy=False), Y, 1 if incremental else self.max_iter, incremental)
+        self._epochs(X.astype(self._model.dtype, copy=False), Y, 1 if incremental else self.max_iter, incremental,
+                     sample_weight)
         return self
 
-    def _validation_score(self, X, Y):
+    def _validation_score(self, X, Y, sample_weight=None):
         from sklearn.metrics import r2_score
-        return float(r2_score(Y, self._model.predict(X)))
+        return float(r2_score(Y, self._model.predict(X), sample_weight=sample_weight))
 
     def predict(self, X):
         P = self._predict_raw(X)
@@ -338,3 +357,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+
+def _weights(sample_weight, X):
+    """scikit-learn's checks of ``sample_weight`` (one finite weight >= 0 per row), in X's
+    dtype; None stays None."""
+    if sample_weight is None:
+        return None
+    return _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)

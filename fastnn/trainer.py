@@ -33,6 +33,7 @@ from .callbacks import Callback, History, TerminateOnNaN, _Muted
 from .data import is_batch_source, is_sequence
 from .data.feed import ArrayFeed, StreamFeed, evaluate_sequence, stream_inputs
 from .layers import Dropout
+from .sample_weights import check_sample_weight, row_weights
 from .sparse_input import is_sparse
 from .user_losses import check_device_runs_loss, metric_bundle, split_metrics
 from .validation import check_float, check_int, check_targets
@@ -161,7 +162,8 @@ class Trainer:
 
     @_one_training_call
     def fit(self, x, y=None, epochs=1, batch_size=None, validation_data=None, validation_split=0.0, shuffle=True,
-            callbacks=None, verbose=1, initial_epoch=0, validation_freq=1, steps_per_epoch=None):
+            callbacks=None, verbose=1, initial_epoch=0, validation_freq=1, steps_per_epoch=None,
+            sample_weight=None, class_weight=None):
         """Train for ``epochs`` passes over (x, y); returns a ``History``.
 
         y: integer class labels (one-hot encoded for a multi-output model), one-hot rows, or
@@ -187,32 +189,44 @@ class Trainer:
 
         Under MPI (``fastnn.distributed.init()``), ``batch_size`` is the global batch and every
         rank passes the same full arrays; see ``fastnn.distributed``.
+
+        ``sample_weight``: one non-negative weight per row of x; ``class_weight``: a dict
+        {class index: weight} (a row's class: the argmax of its target row, or its rounded target
+        for one output column; a class not in the dict weighs 1). Not both at once (Keras 3). A
+        batch's loss is then sum_i w_i l_i / batch rows (Keras' ``sum_over_batch_size``; l_i the
+        row's loss, its mean over columns for an element-wise loss), and so are its gradients; the
+        logged metrics (accuracy, ...) stay unweighted, as Keras' ``metrics``.
+        ``validation_data`` may be (x_val, y_val, val_sample_weight), which weights the validation loss.
         """
         return self._checked_fit(x, y, epochs, batch_size, validation_data, validation_split, shuffle, callbacks,
                                  verbose, initial_epoch, validation_freq=validation_freq,
-                                 steps_per_epoch=steps_per_epoch)
+                                 steps_per_epoch=steps_per_epoch, sample_weight=sample_weight,
+                                 class_weight=class_weight)
 
     def _checked_fit(self, x, y, epochs, batch_size, validation_data, validation_split, shuffle, callbacks, verbose,
-                     initial_epoch, labels=None, validation_freq=1, steps_per_epoch=None):
+                     initial_epoch, labels=None, validation_freq=1, steps_per_epoch=None, sample_weight=None,
+                     class_weight=None):
         """fit's work, for fit and train (their caller holds the training lock). ``labels`` maps log
         keys to the names the epoch lines print them under, in its order; when given, only those
         are printed."""
-        epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks, steps_per_epoch = distributed.agree(
-            self._fit_inputs, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
-            callbacks, steps_per_epoch, shuffle)
+        (epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks, steps_per_epoch, w,
+         w_val) = distributed.agree(self._fit_inputs, x, y, epochs, batch_size, validation_data, validation_split,
+                                    verbose, initial_epoch, callbacks, steps_per_epoch, shuffle, sample_weight,
+                                    class_weight)
         # Rows of a memory-mapped file read in a random order: each read maps its own page only.
         mapped = shuffle and not isinstance(x, StreamFeed) and validation.advise(x, "random")
         try:
             if not isinstance(x, StreamFeed):  # (a Sequence or generator is refused under MPI)
                 distributed.begin_call(self, {"x": x, "y": y, **({} if x_val is None else {"validation x": x_val,
-                                                                                          "validation y": y_val})},
+                                                                                          "validation y": y_val}),
+                                              **({} if w is None else {"sample_weight": w})},
                                        epochs=epochs, batch_size=batch_size, initial_epoch=initial_epoch,
                                        shuffle=bool(shuffle), steps_per_epoch=steps_per_epoch,
                                        **{"validation rows": None if x_val is None else x_val.shape[0]})
             validation_freq = check_int(validation_freq, "validation_freq", minimum=1)
             with distributed.fail_together():
                 return self._fit(x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch,
-                                 labels, validation_freq, steps_per_epoch)
+                                 labels, validation_freq, steps_per_epoch, w, w_val)
         finally:
             if isinstance(x, StreamFeed):
                 x.close()
@@ -220,9 +234,10 @@ class Trainer:
                 validation.advise(x, "normal")
 
     def _fit_inputs(self, x, y, epochs, batch_size, validation_data, validation_split, verbose, initial_epoch,
-                    callbacks, steps_per_epoch=None, shuffle=True):
+                    callbacks, steps_per_epoch=None, shuffle=True, sample_weight=None, class_weight=None):
         """fit's arguments checked: (epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, callbacks,
-        steps_per_epoch); x a ``StreamFeed`` (and y None) for a Sequence or an iterator of batches."""
+        steps_per_epoch, row weights or None, validation row weights or None); x a ``StreamFeed`` (and y
+        None) for a Sequence or an iterator of batches."""
         self._require_compiled("fit")
         distributed.check_model(self)
         epochs = check_int(epochs, "epochs", minimum=0)
@@ -237,41 +252,55 @@ class Trainer:
         if steps_per_epoch is not None:
             steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
         if streamed:
-            x_val, y_val = (None, None) if validation_data is None else self._validation_inputs(validation_data)
+            if sample_weight is not None or class_weight is not None:
+                raise ValueError("sample_weight and class_weight go with arrays; a Sequence or generator gives no "
+                                 "per-row weights to fit yet")
+            x_val, y_val, w_val = (None, None, None) if validation_data is None else \
+                self._validation_inputs(validation_data)
             # The first batch is read and checked here, before anything compiles or trains.
             x = stream_inputs(self, x, y, validation_split, steps_per_epoch, shuffle)
             return epochs, None, initial_epoch, verbose, x, None, x_val, y_val, _callback_list(callbacks), \
-                steps_per_epoch
+                steps_per_epoch, None, w_val
         if y is None:
             raise TypeError("y must be a numeric array, got None: fit takes targets y with arrays x (or a "
                             "Sequence or generator of (x, y) batches as x)")
         x, y = self._check_xy(x, y)
         self._check_sparse_training(x)
+        w = self._weights_for_loss(row_weights(sample_weight, class_weight, y, self.dtype))
+        w_val = None
         if validation_data is not None:
-            x_val, y_val = self._validation_inputs(validation_data)
+            x_val, y_val, w_val = self._validation_inputs(validation_data)
         elif validation_split > 0:
             cut = x.shape[0] - int(x.shape[0] * validation_split)
             if cut in (0, x.shape[0]):
                 raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set "
                                  f"of {x.shape[0]} rows")
             x, x_val, y, y_val = x[:cut], x[cut:], y[:cut], y[cut:]
+            if w is not None:  # as Keras: the validation rows keep their weights
+                w, w_val = w[:cut], w[cut:]
         else:
             x_val = y_val = None
         return (epochs, batch_size, initial_epoch, verbose, x, y, x_val, y_val, _callback_list(callbacks),
-                steps_per_epoch)
+                steps_per_epoch, w, w_val)
 
     def _validation_inputs(self, validation_data):
-        """(x_val, y_val) checked, or (the Sequence, None)."""
+        """(x_val, y_val, row weights or None) checked, or (the Sequence, None, None)."""
         if is_sequence(validation_data):
             if len(validation_data) < 1:
                 raise ValueError("validation_data is a Sequence of no batches: expected at least one")
-            return validation_data, None
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a tuple (x_val, y_val) or a fastnn.data.Sequence")
-        return self._check_xy(*validation_data, prefix="validation_data ")
+            return validation_data, None, None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight), "
+                             "or a fastnn.data.Sequence")
+        x_val, y_val = self._check_xy(*validation_data[:2], prefix="validation_data ")
+        w_val = None
+        if len(validation_data) == 3 and validation_data[2] is not None:
+            w_val = self._weights_for_loss(check_sample_weight(validation_data[2], x_val.shape[0], self.dtype,
+                                                               "validation_data's sample_weight"))
+        return x_val, y_val, w_val
 
     def _fit(self, x, y, epochs, batch_size, x_val, y_val, shuffle, callbacks, verbose, initial_epoch, labels=None,
-             validation_freq=1, steps_per_epoch=None):
+             validation_freq=1, steps_per_epoch=None, w=None, w_val=None):
         rank0 = distributed.rank() == 0
         show = verbose if rank0 else 0  # only rank 0 prints; chunks follow ``verbose`` on every rank alike
         callbacks = [cb if rank0 or not cb.writes_files else _Muted(cb) for cb in callbacks]
@@ -303,7 +332,7 @@ class Trainer:
                 c = feed.sample
                 note = self._backend.compile_train(c.data, c.order, c.batch_size, 0, 1, self.loss.code,
                                                    self._opt_hyper(), c.batch_loss, c.batch_correct, spec, counts,
-                                                   **self._user_metric_args())
+                                                   **self._user_metric_args(), **self._weights_arg(w))
                 if note and show:
                     print(note, flush=True)
             distributed.rank_zero_first(compile_train)
@@ -329,7 +358,8 @@ class Trainer:
             bad, done = -1, None
             for c in feed.epoch():
                 bad = self._backend.train(c.data, c.order, c.batch_size, c.first, c.stop, self.loss.code, hyper,
-                                          c.batch_loss, c.batch_correct, spec, counts, **self._user_metric_args())
+                                          c.batch_loss, c.batch_correct, spec, counts, **self._user_metric_args(),
+                                          **self._weights_arg(w))
                 lo, first, stop = feed.first, c.offset + c.first, c.offset + c.stop
                 if bad >= 0:
                     where = f"batch {c.offset + bad - lo + 1}: invalid loss {c.batch_loss[bad]}"
@@ -364,7 +394,7 @@ class Trainer:
             logs = self._logs(feed.batch_loss[lo:done], feed.batch_correct[lo:done], rows, spec, counts, rows.sum())
             self._average_running_statistics()
             if x_val is not None and (epoch + 1) % validation_freq == 0:
-                val = evaluate_sequence(self, x_val) if y_val is None else self._evaluate_arrays(x_val, y_val)
+                val = evaluate_sequence(self, x_val) if y_val is None else self._evaluate_arrays(x_val, y_val, weights=w_val)
                 logs.update({"val_" + k: v for k, v in val.items()})
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
@@ -456,12 +486,13 @@ class Trainer:
         return {k: values[k] for k in self.log_names()}
 
     @_one_training_call
-    def train_on_batch(self, x, y):
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None):
         """One optimizer step on exactly these rows; returns the loss before the step
         (and the accuracy, as a list, when compiled with metrics=['accuracy']).
+        ``sample_weight``, ``class_weight``: as ``fit``'s.
 
         Under MPI the rows are the global batch, the same on every rank (see ``fit``)."""
-        x, y = distributed.agree(self._train_on_batch_inputs, x, y)
+        x, y, w = distributed.agree(self._train_on_batch_inputs, x, y, sample_weight, class_weight)
         distributed.begin_call(self, {"x": x, "y": y})
         n = x.shape[0]
         batch_loss, batch_correct = np.zeros(1), np.zeros(1, dtype=np.int64)
@@ -469,19 +500,38 @@ class Trainer:
         with distributed.fail_together():
             bad = self._backend.train(self._backend.dataset(x, y), np.arange(n, dtype=np.int64), n, 0, 1,
                                       self.loss.code, self._opt_hyper(), batch_loss, batch_correct, spec, counts,
-                                      **self._user_metric_args())
+                                      **self._user_metric_args(), **self._weights_arg(w))
             if bad >= 0:
                 raise FloatingPointError(f"the loss is {batch_loss[0]}: training diverged" + self._after_divergence())
             logs = self._logs(batch_loss, batch_correct, np.array([float(n)]), spec, counts, float(n))
             self._average_running_statistics()
         return logs["loss"] if len(logs) == 1 else list(logs.values())
 
-    def _train_on_batch_inputs(self, x, y):
+    def _train_on_batch_inputs(self, x, y, sample_weight=None, class_weight=None):
         self._require_compiled("train_on_batch")
         distributed.check_model(self)
         x, y = self._check_xy(x, y)
         self._check_sparse_training(x)
-        return x, y
+        return x, y, self._weights_for_loss(row_weights(sample_weight, class_weight, y, self.dtype))
+
+    # scikit-learn's MLP objective (``fastnn.sklearn``): each batch's divided by its sum of weights,
+    # not its rows (``kernels.table.SampleWeights``).
+    _weights_over_their_sum = False
+
+    def _weights_for_loss(self, w):
+        """``w``, after checking that the loss takes row weights: a loss of your own (``CustomLoss``)
+        gives its batch's value already reduced, which fastnn cannot weight per row."""
+        if w is not None and getattr(self.loss, "kernels", None) is not None:
+            raise ValueError(f"sample_weight and class_weight need a built-in loss: {self.loss.name} is a loss of "
+                             "your own, whose value is already reduced over the batch (weight the rows inside it)")
+        return w
+
+    def _weights_arg(self, w):
+        """The backend's ``weights`` argument: none at all when unweighted (a backend without
+        weights support still trains unweighted models)."""
+        if w is None:
+            return {}
+        return {"weights": (w, True) if self._weights_over_their_sum else w}
 
 
 def _callback_list(callbacks):

@@ -217,14 +217,18 @@ class CUDABackend(Backend):
     # ---- training ---------------------------------------------------------------------------
 
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
-              counts=None, user_metrics=None):
+              counts=None, user_metrics=None, weights=None):
         """Train on batches [first, stop) of ``data[order]``; see ``kernels.network.train_batches``.
 
         Returns -1, or the first batch whose loss was not finite (no update was applied from
         it on). ``batch_loss``, ``batch_correct``, the step counts and the training metrics'
         ``counts`` (for the counter spec ``metrics``, None: none) are updated on the host.
+        ``weights``: None, or a host array of a loss weight per row (Keras' normalization; scikit-learn's,
+        a ``(weights, True)`` pair, is the CPU's only).
         """
         _cpu_only(loss, user_metrics)
+        if isinstance(weights, tuple):
+            raise ValueError("sample weights normalized by their sum (scikit-learn's) train on the CPU only")
         if stop <= first:
             return -1
         opt_meta = self.opt_meta
@@ -251,14 +255,16 @@ class CUDABackend(Backend):
             counted = SimpleNamespace(spec=self._upload("metric_spec", np.ascontiguousarray(metrics, np.int64)),
                                       counts=self._upload("metric_counts", np.zeros(counts.size)))
         stages = (counted, self.reg, self.clip if any_clipping(host_hyper) else None)
+        wb = None if weights is None else self._sized("weight_batch", (batch_size,), self.dtype)
         if data.resident:
             positions[lo:hi].copy_to_device(np.ascontiguousarray(order[lo:hi], dtype=np.int64), stream=self.stream)
             self._network.train_batches(self._net(), train, self.work,
                                         Batches(data.x, data.y, positions, batch_size, first, stop), loss,
-                                        records, control, *stages, self.runner, self.graph)
+                                        records, control, *stages, self.runner, self.graph,
+                                        None if weights is None else (self._upload("weights", weights), wb))
         else:
             self._train_streamed(data, order, batch_size, first, stop, train, loss, records, control, stages,
-                                 positions)
+                                 positions, weights, wb)
         CUDABackend._stepped = True
         counted_host = counted.counts.copy_to_host(stream=self.stream) if counted is not None else None
         out = records[2 * first: 2 * stop].copy_to_host(stream=self.stream)
@@ -278,7 +284,7 @@ class CUDABackend(Backend):
         return bad
 
     def compile_train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                      metrics=None, counts=None, user_metrics=None):
+                      metrics=None, counts=None, user_metrics=None, weights=None):
         """Compile the kernels of ``train``'s step for these arguments, so that compiling does not
         count as training time: numba-cuda compiles a kernel only when it is first launched, so
         the batches [first, stop) (``fit`` asks for one) are trained on, and then the whole
@@ -287,6 +293,7 @@ class CUDABackend(Backend):
         ``will_compile`` said it would compile."""
         _cpu_only(loss, user_metrics)
         key = (loss, batch_size, None if metrics is None else np.asarray(metrics).tobytes(), data.resident,
+               weights is None,
                any_clipping(np.asarray(opt_hyper, dtype=np.float64).reshape(self.opt_meta.shape[0], -1)))
         if key in self._warmed:
             return None
@@ -295,7 +302,8 @@ class CUDABackend(Backend):
         start = time.perf_counter()
         try:
             self.train(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss.copy(),
-                       batch_correct.copy(), metrics, None if counts is None else counts.copy())
+                       batch_correct.copy(), metrics, None if counts is None else counts.copy(),
+                       weights=weights)
         finally:
             for name, values in saved.items():  # not load_state: the state need not be finite
                 self.write(name, 0, values)
@@ -315,7 +323,7 @@ class CUDABackend(Backend):
         return Network(self.params, self.spec.table, self.spec.alphas, int(self.rng[0]))
 
     def _train_streamed(self, data, order, batch_size, first, stop, train, loss, records, control, stages,
-                        positions):
+                        positions, weights=None, wb=None):
         """Training for a data set that does not fit: the rows of as many batches as fit in the
         budget are gathered on the host, uploaded to a staging buffer, and trained on."""
         x, y = data.host
@@ -325,16 +333,20 @@ class CUDABackend(Backend):
         stage_rows = min(per_chunk * batch_size, n)
         xs = self._small_array("stage_x", stage_rows * x.shape[1], self.dtype)
         ys = self._small_array("stage_y", stage_rows * y.shape[1], self.dtype)
+        ws = None if weights is None else self._small_array("stage_w", stage_rows, self.dtype)
         for b0 in range(first, stop, per_chunk):
             b1 = min(b0 + per_chunk, stop)
             lo, hi = b0 * batch_size, min(b1 * batch_size, n)
             rows = order[lo:hi]
             xs[: (hi - lo) * x.shape[1]].copy_to_device(np.ascontiguousarray(x[rows]).reshape(-1), stream=self.stream)
             ys[: (hi - lo) * y.shape[1]].copy_to_device(np.ascontiguousarray(y[rows]).reshape(-1), stream=self.stream)
+            if ws is not None:
+                ws[: hi - lo].copy_to_device(np.ascontiguousarray(weights[rows]), stream=self.stream)
             # The step gathers rows order[b * batch_size + r]: here, positions in the staging buffer.
             positions[lo:hi].copy_to_device(np.arange(hi - lo, dtype=np.int64), stream=self.stream)
             self._network.train_batches(self._net(), train, self.work, Batches(xs, ys, positions, batch_size, b0, b1),
-                                        loss, records, control, *stages, self.runner, self.graph)
+                                        loss, records, control, *stages, self.runner, self.graph,
+                                        None if ws is None else (ws, wb))
             self.stream.synchronize()  # the staging buffer is overwritten next
 
     # ---- inference --------------------------------------------------------------------------
@@ -355,8 +367,9 @@ class CUDABackend(Backend):
             self.rng[1] += 1
         return host
 
-    def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE):
-        """(sum over batches of loss x rows, number of correct rows), as ``CPUBackend.evaluate``."""
+    def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
+        """(sum over batches of loss x rows, number of correct rows), as ``CPUBackend.evaluate``;
+        ``weights``: None, or a loss weight per row."""
         _cpu_only(loss)
         x = np.ascontiguousarray(x, dtype=self.dtype)
         y = np.ascontiguousarray(y, dtype=self.dtype)
@@ -367,8 +380,10 @@ class CUDABackend(Backend):
         n_batches = -(-n // batch_size)
         records = self._small_array("eval_records", 2 * n_batches, np.float64)
         control = self._upload("eval_control", _control(0, 0))
+        wb = None if weights is None else (np.ascontiguousarray(weights, dtype=self.dtype),
+                                           self._sized("eval_weight_batch", (batch_size,), self.dtype))
         self._network.evaluate_batches(self._net(), loss, x, y, batch_size, self.work, records, control,
-                                       self.stream, graph=self.graph)
+                                       self.stream, graph=self.graph, weights=wb)
         out = records[: 2 * n_batches].copy_to_host(stream=self.stream)
         self.stream.synchronize()
         total, correct = 0.0, 0

@@ -125,14 +125,17 @@ def loss_row_gradient(loss, dz, pred, target, lo, cols, rows):
 
 
 @lru_cache(maxsize=None)
-def kernels(dtype):
+def kernels(dtype, weighted=False):
+    """The loss kernel; ``weighted`` (a constant of its compile: the unweighted kernel has no
+    trace of it) multiplies each row's loss term and gradient by ``weights[r]``, as
+    ``kernels.losses.weighted_loss_forward`` and ``weight_rows``."""
     a = activation_functions(dtype)
     softmax_row_forward, softmax_row_backward = a.softmax_row_forward, a.softmax_row_backward
     backward_value = a.activation_backward_value
     correct_row = metric_functions(dtype).correct_row
 
     @kernel
-    def loss_step(record, dz, pred, target, rows, cols, loss, act, alpha, softmax_first, train, control):
+    def loss_step(record, dz, pred, target, rows, cols, loss, act, alpha, softmax_first, train, control, weights):
         total_part = cuda.shared.array(REDUCE_THREADS, F64)
         hits = cuda.shared.array(REDUCE_THREADS, numba.int64)
         tid = cuda.threadIdx.x
@@ -144,7 +147,10 @@ def kernels(dtype):
             lo = r * cols
             if softmax_first:
                 softmax_row_forward(pred, pred, lo, cols)
-            total += loss_row_value(loss, pred, target, lo, cols)
+            if weighted:
+                total += F64(weights[r]) * loss_row_value(loss, pred, target, lo, cols)
+            else:
+                total += loss_row_value(loss, pred, target, lo, cols)
             n += correct_row(pred, target, lo, cols)
             if train:
                 if fused_ce:
@@ -158,6 +164,10 @@ def kernels(dtype):
                     else:
                         for j in range(cols):
                             dz[lo + j] = backward_value(act, dz[lo + j], pred[lo + j], alpha)
+                if weighted:
+                    w = weights[r]
+                    for j in range(cols):
+                        dz[lo + j] *= w
         total_part[tid] = total
         hits[tid] = n
         block_sum(total_part)
@@ -175,29 +185,31 @@ def kernels(dtype):
 
 
 def loss_forward_backward(record, dz, pred, target, loss, act, alpha, rows, cols, control, train=True,
-                          softmax_first=False, plan=None):
+                          softmax_first=False, plan=None, weights=None):
     """Loss and correct rows of (rows, cols) ``pred`` against ``target`` into
     ``record[2b]``, ``record[2b + 1]`` (float64), b = ``control[C_BATCH]``, which then advances.
 
     With ``train``: also dz = dL/d(pre-activation of the last layer, activation ``act``), and
     ``control[C_BAD]`` = b if the loss is not finite and no earlier batch's was not (the
     optimizers then neither update nor count a step: ``optimizers.optimizer_step``).
-    ``softmax_first`` applies the deferred softmax to ``pred`` in place.
+    ``softmax_first`` applies the deferred softmax to ``pred`` in place. ``weights``: None, or
+    the batch's per-row loss weights (a device array of ``rows`` values in pred's dtype).
     """
     check_code(loss, PERCEPTRON, "loss")
     check_code(act, HEAVISIDE, "activation")
-    launch(plan, kernels(np.dtype(pred.dtype).name).loss_step, 1, reduce_threads(rows),
+    launch(plan, kernels(np.dtype(pred.dtype).name, weights is not None).loss_step, 1, reduce_threads(rows),
            record, dz if dz is not None else pred, pred, target, rows, cols, loss, act, float(alpha),
-           bool(softmax_first), bool(train), control)
+           bool(softmax_first), bool(train), control, weights if weights is not None else pred)
 
 
-def loss_backward(record, dz, pred, target, loss, act, alpha, rows, cols, control, softmax_first=False, plan=None):
+def loss_backward(record, dz, pred, target, loss, act, alpha, rows, cols, control, softmax_first=False, plan=None,
+                  weights=None):
     """The training form: dz, and the value recorded on the way (one kernel; see ``loss_forward_backward``)."""
     loss_forward_backward(record, dz, pred, target, loss, act, alpha, rows, cols, control, train=True,
-                          softmax_first=softmax_first, plan=plan)
+                          softmax_first=softmax_first, plan=plan, weights=weights)
 
 
-def loss_forward(record, pred, target, loss, rows, cols, control, softmax_first=False, plan=None):
+def loss_forward(record, pred, target, loss, rows, cols, control, softmax_first=False, plan=None, weights=None):
     """The value (and correct rows) of loss ``loss`` only: ``loss_forward_backward`` without ``train``."""
     loss_forward_backward(record, None, pred, target, loss, SOFTMAX if softmax_first else 0, 0.0, rows, cols,
-                          control, train=False, softmax_first=softmax_first, plan=plan)
+                          control, train=False, softmax_first=softmax_first, plan=plan, weights=weights)

@@ -66,7 +66,14 @@ def kernels(dtype):
                 r = j // n_out
                 yb[j] = y[order[lo + r] * n_out + (j - r * n_out)]
 
-    return SimpleNamespace(gather_batch=gather_batch)
+    @kernel
+    def gather_weights(wb, w, order, control, batch_size, rows):
+        """wb[r] = w[order[b * batch_size + r]]: the batch's loss weights, gathered as its rows."""
+        r = cuda.grid(1)
+        if r < rows:
+            wb[r] = w[order[control[C_BATCH] * batch_size + r]]
+
+    return SimpleNamespace(gather_batch=gather_batch, gather_weights=gather_weights)
 
 
 def _view(buffer, lo, size):
@@ -76,6 +83,11 @@ def _view(buffer, lo, size):
 def gather_batch(xb, yb, x, y, order, control, batch_size, rows, n_in, n_out, plan=None):
     launch(plan, kernels(np.dtype(x.dtype).name).gather_batch, *blocks(rows * (n_in + n_out)),
            xb, yb, x, y, order, control, batch_size, rows, n_in, n_out)
+
+
+def gather_weights(wb, w, order, control, batch_size, rows, plan=None):
+    launch(plan, kernels(np.dtype(w.dtype).name).gather_weights, *blocks(rows), wb, w, order, control, batch_size,
+           rows)
 
 
 def _node(x, acts, act_off, layers, node, rows):
@@ -176,8 +188,10 @@ def graph_backward(net, grads, x, work, rows, graph, plan=None, control=None):
             add_into(dsum, dx if where == INTO_DX else d, rows, n_in, n_in, plan=plan)
 
 
-def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, records, control, plan, graph=None):
-    """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring)."""
+def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, records, control, plan, graph=None,
+               weights=None):
+    """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring);
+    ``weights`` as ``train_batches``'."""
     params, layers, alphas, key = net
     acts, act_off, deltas, targets = work.acts, work.act_off, work.deltas, work.targets
     last = layers.shape[0] - 1
@@ -186,6 +200,10 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
     yb = _view(targets, 0, rows * n_out)
     gather_batch(xb, yb, batches.x, batches.y, batches.order, control, batches.batch_size, rows, n_in, n_out,
                  plan=plan)
+    wb = None
+    if weights is not None:  # before the loss kernel, which advances control[C_BATCH]
+        wb = weights[1][:rows]
+        gather_weights(wb, weights[0], batches.order, control, batches.batch_size, rows, plan=plan)
     deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan, training=True, control=control,
                                graph=graph)
     pred = _view(acts, act_off[last + 1], rows * n_out)
@@ -193,7 +211,7 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
         fill_zero(graph.deltas, plan=plan)
     top = _view(deltas[0] if graph is None else graph.deltas, 0 if graph is None else act_off[last + 1], rows * n_out)
     loss_backward(records, top, pred, yb, loss, loss_activation(layers), alphas[last, ALPHA], rows, n_out, control,
-                  softmax_first=deferred, plan=plan)
+                  softmax_first=deferred, plan=plan, weights=wb)
     if metrics is not None:  # after the loss kernel, which applied a deferred softmax to pred
         metric_counts(metrics.spec, metrics.counts, pred, yb, rows, n_out, control, plan=plan)
     if graph is None:
@@ -210,7 +228,8 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
         optimizer_step(params, *train, control, plan=plan)
 
 
-def train_batches(net, train, work, batches, loss, records, control, metrics, reg, clip, runner, graph=None):
+def train_batches(net, train, work, batches, loss, records, control, metrics, reg, clip, runner, graph=None,
+                  weights=None):
     """Enqueue training of ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the
     rows ``x[order]``, ``y[order]``.
 
@@ -225,6 +244,8 @@ def train_batches(net, train, work, batches, loss, records, control, metrics, re
     Nothing is read back: the loss and correct count
     of batch b land in ``records[2b]``, ``records[2b + 1]``. Full batches run as one replayed
     plan, a smaller last batch as a plan of its own. ``graph``: a functional model's ``Graph``, or None.
+    ``weights``: None, or (a loss weight per row of ``x``, a device buffer of ``batch_size``): each
+    row's loss and gradient weighted, as ``kernels.network.train_batches``' (Keras' normalization).
     """
     n, batch_size, first, stop = batches.order.size, batches.batch_size, batches.first, batches.stop
     full_stop = min(stop, n // batch_size)
@@ -233,8 +254,8 @@ def train_batches(net, train, work, batches, loss, records, control, metrics, re
     args = (net, train, work, batches._replace(first=0, stop=0), loss, metrics, reg, clip)
     for rows, times in ((batch_size, full_stop - first), (n - full_stop * batch_size, stop - max(first, full_stop))):
         if times > 0:
-            plan = runner.plan(args + (rows, records, control, graph),
-                               lambda p, rows=rows: train_step(*args, rows, records, control, p, graph))
+            plan = runner.plan(args + (rows, records, control, graph, weights),
+                               lambda p, rows=rows: train_step(*args, rows, records, control, p, graph, weights))
             runner.run(plan, times)
 
 
@@ -254,10 +275,11 @@ def predict_batches(out, net, x, batch_size, work, stream, training=False, contr
         plan.run()
 
 
-def evaluate_batches(net, loss, x, y, batch_size, work, records, control, stream, graph=None):
+def evaluate_batches(net, loss, x, y, batch_size, work, records, control, stream, graph=None, weights=None):
     """Enqueue the loss and correct rows of every ``batch_size`` rows of host arrays (x, y) into
     ``records`` (as ``losses.loss_forward``); ``control[C_BATCH]`` must be 0. The caller sums
-    loss x rows over the batches, as ``kernels.network.evaluate_batches``."""
+    loss x rows over the batches, as ``kernels.network.evaluate_batches``. ``weights``: None, or
+    (a host array of a loss weight per row, a device buffer of ``batch_size``)."""
     n, n_in = x.shape
     layers, acts, act_off = net.layers, work.acts, work.act_off
     n_out = int(layers[-1, N_OUT])
@@ -268,8 +290,12 @@ def evaluate_batches(net, loss, x, y, batch_size, work, records, control, stream
         yb = _view(work.targets, 0, rows * n_out)
         xb.copy_to_device(x[lo:lo + rows].reshape(-1), stream=stream)
         yb.copy_to_device(y[lo:lo + rows].reshape(-1), stream=stream)
+        wb = None
+        if weights is not None:
+            wb = weights[1][:rows]
+            wb.copy_to_device(weights[0][lo:lo + rows], stream=stream)
         plan = Plan(stream)
         deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan, graph=graph)
         loss_forward(records, _view(acts, act_off[last + 1], rows * n_out), yb, loss, rows, n_out, control,
-                     softmax_first=deferred, plan=plan)
+                     softmax_first=deferred, plan=plan, weights=wb)
         plan.run()

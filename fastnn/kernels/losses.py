@@ -265,6 +265,49 @@ def loss_forward(loss, pred, target):
 
 
 @kernel
+def weighted_loss_forward(loss, pred, target, weights):
+    """Keras' ``sum_over_batch_size`` reduction of per-row weighted losses: sum_i w_i l_i / B, l_i
+    being row i's loss (its mean over columns for an element-wise loss, as Keras'), B the rows
+    (torch: ``(loss(reduction='none').mean(1) * w).sum() / B``); the summed losses (SSE) are
+    not divided. Weights of 1 give the unweighted loss up to the order of the additions."""
+    total = 0.0
+    for i in range(pred.shape[0]):
+        total += np.float64(weights[i]) * loss_forward(loss, pred[i: i + 1], target[i: i + 1])
+    if loss == SSE or pred.shape[0] == 0:
+        return total
+    return total / pred.shape[0]
+
+
+@kernel(inline=True)
+def weight_rows(dpred, weights):
+    """dpred[i] *= w_i: every loss's gradient of row i depends on row i alone, its reduction
+    being a constant (1/B, 1/N or 1), so the weighted loss's gradient is the unweighted one's
+    rows scaled; for the softmax and sigmoid fusions, dL/dz too. Weights of 1 change no bit."""
+    for i in range(dpred.shape[0]):
+        w = dpred.dtype.type(weights[i])
+        for j in range(dpred.shape[1]):
+            dpred[i, j] *= w
+
+
+@kernel(inline=True)
+def batch_weight_scale(weights, order, lo, rows):
+    """rows / (the sum of the weights of the batch's ``rows`` rows from ``lo``), over the whole
+    batch (every rank holds all the weights); 0 for a batch whose weights are all 0, which then
+    changes nothing (scikit-learn's would divide by zero)."""
+    total = 0.0
+    for r in range(rows):
+        total += weights[order[lo + r]]
+    return rows / total if total > 0 else 0.0
+
+
+@kernel(inline=True)
+def scale_values(values, scale):
+    """values *= scale (the whole gradient buffer, for ``batch_weight_scale``)."""
+    for i in range(values.size):
+        values[i] *= scale
+
+
+@kernel
 def loss_backward(loss, dpred, pred, target):
     if loss == MSE:
         mse_backward(dpred, pred, target)

@@ -32,7 +32,8 @@ from .checks import all_finite
 from .dispatch import IN_PLACE, INTO_DX, layer_backward, layer_forward
 from .distributed import allreduce_gradients, allreduce_loss, rank_rows
 from .losses import (CROSS_ENTROPY, loss_backward, loss_forward, loss_is_summed, sigmoid_binary_cross_entropy_backward,
-                     softmax_cross_entropy_backward)
+                     softmax_cross_entropy_backward, batch_weight_scale, scale_values, weight_rows,
+                     weighted_loss_forward)
 from .metrics import count_correct, metric_counts
 from .optimizers import H_LR, H_SCHEDULE, clip_global_norms, clip_gradients, optimizer_step
 from .parallel import gather_rows
@@ -42,8 +43,8 @@ from .sparse import gather_sparse, sparse_first_backward, sparse_first_forward
 from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER,  # noqa: F401
                     DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, MULTIPLY_LAYER, N_IN,
                     N_OUT, OPTIONAL_KINDS, RNG_KEY, RNG_STEP, SLICE_LAYER, SOURCE, SOURCE2, USER_LAYER, W_OFF, Batches,
-                    Graph, Network, Training, Workspace, alpha_table, fuse_activation_backward, fuse_loss_backward,
-                    fused_loss_activation, weight_tensors, workspace_layout)
+                    Graph, Network, SampleWeights, Training, Workspace, alpha_table, fuse_activation_backward,
+                    fuse_loss_backward, fused_loss_activation, weight_tensors, workspace_layout)
 
 
 @kernel
@@ -89,10 +90,11 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
 # Compiled on its own, not inlined: its types do not depend on a model's layer kinds, so one compile
 # serves every model of a dtype (inlined, each new kind of model typed it again: 0.5 s of its 7.5).
 @kernel
-def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale, user_loss=None):
+def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale, user_loss=None, weights=None):
     """dout = dL/d(the last layer's output), times ``grad_scale``; or dL/d(its pre-activation) when
     ``fuse_loss_backward`` says so, which this returns (the cross-entropy pairs as one formula,
-    ``fused_loss_activation``; any other activation's derivative applied after the loss's)."""
+    ``fused_loss_activation``; any other activation's derivative applied after the loss's).
+    ``weights``: None, or the batch's per-row loss weights (``losses.weight_rows``)."""
     last = layers.shape[0] - 1
     fuse = fuse_loss_backward(layers)
     paired = fuse and fused_loss_activation(loss, layers[last, ACT])
@@ -104,6 +106,8 @@ def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale, user_los
         sigmoid_binary_cross_entropy_backward(dout, pred, target)
     else:
         loss_backward(loss, dout, pred, target)
+    if weights is not None:
+        weight_rows(dout, weights)
     if grad_scale != 1.0:
         scale = dout.dtype.type(grad_scale)
         for i in range(dout.shape[0]):
@@ -116,7 +120,7 @@ def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale, user_los
 
 @kernel
 def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=True, embedding=True, masking=True,
-                     user=None, row0=0, grad_scale=1.0, stop=0, user_loss=None):
+                     user=None, row0=0, grad_scale=1.0, stop=0, user_loss=None, weights=None):
     """Fill ``grads`` with dL/dparams for the batch whose training forward pass is in ``work.acts``.
 
     ``work.deltas[cur]`` holds dL/d(layer k's output) when layer k is reached (dL/d(its
@@ -125,6 +129,7 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
     becomes ``cur``. ``dropout``/``batchnorm``/``embedding``/``masking``/``user``/``row0`` as in
     ``network_forward``. ``grad_scale`` multiplies the loss gradient (a rank's share of a batch's
     rows, under MPI); every later pass is linear in it, so it scales every gradient.
+    ``weights`` as ``loss_gradient``'s.
     """
     layers, deltas = net.layers, work.deltas
     rows = x.shape[0]
@@ -132,7 +137,7 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
     n_last = layers[last, N_OUT]
     cur = 0
     applied = loss_gradient(deltas[cur, : rows * n_last].reshape(rows, n_last), node_output(x, work, layers, last, rows),
-                            target, loss, layers, net.alphas, grad_scale, user_loss)
+                            target, loss, layers, net.alphas, grad_scale, user_loss, weights)
     for k in range(last, stop - 1, -1):
         n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
         inp = node_output(x, work, layers, k - 1, rows)
@@ -178,7 +183,7 @@ def add_into(dst, src):
 
 @kernel
 def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batchnorm=True, embedding=True, masking=True,
-                   user=None, row0=0, grad_scale=1.0, user_loss=None):
+                   user=None, row0=0, grad_scale=1.0, user_loss=None, weights=None):
     """``network_backward`` for a ``Graph``: every node's gradient buffer starts at zero, the loss
     gradient goes to the last node's, and each layer, in reverse order, adds dL/d(its inputs) into
     its sources' buffers (a node read by several layers sums their shares) after its own
@@ -194,7 +199,7 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
             for j in range(d.shape[1]):
                 d[r, j] = 0
     applied = loss_gradient(node_delta(graph, work, layers, last, rows), node_output(x, work, layers, last, rows),
-                            target, loss, layers, net.alphas, grad_scale, user_loss)
+                            target, loss, layers, net.alphas, grad_scale, user_loss, weights)
     for k in range(last, -1, -1):
         if layers[k, KIND] == SLICE_LAYER:
             continue
@@ -242,7 +247,7 @@ def apply_optimizers(params, train, tensors, schedules):
 @kernel
 def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, counts, metrics, reg, tensors, schedules,
                   dropout=True, batchnorm=True, embedding=True, masking=True, user=None, collective=None, graph=None,
-                  sparse=None, user_loss=None, user_metrics=None):
+                  sparse=None, user_loss=None, weights=None, user_metrics=None):
     """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
     ``x[order]``, ``y[order]``.
 
@@ -266,6 +271,8 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     which then give the loss's value and gradient. ``user_metrics``: None, or a
     ``fastnn.user_losses.UserMetrics``: each user metric's value on the batch, times the batch's
     rows, is added to ``counts[offset + i]`` (their mean over rows is the epoch's figure).
+    ``weights``: None, or a ``SampleWeights``: each row's loss and gradient weighted
+    (``losses.weighted_loss_forward``); the training metrics stay unweighted, as Keras' ``metrics``.
     """
     x, y, order, batch_size, first, stop = batches
     acts, act_off, targets = work.acts, work.act_off, work.targets
@@ -289,6 +296,14 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
             if sparse.skip:
                 skip = 1
         gather_rows(yb, y, order, lo + r0)
+        wb = None
+        scale = 1.0  # scikit-learn's normalization (SampleWeights.normalize), applied after the allreduce
+        if weights is not None:
+            wb = weights.batch[:local]
+            for r in range(local):
+                wb[r] = weights.values[order[lo + r0 + r]]
+            if weights.normalize:
+                scale = batch_weight_scale(weights.values, order, lo, rows)
         value = 0.0
         correct = 0
         if local > 0:  # a rank's share of a batch smaller than the job is empty
@@ -300,10 +315,12 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
                     sparse_first_forward(net, sparse, work, local)
             pred = network_forward(net, xb, work, bool(True), dropout, batchnorm, embedding, masking, user, r0, graph,
                                    skip)
-            if user_loss is None:
+            if user_loss is not None:
+                value = user_loss.value[0](pred, yb)
+            elif weights is None:
                 value = loss_forward(loss, pred, yb)
             else:
-                value = user_loss.value[0](pred, yb)
+                value = weighted_loss_forward(loss, pred, yb, wb)
             correct = count_correct(pred, yb)
             if metrics is not None:  # a diverged batch's counts are never read
                 metric_counts(metrics, counts, pred, yb)
@@ -321,13 +338,13 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         if local > 0:
             if graph is None:  # (Numba prunes a branch only on a plain ``is None`` test)
                 cur, applied = network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, embedding,
-                                                masking, user, r0, share, skip, user_loss)
+                                                masking, user, r0, share, skip, user_loss, wb)
                 if sparse is not None:
                     if skip:
                         sparse_first_backward(net, train.grads, sparse, work, local, cur, applied)
             else:
                 graph_backward(net, train.grads, xb, work, loss, yb, graph, dropout, batchnorm, embedding, masking,
-                               user, r0, share, user_loss)
+                               user, r0, share, user_loss, wb)
         else:
             for i in range(train.grads.size):
                 train.grads[i] = 0
@@ -335,6 +352,10 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
             allreduce_gradients(collective, train.grads)
         if reg is not None:
             batch_loss[bi] = value + regularization_forward_backward(net.params, train.grads, reg)
+        if weights is not None:
+            if weights.normalize:
+                batch_loss[bi] *= scale
+                scale_values(train.grads, train.grads.dtype.type(scale))
         apply_optimizers(net.params, train, tensors, schedules)
         net.rng[RNG_STEP] += 1
     return -1
@@ -363,9 +384,11 @@ def predict_batches(out, net, x, batch_size, work, training, dropout=True, batch
 
 @kernel
 def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=True, embedding=True, masking=True,
-                     user=None, graph=None, user_loss=None):
+                     user=None, graph=None, user_loss=None, weights=None):
     """(sum over batches of loss x rows, number of correct rows) over all rows of ``x``, in
-    inference mode (``net.rng`` is not read). ``user_loss`` as ``train_batches``'."""
+    inference mode (``net.rng`` is not read). ``user_loss`` as ``train_batches``'. ``weights``: None,
+    or one loss weight per row of ``x`` (each batch's loss as ``losses.weighted_loss_forward``; the
+    correct rows unweighted)."""
     n = x.shape[0]
     total = 0.0
     correct = 0
@@ -373,9 +396,11 @@ def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=
         hi = min(lo + batch_size, n)
         pred = network_forward(net, x[lo:hi], work, bool(False), dropout, batchnorm, embedding, masking, user, 0,
                                graph, 0)  # a plain bool, as in train_batches
-        if user_loss is None:
+        if user_loss is not None:
+            total += user_loss.value[0](pred, y[lo:hi]) * (hi - lo)
+        elif weights is None:
             total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
         else:
-            total += user_loss.value[0](pred, y[lo:hi]) * (hi - lo)
+            total += weighted_loss_forward(loss, pred, y[lo:hi], weights[lo:hi]) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct

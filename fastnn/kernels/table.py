@@ -72,6 +72,11 @@ Training = namedtuple("Training", ["grads", "state1", "state2", "opt_meta", "opt
 Training.__doc__ = """What only training touches: the flat gradient buffer and the optimizers' state and tables."""
 Batches = namedtuple("Batches", ["x", "y", "order", "batch_size", "first", "stop"])
 Batches.__doc__ = """Which rows to train on: batches ``first`` .. ``stop - 1`` of ``x[order]``, ``y[order]``."""
+SampleWeights = namedtuple("SampleWeights", ["values", "batch", "normalize"])
+SampleWeights.__doc__ = """Per-row loss weights (``fit``'s sample_weight or class_weight): ``values`` one per row of
+the data set, gathered with each batch (``order``) into ``batch`` (at least a batch of rows). ``normalize``
+False: Keras' batch loss sum_i w_i l_i / rows; True: scikit-learn's MLP objective, the whole batch's
+objective (weight penalty included) times rows / sum_i w_i, so the loss is sum_i w_i l_i / sum_i w_i."""
 Graph = namedtuple("Graph", ["sources", "deltas"])
 Graph.__doc__ = """A model with several inputs or branches (``fastnn.Model``): ``sources`` int64 (L, 2), the
 nodes each layer reads (a row index, -1 for the gathered batch, -1 for a second input it lacks);
