@@ -177,33 +177,22 @@ class Backend(ABC):
 
     @abstractmethod
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
-<<<<<<< HEAD
-              counts=None, user_metrics=None):
-=======
-              counts=None, weights=None):
->>>>>>> sw
+              counts=None, user_metrics=None, weights=None):
         """Train on batches [first, stop) of ``data[order]`` (``data`` from ``dataset``); see
         ``kernels.network.train_batches``. ``opt_hyper``: each optimizer slice's hyper-parameters
         (``OptimizerSlices.hyper``); ``batch_loss`` and ``batch_correct`` (host arrays) receive each
         batch's loss and correct rows; ``metrics``: the training counters' spec (None: none),
         added to the host array ``counts``. Advances the step counts and Dropout's step by the
         batches trained. Returns -1, or the first batch whose loss was not finite (no update was
-<<<<<<< HEAD
         applied from it on). ``loss``: a loss code; a user loss's (``fastnn.user_losses.LossCode``)
         carries the loss. ``user_metrics``: None, or a function of the dtype giving
-        ``train_batches``' ``user_metrics`` bundle (their sums go to ``counts`` too)."""
+        ``train_batches``' ``user_metrics`` bundle (their sums go to ``counts`` too). ``weights``:
+        None, or a loss weight per row of the data set (host array of the model's dtype), gathered
+        with the batches."""
 
     @abstractmethod
     def compile_train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                      metrics=None, counts=None, user_metrics=None):
-=======
-        applied from it on). ``weights``: None, or a loss weight per row of the data set (host
-        array of the model's dtype), gathered with the batches."""
-
-    @abstractmethod
-    def compile_train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                      metrics=None, counts=None, weights=None):
->>>>>>> sw
+                      metrics=None, counts=None, user_metrics=None, weights=None):
         """Compile the training step for ``train``'s arguments without changing the training
         state; returns None, or a note for the user with the time it took."""
 
