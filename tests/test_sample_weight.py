@@ -239,7 +239,7 @@ def test_unweighted_evaluation_compiles_the_weights_out():
     x, labels, w = data()
     y = np.eye(N_OUT)[labels]
     fresh = numba.njit(cache=False)(N.evaluate_batches.py_func)
-    args = (net, K.CROSS_ENTROPY, x, y, 4, work, None, None, None, None, None, None)
+    args = (net, K.CROSS_ENTROPY, x, y, 4, work, None, None, None, None, None, None, None)  # ..., graph, user_loss
     plain_value = fresh(*args, None)
     weighted_value = fresh(*args, np.ones(ROWS))
     assert weighted_value[0] == pytest.approx(plain_value[0], rel=1e-13)

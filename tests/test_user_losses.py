@@ -68,7 +68,7 @@ def test_every_user_loss_shares_one_compiled_step():
     compiled = len(network.train_batches.overloads)
     regression(CustomLoss(ce_value, ce_gradient)).fit(np.abs(x), np.abs(y), epochs=1, verbose=0)
     assert len(network.train_batches.overloads) == compiled
-    signature = [s for s in network.train_batches.overloads if "FunctionType" in str(s[-2])]
+    signature = [s for s in network.train_batches.overloads if "FunctionType" in str(s[-3])]  # user_loss
     assert signature and "CPUDispatcher" not in str(signature[0])
 
 
@@ -175,3 +175,12 @@ def test_cuda_refuses_a_user_loss():
     gpu = MLP([Dense(4, 3)], device="cuda")
     with pytest.raises(ValueError, match=r"metric mean_abs .*CPU only"):
         gpu.compile("mse", metrics=[mean_abs])
+
+
+def test_row_weights_need_a_built_in_loss():
+    x, y = data(rows=8)
+    m = regression(CustomLoss(mse_value, mse_gradient))
+    with pytest.raises(ValueError, match="sample_weight and class_weight need a built-in loss"):
+        m.fit(x, y, sample_weight=np.ones(8), verbose=0)
+    with pytest.raises(ValueError, match="need a built-in loss"):
+        m.evaluate(x, y, sample_weight=np.ones(8))
