@@ -282,7 +282,7 @@ def test_compile_train_runs_a_step_on_a_copy_of_the_state_and_changes_nothing(da
     before = dict(backend.state(), grads=backend.host("grads"))
     steps = []
     train = backend.train
-    monkeypatch.setattr(backend, "train", lambda *a: steps.append(a[3:5]) or train(*a))
+    monkeypatch.setattr(backend, "train", lambda *a, **k: steps.append(a[3:5]) or train(*a, **k))
     spec, counts = m._metric_counters()
     host = (np.zeros(3), np.zeros(3, np.int64), counts)
     args = (backend.dataset(x, np.eye(3, dtype=np.float32)[y]), np.arange(11, dtype=np.int64), 4, 0, 1,

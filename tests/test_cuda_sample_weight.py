@@ -31,7 +31,8 @@ def assert_close(a, b):
         np.testing.assert_allclose(wa, wb, rtol=0, atol=TOL)
 
 
-@pytest.mark.parametrize("streamed", [False, True])
+# Streamed (data staged from the host) with -m slow: the simulator takes seconds per model.
+@pytest.mark.parametrize("streamed", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_weighted_fit_and_evaluate_match_cpu(data, streamed):
     x, y, w = data
     models = {d: model(d) for d in ("cpu", "cuda")}

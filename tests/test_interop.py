@@ -24,7 +24,8 @@ def trained(dtype="float32"):
     return model, x
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+# float64 with -m slow: the same export, and a model of its own to compile.
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_to_torch_computes_predict(dtype):
     model, x = trained(dtype)
     net = to_torch(model).eval()

@@ -98,7 +98,8 @@ def test_shapes_that_do_not_match_raise_from_python_and_from_compiled_code():
         model.predictor(rows=0)
 
 
-@pytest.mark.parametrize("kind", ["batchnorm_dropout", "functional"])
+# A functional model with -m slow: its graph walker compiles for this test alone.
+@pytest.mark.parametrize("kind", ["batchnorm_dropout", pytest.param("functional", marks=pytest.mark.slow)])
 def test_every_layer_kind_runs_in_the_predictor(kind):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 5)).astype(np.float32)

@@ -166,6 +166,7 @@ def test_a_dense_enough_sparse_input_is_densified_per_batch(monkeypatch):
     assert densified._backend._csr_batch[3].size == 13 and not densified._backend.grads[: 12 * 8].any()
 
 
+@pytest.mark.slow  # a functional model of its own to compile
 def test_a_functional_model_reads_sparse_input_densified():
     x, y = data(seed=7)
     models = []
