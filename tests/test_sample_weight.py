@@ -201,7 +201,7 @@ def test_weights_over_their_sum_scale_the_whole_step():
         np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")  # (by message: without scikit-learn the test skips)
 def test_sklearn_integer_weights_equal_repeated_rows():
     """scikit-learn's check_sample_weight_equivalence, on one full batch: the weighted fit
     predicts as the fit on the rows repeated."""
