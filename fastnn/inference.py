@@ -149,6 +149,10 @@ class Inference:
         (its workspace's size; longer inputs go in chunks), 64 by default."""
         rows = DEFAULT_ROWS if rows is None else check_int(rows, "rows", minimum=1)
         self._ensure_built()
+        if any(type(layer).check_input is not Layer.check_input for layer in self._compute_layers()):
+            # Compiled callers pass ids unchecked: an id past the table would read outside it.
+            raise TypeError("predictor() takes models whose input is plain features; this one reads Embedding "
+                            "ids, which model.predict checks")
         self._check_usable("make a predictor")
         spec = self._spec
         with self._lock:  # not while fit writes the weights

@@ -184,3 +184,10 @@ def test_predict_scans_each_batch_for_nan_in_its_compiled_pass_and_names_the_row
     big[3, 2] = 1e300
     with pytest.raises(ValueError, match="beyond float32's range"):
         model.predict(big)
+
+
+def test_a_model_reading_embedding_ids_has_no_predictor():
+    model = MLP([fastnn.Embedding(10, 3), Dense(3, 2, activation="softmax")], seed=0)
+    model.compile(loss="categorical_crossentropy")
+    with pytest.raises(TypeError, match="Embedding ids"):
+        model.predictor()
