@@ -161,14 +161,17 @@ PARALLEL, PARALLEL_REASON = _parallel_plan()
 # that is off compiles no parallel kernel. Each parallel kernel costs cold-start time, more the
 # deeper its caller sits (LLVM optimizes a callee again in every compiled caller): the optimizer's
 # added about 1 s of CPU time to the seed network's first fit on an empty cache, the activations'
-# 3.3 s, the column sums' 0.6 s and the gather's 0.8 s (2 cores, loaded machine). So only the
-# optimizer's pass, the largest serial pass of a step, is on by default; FASTNN_PARALLEL names
-# the passes to run in parallel ("optimizer,activations,column_sums,gather", or "all") for long
-# runs of wide networks, where the compile is paid once and cached; "0" turns every one off.
+# 3.3 s, the column sums' 0.6 s and the gather's 0.8 s (2 cores, loaded machine). And on a
+# 2-core AMD EPYC none paid: the passes outside the products are bound by memory bandwidth there
+# (Adam over the wide network 1.01 ms serial, 1.03 ms on two threads), and Adam's parallel pass
+# crashed a rank under MPI (``distributed.init`` refuses the pair). So none is on by default:
+# FASTNN_PARALLEL names the passes to run in parallel ("optimizer,activations,column_sums,gather",
+# or "all"; "1" is "optimizer") where cores have bandwidth to spare, for long runs of wide
+# networks, whose compile is paid once and cached; "0" turns TBB off altogether.
 PARALLEL_PASSES = ("optimizer", "activations", "column_sums", "gather")
 _chosen = os.environ.get("FASTNN_PARALLEL", "").replace(" ", "").lower()
-_chosen = PARALLEL_PASSES if _chosen == "all" else ("optimizer",) if _chosen in ("", "1", "true", "yes") \
-    else tuple(_chosen.split(","))
+_chosen = PARALLEL_PASSES if _chosen == "all" else ("optimizer",) if _chosen in ("1", "true", "yes") \
+    else tuple(_chosen.split(",")) if _chosen else ()
 PARALLEL_OPTIMIZER = PARALLEL and "optimizer" in _chosen
 PARALLEL_ACTIVATIONS = PARALLEL and "activations" in _chosen
 PARALLEL_COLUMN_SUMS = PARALLEL and "column_sums" in _chosen

@@ -73,6 +73,12 @@ def init():
     comm = MPI.COMM_WORLD
     if comm.Get_size() == 1:
         return 0, 1
+    from .config import PARALLEL_ACTIVATIONS, PARALLEL_COLUMN_SUMS, PARALLEL_GATHER, PARALLEL_OPTIMIZER
+    if PARALLEL_OPTIMIZER or PARALLEL_ACTIVATIONS or PARALLEL_COLUMN_SUMS or PARALLEL_GATHER:
+        # Seen: a rank's process crashes (SIGSEGV) in the first step with Adam's TBB pass under
+        # Open MPI; until that is understood, MPI jobs run the serial passes.
+        raise RuntimeError("fastnn's parallel passes (FASTNN_PARALLEL) do not run under MPI yet: start the job "
+                           "with FASTNN_PARALLEL unset or 0 (each rank is a process of its own already)")
     _load_mpi_symbols()
     handles = {"comm": MPI._handleof(comm), "sum": MPI._handleof(MPI.SUM), "in_place": int(MPI.IN_PLACE),
                np.dtype(np.float32): MPI._handleof(MPI.FLOAT), np.dtype(np.float64): MPI._handleof(MPI.DOUBLE)}

@@ -45,7 +45,7 @@ CHILD = textwrap.dedent(r"""
              ("bias_softmax_rows", ak.bias_softmax_rows, (F, F, F, B, I, I)),
              ("activation_backward_elements", ak.activation_backward_elements, (F, F, F, I, D, I, I)),
              ("softmax_backward_rows", ak.softmax_backward_rows, (F, F, F, I, I)),
-             ("loss_step", losses.kernels("float32").loss_step, (D1, F, F, F, I, I, I, I, D, B, B, I1)),
+             ("loss_step", losses.kernels("float32").loss_step, (D1, F, F, F, I, I, I, I, D, B, B, I1, F)),
              ("count_correct", metrics.kernels("float32").count_correct_block, (I1, F, F, I, I)),
              ("optimizer_step", optimizers.kernels("float32").optimizer_step_elements,
               (F, F, F, F, t.int64[:, ::1], t.float64[:, ::1], I1, I, I1)),
