@@ -139,8 +139,11 @@ def _parallel_plan():
     into a training loop that the user did not ask to have them. Numba's config is never
     written: with TBB loadable, Numba's default order picks it by itself.
     """
-    if os.environ.get("FASTNN_PARALLEL", "1").strip().lower() in ("0", "false", "no"):
+    chosen = os.environ.get("FASTNN_PARALLEL", "").strip().lower()
+    if chosen in ("0", "false", "no"):
         return False, "serial: FASTNN_PARALLEL=0"
+    if not chosen:  # no pass is on by default (PARALLEL_PASSES, below): TBB is not even loaded
+        return False, "serial: no parallel pass chosen (FASTNN_PARALLEL)"
     from numba.np.ufunc import parallel
     if parallel._is_initialized:  # another library launched Numba's threads first
         layer = numba.threading_layer()

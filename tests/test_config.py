@@ -65,9 +65,12 @@ def test_the_parallel_plan_keeps_a_layer_the_user_chose():
             "from fastnn import config; "
             "print(json.dumps([config.PARALLEL, (dict(os.environ), numba.config.THREADING_LAYER) == before]))")
     results = {}
-    for name, extra in {"omp": {"NUMBA_THREADING_LAYER": "omp"}, "workqueue": {"NUMBA_THREADING_LAYER": "workqueue"},
-                        "priority": {"NUMBA_THREADING_LAYER_PRIORITY": "omp tbb workqueue"},
-                        "off": {"FASTNN_PARALLEL": "0"}, "safe": {"NUMBA_THREADING_LAYER": "safe"}}.items():
+    on = {"FASTNN_PARALLEL": "1"}  # passes asked for: the threading layer decides
+    for name, extra in {"omp": {"NUMBA_THREADING_LAYER": "omp", **on},
+                        "workqueue": {"NUMBA_THREADING_LAYER": "workqueue", **on},
+                        "priority": {"NUMBA_THREADING_LAYER_PRIORITY": "omp tbb workqueue", **on},
+                        "off": {"FASTNN_PARALLEL": "0"}, "default": {},
+                        "safe": {"NUMBA_THREADING_LAYER": "safe", "FASTNN_PARALLEL": "1"}}.items():
         env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING") and k != "FASTNN_PARALLEL"}
         out = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
                              timeout=120, check=True)
@@ -76,6 +79,7 @@ def test_the_parallel_plan_keeps_a_layer_the_user_chose():
     assert results["workqueue"] == [False, True]
     assert results["priority"] == [False, True]
     assert results["off"] == [False, True]
+    assert results["default"] == [False, True]  # no pass chosen: serial, and TBB not loaded
     assert results["safe"] == [config._tbb_loads(), True]  # TBB is what "safe" asks for
 
 
