@@ -56,7 +56,7 @@ class TrainingLoop:
         self.opt_hyper = np.zeros((1, max(N_HYPER, H_SCHEDULE + row.size)))
         self.opt_hyper[0, [H_LR, H_1, H_2, H_EPS]] = 1e-3, 0.9, 0.999, 1e-8
         self.opt_hyper[0, H_SCHEDULE: H_SCHEDULE + row.size] = row
-        self.data = synthetic_data(batch * BATCHES, widths[0], widths[-1], seed)
+        self.data = self.backend.dataset(*synthetic_data(batch * BATCHES, widths[0], widths[-1], seed))
         self.order = np.arange(batch * BATCHES, dtype=np.int64)
         self.batch = batch
         self.batch_loss = np.zeros(BATCHES)
