@@ -3,9 +3,9 @@ and 2 Numba threads, in one process (alternating, medians): the gather of a batc
 rows, bias + ReLU forward and ReLU backward over two 256 x 1024 layers, two column sums, and Adam
 over the 1,863,690 parameters of 784-1024-1024-10.
 
-    python benchmarks/parallel_passes.py
+    FASTNN_PARALLEL=all python benchmarks/parallel_passes.py
 
-Needs Numba's TBB layer (``fastnn.config.PARALLEL``). The serial side is the serial loops as
+Needs Numba's TBB layer and the passes asked for (``fastnn.config.PARALLEL``). The serial side is the serial loops as
 written in the kernels (which, in a parallel build, branch to the parallel kernels above the
 thresholds, so they are written out here).
 """
@@ -19,8 +19,6 @@ from fastnn.kernels import activations as A
 from fastnn.kernels import optimizers as O
 from fastnn.kernels import parallel as P
 
-if not config.PARALLEL:
-    raise SystemExit(f"no parallel kernels here ({config.PARALLEL_REASON})")
 B, W = 256, 1024
 N_PARAMS = 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10
 
@@ -62,6 +60,8 @@ def serial_column_sums(db, dz):
 
 
 def main():
+    if not config.PARALLEL:
+        raise SystemExit(f"no parallel kernels here ({config.PARALLEL_REASON}): set FASTNN_PARALLEL=all")
     rng = np.random.default_rng(0)
     x = rng.random((60000, 784), dtype=np.float32)
     order = rng.permutation(60000)
