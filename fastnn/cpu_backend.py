@@ -22,6 +22,7 @@ from .kernels.regularizers import regularization_penalty
 from .kernels.schedules import CONSTANT
 from .kernels.sparse import SparseBatches
 from .sparse_input import SparseSource
+from .predictor import inference_workspace
 from .threading import blas_threads_for
 from .user_losses import UserLoss, UserMetrics
 from .validation import writable_input
@@ -102,13 +103,7 @@ class CPUBackend(Backend):
         except IndexError:
             spare = None
         if spare is None or spare[0] < rows:
-            act_off, n_acts, _, _, n_stats = network.workspace_layout(self.spec.table, rows)
-            # Inference reads neither gradient buffers nor targets.
-            work = network.Workspace(np.empty(n_acts, dtype=self.dtype), act_off, np.empty((2, 0), dtype=self.dtype),
-                                     np.empty(0, dtype=self.dtype), np.empty(n_stats))
-            graph = None if self.spec.graph is None else network.Graph(self.spec.graph,
-                                                                       np.empty(n_acts, dtype=self.dtype))
-            spare = (rows, work, graph)
+            spare = (rows, *inference_workspace(self.spec.table, self.spec.graph, rows, self.dtype))
         return spare
 
     def _sparse_batches(self, source, batch_size):

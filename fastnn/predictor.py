@@ -106,9 +106,9 @@ class Predictor(structref.StructRefProxy):
     def copy(self) -> Predictor:
         """Another predictor on the same weights (shared, read-only) with a workspace of its own."""
         net, _, graph, kinds, rows, n_in, n_out = self._fields
-        return Predictor(net, _new_workspace(net.layers, rows, net.params.dtype),
-                         None if graph is None else network.Graph(graph.sources, np.empty_like(graph.deltas)),
-                         kinds, rows, n_in, n_out)
+        work, graph = inference_workspace(net.layers, None if graph is None else graph.sources, rows,
+                                          net.params.dtype)
+        return Predictor(net, work, graph, kinds, rows, n_in, n_out)
 
     def __repr__(self):
         return f"<fastnn Predictor {self.n_in} -> {self.n_out}, {self.dtype}, {self.rows} rows a pass>"
@@ -117,11 +117,15 @@ class Predictor(structref.StructRefProxy):
 structref.define_proxy(Predictor, PredictorType, list(FIELDS))
 
 
-def _new_workspace(layers, rows, dtype):
-    act_off, n_acts, deltas_shape, n_targets, n_stats = network.workspace_layout(layers, rows)
+def inference_workspace(layers, sources, rows, dtype):
+    """(Workspace, Graph or None) for inference passes of up to ``rows`` rows of the network
+    ``layers`` (``sources``: a functional model's graph table, None for a stack): a predictor's, or
+    one of the CPU backend's spare ones for concurrent predicts."""
+    act_off, n_acts, _, _, n_stats = network.workspace_layout(layers, rows)
     # Inference reads no gradient buffers and no targets: empty, not sized for training.
-    return network.Workspace(np.empty(n_acts, dtype), act_off, np.empty((2, 0), dtype), np.empty(0, dtype),
+    work = network.Workspace(np.empty(n_acts, dtype), act_off, np.empty((2, 0), dtype), np.empty(0, dtype),
                              np.empty(n_stats))
+    return work, None if sources is None else network.Graph(sources, np.empty(n_acts, dtype))
 
 
 def make_predictor(params, spec, kinds, rows=DEFAULT_ROWS, copy=True):
@@ -131,11 +135,8 @@ def make_predictor(params, spec, kinds, rows=DEFAULT_ROWS, copy=True):
     table = spec.table.copy() if copy else spec.table
     params = np.array(params, copy=True) if copy else params
     net = network.Network(params, table, spec.alphas.copy() if copy else spec.alphas, np.zeros(2, np.int64))
-    work = _new_workspace(table, rows, params.dtype)
-    graph = None
-    if spec.graph is not None:
-        graph = network.Graph(np.ascontiguousarray(spec.graph, dtype=np.int64).copy(), np.empty(work.acts.size,
-                                                                                                   params.dtype))
+    work, graph = inference_workspace(table, None if spec.graph is None else spec.graph.copy() if copy
+                                      else spec.graph, rows, params.dtype)
     return Predictor(net, work, graph, kinds, int(rows), int(table[0, N_IN]), int(table[-1, N_OUT]))
 
 
