@@ -13,9 +13,9 @@ with the layer's weights read from (and their gradients written to) fixed offset
 buffers. The network kernels take the model's wrappers as one ``UserLayers`` bundle of two
 tuples of first-class functions (``user`` argument; a layer's row holds its index into them), so
 one compiled step serves any user layers of these signatures, and stays in Numba's cache. The
-wrappers themselves (and the users' functions) compile in each process when the model is built,
-with ``numba.njit`` and explicit signatures rather than ``config.kernel`` (code made at run time
-has no source file to cache), which is why this module is not among ``fastnn/kernels``.
+wrappers are generated source, compiled with the users' functions through ``fastnn.user_code``,
+which caches them on disk under a key of the functions' code (a new process loads them; an
+edited function compiles anew), which is why this module is not among ``fastnn/kernels``.
 """
 import warnings
 from collections import namedtuple
@@ -26,6 +26,7 @@ import numpy as np
 from numba import types
 
 from .config import FASTMATH
+from .user_code import compile_generated
 
 UserLayers = namedtuple("UserLayers", ["forward", "backward"])
 
@@ -100,11 +101,10 @@ def _user_layer_kernels(forward, backward, weights, dtype, lambda_style, name):
                             ("SHAPE_ERROR_GRADIENT", "backward returned a weight gradient of another shape than its "
                                                      "weight")):
         source = source.replace(f'"{marker}"', repr(f"{name}: {message}"))
-    scope = {"user_forward": fwd, "user_backward": bwd}
-    exec(compile(source, f"<fastnn user layer {name}>", "exec"), scope)  # noqa: S102 (code generated here)
     sig_f, sig_b = signatures(dtype)
-    options = dict(fastmath=FASTMATH, error_model="numpy")
-    return numba.njit(sig_f, **options)(scope["forward"]), numba.njit(sig_b, **options)(scope["backward"])
+    compiled = compile_generated(source, {"user_forward": fwd, "user_backward": bwd},
+                                 {"forward": sig_f, "backward": sig_b}, f"user layer {name}", (forward, backward))
+    return compiled["forward"], compiled["backward"]
 
 
 def bundle(pairs):

@@ -11,9 +11,9 @@ functions of fixed signatures,
 
 (the kernels' argument order, predictions first), which ``kernels.network`` takes as first-class
 functions through None-typed optional arguments (``user_loss``, ``user_metrics``): a model with
-built-in losses and metrics compiles exactly as before. As for user layers
-(``fastnn.user_layers``), these wrappers compile in each process, with explicit signatures and
-no cache (code made at run time has no source file to cache).
+built-in losses and metrics compiles exactly as before. As user layers' wrappers
+(``fastnn.user_layers``), these are generated source compiled through ``fastnn.user_code``:
+cached on disk under a key of the user functions' code.
 """
 from collections import namedtuple
 from functools import lru_cache
@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from numba import types
 
-from .config import FASTMATH
+from .user_code import compile_generated
 from .user_layers import _compile
 
 # The loss code the kernels get with a user loss: no built-in loss has it, so no fused
@@ -46,14 +46,12 @@ class LossCode(int):
         return self
 
 
-def _options():
-    return dict(fastmath=FASTMATH, error_model="numpy")
-
-
-_LOSS_WRAPPER = '''
+_VALUE_WRAPPER = '''
 def value(pred, target):
     return np.float64(user_value(target, pred))
+'''
 
+_GRADIENT_WRAPPER = '''
 def gradient(dpred, pred, target):
     g = user_gradient(target, pred)
     if g.shape[0] != dpred.shape[0] or g.shape[1] != dpred.shape[1]:
@@ -69,11 +67,6 @@ def metric(pred, target):
 '''
 
 
-def _build(source, scope, filename):
-    exec(compile(source, filename, "exec"), scope)  # noqa: S102 (code generated here)
-    return scope
-
-
 def _numba_message(exc):
     return " ".join(str(exc).strip().splitlines()[:6])
 
@@ -84,18 +77,18 @@ def user_loss_kernels(value, gradient, dtype, name):
     naming the loss if Numba cannot compile them (a value that is not a number, say)."""
     T = numba.from_dtype(np.dtype(dtype))
     m = T[:, ::1]
-    scope = _build(_LOSS_WRAPPER, {"np": np, "user_value": _compile(value, f"loss {name}'s value"),
-                                   "user_gradient": _compile(gradient, f"loss {name}'s gradient"),
-                                   "MESSAGE": f"loss {name}: gradient returned an array of another shape than "
-                                              f"y_pred (it must be dL/dy_pred, of y_pred's shape)"},
-                   f"<fastnn user loss {name}>")
     try:
-        fv = numba.njit(types.float64(m, m), **_options())(scope["value"])
+        fv = compile_generated(_VALUE_WRAPPER, {"user_value": _compile(value, f"loss {name}'s value")},
+                               {"value": types.float64(m, m)}, f"loss {name}", (value,))["value"]
     except numba.core.errors.NumbaError as exc:
         raise TypeError(f"loss {name}: value(y_true, y_pred) must return a float (the batch's loss, reduced) "
                         f"and compile with Numba: {_numba_message(exc)}") from None
+    message = (f"loss {name}: gradient returned an array of another shape than y_pred (it must be dL/dy_pred, of "
+               f"y_pred's shape)")
     try:
-        fg = numba.njit(types.void(m, m, m), **_options())(scope["gradient"])
+        fg = compile_generated(_GRADIENT_WRAPPER, {"user_gradient": _compile(gradient, f"loss {name}'s gradient"),
+                                                   "MESSAGE": message},
+                               {"gradient": types.void(m, m, m)}, f"loss {name}", (gradient,))["gradient"]
     except numba.core.errors.NumbaError as exc:
         raise TypeError(f"loss {name}: gradient(y_true, y_pred) must return a 2-D array of y_pred's shape "
                         f"and compile with Numba: {_numba_message(exc)}") from None
@@ -117,10 +110,9 @@ def user_metric_kernel(fn, dtype, name):
     """The compiled wrapper of a user metric for arrays of ``dtype``."""
     T = numba.from_dtype(np.dtype(dtype))
     m = T[:, ::1]
-    scope = _build(_METRIC_WRAPPER, {"np": np, "user_metric": _compile(fn, f"metric {name}")},
-                   f"<fastnn user metric {name}>")
     try:
-        return numba.njit(types.float64(m, m), **_options())(scope["metric"])
+        return compile_generated(_METRIC_WRAPPER, {"user_metric": _compile(fn, f"metric {name}")},
+                                 {"metric": types.float64(m, m)}, f"metric {name}", (fn,))["metric"]
     except numba.core.errors.NumbaError as exc:
         raise TypeError(f"metric {name}: metric(y_true, y_pred) must return a float and compile with Numba: "
                         f"{_numba_message(exc)}") from None
