@@ -189,20 +189,25 @@ def main():
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="fastnn-bench-compile-")
     try:
-        rows = []
-        for model in _MODELS:
-            code = "import fastnn\n" + _first_calls(model)
-            warm_dir = os.path.join(root, model)
-            cold = []
-            for i in range(args.repeat):  # the first cold run fills the warm cache
-                cache = warm_dir if i == 0 else os.path.join(root, f"{model}-cold-{i}")
-                cold.append(_run(code, cache))
-            warm = [_run(code, warm_dir) for _ in range(args.repeat)]
-            rows.append((f"first fit, {model}", cold, warm))
+        # The cases take turns, so that a load on the machine weighs on each alike; the first cold
+        # run of a model fills the cache its warm runs read.
+        cold, warm = {m: [] for m in _MODELS}, {m: [] for m in _MODELS}
+        for i in range(args.repeat):
+            for model in _MODELS:
+                cache = os.path.join(root, model if i == 0 else f"{model}-cold-{i}")
+                cold[model].append(_run("import fastnn\n" + _first_calls(model), cache))
         path = os.path.join(root, "user_functions.npz")
         _run(_SAVE.replace("__PATH__", repr(path)), os.path.join(root, "user_functions"))
-        load = [_run(_LOAD.replace("__PATH__", repr(path)), os.path.join(root, "user_functions")) for _ in range(args.repeat)]
+        load, imports = [], {"import fastnn": [], "import fastnn.sklearn": []}
+        for i in range(args.repeat):
+            for statement, times in imports.items():
+                times.append(_run(statement, os.path.join(root, "seed")))
+            for model in _MODELS:
+                warm[model].append(_run("import fastnn\n" + _first_calls(model), os.path.join(root, model)))
+            load.append(_run(_LOAD.replace("__PATH__", repr(path)), os.path.join(root, "user_functions")))
+        rows = [(f"first fit, {m}", cold[m], warm[m]) for m in _MODELS]
         rows.append(("load_model + predict, user_functions", [], load))
+        rows += [(statement, [], times) for statement, times in imports.items()]
         print(f"seconds in a new process, fastnn's import included, median of {args.repeat}")
         print(f"{'case':<40} {'cold cache':>11} {'warm cache':>11}")
         for name, cold, warm in rows:

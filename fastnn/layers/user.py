@@ -44,8 +44,8 @@ class Lambda(Layer):
     def connect(self, input_dim):
         super().connect(input_dim)
         if self.output_dim is None and self.input_dim is not None:
-            from ..user_layers import _compile
-            fn = _compile(self.forward, f"Lambda's forward {_function_name(self.forward)}")
+            from ..user_layers import forward_probe
+            fn = forward_probe(self.forward, f"Lambda's forward {_function_name(self.forward)}")
             try:
                 y = fn(np.zeros((1, self.input_dim)))
             except numba.core.errors.NumbaError as exc:
