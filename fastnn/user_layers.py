@@ -109,10 +109,10 @@ def _user_layer_kernels(forward, backward, weights, dtype, lambda_style, name):
 
 @lru_cache(maxsize=64)
 def forward_probe(forward, name):
-    """``forward`` compiled for any argument types (a cached wrapper): a Lambda calls it once on
-    zeros to find its output width."""
-    return compile_generated("def probe(x):\n    return user_forward(x)\n",
-                             {"user_forward": _compile(forward, name)}, {"probe": None}, name, (forward,))["probe"]
+    """``forward`` compiled for float64 rows (a cached wrapper): a Lambda calls it once on zeros to
+    find its output width."""
+    return compile_generated("def probe(x):\n    return user_forward(x)\n", {"user_forward": _compile(forward, name)},
+                             {"probe": (types.float64[:, ::1],)}, name, (forward,))["probe"]
 
 
 def bundle(pairs):

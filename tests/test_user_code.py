@@ -124,3 +124,18 @@ def test_a_new_process_loads_the_user_code_and_an_edit_compiles_anew(tmp_path):
     # an edit of a global the function reads: the old code must never run
     edited, _ = _run(3.0, cache)
     assert edited == [[3.0, 24.0, -3.0]]
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_generated_code_runs_cached_or_in_memory(cached, monkeypatch, tmp_path):
+    import numba
+    from fastnn import user_code
+    monkeypatch.setattr(user_code, "CACHE", cached)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    scope = {"user_f": numba.njit(lambda x: x * 2.0), "K": 3.0}
+    f = user_code.compile_generated("def g(x):\n    return user_f(x) + K\n", scope,
+                                    {"g": numba.float64(numba.float64)}, "a test", (scope["user_f"],))["g"]
+    assert f(1.5) == 6.0
+    written = sorted(p.name for p in (tmp_path / "fastnn_user_code").glob("*.py")) \
+        if (tmp_path / "fastnn_user_code").exists() else []
+    assert len(written) == (1 if cached else 0)

@@ -45,9 +45,9 @@ class Lambda(Layer):
         super().connect(input_dim)
         if self.output_dim is None and self.input_dim is not None:
             from ..user_layers import forward_probe
-            fn = forward_probe(self.forward, f"Lambda's forward {_function_name(self.forward)}")
             try:
-                y = fn(np.zeros((1, self.input_dim)))
+                y = forward_probe(self.forward, f"Lambda's forward {_function_name(self.forward)}")(
+                    np.zeros((1, self.input_dim)))
             except numba.core.errors.NumbaError as exc:
                 raise ValueError(f"Lambda's forward {_function_name(self.forward)}: Numba cannot compile it: "
                                  + " ".join(str(exc).strip().splitlines()[:4])) from None
