@@ -28,6 +28,47 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _gpu_visible():
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     sys.setswitchinterval(1e-4)
 
+
+def _lock_simulated_shared_arrays():
+    """The simulator's ``cuda.shared.array`` looks up the block's array for the calling line and
+    creates it when missing, with no lock (numba-cuda 0.30): two threads of a block can both
+    find none and each get an array of their own. A thread's stores into the shared tiles
+    of ``cuda/dense.py``'s gemm then never reach the others, which read uninitialized memory:
+    a test failed about one run in five with weights of 1e18 (more often at the short switch
+    interval above). The same lookup, under a lock; the caller is still the frame above."""
+    import threading
+    import traceback
+
+    import numpy as np
+    from numba.cuda.simulator import kernelapi
+
+    lock = threading.Lock()
+    original = kernelapi.FakeCUDAShared.array
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:  # dynamic shared memory (one buffer), or the simulator's error
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, kernelapi.types.Type):
+            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        caller = traceback.extract_stack(sys._getframe())[-2][0:2]
+        with lock:
+            found = self._allocations.get(caller)
+            if found is None:
+                # Filled with NaN (other types: bytes of 0xA5), not left as np.empty's leftovers,
+                # so that a kernel reading shared memory no thread wrote fails every time.
+                found = self._allocations[caller] = np.empty(shape, dtype)
+                if dtype.kind in "fc":
+                    found.fill(np.nan)
+                else:
+                    found.view(np.uint8).fill(0xA5)
+        return found
+
+    kernelapi.FakeCUDAShared.array = array
+
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    _lock_simulated_shared_arrays()
+
 # Under pytest-xdist each worker compiles into a Numba cache of its own: processes writing one
 # cache at once can crash (numba#4807). The caches persist, as Numba's own would, in the
 # directory the user chose (NUMBA_CACHE_DIR) or beside pytest's cache.
