@@ -14,8 +14,11 @@ what it reads: the inputs first (each a slice of the gathered batch, which holds
 columns side by side), the output last, and a ``kernels.network.Graph`` that names each row's
 sources. The compiled step is the same as a stack's, with ``graph_backward`` summing the
 gradients of nodes that several layers read. ``fit``, ``evaluate`` and ``predict`` take a list
-of arrays, one per input (an array alone for one input). One output; each layer is called once
-(no shared layers). On the CPU and on CUDA (``fastnn.cuda.network.graph_backward``).
+of arrays, one per input (an array alone for one input). One output. A layer called on several
+tensors (of the widths of its first call) is shared: one row per call, all reading the layer's
+one set of weights, whose gradient is the sum of the calls' (``graph.shared`` in
+``kernels/table.py``); it appears once in ``layers``, the weights, ``summary`` and the saved
+config. On the CPU and on CUDA (``fastnn.cuda.network.graph_backward``).
 """
 from __future__ import annotations
 
@@ -38,12 +41,16 @@ class Merge(Layer):
     def __init__(self) -> None:
         pass
 
-    def _connect_tensors(self, inputs):
+    def _read_tensors(self, inputs):
         if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
             raise ValueError(f"{type(self).__name__} takes a list of at least two tensors")
         tensors = [as_tensor(t, f"{type(self).__name__}'s inputs") for t in inputs]
         if len(tensors) > 2:  # one binary merge per extra input: ((a, b), c), ...
             tensors = [type(self)()(tensors[:-1]), tensors[-1]]
+        return tensors
+
+    def _connect_tensors(self, inputs):
+        tensors = self._read_tensors(inputs)
         self.connect_merge([t.width for t in tensors])
         return tensors
 
@@ -106,12 +113,12 @@ class Model(Network):
         output = as_tensor(outputs, "outputs")
         order, seen = [], set()
 
-        def visit(tensor):  # post-order: every layer after what it reads
-            if id(tensor.layer) in seen:
+        def visit(tensor):  # post-order: every call after what it reads
+            if id(tensor) in seen:
                 return
             for source in tensor.inputs:
                 visit(source)
-            seen.add(id(tensor.layer))
+            seen.add(id(tensor))
             order.append(tensor)
 
         visit(output)
@@ -119,9 +126,14 @@ class Model(Network):
         missing = [i for i in reached if all(i is not j for j in inputs)]
         if missing:
             raise ValueError("outputs depend on an Input that is not in inputs")
+        # One row of the kernels' table per call: a shared layer's calls are rows of one layer.
         tensors = [as_tensor(i, "inputs") for i in inputs] + [t for t in order if not isinstance(t.layer, Input)]
         self.inputs = inputs
-        self.layers = [t.layer for t in tensors]
+        self._rows = [t.layer for t in tensors]
+        self.layers = []
+        for layer in self._rows:  # each layer once, where its first call is
+            if all(layer is not own for own in self.layers):
+                self.layers.append(layer)
         index = {id(t): k for k, t in enumerate(tensors)}
         self._sources = np.array([[index[id(s)] for s in t.inputs] + [-1] * (2 - len(t.inputs)) if t.inputs
                                   else [-1, -1] for t in tensors], dtype=np.int64)
@@ -141,7 +153,9 @@ class Model(Network):
         return self._total_width
 
     def _compute_layers(self):
-        return self.layers  # its inputs are rows too: each takes its columns of the gathered batch
+        # One per row: its inputs are rows too (each takes its columns of the gathered batch), a
+        # shared layer one row per call.
+        return self._rows
 
     def _graph_table(self):
         return self._sources
@@ -164,7 +178,7 @@ class Model(Network):
             raise ValueError(f"{name} must be a list of {len(self.inputs)} arrays, one per input, got {len(arrays)}")
         parts = []
         for i, (array, inp) in enumerate(zip(arrays, self.inputs)):
-            readers = [layer for layer, s in zip(self.layers, self._sources) if self.layers.index(inp) in s]
+            readers = [layer for layer, s in zip(self._rows, self._sources) if self._rows.index(inp) in s]
             embedding = next((r for r in readers if isinstance(r, Embedding)), None)
             part_name = f"{name}[{i}]"
             if embedding is not None:
@@ -185,23 +199,36 @@ class Model(Network):
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=self.dtype)
 
     def _connections(self):
+        """Per layer, what each of its calls reads ("; " between a shared layer's calls)."""
         names = self.layer_names()
-        return [", ".join(names[s] for s in sources if s >= 0) for sources in self._sources]
+        name = [names[self._layer_index(layer)] for layer in self._rows]
+        return ["; ".join(", ".join(name[s] for s in sources if s >= 0)
+                          for row, sources in zip(self._rows, self._sources) if row is layer) for layer in self.layers]
+
+    def _layer_index(self, layer):
+        return next(i for i, own in enumerate(self.layers) if own is layer)
 
     def get_config(self):
         config = super().get_config()
         config["model"]["class_name"] = "Model"
-        config["model"]["inputs"] = [self.layers.index(i) for i in self.inputs]
-        for spec, sources in zip(config["layers"], self._sources):
-            spec["inbound"] = [int(s) for s in sources if s >= 0]
+        config["model"]["inputs"] = [self._layer_index(i) for i in self.inputs]
+        if len(self._rows) == len(self.layers):  # each layer called once: what it reads, in its own entry
+            for spec, sources in zip(config["layers"], self._sources):
+                spec["inbound"] = [int(s) for s in sources if s >= 0]
+        else:  # a shared layer: the calls, in table order, as [layer index, [rows it reads]]
+            config["model"]["calls"] = [[self._layer_index(layer), [int(s) for s in sources if s >= 0]]
+                                        for layer, sources in zip(self._rows, self._sources)]
         return config
 
     @classmethod
     def _from_layers(cls, config, layers, device):
         """``from_config``'s model: the layers called again on the tensors they read."""
+        calls = config["model"].get("calls")
+        if calls is None:
+            calls = [[i, spec.get("inbound", [])] for i, spec in enumerate(config["layers"])]
         tensors = []
-        for spec, layer in zip(config["layers"], layers):
-            inbound = [tensors[i] for i in spec.get("inbound", [])]
+        for i, inbound in calls:
+            layer, inbound = layers[i], [tensors[j] for j in inbound]
             if isinstance(layer, Input):
                 tensors.append(as_tensor(layer, "input"))
             else:

@@ -53,6 +53,26 @@ class GraphBuilder:
         self.opset = opset
         self.nodes, self.initializers = [], []
         self._count = 0
+        self._layer, self._made, self._kept = None, 0, {}
+
+    def call(self, layer, inputs):
+        """``layer.onnx_nodes(self, inputs)``: a shared layer's later calls read the initializers its
+        first call made (the n-th constant of a call is the n-th of the first), not copies."""
+        self._layer, self._made = layer, 0
+        try:
+            return layer.onnx_nodes(self, inputs)
+        finally:
+            self._layer = None
+
+    def _initializer(self, make):
+        """The name of the initializer ``make()`` adds, or of the one the layer's first call added."""
+        if self._layer is None:
+            return make()
+        key = (id(self._layer), self._made)
+        self._made += 1
+        if key not in self._kept:
+            self._kept[key] = make()
+        return self._kept[key]
 
     def name(self, stem):
         self._count += 1
@@ -60,15 +80,15 @@ class GraphBuilder:
 
     def constant(self, stem, array):
         """An initializer holding ``array`` in the model's dtype; returns its name."""
-        from onnx import numpy_helper
-        tensor = numpy_helper.from_array(np.ascontiguousarray(array, dtype=self.dtype), self.name(stem))
-        self.initializers.append(tensor)
-        return tensor.name
+        return self._initializer(lambda: self._add(np.ascontiguousarray(array, dtype=self.dtype), stem))
 
     def int64(self, stem, values):
         """An int64 initializer (shapes, axes, ids); returns its name."""
+        return self._initializer(lambda: self._add(np.array(values, dtype=np.int64), stem))
+
+    def _add(self, array, stem):
         from onnx import numpy_helper
-        tensor = numpy_helper.from_array(np.array(values, dtype=np.int64), self.name(stem))
+        tensor = numpy_helper.from_array(array, self.name(stem))
         self.initializers.append(tensor)
         return tensor.name
 
@@ -118,18 +138,19 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
         inputs = [("x", model.input_dim)]
         x = "x"
         for layer in model.layers:
-            x = layer.onnx_nodes(graph, [x])
+            x = graph.call(layer, [x])
     else:
-        # The functional Model's rows are already in an order where each comes after what it
-        # reads (its inputs first); a merge reads two rows (more are nested pairs), in call order.
+        # The functional Model's rows (one per call) are already in an order where each comes
+        # after what it reads (its inputs first); a merge reads two rows (more are nested pairs),
+        # in call order; a shared layer's calls share its initializers (``GraphBuilder.call``).
         inputs = [(getattr(i, "name", None) or f"input_{k}", i.output_dim) for k, i in enumerate(model.inputs)]
         given = dict(zip((id(i) for i in model.inputs), (n for n, _ in inputs)))
         outputs = []
-        for layer, sources in zip(model.layers, table):
+        for layer, sources in zip(model._compute_layers(), table):
             if isinstance(layer, Input):
                 outputs.append(given[id(layer)])
             else:
-                outputs.append(layer.onnx_nodes(graph, [outputs[s] for s in sources if s >= 0]))
+                outputs.append(graph.call(layer, [outputs[s] for s in sources if s >= 0]))
         x = outputs[-1]
     graph.nodes.append(helper.make_node("Identity", [x], ["y"], name="output"))
     proto_graph = helper.make_graph(

@@ -104,7 +104,7 @@ class CUDABackend(Backend):
         state = check_state(state, spec.size, spec.slices.meta, self.dtype)
         self.spec = spec
         self.params = self._to_device(state["params"])
-        self.grads = self._to_device(np.zeros(self.params.size, dtype=self.dtype))
+        self.grads = self._to_device(np.zeros(spec.grad_size, dtype=self.dtype))
         self.state1 = self._to_device(state["state1"])
         self.state2 = self._to_device(state["state2"])
         self.opt_steps, self.rng = state["opt_steps"], state["rng"]
@@ -210,7 +210,7 @@ class CUDABackend(Backend):
                               self.cuda.device_array(deltas_shape, dtype=self.dtype, stream=self.stream),
                               self.cuda.device_array(n_targets, dtype=self.dtype, stream=self.stream), stats)
         self.graph = None if self.spec.graph is None else Graph(
-            self.spec.graph, self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream))
+            self.spec.graph, self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream), self.spec.shared)
         self.capacity = rows
         self.runner.forget()
 

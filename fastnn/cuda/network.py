@@ -32,9 +32,9 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda
 
-from ..kernels.table import (ACT, ADD_LAYER, ALPHA, CONCATENATE_LAYER, DENSE_LAYER, EMBEDDING_LAYER, KIND,
-                             MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER, SOURCE, SOURCE2, fuse_activation_backward,
-                             fuse_loss_backward)
+from ..kernels.table import (ACT, ADD_LAYER, ALPHA, CALL_GRADS, CALL_PARAMS, CALL_SIZE, CONCATENATE_LAYER, DENSE_LAYER,
+                             EMBEDDING_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER, SOURCE, SOURCE2,
+                             fuse_activation_backward, fuse_loss_backward, shared_gradient_shift)
 from . import C_BATCH, C_STEP, C_STEP0, Plan, blocks, kernel, launch
 from .activations import IDENTITY, SOFTMAX
 from .buffers import fill_zero
@@ -168,7 +168,9 @@ def graph_backward(net, grads, x, work, rows, graph, plan=None, control=None):
     """``network_backward`` for a ``Graph``, as ``kernels.network.graph_backward``: the last node's
     buffer in ``graph.deltas`` holds the loss gradient; each layer's ``dispatch.layer_backward``
     leaves dL/d(its inputs), which are added into its sources' buffers (through ``work.deltas[0]``
-    as scratch; a merge adds its shares itself). No fusion of a reader's derivative, as on the CPU."""
+    as scratch; a merge adds its shares itself). No fusion of a reader's derivative, as on the CPU.
+    A shared layer's later calls write their weight gradients into regions of their own, added
+    into the layer's at the end (``add_shared_gradients``; ``graph.shared``, a host table)."""
     layers, acts, act_off, deltas = net.layers, work.acts, work.act_off, work.deltas
     last = layers.shape[0] - 1
     applied = fuse_loss_backward.py_func(layers)
@@ -180,12 +182,23 @@ def graph_backward(net, grads, x, work, rows, graph, plan=None, control=None):
         dsum, dsum2 = _node_delta(graph, act_off, layers, src, rows), _node_delta(graph, act_off, layers, src2, rows)
         dx = _view(deltas[0], 0, rows * n_in) if dsum is not None else None
         d = _node_delta(graph, act_off, layers, k, rows)
-        where = layer_backward(net, grads, k, dx, dsum, dsum2, d, _node(x, acts, act_off, layers, src, rows),
+        shift = int(shared_gradient_shift.py_func(graph.shared, k))
+        where = layer_backward(net, grads[shift:] if shift else grads, k, dx, dsum, dsum2, d, _node(x, acts, act_off, layers, src, rows),
                                _node(x, acts, act_off, layers, src2, rows), _node(x, acts, act_off, layers, k, rows),
                                work, rows, applied=applied and k == last,
                                fuse=fuse_activation_backward.py_func(layers, k, False), control=control, plan=plan)
         if dsum is not None and where in (INTO_DX, IN_PLACE):
             add_into(dsum, dx if where == INTO_DX else d, rows, n_in, n_in, plan=plan)
+    add_shared_gradients(grads, graph.shared, plan=plan)
+
+
+def add_shared_gradients(grads, shared, plan=None):
+    """As ``kernels.network.add_shared_gradients``: each later call's region of ``grads`` added into
+    its layer's gradient, one launch per call, in table order (the launches of one stream run in
+    order: no two additions race)."""
+    for row in shared:
+        n = int(row[CALL_SIZE])
+        add_into(_view(grads, row[CALL_PARAMS], n), _view(grads, row[CALL_GRADS], n), 1, n, n, plan=plan)
 
 
 def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, records, control, plan, graph=None,
