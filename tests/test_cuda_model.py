@@ -354,3 +354,27 @@ def test_a_functional_model_moves_to_cuda_and_back():
     np.testing.assert_allclose(model.predict([xa, xb]), expected, atol=TOL)
     model.to("cpu")
     np.testing.assert_array_equal(model.predict([xa, xb]), expected)
+
+
+def test_shared_layers_match_cpu():
+    """A layer on two inputs, a layer twice in a chain and a shared Embedding on CUDA: the later
+    calls' weight gradients land in their own regions and are added into the layer's."""
+    from fastnn import Add, Concatenate, Input, Model
+    rng = np.random.default_rng(7)
+    xa, xb = rng.standard_normal((9, 3)).astype(np.float32), rng.standard_normal((9, 3)).astype(np.float32)
+    ids = rng.integers(0, 5, (9, 2))
+    y = rng.integers(0, 2, 9)
+    models = {}
+    for device in ("cpu", "cuda"):
+        a, b, i = Input((3,)), Input((3,)), Input((2,))
+        enc, block = Dense(units=3, activation="tanh"), Dense(units=3, activation="sigmoid")
+        emb = fastnn.Embedding(5, 2, input_length=2, combiner="sum")
+        h = block(block(Add()([enc(a), enc(b)])))
+        out = Dense(units=2, activation="softmax")(Concatenate()([h, emb(i), Add()([emb(i), emb(i)])]))
+        model = Model([a, b, i], out, seed=3, device=device)
+        model.compile("cross_entropy", Adam(0.05))
+        models[device] = (model, model.fit([xa, xb, ids], y, epochs=2, batch_size=4, verbose=0))
+    assert_weights_close(models["cpu"][0], models["cuda"][0])
+    assert_history_close(models["cpu"][1], models["cuda"][1])
+    np.testing.assert_allclose(models["cpu"][0].predict([xa, xb, ids]), models["cuda"][0].predict([xa, xb, ids]),
+                               atol=TOL)
