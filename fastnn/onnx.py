@@ -146,17 +146,27 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
         inputs = [(getattr(i, "name", None) or f"input_{k}", i.output_dim) for k, i in enumerate(model.inputs)]
         given = dict(zip((id(i) for i in model.inputs), (n for n, _ in inputs)))
         outputs = []
-        for layer, sources in zip(model._compute_layers(), table):
+        rows = model._compute_layers()
+        # Several outputs: one graph output each, named as the model's outputs (the hidden rows
+        # that put them side by side for training are left out).
+        for layer, sources in zip(rows[:len(rows) - model._hidden_rows], table):
             if isinstance(layer, Input):
                 outputs.append(given[id(layer)])
             else:
                 outputs.append(graph.call(layer, [outputs[s] for s in sources if s >= 0]))
-        x = outputs[-1]
-    graph.nodes.append(helper.make_node("Identity", [x], ["y"], name="output"))
+        if model._hidden_rows:
+            results = [(name, outputs[r], rows[r].output_dim) for name, r in zip(model.output_names,
+                                                                                  model._output_rows)]
+    if table is None or not model._hidden_rows:
+        results = [("y", outputs[-1] if table is not None else x, model.output_dim)]
+    for name, node, _ in results:
+        graph.nodes.append(helper.make_node("Identity", [node], [name], name="output" if name == "y" else
+                                            f"output_{name}"))
     proto_graph = helper.make_graph(
         graph.nodes, model.name or "fastnn",
         [helper.make_tensor_value_info(n, graph.float_type, ["N", int(width)]) for n, width in inputs],
-        [helper.make_tensor_value_info("y", graph.float_type, ["N", int(model.output_dim)])], graph.initializers)
+        [helper.make_tensor_value_info(name, graph.float_type, ["N", int(width)]) for name, _, width in results],
+        graph.initializers)
     proto = helper.make_model(proto_graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="fastnn")
     onnx.checker.check_model(proto, full_check=True)
     return proto

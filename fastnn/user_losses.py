@@ -22,7 +22,8 @@ import numba
 import numpy as np
 from numba import types
 
-from .config import FASTMATH
+from .config import FASTMATH, kernel
+from .kernels.losses import loss_backward, loss_forward
 from .user_layers import _compile
 
 # The loss code the kernels get with a user loss: no built-in loss has it, so no fused
@@ -113,6 +114,45 @@ def probe_loss(kernels, n_out, dtype):
 
 
 @lru_cache(maxsize=64)
+def output_loss_kernels(blocks, dtype):
+    """The (value, gradient) wrappers of a model of several outputs (``losses.OutputLosses``):
+    ``blocks`` (loss code, weight, first column, stop column) per output; the value is the
+    weighted sum of the built-in losses' values on each output's columns, the gradient each
+    output's loss gradient times its weight, in its columns."""
+    T = numba.from_dtype(np.dtype(dtype))
+    m = T[:, ::1]
+    value = ["def value(pred, target):", "    total = 0.0"]
+    gradient = ["def gradient(dpred, pred, target):"]
+    for code, weight, lo, hi in blocks:
+        cols = f"[:, {lo}:{hi}]"
+        value.append(f"    total += {float(weight)!r} * loss_forward({code}, pred{cols}, target{cols})")
+        gradient += [f"    d = dpred{cols}",
+                     f"    loss_backward({code}, d, pred{cols}, target{cols})",
+                     f"    scale_block(d, d.dtype.type({float(weight)!r}))"]
+    scope = _build("\n".join(value + ["    return total", ""] + gradient + [""]),
+                   {"loss_forward": loss_forward, "loss_backward": loss_backward, "scale_block": _scale_block},
+                   "<fastnn outputs' losses>")
+    return UserLoss((numba.njit(types.float64(m, m), **_options())(scope["value"]),),
+                    (numba.njit(types.void(m, m, m), **_options())(scope["gradient"]),))
+
+
+@kernel
+def _scale_block(d, factor):
+    for i in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            d[i, j] *= factor
+
+
+def output_loss_function(code, lo, hi):
+    """function(y_true, y_pred) -> the built-in loss ``code`` on columns [lo, hi): one output's
+    loss, a function the compiled step counts as a metric's (``user_metric_kernel``)."""
+    scope = _build(f"def output_loss(y_true, y_pred):\n"
+                   f"    return loss_forward({code}, y_pred[:, {lo}:{hi}], y_true[:, {lo}:{hi}])\n",
+                   {"loss_forward": loss_forward}, f"<fastnn output loss {code} [{lo}, {hi})>")
+    return scope["output_loss"]
+
+
+@lru_cache(maxsize=64)
 def user_metric_kernel(fn, dtype, name):
     """The compiled wrapper of a user metric for arrays of ``dtype``."""
     T = numba.from_dtype(np.dtype(dtype))
@@ -161,6 +201,9 @@ def check_device_runs_loss(device, loss, user_metrics, why):
     (``fastnn.user_losses``): as user layers, they run on the CPU only."""
     if device == "cpu":
         return
+    if getattr(loss, "several_outputs", False):
+        raise ValueError(f"a model of several outputs trains on the CPU only for now ({why}); predict runs on "
+                         "either device")
     if getattr(loss, "kernels", None) is not None:
         raise ValueError(f"loss {loss.name} is a loss of your own (CustomLoss): such losses run on the CPU only "
                          f"({why})")
