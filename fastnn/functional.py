@@ -14,11 +14,21 @@ what it reads: the inputs first (each a slice of the gathered batch, which holds
 columns side by side), the output last, and a ``kernels.network.Graph`` that names each row's
 sources. The compiled step is the same as a stack's, with ``graph_backward`` summing the
 gradients of nodes that several layers read. ``fit``, ``evaluate`` and ``predict`` take a list
-of arrays, one per input (an array alone for one input). One output. A layer called on several
-tensors (of the widths of its first call) is shared: one row per call, all reading the layer's
-one set of weights, whose gradient is the sum of the calls' (``graph.shared`` in
-``kernels/table.py``); it appears once in ``layers``, the weights, ``summary`` and the saved
-config. On the CPU and on CUDA (``fastnn.cuda.network.graph_backward``).
+of arrays, one per input (an array alone for one input). On the CPU and on CUDA
+(``fastnn.cuda.network.graph_backward``).
+
+A layer called on several tensors (of the widths of its first call) is shared: one row per call,
+all reading the layer's one set of weights, whose gradient is the sum of the calls'
+(``graph.shared`` in ``kernels/table.py``); it appears once in ``layers``, the weights,
+``summary`` and the saved config.
+
+Several outputs (``outputs=[out_a, out_b]``, Keras 3's API: ``compile``'s ``loss`` and
+``loss_weights`` per output, y a list or dict, the logs ``<output name>_loss``): hidden
+Concatenate rows after all the others put the outputs side by side, the one output the kernels
+see, and ``losses.OutputLosses`` is its loss: the built-in losses of the outputs on their
+columns, weighted and summed, compiled as a loss of one's own is (``user_losses``); each output's
+own loss is counted in the step as a metric function is. ``predict`` splits the side-by-side
+output into a list. Training runs on the CPU only for now (``predict`` on either device).
 """
 from __future__ import annotations
 
@@ -90,8 +100,8 @@ class Multiply(Merge):
 
 
 class Model(Network):
-    """A model from the graph between ``inputs`` (``Input`` tensors) and ``outputs`` (one tensor):
-    ``Model(inputs=[a, b], outputs=out)``. Everything else is every model's (compile, fit,
+    """A model from the graph between ``inputs`` (``Input`` tensors) and ``outputs`` (a tensor, or
+    a list of them): ``Model(inputs=[a, b], outputs=out)``. Everything else is every model's (compile, fit,
     evaluate, predict, summary, get_weights, save, ...), with ``x`` a list of arrays, one per
     input. Its layers come from the graph: it has no ``add``."""
     config_name = "Model"

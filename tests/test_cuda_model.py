@@ -378,3 +378,27 @@ def test_shared_layers_match_cpu():
     assert_history_close(models["cpu"][1], models["cuda"][1])
     np.testing.assert_allclose(models["cpu"][0].predict([xa, xb, ids]), models["cuda"][0].predict([xa, xb, ids]),
                                atol=TOL)
+
+
+def test_several_outputs_predict_on_cuda_and_train_on_the_cpu():
+    """The outputs side by side are a graph's rows as any other: predict on CUDA equals the CPU's;
+    their loss (``losses.OutputLosses``) trains on the CPU only, a ValueError on CUDA."""
+    from fastnn import Input, Model
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((6, 3)).astype(np.float32)
+    a = Input((3,))
+    h = Dense(units=4, activation="tanh")(a)
+    model = Model([a], [Dense(units=2, activation="softmax")(h), Dense(units=1)(h)], seed=0)
+    model.compile(["cross_entropy", "mse"], Adam(0.05), loss_weights=[1.0, 0.5])
+    model.fit(x, [rng.integers(0, 2, 6), rng.standard_normal((6, 1))], epochs=2, batch_size=3, verbose=0)
+    expected = model.predict(x)
+    with pytest.raises(ValueError, match="several outputs trains on the CPU only"):
+        model.to("cuda")
+    b = Input((3,))
+    hb = Dense(units=4, activation="tanh")(b)
+    on_cuda = Model([b], [Dense(units=2, activation="softmax")(hb), Dense(units=1)(hb)], seed=0, device="cuda")
+    on_cuda.set_weights(model.get_weights())
+    for mine, theirs in zip(on_cuda.predict(x), expected):
+        np.testing.assert_allclose(mine, theirs, atol=TOL)
+    with pytest.raises(ValueError, match="several outputs trains on the CPU only"):
+        on_cuda.compile(["cross_entropy", "mse"])
