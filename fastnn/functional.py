@@ -26,9 +26,10 @@ Several outputs (``outputs=[out_a, out_b]``, Keras 3's API: ``compile``'s ``loss
 ``loss_weights`` per output, y a list or dict, the logs ``<output name>_loss``): hidden
 Concatenate rows after all the others put the outputs side by side, the one output the kernels
 see, and ``losses.OutputLosses`` is its loss: the built-in losses of the outputs on their
-columns, weighted and summed, compiled as a loss of one's own is (``user_losses``); each output's
-own loss is counted in the step as a metric function is. ``predict`` splits the side-by-side
-output into a list. Training runs on the CPU only for now (``predict`` on either device).
+columns, weighted and summed. On the CPU it is compiled as a loss of one's own is
+(``user_losses.output_loss_kernels``) and each output's own loss is counted in the step as a
+metric function is; on CUDA one kernel reduces each output's block in turn
+(``cuda.losses.outputs_loss``). ``predict`` splits the side-by-side output into a list.
 """
 from __future__ import annotations
 
@@ -202,7 +203,7 @@ class Model(Network):
         every output, a list of one per output, or a dict {output name: loss} (``output_names``);
         ``loss_weights`` likewise, a list or dict of floats >= 0 (1 by default). The loss trained
         is sum_i loss_weights[i] * loss_i, logged as "loss", and each output's own (unweighted) as
-        "<name>_loss". Several outputs train on the CPU, without metrics or sample weights."""
+        "<name>_loss". Not yet with several outputs: metrics, sample and class weights."""
         if len(self._output_rows) == 1:
             if loss_weights is not None:
                 raise ValueError("loss_weights weighs the losses of several outputs: this model has one output")

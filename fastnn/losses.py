@@ -184,10 +184,11 @@ class OutputLosses(Loss):
     which the logs give each output's loss (``<name>_loss``).
 
     The formulas are the built-in losses' kernels (``kernels/losses.py``) on each output's
-    columns, compiled into one value and one gradient function of the outputs side by side
-    (``fastnn.user_losses.output_loss_kernels``), which the compiled step takes as it takes a
-    loss of your own: on the CPU only, never fusing the gradient with the output's activation
-    (softmax with cross-entropy goes through the softmax's derivative, as any other loss would)."""
+    columns: on the CPU compiled into one value and one gradient function of the outputs side by
+    side (``fastnn.user_losses.output_loss_kernels``), which the compiled step takes as it takes a
+    loss of your own; on CUDA their device twins in one kernel (``cuda.losses.outputs_loss``).
+    Neither fuses the gradient with the output's activation (softmax with cross-entropy goes
+    through the softmax's derivative, as any other loss would)."""
     classification = False
     several_outputs = True
 

@@ -201,10 +201,7 @@ def check_device_runs_loss(device, loss, user_metrics, why):
     (``fastnn.user_losses``): as user layers, they run on the CPU only."""
     if device == "cpu":
         return
-    if getattr(loss, "several_outputs", False):
-        raise ValueError(f"a model of several outputs trains on the CPU only for now ({why}); predict runs on "
-                         "either device")
-    if getattr(loss, "kernels", None) is not None:
+    if getattr(loss, "kernels", None) is not None and not getattr(loss, "several_outputs", False):
         raise ValueError(f"loss {loss.name} is a loss of your own (CustomLoss): such losses run on the CPU only "
                          f"({why})")
     if user_metrics:

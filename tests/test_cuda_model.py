@@ -380,25 +380,30 @@ def test_shared_layers_match_cpu():
                                atol=TOL)
 
 
-def test_several_outputs_predict_on_cuda_and_train_on_the_cpu():
-    """The outputs side by side are a graph's rows as any other: predict on CUDA equals the CPU's;
-    their loss (``losses.OutputLosses``) trains on the CPU only, a ValueError on CUDA."""
-    from fastnn import Input, Model
+
+def test_several_outputs_match_cpu():
+    """Two outputs (one read by the other's layer) with their losses weighted, a shared layer: the
+    loss of the outputs side by side, each output's block reduced in turn, and its logs."""
+    from fastnn import Concatenate, Input, Model
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((6, 3)).astype(np.float32)
-    a = Input((3,))
-    h = Dense(units=4, activation="tanh")(a)
-    model = Model([a], [Dense(units=2, activation="softmax")(h), Dense(units=1)(h)], seed=0)
-    model.compile(["cross_entropy", "mse"], Adam(0.05), loss_weights=[1.0, 0.5])
-    model.fit(x, [rng.integers(0, 2, 6), rng.standard_normal((6, 1))], epochs=2, batch_size=3, verbose=0)
-    expected = model.predict(x)
-    with pytest.raises(ValueError, match="several outputs trains on the CPU only"):
-        model.to("cuda")
-    b = Input((3,))
-    hb = Dense(units=4, activation="tanh")(b)
-    on_cuda = Model([b], [Dense(units=2, activation="softmax")(hb), Dense(units=1)(hb)], seed=0, device="cuda")
-    on_cuda.set_weights(model.get_weights())
-    for mine, theirs in zip(on_cuda.predict(x), expected):
+    xa, xb = rng.standard_normal((9, 3)).astype(np.float32), rng.standard_normal((9, 3)).astype(np.float32)
+    ya, yb = rng.integers(0, 3, 9), rng.standard_normal((9, 2)).astype(np.float32)
+    models = {}
+    for device in ("cpu", "cuda"):
+        a, b = Input((3,)), Input((3,))
+        enc = Dense(units=4, activation="tanh")
+        h = Concatenate()([enc(a), enc(b)])
+        out_a = Dense(units=3, activation="softmax")(h)
+        out_b = Dense(units=2)(Concatenate()([h, out_a]))
+        model = Model([a, b], [out_a, out_b], seed=3, device=device)
+        model.compile({"dense_4": "cross_entropy", "dense_6": "mae"}, Adam(0.05), loss_weights=[1.0, 0.5])
+        models[device] = (model, model.fit([xa, xb], [ya, yb], epochs=2, batch_size=4, verbose=0,
+                                           validation_data=([xa, xb], [ya, yb])))
+    cpu, cuda = models["cpu"], models["cuda"]
+    assert list(cuda[1].history) == ["loss", "dense_4_loss", "dense_6_loss", "val_loss", "val_dense_4_loss",
+                                     "val_dense_6_loss"]
+    assert_weights_close(cpu[0], cuda[0])
+    assert_history_close(cpu[1], cuda[1])
+    for mine, theirs in zip(cpu[0].predict([xa, xb]), cuda[0].predict([xa, xb])):
         np.testing.assert_allclose(mine, theirs, atol=TOL)
-    with pytest.raises(ValueError, match="several outputs trains on the CPU only"):
-        on_cuda.compile(["cross_entropy", "mse"])
+    np.testing.assert_allclose(cpu[0].evaluate([xa, xb], [ya, yb]), cuda[0].evaluate([xa, xb], [ya, yb]), atol=TOL)

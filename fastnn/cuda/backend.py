@@ -9,6 +9,7 @@ batch losses, the correct counts and the counters the step kernels advanced (ste
 batch where Dropout's stream stands) back once at its end.
 """
 import time
+from collections import namedtuple
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,6 +18,7 @@ from ..backend import Backend, check_state
 from ..config import INFERENCE_BATCH_SIZE
 from ..kernels.table import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Training,
                                Workspace, workspace_layout)
+from ..kernels.losses import PERCEPTRON
 from ..kernels.metrics import TOP_K
 from ..kernels.optimizers import ADAMW, H_SCHEDULE, any_clipping
 from ..kernels.schedules import COSINE_DECAY
@@ -46,6 +48,12 @@ def _require_cuda():
         raise RuntimeError("device='cuda' found no usable NVIDIA GPU: numba.cuda.is_available() is False "
                            "(no GPU, or no NVIDIA driver; numba.cuda.detect() tells more). Use device='cpu'.")
     return cuda
+
+
+# The loss of several outputs on the device (``cuda.losses.outputs_loss``): ``blocks`` int64 (m, 3)
+# [loss code, first column, width] of each output in the outputs side by side, ``weights`` float64
+# (m,), ``n`` = m, and ``counts`` float64 (m,), each output's loss x rows summed over the batches.
+Outputs = namedtuple("Outputs", ["blocks", "weights", "n", "counts"])
 
 
 class DeviceData:
@@ -180,6 +188,19 @@ class CUDABackend(Backend):
             view.copy_to_device(values, stream=self.stream)
         return view
 
+    def _outputs(self, loss, name):
+        """The device tables of the loss of several outputs (``cuda.losses.Outputs``; its counters
+        zeroed), kept between calls as the plans need; None for any other loss."""
+        user = getattr(loss, "user", None)
+        if not getattr(user, "several_outputs", False):
+            return None
+        blocks = user._blocks()
+        for code, *_ in blocks:
+            check_code(code, PERCEPTRON, "loss")
+        return Outputs(self._upload(name + "_blocks", np.array([[c, lo, hi - lo] for c, _, lo, hi in blocks], np.int64)),
+                       self._upload(name + "_weights", np.array([w for _, w, _, _ in blocks], np.float64)),
+                       len(blocks), self._upload(name + "_counts", np.zeros(len(blocks))))
+
     def dataset(self, x, y):
         """The training arrays on the device when they fit (see ``DeviceData``)."""
         x = np.ascontiguousarray(x, dtype=self.dtype)
@@ -231,6 +252,7 @@ class CUDABackend(Backend):
             raise ValueError("sample weights normalized by their sum (scikit-learn's) train on the CPU only")
         if stop <= first:
             return -1
+        outputs = self._outputs(loss, "outputs")
         opt_meta = self.opt_meta
         for kind in opt_meta[:, 2]:
             check_code(kind, ADAMW, "optimizer")
@@ -261,12 +283,14 @@ class CUDABackend(Backend):
             self._network.train_batches(self._net(), train, self.work,
                                         Batches(data.x, data.y, positions, batch_size, first, stop), loss,
                                         records, control, *stages, self.runner, self.graph,
-                                        None if weights is None else (self._upload("weights", weights), wb))
+                                        None if weights is None else (self._upload("weights", weights), wb),
+                                        outputs)
         else:
             self._train_streamed(data, order, batch_size, first, stop, train, loss, records, control, stages,
-                                 positions, weights, wb)
+                                 positions, weights, wb, outputs)
         CUDABackend._stepped = True
         counted_host = counted.counts.copy_to_host(stream=self.stream) if counted is not None else None
+        outputs_host = outputs.counts.copy_to_host(stream=self.stream) if outputs is not None else None
         out = records[2 * first: 2 * stop].copy_to_host(stream=self.stream)
         # The counters as the step kernels left them: the loss kernel advanced each slice's step count
         # and the batch index, and marked the first batch whose loss was not finite.
@@ -275,6 +299,8 @@ class CUDABackend(Backend):
         self.stream.synchronize()  # the copies above are asynchronous
         if counted_host is not None:
             counts += counted_host
+        if outputs_host is not None:  # the outputs' losses: the counted functions after the counters
+            counts[counts.size - outputs.n:] += outputs_host
         batch_loss[first:stop] = out[0::2]
         batch_correct[first:stop] = out[1::2].astype(np.int64)
         bad = int(done[C_BAD])
@@ -323,7 +349,7 @@ class CUDABackend(Backend):
         return Network(self.params, self.spec.table, self.spec.alphas, int(self.rng[0]))
 
     def _train_streamed(self, data, order, batch_size, first, stop, train, loss, records, control, stages,
-                        positions, weights=None, wb=None):
+                        positions, weights=None, wb=None, outputs=None):
         """Training for a data set that does not fit: the rows of as many batches as fit in the
         budget are gathered on the host, uploaded to a staging buffer, and trained on."""
         x, y = data.host
@@ -346,7 +372,7 @@ class CUDABackend(Backend):
             positions[lo:hi].copy_to_device(np.arange(hi - lo, dtype=np.int64), stream=self.stream)
             self._network.train_batches(self._net(), train, self.work, Batches(xs, ys, positions, batch_size, b0, b1),
                                         loss, records, control, *stages, self.runner, self.graph,
-                                        None if ws is None else (ws, wb))
+                                        None if ws is None else (ws, wb), outputs)
             self.stream.synchronize()  # the staging buffer is overwritten next
 
     # ---- inference --------------------------------------------------------------------------
@@ -376,6 +402,7 @@ class CUDABackend(Backend):
         n = x.shape[0]
         if n == 0:
             return 0.0, 0
+        outputs = self._outputs(loss, "eval_outputs")
         self.reserve(batch_size)
         n_batches = -(-n // batch_size)
         records = self._small_array("eval_records", 2 * n_batches, np.float64)
@@ -383,7 +410,7 @@ class CUDABackend(Backend):
         wb = None if weights is None else (np.ascontiguousarray(weights, dtype=self.dtype),
                                            self._sized("eval_weight_batch", (batch_size,), self.dtype))
         self._network.evaluate_batches(self._net(), loss, x, y, batch_size, self.work, records, control,
-                                       self.stream, graph=self.graph, weights=wb)
+                                       self.stream, graph=self.graph, weights=wb, outputs=outputs)
         out = records[: 2 * n_batches].copy_to_host(stream=self.stream)
         self.stream.synchronize()
         total, correct = 0.0, 0
@@ -407,8 +434,12 @@ def _control(first, step0):
 
 def _cpu_only(loss, user_metrics=None):
     """A ValueError for a loss or metrics of the user's (``fastnn.user_losses``): as user layers,
-    they run on the CPU only (the CUDA step has no first-class functions)."""
+    they run on the CPU only (the CUDA step has no first-class functions). The loss of several
+    outputs (``losses.OutputLosses``) has its own kernel here, which counts the outputs' losses
+    (the functions in ``user_metrics``: a model of several outputs takes no metrics)."""
     user = getattr(loss, "user", None)
+    if getattr(user, "several_outputs", False):
+        return
     if user is not None:
         raise ValueError(f"loss {user.name}: losses of your own (CustomLoss) run on the CPU only; train this model "
                          "on the CPU (device='cpu', or model.to('cpu'))")

@@ -39,7 +39,7 @@ from . import C_BATCH, C_STEP, C_STEP0, Plan, blocks, kernel, launch
 from .activations import IDENTITY, SOFTMAX
 from .buffers import fill_zero
 from .dispatch import IN_PLACE, INTO_DX, layer_backward, layer_forward
-from .losses import loss_backward, loss_forward
+from .losses import loss_backward, loss_forward, outputs_loss
 from .merge import add_into
 from .metrics import metric_counts
 from .optimizers import clip_gradients, optimizer_step
@@ -202,9 +202,9 @@ def add_shared_gradients(grads, shared, plan=None):
 
 
 def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, records, control, plan, graph=None,
-               weights=None):
+               weights=None, outputs=None):
     """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring);
-    ``weights`` as ``train_batches``'."""
+    ``weights``, ``outputs`` as ``train_batches``'."""
     params, layers, alphas, key = net
     acts, act_off, deltas, targets = work.acts, work.act_off, work.deltas, work.targets
     last = layers.shape[0] - 1
@@ -223,8 +223,11 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
     if graph is not None:  # every node's gradient buffer starts at zero; the loss's goes to the last node's
         fill_zero(graph.deltas, plan=plan)
     top = _view(deltas[0] if graph is None else graph.deltas, 0 if graph is None else act_off[last + 1], rows * n_out)
-    loss_backward(records, top, pred, yb, loss, loss_activation(layers), alphas[last, ALPHA], rows, n_out, control,
-                  softmax_first=deferred, plan=plan, weights=wb)
+    if outputs is not None:
+        outputs_loss(records, top, pred, yb, outputs, rows, n_out, control, plan=plan)
+    else:
+        loss_backward(records, top, pred, yb, loss, loss_activation(layers), alphas[last, ALPHA], rows, n_out,
+                      control, softmax_first=deferred, plan=plan, weights=wb)
     if metrics is not None:  # after the loss kernel, which applied a deferred softmax to pred
         metric_counts(metrics.spec, metrics.counts, pred, yb, rows, n_out, control, plan=plan)
     if graph is None:
@@ -242,7 +245,7 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
 
 
 def train_batches(net, train, work, batches, loss, records, control, metrics, reg, clip, runner, graph=None,
-                  weights=None):
+                  weights=None, outputs=None):
     """Enqueue training of ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the
     rows ``x[order]``, ``y[order]``.
 
@@ -259,6 +262,8 @@ def train_batches(net, train, work, batches, loss, records, control, metrics, re
     plan, a smaller last batch as a plan of its own. ``graph``: a functional model's ``Graph``, or None.
     ``weights``: None, or (a loss weight per row of ``x``, a device buffer of ``batch_size``): each
     row's loss and gradient weighted, as ``kernels.network.train_batches``' (Keras' normalization).
+    ``outputs``: None, or the device tables of a model of several outputs (``losses.outputs_loss``),
+    whose loss the step takes instead of ``loss``.
     """
     n, batch_size, first, stop = batches.order.size, batches.batch_size, batches.first, batches.stop
     full_stop = min(stop, n // batch_size)
@@ -267,8 +272,9 @@ def train_batches(net, train, work, batches, loss, records, control, metrics, re
     args = (net, train, work, batches._replace(first=0, stop=0), loss, metrics, reg, clip)
     for rows, times in ((batch_size, full_stop - first), (n - full_stop * batch_size, stop - max(first, full_stop))):
         if times > 0:
-            plan = runner.plan(args + (rows, records, control, graph, weights),
-                               lambda p, rows=rows: train_step(*args, rows, records, control, p, graph, weights))
+            plan = runner.plan(args + (rows, records, control, graph, weights, outputs),
+                               lambda p, rows=rows: train_step(*args, rows, records, control, p, graph, weights,
+                                                               outputs))
             runner.run(plan, times)
 
 
@@ -288,7 +294,8 @@ def predict_batches(out, net, x, batch_size, work, stream, training=False, contr
         plan.run()
 
 
-def evaluate_batches(net, loss, x, y, batch_size, work, records, control, stream, graph=None, weights=None):
+def evaluate_batches(net, loss, x, y, batch_size, work, records, control, stream, graph=None, weights=None,
+                     outputs=None):
     """Enqueue the loss and correct rows of every ``batch_size`` rows of host arrays (x, y) into
     ``records`` (as ``losses.loss_forward``); ``control[C_BATCH]`` must be 0. The caller sums
     loss x rows over the batches, as ``kernels.network.evaluate_batches``. ``weights``: None, or
@@ -308,7 +315,11 @@ def evaluate_batches(net, loss, x, y, batch_size, work, records, control, stream
             wb = weights[1][:rows]
             wb.copy_to_device(weights[0][lo:lo + rows], stream=stream)
         plan = Plan(stream)
-        deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan, graph=graph)
-        loss_forward(records, _view(acts, act_off[last + 1], rows * n_out), yb, loss, rows, n_out, control,
-                     softmax_first=deferred, plan=plan, weights=wb)
+        deferred = network_forward(net, xb, work, rows, defer_softmax=outputs is None, plan=plan, graph=graph)
+        pred = _view(acts, act_off[last + 1], rows * n_out)
+        if outputs is not None:
+            outputs_loss(records, None, pred, yb, outputs, rows, n_out, control, train=False, plan=plan)
+        else:
+            loss_forward(records, pred, yb, loss, rows, n_out, control, softmax_first=deferred, plan=plan,
+                         weights=wb)
         plan.run()
