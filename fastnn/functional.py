@@ -33,16 +33,20 @@ metric function is; on CUDA one kernel reduces each output's block in turn
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .kernels.table import ADD_LAYER, B_OFF, CONCATENATE_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER
 from .layers import Embedding, Input, Layer, Tensor, as_tensor  # noqa: F401 (Tensor: the functional API's type)
+from . import losses
 from .network import Network
 from .sparse_input import check_sparse, is_sparse
-from . import losses
 from .validation import check_features, check_float, check_targets
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 
 class Merge(Layer):
@@ -107,7 +111,7 @@ class Model(Network):
     input. Its layers come from the graph: it has no ``add``."""
     config_name = "Model"
 
-    def __init__(self, inputs: Input | Sequence[Input], outputs: Tensor, seed: int | None = None,
+    def __init__(self, inputs: Input | Sequence[Input], outputs: Tensor | Sequence[Tensor], seed: int | None = None,
                  dtype: str = "float32", device: str = "cpu", name: str | None = None) -> None:
         super().__init__(seed=seed, dtype=dtype, device=device, name=name or "model")
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
@@ -184,12 +188,12 @@ class Model(Network):
         return self._total_width
 
     @property
-    def output_dim(self):
+    def output_dim(self) -> int:
         """The width of the output; of all the outputs side by side with several."""
         return self._rows[-1].output_dim
 
     @property
-    def output_names(self):
+    def output_names(self) -> list[str]:
         """Each output's name, its layer's (``layer_names``): what the logs (``<name>_loss``), the
         dicts of ``compile`` and ``fit`` and the ONNX graph's outputs name it by (Keras' names)."""
         names = self.layer_names()
@@ -198,7 +202,8 @@ class Model(Network):
     def _output_widths(self):
         return [self._rows[r].output_dim for r in self._output_rows]
 
-    def compile(self, loss="cross_entropy", optimizer=None, metrics=None, loss_weights=None):
+    def compile(self, loss: Any = "cross_entropy", optimizer: Any = None, metrics: Sequence[str] | None = None,
+                loss_weights: Any = None) -> Self:
         """As every model's ``compile``; with several outputs, as Keras': ``loss`` one loss for
         every output, a list of one per output, or a dict {output name: loss} (``output_names``);
         ``loss_weights`` likewise, a list or dict of floats >= 0 (1 by default). The loss trained
@@ -248,14 +253,16 @@ class Model(Network):
         ends = np.cumsum(self._output_widths())[:-1]
         return [np.ascontiguousarray(part) for part in np.split(out, ends, axis=1)]
 
-    def predict(self, x, batch_size=None, verbose=0):
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int = 0) -> Any:
         """As every model's; with several outputs, a list of one array per output."""
         return self._split_outputs(super().predict(x, batch_size, verbose))
 
-    def __call__(self, x, training=False):
-        return self._split_outputs(super().__call__(x, training))
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        """As every model's; with several outputs, a list of one array per output."""
+        out = super().__call__(x, training)
+        return out if isinstance(out, list) else self._split_outputs(out)  # (inference: predict's list already)
 
-    def predict_classes(self, x, batch_size=None):
+    def predict_classes(self, x: Any, batch_size: int | None = None) -> NDArray[np.int64]:
         if len(self._output_rows) > 1:
             raise ValueError("predict_classes takes a model of one output: with several, take each output's "
                              "argmax of predict's arrays")

@@ -47,6 +47,10 @@ def test_names_and_widths():
     pa, pb = model.predict([xa, xb])
     assert pa.shape == (10, 3) and pb.shape == (10, 2)
     np.testing.assert_allclose(pa.sum(axis=1), 1.0, rtol=1e-12)
+    for training in (False, True):  # no Dropout or BatchNorm: the training-mode pass is the same
+        qa, qb = model([xa, xb], training=training)
+        np.testing.assert_allclose(qa, pa, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(qb, pb, rtol=1e-12, atol=1e-15)
 
 
 def test_adam_steps_equal_torch():
