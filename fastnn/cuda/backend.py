@@ -197,7 +197,8 @@ class CUDABackend(Backend):
         blocks = user._blocks()
         for code, *_ in blocks:
             check_code(code, PERCEPTRON, "loss")
-        return Outputs(self._upload(name + "_blocks", np.array([[c, lo, hi - lo] for c, _, lo, hi in blocks], np.int64)),
+        table = np.array([[c, lo, hi - lo] for c, _, lo, hi in blocks], np.int64)
+        return Outputs(self._upload(name + "_blocks", table),
                        self._upload(name + "_weights", np.array([w for _, w, _, _ in blocks], np.float64)),
                        len(blocks), self._upload(name + "_counts", np.zeros(len(blocks))))
 

@@ -213,7 +213,8 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
         wants = target_delta.shape[0] > 0
         scratch = work.deltas[0, : (rows * n_in if wants else 0)].reshape(rows if wants else 0, n_in)
         # A later call of a shared layer writes its weight gradients into its own region (table.py).
-        where = layer_backward(net, grads[shared_gradient_shift(graph.shared, k):], k, scratch, target_delta, node_delta(graph, work, layers, src2, rows), d,
+        where = layer_backward(net, grads[shared_gradient_shift(graph.shared, k):], k, scratch, target_delta,
+                               node_delta(graph, work, layers, src2, rows), d,
                                node_output(x, work, layers, src, rows), node_output(x, work, layers, src2, rows),
                                node_output(x, work, layers, k, rows), work, row0, applied and k == last,
                                fuse_activation_backward(layers, k, False), dropout, batchnorm, embedding, masking,
