@@ -9,14 +9,13 @@ batch losses, the correct counts and the counters the step kernels advanced (ste
 batch where Dropout's stream stands) back once at its end.
 """
 import time
-from collections import namedtuple
 from types import SimpleNamespace
 
 import numpy as np
 
 from ..backend import Backend, check_state
 from ..config import INFERENCE_BATCH_SIZE
-from ..kernels.table import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Training,
+from ..kernels.table import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Outputs, Training,
                                Workspace, workspace_layout)
 from ..kernels.losses import PERCEPTRON
 from ..kernels.metrics import TOP_K
@@ -48,12 +47,6 @@ def _require_cuda():
         raise RuntimeError("device='cuda' found no usable NVIDIA GPU: numba.cuda.is_available() is False "
                            "(no GPU, or no NVIDIA driver; numba.cuda.detect() tells more). Use device='cpu'.")
     return cuda
-
-
-# The loss of several outputs on the device (``cuda.losses.outputs_loss``): ``blocks`` int64 (m, 3)
-# [loss code, first column, width] of each output in the outputs side by side, ``weights`` float64
-# (m,), ``n`` = m, and ``counts`` float64 (m,), each output's loss x rows summed over the batches.
-Outputs = namedtuple("Outputs", ["blocks", "weights", "n", "counts"])
 
 
 class DeviceData:

@@ -38,6 +38,10 @@ architecture. Both targets read the same tables (on CUDA as device arrays, ``lay
   the backward pass is done, each region is added into ``grads[CALL_PARAMS: CALL_PARAMS +
   CALL_SIZE]`` (``add_shared_gradients`` of both targets), so a shared layer's gradient is the sum
   over its calls. S = 0 without shared layers.
+- Several outputs (a functional model's): hidden Concatenate rows after all the others put the
+  outputs side by side as the last row's output, which is all the passes see; the loss is then
+  ``losses.OutputLosses``, each output's built-in loss on its columns. The CPU step takes it as a
+  user loss (``user_losses.output_loss_kernels``), the CUDA step as an ``Outputs`` bundle.
 - ``tensors`` int64 (T, 2): [start, stop) of every trained weight tensor in ``params``, for
   per-tensor gradient clipping (``weight_tensors``).
 - ``reg`` float64 (R, 4): the weight penalties, [start, stop, l1, l2] per penalized slice of
@@ -87,6 +91,11 @@ SampleWeights.__doc__ = """Per-row loss weights (``fit``'s sample_weight or clas
 the data set, gathered with each batch (``order``) into ``batch`` (at least a batch of rows). ``normalize``
 False: Keras' batch loss sum_i w_i l_i / rows; True: scikit-learn's MLP objective, the whole batch's
 objective (weight penalty included) times rows / sum_i w_i, so the loss is sum_i w_i l_i / sum_i w_i."""
+Outputs = namedtuple("Outputs", ["blocks", "weights", "n", "counts"])
+Outputs.__doc__ = """The loss of several outputs as the CUDA step reads it (``cuda.losses.outputs_loss``):
+``blocks`` int64 (m, 3) [loss code, first column, width] of each output among the outputs side by
+side, ``weights`` float64 (m,) their loss weights, ``n`` = m, ``counts`` float64 (m,) where each
+batch adds each output's own loss x rows (the logs' ``<output>_loss``)."""
 Graph = namedtuple("Graph", ["sources", "deltas", "shared"], defaults=(np.zeros((0, 4), np.int64),))
 Graph.__doc__ = """A model with several inputs or branches (``fastnn.Model``): ``sources`` int64 (L, 2), the
 nodes each layer reads (a row index, -1 for the gathered batch, -1 for a second input it lacks);
