@@ -184,7 +184,8 @@ def graph_backward(net, grads, x, work, rows, graph, plan=None, control=None):
         d = _node_delta(graph, act_off, layers, k, rows)
         shift = int(shared_gradient_shift.py_func(graph.shared, k))
         where = layer_backward(net, grads[shift:] if shift else grads, k, dx, dsum, dsum2, d,
-                               _node(x, acts, act_off, layers, src, rows), _node(x, acts, act_off, layers, src2, rows), _node(x, acts, act_off, layers, k, rows),
+                               _node(x, acts, act_off, layers, src, rows), _node(x, acts, act_off, layers, src2, rows),
+                               _node(x, acts, act_off, layers, k, rows),
                                work, rows, applied=applied and k == last,
                                fuse=fuse_activation_backward.py_func(layers, k, False), control=control, plan=plan)
         if dsum is not None and where in (INTO_DX, IN_PLACE):
