@@ -48,7 +48,7 @@ class CPUBackend(Backend):
         self.spec = spec
         state = check_state(state, spec.size, spec.slices.meta, self.dtype)
         self.params = state["params"]
-        self.grads = np.zeros_like(self.params)
+        self.grads = np.zeros(spec.grad_size, dtype=self.dtype)  # (shared layers' regions after the params')
         self.state1, self.state2 = state["state1"], state["state2"]
         self.opt_steps, self.rng = state["opt_steps"], state["rng"]
         table = spec.table
@@ -91,7 +91,8 @@ class CPUBackend(Backend):
                                       np.empty(deltas_shape, dtype=self.dtype), np.empty(n_targets, dtype=self.dtype),
                                       np.empty(n_stats))
         self.graph = None if self.spec.graph is None else network.Graph(self.spec.graph,
-                                                                        np.empty(n_acts, dtype=self.dtype))
+                                                                        np.empty(n_acts, dtype=self.dtype),
+                                                                        self.spec.shared)
         self.capacity = rows
 
     def _workspace(self, rows):

@@ -14,20 +14,39 @@ what it reads: the inputs first (each a slice of the gathered batch, which holds
 columns side by side), the output last, and a ``kernels.network.Graph`` that names each row's
 sources. The compiled step is the same as a stack's, with ``graph_backward`` summing the
 gradients of nodes that several layers read. ``fit``, ``evaluate`` and ``predict`` take a list
-of arrays, one per input (an array alone for one input). One output; each layer is called once
-(no shared layers). On the CPU and on CUDA (``fastnn.cuda.network.graph_backward``).
+of arrays, one per input (an array alone for one input). On the CPU and on CUDA
+(``fastnn.cuda.network.graph_backward``).
+
+A layer called on several tensors (of the widths of its first call) is shared: one row per call,
+all reading the layer's one set of weights, whose gradient is the sum of the calls'
+(``graph.shared`` in ``kernels/table.py``); it appears once in ``layers``, the weights,
+``summary`` and the saved config.
+
+Several outputs (``outputs=[out_a, out_b]``, Keras 3's API: ``compile``'s ``loss`` and
+``loss_weights`` per output, y a list or dict, the logs ``<output name>_loss``): hidden
+Concatenate rows after all the others put the outputs side by side, the one output the kernels
+see, and ``losses.OutputLosses`` is its loss: the built-in losses of the outputs on their
+columns, weighted and summed. On the CPU it is compiled as a loss of one's own is
+(``user_losses.output_loss_kernels``) and each output's own loss is counted in the step as a
+metric function is; on CUDA one kernel reduces each output's block in turn
+(``cuda.losses.outputs_loss``). ``predict`` splits the side-by-side output into a list.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .kernels.table import ADD_LAYER, B_OFF, CONCATENATE_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER
 from .layers import Embedding, Input, Layer, Tensor, as_tensor  # noqa: F401 (Tensor: the functional API's type)
+from . import losses
 from .network import Network
 from .sparse_input import check_sparse, is_sparse
-from .validation import check_features
+from .validation import check_features, check_float, check_targets
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 
 class Merge(Layer):
@@ -38,12 +57,16 @@ class Merge(Layer):
     def __init__(self) -> None:
         pass
 
-    def _connect_tensors(self, inputs):
+    def _read_tensors(self, inputs):
         if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
             raise ValueError(f"{type(self).__name__} takes a list of at least two tensors")
         tensors = [as_tensor(t, f"{type(self).__name__}'s inputs") for t in inputs]
         if len(tensors) > 2:  # one binary merge per extra input: ((a, b), c), ...
             tensors = [type(self)()(tensors[:-1]), tensors[-1]]
+        return tensors
+
+    def _connect_tensors(self, inputs):
+        tensors = self._read_tensors(inputs)
         self.connect_merge([t.width for t in tensors])
         return tensors
 
@@ -82,13 +105,13 @@ class Multiply(Merge):
 
 
 class Model(Network):
-    """A model from the graph between ``inputs`` (``Input`` tensors) and ``outputs`` (one tensor):
-    ``Model(inputs=[a, b], outputs=out)``. Everything else is every model's (compile, fit,
+    """A model from the graph between ``inputs`` (``Input`` tensors) and ``outputs`` (a tensor, or
+    a list of them): ``Model(inputs=[a, b], outputs=out)``. Everything else is every model's (compile, fit,
     evaluate, predict, summary, get_weights, save, ...), with ``x`` a list of arrays, one per
     input. Its layers come from the graph: it has no ``add``."""
     config_name = "Model"
 
-    def __init__(self, inputs: Input | Sequence[Input], outputs: Tensor, seed: int | None = None,
+    def __init__(self, inputs: Input | Sequence[Input], outputs: Tensor | Sequence[Tensor], seed: int | None = None,
                  dtype: str = "float32", device: str = "cpu", name: str | None = None) -> None:
         super().__init__(seed=seed, dtype=dtype, device=device, name=name or "model")
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
@@ -99,30 +122,54 @@ class Model(Network):
             if twin is not None:
                 raise ValueError(f"inputs[{i}] is inputs[{twin}] again: each Input appears once (its array is passed "
                                  "once; layers may read it several times)")
-        if isinstance(outputs, (list, tuple)):
-            if len(outputs) != 1:
-                raise ValueError("a Model has one output tensor")
-            outputs = outputs[0]
-        output = as_tensor(outputs, "outputs")
+        outs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        if not outs:
+            raise ValueError("outputs must hold at least one tensor")
+        outs = [as_tensor(o, f"outputs[{i}]" if isinstance(outputs, (list, tuple)) else "outputs")
+                for i, o in enumerate(outs)]
+        for i, out in enumerate(outs):
+            if isinstance(out.layer, Input):
+                raise ValueError(f"outputs[{i}] is an Input: an output is what a layer returns")
+            twin = next((j for j in range(i) if outs[j].layer is out.layer), None)
+            if twin is not None:
+                raise ValueError(f"outputs[{i}] and outputs[{twin}] come from the same layer: the outputs are named "
+                                 "by their layers (the logs' '<name>_loss'), one output per layer")
+        # Several outputs: hidden Concatenate rows after every other put them side by side, the
+        # model's one output as the kernels see it (its columns are the outputs', in order).
+        output, hidden = outs[0], set()
+        for out in outs[1:]:
+            merge = Concatenate()
+            output = merge([output, out])
+            hidden.add(id(merge))
         order, seen = [], set()
 
-        def visit(tensor):  # post-order: every layer after what it reads
-            if id(tensor.layer) in seen:
+        def visit(tensor):  # post-order: every call after what it reads
+            if id(tensor) in seen:
                 return
             for source in tensor.inputs:
                 visit(source)
-            seen.add(id(tensor.layer))
+            seen.add(id(tensor))
             order.append(tensor)
 
+        for out in outs:  # the outputs' rows before the hidden ones
+            visit(out)
         visit(output)
         reached = [t.layer for t in order if isinstance(t.layer, Input)]
         missing = [i for i in reached if all(i is not j for j in inputs)]
         if missing:
             raise ValueError("outputs depend on an Input that is not in inputs")
+        # One row of the kernels' table per call: a shared layer's calls are rows of one layer.
         tensors = [as_tensor(i, "inputs") for i in inputs] + [t for t in order if not isinstance(t.layer, Input)]
         self.inputs = inputs
-        self.layers = [t.layer for t in tensors]
+        self._rows = [t.layer for t in tensors]
+        self.layers = []
+        for layer in self._rows:  # each layer once, where its first call is
+            if id(layer) not in hidden and all(layer is not own for own in self.layers):
+                self.layers.append(layer)
         index = {id(t): k for k, t in enumerate(tensors)}
+        self._output_rows = [index[id(o)] for o in outs]
+        self._hidden_rows = len(outs) - 1
+        self._output_losses = ()
         self._sources = np.array([[index[id(s)] for s in t.inputs] + [-1] * (2 - len(t.inputs)) if t.inputs
                                   else [-1, -1] for t in tensors], dtype=np.int64)
         start = 0
@@ -140,8 +187,91 @@ class Model(Network):
     def input_dim(self):
         return self._total_width
 
+    @property
+    def output_dim(self) -> int:
+        """The width of the output; of all the outputs side by side with several."""
+        return self._rows[-1].output_dim
+
+    @property
+    def output_names(self) -> list[str]:
+        """Each output's name, its layer's (``layer_names``): what the logs (``<name>_loss``), the
+        dicts of ``compile`` and ``fit`` and the ONNX graph's outputs name it by (Keras' names)."""
+        names = self.layer_names()
+        return [names[self._layer_index(self._rows[r])] for r in self._output_rows]
+
+    def _output_widths(self):
+        return [self._rows[r].output_dim for r in self._output_rows]
+
+    def compile(self, loss: Any = "cross_entropy", optimizer: Any = None, metrics: Sequence[str] | None = None,
+                loss_weights: Any = None) -> Self:
+        """As every model's ``compile``; with several outputs, as Keras': ``loss`` one loss for
+        every output, a list of one per output, or a dict {output name: loss} (``output_names``);
+        ``loss_weights`` likewise, a list or dict of floats >= 0 (1 by default). The loss trained
+        is sum_i loss_weights[i] * loss_i, logged as "loss", and each output's own (unweighted) as
+        "<name>_loss". Not yet with several outputs: metrics, sample and class weights."""
+        if len(self._output_rows) == 1:
+            if loss_weights is not None:
+                raise ValueError("loss_weights weighs the losses of several outputs: this model has one output")
+            self._output_losses = ()
+            return super().compile(loss, optimizer, metrics)
+        if metrics:
+            raise ValueError("metrics: a model of several outputs logs each output's loss; metrics of several "
+                             "outputs are not supported yet (compile it without metrics)")
+        if not isinstance(loss, losses.OutputLosses):
+            names, widths = self.output_names, self._output_widths()
+            loss = losses.OutputLosses(_per_output(loss, names, "loss"),
+                                       [float(w) for w in _per_output(1.0 if loss_weights is None else loss_weights,
+                                                                      names, "loss_weights", number=True)],
+                                       names, widths)
+        elif loss_weights is not None:
+            raise ValueError("loss_weights: the OutputLosses given as loss holds its weights")
+        elif list(loss.widths) != self._output_widths():
+            raise ValueError(f"loss: OutputLosses of outputs of widths {list(loss.widths)}, this model's are "
+                             f"{self._output_widths()}")
+        super().compile(loss, optimizer, None)
+        self._output_losses = loss.output_functions()
+        return self
+
+    def _check_xy(self, x, y, prefix=""):
+        """With several outputs, ``y`` is a list of one array per output (or a dict by output
+        name), each checked against its output's loss and width (labels one-hot encoded), side by
+        side as the kernels read them."""
+        if len(self._output_rows) == 1:
+            return super()._check_xy(x, y, prefix)
+        x = self._check_x(x, prefix + "x")
+        names, name = self.output_names, prefix + "y"
+        arrays = _per_output(y, names, name, arrays=True)
+        parts = [check_targets(a, f"{name}[{i}]" if isinstance(y, (list, tuple)) else f"{name}[{names[i]!r}]",
+                               x.shape[0], width, dtype=self.dtype, one_hot_labels=width > 1,
+                               unit_interval=lo.unit_interval, writable=False)
+                 for i, (a, width, lo) in enumerate(zip(arrays, self._output_widths(), self.loss.losses))]
+        return x, np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=self.dtype)
+
+    def _split_outputs(self, out):
+        if len(self._output_rows) == 1:
+            return out
+        ends = np.cumsum(self._output_widths())[:-1]
+        return [np.ascontiguousarray(part) for part in np.split(out, ends, axis=1)]
+
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int = 0) -> Any:
+        """As every model's; with several outputs, a list of one array per output."""
+        return self._split_outputs(super().predict(x, batch_size, verbose))
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        """As every model's; with several outputs, a list of one array per output."""
+        out = super().__call__(x, training)
+        return out if isinstance(out, list) else self._split_outputs(out)  # (inference: predict's list already)
+
+    def predict_classes(self, x: Any, batch_size: int | None = None) -> NDArray[np.int64]:
+        if len(self._output_rows) > 1:
+            raise ValueError("predict_classes takes a model of one output: with several, take each output's "
+                             "argmax of predict's arrays")
+        return super().predict_classes(x, batch_size)
+
     def _compute_layers(self):
-        return self.layers  # its inputs are rows too: each takes its columns of the gathered batch
+        # One per row: its inputs are rows too (each takes its columns of the gathered batch), a
+        # shared layer one row per call.
+        return self._rows
 
     def _graph_table(self):
         return self._sources
@@ -164,7 +294,7 @@ class Model(Network):
             raise ValueError(f"{name} must be a list of {len(self.inputs)} arrays, one per input, got {len(arrays)}")
         parts = []
         for i, (array, inp) in enumerate(zip(arrays, self.inputs)):
-            readers = [layer for layer, s in zip(self.layers, self._sources) if self.layers.index(inp) in s]
+            readers = [layer for layer, s in zip(self._rows, self._sources) if self._rows.index(inp) in s]
             embedding = next((r for r in readers if isinstance(r, Embedding)), None)
             part_name = f"{name}[{i}]"
             if embedding is not None:
@@ -185,26 +315,69 @@ class Model(Network):
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=self.dtype)
 
     def _connections(self):
+        """Per layer, what each of its calls reads ("; " between a shared layer's calls)."""
         names = self.layer_names()
-        return [", ".join(names[s] for s in sources if s >= 0) for sources in self._sources]
+        name = [names[self._layer_index(layer)] for layer in self._rows[:len(self._rows) - self._hidden_rows]]
+        return ["; ".join(", ".join(name[s] for s in sources if s >= 0)
+                          for row, sources in zip(self._rows, self._sources) if row is layer) for layer in self.layers]
+
+    def _layer_index(self, layer):
+        return next(i for i, own in enumerate(self.layers) if own is layer)
 
     def get_config(self):
         config = super().get_config()
         config["model"]["class_name"] = "Model"
-        config["model"]["inputs"] = [self.layers.index(i) for i in self.inputs]
-        for spec, sources in zip(config["layers"], self._sources):
-            spec["inbound"] = [int(s) for s in sources if s >= 0]
+        config["model"]["inputs"] = [self._layer_index(i) for i in self.inputs]
+        if len(self._rows) == len(self.layers):  # each layer called once: what it reads, in its own entry
+            for spec, sources in zip(config["layers"], self._sources):
+                spec["inbound"] = [int(s) for s in sources if s >= 0]
+        else:  # a shared layer or several outputs: the calls in table order, [layer index, [rows it reads]]
+            n = len(self._rows) - self._hidden_rows
+            config["model"]["calls"] = [[self._layer_index(layer), [int(s) for s in sources if s >= 0]]
+                                        for layer, sources in zip(self._rows[:n], self._sources[:n])]
+            if self._hidden_rows:
+                config["model"]["outputs"] = [int(r) for r in self._output_rows]
         return config
 
     @classmethod
     def _from_layers(cls, config, layers, device):
         """``from_config``'s model: the layers called again on the tensors they read."""
+        calls = config["model"].get("calls")
+        if calls is None:
+            calls = [[i, spec.get("inbound", [])] for i, spec in enumerate(config["layers"])]
         tensors = []
-        for spec, layer in zip(config["layers"], layers):
-            inbound = [tensors[i] for i in spec.get("inbound", [])]
+        for i, inbound in calls:
+            layer, inbound = layers[i], [tensors[j] for j in inbound]
             if isinstance(layer, Input):
                 tensors.append(as_tensor(layer, "input"))
             else:
                 tensors.append(layer(inbound if isinstance(layer, Merge) else inbound[0]))
-        return cls([layers[i] for i in config["model"]["inputs"]], tensors[-1], seed=config["model"]["seed"],
+        outputs = [tensors[i] for i in config["model"]["outputs"]] if "outputs" in config["model"] else tensors[-1]
+        return cls([layers[i] for i in config["model"]["inputs"]], outputs, seed=config["model"]["seed"],
                    dtype=config["model"]["dtype"], device=device, name=config["model"]["name"])
+
+
+def _per_output(value, names, what, number=False, arrays=False):
+    """``value`` as one entry per output (``names``): a list or tuple of one per output, a dict
+    {output name: entry} naming each, or (not for ``arrays``) one entry for every output."""
+    if isinstance(value, dict):
+        unknown = [k for k in value if k not in names]
+        if unknown:
+            raise ValueError(f"{what} names {unknown[0]!r}, not an output of this model: its outputs are {names}")
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise ValueError(f"{what} gives no entry for output {missing[0]!r}: a dict names every output {names}")
+        value = [value[n] for n in names]
+    elif isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise ValueError(f"{what} must hold {len(names)} entries, one per output {names}, got {len(value)}")
+        value = list(value)
+    elif arrays:
+        raise ValueError(f"{what} must be a list of {len(names)} arrays, one per output {names} (or a dict by "
+                         f"output name), got {type(value).__name__}")
+    else:
+        value = [value] * len(names)
+    if number:
+        for i, v in enumerate(value):
+            check_float(v, f"{what}[{i}]", minimum=0.0)
+    return value

@@ -218,13 +218,13 @@ class Inference:
         # Keras' evaluate reports the loss with the weight penalty, as fit logs it.
         penalty = self._penalty()
         values = {"loss": float(total / x.shape[0] + penalty), "accuracy": float(correct / x.shape[0])}
-        user = dict(self._user_metrics)
+        user = dict(self._counted_functions())
         exact = [m for m in self.metrics if m != "accuracy" and m not in user]
         if exact or user:  # exact over all rows, from the predictions
             pred = self._predict_rows(x_part, batch_size) if hi > lo else np.empty((0, self.output_dim), self.dtype)
             pred = distributed.gather_rows(pred)
             values.update(metrics_.from_predictions(exact, y, pred))
-            values.update(_user_metric_values(self._user_metrics, y, pred, batch_size, self.dtype))
+            values.update(_user_metric_values(self._counted_functions(), y, pred, batch_size, self.dtype))
         return {k: values[k] for k in self.log_names()}
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from .base import Configurable, resolve
 from .kernels import losses as K
-from .validation import check_features, check_targets
+from .validation import check_features, check_float, check_int, check_targets
 
 
 class Loss(Configurable):
@@ -173,6 +173,77 @@ class CustomLoss(Loss):
         if out.shape != pred.shape:
             raise ValueError(f"loss {self.name}: gradient returned shape {out.shape}, y_pred's is {pred.shape}")
         return out
+
+
+class OutputLosses(Loss):
+    """The loss of a functional ``Model`` of several outputs (``Model.compile`` builds it from
+    Keras' ``loss`` and ``loss_weights``): ``losses[i]``, a built-in loss, on output i, whose
+    predictions and targets are columns [sum(widths[:i]), sum(widths[:i + 1])) of the model's
+    outputs side by side; the value is sum_i weights[i] * losses[i], each output's loss a mean
+    over the batch as that loss's own, and so is its gradient. ``names``: the outputs' names,
+    which the logs give each output's loss (``<name>_loss``).
+
+    The formulas are the built-in losses' kernels (``kernels/losses.py``) on each output's
+    columns: on the CPU compiled into one value and one gradient function of the outputs side by
+    side (``fastnn.user_losses.output_loss_kernels``), which the compiled step takes as it takes a
+    loss of your own; on CUDA their device twins in one kernel (``cuda.losses.outputs_loss``).
+    Neither fuses the gradient with the output's activation (softmax with cross-entropy goes
+    through the softmax's derivative, as any other loss would)."""
+    classification = False
+    several_outputs = True
+
+    def __init__(self, losses, weights, names, widths):
+        if not isinstance(losses, (list, tuple)) or not losses:
+            raise TypeError("OutputLosses' losses must be a list of losses, one per output")
+        self.losses = [get(lo) for lo in losses]
+        n = len(self.losses)
+        for what, value in (("weights", weights), ("names", names), ("widths", widths)):
+            if not isinstance(value, (list, tuple)) or len(value) != n:
+                raise ValueError(f"OutputLosses' {what} must be a list of {n} entries, one per loss")
+        for i, lo in enumerate(self.losses):
+            if getattr(lo, "kernels", None) is not None or isinstance(lo, OutputLosses):
+                raise ValueError(f"loss[{i}]: {lo.name if hasattr(lo, 'name') else lo!r} is a loss of your own; the "
+                                 "losses of several outputs are built-in ones")
+        self.weights = [check_float(w, f"loss_weights[{i}]", minimum=0.0) for i, w in enumerate(weights)]
+        self.names = [str(name) for name in names]
+        self.widths = [check_int(w, f"OutputLosses' widths[{i}]", minimum=1) for i, w in enumerate(widths)]
+        self.name = "the outputs' losses"
+        self.unit_interval = False  # each output's targets are checked against its own loss
+
+    @property
+    def code(self):
+        from .user_losses import USER_LOSS, LossCode
+        return LossCode(USER_LOSS, self)
+
+    def _blocks(self):
+        """(loss code, weight, first column, stop column) of each output."""
+        ends = np.cumsum(self.widths)
+        return [(int(lo.code), w, int(e - n), int(e)) for lo, w, n, e in zip(self.losses, self.weights, self.widths,
+                                                                             ends)]
+
+    def kernels(self, dtype, n_out):
+        """The compiled value and gradient functions for arrays of ``dtype`` (``fastnn.user_losses``)."""
+        from .user_losses import output_loss_kernels
+        if n_out != sum(self.widths):
+            raise ValueError(f"OutputLosses of outputs {sum(self.widths)} wide in all, the model's are {n_out}")
+        return output_loss_kernels(tuple(self._blocks()), np.dtype(dtype))
+
+    def output_functions(self):
+        """(``<name>_loss``, function(y_true, y_pred) -> output i's loss) of each output, which
+        the compiled step counts as it counts metric functions."""
+        from .user_losses import output_loss_function
+        return tuple((f"{name}_loss", output_loss_function(code, lo, hi))
+                     for name, (code, _, lo, hi) in zip(self.names, self._blocks()))
+
+    def __call__(self, pred, target):
+        pred, target = np.asarray(pred), np.asarray(target)
+        return float(sum(w * lo(pred[:, a:b], target[:, a:b])
+                         for lo, (_, w, a, b) in zip(self.losses, self._blocks())))
+
+    def gradient(self, pred, target):
+        pred, target = np.asarray(pred), np.asarray(target)
+        return np.concatenate([w * lo.gradient(pred[:, a:b], target[:, a:b])
+                               for lo, (_, w, a, b) in zip(self.losses, self._blocks())], axis=1)
 
 
 _BY_NAME = {

@@ -115,7 +115,11 @@ class Network(Trainer, Inference, SeedAPI, Serializable):
             else np.zeros(0, self.dtype)
         rng = self._backend.host("rng") if self._backend is not None else np.array([self._random_key(), 0])
         if spec.user is not None:
-            _probe_user_layers([layer for layer in spec.layers if layer.is_user_layer()],
+            users = []  # each once, in the order of their compiled functions (a shared one has one pair)
+            for layer in spec.layers:
+                if layer.is_user_layer() and all(layer is not u for u in users):
+                    users.append(layer)
+            _probe_user_layers(users,
                                zip(spec.user.forward, spec.user.backward), params)
         backend = get_backend(self.device, self.dtype)
         # The backend takes these fresh arrays as its own (no copies: a Dense(8000, 8000) is 256 MB

@@ -53,6 +53,26 @@ class GraphBuilder:
         self.opset = opset
         self.nodes, self.initializers = [], []
         self._count = 0
+        self._layer, self._made, self._kept = None, 0, {}
+
+    def call(self, layer, inputs):
+        """``layer.onnx_nodes(self, inputs)``: a shared layer's later calls read the initializers its
+        first call made (the n-th constant of a call is the n-th of the first), not copies."""
+        self._layer, self._made = layer, 0
+        try:
+            return layer.onnx_nodes(self, inputs)
+        finally:
+            self._layer = None
+
+    def _initializer(self, make):
+        """The name of the initializer ``make()`` adds, or of the one the layer's first call added."""
+        if self._layer is None:
+            return make()
+        key = (id(self._layer), self._made)
+        self._made += 1
+        if key not in self._kept:
+            self._kept[key] = make()
+        return self._kept[key]
 
     def name(self, stem):
         self._count += 1
@@ -60,15 +80,15 @@ class GraphBuilder:
 
     def constant(self, stem, array):
         """An initializer holding ``array`` in the model's dtype; returns its name."""
-        from onnx import numpy_helper
-        tensor = numpy_helper.from_array(np.ascontiguousarray(array, dtype=self.dtype), self.name(stem))
-        self.initializers.append(tensor)
-        return tensor.name
+        return self._initializer(lambda: self._add(np.ascontiguousarray(array, dtype=self.dtype), stem))
 
     def int64(self, stem, values):
         """An int64 initializer (shapes, axes, ids); returns its name."""
+        return self._initializer(lambda: self._add(np.array(values, dtype=np.int64), stem))
+
+    def _add(self, array, stem):
         from onnx import numpy_helper
-        tensor = numpy_helper.from_array(np.array(values, dtype=np.int64), self.name(stem))
+        tensor = numpy_helper.from_array(array, self.name(stem))
         self.initializers.append(tensor)
         return tensor.name
 
@@ -118,24 +138,35 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
         inputs = [("x", model.input_dim)]
         x = "x"
         for layer in model.layers:
-            x = layer.onnx_nodes(graph, [x])
+            x = graph.call(layer, [x])
     else:
-        # The functional Model's rows are already in an order where each comes after what it
-        # reads (its inputs first); a merge reads two rows (more are nested pairs), in call order.
+        # The functional Model's rows (one per call) are already in an order where each comes
+        # after what it reads (its inputs first); a merge reads two rows (more are nested pairs),
+        # in call order; a shared layer's calls share its initializers (``GraphBuilder.call``).
         inputs = [(getattr(i, "name", None) or f"input_{k}", i.output_dim) for k, i in enumerate(model.inputs)]
         given = dict(zip((id(i) for i in model.inputs), (n for n, _ in inputs)))
         outputs = []
-        for layer, sources in zip(model.layers, table):
+        rows = model._compute_layers()
+        # Several outputs: one graph output each, named as the model's outputs (the hidden rows
+        # that put them side by side for training are left out).
+        for layer, sources in zip(rows[:len(rows) - model._hidden_rows], table):
             if isinstance(layer, Input):
                 outputs.append(given[id(layer)])
             else:
-                outputs.append(layer.onnx_nodes(graph, [outputs[s] for s in sources if s >= 0]))
-        x = outputs[-1]
-    graph.nodes.append(helper.make_node("Identity", [x], ["y"], name="output"))
+                outputs.append(graph.call(layer, [outputs[s] for s in sources if s >= 0]))
+        if model._hidden_rows:
+            results = [(name, outputs[r], rows[r].output_dim) for name, r in zip(model.output_names,
+                                                                                  model._output_rows)]
+    if table is None or not model._hidden_rows:
+        results = [("y", outputs[-1] if table is not None else x, model.output_dim)]
+    for name, node, _ in results:
+        graph.nodes.append(helper.make_node("Identity", [node], [name], name="output" if name == "y" else
+                                            f"output_{name}"))
     proto_graph = helper.make_graph(
         graph.nodes, model.name or "fastnn",
         [helper.make_tensor_value_info(n, graph.float_type, ["N", int(width)]) for n, width in inputs],
-        [helper.make_tensor_value_info("y", graph.float_type, ["N", int(model.output_dim)])], graph.initializers)
+        [helper.make_tensor_value_info(name, graph.float_type, ["N", int(width)]) for name, _, width in results],
+        graph.initializers)
     proto = helper.make_model(proto_graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="fastnn")
     onnx.checker.check_model(proto, full_check=True)
     return proto

@@ -15,6 +15,9 @@ The tables are the kernels' (their columns are documented in ``fastnn/kernels/ne
   tensors that per-tensor clipping clips.
 - ``user``: the user layers' compiled functions (``fastnn.user_layers.UserLayers``, None without
   any) and ``user_sizes`` their trainable weights' sizes.
+- ``shared`` int64 (S, 4): the later calls of a functional model's shared layers and where their
+  weight gradients go (``kernels/table.py``); ``grad_size``, the gradient buffer's length, which
+  holds those regions after the parameters'.
 - ``running_statistics`` int64 (B, 2): [start, stop) in ``params`` of each BatchNorm layer's
   running mean and variance, which no optimizer trains (averaged over MPI ranks after each epoch).
 - ``slices``: the optimizers' ``OptimizerSlices``; ``compile`` may change the optimizers after the
@@ -25,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import user_layers
-from .kernels.table import BATCHNORM_LAYER, B_OFF, KIND, N_OUT, alpha_table, weight_tensors
+from .kernels.table import BATCHNORM_LAYER, B_OFF, CALL_SIZE, KIND, N_OUT, alpha_table, weight_tensors
 from .kernels.optimizers import H_CLIP_GROUP, N_HYPER
 
 
@@ -90,6 +93,7 @@ class NetworkSpec:
     tensors: np.ndarray = None
     running_statistics: np.ndarray = None
     frozen: tuple = ()  # the layers' ``not trainable`` when the spec was built
+    shared: np.ndarray = None
 
     def __post_init__(self):
         # Tables given by hand (a benchmark's) are completed as build_spec completes them; arrays
@@ -103,12 +107,20 @@ class NetworkSpec:
             set_(self, "graph", _table(self.graph, np.int64, 2))
         if not isinstance(self.slices, OptimizerSlices):
             set_(self, "slices", OptimizerSlices(self.slices))
+        set_(self, "shared", _table(np.zeros((0, 4)) if self.shared is None else self.shared, np.int64, 4))
+        # A shared layer's calls are rows of the same weights: each tensor (clipped once) and each
+        # BatchNorm's statistics (averaged once) appear once.
         if self.tensors is None:  # (clipping reads those inside an optimizer's slice: no frozen layer's)
-            set_(self, "tensors", weight_tensors(table, self.user_sizes))
+            set_(self, "tensors", _distinct_rows(weight_tensors(table, self.user_sizes)))
         if self.running_statistics is None:
             batchnorm = table[table[:, KIND] == BATCHNORM_LAYER]
             b, n = batchnorm[:, B_OFF], batchnorm[:, N_OUT]
-            set_(self, "running_statistics", np.stack([b + n, b + 3 * n], axis=1).reshape(-1, 2))
+            set_(self, "running_statistics", _distinct_rows(np.stack([b + n, b + 3 * n], axis=1).reshape(-1, 2)))
+
+    @property
+    def grad_size(self):
+        """The gradient buffer's length: the parameters', and a region per later call of a shared layer."""
+        return self.size + int(self.shared[:, CALL_SIZE].sum())
 
     def offset(self, layer):
         """Where ``layer``'s parameters start in the flat buffers (a ValueError if it is not one of
@@ -132,7 +144,18 @@ def build_spec(layers, dtype, default_optimizer, graph=None, table_row=None):
     table_row = table_row or (lambda layer, offset: layer.table_row(offset))
     offsets, rows, reg, pairs, user_sizes = [], [], [], [], []
     offset = 0
-    for layer in layers:
+    first, calls = {}, []  # id of a layer -> (its offset, its row); [row, offset, size] of later calls
+    for k, layer in enumerate(layers):
+        if id(layer) in first:  # a shared layer called again: a row of the same weights
+            if graph is None:
+                raise ValueError(f"layers[{k}] is a layer listed before it: only a functional Model's graph calls a "
+                                 "layer several times")
+            at, row = first[id(layer)]
+            offsets.append(at)
+            rows.append(row)
+            if layer.count_params():
+                calls.append([k, at, layer.count_params()])
+            continue
         offsets.append(offset)
         row = np.asarray(table_row(layer, offset), dtype=np.int64)
         if layer.is_user_layer():
@@ -141,8 +164,13 @@ def build_spec(layers, dtype, default_optimizer, graph=None, table_row=None):
             pairs.append(layer.user_kernels(dtype, offset))
             user_sizes.append(layer.trainable_weight_sizes())
         rows.append(row)
+        first[id(layer)] = (offset, row)
         reg.extend(layer.regularized_slices(offset))
         offset += layer.count_params()
+    shared, at = [], offset
+    for k, start, n in calls:  # each later call's gradient region, after the parameters
+        shared.append([k, start, at, n])
+        at += n
     layers, offsets = tuple(layers), tuple(offsets)
     return NetworkSpec(
         table=np.array(rows, dtype=np.int64).reshape(-1, 6),
@@ -150,15 +178,24 @@ def build_spec(layers, dtype, default_optimizer, graph=None, table_row=None):
         reg=np.array(reg, dtype=np.float64).reshape(-1, 4),
         slices=optimizer_slices(layers, offsets, default_optimizer),
         size=offset, graph=graph, user=user_layers.bundle(pairs), user_sizes=tuple(user_sizes), layers=layers,
-        offsets=offsets, frozen=tuple(not layer.trainable for layer in layers))
+        offsets=offsets, frozen=tuple(not layer.trainable for layer in layers), shared=np.array(shared, np.int64))
+
+
+def _distinct_rows(table):
+    """``table`` without the rows that repeat an earlier one, in order."""
+    keep = [i for i in range(table.shape[0]) if not any((table[j] == table[i]).all() for j in range(i))]
+    return np.ascontiguousarray(table[keep]) if len(keep) < table.shape[0] else table
 
 
 def optimizer_slices(layers, offsets, default):
     """Each run of consecutive layers that share an optimizer (a layer's own, else ``default``)
     as one slice of their trainable parameters, which come first in each layer's part of the
     buffer (BatchNorm's running statistics follow, outside every slice)."""
-    slices = []  # [optimizer, lo, hi]
+    slices, seen = [], set()  # [optimizer, lo, hi]; the layers met (a shared layer's later calls add nothing)
     for layer, offset in zip(layers, offsets):
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
         n = layer.count_trainable_params() if layer.trainable else 0
         if not n:
             continue

@@ -75,6 +75,9 @@ def _one_training_call(method):
 class Trainer:
     """compile, fit and train_on_batch, on a ``Network``'s layers and backend."""
     _user_metrics = ()  # (name, function) of the metrics given as functions, in compile's order
+    # ("<output>_loss", function) of each output of a model of several outputs (``Model.compile``):
+    # counted in the compiled step as the metric functions are, and logged before them.
+    _output_losses = ()
 
     def compile(self, loss: Any = "cross_entropy", optimizer: Any = None, metrics: Sequence[str] | None = None) -> Self:
         """Set the loss, the default optimizer (for layers without their own) and the metrics that
@@ -448,14 +451,19 @@ class Trainer:
         """The keys of each epoch's logs in ``fit`` (``History.history``'s): 'loss' and the compiled
         metrics, then, with validation data, the same with ``val_``. Callbacks get them before
         training as ``params["metrics"]`` (Keras 2's name)."""
-        names = ["loss"] + self.metrics
+        names = ["loss"] + [name for name, _ in self._output_losses] + self.metrics
         return names + ["val_" + k for k in names] if validation else names
 
     def _metric_counters(self):
         """(spec or None, zeroed counts) of the training metrics counted in the compiled step; the
         user metrics' sums follow the counters (``_user_metric_bundle``)."""
         spec, size = self._counter_spec()
-        return (spec if spec.shape[0] else None), np.zeros(size + len(self._user_metrics))
+        return (spec if spec.shape[0] else None), np.zeros(size + len(self._counted_functions()))
+
+    def _counted_functions(self):
+        """(name, function) of what the compiled step counts as functions: the outputs' losses, then
+        the metric functions."""
+        return tuple(self._output_losses) + tuple(self._user_metrics)
 
     def _counter_spec(self):
         return metrics_.counter_spec([m for m in self.metrics if m != "accuracy"], self.output_dim)
@@ -463,9 +471,9 @@ class Trainer:
     def _user_metric_args(self):
         """The backends' ``user_metrics`` keyword (none without user metrics): a function of the
         dtype giving ``train_batches``' bundle of the user metrics' compiled functions."""
-        if not self._user_metrics:
+        if not self._counted_functions():
             return {}
-        offset, user = self._counter_spec()[1], self._user_metrics
+        offset, user = self._counter_spec()[1], self._counted_functions()
         return {"user_metrics": lambda dtype: metric_bundle(user, dtype, offset)}
 
     def _logs(self, batch_loss, batch_correct, rows, spec=None, counts=None, counted_rows=0.0):
@@ -475,14 +483,14 @@ class Trainer:
         values = {"loss": float(np.dot(batch_loss, rows) / total)}
         if "accuracy" in self.metrics:
             values["accuracy"] = float(batch_correct.sum() / total)
-        if spec is not None or self._user_metrics:  # each rank counted its own rows
+        if spec is not None or self._counted_functions():  # each rank counted its own rows
             counts = distributed.sum_over_ranks(counts)
         if spec is not None:
             values.update(metrics_.from_counts(self.metrics, spec, counts, self.output_dim, counted_rows))
-        if self._user_metrics:
-            offset = counts.size - len(self._user_metrics)
+        if self._counted_functions():
+            offset = counts.size - len(self._counted_functions())
             values.update({name: float(counts[offset + i] / counted_rows)
-                           for i, (name, _) in enumerate(self._user_metrics)})
+                           for i, (name, _) in enumerate(self._counted_functions())})
         return {k: values[k] for k in self.log_names()}
 
     @_one_training_call
@@ -521,6 +529,8 @@ class Trainer:
     def _weights_for_loss(self, w):
         """``w``, after checking that the loss takes row weights: a loss of your own (``CustomLoss``)
         gives its batch's value already reduced, which fastnn cannot weight per row."""
+        if w is not None and getattr(self.loss, "several_outputs", False):
+            raise ValueError("sample_weight and class_weight are not taken by a model of several outputs yet")
         if w is not None and getattr(self.loss, "kernels", None) is not None:
             raise ValueError(f"sample_weight and class_weight need a built-in loss: {self.loss.name} is a loss of "
                              "your own, whose value is already reduced over the batch (weight the rows inside it)")

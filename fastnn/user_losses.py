@@ -22,6 +22,8 @@ import numba
 import numpy as np
 from numba import types
 
+from .config import kernel
+from .kernels.losses import loss_backward, loss_forward
 from .user_code import compile_generated
 from .user_layers import _compile
 
@@ -106,6 +108,47 @@ def probe_loss(kernels, n_out, dtype):
 
 
 @lru_cache(maxsize=64)
+def output_loss_kernels(blocks, dtype):
+    """The (value, gradient) wrappers of a model of several outputs (``losses.OutputLosses``):
+    ``blocks`` (loss code, weight, first column, stop column) per output; the value is the
+    weighted sum of the built-in losses' values on each output's columns, the gradient each
+    output's loss gradient times its weight, in its columns."""
+    T = numba.from_dtype(np.dtype(dtype))
+    m = T[:, ::1]
+    value = ["def value(pred, target):", "    total = 0.0"]
+    gradient = ["def gradient(dpred, pred, target):"]
+    for code, weight, lo, hi in blocks:
+        cols = f"[:, {lo}:{hi}]"
+        value.append(f"    total += {float(weight)!r} * loss_forward({code}, pred{cols}, target{cols})")
+        gradient += [f"    d = dpred{cols}",
+                     f"    loss_backward({code}, d, pred{cols}, target{cols})",
+                     f"    scale_block(d, d.dtype.type({float(weight)!r}))"]
+    scope = {"loss_forward": loss_forward, "loss_backward": loss_backward, "scale_block": _scale_block}
+    # The built-in kernels stand where a user's functions would: their code is in the cache key.
+    compiled = compile_generated("\n".join(value + ["    return total", ""] + gradient + [""]), scope,
+                                 {"value": types.float64(m, m), "gradient": types.void(m, m, m)},
+                                 "outputs' losses", tuple(scope.values()))
+    return UserLoss((compiled["value"],), (compiled["gradient"],))
+
+
+@kernel
+def _scale_block(d, factor):
+    for i in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            d[i, j] *= factor
+
+
+def output_loss_function(code, lo, hi):
+    """function(y_true, y_pred) -> the built-in loss ``code`` on columns [lo, hi): one output's
+    loss, a function the compiled step counts as a metric's (``user_metric_kernel``)."""
+    scope = {"loss_forward": loss_forward}
+    exec(compile(f"def output_loss(y_true, y_pred):\n"  # noqa: S102 (code generated here)
+                 f"    return loss_forward({code}, y_pred[:, {lo}:{hi}], y_true[:, {lo}:{hi}])\n",
+                 f"<fastnn output loss {code} [{lo}, {hi})>", "exec"), scope)
+    return scope["output_loss"]
+
+
+@lru_cache(maxsize=64)
 def user_metric_kernel(fn, dtype, name):
     """The compiled wrapper of a user metric for arrays of ``dtype``."""
     T = numba.from_dtype(np.dtype(dtype))
@@ -153,7 +196,7 @@ def check_device_runs_loss(device, loss, user_metrics, why):
     (``fastnn.user_losses``): as user layers, they run on the CPU only."""
     if device == "cpu":
         return
-    if getattr(loss, "kernels", None) is not None:
+    if getattr(loss, "kernels", None) is not None and not getattr(loss, "several_outputs", False):
         raise ValueError(f"loss {loss.name} is a loss of your own (CustomLoss): such losses run on the CPU only "
                          f"({why})")
     if user_metrics:

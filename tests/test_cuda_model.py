@@ -354,3 +354,56 @@ def test_a_functional_model_moves_to_cuda_and_back():
     np.testing.assert_allclose(model.predict([xa, xb]), expected, atol=TOL)
     model.to("cpu")
     np.testing.assert_array_equal(model.predict([xa, xb]), expected)
+
+
+def test_shared_layers_match_cpu():
+    """A layer on two inputs, a layer twice in a chain and a shared Embedding on CUDA: the later
+    calls' weight gradients land in their own regions and are added into the layer's."""
+    from fastnn import Add, Concatenate, Input, Model
+    rng = np.random.default_rng(7)
+    xa, xb = rng.standard_normal((9, 3)).astype(np.float32), rng.standard_normal((9, 3)).astype(np.float32)
+    ids = rng.integers(0, 5, (9, 2))
+    y = rng.integers(0, 2, 9)
+    models = {}
+    for device in ("cpu", "cuda"):
+        a, b, i = Input((3,)), Input((3,)), Input((2,))
+        enc, block = Dense(units=3, activation="tanh"), Dense(units=3, activation="sigmoid")
+        emb = fastnn.Embedding(5, 2, input_length=2, combiner="sum")
+        h = block(block(Add()([enc(a), enc(b)])))
+        out = Dense(units=2, activation="softmax")(Concatenate()([h, emb(i), Add()([emb(i), emb(i)])]))
+        model = Model([a, b, i], out, seed=3, device=device)
+        model.compile("cross_entropy", Adam(0.05))
+        models[device] = (model, model.fit([xa, xb, ids], y, epochs=2, batch_size=4, verbose=0))
+    assert_weights_close(models["cpu"][0], models["cuda"][0])
+    assert_history_close(models["cpu"][1], models["cuda"][1])
+    np.testing.assert_allclose(models["cpu"][0].predict([xa, xb, ids]), models["cuda"][0].predict([xa, xb, ids]),
+                               atol=TOL)
+
+
+
+def test_several_outputs_match_cpu():
+    """Two outputs (one read by the other's layer) with their losses weighted, a shared layer: the
+    loss of the outputs side by side, each output's block reduced in turn, and its logs."""
+    from fastnn import Concatenate, Input, Model
+    rng = np.random.default_rng(8)
+    xa, xb = rng.standard_normal((9, 3)).astype(np.float32), rng.standard_normal((9, 3)).astype(np.float32)
+    ya, yb = rng.integers(0, 3, 9), rng.standard_normal((9, 2)).astype(np.float32)
+    models = {}
+    for device in ("cpu", "cuda"):
+        a, b = Input((3,)), Input((3,))
+        enc = Dense(units=4, activation="tanh")
+        h = Concatenate()([enc(a), enc(b)])
+        out_a = Dense(units=3, activation="softmax")(h)
+        out_b = Dense(units=2)(Concatenate()([h, out_a]))
+        model = Model([a, b], [out_a, out_b], seed=3, device=device)
+        model.compile({"dense_4": "cross_entropy", "dense_6": "mae"}, Adam(0.05), loss_weights=[1.0, 0.5])
+        models[device] = (model, model.fit([xa, xb], [ya, yb], epochs=2, batch_size=4, verbose=0,
+                                           validation_data=([xa, xb], [ya, yb])))
+    cpu, cuda = models["cpu"], models["cuda"]
+    assert list(cuda[1].history) == ["loss", "dense_4_loss", "dense_6_loss", "val_loss", "val_dense_4_loss",
+                                     "val_dense_6_loss"]
+    assert_weights_close(cpu[0], cuda[0])
+    assert_history_close(cpu[1], cuda[1])
+    for mine, theirs in zip(cpu[0].predict([xa, xb]), cuda[0].predict([xa, xb])):
+        np.testing.assert_allclose(mine, theirs, atol=TOL)
+    np.testing.assert_allclose(cpu[0].evaluate([xa, xb], [ya, yb]), cuda[0].evaluate([xa, xb], [ya, yb]), atol=TOL)

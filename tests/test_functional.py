@@ -124,7 +124,7 @@ def test_errors():
     a, b = Input((3,)), Input((2,))
     dense = Dense(units=4)
     dense(a)
-    with pytest.raises(ValueError, match="already called"):
+    with pytest.raises(ValueError, match="same widths"):  # shared, it takes its first call's widths
         dense(b)
     with pytest.raises(ValueError, match="one width"):
         Add()([Dense(units=3)(a), Dense(units=2)(b)])

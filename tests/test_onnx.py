@@ -126,6 +126,27 @@ def test_functional_models_export_one_input_each(tmp_path, kind):
     np.testing.assert_allclose(out, model.predict(xs), rtol=1e-5, atol=1e-5)
 
 
+def test_a_shared_layer_exports_its_weights_once(tmp_path):
+    """Each call of a shared layer is a node of its own reading the same initializers."""
+    from fastnn import Add, Concatenate, Model
+    rng = np.random.default_rng(5)
+    a, b = Input((4,)), Input((4,))
+    enc, block = Dense(units=5, activation="tanh"), Dense(units=5, activation=fastnn.LeakyReLU(0.2))
+    ha, hb = enc(a), enc(b)
+    out = Dense(units=3, activation="softmax")(Concatenate()([block(block(Add()([ha, hb]))), hb]))
+    model = Model([a, b], out, seed=0)
+    model.compile("cross_entropy", "adam")
+    xs = [rng.normal(size=(40, 4)), rng.normal(size=(40, 4))]
+    model.fit(xs, rng.integers(0, 3, 40), epochs=3, batch_size=8, verbose=0)
+    proto = onnx.load(str(model.to_onnx(tmp_path / "shared.onnx")))
+    assert len(proto.graph.initializer) == len(model.get_weights())  # enc, block, out: W and b each
+    matmuls = [node for node in proto.graph.node if node.op_type == "MatMul"]
+    assert len(matmuls) == 5 and len({node.input[1] for node in matmuls}) == 3
+    session = ort.InferenceSession(str(tmp_path / "shared.onnx"), providers=["CPUExecutionProvider"])
+    out = session.run(["y"], {f"input_{k}": x.astype(np.float32) for k, x in enumerate(xs)})[0]
+    np.testing.assert_allclose(out, model.predict(xs), rtol=1e-5, atol=1e-5)
+
+
 def test_a_layer_kind_brings_its_own_export(tmp_path):
     """The graph around the layers is ``fastnn.onnx``'s; a layer's nodes are its class's
     ``onnx_nodes``: a layer of one's own exports by defining it, with nothing added to fastnn.onnx."""

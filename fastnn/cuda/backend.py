@@ -15,8 +15,9 @@ import numpy as np
 
 from ..backend import Backend, check_state
 from ..config import INFERENCE_BATCH_SIZE
-from ..kernels.table import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Training,
+from ..kernels.table import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Outputs, Training,
                                Workspace, workspace_layout)
+from ..kernels.losses import PERCEPTRON
 from ..kernels.metrics import TOP_K
 from ..kernels.optimizers import ADAMW, H_SCHEDULE, any_clipping
 from ..kernels.schedules import COSINE_DECAY
@@ -104,7 +105,7 @@ class CUDABackend(Backend):
         state = check_state(state, spec.size, spec.slices.meta, self.dtype)
         self.spec = spec
         self.params = self._to_device(state["params"])
-        self.grads = self._to_device(np.zeros(self.params.size, dtype=self.dtype))
+        self.grads = self._to_device(np.zeros(spec.grad_size, dtype=self.dtype))
         self.state1 = self._to_device(state["state1"])
         self.state2 = self._to_device(state["state2"])
         self.opt_steps, self.rng = state["opt_steps"], state["rng"]
@@ -180,6 +181,20 @@ class CUDABackend(Backend):
             view.copy_to_device(values, stream=self.stream)
         return view
 
+    def _outputs(self, loss, name):
+        """The device tables of the loss of several outputs (``cuda.losses.Outputs``; its counters
+        zeroed), kept between calls as the plans need; None for any other loss."""
+        user = getattr(loss, "user", None)
+        if not getattr(user, "several_outputs", False):
+            return None
+        blocks = user._blocks()
+        for code, *_ in blocks:
+            check_code(code, PERCEPTRON, "loss")
+        table = np.array([[c, lo, hi - lo] for c, _, lo, hi in blocks], np.int64)
+        return Outputs(self._upload(name + "_blocks", table),
+                       self._upload(name + "_weights", np.array([w for _, w, _, _ in blocks], np.float64)),
+                       len(blocks), self._upload(name + "_counts", np.zeros(len(blocks))))
+
     def dataset(self, x, y):
         """The training arrays on the device when they fit (see ``DeviceData``)."""
         x = np.ascontiguousarray(x, dtype=self.dtype)
@@ -210,7 +225,7 @@ class CUDABackend(Backend):
                               self.cuda.device_array(deltas_shape, dtype=self.dtype, stream=self.stream),
                               self.cuda.device_array(n_targets, dtype=self.dtype, stream=self.stream), stats)
         self.graph = None if self.spec.graph is None else Graph(
-            self.spec.graph, self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream))
+            self.spec.graph, self.cuda.device_array(n_acts, dtype=self.dtype, stream=self.stream), self.spec.shared)
         self.capacity = rows
         self.runner.forget()
 
@@ -231,6 +246,7 @@ class CUDABackend(Backend):
             raise ValueError("sample weights normalized by their sum (scikit-learn's) train on the CPU only")
         if stop <= first:
             return -1
+        outputs = self._outputs(loss, "outputs")
         opt_meta = self.opt_meta
         for kind in opt_meta[:, 2]:
             check_code(kind, ADAMW, "optimizer")
@@ -261,12 +277,14 @@ class CUDABackend(Backend):
             self._network.train_batches(self._net(), train, self.work,
                                         Batches(data.x, data.y, positions, batch_size, first, stop), loss,
                                         records, control, *stages, self.runner, self.graph,
-                                        None if weights is None else (self._upload("weights", weights), wb))
+                                        None if weights is None else (self._upload("weights", weights), wb),
+                                        outputs)
         else:
             self._train_streamed(data, order, batch_size, first, stop, train, loss, records, control, stages,
-                                 positions, weights, wb)
+                                 positions, weights, wb, outputs)
         CUDABackend._stepped = True
         counted_host = counted.counts.copy_to_host(stream=self.stream) if counted is not None else None
+        outputs_host = outputs.counts.copy_to_host(stream=self.stream) if outputs is not None else None
         out = records[2 * first: 2 * stop].copy_to_host(stream=self.stream)
         # The counters as the step kernels left them: the loss kernel advanced each slice's step count
         # and the batch index, and marked the first batch whose loss was not finite.
@@ -275,6 +293,8 @@ class CUDABackend(Backend):
         self.stream.synchronize()  # the copies above are asynchronous
         if counted_host is not None:
             counts += counted_host
+        if outputs_host is not None:  # the outputs' losses: the counted functions after the counters
+            counts[counts.size - outputs.n:] += outputs_host
         batch_loss[first:stop] = out[0::2]
         batch_correct[first:stop] = out[1::2].astype(np.int64)
         bad = int(done[C_BAD])
@@ -323,7 +343,7 @@ class CUDABackend(Backend):
         return Network(self.params, self.spec.table, self.spec.alphas, int(self.rng[0]))
 
     def _train_streamed(self, data, order, batch_size, first, stop, train, loss, records, control, stages,
-                        positions, weights=None, wb=None):
+                        positions, weights=None, wb=None, outputs=None):
         """Training for a data set that does not fit: the rows of as many batches as fit in the
         budget are gathered on the host, uploaded to a staging buffer, and trained on."""
         x, y = data.host
@@ -346,7 +366,7 @@ class CUDABackend(Backend):
             positions[lo:hi].copy_to_device(np.arange(hi - lo, dtype=np.int64), stream=self.stream)
             self._network.train_batches(self._net(), train, self.work, Batches(xs, ys, positions, batch_size, b0, b1),
                                         loss, records, control, *stages, self.runner, self.graph,
-                                        None if ws is None else (ws, wb))
+                                        None if ws is None else (ws, wb), outputs)
             self.stream.synchronize()  # the staging buffer is overwritten next
 
     # ---- inference --------------------------------------------------------------------------
@@ -376,6 +396,7 @@ class CUDABackend(Backend):
         n = x.shape[0]
         if n == 0:
             return 0.0, 0
+        outputs = self._outputs(loss, "eval_outputs")
         self.reserve(batch_size)
         n_batches = -(-n // batch_size)
         records = self._small_array("eval_records", 2 * n_batches, np.float64)
@@ -383,7 +404,7 @@ class CUDABackend(Backend):
         wb = None if weights is None else (np.ascontiguousarray(weights, dtype=self.dtype),
                                            self._sized("eval_weight_batch", (batch_size,), self.dtype))
         self._network.evaluate_batches(self._net(), loss, x, y, batch_size, self.work, records, control,
-                                       self.stream, graph=self.graph, weights=wb)
+                                       self.stream, graph=self.graph, weights=wb, outputs=outputs)
         out = records[: 2 * n_batches].copy_to_host(stream=self.stream)
         self.stream.synchronize()
         total, correct = 0.0, 0
@@ -407,8 +428,12 @@ def _control(first, step0):
 
 def _cpu_only(loss, user_metrics=None):
     """A ValueError for a loss or metrics of the user's (``fastnn.user_losses``): as user layers,
-    they run on the CPU only (the CUDA step has no first-class functions)."""
+    they run on the CPU only (the CUDA step has no first-class functions). The loss of several
+    outputs (``losses.OutputLosses``) has its own kernel here, which counts the outputs' losses
+    (the functions in ``user_metrics``: a model of several outputs takes no metrics)."""
     user = getattr(loss, "user", None)
+    if getattr(user, "several_outputs", False):
+        return
     if user is not None:
         raise ValueError(f"loss {user.name}: losses of your own (CustomLoss) run on the CPU only; train this model "
                          "on the CPU (device='cpu', or model.to('cpu'))")

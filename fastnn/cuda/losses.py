@@ -181,7 +181,44 @@ def kernels(dtype, weighted=False):
                 control[C_BAD] = b
             control[C_BATCH] = b + 1
 
-    return SimpleNamespace(loss_step=loss_step)
+    @kernel
+    def outputs_loss_step(record, dz, pred, target, rows, cols, blocks, weights, n_outputs, train, control, counts):
+        """The loss of several outputs side by side (``losses.OutputLosses``): output i's loss
+        ``blocks[i, 0]`` on its ``blocks[i, 2]`` columns from ``blocks[i, 1]``, reduced over the
+        block one output after another; the value sum_i weights[i] * loss_i, each output's own
+        loss x rows added into ``counts[i]``, and with ``train`` dz = each output's gradient times
+        its weight (no activation: the outputs' hidden Concatenate row is the last)."""
+        total_part = cuda.shared.array(REDUCE_THREADS, F64)
+        tid = cuda.threadIdx.x
+        T = dz.dtype.type
+        value = 0.0
+        for i in range(n_outputs):
+            loss, start, width = blocks[i, 0], blocks[i, 1], blocks[i, 2]
+            weight = T(weights[i])
+            total = 0.0
+            for r in range(tid, rows, cuda.blockDim.x):
+                lo = r * cols + start
+                total += loss_row_value(loss, pred, target, lo, width)
+                if train:
+                    loss_row_gradient(loss, dz, pred, target, lo, width, rows)
+                    for j in range(width):
+                        dz[lo + j] *= weight
+            total_part[tid] = total
+            block_sum(total_part)
+            if tid == 0:
+                own = loss_finish(loss, total_part[0], rows, width)
+                value += weights[i] * own
+                counts[i] += own * rows
+            cuda.syncthreads()  # total_part is the next output's
+        if tid == 0:
+            b = control[C_BATCH]
+            record[2 * b] = value
+            record[2 * b + 1] = 0.0
+            if train and not math.isfinite(value) and control[C_BAD] < 0:
+                control[C_BAD] = b
+            control[C_BATCH] = b + 1
+
+    return SimpleNamespace(loss_step=loss_step, outputs_loss_step=outputs_loss_step)
 
 
 def loss_forward_backward(record, dz, pred, target, loss, act, alpha, rows, cols, control, train=True,
@@ -213,3 +250,12 @@ def loss_forward(record, pred, target, loss, rows, cols, control, softmax_first=
     """The value (and correct rows) of loss ``loss`` only: ``loss_forward_backward`` without ``train``."""
     loss_forward_backward(record, None, pred, target, loss, SOFTMAX if softmax_first else 0, 0.0, rows, cols,
                           control, train=False, softmax_first=softmax_first, plan=plan, weights=weights)
+
+
+def outputs_loss(record, dz, pred, target, outputs, rows, cols, control, train=True, plan=None):
+    """``loss_forward_backward`` of several outputs side by side (``outputs``: the device tables of
+    ``losses.OutputLosses``, ``blocks`` int64 (m, 3) [loss code, first column, width], ``weights``
+    float64 (m,), and ``counts`` float64 (m,), where each batch adds each output's loss x rows)."""
+    launch(plan, kernels(np.dtype(pred.dtype).name).outputs_loss_step, 1, reduce_threads(rows), record,
+           dz if dz is not None else pred, pred, target, rows, cols, outputs.blocks, outputs.weights, outputs.n,
+           bool(train), control, outputs.counts)

@@ -32,14 +32,14 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda
 
-from ..kernels.table import (ACT, ADD_LAYER, ALPHA, CONCATENATE_LAYER, DENSE_LAYER, EMBEDDING_LAYER, KIND,
-                             MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER, SOURCE, SOURCE2, fuse_activation_backward,
-                             fuse_loss_backward)
+from ..kernels.table import (ACT, ADD_LAYER, ALPHA, CALL_GRADS, CALL_PARAMS, CALL_SIZE, CONCATENATE_LAYER, DENSE_LAYER,
+                             EMBEDDING_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER, SOURCE, SOURCE2,
+                             fuse_activation_backward, fuse_loss_backward, shared_gradient_shift)
 from . import C_BATCH, C_STEP, C_STEP0, Plan, blocks, kernel, launch
 from .activations import IDENTITY, SOFTMAX
 from .buffers import fill_zero
 from .dispatch import IN_PLACE, INTO_DX, layer_backward, layer_forward
-from .losses import loss_backward, loss_forward
+from .losses import loss_backward, loss_forward, outputs_loss
 from .merge import add_into
 from .metrics import metric_counts
 from .optimizers import clip_gradients, optimizer_step
@@ -168,7 +168,9 @@ def graph_backward(net, grads, x, work, rows, graph, plan=None, control=None):
     """``network_backward`` for a ``Graph``, as ``kernels.network.graph_backward``: the last node's
     buffer in ``graph.deltas`` holds the loss gradient; each layer's ``dispatch.layer_backward``
     leaves dL/d(its inputs), which are added into its sources' buffers (through ``work.deltas[0]``
-    as scratch; a merge adds its shares itself). No fusion of a reader's derivative, as on the CPU."""
+    as scratch; a merge adds its shares itself). No fusion of a reader's derivative, as on the CPU.
+    A shared layer's later calls write their weight gradients into regions of their own, added
+    into the layer's at the end (``add_shared_gradients``; ``graph.shared``, a host table)."""
     layers, acts, act_off, deltas = net.layers, work.acts, work.act_off, work.deltas
     last = layers.shape[0] - 1
     applied = fuse_loss_backward.py_func(layers)
@@ -180,18 +182,30 @@ def graph_backward(net, grads, x, work, rows, graph, plan=None, control=None):
         dsum, dsum2 = _node_delta(graph, act_off, layers, src, rows), _node_delta(graph, act_off, layers, src2, rows)
         dx = _view(deltas[0], 0, rows * n_in) if dsum is not None else None
         d = _node_delta(graph, act_off, layers, k, rows)
-        where = layer_backward(net, grads, k, dx, dsum, dsum2, d, _node(x, acts, act_off, layers, src, rows),
-                               _node(x, acts, act_off, layers, src2, rows), _node(x, acts, act_off, layers, k, rows),
+        shift = int(shared_gradient_shift.py_func(graph.shared, k))
+        where = layer_backward(net, grads[shift:] if shift else grads, k, dx, dsum, dsum2, d,
+                               _node(x, acts, act_off, layers, src, rows), _node(x, acts, act_off, layers, src2, rows),
+                               _node(x, acts, act_off, layers, k, rows),
                                work, rows, applied=applied and k == last,
                                fuse=fuse_activation_backward.py_func(layers, k, False), control=control, plan=plan)
         if dsum is not None and where in (INTO_DX, IN_PLACE):
             add_into(dsum, dx if where == INTO_DX else d, rows, n_in, n_in, plan=plan)
+    add_shared_gradients(grads, graph.shared, plan=plan)
+
+
+def add_shared_gradients(grads, shared, plan=None):
+    """As ``kernels.network.add_shared_gradients``: each later call's region of ``grads`` added into
+    its layer's gradient, one launch per call, in table order (the launches of one stream run in
+    order: no two additions race)."""
+    for row in shared:
+        n = int(row[CALL_SIZE])
+        add_into(_view(grads, row[CALL_PARAMS], n), _view(grads, row[CALL_GRADS], n), 1, n, n, plan=plan)
 
 
 def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, records, control, plan, graph=None,
-               weights=None):
+               weights=None, outputs=None):
     """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring);
-    ``weights`` as ``train_batches``'."""
+    ``weights``, ``outputs`` as ``train_batches``'."""
     params, layers, alphas, key = net
     acts, act_off, deltas, targets = work.acts, work.act_off, work.deltas, work.targets
     last = layers.shape[0] - 1
@@ -210,8 +224,11 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
     if graph is not None:  # every node's gradient buffer starts at zero; the loss's goes to the last node's
         fill_zero(graph.deltas, plan=plan)
     top = _view(deltas[0] if graph is None else graph.deltas, 0 if graph is None else act_off[last + 1], rows * n_out)
-    loss_backward(records, top, pred, yb, loss, loss_activation(layers), alphas[last, ALPHA], rows, n_out, control,
-                  softmax_first=deferred, plan=plan, weights=wb)
+    if outputs is not None:
+        outputs_loss(records, top, pred, yb, outputs, rows, n_out, control, plan=plan)
+    else:
+        loss_backward(records, top, pred, yb, loss, loss_activation(layers), alphas[last, ALPHA], rows, n_out,
+                      control, softmax_first=deferred, plan=plan, weights=wb)
     if metrics is not None:  # after the loss kernel, which applied a deferred softmax to pred
         metric_counts(metrics.spec, metrics.counts, pred, yb, rows, n_out, control, plan=plan)
     if graph is None:
@@ -229,7 +246,7 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
 
 
 def train_batches(net, train, work, batches, loss, records, control, metrics, reg, clip, runner, graph=None,
-                  weights=None):
+                  weights=None, outputs=None):
     """Enqueue training of ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the
     rows ``x[order]``, ``y[order]``.
 
@@ -246,6 +263,8 @@ def train_batches(net, train, work, batches, loss, records, control, metrics, re
     plan, a smaller last batch as a plan of its own. ``graph``: a functional model's ``Graph``, or None.
     ``weights``: None, or (a loss weight per row of ``x``, a device buffer of ``batch_size``): each
     row's loss and gradient weighted, as ``kernels.network.train_batches``' (Keras' normalization).
+    ``outputs``: None, or the device tables of a model of several outputs (``losses.outputs_loss``),
+    whose loss the step takes instead of ``loss``.
     """
     n, batch_size, first, stop = batches.order.size, batches.batch_size, batches.first, batches.stop
     full_stop = min(stop, n // batch_size)
@@ -254,8 +273,9 @@ def train_batches(net, train, work, batches, loss, records, control, metrics, re
     args = (net, train, work, batches._replace(first=0, stop=0), loss, metrics, reg, clip)
     for rows, times in ((batch_size, full_stop - first), (n - full_stop * batch_size, stop - max(first, full_stop))):
         if times > 0:
-            plan = runner.plan(args + (rows, records, control, graph, weights),
-                               lambda p, rows=rows: train_step(*args, rows, records, control, p, graph, weights))
+            plan = runner.plan(args + (rows, records, control, graph, weights, outputs),
+                               lambda p, rows=rows: train_step(*args, rows, records, control, p, graph, weights,
+                                                               outputs))
             runner.run(plan, times)
 
 
@@ -275,7 +295,8 @@ def predict_batches(out, net, x, batch_size, work, stream, training=False, contr
         plan.run()
 
 
-def evaluate_batches(net, loss, x, y, batch_size, work, records, control, stream, graph=None, weights=None):
+def evaluate_batches(net, loss, x, y, batch_size, work, records, control, stream, graph=None, weights=None,
+                     outputs=None):
     """Enqueue the loss and correct rows of every ``batch_size`` rows of host arrays (x, y) into
     ``records`` (as ``losses.loss_forward``); ``control[C_BATCH]`` must be 0. The caller sums
     loss x rows over the batches, as ``kernels.network.evaluate_batches``. ``weights``: None, or
@@ -295,7 +316,11 @@ def evaluate_batches(net, loss, x, y, batch_size, work, records, control, stream
             wb = weights[1][:rows]
             wb.copy_to_device(weights[0][lo:lo + rows], stream=stream)
         plan = Plan(stream)
-        deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan, graph=graph)
-        loss_forward(records, _view(acts, act_off[last + 1], rows * n_out), yb, loss, rows, n_out, control,
-                     softmax_first=deferred, plan=plan, weights=wb)
+        deferred = network_forward(net, xb, work, rows, defer_softmax=outputs is None, plan=plan, graph=graph)
+        pred = _view(acts, act_off[last + 1], rows * n_out)
+        if outputs is not None:
+            outputs_loss(records, None, pred, yb, outputs, rows, n_out, control, train=False, plan=plan)
+        else:
+            loss_forward(records, pred, yb, loss, rows, n_out, control, softmax_first=deferred, plan=plan,
+                         weights=wb)
         plan.run()

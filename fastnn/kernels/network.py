@@ -43,8 +43,9 @@ from .sparse import gather_sparse, sparse_first_backward, sparse_first_forward
 from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER,  # noqa: F401
                     DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, MULTIPLY_LAYER, N_IN,
                     N_OUT, OPTIONAL_KINDS, RNG_KEY, RNG_STEP, SLICE_LAYER, SOURCE, SOURCE2, USER_LAYER, W_OFF, Batches,
-                    Graph, Network, SampleWeights, Training, Workspace, alpha_table, fuse_activation_backward,
-                    fuse_loss_backward, fused_loss_activation, weight_tensors, workspace_layout)
+                    CALL_GRADS, CALL_PARAMS, CALL_SIZE, Graph, Network, SampleWeights, Training, Workspace,
+                    alpha_table, fuse_activation_backward, fuse_loss_backward, fused_loss_activation,
+                    shared_gradient_shift, weight_tensors, workspace_layout)
 
 
 @kernel
@@ -189,7 +190,9 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
     its sources' buffers (a node read by several layers sums their shares) after its own
     gradients. The gathered batch and input slices need no gradient. No dense layer fuses its
     reader's activation derivative (``fuse_activation_backward`` with ``sole_reader`` False): a
-    node's gradient is complete only once all its readers have added theirs."""
+    node's gradient is complete only once all its readers have added theirs. A shared layer's
+    later calls write their weight gradients into regions of their own, added into the layer's
+    at the end (``graph.shared``, ``table.py``)."""
     layers = net.layers
     rows = x.shape[0]
     last = layers.shape[0] - 1
@@ -209,13 +212,26 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
         target_delta = node_delta(graph, work, layers, src, rows)
         wants = target_delta.shape[0] > 0
         scratch = work.deltas[0, : (rows * n_in if wants else 0)].reshape(rows if wants else 0, n_in)
-        where = layer_backward(net, grads, k, scratch, target_delta, node_delta(graph, work, layers, src2, rows), d,
+        # A later call of a shared layer writes its weight gradients into its own region (table.py).
+        where = layer_backward(net, grads[shared_gradient_shift(graph.shared, k):], k, scratch, target_delta,
+                               node_delta(graph, work, layers, src2, rows), d,
                                node_output(x, work, layers, src, rows), node_output(x, work, layers, src2, rows),
                                node_output(x, work, layers, k, rows), work, row0, applied and k == last,
                                fuse_activation_backward(layers, k, False), dropout, batchnorm, embedding, masking,
                                user, graph)
         if wants and (where == INTO_DX or where == IN_PLACE):
             add_into(target_delta, scratch if where == INTO_DX else d)
+    add_shared_gradients(grads, graph.shared)
+
+
+@kernel(inline=True)
+def add_shared_gradients(grads, shared):
+    """Each later call's weight gradients (``table.py``: ``shared``) added into its layer's own, in
+    table order (one thread: no two additions race on a layer called three times)."""
+    for i in range(shared.shape[0]):
+        dst, src = shared[i, CALL_PARAMS], shared[i, CALL_GRADS]
+        for j in range(shared[i, CALL_SIZE]):
+            grads[dst + j] += grads[src + j]
 
 
 @kernel

@@ -28,6 +28,20 @@ architecture. Both targets read the same tables (on CUDA as device arrays, ``lay
   counts as one step, which the backend's ``predict`` advances.)
 - ``sources`` int64 (L, 2), ``SOURCE``, ``SOURCE2``, a functional model's only (``Graph``): the
   nodes layer k reads (a row index, -1 for the gathered batch, -1 for a second input it lacks).
+- ``shared`` int64 (S, 4), ``CALL_ROW``, ``CALL_PARAMS``, ``CALL_GRADS``, ``CALL_SIZE``, a
+  functional model's only (``Graph``): one row per later call of a shared layer (a layer called on
+  several tensors has one table row per call, all with the same ``W_OFF``/``B_OFF``). The backward
+  kernels write a layer's weight gradients by assignment, so call ``CALL_ROW`` writes its own into
+  ``grads[CALL_GRADS: CALL_GRADS + CALL_SIZE]``, a region after the parameters' length (the
+  gradient buffer is that much longer than ``params``), as if its parameters started there instead
+  of at ``CALL_PARAMS`` (its walker hands it ``grads`` shifted by ``shared_gradient_shift``); once
+  the backward pass is done, each region is added into ``grads[CALL_PARAMS: CALL_PARAMS +
+  CALL_SIZE]`` (``add_shared_gradients`` of both targets), so a shared layer's gradient is the sum
+  over its calls. S = 0 without shared layers.
+- Several outputs (a functional model's): hidden Concatenate rows after all the others put the
+  outputs side by side as the last row's output, which is all the passes see; the loss is then
+  ``losses.OutputLosses``, each output's built-in loss on its columns. The CPU step takes it as a
+  user loss (``user_losses.output_loss_kernels``), the CUDA step as an ``Outputs`` bundle.
 - ``tensors`` int64 (T, 2): [start, stop) of every trained weight tensor in ``params``, for
   per-tensor gradient clipping (``weight_tensors``).
 - ``reg`` float64 (R, 4): the weight penalties, [start, stop, l1, l2] per penalized slice of
@@ -77,14 +91,21 @@ SampleWeights.__doc__ = """Per-row loss weights (``fit``'s sample_weight or clas
 the data set, gathered with each batch (``order``) into ``batch`` (at least a batch of rows). ``normalize``
 False: Keras' batch loss sum_i w_i l_i / rows; True: scikit-learn's MLP objective, the whole batch's
 objective (weight penalty included) times rows / sum_i w_i, so the loss is sum_i w_i l_i / sum_i w_i."""
-Graph = namedtuple("Graph", ["sources", "deltas"])
+Outputs = namedtuple("Outputs", ["blocks", "weights", "n", "counts"])
+Outputs.__doc__ = """The loss of several outputs as the CUDA step reads it (``cuda.losses.outputs_loss``):
+``blocks`` int64 (m, 3) [loss code, first column, width] of each output among the outputs side by
+side, ``weights`` float64 (m,) their loss weights, ``n`` = m, ``counts`` float64 (m,) where each
+batch adds each output's own loss x rows (the logs' ``<output>_loss``)."""
+Graph = namedtuple("Graph", ["sources", "deltas", "shared"], defaults=(np.zeros((0, 4), np.int64),))
 Graph.__doc__ = """A model with several inputs or branches (``fastnn.Model``): ``sources`` int64 (L, 2), the
 nodes each layer reads (a row index, -1 for the gathered batch, -1 for a second input it lacks);
 ``deltas``, one gradient buffer laid out as ``work.acts`` (node k's dL/d(output) at
-``act_off[k + 1]``), where the layers that read a node add their share."""
+``act_off[k + 1]``), where the layers that read a node add their share; ``shared`` int64 (S, 4), the
+later calls of shared layers and where their weight gradients go (none by default)."""
 
 W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND = range(6)
 SOURCE, SOURCE2 = range(2)
+CALL_ROW, CALL_PARAMS, CALL_GRADS, CALL_SIZE = range(4)
 (ACTIVATION_LAYER, DENSE_LAYER, DROPOUT_LAYER, BATCHNORM_LAYER, EMBEDDING_LAYER, MASKING_LAYER, USER_LAYER, SLICE_LAYER,
  CONCATENATE_LAYER, ADD_LAYER, MULTIPLY_LAYER, LAYERNORM_LAYER) = range(12)
 # The kinds whose code compiles out of a network without them, in groups: the network kernels'
@@ -129,6 +150,16 @@ def fuse_activation_backward(layers, k, sole_reader):
         return False
     kind, act = layers[k - 1, KIND], layers[k - 1, ACT]
     return (kind == DENSE_LAYER or kind == ACTIVATION_LAYER) and act != IDENTITY and act != SOFTMAX
+
+
+@kernel(inline=True)
+def shared_gradient_shift(shared, k):
+    """How far after its parameters row k writes its weight gradients in ``grads``: 0, but for a
+    later call of a shared layer (``shared``), which writes into its own region."""
+    for i in range(shared.shape[0]):
+        if shared[i, CALL_ROW] == k:
+            return shared[i, CALL_GRADS] - shared[i, CALL_PARAMS]
+    return 0
 
 
 def workspace_layout(layers, rows):

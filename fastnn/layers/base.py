@@ -73,19 +73,32 @@ class Layer(Configurable):
 
     def __call__(self, inputs):
         """The functional API (``fastnn.Model``): connect this layer to a tensor (or, for a merge
-        layer, a list of tensors) and return its output tensor."""
+        layer, a list of tensors) and return its output tensor. Called again on other tensors of
+        the same widths, the layer is shared, as in Keras: each call is a node of the graph, all
+        with the layer's one set of weights, whose gradient is the sum over the calls."""
+        if self._model is not None:
+            raise ValueError(f"this {type(self).__name__} already belongs to a model: call a new layer")
         if getattr(self, "_called", False):
-            raise ValueError(f"this {type(self).__name__} was already called on a tensor: a layer is used once "
-                             "(create another for another branch)")
-        tensors = self._connect_tensors(inputs)
-        self._called = True
+            tensors = self._read_tensors(inputs)
+            widths = [t.width for t in tensors]
+            if widths != self._call_widths:
+                raise ValueError(f"inputs: this {type(self).__name__} was first called on tensors of widths "
+                                 f"{self._call_widths}, a shared layer takes the same widths again, got {widths}")
+        else:
+            tensors = self._connect_tensors(inputs)
+            self._called = True
+            self._call_widths = [t.width for t in tensors]
         return Tensor(self, tensors, self.output_dim)
+
+    def _read_tensors(self, inputs):
+        """The tensors a call reads (one; a merge takes a list), checked, nothing connected."""
+        return [as_tensor(inputs, f"{type(self).__name__}'s input")]
 
     def _connect_tensors(self, inputs):
         """Connect to what ``__call__`` got (one tensor; a merge takes a list); returns the tensors read."""
-        tensor = as_tensor(inputs, f"{type(self).__name__}'s input")
-        self.connect(tensor.width)
-        return [tensor]
+        tensors = self._read_tensors(inputs)
+        self.connect(tensors[0].width)
+        return tensors
 
     def onnx_nodes(self, graph, inputs):
         """The ONNX export of this layer (``fastnn.onnx``): adds its nodes to ``graph`` (an

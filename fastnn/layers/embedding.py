@@ -66,11 +66,10 @@ class Embedding(Layer):
         config.update(input_dim=self.vocabulary, output_dim=self.embedding_dim)
         return {k: _jsonable(v) for k, v in config.items()}
 
-    def _connect_tensors(self, inputs):
+    def _read_tensors(self, inputs):
         tensor = as_tensor(inputs, f"{type(self).__name__}'s input")
         if not isinstance(tensor.layer, Input):
             raise ValueError("an Embedding reads ids: call it on an Input")
-        self.connect(tensor.width)
         return [tensor]
 
     def onnx_nodes(self, graph, inputs):
