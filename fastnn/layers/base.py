@@ -172,7 +172,10 @@ class Layer(Configurable):
         for shape in self.weight_shapes():
             weights.append((offset, shape))
             offset += int(np.prod(shape))
-        name = f"{type(self).__name__} ({_function_name(self.forward)}, {_function_name(self.backward)})"
+        # Qualified names, not module paths: the name is compiled into the wrappers' messages, so it
+        # is part of their cache key, which should not change when a script's functions move from
+        # __main__ into an imported module.
+        name = f"{type(self).__name__} ({_qualname(self.forward)}, {_qualname(self.backward)})"
         try:
             return user_layer_kernels(self.forward, self.backward, weights, dtype, self._lambda_style, name)
         except numba.core.errors.NumbaError as exc:
@@ -302,6 +305,11 @@ def check_weight_list(weights, shapes, name, dtype):
             raise ValueError(f"{name}[{i}] must have shape {tuple(shape)}, got {arr.shape}")
         out.append(check_features(arr.reshape(1, -1), f"{name}[{i}]", dtype=dtype).reshape(shape))
     return out
+
+
+def _qualname(fn):
+    fn = getattr(fn, "py_func", fn)
+    return getattr(fn, "__qualname__", repr(fn))
 
 
 def _function_name(fn):
