@@ -51,7 +51,9 @@ def _fingerprint(value, h, seen):
     elif isinstance(value, pytypes.ModuleType):
         h.update(f"module {value.__name__}".encode())
     elif isinstance(value, numba.core.dispatcher.Dispatcher):
-        h.update(repr(sorted(value.targetoptions.items())).encode())
+        # Sets (fastmath's flags) sorted: their repr's order changes with each process's hash seed.
+        h.update(repr(sorted((k, sorted(v) if isinstance(v, (set, frozenset)) else v)
+                             for k, v in value.targetoptions.items())).encode())
         _fingerprint(value.py_func, h, seen)
     elif isinstance(value, pytypes.FunctionType):
         if id(value) in seen:
@@ -155,7 +157,7 @@ def compile_generated(source, scope, entries, label, user_functions):
                       sorted((k, repr(v)) for k, v in scope.items() if not callable(v))) if CACHE else None
     directory = _directory() if key else None
     if directory is None:
-        namespace = dict(scope)
+        namespace = {"np": np, **scope}  # as the module file's ``import numpy as np``
         exec(compile(source, f"<fastnn {label}>", "exec"), namespace)  # noqa: S102 (code generated here)
         return {n: numba.njit(s, **options)(namespace[n]) for n, s in entries.items()}
     name = f"fastnn_user_{key[:32]}"

@@ -133,9 +133,18 @@ def test_generated_code_runs_cached_or_in_memory(cached, monkeypatch, tmp_path):
     monkeypatch.setattr(user_code, "CACHE", cached)
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
     scope = {"user_f": numba.njit(lambda x: x * 2.0), "K": 3.0}
-    f = user_code.compile_generated("def g(x):\n    return user_f(x) + K\n", scope,
+    f = user_code.compile_generated("def g(x):\n    return np.float64(user_f(x) + K)\n", scope,
                                     {"g": numba.float64(numba.float64)}, "a test", (scope["user_f"],))["g"]
     assert f(1.5) == 6.0
     written = sorted(p.name for p in (tmp_path / "fastnn_user_code").glob("*.py")) \
         if (tmp_path / "fastnn_user_code").exists() else []
     assert len(written) == (1 if cached else 0)
+
+
+def test_the_key_of_compiled_functions_is_the_same_in_every_process():
+    """A dispatcher's options hold a set (fastmath's flags), whose order changes with the hash seed."""
+    code = ("from fastnn.user_code import fingerprint; from fastnn.kernels.losses import loss_forward; "
+            "print(fingerprint([loss_forward]))")
+    keys = {subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONHASHSEED=str(seed)),
+                           capture_output=True, text=True, check=True).stdout.strip() for seed in (1, 2, 3)}
+    assert len(keys) == 1 and None not in keys and "None" not in keys
