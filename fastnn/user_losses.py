@@ -22,8 +22,7 @@ import numba
 import numpy as np
 from numba import types
 
-from .config import kernel
-from .kernels.losses import loss_backward, loss_forward
+from .kernels.losses import loss_backward, loss_forward, scale_block
 from .user_code import compile_generated
 from .user_layers import _compile
 
@@ -123,19 +122,12 @@ def output_loss_kernels(blocks, dtype):
         gradient += [f"    d = dpred{cols}",
                      f"    loss_backward({code}, d, pred{cols}, target{cols})",
                      f"    scale_block(d, d.dtype.type({float(weight)!r}))"]
-    scope = {"loss_forward": loss_forward, "loss_backward": loss_backward, "scale_block": _scale_block}
+    scope = {"loss_forward": loss_forward, "loss_backward": loss_backward, "scale_block": scale_block}
     # The built-in kernels stand where a user's functions would: their code is in the cache key.
     compiled = compile_generated("\n".join(value + ["    return total", ""] + gradient + [""]), scope,
                                  {"value": types.float64(m, m), "gradient": types.void(m, m, m)},
                                  "outputs' losses", tuple(scope.values()))
     return UserLoss((compiled["value"],), (compiled["gradient"],))
-
-
-@kernel
-def _scale_block(d, factor):
-    for i in range(d.shape[0]):
-        for j in range(d.shape[1]):
-            d[i, j] *= factor
 
 
 def output_loss_function(code, lo, hi):

@@ -308,6 +308,14 @@ def scale_values(values, scale):
 
 
 @kernel
+def scale_block(block, scale):
+    """block *= scale, row by row: a 2-D view such as one output's columns of the loss gradient
+    (``user_losses.output_loss_kernels``)."""
+    for i in range(block.shape[0]):
+        scale_values(block[i], scale)
+
+
+@kernel
 def loss_backward(loss, dpred, pred, target):
     if loss == MSE:
         mse_backward(dpred, pred, target)
