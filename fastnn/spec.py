@@ -183,8 +183,8 @@ def build_spec(layers, dtype, default_optimizer, graph=None, table_row=None):
 
 def _distinct_rows(table):
     """``table`` without the rows that repeat an earlier one, in order."""
-    keep = [i for i in range(table.shape[0]) if not any((table[j] == table[i]).all() for j in range(i))]
-    return np.ascontiguousarray(table[keep]) if len(keep) < table.shape[0] else table
+    keep = np.sort(np.unique(table, axis=0, return_index=True)[1])
+    return np.ascontiguousarray(table[keep]) if keep.size < table.shape[0] else table
 
 
 def optimizer_slices(layers, offsets, default):
