@@ -43,7 +43,7 @@ from .layers import Embedding, Input, Layer, Tensor, as_tensor  # noqa: F401 (Te
 from . import losses
 from .network import Network
 from .sparse_input import check_sparse, is_sparse
-from .validation import check_features, check_float, check_targets
+from .validation import check_features, check_targets
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -219,10 +219,10 @@ class Model(Network):
                              "outputs are not supported yet (compile it without metrics)")
         if not isinstance(loss, losses.OutputLosses):
             names, widths = self.output_names, self._output_widths()
+            # (OutputLosses checks each weight, by the name loss_weights[i])
             loss = losses.OutputLosses(_per_output(loss, names, "loss"),
-                                       [float(w) for w in _per_output(1.0 if loss_weights is None else loss_weights,
-                                                                      names, "loss_weights", number=True)],
-                                       names, widths)
+                                       _per_output(1.0 if loss_weights is None else loss_weights, names,
+                                                   "loss_weights"), names, widths)
         elif loss_weights is not None:
             raise ValueError("loss_weights: the OutputLosses given as loss holds its weights")
         elif list(loss.widths) != self._output_widths():
@@ -357,7 +357,7 @@ class Model(Network):
                    dtype=config["model"]["dtype"], device=device, name=config["model"]["name"])
 
 
-def _per_output(value, names, what, number=False, arrays=False):
+def _per_output(value, names, what, arrays=False):
     """``value`` as one entry per output (``names``): a list or tuple of one per output, a dict
     {output name: entry} naming each, or (not for ``arrays``) one entry for every output."""
     if isinstance(value, dict):
@@ -377,7 +377,4 @@ def _per_output(value, names, what, number=False, arrays=False):
                          f"output name), got {type(value).__name__}")
     else:
         value = [value] * len(names)
-    if number:
-        for i, v in enumerate(value):
-            check_float(v, f"{what}[{i}]", minimum=0.0)
     return value
