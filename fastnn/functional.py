@@ -22,18 +22,21 @@ all reading the layer's one set of weights, whose gradient is the sum of the cal
 (``graph.shared`` in ``kernels/table.py``); it appears once in ``layers``, the weights,
 ``summary`` and the saved config.
 
-Several outputs (``outputs=[out_a, out_b]``, Keras 3's API: ``compile``'s ``loss`` and
-``loss_weights`` per output, y a list or dict, the logs ``<output name>_loss``): hidden
+Several outputs (``outputs=[out_a, out_b]``, Keras 3's API: ``compile``'s ``loss``,
+``loss_weights`` and ``metrics`` per output, y a list or dict, one ``sample_weight`` for every
+output, the logs ``<output name>_loss`` and ``<output name>_<metric>``): hidden
 Concatenate rows after all the others put the outputs side by side, the one output the kernels
 see, and ``losses.OutputLosses`` is its loss: the built-in losses of the outputs on their
 columns, weighted and summed. On the CPU it is compiled as a loss of one's own is
 (``user_losses.output_loss_kernels``) and each output's own loss is counted in the step as a
 metric function is; on CUDA one kernel reduces each output's block in turn
-(``cuda.losses.outputs_loss``). ``predict`` splits the side-by-side output into a list.
+(``cuda.losses.outputs_loss``). Each output's metrics are counted on its columns
+(``kernels.metrics``' counters read a column range; metric functions as
+``user_losses.OutputMetric``). ``predict`` splits the side-by-side output into a list.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,8 +44,10 @@ from numpy.typing import NDArray
 from .kernels.table import ADD_LAYER, B_OFF, CONCATENATE_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER
 from .layers import Embedding, Input, Layer, Tensor, as_tensor  # noqa: F401 (Tensor: the functional API's type)
 from . import losses
+from . import metrics as metrics_
 from .network import Network
 from .sparse_input import check_sparse, is_sparse
+from .user_losses import OutputMetric, split_metrics
 from .validation import check_features, check_targets
 
 if TYPE_CHECKING:
@@ -202,21 +207,20 @@ class Model(Network):
     def _output_widths(self):
         return [self._rows[r].output_dim for r in self._output_rows]
 
-    def compile(self, loss: Any = "cross_entropy", optimizer: Any = None, metrics: Sequence[str] | None = None,
+    def compile(self, loss: Any = "cross_entropy", optimizer: Any = None, metrics: Any = None,
                 loss_weights: Any = None) -> Self:
         """As every model's ``compile``; with several outputs, as Keras': ``loss`` one loss for
         every output, a list of one per output, or a dict {output name: loss} (``output_names``);
         ``loss_weights`` likewise, a list or dict of floats >= 0 (1 by default). The loss trained
         is sum_i loss_weights[i] * loss_i, logged as "loss", and each output's own (unweighted) as
-        "<name>_loss". Not yet with several outputs: metrics, sample and class weights."""
+        "<name>_loss". ``metrics``: a list of one entry per output (a metric, a list of them, or
+        None) or a dict {output name: metrics} (outputs it leaves out get none), each metric on its
+        output's columns alone, fitting its output's loss and width, logged as "<name>_<metric>"
+        (Keras 3's rules and names)."""
         if len(self._output_rows) == 1:
             if loss_weights is not None:
                 raise ValueError("loss_weights weighs the losses of several outputs: this model has one output")
-            self._output_losses = ()
             return super().compile(loss, optimizer, metrics)
-        if metrics:
-            raise ValueError("metrics: a model of several outputs logs each output's loss; metrics of several "
-                             "outputs are not supported yet (compile it without metrics)")
         if not isinstance(loss, losses.OutputLosses):
             names, widths = self.output_names, self._output_widths()
             # (OutputLosses checks each weight, by the name loss_weights[i])
@@ -228,9 +232,32 @@ class Model(Network):
         elif list(loss.widths) != self._output_widths():
             raise ValueError(f"loss: OutputLosses of outputs of widths {list(loss.widths)}, this model's are "
                              f"{self._output_widths()}")
-        super().compile(loss, optimizer, None)
-        self._output_losses = loss.output_functions()
-        return self
+        return super().compile(loss, optimizer, metrics)
+
+    def _resolve_metrics(self, metrics, loss):
+        """With several outputs: the log names "<output>_<metric>", the metric functions each on its
+        output's columns (``user_losses.OutputMetric``), and each output's ``OutputMetrics``."""
+        if not getattr(loss, "several_outputs", False):
+            return super()._resolve_metrics(metrics, loss)
+        names, first = self.output_names, 0
+        taken = {"loss"} | {f"{name}_loss" for name in names}
+        log, functions, groups = [], [], []
+        for name, entry, output_loss, width in zip(names, _output_metrics(metrics, names), loss.losses, loss.widths):
+            given, own = split_metrics(entry)
+            try:
+                given = metrics_.canonical_names(given, output_loss.classification, width)
+            except ValueError as exc:
+                raise ValueError(f"metrics of output {name!r}: {exc}") from None
+            for key in [f"{name}_{m}" for m in given] + [f"{name}_{f}" for f, _ in own]:
+                if key in taken:
+                    raise ValueError(f"metrics of output {name!r}: {key!r} is logged twice (another output's metric "
+                                     "or loss has that name); rename the function")
+                taken.add(key)
+                log.append(key)
+            functions += [(f"{name}_{f}", OutputMetric(fn, first, first + width)) for f, fn in own]
+            groups.append(OutputMetrics(name, first, width, tuple(given), tuple(own)))
+            first += width
+        return log, tuple(functions), tuple(groups)
 
     def _check_xy(self, x, y, prefix=""):
         """With several outputs, ``y`` is a list of one array per output (or a dict by output
@@ -355,6 +382,39 @@ class Model(Network):
         outputs = [tensors[i] for i in config["model"]["outputs"]] if "outputs" in config["model"] else tensors[-1]
         return cls([layers[i] for i in config["model"]["inputs"]], outputs, seed=config["model"]["seed"],
                    dtype=config["model"]["dtype"], device=device, name=config["model"]["name"])
+
+
+class OutputMetrics(NamedTuple):
+    """The metrics of one output of several: counted on its ``width`` columns from ``first`` of the
+    outputs side by side, logged as "<output>_<metric>"; ``names`` the built-in ones (canonical),
+    ``functions`` (name, function) the user's, as ``compile`` got them."""
+    output: str
+    first: int
+    width: int
+    names: tuple
+    functions: tuple
+
+
+def _output_metrics(metrics, names):
+    """``compile``'s metrics of a model of several outputs as a list of one per output, each a list
+    of metrics: Keras 3's list of one entry per output (a metric, a list of them, or None) or dict
+    {output name: entry} (outputs left out get none)."""
+    if metrics is None:
+        return [[] for _ in names]
+    if isinstance(metrics, dict):
+        unknown = [k for k in metrics if k not in names]
+        if unknown:
+            raise ValueError(f"metrics names {unknown[0]!r}, not an output of this model: its outputs are {names}")
+        metrics = [metrics.get(n) for n in names]
+    elif isinstance(metrics, (list, tuple)):
+        if len(metrics) != len(names):
+            raise ValueError(f"metrics of a model of several outputs: a list of one entry per output {names} (a "
+                             f"metric, a list of metrics, or None), or a dict by output name; got {len(metrics)} "
+                             "entries")
+    else:
+        raise TypeError(f"metrics of a model of several outputs must be a list of one entry per output {names}, or a "
+                        f"dict by output name, got {type(metrics).__name__}")
+    return [[] if m is None else list(m) if isinstance(m, (list, tuple)) else [m] for m in metrics]
 
 
 def _per_output(value, names, what, arrays=False):

@@ -16,7 +16,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import distributed
-from . import metrics as metrics_
 from .config import FEW_ROWS, INFERENCE_BATCH_SIZE
 from .kernels.table import optional_kinds
 from .layers.base import Layer
@@ -218,31 +217,29 @@ class Inference:
         # Keras' evaluate reports the loss with the weight penalty, as fit logs it.
         penalty = self._penalty()
         values = {"loss": float(total / x.shape[0] + penalty), "accuracy": float(correct / x.shape[0])}
-        user = dict(self._counted_functions())
-        exact = [m for m in self.metrics if m != "accuracy" and m not in user]
-        if exact or user:  # exact over all rows, from the predictions
+        if self._needs_predictions():  # exact over all rows, from the predictions
             pred = self._predict_rows(x_part, batch_size) if hi > lo else np.empty((0, self.output_dim), self.dtype)
-            pred = distributed.gather_rows(pred)
-            values.update(metrics_.from_predictions(exact, y, pred))
-            values.update(_user_metric_values(self._counted_functions(), y, pred, batch_size, self.dtype))
+            values.update(self._exact_metric_values(y, distributed.gather_rows(pred), batch_size, weights))
         return {k: values[k] for k in self.log_names()}
 
 
-def _user_metric_values(functions, y, pred, batch_size, dtype):
+def user_metric_values(functions, y, pred, batch_size, dtype, weights=None):
     """The user metrics (``(name, function)``) as in training: the mean over batches of
     ``batch_size`` rows of each function's value, weighted by the batch's rows, through the same
-    compiled functions the training step calls (``fastnn.user_losses``)."""
+    compiled functions the training step calls (``fastnn.user_losses``), which get ``weights``
+    (None: unweighted) as there."""
     from .user_losses import user_metric_kernel
     out = {}
     n = y.shape[0]
     y = np.ascontiguousarray(y, dtype=dtype)
     pred = np.ascontiguousarray(pred, dtype=dtype)
+    weights = np.empty(0, dtype) if weights is None else np.ascontiguousarray(weights, dtype=dtype)
     for name, fn in functions:
         kernel = user_metric_kernel(fn, np.dtype(dtype), name)
         total = 0.0
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
-            total += quietly(kernel, pred[lo:hi], y[lo:hi]) * (hi - lo)
+            total += quietly(kernel, pred[lo:hi], y[lo:hi], weights[lo:hi]) * (hi - lo)
         out[name] = float(total / n) if n else float("nan")
     return out
 

@@ -231,8 +231,8 @@ class OutputLosses(Loss):
     def output_functions(self):
         """(``<name>_loss``, function(y_true, y_pred) -> output i's loss) of each output, which
         the compiled step counts as it counts metric functions."""
-        from .user_losses import output_loss_function
-        return tuple((f"{name}_loss", output_loss_function(code, lo, hi))
+        from .user_losses import OutputLoss
+        return tuple((f"{name}_loss", OutputLoss(code, lo, hi))
                      for name, (code, _, lo, hi) in zip(self.names, self._blocks()))
 
     def __call__(self, pred, target):

@@ -61,8 +61,7 @@ class Serializable:
                 "optimizer": None if self.optimizer is None else index[id(self.optimizer)],
                 # A metric given as a function is saved as its import path, found again as Lambda's
                 # functions are (``custom_objects``).
-                "metrics": [{"function": _function_name(dict(self._user_metrics)[m])}
-                            if m in dict(self._user_metrics) else m for m in self.metrics],
+                "metrics": self._metrics_config(lambda fn: {"function": _function_name(fn)}),
             },
             # The Adam that serves layers with no optimizer of their own when compile named none.
             "default_optimizer": None if default is None else index.get(id(default)),
@@ -80,8 +79,7 @@ class Serializable:
             if compiled is not None:
                 model.compile(loss=deserialize(compiled["loss"]),
                               optimizer=None if compiled["optimizer"] is None else optimizers_[compiled["optimizer"]],
-                              metrics=[custom_function(m["function"], "metric", owner="compiled")
-                                       if isinstance(m, dict) else m for m in compiled["metrics"]])
+                              metrics=_restored_metrics(compiled["metrics"]))
             if config.get("default_optimizer") is not None:
                 model._default_optimizer = optimizers_[config["default_optimizer"]]
                 if not isinstance(model._default_optimizer, optimizers.Optimizer):
@@ -158,8 +156,14 @@ def _user_loss_functions_in(config, model):
     loss = model.loss
     if hasattr(loss, "gradient_function"):  # a CustomLoss
         compiled["loss"]["config"].update(value=loss.value, gradient=loss.gradient_function)
-    functions = dict(model._user_metrics)
-    compiled["metrics"] = [{"function": functions[m]} if m in functions else m for m in model.metrics]
+    compiled["metrics"] = model._metrics_config(lambda fn: {"function": fn})
+
+
+def _restored_metrics(metrics):
+    """The saved ``compile`` metrics with each function found again (``custom_objects``); a model
+    of several outputs saved a list per output."""
+    return [_restored_metrics(m) if isinstance(m, list) else
+            custom_function(m["function"], "metric", owner="compiled") if isinstance(m, dict) else m for m in metrics]
 
 
 def _restore_unbuilt(cls, attributes):

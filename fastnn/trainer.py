@@ -78,6 +78,9 @@ class Trainer:
     # ("<output>_loss", function) of each output of a model of several outputs (``Model.compile``):
     # counted in the compiled step as the metric functions are, and logged before them.
     _output_losses = ()
+    # None, or each output's metrics of a model of several outputs (``functional.OutputMetrics``):
+    # counted over its columns of the outputs side by side, logged as "<output>_<metric>".
+    _metric_groups = None
 
     def compile(self, loss: Any = "cross_entropy", optimizer: Any = None, metrics: Sequence[str] | None = None) -> Self:
         """Set the loss, the default optimizer (for layers without their own) and the metrics that
@@ -100,15 +103,11 @@ class Trainer:
         # Everything is checked before anything is set: a failed compile leaves the model as it was.
         loss = losses.get(loss)
         optimizer = None if optimizer is None else optimizers.get(optimizer)
-        metrics, user_metrics = split_metrics(metrics)
-        metrics = metrics_.canonical_names(metrics, loss.classification, self.output_dim)
-        for name, _ in user_metrics:
-            if name in metrics or name == "loss":
-                raise ValueError(f"metrics: the function {name!r} has the name of another metric; rename it")
+        names, user_metrics, groups = self._resolve_metrics(metrics, loss)
         check_device_runs_loss(self.device, loss, user_metrics, f"this model is on {self.device!r}")
         self.loss, self.optimizer = loss, optimizer
-        self.metrics = metrics + [name for name, _ in user_metrics]
-        self._user_metrics = user_metrics
+        self.metrics, self._user_metrics, self._metric_groups = names, user_metrics, groups
+        self._output_losses = loss.output_functions() if getattr(loss, "several_outputs", False) else ()
         if self._backend is not None:
             if self._frozen_changed():  # layers frozen or thawed: new optimizer slices and tables
                 with self._lock:
@@ -116,6 +115,25 @@ class Trainer:
             else:
                 self._configure_optimizers()
         return self
+
+    def _resolve_metrics(self, metrics, loss):
+        """(the metrics' log names, (name, function) of those given as functions, None): ``compile``'s
+        metrics checked against ``loss`` and the output (a model of several outputs has its own:
+        ``functional.Model``, whose third entry describes each output's)."""
+        metrics, user_metrics = split_metrics(metrics)
+        metrics = metrics_.canonical_names(metrics, loss.classification, self.output_dim)
+        for name, _ in user_metrics:
+            if name in metrics or name == "loss":
+                raise ValueError(f"metrics: the function {name!r} has the name of another metric; rename it")
+        return metrics + [name for name, _ in user_metrics], user_metrics, None
+
+    def _metrics_config(self, function):
+        """``compile``'s metrics as the model's config saves them: each name, and ``function(f)`` for
+        each function f; a list per output for a model of several outputs."""
+        if self._metric_groups is not None:
+            return [list(g.names) + [function(fn) for _, fn in g.functions] for g in self._metric_groups]
+        functions = dict(self._user_metrics)
+        return [function(functions[m]) if m in functions else m for m in self.metrics]
 
     def _frozen_changed(self):
         """Whether a layer's ``trainable`` changed since the network was built or compiled."""
@@ -269,7 +287,7 @@ class Trainer:
                             "Sequence or generator of (x, y) batches as x)")
         x, y = self._check_xy(x, y)
         self._check_sparse_training(x)
-        w = self._weights_for_loss(row_weights(sample_weight, class_weight, y, self.dtype))
+        w = self._row_weights(sample_weight, class_weight, y)
         w_val = None
         if validation_data is not None:
             x_val, y_val, w_val = self._validation_inputs(validation_data)
@@ -466,7 +484,36 @@ class Trainer:
         return tuple(self._output_losses) + tuple(self._user_metrics)
 
     def _counter_spec(self):
+        if self._metric_groups is not None:
+            return metrics_.output_counter_spec([(g.names, g.first, g.width) for g in self._metric_groups])
         return metrics_.counter_spec([m for m in self.metrics if m != "accuracy"], self.output_dim)
+
+    def _counter_values(self, spec, counts, rows):
+        """The named metrics' figures from the epoch's counters (accuracy aside, for one output)."""
+        if self._metric_groups is None:
+            return metrics_.from_counts(self.metrics, spec, counts, self.output_dim, rows)
+        return {f"{g.output}_{k}": v for g in self._metric_groups
+                for k, v in metrics_.from_counts(g.names, spec, counts, g.width, rows, g.first).items()}
+
+    def _exact_metric_values(self, y, pred, batch_size, weights=None):
+        """The compiled metrics that validation and ``evaluate`` compute from the predictions of
+        all their rows: the named ones exactly (accuracy aside, for one output: the loss counts it),
+        the functions as in training, each a mean over batches of ``batch_size`` rows (the outputs'
+        losses of several weighted by ``weights`` when given, as the loss)."""
+        from .inference import user_metric_values
+        if self._metric_groups is None:
+            values = metrics_.from_predictions([m for m in self.metrics if m != "accuracy"
+                                                and m not in dict(self._counted_functions())], y, pred)
+        else:
+            values = {f"{g.output}_{k}": v for g in self._metric_groups
+                      for k, v in metrics_.from_predictions(g.names, y[:, g.first:g.first + g.width],
+                                                            pred[:, g.first:g.first + g.width]).items()}
+        values.update(user_metric_values(self._counted_functions(), y, pred, batch_size, self.dtype, weights))
+        return values
+
+    def _needs_predictions(self):
+        """Whether validation and ``evaluate`` need the predictions (``_exact_metric_values``)."""
+        return any(m != "accuracy" for m in self.metrics) or bool(self._output_losses)
 
     def _user_metric_args(self):
         """The backends' ``user_metrics`` keyword (none without user metrics): a function of the
@@ -486,7 +533,7 @@ class Trainer:
         if spec is not None or self._counted_functions():  # each rank counted its own rows
             counts = distributed.sum_over_ranks(counts)
         if spec is not None:
-            values.update(metrics_.from_counts(self.metrics, spec, counts, self.output_dim, counted_rows))
+            values.update(self._counter_values(spec, counts, counted_rows))
         if self._counted_functions():
             offset = counts.size - len(self._counted_functions())
             values.update({name: float(counts[offset + i] / counted_rows)
@@ -520,17 +567,31 @@ class Trainer:
         distributed.check_model(self)
         x, y = self._check_xy(x, y)
         self._check_sparse_training(x)
-        return x, y, self._weights_for_loss(row_weights(sample_weight, class_weight, y, self.dtype))
+        return x, y, self._row_weights(sample_weight, class_weight, y)
 
     # scikit-learn's MLP objective (``fastnn.sklearn``): each batch's divided by its sum of weights,
     # not its rows (``kernels.table.SampleWeights``).
     _weights_over_their_sum = False
 
+    def _row_weights(self, sample_weight, class_weight, y):
+        """The loss weight of each row of ``y`` (None: unweighted) from ``sample_weight`` and
+        ``class_weight``. With several outputs, as Keras 3: one ``sample_weight`` array weighs every
+        output's loss, and ``class_weight`` is refused."""
+        if getattr(self.loss, "several_outputs", False):
+            if class_weight is not None:
+                raise ValueError("class_weight weighs the classes of a model of one output (as Keras'); weigh the rows "
+                                 "of a model of several outputs with sample_weight")
+            if isinstance(sample_weight, dict) or (isinstance(sample_weight, (list, tuple))
+                                                   and any(np.ndim(w) > 0 for w in sample_weight)):
+                raise ValueError("sample_weight of a model of several outputs: one array of a weight per row, which "
+                                 "weighs every output's loss (a weight array per output is not supported)")
+        return self._weights_for_loss(row_weights(sample_weight, class_weight, y, self.dtype))
+
     def _weights_for_loss(self, w):
         """``w``, after checking that the loss takes row weights: a loss of your own (``CustomLoss``)
         gives its batch's value already reduced, which fastnn cannot weight per row."""
         if w is not None and getattr(self.loss, "several_outputs", False):
-            raise ValueError("sample_weight and class_weight are not taken by a model of several outputs yet")
+            return w
         if w is not None and getattr(self.loss, "kernels", None) is not None:
             raise ValueError(f"sample_weight and class_weight need a built-in loss: {self.loss.name} is a loss of "
                              "your own, whose value is already reduced over the batch (weight the rows inside it)")

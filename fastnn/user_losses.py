@@ -7,7 +7,8 @@ functions of fixed signatures,
 
     value(pred, target) -> float64
     gradient(dpred, pred, target)          dpred[:] = dL/dpred
-    metric(pred, target) -> float64
+    weighted(pred, target, weights) -> float64    the value with a weight per row
+    metric(pred, target, weights) -> float64      weights: the batch's, or none (size 0)
 
 (the kernels' argument order, predictions first), which ``kernels.network`` takes as first-class
 functions through None-typed optional arguments (``user_loss``, ``user_metrics``): a model with
@@ -22,7 +23,7 @@ import numba
 import numpy as np
 from numba import types
 
-from .kernels.losses import loss_backward, loss_forward, scale_block
+from .kernels.losses import loss_backward, loss_forward, scale_block, weighted_loss_forward
 from .user_code import compile_generated
 from .user_layers import _compile
 
@@ -33,8 +34,9 @@ USER_LOSS = -1
 # Each function in a 1-tuple: Numba types a tuple of compiled functions by their signature (a
 # first-class function type), but a lone one by its identity, which would compile the step anew
 # for each loss and pickle a reference to the user's module into the step's cache index.
-UserLoss = namedtuple("UserLoss", ["value", "gradient"])
-UserMetrics = namedtuple("UserMetrics", ["functions", "offset"])
+UserLoss = namedtuple("UserLoss", ["value", "gradient", "weighted"])
+# ``no_weights``: the empty array the functions get in an unweighted step.
+UserMetrics = namedtuple("UserMetrics", ["functions", "offset", "no_weights"])
 
 
 class LossCode(int):
@@ -50,6 +52,10 @@ class LossCode(int):
 _VALUE_WRAPPER = '''
 def value(pred, target):
     return np.float64(user_value(target, pred))
+
+
+def weighted(pred, target, weights):
+    raise ValueError("a loss of your own takes no sample weights")  # (refused before any step)
 '''
 
 _GRADIENT_WRAPPER = '''
@@ -62,9 +68,18 @@ def gradient(dpred, pred, target):
             dpred[i, j] = g[i, j]
 '''
 
+# Metrics are unweighted, as Keras' ``metrics``: they ignore ``weights``.
 _METRIC_WRAPPER = '''
-def metric(pred, target):
+def metric(pred, target, weights):
     return np.float64(user_metric(target, pred))
+'''
+
+# One output's loss of several (``OutputLoss``), weighted as the loss is.
+_OUTPUT_LOSS_WRAPPER = '''
+def metric(pred, target, weights):
+    if weights.shape[0] == 0:
+        return loss_forward(CODE, pred[:, FIRST:STOP], target[:, FIRST:STOP])
+    return weighted_loss_forward(CODE, pred[:, FIRST:STOP], target[:, FIRST:STOP], weights)
 '''
 
 
@@ -79,8 +94,9 @@ def user_loss_kernels(value, gradient, dtype, name):
     T = numba.from_dtype(np.dtype(dtype))
     m = T[:, ::1]
     try:
-        fv = compile_generated(_VALUE_WRAPPER, {"user_value": _compile(value, f"loss {name}'s value")},
-                               {"value": types.float64(m, m)}, f"loss {name}", (value,))["value"]
+        compiled = compile_generated(_VALUE_WRAPPER, {"user_value": _compile(value, f"loss {name}'s value")},
+                                     {"value": types.float64(m, m), "weighted": types.float64(m, m, T[::1])},
+                                     f"loss {name}", (value,))
     except numba.core.errors.NumbaError as exc:
         raise TypeError(f"loss {name}: value(y_true, y_pred) must return a float (the batch's loss, reduced) "
                         f"and compile with Numba: {_numba_message(exc)}") from None
@@ -93,7 +109,7 @@ def user_loss_kernels(value, gradient, dtype, name):
     except numba.core.errors.NumbaError as exc:
         raise TypeError(f"loss {name}: gradient(y_true, y_pred) must return a 2-D array of y_pred's shape "
                         f"and compile with Numba: {_numba_message(exc)}") from None
-    return UserLoss((fv,), (fg,))
+    return UserLoss((compiled["value"],), (fg,), (compiled["weighted"],))
 
 
 def probe_loss(kernels, n_out, dtype):
@@ -108,46 +124,73 @@ def probe_loss(kernels, n_out, dtype):
 
 @lru_cache(maxsize=64)
 def output_loss_kernels(blocks, dtype):
-    """The (value, gradient) wrappers of a model of several outputs (``losses.OutputLosses``):
-    ``blocks`` (loss code, weight, first column, stop column) per output; the value is the
-    weighted sum of the built-in losses' values on each output's columns, the gradient each
-    output's loss gradient times its weight, in its columns."""
+    """The (value, gradient, weighted) wrappers of a model of several outputs
+    (``losses.OutputLosses``): ``blocks`` (loss code, weight, first column, stop column) per output;
+    the value is the weighted sum of the built-in losses' values on each output's columns (with a
+    weight per row: each output's ``weighted_loss_forward``, as Keras weighs every output's loss by
+    the one ``sample_weight``), the gradient each output's loss gradient times its weight, in its
+    columns (the step scales its rows by their weights)."""
     T = numba.from_dtype(np.dtype(dtype))
     m = T[:, ::1]
     value = ["def value(pred, target):", "    total = 0.0"]
+    weighted = ["def weighted(pred, target, weights):", "    total = 0.0"]
     gradient = ["def gradient(dpred, pred, target):"]
     for code, weight, lo, hi in blocks:
         cols = f"[:, {lo}:{hi}]"
         value.append(f"    total += {float(weight)!r} * loss_forward({code}, pred{cols}, target{cols})")
+        weighted.append(f"    total += {float(weight)!r} * weighted_loss_forward({code}, pred{cols}, target{cols}, "
+                        "weights)")
         gradient += [f"    d = dpred{cols}",
                      f"    loss_backward({code}, d, pred{cols}, target{cols})",
                      f"    scale_block(d, d.dtype.type({float(weight)!r}))"]
-    scope = {"loss_forward": loss_forward, "loss_backward": loss_backward, "scale_block": scale_block}
+    scope = {"loss_forward": loss_forward, "loss_backward": loss_backward, "scale_block": scale_block,
+             "weighted_loss_forward": weighted_loss_forward}
     # The built-in kernels stand where a user's functions would: their code is in the cache key.
-    compiled = compile_generated("\n".join(value + ["    return total", ""] + gradient + [""]), scope,
-                                 {"value": types.float64(m, m), "gradient": types.void(m, m, m)},
+    compiled = compile_generated("\n".join(value + ["    return total", ""] + weighted + ["    return total", ""]
+                                           + gradient + [""]), scope,
+                                 {"value": types.float64(m, m), "gradient": types.void(m, m, m),
+                                  "weighted": types.float64(m, m, T[::1])},
                                  "outputs' losses", tuple(scope.values()))
-    return UserLoss((compiled["value"],), (compiled["gradient"],))
+    return UserLoss((compiled["value"],), (compiled["gradient"],), (compiled["weighted"],))
 
 
-def output_loss_function(code, lo, hi):
-    """function(y_true, y_pred) -> the built-in loss ``code`` on columns [lo, hi): one output's
-    loss, a function the compiled step counts as a metric's (``user_metric_kernel``)."""
-    scope = {"loss_forward": loss_forward}
-    exec(compile(f"def output_loss(y_true, y_pred):\n"  # noqa: S102 (code generated here)
-                 f"    return loss_forward({code}, y_pred[:, {lo}:{hi}], y_true[:, {lo}:{hi}])\n",
-                 f"<fastnn output loss {code} [{lo}, {hi})>", "exec"), scope)
-    return scope["output_loss"]
+class OutputLoss(namedtuple("OutputLoss", ["code", "first", "stop"])):
+    """One output's loss of several: the built-in loss ``code`` on columns [first, stop) of the
+    outputs side by side, which the compiled step counts as it counts a metric function
+    (``user_metric_kernel``), weighted by the rows' weights as the loss is."""
+
+    def __call__(self, y_true, y_pred):
+        return loss_forward(self.code, np.ascontiguousarray(y_pred[:, self.first:self.stop]),
+                            np.ascontiguousarray(y_true[:, self.first:self.stop]))
+
+
+class OutputMetric(namedtuple("OutputMetric", ["function", "first", "stop"])):
+    """A user metric on one output of several: ``function(y_true, y_pred)`` on columns
+    [first, stop) of the outputs side by side (``functional.Model.compile``)."""
+
+    def __call__(self, y_true, y_pred):
+        return self.function(np.asarray(y_true)[:, self.first:self.stop], np.asarray(y_pred)[:, self.first:self.stop])
 
 
 @lru_cache(maxsize=64)
 def user_metric_kernel(fn, dtype, name):
-    """The compiled wrapper of a user metric for arrays of ``dtype``."""
+    """The compiled wrapper of a user metric (a function, or an ``OutputMetric``) for arrays of
+    ``dtype``."""
     T = numba.from_dtype(np.dtype(dtype))
-    m = T[:, ::1]
+    signature = {"metric": types.float64(T[:, ::1], T[:, ::1], T[::1])}
+    if isinstance(fn, OutputLoss):
+        source = _OUTPUT_LOSS_WRAPPER.replace("CODE", str(fn.code)).replace("FIRST", str(fn.first)).replace(
+            "STOP", str(fn.stop))
+        scope = {"loss_forward": loss_forward, "weighted_loss_forward": weighted_loss_forward}
+        return compile_generated(source, scope, signature, f"{name} of several outputs",
+                                 tuple(scope.values()))["metric"]
+    source = _METRIC_WRAPPER
+    if isinstance(fn, OutputMetric):
+        source = source.replace("(target, pred)", f"(target[:, {fn.first}:{fn.stop}], pred[:, {fn.first}:{fn.stop}])")
+        fn = fn.function
     try:
-        return compile_generated(_METRIC_WRAPPER, {"user_metric": _compile(fn, f"metric {name}")},
-                                 {"metric": types.float64(m, m)}, f"metric {name}", (fn,))["metric"]
+        return compile_generated(source, {"user_metric": _compile(fn, f"metric {name}")}, signature,
+                                 f"metric {name}", (fn,))["metric"]
     except numba.core.errors.NumbaError as exc:
         raise TypeError(f"metric {name}: metric(y_true, y_pred) must return a float and compile with Numba: "
                         f"{_numba_message(exc)}") from None
@@ -158,7 +201,8 @@ def metric_bundle(functions, dtype, offset):
     start in the counts; None without user metrics."""
     if not functions:
         return None
-    return UserMetrics(tuple(user_metric_kernel(fn, np.dtype(dtype), name) for name, fn in functions), offset)
+    return UserMetrics(tuple(user_metric_kernel(fn, np.dtype(dtype), name) for name, fn in functions), offset,
+                       np.empty(0, dtype))
 
 
 def split_metrics(metrics):

@@ -381,13 +381,16 @@ def test_shared_layers_match_cpu():
 
 
 
-def test_several_outputs_match_cpu():
+@pytest.mark.parametrize("weighted", [False, True])
+def test_several_outputs_match_cpu(weighted):
     """Two outputs (one read by the other's layer) with their losses weighted, a shared layer: the
-    loss of the outputs side by side, each output's block reduced in turn, and its logs."""
+    loss of the outputs side by side, each output's block reduced in turn, and its logs; each
+    output's metrics counted on its columns; one sample_weight array weighing every output."""
     from fastnn import Concatenate, Input, Model
     rng = np.random.default_rng(8)
     xa, xb = rng.standard_normal((9, 3)).astype(np.float32), rng.standard_normal((9, 3)).astype(np.float32)
     ya, yb = rng.integers(0, 3, 9), rng.standard_normal((9, 2)).astype(np.float32)
+    w = rng.uniform(0.0, 2.0, 9).astype(np.float32) if weighted else None
     models = {}
     for device in ("cpu", "cuda"):
         a, b = Input((3,)), Input((3,))
@@ -396,12 +399,13 @@ def test_several_outputs_match_cpu():
         out_a = Dense(units=3, activation="softmax")(h)
         out_b = Dense(units=2)(Concatenate()([h, out_a]))
         model = Model([a, b], [out_a, out_b], seed=3, device=device)
-        model.compile({"dense_4": "cross_entropy", "dense_6": "mae"}, Adam(0.05), loss_weights=[1.0, 0.5])
+        model.compile({"dense_4": "cross_entropy", "dense_6": "mae"}, Adam(0.05), loss_weights=[1.0, 0.5],
+                      metrics={"dense_4": ["accuracy", "auc"], "dense_6": "r2"})
         models[device] = (model, model.fit([xa, xb], [ya, yb], epochs=2, batch_size=4, verbose=0,
-                                           validation_data=([xa, xb], [ya, yb])))
+                                           validation_data=([xa, xb], [ya, yb]), sample_weight=w))
     cpu, cuda = models["cpu"], models["cuda"]
-    assert list(cuda[1].history) == ["loss", "dense_4_loss", "dense_6_loss", "val_loss", "val_dense_4_loss",
-                                     "val_dense_6_loss"]
+    names = ["loss", "dense_4_loss", "dense_6_loss", "dense_4_accuracy", "dense_4_auc", "dense_6_r2"]
+    assert list(cuda[1].history) == names + ["val_" + n for n in names]
     assert_weights_close(cpu[0], cuda[0])
     assert_history_close(cpu[1], cuda[1])
     for mine, theirs in zip(cpu[0].predict([xa, xb]), cuda[0].predict([xa, xb])):

@@ -159,6 +159,26 @@ def test_validation_data_as_a_sequence():
         assert history["val_" + key][-1] == pytest.approx(value, rel=1e-5)
 
 
+def max_probability(y_true, y_pred):
+    """A metric function: the mean of each row's largest probability (a mean over rows, so the same
+    over any batches)."""
+    total = 0.0
+    for i in range(y_pred.shape[0]):
+        total += y_pred[i].max()
+    return total / y_pred.shape[0]
+
+
+def test_validation_from_a_sequence_with_metric_functions_equals_evaluate():
+    """A metric function is computed over the Sequence's own batches (it once went to the table of
+    named metrics and raised a KeyError)."""
+    xv, lv = blobs(n=40, seed=1)
+    model = classifier()
+    model.compile("cross_entropy", Adam(0.01), metrics=["accuracy", max_probability])
+    history = model.fit(Slices(), epochs=1, verbose=0, validation_data=Slices(xv, lv, size=16)).history
+    expected = model.evaluate(xv, lv, return_dict=True)
+    assert history["val_max_probability"][-1] == pytest.approx(expected["max_probability"], rel=1e-5)
+
+
 class Failing(Slices):
     def __getitem__(self, i):
         if i == 2:

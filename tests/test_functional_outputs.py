@@ -181,8 +181,19 @@ def test_errors():
         model.compile({"dense_2": "mse"})
     with pytest.raises(ValueError, match=r"loss_weights\[1\]"):
         model.compile("mse", loss_weights=[1.0, -1.0])
-    with pytest.raises(ValueError, match="metrics"):
+    with pytest.raises(ValueError, match="a list of one entry per output"):
         model.compile("mse", metrics=["mae"])
+    with pytest.raises(ValueError, match="metrics names 'z'"):
+        model.compile("mse", metrics={"z": "mae"})
+    with pytest.raises(TypeError, match="must be a list of one entry per output"):
+        model.compile("mse", metrics="mae")
+    with pytest.raises(ValueError, match="metrics of output 'dense_2': metric 'mae' does not fit a classification"):
+        model.compile(["cross_entropy", "mse"], metrics=["mae", None])
+
+    def loss(y_true, y_pred):
+        return 0.0
+    with pytest.raises(ValueError, match="'dense_3_loss' is logged twice"):
+        model.compile(["cross_entropy", "mse"], metrics=[None, [loss]])
     model.compile(["cross_entropy", "mse"])
     x, ya, yb = np.zeros((4, 3)), np.array([0, 1, 0, 1]), np.zeros((4, 1))
     with pytest.raises(ValueError, match="y must hold 2 entries"):
@@ -193,11 +204,137 @@ def test_errors():
         model.fit(x, {"dense_2": ya, "dense_3": yb[:3]}, verbose=0)
     with pytest.raises(ValueError, match="validation_data y names 'z'"):
         model.fit(x, [ya, yb], verbose=0, validation_data=(x, {"z": ya, "dense_2": ya, "dense_3": yb}))
-    with pytest.raises(ValueError, match="sample_weight and class_weight"):
-        model.fit(x, [ya, yb], verbose=0, sample_weight=np.ones(4))
+    with pytest.raises(ValueError, match="class_weight weighs the classes of a model of one output"):
+        model.fit(x, [ya, yb], verbose=0, class_weight={0: 1.0, 1: 2.0})
+    with pytest.raises(ValueError, match="a weight array per output is not supported"):
+        model.fit(x, [ya, yb], verbose=0, sample_weight=[np.ones(4), np.ones(4)])
     with pytest.raises(ValueError, match="predict_classes"):
         model.predict_classes(x)
     b = Input((3,))
     one = Model([b], Dense(units=1)(b))
     with pytest.raises(ValueError, match="loss_weights weighs the losses of several outputs"):
         one.compile("mse", loss_weights=[2.0])
+
+
+def cubed_error(y_true, y_pred):
+    """A metric function of one output's columns: mean |error|^3."""
+    return np.mean(np.abs(y_true - y_pred) ** 3)
+
+
+def reference_metrics(pa, pb, ya, yb):
+    """NumPy's figures of the metrics of ``with_metrics`` on predict's arrays."""
+    from fastnn.metrics import roc_auc
+    return {"dense_4_accuracy": np.mean(pa.argmax(1) == ya), "dense_4_auc": roc_auc(np.eye(3)[ya], pa),
+            "dense_6_mae": np.mean(np.abs(pb - yb)), "dense_6_cubed_error": np.mean(np.abs(pb - yb) ** 3)}
+
+
+def with_metrics(form="list"):
+    metrics = ([["accuracy", "auc"], ["mae", cubed_error]] if form == "list"
+               else {"dense_6": ["mean_absolute_error", cubed_error], "dense_4": ["acc", "roc_auc"]})
+    return two_outputs().compile(["cross_entropy", "mse"], fastnn.Adam(0.05), metrics=metrics,
+                                 loss_weights=[1.0, 0.5])
+
+
+METRIC_LOGS = ["loss", "dense_4_loss", "dense_6_loss", "dense_4_accuracy", "dense_4_auc", "dense_6_mae",
+               "dense_6_cubed_error"]
+
+
+def test_metrics_per_output_as_keras_names_them():
+    """Keras 3's forms (a list of one entry per output, or a dict by output name) and log names
+    "<output>_<metric>", each metric on its own output's columns."""
+    by_list, by_dict = with_metrics("list"), with_metrics("dict")
+    assert by_list.log_names(validation=True) == METRIC_LOGS + ["val_" + n for n in METRIC_LOGS]
+    assert by_dict.log_names() == METRIC_LOGS
+    xa, xb, ya, yb = data(20)
+    h1 = by_list.fit([xa, xb], [ya, yb], epochs=2, batch_size=8, verbose=0, validation_data=([xa, xb], [ya, yb]))
+    h2 = by_dict.fit([xa, xb], [ya, yb], epochs=2, batch_size=8, verbose=0, validation_data=([xa, xb], [ya, yb]))
+    assert h1.history == h2.history
+    only_b = two_outputs().compile(["cross_entropy", "mse"], metrics={"dense_6": "mae"})
+    assert only_b.log_names() == ["loss", "dense_4_loss", "dense_6_loss", "dense_6_mae"]
+
+
+def test_metrics_per_output_equal_numpy_in_training_and_evaluate():
+    """evaluate (exact, from predict's arrays) and train_on_batch's figures (counted in the compiled
+    step on the batch before its update: AUC aside, which training counts over 200 score buckets)
+    equal NumPy's on each output's own arrays."""
+    xa, xb, ya, yb = data(20)
+    model = with_metrics()
+    pa, pb = model.predict([xa, xb])
+    expected = reference_metrics(pa, pb, ya, yb)
+    logged = dict(zip(METRIC_LOGS, model.train_on_batch([xa, xb], [ya, yb])))
+    for name, value in expected.items():
+        if name != "dense_4_auc":
+            np.testing.assert_allclose(logged[name], value, rtol=1e-12, err_msg=name)
+    assert 0.0 <= logged["dense_4_auc"] <= 1.0
+    pa, pb = model.predict([xa, xb])
+    evaluated = model.evaluate([xa, xb], [ya, yb], return_dict=True)
+    assert list(evaluated) == METRIC_LOGS
+    for name, value in reference_metrics(pa, pb, ya, yb).items():
+        np.testing.assert_allclose(evaluated[name], value, rtol=1e-12, err_msg=name)
+
+
+def test_metrics_per_output_are_saved_and_loaded(tmp_path):
+    import pickle
+    xa, xb, ya, yb = data(20)
+    model = with_metrics()
+    model.fit([xa, xb], [ya, yb], epochs=1, batch_size=8, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = fastnn.load_model(tmp_path / "m.npz", custom_objects={"cubed_error": cubed_error})
+    assert loaded.log_names() == METRIC_LOGS
+    assert loaded.evaluate([xa, xb], [ya, yb]) == model.evaluate([xa, xb], [ya, yb])
+    assert pickle.loads(pickle.dumps(model)).evaluate([xa, xb], [ya, yb]) == model.evaluate([xa, xb], [ya, yb])
+
+
+def test_one_sample_weight_weighs_every_output_as_torch():
+    """Keras 3: one sample_weight array weighs each output's loss (sum_over_batch_size: sum_i w_i l_i
+    / rows), "<output>_loss" included (before loss_weights); checked against torch with
+    reduction="none", the loss and the weights after Adam steps, and evaluate's weighted figures."""
+    torch = pytest.importorskip("torch")
+    xa, xb, ya, yb = data()
+    w = np.random.default_rng(3).uniform(0.0, 2.0, 10)
+    w[4] = 0.0
+    model = two_outputs()
+    params = [torch.tensor(p, requires_grad=True) for p in model.get_weights()]
+    opt = torch.optim.Adam(params, lr=0.05, eps=1e-8)
+    tw = torch.from_numpy(w)
+
+    def torch_weighted(params):
+        We, be, Wa, ba, Wb, bb = params
+        xa_, xb_ = torch.from_numpy(xa), torch.from_numpy(xb)
+        h = torch.cat([torch.tanh(xa_ @ We + be), torch.tanh(xb_ @ We + be)], dim=1)
+        logits = h @ Wa + ba
+        pb = torch.cat([h, torch.softmax(logits, dim=1)], dim=1) @ Wb + bb
+        la = (torch.nn.functional.cross_entropy(logits, torch.from_numpy(ya), reduction="none") * tw).mean()
+        lb = (torch.nn.functional.mse_loss(pb, torch.from_numpy(yb), reduction="none").mean(1) * tw).mean()
+        return la, lb
+
+    for _ in range(3):
+        opt.zero_grad()
+        la, lb = torch_weighted(params)
+        (la + 0.5 * lb).backward()
+        opt.step()
+        np.testing.assert_allclose(model.train_on_batch([xa, xb], [ya, yb], sample_weight=w),
+                                   [la.item() + 0.5 * lb.item(), la.item(), lb.item()], rtol=1e-12)
+    for mine, theirs in zip(model.get_weights(), params):
+        np.testing.assert_allclose(mine, theirs.detach().numpy(), rtol=1e-9, atol=1e-12)
+    la, lb = torch_weighted(params)
+    np.testing.assert_allclose(model.evaluate([xa, xb], [ya, yb], sample_weight=w, batch_size=4),
+                               [la.item() + 0.5 * lb.item(), la.item(), lb.item()], rtol=1e-12)
+
+
+def test_sample_weight_of_several_outputs_in_fit_and_validation():
+    """fit with one weight array: ones train exactly as none; the validation figures (a 3-tuple)
+    equal evaluate's with the same weights."""
+    xa, xb, ya, yb = data(20)
+    plain, ones = two_outputs(), two_outputs()
+    h1 = plain.fit([xa, xb], [ya, yb], epochs=2, batch_size=8, verbose=0)
+    h2 = ones.fit([xa, xb], [ya, yb], epochs=2, batch_size=8, verbose=0, sample_weight=np.ones(20))
+    for k in h1.history:
+        np.testing.assert_allclose(h1.history[k], h2.history[k], rtol=1e-12)
+    for a, b in zip(plain.get_weights(), ones.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    w = np.linspace(0.0, 2.0, 20)
+    history = ones.fit([xa, xb], [ya, yb], epochs=1, batch_size=8, verbose=0, sample_weight=w,
+                       validation_data=([xa, xb], [ya, yb], w)).history
+    evaluated = ones.evaluate([xa, xb], [ya, yb], sample_weight=w, return_dict=True)
+    assert {k: history["val_" + k][-1] for k in evaluated} == pytest.approx(evaluated, rel=1e-12)

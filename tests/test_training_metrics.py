@@ -100,9 +100,33 @@ def test_regression_counters_equal_the_exact_metrics():
         assert got[name] == pytest.approx(exact[name], rel=1e-9), name
 
 
-def test_an_unknown_counter_kind_is_an_error():
-    with pytest.raises(ValueError, match="unknown metric counter kind"):
-        K.metric_counts(np.array([[99, 0, 0]]), np.zeros(4), np.zeros((2, 1)), np.zeros((2, 1)))
+@pytest.mark.parametrize("row", [[99, 0, 0, 0, 1], [K.CONFUSION, 0, 0, 1, 1], [K.CONFUSION, 0, 0, -1, 1],
+                                 [K.CONFUSION, 0, 0, 0, 0]])
+def test_an_unknown_counter_kind_or_columns_out_of_range_is_an_error(row):
+    """The CPU kernel checks each spec row (kind, and columns within the predictions') before
+    reading: a bad one would read out of bounds."""
+    with pytest.raises(ValueError, match="metric counter spec out of range"):
+        K.metric_counts(np.array([row]), np.zeros(4), np.zeros((2, 1)), np.zeros((2, 1)))
+
+
+def test_counters_of_a_column_range_equal_those_of_its_columns_alone():
+    """A spec row reads columns [first, first + columns) of wider arrays: the counts equal those of
+    the same metrics on those columns as arrays of their own (several outputs side by side)."""
+    rng = np.random.default_rng(2)
+    left, right = rng.uniform(size=(30, 2)), rng.uniform(size=(30, 4))
+    target_right = np.eye(4)[rng.integers(0, 4, 30)]
+    pred, target = np.hstack([left, right]), np.hstack([rng.uniform(size=(30, 2)), target_right])
+    names = ["accuracy", "auc", "precision", "recall", "mae", "r2"]
+    spec, size = M.output_counter_spec([([], 0, 2), (names, 2, 4)])
+    counts = np.zeros(size)
+    K.metric_counts(spec, counts, pred, target)
+    alone, size_alone = M.counter_spec(names, 4)
+    counts_alone = np.zeros(size_alone)
+    K.metric_counts(alone, counts_alone, np.ascontiguousarray(right), target_right)
+    np.testing.assert_array_equal(counts, counts_alone)
+    assert M.from_counts(names, spec, counts, 4, 30, first=2) == M.from_counts(names, alone, counts_alone, 4, 30)
+    assert M.from_counts(["accuracy"], spec, counts, 4, 30, first=2)["accuracy"] == np.mean(
+        right.argmax(1) == target_right.argmax(1))
 
 
 # ---- fit, evaluate, compile ------------------------------------------------------------------

@@ -18,10 +18,10 @@ from ..config import INFERENCE_BATCH_SIZE
 from ..kernels.table import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Outputs, Training,
                                Workspace, workspace_layout)
 from ..kernels.losses import PERCEPTRON
-from ..kernels.metrics import TOP_K
 from ..kernels.optimizers import ADAMW, H_SCHEDULE, any_clipping
 from ..kernels.schedules import COSINE_DECAY
 from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, Plan, check_code
+from .metrics import check_metric_spec
 
 # Training state kept on the host: each call of ``train`` uploads it and reads back what the
 # kernels made of it.
@@ -266,8 +266,7 @@ class CUDABackend(Backend):
         # The metric counters, the weight penalties and the clipping scratch (None: not planned into the step)
         counted = None
         if metrics is not None and metrics.shape[0]:
-            for kind in metrics[:, 0]:
-                check_code(kind, TOP_K, "metric counter")
+            check_metric_spec(metrics, n_out=int(self.spec.table[-1, N_OUT]))
             counted = SimpleNamespace(spec=self._upload("metric_spec", np.ascontiguousarray(metrics, np.int64)),
                                       counts=self._upload("metric_counts", np.zeros(counts.size)))
         stages = (counted, self.reg, self.clip if any_clipping(host_hyper) else None)

@@ -182,12 +182,14 @@ def kernels(dtype, weighted=False):
             control[C_BATCH] = b + 1
 
     @kernel
-    def outputs_loss_step(record, dz, pred, target, rows, cols, blocks, weights, n_outputs, train, control, counts):
+    def outputs_loss_step(record, dz, pred, target, rows, cols, blocks, weights, n_outputs, train, control, counts,
+                          row_weights):
         """The loss of several outputs side by side (``losses.OutputLosses``): output i's loss
         ``blocks[i, 0]`` on its ``blocks[i, 2]`` columns from ``blocks[i, 1]``, reduced over the
         block one output after another; the value sum_i weights[i] * loss_i, each output's own
         loss x rows added into ``counts[i]``, and with ``train`` dz = each output's gradient times
-        its weight (no activation: the outputs' hidden Concatenate row is the last)."""
+        its weight (no activation: the outputs' hidden Concatenate row is the last). ``weighted``:
+        each row's terms and gradient also times ``row_weights[r]``, in every output."""
         total_part = cuda.shared.array(REDUCE_THREADS, F64)
         tid = cuda.threadIdx.x
         T = dz.dtype.type
@@ -198,11 +200,16 @@ def kernels(dtype, weighted=False):
             total = 0.0
             for r in range(tid, rows, cuda.blockDim.x):
                 lo = r * cols + start
-                total += loss_row_value(loss, pred, target, lo, width)
+                scale = weight
+                if weighted:
+                    total += F64(row_weights[r]) * loss_row_value(loss, pred, target, lo, width)
+                    scale = weight * row_weights[r]
+                else:
+                    total += loss_row_value(loss, pred, target, lo, width)
                 if train:
                     loss_row_gradient(loss, dz, pred, target, lo, width, rows)
                     for j in range(width):
-                        dz[lo + j] *= weight
+                        dz[lo + j] *= scale
             total_part[tid] = total
             block_sum(total_part)
             if tid == 0:
@@ -252,10 +259,11 @@ def loss_forward(record, pred, target, loss, rows, cols, control, softmax_first=
                           control, train=False, softmax_first=softmax_first, plan=plan, weights=weights)
 
 
-def outputs_loss(record, dz, pred, target, outputs, rows, cols, control, train=True, plan=None):
+def outputs_loss(record, dz, pred, target, outputs, rows, cols, control, train=True, plan=None, weights=None):
     """``loss_forward_backward`` of several outputs side by side (``outputs``: the device tables of
     ``losses.OutputLosses``, ``blocks`` int64 (m, 3) [loss code, first column, width], ``weights``
-    float64 (m,), and ``counts`` float64 (m,), where each batch adds each output's loss x rows)."""
-    launch(plan, kernels(np.dtype(pred.dtype).name).outputs_loss_step, 1, reduce_threads(rows), record,
-           dz if dz is not None else pred, pred, target, rows, cols, outputs.blocks, outputs.weights, outputs.n,
-           bool(train), control, outputs.counts)
+    float64 (m,), and ``counts`` float64 (m,), where each batch adds each output's loss x rows).
+    ``weights``: None, or the batch's per-row loss weights, which weigh every output's loss."""
+    launch(plan, kernels(np.dtype(pred.dtype).name, weights is not None).outputs_loss_step, 1, reduce_threads(rows),
+           record, dz if dz is not None else pred, pred, target, rows, cols, outputs.blocks, outputs.weights,
+           outputs.n, bool(train), control, outputs.counts, weights if weights is not None else pred)

@@ -225,7 +225,7 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
         fill_zero(graph.deltas, plan=plan)
     top = _view(deltas[0] if graph is None else graph.deltas, 0 if graph is None else act_off[last + 1], rows * n_out)
     if outputs is not None:
-        outputs_loss(records, top, pred, yb, outputs, rows, n_out, control, plan=plan)
+        outputs_loss(records, top, pred, yb, outputs, rows, n_out, control, plan=plan, weights=wb)
     else:
         loss_backward(records, top, pred, yb, loss, loss_activation(layers), alphas[last, ALPHA], rows, n_out,
                       control, softmax_first=deferred, plan=plan, weights=wb)
@@ -319,7 +319,7 @@ def evaluate_batches(net, loss, x, y, batch_size, work, records, control, stream
         deferred = network_forward(net, xb, work, rows, defer_softmax=outputs is None, plan=plan, graph=graph)
         pred = _view(acts, act_off[last + 1], rows * n_out)
         if outputs is not None:
-            outputs_loss(records, None, pred, yb, outputs, rows, n_out, control, train=False, plan=plan)
+            outputs_loss(records, None, pred, yb, outputs, rows, n_out, control, train=False, plan=plan, weights=wb)
         else:
             loss_forward(records, pred, yb, loss, rows, n_out, control, softmax_first=deferred, plan=plan,
                          weights=wb)

@@ -361,10 +361,8 @@ def evaluate_sequence(model, seq):
     """``model``'s validation figures over the batches of the Sequence ``seq``, as ``evaluate``'s on
     their rows as one array: the loss a mean over the rows (plus the weight penalty), the other
     metrics exact, from the predictions. Read in index order, on fit's thread."""
-    from .. import metrics as metrics_
-
     total, correct, rows, preds, targets = 0.0, 0, 0, [], []
-    exact = [m for m in model.metrics if m != "accuracy"]
+    exact = model._needs_predictions()
     with model._lock:
         for i in range(len(seq)):
             batch = seq[i]
@@ -385,5 +383,6 @@ def evaluate_sequence(model, seq):
         seq.on_epoch_end()
     values = {"loss": float(total / rows + model._penalty()), "accuracy": float(correct / rows)}
     if exact:
-        values.update(metrics_.from_predictions(exact, np.concatenate(targets), np.concatenate(preds)))
+        values.update(model._exact_metric_values(np.concatenate(targets), np.concatenate(preds),
+                                                 len(targets[0])))  # functions: over the Sequence's batches
     return {k: values[k] for k in model.log_names()}

@@ -41,10 +41,12 @@ def count_correct(pred, target):
     return correct
 
 
-# Training metrics counted inside the compiled step. ``spec`` int64 (M, 3), one row per group of
-# counters: [kind, offset into ``counts``, parameter]; ``counts`` float64, summed over the
-# batches of an epoch; the metrics follow from them (``fastnn.metrics.from_counts``).
-# - CONFUSION, one output column: [tp, fp, tn, fn], prediction and target > 0.5 positive.
+# Training metrics counted inside the compiled step. ``spec`` int64 (M, 5), one row per group of
+# counters: [kind, offset into ``counts``, parameter, first column, columns]: the group reads
+# columns [first, first + columns) of the predictions and targets (a model's whole output, or one
+# output of several side by side); ``counts`` float64, summed over the batches of an epoch; the
+# metrics follow from them (``fastnn.metrics.from_counts``).
+# - CONFUSION, one column: [tp, fp, tn, fn], prediction and target > 0.5 positive.
 # - CLASS_CONFUSION, C columns: [tp per class | fp per class | fn per class], classes by argmax.
 # - SCORE_HISTOGRAM, parameter T buckets: per column c, positives then negatives counted by
 #   score bucket min(floor(score * T), T - 1) at counts[off + (2c + negative) T + bucket].
@@ -52,7 +54,10 @@ def count_correct(pred, target):
 #   sums, then the sum of the rows' cosines and the number of rows.
 # - TOP_K, parameter k: rows whose target class is among the k highest scores (ties ranked as
 #   scikit-learn's top_k_accuracy_score: among equal scores the higher class index first).
-CONFUSION, CLASS_CONFUSION, SCORE_HISTOGRAM, REGRESSION_SUMS, TOP_K = range(5)
+# - CORRECT: rows that ``correct_row`` counts right (the accuracy of one output of several; a
+#   model's own accuracy comes with its loss, ``count_correct``).
+CONFUSION, CLASS_CONFUSION, SCORE_HISTOGRAM, REGRESSION_SUMS, TOP_K, CORRECT = range(6)
+SPEC_COLUMNS = 5
 
 
 @kernel(inline=True)
@@ -113,15 +118,16 @@ def metric_row_counts(kind, off, param, counts, pred, target, lo, cols):
                 above += 1
         if above < param:
             add_count(counts, off, 1.0)
+    elif kind == CORRECT:
+        add_count(counts, off, 1.0 * correct_row(pred, target, lo, cols))
 
 
 @kernel
 def metric_counts(spec, counts, pred, target):
     """Add the counters of every row of ``spec`` for this batch's (pred, target) to ``counts``."""
-    rows, cols = pred.shape
     for m in range(spec.shape[0]):
-        kind, off, param = spec[m, 0], spec[m, 1], spec[m, 2]
-        if kind < CONFUSION or kind > TOP_K:
-            raise ValueError("unknown metric counter kind")
-        for i in range(rows):
-            metric_row_counts(kind, off, param, counts, pred[i], target[i], 0, cols)
+        kind, off, param, first, cols = spec[m, 0], spec[m, 1], spec[m, 2], spec[m, 3], spec[m, 4]
+        if kind < CONFUSION or kind > CORRECT or first < 0 or cols < 1 or first + cols > pred.shape[1]:
+            raise ValueError("metric counter spec out of range")
+        for i in range(pred.shape[0]):
+            metric_row_counts(kind, off, param, counts, pred[i], target[i], first, cols)

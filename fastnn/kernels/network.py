@@ -288,7 +288,8 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     ``fastnn.user_losses.UserMetrics``: each user metric's value on the batch, times the batch's
     rows, is added to ``counts[offset + i]`` (their mean over rows is the epoch's figure).
     ``weights``: None, or a ``SampleWeights``: each row's loss and gradient weighted
-    (``losses.weighted_loss_forward``); the training metrics stay unweighted, as Keras' ``metrics``.
+    (``losses.weighted_loss_forward``); the training metrics stay unweighted, as Keras' ``metrics``
+    (their functions get the weights, and only the outputs' losses of several use them).
     """
     x, y, order, batch_size, first, stop = batches
     acts, act_off, targets = work.acts, work.act_off, work.targets
@@ -331,8 +332,12 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
                     sparse_first_forward(net, sparse, work, local)
             pred = network_forward(net, xb, work, bool(True), dropout, batchnorm, embedding, masking, user, r0, graph,
                                    skip)
+            # (the weights as weights.batch[:local], not wb: a first-class function takes no Optional)
             if user_loss is not None:
-                value = user_loss.value[0](pred, yb)
+                if weights is None:
+                    value = user_loss.value[0](pred, yb)
+                else:
+                    value = user_loss.weighted[0](pred, yb, weights.batch[:local])
             elif weights is None:
                 value = loss_forward(loss, pred, yb)
             else:
@@ -342,7 +347,11 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
                 metric_counts(metrics, counts, pred, yb)
             if user_metrics is not None:
                 for i in range(len(user_metrics.functions)):
-                    counts[user_metrics.offset + i] += user_metrics.functions[i](pred, yb) * local
+                    if weights is None:
+                        figure = user_metrics.functions[i](pred, yb, user_metrics.no_weights)
+                    else:
+                        figure = user_metrics.functions[i](pred, yb, weights.batch[:local])
+                    counts[user_metrics.offset + i] += figure * local
         share = 1.0
         if collective is not None:
             share = 1.0 if loss_is_summed(loss) else local / rows
@@ -413,7 +422,10 @@ def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=
         pred = network_forward(net, x[lo:hi], work, bool(False), dropout, batchnorm, embedding, masking, user, 0,
                                graph, 0)  # a plain bool, as in train_batches
         if user_loss is not None:
-            total += user_loss.value[0](pred, y[lo:hi]) * (hi - lo)
+            if weights is None:
+                total += user_loss.value[0](pred, y[lo:hi]) * (hi - lo)
+            else:
+                total += user_loss.weighted[0](pred, y[lo:hi], weights[lo:hi]) * (hi - lo)
         elif weights is None:
             total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
         else:

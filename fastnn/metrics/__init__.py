@@ -30,7 +30,7 @@ Layout
 """
 from .classification import (AVERAGES, accuracy, confusion, f1, pr_auc, precision, recall, roc_auc, sensitivity,
                              specificity, top_k_accuracy)
-from .counters import AUC_BUCKETS, counter_spec, from_counts
+from .counters import AUC_BUCKETS, counter_spec, from_counts, output_counter_spec
 from .names import (ALIASES, BINARY, CLASSIFICATION, HIGHER_IS_BETTER, REGRESSION, TOP_K, canonical_names,
                     from_predictions)
 from .regression import cosine_similarity, mae, mse, r2, rmse
@@ -38,4 +38,4 @@ from .regression import cosine_similarity, mae, mse, r2, rmse
 __all__ = ["AVERAGES", "accuracy", "confusion", "f1", "pr_auc", "precision", "recall", "roc_auc", "sensitivity",
            "specificity", "top_k_accuracy", "cosine_similarity", "mae", "mse", "r2", "rmse",
            "ALIASES", "BINARY", "CLASSIFICATION", "HIGHER_IS_BETTER", "REGRESSION", "TOP_K", "canonical_names",
-           "from_predictions", "AUC_BUCKETS", "counter_spec", "from_counts"]
+           "from_predictions", "AUC_BUCKETS", "counter_spec", "from_counts", "output_counter_spec"]

@@ -10,14 +10,16 @@ from .names import REGRESSION, TOP_K
 AUC_BUCKETS = 200
 
 
-def counter_spec(names, n_out):
-    """(spec int64 (M, 3), size of counts) of the training counters that ``names`` need (see
-    ``fastnn.kernels.metrics``); M = 0 when none does (accuracy has its own count)."""
-    rows, size = [], 0
+def counter_spec(names, n_out, first=0, offset=0):
+    """(spec int64 (M, 5), size of counts) of the training counters that ``names`` need (see
+    ``fastnn.kernels.metrics``), over the ``n_out`` columns from ``first``, their counts from
+    ``offset``; M = 0 when none does. "accuracy" is counted too when named (a model of one output
+    leaves it out: its loss kernel counts it)."""
+    rows, size = [], offset
 
     def add(kind, n, param=0):
         nonlocal size
-        rows.append([kind, size, param])
+        rows.append([kind, size, param, first, n_out])
         size += n
 
     names = set(names)
@@ -32,7 +34,20 @@ def counter_spec(names, n_out):
         add(K.REGRESSION_SUMS, 4 * n_out + 2)
     if "top_k_accuracy" in names:
         add(K.TOP_K, 1, TOP_K)
-    return np.array(rows, dtype=np.int64).reshape(-1, 3), size
+    if "accuracy" in names:
+        add(K.CORRECT, 1)
+    return np.array(rows, dtype=np.int64).reshape(-1, K.SPEC_COLUMNS), size - offset
+
+
+def output_counter_spec(outputs):
+    """(spec, size) of the counters of several outputs side by side: ``outputs`` (names, first
+    column, columns) per output, each output's groups after the previous one's."""
+    specs, size = [], 0
+    for names, first, cols in outputs:
+        spec, n = counter_spec(names, cols, first, size)
+        specs.append(spec)
+        size += n
+    return np.concatenate(specs or [np.zeros((0, K.SPEC_COLUMNS), np.int64)]), size
 
 
 def _histogram_auc(pos, neg):
@@ -54,10 +69,11 @@ def _histogram_average_precision(pos, neg):
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def from_counts(names, spec, counts, n_out, rows):
-    """The metrics ``names`` (but accuracy) from the training counters of ``counter_spec``,
-    counted over ``rows`` rows."""
-    groups = {int(kind): (int(off), int(param)) for kind, off, param in spec}
+def from_counts(names, spec, counts, n_out, rows, first=0):
+    """The metrics ``names`` from the training counters of ``counter_spec`` (accuracy where it
+    counted it), counted over ``rows`` rows; ``spec`` may hold other outputs' groups too: those
+    of the ``n_out`` columns from ``first`` are read."""
+    groups = {int(kind): (int(off), int(param)) for kind, off, param, lo, cols in spec if lo == first}
     out = {}
     if K.CONFUSION in groups:
         off = groups[K.CONFUSION][0]
@@ -94,4 +110,6 @@ def from_counts(names, spec, counts, n_out, rows):
         out.update({k: float(v) for k, v in values.items() if k in names})
     if K.TOP_K in groups:
         out["top_k_accuracy"] = _ratio(counts[groups[K.TOP_K][0]], rows)
+    if K.CORRECT in groups and "accuracy" in names:
+        out["accuracy"] = _ratio(counts[groups[K.CORRECT][0]], rows)
     return out
