@@ -187,3 +187,43 @@ def test_errors():
     model = Model([a], dense(a))
     with pytest.raises(ValueError, match="already belongs to a model"):
         dense(a)
+
+
+@pytest.mark.parametrize("kind", ["batch", "layer"])
+def test_a_shared_normalization_layer_equals_torch(kind):
+    """A BatchNormalization (LayerNormalization) called on two tensors, as one torch module used
+    twice: each call normalizes its own tensor (by its own batch's statistics), gamma and beta get
+    the sum of both calls' gradients, and BatchNorm's running statistics move once per call, in
+    call order; then inference with them."""
+    torch = pytest.importorskip("torch")
+    xa, xb, y = data(12)
+    a, b = Input((3,)), Input((3,))
+    enc = Dense(units=4, activation="tanh")
+    norm = fastnn.BatchNormalization(momentum=0.1) if kind == "batch" else fastnn.LayerNormalization(epsilon=1e-3)
+    out = Dense(units=2, activation="softmax")(Concatenate()([norm(enc(a)), norm(enc(b))]))
+    model = Model(inputs=[a, b], outputs=out, seed=0, dtype="float64").compile("cross_entropy", fastnn.Adam(0.05))
+    weights = model.get_weights()
+    tnorm = (torch.nn.BatchNorm1d(4, momentum=0.1, eps=1e-5) if kind == "batch"
+             else torch.nn.LayerNorm(4, eps=1e-3)).double()
+    with torch.no_grad():
+        tnorm.weight.copy_(torch.from_numpy(weights[2]))
+        tnorm.bias.copy_(torch.from_numpy(weights[3]))
+    We, be, Wo, bo = (torch.tensor(w, requires_grad=True) for w in (weights[0], weights[1], weights[-2], weights[-1]))
+    opt = torch.optim.Adam([We, be, tnorm.weight, tnorm.bias, Wo, bo], lr=0.05, eps=1e-8)
+    ta, tb, ty = torch.from_numpy(xa), torch.from_numpy(xb), torch.from_numpy(y)
+
+    def logits():
+        return torch.cat([tnorm(torch.tanh(ta @ We + be)), tnorm(torch.tanh(tb @ We + be))], dim=1) @ Wo + bo
+
+    for _ in range(3):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits(), ty)
+        loss.backward()
+        opt.step()
+        np.testing.assert_allclose(model.train_on_batch([xa, xb], y), loss.item(), rtol=1e-12)
+    theirs = [We, be, tnorm.weight, tnorm.bias] + ([tnorm.running_mean, tnorm.running_var] if kind == "batch" else [])
+    for mine, their in zip(model.get_weights(), theirs + [Wo, bo]):
+        np.testing.assert_allclose(mine, their.detach().numpy(), rtol=1e-9, atol=1e-12)
+    tnorm.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(model.predict([xa, xb]), torch.softmax(logits(), dim=1).numpy(), rtol=1e-9)
