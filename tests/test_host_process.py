@@ -98,6 +98,18 @@ def test_no_openmp_runtime_is_loaded():
     assert run_python(code) == []
 
 
+def test_a_cpu_model_never_imports_numba_cuda():
+    """Importing fastnn and training and predicting on the CPU imports no CUDA module: numba-cuda,
+    where installed, takes over half a second to import (its ml_dtypes alone 0.56 s), which a
+    CPU user would pay at every start (the CUDA backend imports it when a model is put on a GPU)."""
+    code = TRAIN + textwrap.dedent("""
+        import json, sys
+        fit_once(0)
+        print(json.dumps(sorted(m for m in sys.modules if m.startswith(("numba.cuda", "ml_dtypes", "cuda.")))))
+    """)
+    assert run_python(code) == []
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
 def test_fork_pool_of_fits_returns_after_the_parent_trained():
     """The user's multiprocessing.Pool (fork) fitting models, after the parent fitted the same

@@ -18,10 +18,10 @@ from ..config import INFERENCE_BATCH_SIZE
 from ..kernels.table import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Outputs, Training,
                                Workspace, workspace_layout)
 from ..kernels.losses import PERCEPTRON
+from ..kernels.metrics import CORRECT, SPEC_COLUMNS
 from ..kernels.optimizers import ADAMW, H_SCHEDULE, any_clipping
 from ..kernels.schedules import COSINE_DECAY
 from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, Plan, check_code
-from .metrics import check_metric_spec
 
 # Training state kept on the host: each call of ``train`` uploads it and reads back what the
 # kernels made of it.
@@ -423,6 +423,16 @@ def _control(first, step0):
     control[C_STEP0] = step0
     control[C_STEP] = step0 + first
     return control
+
+
+def check_metric_spec(spec, n_out):
+    """A ValueError unless every row of the host ``spec`` has a known kind and columns within the
+    ``n_out`` outputs: the device kernel (``metrics.metric_counts``) reads them unchecked (the CPU
+    twin checks them itself)."""
+    for kind, _, _, first, cols in np.asarray(spec, np.int64).reshape(-1, SPEC_COLUMNS):
+        check_code(kind, CORRECT, "metric counter")
+        if first < 0 or cols < 1 or first + cols > n_out:
+            raise ValueError(f"metric counter of columns [{first}, {first + cols}) outside the {n_out} outputs")
 
 
 def _cpu_only(loss, user_metrics=None):

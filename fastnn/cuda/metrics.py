@@ -16,7 +16,7 @@ import numpy as np
 from numba import cuda
 
 from ..kernels import metrics as cpu
-from . import C_BAD, REDUCE_THREADS, blocks, check_code, device_twin, kernel, launch, reduce_threads
+from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch, reduce_threads
 
 row_argmax = device_twin(cpu.row_argmax)
 correct_row = device_twin(cpu.correct_row, row_argmax=row_argmax)
@@ -89,17 +89,8 @@ def metric_counts_rows(spec, n_spec, counts, pred, target, rows, cols, control):
         metric_row_counts(spec[m, 0], spec[m, 1], spec[m, 2], counts, pred, target, i * cols + spec[m, 3], spec[m, 4])
 
 
-def check_metric_spec(spec, n_out):
-    """A ValueError unless every row of the host ``spec`` has a known kind and columns within the
-    ``n_out`` outputs: the device kernel reads them unchecked (the CPU twin checks them itself)."""
-    for kind, _, _, first, cols in np.asarray(spec, np.int64).reshape(-1, cpu.SPEC_COLUMNS):
-        check_code(kind, cpu.CORRECT, "metric counter")
-        if first < 0 or cols < 1 or first + cols > n_out:
-            raise ValueError(f"metric counter of columns [{first}, {first + cols}) outside the {n_out} outputs")
-
-
 def metric_counts(spec, counts, pred, target, rows, cols, control, plan=None):
     """Add the training counters of ``spec`` (device int64 (M, 5), as the CPU twin's; codes
-    and columns checked on the host) for the (rows, cols) batch to the float64 device array ``counts``."""
+    and columns checked on the host: ``backend.check_metric_spec``) for the (rows, cols) batch to the float64 device array ``counts``."""
     launch(plan, metric_counts_rows, *blocks(rows),
            spec, spec.shape[0], counts, pred, target, rows, cols, control)
