@@ -16,13 +16,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import distributed
-from .config import FEW_ROWS, INFERENCE_BATCH_SIZE
+from .config import FEW_ROWS, INFERENCE_BATCH_SIZE, SPARSE_FIRST_LAYER_MAX_DENSITY
 from .kernels.table import optional_kinds
 from .layers.base import Layer
 from .predictor import DEFAULT_ROWS, Predictor, make_predictor, predictor_predict
-from .sparse_input import dense_chunks, is_sparse
+from .sparse_input import dense_chunks, density, is_sparse
 from .trainer import _PROGRESS_UPDATES_PER_EPOCH, _progress_bar
-from .user_layers import quietly
 from .sample_weights import check_sample_weight
 from .validation import check_int
 
@@ -82,12 +81,17 @@ class Inference:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _predict_rows(self, x, batch_size):
-        """The backend's ``predict`` of every row of ``x``; a sparse ``x`` densified a chunk of rows at
-        a time (``sparse_input.dense_chunks``), never whole."""
+        """The backend's ``predict`` of every row of ``x``. A sparse ``x`` (checked: a canonical CSR
+        matrix) as training reads it: over its nonzeros in the first layer where that is a Dense
+        layer of a stack and ``x`` is sparse enough (``sparse_input``'s rule), else densified a
+        chunk of rows at a time (``sparse_input.dense_chunks``), never whole."""
         if not is_sparse(x):
             if getattr(self._backend, "checks_finite_input", False):
                 return self._backend.predict(x, batch_size, check=True)
             return self._backend.predict(x, batch_size)
+        if hasattr(self._backend, "predict_sparse") and self._backend.sparse_first_layer() \
+                and density(x) <= SPARSE_FIRST_LAYER_MAX_DENSITY:
+            return self._backend.predict_sparse(x, batch_size)
         out = np.empty((x.shape[0], self.output_dim), self.dtype)
         for lo, hi, part in dense_chunks(x, batch_size):
             out[lo:hi] = self._backend.predict(part, min(batch_size, hi - lo))
@@ -221,27 +225,6 @@ class Inference:
             pred = self._predict_rows(x_part, batch_size) if hi > lo else np.empty((0, self.output_dim), self.dtype)
             values.update(self._exact_metric_values(y, distributed.gather_rows(pred), batch_size, weights))
         return {k: values[k] for k in self.log_names()}
-
-
-def user_metric_values(functions, y, pred, batch_size, dtype, weights=None):
-    """The user metrics (``(name, function)``) as in training: the mean over batches of
-    ``batch_size`` rows of each function's value, weighted by the batch's rows, through the same
-    compiled functions the training step calls (``fastnn.user_losses``), which get ``weights``
-    (None: unweighted) as there."""
-    from .user_losses import user_metric_kernel
-    out = {}
-    n = y.shape[0]
-    y = np.ascontiguousarray(y, dtype=dtype)
-    pred = np.ascontiguousarray(pred, dtype=dtype)
-    weights = np.empty(0, dtype) if weights is None else np.ascontiguousarray(weights, dtype=dtype)
-    for name, fn in functions:
-        kernel = user_metric_kernel(fn, np.dtype(dtype), name)
-        total = 0.0
-        for lo in range(0, n, batch_size):
-            hi = min(lo + batch_size, n)
-            total += quietly(kernel, pred[lo:hi], y[lo:hi], weights[lo:hi]) * (hi - lo)
-        out[name] = float(total / n) if n else float("nan")
-    return out
 
 
 def _report(bar, steps, seconds, logs):

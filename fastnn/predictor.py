@@ -117,10 +117,14 @@ class Predictor(structref.StructRefProxy):
 structref.define_proxy(Predictor, PredictorType, list(FIELDS))
 
 
-def inference_workspace(layers, sources, rows, dtype):
+def inference_workspace(layers, sources, rows, dtype, input_room=True):
     """(Workspace, Graph or None) for inference passes of up to ``rows`` rows of the network
     ``layers`` (``sources``: a functional model's graph table, None for a stack): a predictor's, or
-    one of the CPU backend's spare ones for concurrent predicts."""
+    one of the CPU backend's spare ones for concurrent predicts. ``input_room=False``: none for the
+    gathered batch (``network.predict_sparse_batches`` reads its input as CSR)."""
+    if not input_room:
+        layers = np.array(layers, dtype=np.int64)
+        layers[0, N_IN] = 0
     act_off, n_acts, _, _, n_stats = network.workspace_layout(layers, rows)
     # Inference reads no gradient buffers and no targets: empty, not sized for training.
     work = network.Workspace(np.empty(n_acts, dtype), act_off, np.empty((2, 0), dtype), np.empty(0, dtype),

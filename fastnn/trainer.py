@@ -35,7 +35,7 @@ from .data.feed import ArrayFeed, StreamFeed, evaluate_sequence, stream_inputs
 from .layers import Dropout
 from .sample_weights import check_sample_weight, row_weights
 from .sparse_input import is_sparse
-from .user_losses import check_device_runs_loss, metric_bundle, split_metrics
+from .user_losses import check_device_runs_loss, metric_bundle, split_metrics, user_metric_values
 from .validation import check_float, check_int, check_targets
 
 # Batches per call into the compiled loop while a progress bar is shown: often enough for
@@ -500,7 +500,6 @@ class Trainer:
         all their rows: the named ones exactly (accuracy aside, for one output: the loss counts it),
         the functions as in training, each a mean over batches of ``batch_size`` rows (the outputs'
         losses of several weighted by ``weights`` when given, as the loss)."""
-        from .inference import user_metric_values
         if self._metric_groups is None:
             values = metrics_.from_predictions([m for m in self.metrics if m != "accuracy"
                                                 and m not in dict(self._counted_functions())], y, pred)

@@ -25,7 +25,7 @@ from numba import types
 
 from .kernels.losses import loss_backward, loss_forward, scale_block, weighted_loss_forward
 from .user_code import compile_generated
-from .user_layers import _compile
+from .user_layers import _compile, quietly
 
 # The loss code the kernels get with a user loss: no built-in loss has it, so no fused
 # loss-activation gradient applies and the loss counts as a mean over rows under MPI.
@@ -203,6 +203,26 @@ def metric_bundle(functions, dtype, offset):
         return None
     return UserMetrics(tuple(user_metric_kernel(fn, np.dtype(dtype), name) for name, fn in functions), offset,
                        np.empty(0, dtype))
+
+
+def user_metric_values(functions, y, pred, batch_size, dtype, weights=None):
+    """The user metrics (``(name, function)``) as in training: the mean over batches of
+    ``batch_size`` rows of each function's value, weighted by the batch's rows, through the same
+    compiled functions the training step calls (``fastnn.user_losses``), which get ``weights``
+    (None: unweighted) as there."""
+    out = {}
+    n = y.shape[0]
+    y = np.ascontiguousarray(y, dtype=dtype)
+    pred = np.ascontiguousarray(pred, dtype=dtype)
+    weights = np.empty(0, dtype) if weights is None else np.ascontiguousarray(weights, dtype=dtype)
+    for name, fn in functions:
+        kernel = user_metric_kernel(fn, np.dtype(dtype), name)
+        total = 0.0
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            total += quietly(kernel, pred[lo:hi], y[lo:hi], weights[lo:hi]) * (hi - lo)
+        out[name] = float(total / n) if n else float("nan")
+    return out
 
 
 def split_metrics(metrics):

@@ -228,3 +228,40 @@ def test_validation_split_and_train_on_batch_take_sparse_input(monkeypatch):
     np.testing.assert_allclose(b.train_on_batch(sp.coo_matrix(x[:9]), y[:9]), a.train_on_batch(x[:9], y[:9]),
                                rtol=1e-9)
     assert_same_weights(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_predict_of_sparse_input_runs_over_its_nonzeros_without_densifying(dtype, monkeypatch):
+    """predict of a CSR input whose first layer is Dense: its product over each batch's nonzeros
+    (``network.predict_sparse_batches``), the rest of the network as on the dense twin, at every
+    batch size; nothing densified (toarray refused), and a workspace with no room for the input."""
+    from fastnn import BatchNormalization, Dropout
+    x, y = data(seed=8)
+    x = x.astype(dtype)
+    m = MLP([Dense(12, 8, activation="relu"), BatchNormalization(), Dropout(0.3),
+             Dense(8, 3, activation="softmax")], seed=2, dtype=dtype.__name__)
+    m.compile(loss="cross_entropy", optimizer=Adam(0.01)).fit(x, y, epochs=1, batch_size=16, verbose=0)
+    dense = m.predict(x)
+    xs = sp.csr_matrix(x)
+    monkeypatch.setattr(sp.csr_matrix, "toarray", lambda *a, **k: pytest.fail("densified"))
+    backend, calls = type(m._backend), []
+    original = backend.predict_sparse
+    monkeypatch.setattr(backend, "predict_sparse", lambda self, *a: calls.append(1) or original(self, *a))
+    for batch_size in (None, 1, 7, 1000):
+        np.testing.assert_allclose(m.predict(xs, batch_size=batch_size), dense, rtol=TOL[dtype], atol=TOL[dtype])
+    assert len(calls) == 4
+    from fastnn.predictor import inference_workspace
+    work, _ = inference_workspace(m._backend.spec.table, None, 16, dtype, input_room=False)
+    assert work.act_off[0] == work.act_off[1] == 0 and work.acts.size == 16 * (8 + 8 + 8 + 3)
+
+
+def test_predict_of_a_dense_enough_sparse_input_densifies_chunks(monkeypatch):
+    """Above the density rule, or with a first layer that cannot skip zeros, predict densifies a
+    chunk of rows at a time, as before: the same numbers."""
+    x, y = data(seed=9, density=0.5)
+    m = model()
+    m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    calls = []
+    monkeypatch.setattr(type(m._backend), "predict_sparse", lambda *a, **k: calls.append(1))
+    np.testing.assert_allclose(m.predict(sp.csr_matrix(x)), m.predict(x), rtol=1e-12)
+    assert not calls

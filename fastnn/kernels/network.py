@@ -39,7 +39,7 @@ from .optimizers import H_LR, H_SCHEDULE, clip_global_norms, clip_gradients, opt
 from .parallel import gather_rows
 from .regularizers import regularization_forward_backward
 from .schedules import CONSTANT, learning_rate_at
-from .sparse import gather_sparse, sparse_first_backward, sparse_first_forward
+from .sparse import csr_first_forward, gather_sparse, sparse_first_backward, sparse_first_forward
 from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER,  # noqa: F401
                     DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, MULTIPLY_LAYER, N_IN,
                     N_OUT, OPTIONAL_KINDS, RNG_KEY, RNG_STEP, SLICE_LAYER, SOURCE, SOURCE2, USER_LAYER, W_OFF, Batches,
@@ -405,6 +405,26 @@ def predict_batches(out, net, x, batch_size, work, training, dropout=True, batch
             for j in range(pred.shape[1]):
                 out[lo + i, j] = pred[i, j]
     return -1
+
+
+@kernel
+def predict_sparse_batches(out, net, indptr, indices, values, batch_size, work, dropout=True, batchnorm=True,
+                           embedding=True, masking=True, user=None):
+    """``predict_batches`` (inference mode) of a CSR matrix (``indptr`` int64 of its n + 1 row
+    offsets, ``indices`` int32, ``values`` of the model's dtype; canonical and checked) whose first
+    layer, a Dense layer of a stack, runs over each batch's nonzeros only
+    (``sparse.csr_first_forward``); the layers after it as ``network_forward``'s. The workspace
+    needs no room for the input (``work.act_off[0] == act_off[1]``): nothing is densified."""
+    n = indptr.size - 1
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)
+        csr_first_forward(net, indptr[lo: hi + 1], indices, values, work, hi - lo)
+        # (x: a stand-in of the batch's rows and no columns; with first = 1 no layer reads it)
+        pred = network_forward(net, work.acts[:0].reshape(hi - lo, 0), work, bool(False), dropout, batchnorm,
+                               embedding, masking, user, 0, None, 1)
+        for i in range(hi - lo):
+            for j in range(pred.shape[1]):
+                out[lo + i, j] = pred[i, j]
 
 
 @kernel

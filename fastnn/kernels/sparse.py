@@ -79,6 +79,19 @@ def sparse_first_forward(net, sparse, work, rows):
                          alphas[0, ALPHA])
 
 
+@kernel(inline=True)
+def csr_first_forward(net, indptr, indices, values, work, rows):
+    """Layer 0 (Dense) on ``rows`` rows of a CSR matrix given by their own slice of ``indptr``
+    (offsets into the whole ``indices`` and ``values``), into its output in ``work.acts``: the
+    first layer of ``network.predict_sparse_batches``."""
+    params, layers, alphas = net.params, net.layers, net.alphas
+    n_in, n_out = layers[0, N_IN], layers[0, N_OUT]
+    w, b = layers[0, W_OFF], layers[0, B_OFF]
+    out = work.acts[work.act_off[1]: work.act_off[1] + rows * n_out].reshape(rows, n_out)
+    sparse_dense_forward(out, indptr, indices, values, params[w: w + n_in * n_out].reshape(n_in, n_out),
+                         params[b: b + n_out], layers[0, ACT], alphas[0, ALPHA])
+
+
 @kernel
 def sparse_first_backward(net, grads, sparse, work, rows, cur, applied):
     """Layer 0's (Dense) gradients from dL/d(its output) in ``work.deltas[cur]`` (dL/d(its
