@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from . import distributed, losses, optimizers, validation
-from . import metrics as metrics_
 from .activations import Sigmoid, Softmax
 from .callbacks import Callback, History, TerminateOnNaN, _Muted
 from .data import is_batch_source, is_sequence
@@ -35,7 +34,8 @@ from .data.feed import ArrayFeed, StreamFeed, evaluate_sequence, stream_inputs
 from .layers import Dropout
 from .sample_weights import check_sample_weight, row_weights
 from .sparse_input import is_sparse
-from .user_losses import check_device_runs_loss, metric_bundle, split_metrics, user_metric_values
+from .compiled_metrics import CompiledMetrics
+from .user_losses import check_device_runs_loss
 from .validation import check_float, check_int, check_targets
 
 # Batches per call into the compiled loop while a progress bar is shown: often enough for
@@ -72,15 +72,9 @@ def _one_training_call(method):
     return wrapper
 
 
-class Trainer:
-    """compile, fit and train_on_batch, on a ``Network``'s layers and backend."""
-    _user_metrics = ()  # (name, function) of the metrics given as functions, in compile's order
-    # ("<output>_loss", function) of each output of a model of several outputs (``Model.compile``):
-    # counted in the compiled step as the metric functions are, and logged before them.
-    _output_losses = ()
-    # None, or each output's metrics of a model of several outputs (``functional.OutputMetrics``):
-    # counted over its columns of the outputs side by side, logged as "<output>_<metric>".
-    _metric_groups = None
+class Trainer(CompiledMetrics):
+    """compile, fit and train_on_batch, on a ``Network``'s layers and backend (the compiled
+    metrics' bookkeeping: ``compiled_metrics.CompiledMetrics``)."""
 
     def compile(self, loss: Any = "cross_entropy", optimizer: Any = None, metrics: Sequence[str] | None = None) -> Self:
         """Set the loss, the default optimizer (for layers without their own) and the metrics that
@@ -115,25 +109,6 @@ class Trainer:
             else:
                 self._configure_optimizers()
         return self
-
-    def _resolve_metrics(self, metrics, loss):
-        """(the metrics' log names, (name, function) of those given as functions, None): ``compile``'s
-        metrics checked against ``loss`` and the output (a model of several outputs has its own:
-        ``functional.Model``, whose third entry describes each output's)."""
-        metrics, user_metrics = split_metrics(metrics)
-        metrics = metrics_.canonical_names(metrics, loss.classification, self.output_dim)
-        for name, _ in user_metrics:
-            if name in metrics or name == "loss":
-                raise ValueError(f"metrics: the function {name!r} has the name of another metric; rename it")
-        return metrics + [name for name, _ in user_metrics], user_metrics, None
-
-    def _metrics_config(self, function):
-        """``compile``'s metrics as the model's config saves them: each name, and ``function(f)`` for
-        each function f; a list per output for a model of several outputs."""
-        if self._metric_groups is not None:
-            return [list(g.names) + [function(fn) for _, fn in g.functions] for g in self._metric_groups]
-        functions = dict(self._user_metrics)
-        return [function(functions[m]) if m in functions else m for m in self.metrics]
 
     def _frozen_changed(self):
         """Whether a layer's ``trainable`` changed since the network was built or compiled."""
@@ -464,80 +439,6 @@ class Trainer:
         self._diverged = ("training diverged and left weights that are not finite; set_weights, or load a "
                           "checkpoint, to use the model again")
         return "; the weights are no longer finite: the model cannot predict or be saved until new weights are set"
-
-    def log_names(self, validation=False):
-        """The keys of each epoch's logs in ``fit`` (``History.history``'s): 'loss' and the compiled
-        metrics, then, with validation data, the same with ``val_``. Callbacks get them before
-        training as ``params["metrics"]`` (Keras 2's name)."""
-        names = ["loss"] + [name for name, _ in self._output_losses] + self.metrics
-        return names + ["val_" + k for k in names] if validation else names
-
-    def _metric_counters(self):
-        """(spec or None, zeroed counts) of the training metrics counted in the compiled step; the
-        user metrics' sums follow the counters (``_user_metric_bundle``)."""
-        spec, size = self._counter_spec()
-        return (spec if spec.shape[0] else None), np.zeros(size + len(self._counted_functions()))
-
-    def _counted_functions(self):
-        """(name, function) of what the compiled step counts as functions: the outputs' losses, then
-        the metric functions."""
-        return tuple(self._output_losses) + tuple(self._user_metrics)
-
-    def _counter_spec(self):
-        if self._metric_groups is not None:
-            return metrics_.output_counter_spec([(g.names, g.first, g.width) for g in self._metric_groups])
-        return metrics_.counter_spec([m for m in self.metrics if m != "accuracy"], self.output_dim)
-
-    def _counter_values(self, spec, counts, rows):
-        """The named metrics' figures from the epoch's counters (accuracy aside, for one output)."""
-        if self._metric_groups is None:
-            return metrics_.from_counts(self.metrics, spec, counts, self.output_dim, rows)
-        return {f"{g.output}_{k}": v for g in self._metric_groups
-                for k, v in metrics_.from_counts(g.names, spec, counts, g.width, rows, g.first).items()}
-
-    def _exact_metric_values(self, y, pred, batch_size, weights=None):
-        """The compiled metrics that validation and ``evaluate`` compute from the predictions of
-        all their rows: the named ones exactly (accuracy aside, for one output: the loss counts it),
-        the functions as in training, each a mean over batches of ``batch_size`` rows (the outputs'
-        losses of several weighted by ``weights`` when given, as the loss)."""
-        if self._metric_groups is None:
-            values = metrics_.from_predictions([m for m in self.metrics if m != "accuracy"
-                                                and m not in dict(self._counted_functions())], y, pred)
-        else:
-            values = {f"{g.output}_{k}": v for g in self._metric_groups
-                      for k, v in metrics_.from_predictions(g.names, y[:, g.first:g.first + g.width],
-                                                            pred[:, g.first:g.first + g.width]).items()}
-        values.update(user_metric_values(self._counted_functions(), y, pred, batch_size, self.dtype, weights))
-        return values
-
-    def _needs_predictions(self):
-        """Whether validation and ``evaluate`` need the predictions (``_exact_metric_values``)."""
-        return any(m != "accuracy" for m in self.metrics) or bool(self._output_losses)
-
-    def _user_metric_args(self):
-        """The backends' ``user_metrics`` keyword (none without user metrics): a function of the
-        dtype giving ``train_batches``' bundle of the user metrics' compiled functions."""
-        if not self._counted_functions():
-            return {}
-        offset, user = self._counter_spec()[1], self._counted_functions()
-        return {"user_metrics": lambda dtype: metric_bundle(user, dtype, offset)}
-
-    def _logs(self, batch_loss, batch_correct, rows, spec=None, counts=None, counted_rows=0.0):
-        """Loss (and accuracy) weighted over these batches' rows; the other metrics from the
-        epoch's counters, over the ``counted_rows`` rows counted so far."""
-        total = rows.sum()
-        values = {"loss": float(np.dot(batch_loss, rows) / total)}
-        if "accuracy" in self.metrics:
-            values["accuracy"] = float(batch_correct.sum() / total)
-        if spec is not None or self._counted_functions():  # each rank counted its own rows
-            counts = distributed.sum_over_ranks(counts)
-        if spec is not None:
-            values.update(self._counter_values(spec, counts, counted_rows))
-        if self._counted_functions():
-            offset = counts.size - len(self._counted_functions())
-            values.update({name: float(counts[offset + i] / counted_rows)
-                           for i, (name, _) in enumerate(self._counted_functions())})
-        return {k: values[k] for k in self.log_names()}
 
     @_one_training_call
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None):
