@@ -186,6 +186,31 @@ def test_predict_scans_each_batch_for_nan_in_its_compiled_pass_and_names_the_row
         model.predict(big)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_first_dense_layers_product_catches_every_nan_or_infinity(dtype):
+    """A stack whose first layer is Dense checks its product, not its input (the input is read once):
+    a NaN or an infinity in a row makes every column of that row's product one, even in an input
+    column whose weights are all zero (NaN * 0 and inf * 0 are NaN), or a row of zeros but for it;
+    then the batch is scanned and the row named. Finite rows whose product overflows pass, as
+    PyTorch's do."""
+    model, x = seed_like(dtype)
+    x = np.ascontiguousarray(np.tile(x, (3, 1)))
+    weights = model.get_weights()
+    weights[0][7] = 0.0  # input column 7 reaches nothing
+    model.set_weights(weights)
+    for row, col, value in ((0, 7, np.nan), (200, 7, np.inf), (449, 7, -np.inf), (64, 0, np.nan)):
+        bad = x.copy()
+        bad[row] = 0.0
+        bad[row, col] = value
+        for batch_size in (None, 64, 1):
+            with pytest.raises(ValueError, match=f"x contains NaN or infinite values.*row {row}$"):
+                model.predict(bad, batch_size=batch_size)
+    huge = x.copy()
+    huge[5] = np.finfo(dtype).max
+    out = model.predict(huge)  # no error: the input is finite
+    assert np.isfinite(np.delete(out, 5, axis=0)).all()
+
+
 def test_a_model_reading_embedding_ids_has_no_predictor():
     model = MLP([fastnn.Embedding(10, 3), Dense(3, 2, activation="softmax")], seed=0)
     model.compile(loss="categorical_crossentropy")

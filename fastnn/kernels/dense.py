@@ -14,12 +14,18 @@ from .parallel import column_sums
 @kernel(inline=True)
 def dense_forward(out, x, W, b, act, alpha):
     """out (B, n_out) = act(x (B, n_in) @ W (n_in, n_out) + b (n_out,)), ``act`` an activation code."""
+    dense_product(out, x, W)
+    bias_activation_forward(out, out, b, act, alpha)
+
+
+@kernel(inline=True)
+def dense_product(out, x, W):
+    """out (B, n_out) = x (B, n_in) @ W (n_in, n_out): row by row for a few rows, else BLAS."""
     if x.shape[0] <= FEW_ROWS:
         for i in range(x.shape[0]):
             row_times_matrix(out[i], x[i], W)
     else:
         np.dot(x, W, out)
-    bias_activation_forward(out, out, b, act, alpha)
 
 
 @kernel
