@@ -49,7 +49,7 @@ class CompiledMetrics:
 
     def _metric_counters(self):
         """(spec or None, zeroed counts) of the training metrics counted in the compiled step; the
-        user metrics' sums follow the counters (``_user_metric_bundle``)."""
+        user metrics' sums follow the counters (``_user_metric_args``)."""
         spec, size = self._counter_spec()
         return (spec if spec.shape[0] else None), np.zeros(size + len(self._counted_functions()))
 

@@ -439,7 +439,8 @@ def _cpu_only(loss, user_metrics=None):
     """A ValueError for a loss or metrics of the user's (``fastnn.user_losses``): as user layers,
     they run on the CPU only (the CUDA step has no first-class functions). The loss of several
     outputs (``losses.OutputLosses``) has its own kernel here, which counts the outputs' losses
-    (the functions in ``user_metrics``: a model of several outputs takes no metrics)."""
+    (the functions in ``user_metrics``; metric functions of the user's are refused before, by
+    ``compile`` and ``to``: ``user_losses.check_device_runs_loss``)."""
     user = getattr(loss, "user", None)
     if getattr(user, "several_outputs", False):
         return
