@@ -261,6 +261,12 @@ class CPUBackend(Backend):
                       x.indices.astype(np.int32, copy=False), x.data, batch_size, work, *self.kinds)
         return out
 
+    def evaluate_sparse(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
+        """``evaluate`` of a CSR ``x`` as ``predict_sparse`` reads it: the loss and correct rows of its
+        predictions, batch by batch as ``evaluate``'s."""
+        pred = self.predict_sparse(x, batch_size)
+        return self._run(network.evaluate_predictions, int(loss), pred, y, batch_size, self._user_loss(loss), weights)
+
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
         """As ``predict``, a read-only ``x`` or ``y`` is copied. ``weights``: None, or a loss
         weight per row."""

@@ -89,13 +89,18 @@ class Inference:
             if getattr(self._backend, "checks_finite_input", False):
                 return self._backend.predict(x, batch_size, check=True)
             return self._backend.predict(x, batch_size)
-        if hasattr(self._backend, "predict_sparse") and self._backend.sparse_first_layer() \
-                and density(x) <= SPARSE_FIRST_LAYER_MAX_DENSITY:
+        if self._sparse_first(x):
             return self._backend.predict_sparse(x, batch_size)
         out = np.empty((x.shape[0], self.output_dim), self.dtype)
         for lo, hi, part in dense_chunks(x, batch_size):
             out[lo:hi] = self._backend.predict(part, min(batch_size, hi - lo))
         return out
+
+    def _sparse_first(self, x):
+        """Whether the backend runs the first layer over ``x``'s nonzeros (``predict_sparse``): a
+        sparse ``x``, a stack whose first layer is Dense, and ``sparse_input``'s density rule."""
+        return is_sparse(x) and hasattr(self._backend, "predict_sparse") and self._backend.sparse_first_layer() \
+            and density(x) <= SPARSE_FIRST_LAYER_MAX_DENSITY
 
     def __call__(self, x: Any, training: bool = False) -> NDArray[Any]:
         """The network's output for ``x``, as Keras' ``model(x, training=...)``.
@@ -211,8 +216,13 @@ class Inference:
         lo, hi = first * batch_size, min(stop * batch_size, x.shape[0])
         x_part, y_part = x[lo:hi], y[lo:hi]
         total, correct = 0.0, 0
-        # A sparse x densified a chunk of whole batches at a time: the same batches as a dense x's.
-        for a, b, part in (() if hi <= lo else dense_chunks(x_part, batch_size) if is_sparse(x_part)
+        # A sparse x as predict reads it (``_sparse_first``), else densified a chunk of whole batches at
+        # a time: the same batches as a dense x's.
+        sparse_first = hi > lo and self._sparse_first(x_part)
+        if sparse_first:
+            total, correct = self._backend.evaluate_sparse(x_part, y_part, self.loss.code, batch_size,
+                                                           *(() if weights is None else (weights[lo:hi],)))
+        for a, b, part in (() if hi <= lo or sparse_first else dense_chunks(x_part, batch_size) if is_sparse(x_part)
                            else [(0, hi - lo, x_part)]):
             chunk = self._backend.evaluate(part, y_part[a:b], self.loss.code, batch_size,
                                            *(() if weights is None else (weights[lo:hi][a:b],)))

@@ -234,7 +234,8 @@ def test_validation_split_and_train_on_batch_take_sparse_input(monkeypatch):
 def test_predict_of_sparse_input_runs_over_its_nonzeros_without_densifying(dtype, monkeypatch):
     """predict of a CSR input whose first layer is Dense: its product over each batch's nonzeros
     (``network.predict_sparse_batches``), the rest of the network as on the dense twin, at every
-    batch size; nothing densified (toarray refused), and a workspace with no room for the input."""
+    batch size; evaluate's loss from those predictions; nothing densified (toarray refused), and a
+    workspace with no room for the input."""
     from fastnn import BatchNormalization, Dropout
     x, y = data(seed=8)
     x = x.astype(dtype)
@@ -250,6 +251,13 @@ def test_predict_of_sparse_input_runs_over_its_nonzeros_without_densifying(dtype
     for batch_size in (None, 1, 7, 1000):
         np.testing.assert_allclose(m.predict(xs, batch_size=batch_size), dense, rtol=TOL[dtype], atol=TOL[dtype])
     assert len(calls) == 4
+    # evaluate (weighted too) and validation: the loss from those predictions, in the same batches
+    w = np.linspace(0.0, 2.0, x.shape[0])
+    for weights in (None, w):
+        np.testing.assert_allclose(m.evaluate(xs, y, batch_size=7, sample_weight=weights),
+                                   m.evaluate(x, y, batch_size=7, sample_weight=weights), rtol=10 * TOL[dtype])
+    history = m.fit(xs, y, epochs=1, batch_size=16, verbose=0, validation_data=(xs, y)).history
+    assert history["val_loss"][0] == pytest.approx(m.evaluate(x, y), rel=10 * TOL[dtype])
     from fastnn.predictor import inference_workspace
     work, _ = inference_workspace(m._backend.spec.table, None, 16, dtype, input_room=False)
     assert work.act_off[0] == work.act_off[1] == 0 and work.acts.size == 16 * (8 + 8 + 8 + 3)

@@ -470,14 +470,38 @@ def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=
         hi = min(lo + batch_size, n)
         pred = network_forward(net, x[lo:hi], work, bool(False), dropout, batchnorm, embedding, masking, user, 0,
                                graph, 0)  # a plain bool, as in train_batches
-        if user_loss is not None:
-            if weights is None:
-                total += user_loss.value[0](pred, y[lo:hi]) * (hi - lo)
-            else:
-                total += user_loss.weighted[0](pred, y[lo:hi], weights[lo:hi]) * (hi - lo)
-        elif weights is None:
-            total += loss_forward(loss, pred, y[lo:hi]) * (hi - lo)
+        if weights is None:
+            total += batch_loss_value(loss, pred, y[lo:hi], user_loss, None) * (hi - lo)
         else:
-            total += weighted_loss_forward(loss, pred, y[lo:hi], weights[lo:hi]) * (hi - lo)
+            total += batch_loss_value(loss, pred, y[lo:hi], user_loss, weights[lo:hi]) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
+    return total, correct
+
+
+@kernel(inline=True)
+def batch_loss_value(loss, pred, y, user_loss, weights):
+    """One batch's loss: built-in (``loss``) or the user's, unweighted or with ``weights``."""
+    if user_loss is not None:
+        if weights is None:
+            return user_loss.value[0](pred, y)
+        return user_loss.weighted[0](pred, y, weights)
+    if weights is None:
+        return loss_forward(loss, pred, y)
+    return weighted_loss_forward(loss, pred, y, weights)
+
+
+@kernel
+def evaluate_predictions(loss, pred, y, batch_size, user_loss=None, weights=None):
+    """``evaluate_batches``' (sum over batches of loss x rows, correct rows) from the predictions
+    ``pred`` of all rows, made already (``predict_sparse_batches``), in the same batches."""
+    n = pred.shape[0]
+    total = 0.0
+    correct = 0
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)
+        if weights is None:
+            total += batch_loss_value(loss, pred[lo:hi], y[lo:hi], user_loss, None) * (hi - lo)
+        else:
+            total += batch_loss_value(loss, pred[lo:hi], y[lo:hi], user_loss, weights[lo:hi]) * (hi - lo)
+        correct += count_correct(pred[lo:hi], y[lo:hi])
     return total, correct
