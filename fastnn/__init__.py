@@ -14,12 +14,12 @@ from . import data, distributed, metrics
 from .datasets import Dataset, load_digits, load_mnist
 from .initializers import (Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, Normal, Ones, RandomNormal,
                            RandomUniform, Uniform, XavierNormal, XavierUniform, Zeros)
-from .layers import (Activation, BatchNorm, BatchNormalization, Dense, Dropout, Embedding, Input, Lambda, Layer,
-                     LayerNormalization, Masking)
+from .layers import (Activation, Add, BatchNorm, BatchNormalization, Concatenate, Dense, Dropout, Embedding, Input,
+                     Lambda, Layer, LayerNormalization, Masking, Multiply)
 from .losses import (MAE, MAPE, MSE, MSLE, SSE, BinaryCrossEntropy, CosineSimilarity, CrossEntropy, CustomLoss,
                      KLDivergence, Loss, PerceptronCriterion)
 from .sequential import MLP, Perceptron, Sequential
-from .functional import Add, Concatenate, Model, Multiply
+from .functional import Model
 from .model_io import load_model
 from .optimizers import SGD, AdaGrad, Adagrad, Adam, AdamW, Optimizer, RMSProp, RMSprop
 from .regularizers import L1, L1L2, L2, Regularizer

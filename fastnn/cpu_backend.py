@@ -15,7 +15,7 @@ from . import distributed
 from . import user_layers as user_kernels
 from .backend import Backend, check_state
 from .config import INFERENCE_BATCH_SIZE
-from .kernels import network
+from .kernels import inference, network
 from .kernels.table import optional_kinds
 from .kernels.optimizers import H_SCHEDULE, any_clipping
 from .kernels.regularizers import regularization_penalty
@@ -227,14 +227,14 @@ class CPUBackend(Backend):
         if training:  # under the model's exclusive lock: the training workspace, and a step of Dropout's stream
             self.reserve(batch_size)
             with blas_threads_for(self.flops_per_row * batch_size):
-                self._run(network.predict_batches, out, self._network(), x, batch_size, self.work, True, *self.kinds,
+                self._run(inference.predict_batches, out, self._network(), x, batch_size, self.work, True, *self.kinds,
                           self.graph)
             self.rng[network.RNG_STEP] += 1
             return out
         spare = self._workspace(batch_size)
         try:
             with blas_threads_for(self.flops_per_row * batch_size):
-                bad = self._run(network.predict_batches, out, self._network(), x, batch_size, spare[1], False,
+                bad = self._run(inference.predict_batches, out, self._network(), x, batch_size, spare[1], False,
                                 *self.kinds, spare[2], bool(check))
         finally:
             self._spares.append(spare)
@@ -257,15 +257,14 @@ class CPUBackend(Backend):
         out = np.empty((x.shape[0], self.spec.table[-1, network.N_OUT]), dtype=self.dtype)
         work, _ = inference_workspace(self.spec.table, None, batch_size, self.dtype, input_room=False)
         with blas_threads_for(self.flops_per_row * batch_size):
-            self._run(network.predict_sparse_batches, out, self._network(), x.indptr.astype(np.int64, copy=False),
+            self._run(inference.predict_sparse_batches, out, self._network(), x.indptr.astype(np.int64, copy=False),
                       x.indices.astype(np.int32, copy=False), x.data, batch_size, work, *self.kinds)
         return out
 
-    def evaluate_sparse(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
-        """``evaluate`` of a CSR ``x`` as ``predict_sparse`` reads it: the loss and correct rows of its
-        predictions, batch by batch as ``evaluate``'s."""
-        pred = self.predict_sparse(x, batch_size)
-        return self._run(network.evaluate_predictions, int(loss), pred, y, batch_size, self._user_loss(loss), weights)
+    def evaluate_predictions(self, pred, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
+        """``evaluate``'s (loss x rows summed over batches, correct rows) of predictions made already
+        (``predict_sparse``'s), batch by batch as ``evaluate``'s."""
+        return self._run(inference.evaluate_predictions, int(loss), pred, y, batch_size, self._user_loss(loss), weights)
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
         """As ``predict``, a read-only ``x`` or ``y`` is copied. ``weights``: None, or a loss
@@ -273,6 +272,6 @@ class CPUBackend(Backend):
         x, y = writable_input(x), writable_input(y)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
-            return self._run(network.evaluate_batches, self._network(), int(loss), x, y, batch_size, self.work,
+            return self._run(inference.evaluate_batches, self._network(), int(loss), x, y, batch_size, self.work,
                              *self.kinds, self.graph, self._user_loss(loss), weights)
 

@@ -41,8 +41,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from .kernels.table import ADD_LAYER, B_OFF, CONCATENATE_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER
-from .layers import Embedding, Input, Layer, Tensor, as_tensor  # noqa: F401 (Tensor: the functional API's type)
+from .kernels.table import B_OFF, KIND, N_IN, N_OUT, SLICE_LAYER
+from .layers import Embedding, Input, Tensor, as_tensor  # noqa: F401 (Tensor: the functional API's type)
+# The merges are layers (``fastnn.layers.merging``); imported here too, where pickles of older versions name them.
+from .layers import Add, Concatenate, Merge, Multiply  # noqa: F401
 from . import losses
 from . import metrics as metrics_
 from .network import Network
@@ -52,61 +54,6 @@ from .validation import check_features, check_targets
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
-
-
-class Merge(Layer):
-    """Base of the layers that combine two tensors (a list of more is merged pairwise)."""
-    code = None
-    onnx_op = None  # the ONNX operator of the merge (Concat on the features' axis)
-
-    def __init__(self) -> None:
-        pass
-
-    def _read_tensors(self, inputs):
-        if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
-            raise ValueError(f"{type(self).__name__} takes a list of at least two tensors")
-        tensors = [as_tensor(t, f"{type(self).__name__}'s inputs") for t in inputs]
-        if len(tensors) > 2:  # one binary merge per extra input: ((a, b), c), ...
-            tensors = [type(self)()(tensors[:-1]), tensors[-1]]
-        return tensors
-
-    def _connect_tensors(self, inputs):
-        tensors = self._read_tensors(inputs)
-        self.connect_merge([t.width for t in tensors])
-        return tensors
-
-    def onnx_nodes(self, graph, inputs):
-        return graph.op(self.onnx_op, inputs, **({"axis": 1} if self.code == CONCATENATE_LAYER else {}))
-
-    def connect_merge(self, widths):
-        a, b = widths
-        if self.code != CONCATENATE_LAYER and a != b:
-            raise ValueError(f"{type(self).__name__} needs tensors of one width, got {a} and {b}")
-        self.input_dim = a
-        self.output_dim = a + b if self.code == CONCATENATE_LAYER else a
-
-    def table_row(self, offset):
-        row = super().table_row(offset)
-        row[KIND] = self.code
-        return row
-
-
-class Concatenate(Merge):
-    """[a, b]: the tensors' features side by side (``keras.layers.Concatenate`` on the last axis)."""
-    code = CONCATENATE_LAYER
-    onnx_op = "Concat"
-
-
-class Add(Merge):
-    """a + b, elementwise (``keras.layers.Add``)."""
-    code = ADD_LAYER
-    onnx_op = "Add"
-
-
-class Multiply(Merge):
-    """a * b, elementwise (``keras.layers.Multiply``)."""
-    code = MULTIPLY_LAYER
-    onnx_op = "Mul"
 
 
 class Model(Network):

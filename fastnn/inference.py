@@ -16,11 +16,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import distributed
-from .config import FEW_ROWS, INFERENCE_BATCH_SIZE, SPARSE_FIRST_LAYER_MAX_DENSITY
+from .config import FEW_ROWS, INFERENCE_BATCH_SIZE
 from .kernels.table import optional_kinds
 from .layers.base import Layer
 from .predictor import DEFAULT_ROWS, Predictor, make_predictor, predictor_predict
-from .sparse_input import dense_chunks, density, is_sparse
+from .sparse_input import dense_chunks, is_sparse, skips_zeros
 from .trainer import _PROGRESS_UPDATES_PER_EPOCH, _progress_bar
 from .sample_weights import check_sample_weight
 from .validation import check_int
@@ -99,8 +99,8 @@ class Inference:
     def _sparse_first(self, x):
         """Whether the backend runs the first layer over ``x``'s nonzeros (``predict_sparse``): a
         sparse ``x``, a stack whose first layer is Dense, and ``sparse_input``'s density rule."""
-        return is_sparse(x) and hasattr(self._backend, "predict_sparse") and self._backend.sparse_first_layer() \
-            and density(x) <= SPARSE_FIRST_LAYER_MAX_DENSITY
+        return is_sparse(x) and hasattr(self._backend, "predict_sparse") \
+            and skips_zeros(x, self._backend.sparse_first_layer())
 
     def __call__(self, x: Any, training: bool = False) -> NDArray[Any]:
         """The network's output for ``x``, as Keras' ``model(x, training=...)``.
@@ -219,9 +219,11 @@ class Inference:
         # A sparse x as predict reads it (``_sparse_first``), else densified a chunk of whole batches at
         # a time: the same batches as a dense x's.
         sparse_first = hi > lo and self._sparse_first(x_part)
-        if sparse_first:
-            total, correct = self._backend.evaluate_sparse(x_part, y_part, self.loss.code, batch_size,
-                                                           *(() if weights is None else (weights[lo:hi],)))
+        pred = None
+        if sparse_first:  # the loss of predict's own predictions, which the exact metrics below reuse
+            pred = self._backend.predict_sparse(x_part, batch_size)
+            total, correct = self._backend.evaluate_predictions(pred, y_part, self.loss.code, batch_size,
+                                                                *(() if weights is None else (weights[lo:hi],)))
         for a, b, part in (() if hi <= lo or sparse_first else dense_chunks(x_part, batch_size) if is_sparse(x_part)
                            else [(0, hi - lo, x_part)]):
             chunk = self._backend.evaluate(part, y_part[a:b], self.loss.code, batch_size,
@@ -232,7 +234,8 @@ class Inference:
         penalty = self._penalty()
         values = {"loss": float(total / x.shape[0] + penalty), "accuracy": float(correct / x.shape[0])}
         if self._needs_predictions():  # exact over all rows, from the predictions
-            pred = self._predict_rows(x_part, batch_size) if hi > lo else np.empty((0, self.output_dim), self.dtype)
+            if pred is None:
+                pred = self._predict_rows(x_part, batch_size) if hi > lo else np.empty((0, self.output_dim), self.dtype)
             values.update(self._exact_metric_values(y, distributed.gather_rows(pred), batch_size, weights))
         return {k: values[k] for k in self.log_names()}
 

@@ -121,7 +121,7 @@ def inference_workspace(layers, sources, rows, dtype, input_room=True):
     """(Workspace, Graph or None) for inference passes of up to ``rows`` rows of the network
     ``layers`` (``sources``: a functional model's graph table, None for a stack): a predictor's, or
     one of the CPU backend's spare ones for concurrent predicts. ``input_room=False``: none for the
-    gathered batch (``network.predict_sparse_batches`` reads its input as CSR)."""
+    gathered batch (``inference.predict_sparse_batches`` reads its input as CSR)."""
     if not input_room:
         layers = np.array(layers, dtype=np.int64)
         layers[0, N_IN] = 0

@@ -6,7 +6,8 @@ import os
 from . import losses
 from . import metrics as metrics_
 from .callbacks import TensorBoard
-from .trainer import _callback_list, _one_training_call
+from .fit_inputs import _callback_list
+from .trainer import _one_training_call
 
 
 class SeedAPI:

@@ -95,7 +95,7 @@ class SparseSource:
     def choose(cls, x, first_dense, dtype):
         """A ``SparseSource`` for ``x``, or None for the dense path (a dense ``x`` that is dense
         enough, or whose model's first layer cannot skip zeros)."""
-        skip = first_dense and density(x) <= SPARSE_FIRST_LAYER_MAX_DENSITY
+        skip = skips_zeros(x, first_dense)
         if not skip and not is_sparse(x):
             return None
         return cls(x, skip, dtype)
@@ -108,6 +108,13 @@ class SparseSource:
         if self.dense:
             return batch_size * n_in
         return int(self.row_nnz[min(batch_size, self.row_nnz.size) - 1]) if self.row_nnz.size else 0
+
+
+def skips_zeros(x, first_dense):
+    """Whether the first layer runs over ``x``'s nonzeros only, in training and in predict: it can
+    (``first_dense``: a Dense first layer of a stack) and ``x`` is at most
+    ``config.SPARSE_FIRST_LAYER_MAX_DENSITY`` nonzero."""
+    return bool(first_dense) and density(x) <= SPARSE_FIRST_LAYER_MAX_DENSITY
 
 
 def dense_chunks(x, batch_size, rows=None):

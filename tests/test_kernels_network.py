@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fastnn.kernels import activations as A
+from fastnn.kernels import inference as I
 from fastnn.kernels import losses as L
 from fastnn.kernels import network as N
 from fastnn.kernels import optimizers as O
@@ -410,9 +411,9 @@ def test_predict_and_evaluate_batches():
     work = workspace(net, batch_size)
     expected = naive_network_forward(net, net.params, x)[0]
     out = np.full((11, net.n_out), np.nan)
-    N.predict_batches(out, network(net), x, batch_size, work, False)
+    I.predict_batches(out, network(net), x, batch_size, work, False)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
-    total, correct = N.evaluate_batches(network(net), loss, x, y, batch_size, work)
+    total, correct = I.evaluate_batches(network(net), loss, x, y, batch_size, work)
     per_row = -(y * np.log(expected)).sum(axis=1)
     assert total == pytest.approx(per_row.sum(), rel=1e-12)  # sum over batches of mean loss x rows
     assert correct == np.sum(expected.argmax(axis=1) == y.argmax(axis=1))

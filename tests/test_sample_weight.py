@@ -228,6 +228,7 @@ def test_sklearn_integer_weights_equal_repeated_rows():
 def test_unweighted_evaluation_compiles_the_weights_out():
     """weights=None drops the weighted loss before typing: an unweighted build never calls it."""
     import numba
+    from fastnn.kernels import inference as I
     from fastnn.kernels import network as N
     from fastnn.kernels.table import workspace_layout
     m = model("softmax", "categorical_crossentropy")
@@ -238,7 +239,7 @@ def test_unweighted_evaluation_compiles_the_weights_out():
     net = N.Network(m._backend.params, spec.table, spec.alphas, m._backend.rng)
     x, labels, w = data()
     y = np.eye(N_OUT)[labels]
-    fresh = numba.njit(cache=False)(N.evaluate_batches.py_func)
+    fresh = numba.njit(cache=False)(I.evaluate_batches.py_func)
     args = (net, K.CROSS_ENTROPY, x, y, 4, work, None, None, None, None, None, None, None)  # ..., graph, user_loss
     plain_value = fresh(*args, None)
     weighted_value = fresh(*args, np.ones(ROWS))

@@ -233,7 +233,7 @@ def test_validation_split_and_train_on_batch_take_sparse_input(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_predict_of_sparse_input_runs_over_its_nonzeros_without_densifying(dtype, monkeypatch):
     """predict of a CSR input whose first layer is Dense: its product over each batch's nonzeros
-    (``network.predict_sparse_batches``), the rest of the network as on the dense twin, at every
+    (``inference.predict_sparse_batches``), the rest of the network as on the dense twin, at every
     batch size; evaluate's loss from those predictions; nothing densified (toarray refused), and a
     workspace with no room for the input."""
     from fastnn import BatchNormalization, Dropout
@@ -273,3 +273,18 @@ def test_predict_of_a_dense_enough_sparse_input_densifies_chunks(monkeypatch):
     monkeypatch.setattr(type(m._backend), "predict_sparse", lambda *a, **k: calls.append(1))
     np.testing.assert_allclose(m.predict(sp.csr_matrix(x)), m.predict(x), rtol=1e-12)
     assert not calls
+
+
+def test_evaluate_of_a_sparse_input_predicts_it_once(monkeypatch):
+    """evaluate with a metric that needs the predictions (AUC) makes them once, over the nonzeros,
+    for the loss and the metrics alike, and gives the dense twin's figures."""
+    x, y = data()
+    m = model()
+    m.compile(loss="cross_entropy", optimizer=Adam(0.01), metrics=["accuracy", "auc"])
+    reference = m.evaluate(x, y, batch_size=7)  # dense x: the dense path
+    calls = []
+    original = m._backend.predict_sparse
+    monkeypatch.setattr(m._backend, "predict_sparse", lambda *a, **k: calls.append(1) or original(*a, **k))
+    figures = m.evaluate(sp.csr_matrix(x), y, batch_size=7)
+    assert len(calls) == 1
+    np.testing.assert_allclose(figures, reference, rtol=1e-9)

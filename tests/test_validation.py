@@ -12,7 +12,7 @@ import pytest
 import fastnn
 from fastnn import (ELU, MLP, SGD, AdaGrad, Adam, Dense, EarlyStopping, Input, LambdaCallback, LeakyReLU,
                     LearningRateScheduler, RMSProp)
-from fastnn.kernels import network
+from fastnn.kernels import inference, network
 
 ROWS, IN, OUT = 10, 3, 4
 X = np.random.default_rng(0).normal(size=(ROWS, IN)).astype(np.float32)
@@ -23,8 +23,9 @@ LABELS = np.arange(ROWS) % OUT
 def no_kernels(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a kernel ran before the bad input was rejected")
-    for name in ("train_batches", "predict_batches", "evaluate_batches"):
-        monkeypatch.setattr(network, name, forbidden)
+    monkeypatch.setattr(network, "train_batches", forbidden)
+    for name in ("predict_batches", "evaluate_batches"):
+        monkeypatch.setattr(inference, name, forbidden)
 
 
 @pytest.fixture

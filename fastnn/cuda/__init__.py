@@ -3,14 +3,15 @@ step needs one, named after the CPU module they mirror.
 
 - Twins, same names and contracts: ``activations``, ``dense``, ``dropout``, ``batchnorm``,
   ``merge``, ``losses``, ``metrics``, ``optimizers``, ``regularizers``, ``dispatch`` (one layer of
-  any kind) and ``network`` (the walkers and the training step as a fixed sequence of launches,
-  which ``runner.StepRunner`` replays, as CUDA graphs where it can); ``embedding`` holds the
+  any kind), ``network`` (the walkers and the training step as a fixed sequence of launches,
+  which ``runner.StepRunner`` replays, as CUDA graphs where it can) and ``inference`` (predict's
+  and evaluate's batches); ``embedding`` holds the
   twins of both ``kernels.embedding`` and ``kernels.masking``.
 - Without a module of their own here: ``kernels.table`` (the layout, read on the host by both
   targets), ``kernels.schedules`` (compiled into ``optimizers`` from the CPU source),
   ``kernels.checks`` and ``kernels.distributed`` (host-side or CPU-only concerns).
-- Only here: ``buffers`` (``fill_zero``), ``runner`` and ``backend.CUDABackend``, which owns a model's
-  device arrays.
+- Only here: ``buffers`` (``fill_zero``), ``runner``, ``backend.CUDABackend``, which owns a model's
+  device arrays, and ``host`` (its checks and arrays on the host).
 
 Kernels and their host-side launchers take outputs first, then inputs, then sizes; every array
 is a flat 1-D device array, so that one compiled kernel serves every shape. Where the element

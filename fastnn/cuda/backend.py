@@ -18,49 +18,14 @@ from ..config import INFERENCE_BATCH_SIZE
 from ..kernels.table import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Outputs, Training,
                                Workspace, workspace_layout)
 from ..kernels.losses import PERCEPTRON
-from ..kernels.metrics import CORRECT, SPEC_COLUMNS
 from ..kernels.optimizers import ADAMW, H_SCHEDULE, any_clipping
 from ..kernels.schedules import COSINE_DECAY
-from . import C_BAD, C_BATCH, C_STEP, C_STEP0, DATASET_MEMORY_FRACTION, N_CONTROL, Plan, check_code
+from . import C_BAD, C_BATCH, C_STEP0, DATASET_MEMORY_FRACTION, Plan, check_code
+from .host import DeviceData, check_cpu_only, check_metric_spec, new_control, require_cuda
 
 # Training state kept on the host: each call of ``train`` uploads it and reads back what the
 # kernels made of it.
 _HOST_HELD = ("opt_steps", "rng")
-_INSTALL_HINT = "pip install 'fastnn[cuda]' (NVIDIA's numba-cuda package)"
-
-
-def _require_cuda():
-    """``numba.cuda``, or a RuntimeError naming what is missing."""
-    try:
-        from numba import cuda
-    except ImportError as e:
-        raise RuntimeError(f"device='cuda' needs numba.cuda, which is not installed: {_INSTALL_HINT}") from e
-    from numba import config
-    if not config.ENABLE_CUDASIM and getattr(cuda, "implementation", "NVIDIA") != "NVIDIA":
-        raise RuntimeError("device='cuda' needs NVIDIA's numba-cuda package; numba's own CUDA target, "
-                           f"deprecated, cannot compile fastnn's kernels: {_INSTALL_HINT}")
-    try:
-        available = cuda.is_available()
-    except Exception as e:  # a broken driver or toolkit install
-        raise RuntimeError(f"device='cuda': numba.cuda cannot initialize CUDA ({e})") from e
-    if not available:
-        raise RuntimeError("device='cuda' found no usable NVIDIA GPU: numba.cuda.is_available() is False "
-                           "(no GPU, or no NVIDIA driver; numba.cuda.detect() tells more). Use device='cpu'.")
-    return cuda
-
-
-class DeviceData:
-    """The training arrays as ``CUDABackend.train`` reads them: flat device copies when they fit
-    in device memory (``x``, ``y``), else the host arrays, streamed in chunks (``host``)."""
-
-    def __init__(self, host, x=None, y=None):
-        self.host = host
-        self.x = x
-        self.y = y
-
-    @property
-    def resident(self):
-        return self.x is not None
 
 
 class CUDABackend(Backend):
@@ -72,9 +37,9 @@ class CUDABackend(Backend):
     _stepped = False
 
     def __init__(self, dtype):
-        self.cuda = _require_cuda()
-        from . import network, regularizers  # import numba.cuda: only once it is known to work
-        self._network = network
+        self.cuda = require_cuda()
+        from . import inference, network, regularizers  # import numba.cuda: only once it is known to work
+        self._network, self._inference = network, inference
         self._regularizers = regularizers
         self.dtype = np.dtype(dtype)
         self.stream = self.cuda.stream()
@@ -241,7 +206,7 @@ class CUDABackend(Backend):
         ``weights``: None, or a host array of a loss weight per row (Keras' normalization; scikit-learn's,
         a ``(weights, True)`` pair, is the CPU's only).
         """
-        _cpu_only(loss, user_metrics)
+        check_cpu_only(loss, user_metrics)
         if isinstance(weights, tuple):
             raise ValueError("sample weights normalized by their sum (scikit-learn's) train on the CPU only")
         if stop <= first:
@@ -258,7 +223,7 @@ class CUDABackend(Backend):
             check_code(kind, COSINE_DECAY, "learning-rate schedule")
         hyper = self._upload("opt_hyper", host_hyper)
         steps = self._upload("opt_steps", self.opt_steps)
-        control = self._upload("control", _control(first, self.rng[1] - first))
+        control = self._upload("control", new_control(first, self.rng[1] - first))
         records = self._small_array("records", 2 * stop, np.float64)
         positions = self._sized("order", (n,), np.int64)
         lo, hi = first * batch_size, min(stop * batch_size, n)
@@ -310,7 +275,7 @@ class CUDABackend(Backend):
         training state (and the gradients) is put back as it was; the host arrays passed are left
         alone. Once per kind of step and model. Returns None, or a note with the time it took when
         ``will_compile`` said it would compile."""
-        _cpu_only(loss, user_metrics)
+        check_cpu_only(loss, user_metrics)
         key = (loss, batch_size, None if metrics is None else np.asarray(metrics).tobytes(), data.resident,
                weights is None,
                any_clipping(np.asarray(opt_hyper, dtype=np.float64).reshape(self.opt_meta.shape[0], -1)))
@@ -377,8 +342,8 @@ class CUDABackend(Backend):
         if x.shape[0]:
             self.reserve(batch_size)
             out = self.cuda.device_array(x.shape[0] * n_out, dtype=self.dtype, stream=self.stream)
-            control = self._upload("predict_control", _control(0, self.rng[1]))
-            self._network.predict_batches(out, self._net(), x, batch_size, self.work, self.stream, training=training,
+            control = self._upload("predict_control", new_control(0, self.rng[1]))
+            self._inference.predict_batches(out, self._net(), x, batch_size, self.work, self.stream, training=training,
                                           control=control, graph=self.graph)
             host = out.copy_to_host(stream=self.stream).reshape(x.shape[0], n_out)
             self.stream.synchronize()
@@ -389,7 +354,7 @@ class CUDABackend(Backend):
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
         """(sum over batches of loss x rows, number of correct rows), as ``CPUBackend.evaluate``;
         ``weights``: None, or a loss weight per row."""
-        _cpu_only(loss)
+        check_cpu_only(loss)
         x = np.ascontiguousarray(x, dtype=self.dtype)
         y = np.ascontiguousarray(y, dtype=self.dtype)
         n = x.shape[0]
@@ -399,10 +364,10 @@ class CUDABackend(Backend):
         self.reserve(batch_size)
         n_batches = -(-n // batch_size)
         records = self._small_array("eval_records", 2 * n_batches, np.float64)
-        control = self._upload("eval_control", _control(0, 0))
+        control = self._upload("eval_control", new_control(0, 0))
         wb = None if weights is None else (np.ascontiguousarray(weights, dtype=self.dtype),
                                            self._sized("eval_weight_batch", (batch_size,), self.dtype))
-        self._network.evaluate_batches(self._net(), loss, x, y, batch_size, self.work, records, control,
+        self._inference.evaluate_batches(self._net(), loss, x, y, batch_size, self.work, records, control,
                                        self.stream, graph=self.graph, weights=wb, outputs=outputs)
         out = records[: 2 * n_batches].copy_to_host(stream=self.stream)
         self.stream.synchronize()
@@ -412,41 +377,3 @@ class CUDABackend(Backend):
             total += float(out[2 * b]) * rows
             correct += int(out[2 * b + 1])
         return total, correct
-
-
-def _control(first, step0):
-    """A fresh ``control`` array (see ``fastnn.cuda.C_BATCH``): at batch ``first``, no bad batch yet,
-    batch 0 at training step ``step0`` (so batch ``first`` at step0 + first)."""
-    control = np.empty(N_CONTROL, dtype=np.int64)
-    control[C_BATCH] = first
-    control[C_BAD] = -1
-    control[C_STEP0] = step0
-    control[C_STEP] = step0 + first
-    return control
-
-
-def check_metric_spec(spec, n_out):
-    """A ValueError unless every row of the host ``spec`` has a known kind and columns within the
-    ``n_out`` outputs: the device kernel (``metrics.metric_counts``) reads them unchecked (the CPU
-    twin checks them itself)."""
-    for kind, _, _, first, cols in np.asarray(spec, np.int64).reshape(-1, SPEC_COLUMNS):
-        check_code(kind, CORRECT, "metric counter")
-        if first < 0 or cols < 1 or first + cols > n_out:
-            raise ValueError(f"metric counter of columns [{first}, {first + cols}) outside the {n_out} outputs")
-
-
-def _cpu_only(loss, user_metrics=None):
-    """A ValueError for a loss or metrics of the user's (``fastnn.user_losses``): as user layers,
-    they run on the CPU only (the CUDA step has no first-class functions). The loss of several
-    outputs (``losses.OutputLosses``) has its own kernel here, which counts the outputs' losses
-    (the functions in ``user_metrics``; metric functions of the user's are refused before, by
-    ``compile`` and ``to``: ``user_losses.check_device_runs_loss``)."""
-    user = getattr(loss, "user", None)
-    if getattr(user, "several_outputs", False):
-        return
-    if user is not None:
-        raise ValueError(f"loss {user.name}: losses of your own (CustomLoss) run on the CPU only; train this model "
-                         "on the CPU (device='cpu', or model.to('cpu'))")
-    if user_metrics is not None:
-        raise ValueError("metrics of your own (functions in compile(metrics=[...])) run on the CPU only; train this "
-                         "model on the CPU (device='cpu', or model.to('cpu'))")

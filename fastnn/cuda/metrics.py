@@ -91,6 +91,6 @@ def metric_counts_rows(spec, n_spec, counts, pred, target, rows, cols, control):
 
 def metric_counts(spec, counts, pred, target, rows, cols, control, plan=None):
     """Add the training counters of ``spec`` (device int64 (M, 5), as the CPU twin's; codes
-    and columns checked on the host: ``backend.check_metric_spec``) for the (rows, cols) batch to the float64 device array ``counts``."""
+    and columns checked on the host: ``host.check_metric_spec``) for the (rows, cols) batch to the float64 device array ``counts``."""
     launch(plan, metric_counts_rows, *blocks(rows),
            spec, spec.shape[0], counts, pred, target, rows, cols, control)

@@ -35,11 +35,11 @@ from numba import cuda
 from ..kernels.table import (ACT, ADD_LAYER, ALPHA, CALL_GRADS, CALL_PARAMS, CALL_SIZE, CONCATENATE_LAYER, DENSE_LAYER,
                              EMBEDDING_LAYER, KIND, MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER, SOURCE, SOURCE2,
                              fuse_activation_backward, fuse_loss_backward, shared_gradient_shift)
-from . import C_BATCH, C_STEP, C_STEP0, Plan, blocks, kernel, launch
+from . import C_BATCH, C_STEP, C_STEP0, blocks, kernel, launch
 from .activations import IDENTITY, SOFTMAX
 from .buffers import fill_zero
 from .dispatch import IN_PLACE, INTO_DX, layer_backward, layer_forward
-from .losses import loss_backward, loss_forward, outputs_loss
+from .losses import loss_backward, outputs_loss
 from .merge import add_into
 from .metrics import metric_counts
 from .optimizers import clip_gradients, optimizer_step
@@ -76,7 +76,8 @@ def kernels(dtype):
     return SimpleNamespace(gather_batch=gather_batch, gather_weights=gather_weights)
 
 
-def _view(buffer, lo, size):
+def view(buffer, lo, size):
+    """Elements [lo, lo + size) of a flat device buffer (offsets from the int64 tables)."""
     return buffer[int(lo): int(lo) + int(size)]
 
 
@@ -92,14 +93,14 @@ def gather_weights(wb, w, order, control, batch_size, rows, plan=None):
 
 def _node(x, acts, act_off, layers, node, rows):
     """A node's output: a layer's slice of ``acts``, or the gathered batch ``x`` for -1."""
-    return x if node < 0 else _view(acts, act_off[node + 1], rows * int(layers[node, N_OUT]))
+    return x if node < 0 else view(acts, act_off[node + 1], rows * int(layers[node, N_OUT]))
 
 
 def _node_delta(graph, act_off, layers, node, rows):
     """A node's dL/d(output) in ``graph.deltas``; None for the batch or an input slice (no gradient)."""
     if node < 0 or layers[node, KIND] == SLICE_LAYER:
         return None
-    return _view(graph.deltas, act_off[node + 1], rows * int(layers[node, N_OUT]))
+    return view(graph.deltas, act_off[node + 1], rows * int(layers[node, N_OUT]))
 
 
 def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None, training=False, control=None,
@@ -153,8 +154,8 @@ def network_backward(net, grads, x, work, rows, plan=None, control=None):
     applied = fuse_loss_backward.py_func(layers)
     for k in range(layers.shape[0] - 1, -1, -1):
         n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
-        dout = _view(deltas[cur], 0, rows * n_out)
-        dx = _view(deltas[1 - cur], 0, rows * n_in) if k > 0 else None  # the input batch needs no gradient
+        dout = view(deltas[cur], 0, rows * n_out)
+        dx = view(deltas[1 - cur], 0, rows * n_in) if k > 0 else None  # the input batch needs no gradient
         fuse = fuse_activation_backward.py_func(layers, k, True)
         where = layer_backward(net, grads, k, dx, None, None, dout, _node(x, acts, act_off, layers, k - 1, rows), None,
                                _node(x, acts, act_off, layers, k, rows), work, rows, applied=applied, fuse=fuse,
@@ -180,7 +181,7 @@ def graph_backward(net, grads, x, work, rows, graph, plan=None, control=None):
         n_in = int(layers[k, N_IN])
         src, src2 = int(graph.sources[k, SOURCE]), int(graph.sources[k, SOURCE2])
         dsum, dsum2 = _node_delta(graph, act_off, layers, src, rows), _node_delta(graph, act_off, layers, src2, rows)
-        dx = _view(deltas[0], 0, rows * n_in) if dsum is not None else None
+        dx = view(deltas[0], 0, rows * n_in) if dsum is not None else None
         d = _node_delta(graph, act_off, layers, k, rows)
         shift = int(shared_gradient_shift.py_func(graph.shared, k))
         where = layer_backward(net, grads[shift:] if shift else grads, k, dx, dsum, dsum2, d,
@@ -199,7 +200,7 @@ def add_shared_gradients(grads, shared, plan=None):
     order: no two additions race)."""
     for row in shared:
         n = int(row[CALL_SIZE])
-        add_into(_view(grads, row[CALL_PARAMS], n), _view(grads, row[CALL_GRADS], n), 1, n, n, plan=plan)
+        add_into(view(grads, row[CALL_PARAMS], n), view(grads, row[CALL_GRADS], n), 1, n, n, plan=plan)
 
 
 def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, records, control, plan, graph=None,
@@ -210,8 +211,8 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
     acts, act_off, deltas, targets = work.acts, work.act_off, work.deltas, work.targets
     last = layers.shape[0] - 1
     n_in, n_out = int(layers[0, N_IN]), int(layers[last, N_OUT])
-    xb = _view(acts, act_off[0], rows * n_in)
-    yb = _view(targets, 0, rows * n_out)
+    xb = view(acts, act_off[0], rows * n_in)
+    yb = view(targets, 0, rows * n_out)
     gather_batch(xb, yb, batches.x, batches.y, batches.order, control, batches.batch_size, rows, n_in, n_out,
                  plan=plan)
     wb = None
@@ -220,10 +221,10 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
         gather_weights(wb, weights[0], batches.order, control, batches.batch_size, rows, plan=plan)
     deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan, training=True, control=control,
                                graph=graph)
-    pred = _view(acts, act_off[last + 1], rows * n_out)
+    pred = view(acts, act_off[last + 1], rows * n_out)
     if graph is not None:  # every node's gradient buffer starts at zero; the loss's goes to the last node's
         fill_zero(graph.deltas, plan=plan)
-    top = _view(deltas[0] if graph is None else graph.deltas, 0 if graph is None else act_off[last + 1], rows * n_out)
+    top = view(deltas[0] if graph is None else graph.deltas, 0 if graph is None else act_off[last + 1], rows * n_out)
     if outputs is not None:
         outputs_loss(records, top, pred, yb, outputs, rows, n_out, control, plan=plan, weights=wb)
     else:
@@ -277,50 +278,3 @@ def train_batches(net, train, work, batches, loss, records, control, metrics, re
                                lambda p, rows=rows: train_step(*args, rows, records, control, p, graph, weights,
                                                                outputs))
             runner.run(plan, times)
-
-
-def predict_batches(out, net, x, batch_size, work, stream, training=False, control=None, graph=None):
-    """out (flat, n x n_out, device) = network(x[i]) for every row of the host array ``x``,
-    ``batch_size`` rows per forward pass, each batch copied into the input slice of ``acts``;
-    ``training`` as in ``network_forward`` (Dropout's step in ``control[C_STEP]``)."""
-    n, n_in = x.shape
-    n_out = int(net.layers[-1, N_OUT])
-    for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)
-        xb = _view(work.acts, work.act_off[0], (hi - lo) * n_in)
-        xb.copy_to_device(x[lo:hi].reshape(-1), stream=stream)
-        plan = Plan(stream)
-        network_forward(net, xb, work, hi - lo, out=_view(out, lo * n_out, (hi - lo) * n_out), plan=plan,
-                        training=training, control=control, graph=graph)
-        plan.run()
-
-
-def evaluate_batches(net, loss, x, y, batch_size, work, records, control, stream, graph=None, weights=None,
-                     outputs=None):
-    """Enqueue the loss and correct rows of every ``batch_size`` rows of host arrays (x, y) into
-    ``records`` (as ``losses.loss_forward``); ``control[C_BATCH]`` must be 0. The caller sums
-    loss x rows over the batches, as ``kernels.network.evaluate_batches``. ``weights``: None, or
-    (a host array of a loss weight per row, a device buffer of ``batch_size``)."""
-    n, n_in = x.shape
-    layers, acts, act_off = net.layers, work.acts, work.act_off
-    n_out = int(layers[-1, N_OUT])
-    last = layers.shape[0] - 1
-    for lo in range(0, n, batch_size):
-        rows = min(lo + batch_size, n) - lo
-        xb = _view(acts, act_off[0], rows * n_in)
-        yb = _view(work.targets, 0, rows * n_out)
-        xb.copy_to_device(x[lo:lo + rows].reshape(-1), stream=stream)
-        yb.copy_to_device(y[lo:lo + rows].reshape(-1), stream=stream)
-        wb = None
-        if weights is not None:
-            wb = weights[1][:rows]
-            wb.copy_to_device(weights[0][lo:lo + rows], stream=stream)
-        plan = Plan(stream)
-        deferred = network_forward(net, xb, work, rows, defer_softmax=outputs is None, plan=plan, graph=graph)
-        pred = _view(acts, act_off[last + 1], rows * n_out)
-        if outputs is not None:
-            outputs_loss(records, None, pred, yb, outputs, rows, n_out, control, train=False, plan=plan, weights=wb)
-        else:
-            loss_forward(records, pred, yb, loss, rows, n_out, control, softmax_first=deferred, plan=plan,
-                         weights=wb)
-        plan.run()

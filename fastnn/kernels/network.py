@@ -1,4 +1,5 @@
-"""The whole network as kernels: forward, backward and the training loop over many batches.
+"""The whole network as kernels: forward, backward and the training loop over many batches
+(predict's and evaluate's loops: ``kernels/inference.py``).
 
 This file is the data path of ``MLP.fit``. For each batch, ``train_batches`` runs these stages in
 order:
@@ -27,9 +28,7 @@ where dL/d(its input) goes, and, in a graph, the sum over a node's readers.
 import numpy as np
 
 from ..config import kernel
-from .activations import activation_backward, bias_activation_forward
-from .checks import all_finite
-from .dense import dense_product
+from .activations import activation_backward
 from .dispatch import IN_PLACE, INTO_DX, layer_backward, layer_forward
 from .distributed import allreduce_gradients, allreduce_loss, rank_rows
 from .losses import (CROSS_ENTROPY, loss_backward, loss_forward, loss_is_summed, sigmoid_binary_cross_entropy_backward,
@@ -40,7 +39,7 @@ from .optimizers import H_LR, H_SCHEDULE, clip_global_norms, clip_gradients, opt
 from .parallel import gather_rows
 from .regularizers import regularization_forward_backward
 from .schedules import CONSTANT, learning_rate_at
-from .sparse import csr_first_forward, gather_sparse, sparse_first_backward, sparse_first_forward
+from .sparse import gather_sparse, sparse_first_backward, sparse_first_forward
 from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER,  # noqa: F401
                     DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, MULTIPLY_LAYER, N_IN,
                     N_OUT, OPTIONAL_KINDS, RNG_KEY, RNG_STEP, SLICE_LAYER, SOURCE, SOURCE2, USER_LAYER, W_OFF, Batches,
@@ -385,123 +384,3 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         apply_optimizers(net.params, train, tensors, schedules)
         net.rng[RNG_STEP] += 1
     return -1
-
-
-@kernel
-def predict_batches(out, net, x, batch_size, work, training, dropout=True, batchnorm=True, embedding=True, masking=True,
-                    user=None, graph=None, check=False):
-    """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass: in inference
-    mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``net.rng[RNG_STEP]``).
-    Returns -1, or with ``check`` the first row of the first batch holding a NaN or an infinity
-    (nothing from it on is computed): each batch is scanned just before its pass, while its rows
-    are in cache, instead of the whole input once more before it."""
-    n = x.shape[0]
-    for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)
-        first = 0
-        if check:
-            if graph is None and net.layers[0, KIND] == DENSE_LAYER:
-                if not first_dense_checked(net, x[lo:hi], work):
-                    return lo
-                first = 1
-            elif not all_finite(x[lo:hi]):
-                return lo
-        pred = network_forward(net, x[lo:hi], work, training, dropout, batchnorm, embedding, masking, user, 0, graph,
-                               first)
-        for i in range(hi - lo):
-            for j in range(pred.shape[1]):
-                out[lo + i, j] = pred[i, j]
-    return -1
-
-
-@kernel(inline=True)
-def first_dense_checked(net, x, work):
-    """Layer 0 (a stack's Dense layer) on the rows ``x`` for ``predict_batches``' check: its product
-    first, then, only where the product holds a NaN or an infinity, a scan of the rows themselves;
-    bias and activation after. False (nothing more computed) when a row of ``x`` is not finite.
-    A NaN or an infinity anywhere in a row makes every column of that row's product one (NaN times
-    anything, 0 included, is NaN; inf times 0 is NaN), so the product's check misses none; a
-    product that overflows from finite rows passes, as before. The rows are read once, by the
-    product, instead of twice: a scan before it streamed them from memory, 3.3 of the 12 ms of a
-    predict of 10,000 MNIST rows; the product (rows x n_out) is small and in cache."""
-    params, layers, alphas = net.params, net.layers, net.alphas
-    n_in, n_out = layers[0, N_IN], layers[0, N_OUT]
-    w, b = layers[0, W_OFF], layers[0, B_OFF]
-    rows = x.shape[0]
-    out = work.acts[work.act_off[1]: work.act_off[1] + rows * n_out].reshape(rows, n_out)
-    dense_product(out, x, params[w: w + n_in * n_out].reshape(n_in, n_out))
-    if not all_finite(out) and not all_finite(x):
-        return False
-    bias_activation_forward(out, out, params[b: b + n_out], layers[0, ACT], alphas[0, ALPHA])
-    return True
-
-
-@kernel
-def predict_sparse_batches(out, net, indptr, indices, values, batch_size, work, dropout=True, batchnorm=True,
-                           embedding=True, masking=True, user=None):
-    """``predict_batches`` (inference mode) of a CSR matrix (``indptr`` int64 of its n + 1 row
-    offsets, ``indices`` int32, ``values`` of the model's dtype; canonical and checked) whose first
-    layer, a Dense layer of a stack, runs over each batch's nonzeros only
-    (``sparse.csr_first_forward``); the layers after it as ``network_forward``'s. The workspace
-    needs no room for the input (``work.act_off[0] == act_off[1]``): nothing is densified."""
-    n = indptr.size - 1
-    for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)
-        csr_first_forward(net, indptr[lo: hi + 1], indices, values, work, hi - lo)
-        # (x: a stand-in of the batch's rows and no columns; with first = 1 no layer reads it)
-        pred = network_forward(net, work.acts[:0].reshape(hi - lo, 0), work, bool(False), dropout, batchnorm,
-                               embedding, masking, user, 0, None, 1)
-        for i in range(hi - lo):
-            for j in range(pred.shape[1]):
-                out[lo + i, j] = pred[i, j]
-
-
-@kernel
-def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=True, embedding=True, masking=True,
-                     user=None, graph=None, user_loss=None, weights=None):
-    """(sum over batches of loss x rows, number of correct rows) over all rows of ``x``, in
-    inference mode (``net.rng`` is not read). ``user_loss`` as ``train_batches``'. ``weights``: None,
-    or one loss weight per row of ``x`` (each batch's loss as ``losses.weighted_loss_forward``; the
-    correct rows unweighted)."""
-    n = x.shape[0]
-    total = 0.0
-    correct = 0
-    for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)
-        pred = network_forward(net, x[lo:hi], work, bool(False), dropout, batchnorm, embedding, masking, user, 0,
-                               graph, 0)  # a plain bool, as in train_batches
-        if weights is None:
-            total += batch_loss_value(loss, pred, y[lo:hi], user_loss, None) * (hi - lo)
-        else:
-            total += batch_loss_value(loss, pred, y[lo:hi], user_loss, weights[lo:hi]) * (hi - lo)
-        correct += count_correct(pred, y[lo:hi])
-    return total, correct
-
-
-@kernel(inline=True)
-def batch_loss_value(loss, pred, y, user_loss, weights):
-    """One batch's loss: built-in (``loss``) or the user's, unweighted or with ``weights``."""
-    if user_loss is not None:
-        if weights is None:
-            return user_loss.value[0](pred, y)
-        return user_loss.weighted[0](pred, y, weights)
-    if weights is None:
-        return loss_forward(loss, pred, y)
-    return weighted_loss_forward(loss, pred, y, weights)
-
-
-@kernel
-def evaluate_predictions(loss, pred, y, batch_size, user_loss=None, weights=None):
-    """``evaluate_batches``' (sum over batches of loss x rows, correct rows) from the predictions
-    ``pred`` of all rows, made already (``predict_sparse_batches``), in the same batches."""
-    n = pred.shape[0]
-    total = 0.0
-    correct = 0
-    for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)
-        if weights is None:
-            total += batch_loss_value(loss, pred[lo:hi], y[lo:hi], user_loss, None) * (hi - lo)
-        else:
-            total += batch_loss_value(loss, pred[lo:hi], y[lo:hi], user_loss, weights[lo:hi]) * (hi - lo)
-        correct += count_correct(pred[lo:hi], y[lo:hi])
-    return total, correct

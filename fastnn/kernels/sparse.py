@@ -83,7 +83,7 @@ def sparse_first_forward(net, sparse, work, rows):
 def csr_first_forward(net, indptr, indices, values, work, rows):
     """Layer 0 (Dense) on ``rows`` rows of a CSR matrix given by their own slice of ``indptr``
     (offsets into the whole ``indices`` and ``values``), into its output in ``work.acts``: the
-    first layer of ``network.predict_sparse_batches``."""
+    first layer of ``inference.predict_sparse_batches``."""
     params, layers, alphas = net.params, net.layers, net.alphas
     n_in, n_out = layers[0, N_IN], layers[0, N_OUT]
     w, b = layers[0, W_OFF], layers[0, B_OFF]
