@@ -107,6 +107,13 @@ def _first_calls(model):
     return _MODELS[model] + _FIRST_CALLS[model]
 
 
+def _available(model):
+    """Whether this environment can run ``model``'s case: the estimator needs scikit-learn, an
+    optional extra (asv's environments install it: asv.conf.json)."""
+    import importlib.util
+    return model != "sklearn" or importlib.util.find_spec("sklearn") is not None
+
+
 _SAVE = _MODELS["user_functions"] + """
 model.fit(x, y, epochs=1, batch_size=50, verbose=0)
 model.save(__PATH__)
@@ -121,7 +128,7 @@ def _save_user_model(path):
 def warm_up():
     """The suite's cache gets the kernels of every model's first calls (the seed model's come
     from the other modules' warm-ups too)."""
-    for model in _MODELS:  # as __main__, as in the timed interpreters (``python -c``)
+    for model in filter(_available, _MODELS):  # as __main__, as in the timed interpreters (``python -c``)
         exec(_first_calls(model), {"__name__": "__main__"})  # noqa: S102 (this module's own code)
 
 
@@ -134,6 +141,10 @@ class Compile:
     warmup_time = 0.0
     rounds = 1
     timeout = 900
+
+    def setup(self, cache, model):
+        if not _available(model):
+            raise NotImplementedError("scikit-learn is not installed")  # asv: skipped
 
     def timeraw_first_fit(self, cache, model):
         """Seconds from a fresh interpreter with fastnn imported to the end of its first fit/predict/evaluate."""
@@ -191,21 +202,22 @@ def main():
     try:
         # The cases take turns, so that a load on the machine weighs on each alike; the first cold
         # run of a model fills the cache its warm runs read.
-        cold, warm = {m: [] for m in _MODELS}, {m: [] for m in _MODELS}
+        models = [m for m in _MODELS if _available(m)]
+        cold, warm = {m: [] for m in models}, {m: [] for m in models}
         for i in range(args.repeat):
-            for model in _MODELS:
+            for model in models:
                 cache = os.path.join(root, model if i == 0 else f"{model}-cold-{i}")
                 cold[model].append(_run("import fastnn\n" + _first_calls(model), cache))
         path = os.path.join(root, "user_functions.npz")
         _run(_SAVE.replace("__PATH__", repr(path)), os.path.join(root, "user_functions"))
-        load, imports = [], {"import fastnn": [], "import fastnn.sklearn": []}
+        load, imports = [], {"import fastnn": [], **({"import fastnn.sklearn": []} if _available("sklearn") else {})}
         for i in range(args.repeat):
             for statement, times in imports.items():
                 times.append(_run(statement, os.path.join(root, "seed")))
-            for model in _MODELS:
+            for model in models:
                 warm[model].append(_run("import fastnn\n" + _first_calls(model), os.path.join(root, model)))
             load.append(_run(_LOAD.replace("__PATH__", repr(path)), os.path.join(root, "user_functions")))
-        rows = [(f"first fit, {m}", cold[m], warm[m]) for m in _MODELS]
+        rows = [(f"first fit, {m}", cold[m], warm[m]) for m in models]
         rows.append(("load_model + predict, user_functions", [], load))
         rows += [(statement, [], times) for statement, times in imports.items()]
         print(f"seconds in a new process, fastnn's import included, median of {args.repeat}")

@@ -191,20 +191,34 @@ def _kernel_sources_stamp():
     depend on it.
     """
     root = pathlib.Path(__file__).parent
-    # Serial and parallel builds (and each choice of parallel passes) are different code.
-    digest = hashlib.sha256(repr((PARALLEL_OPTIMIZER, PARALLEL_ACTIVATIONS, PARALLEL_COLUMN_SUMS,
-                                  PARALLEL_GATHER)).encode())
+    digest = hashlib.sha256(_build_tag().encode())
     for path in sorted(root.glob("kernels/*.py")) + [root / "config.py"]:
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
+def _build_tag():
+    """What tells this process's build of the kernels from another's in one cache: the serial
+    build, or the parallel passes chosen (``FASTNN_PARALLEL``).
+
+    It names the cache files, not only their stamp: with the stamp alone, a serial and a parallel
+    process sharing a cache write data files of the same names (Numba numbers them per index),
+    and one that reads its index while the other rewrites a data file loads the other build's
+    machine code, a parallel build into a process that never started Numba's threads.
+    """
+    if not PARALLEL:  # (a kernel's ``parallel=True`` builds in parallel wherever PARALLEL is)
+        return "serial"
+    flags = (PARALLEL_OPTIMIZER, PARALLEL_ACTIVATIONS, PARALLEL_COLUMN_SUMS, PARALLEL_GATHER)
+    return "parallel" + "".join(str(int(f)) for f in flags)
+
+
 def _install_cache_locators():
-    """Put fastnn's stamp in front of Numba's cache locators, for fastnn's functions only."""
+    """Put fastnn's stamp in front of Numba's cache locators, for fastnn's functions only, and its
+    build tag in their file names (``_build_tag``)."""
     impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
     if impl is None or not hasattr(impl, "_locator_classes"):
         return  # an unknown Numba layout: fall back to Numba's own invalidation
-    stamp = _kernel_sources_stamp()
+    stamp, tag = _kernel_sources_stamp(), _build_tag()
 
     class StampedLocator:
         @classmethod
@@ -215,6 +229,9 @@ def _install_cache_locators():
 
         def get_source_stamp(self):
             return (super().get_source_stamp(), stamp)
+
+        def get_disambiguator(self):
+            return f"{super().get_disambiguator()}_{tag}"
 
     if not any(getattr(c, "_fastnn_stamp", False) for c in impl._locator_classes):
         impl._locator_classes[:0] = [type("Fastnn" + c.__name__, (StampedLocator, c), {"_fastnn_stamp": True})

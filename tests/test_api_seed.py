@@ -160,6 +160,7 @@ EPOCH_LINE = re.compile(r"^Epoch (\d)/2 - [\d.]+s - [\d,]+ samples/s - train_los
                         r"train_accuracy: [\d.]+ - test_accuracy: [\d.]+$")
 
 
+@pytest.mark.slow  # a child process that compiles and trains (.ci/run's first step runs python -m fastnn too)
 def test_python_m_fastnn_runs_and_reports_samples_per_second():
     result = subprocess.run([sys.executable, "-m", "fastnn", "--dataset", "digits", "--epochs", "2"],
                             capture_output=True, text=True, timeout=600, env=dict(os.environ))

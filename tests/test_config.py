@@ -83,7 +83,16 @@ def test_the_parallel_plan_keeps_a_layer_the_user_chose():
     assert results["safe"] == [config._tbb_loads(), True]  # TBB is what "safe" asks for
 
 
-def test_serial_and_parallel_builds_never_share_a_cache_entry(monkeypatch):
-    stamp = config._kernel_sources_stamp()
-    monkeypatch.setattr(config, "PARALLEL_OPTIMIZER", not config.PARALLEL_OPTIMIZER)
-    assert config._kernel_sources_stamp() != stamp
+def test_serial_and_parallel_builds_never_share_a_cache_entry_nor_a_cache_file(monkeypatch):
+    """A serial build and each choice of parallel passes stamp their cache entries and name their
+    files apart (``config._build_tag``): two processes of different builds sharing a cache never
+    write the same data file."""
+    from fastnn.kernels import activations as A
+    stamp, tag = config._kernel_sources_stamp(), config._build_tag()
+    assert A.bias_relu_parallel._cache._impl.filename_base.split(".py")[0].endswith("_" + tag)
+    seen = {(stamp, tag)}
+    for parallel, optimizer in ((True, False), (True, True)):
+        monkeypatch.setattr(config, "PARALLEL", parallel)
+        monkeypatch.setattr(config, "PARALLEL_OPTIMIZER", optimizer)
+        seen.add((config._kernel_sources_stamp(), config._build_tag()))
+    assert len({s for s, _ in seen}) == len({t for _, t in seen}) == 3

@@ -241,6 +241,7 @@ def test_embedding_and_masking_match_cpu(combiner):
 
 # Dropout's hash wraps around in uint64 by design; the simulator's NumPy scalars warn of it.
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.slow  # its CPU twin compiles a graph step (Embedding, Dropout, merges) no default test shares
 def test_functional_model_matches_cpu():
     """Two inputs, fan-out, Concatenate, Multiply, Add, Dropout and an Embedding input on CUDA."""
     from fastnn import Add, Concatenate, Input, Model, Multiply
@@ -356,6 +357,7 @@ def test_a_functional_model_moves_to_cuda_and_back():
     np.testing.assert_array_equal(model.predict([xa, xb]), expected)
 
 
+@pytest.mark.slow  # a graph step with a shared Embedding that no default test compiles (a shared Dense: below)
 def test_shared_layers_match_cpu():
     """A layer on two inputs, a layer twice in a chain and a shared Embedding on CUDA: the later
     calls' weight gradients land in their own regions and are added into the layer's."""
@@ -381,7 +383,8 @@ def test_shared_layers_match_cpu():
 
 
 
-@pytest.mark.parametrize("weighted", [False, True])
+# The weighted step compiles another several-output step, its seconds -m slow's.
+@pytest.mark.parametrize("weighted", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_several_outputs_match_cpu(weighted):
     """Two outputs (one read by the other's layer) with their losses weighted, a shared layer: the
     loss of the outputs side by side, each output's block reduced in turn, and its logs; each

@@ -40,6 +40,7 @@ def run_python(code, env=None, timeout=300):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a child process that compiles and trains
 def test_environment_is_unchanged_by_import_fit_and_threading_calls():
     # The snapshot is taken before anything of fastnn (or its dependencies) is imported.
     code = "import json, os\nbefore = dict(os.environ)\nimport fastnn\nafter_import = dict(os.environ)\n" \

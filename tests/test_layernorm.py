@@ -175,6 +175,7 @@ def test_one_training_step_matches_torch(center, scale):
         np.testing.assert_allclose(got, (w - 0.1 * w.grad).detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # a graph step with LayerNormalization, compiled by no other default test
 def test_a_functional_model_trains_it_as_a_stack_does():
     """The graph walker's path: the same network as a functional Model, the same step."""
     x, y = data()

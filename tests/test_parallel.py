@@ -137,3 +137,27 @@ def test_serial_and_parallel_builds_train_the_same_parameters():
     assert results["all"]["passes"] == [True] * 4 and results["0"]["passes"] == [False] * 4
     assert results["all"]["pool"] == [1, 2]
     assert results["all"]["params"] == results["0"]["params"]
+
+
+WARM = textwrap.dedent("""
+    import numpy as np
+    from fastnn.kernels import activations as A, optimizers as O, parallel as P
+    x = np.ones((96, 400), np.float32)
+    A.bias_relu_parallel(x, x, np.zeros(0, np.float32), True)
+    A.relu_backward_parallel(x, x, x)
+    P.column_sums_parallel(np.empty(400, np.float32), x)
+    P.gather_rows_parallel(x, x.copy(), np.arange(96, dtype=np.int64), 0)
+    f = np.ones(20000, np.float32)
+    O.adam_step_parallel(f, f.copy(), f.copy(), f.copy(), 1e-3, 0.9, 0.999, 1e-7, 1, 0.0)
+    print("ran")
+""")
+
+
+def test_every_parallel_kernel_runs_when_loaded_from_a_warm_cache(tmp_path):
+    """The build of each parallel kernel (serial here, as the test suite's) runs when a new process
+    loads it from the cache, not only when compiled: Numba's thread-count intrinsic starts the
+    threading layer when compiled only, and the second process called a null pointer."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    for run in ("compiles", "loads"):
+        done = subprocess.run([sys.executable, "-c", WARM], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and done.stdout.strip() == "ran", (run, done.returncode, done.stderr[-2000:])

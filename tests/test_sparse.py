@@ -230,7 +230,8 @@ def test_validation_split_and_train_on_batch_take_sparse_input(monkeypatch):
     assert_same_weights(a, b)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+# float32 compiles every pass of this model anew: its seconds go to -m slow.
+@pytest.mark.parametrize("dtype", [pytest.param(np.float32, marks=pytest.mark.slow), np.float64])
 def test_predict_of_sparse_input_runs_over_its_nonzeros_without_densifying(dtype, monkeypatch):
     """predict of a CSR input whose first layer is Dense: its product over each batch's nonzeros
     (``inference.predict_sparse_batches``), the rest of the network as on the dense twin, at every

@@ -113,6 +113,7 @@ def _run(factor, cache_dir):
     return eval(out[-2]), int(out[-1])  # noqa: S307 (our own script's output)
 
 
+@pytest.mark.slow  # three child processes, each compiling
 def test_a_new_process_loads_the_user_code_and_an_edit_compiles_anew(tmp_path):
     # Numba's cache of fastnn's kernels (the parent's, warm) is shared; the user code is keyed by its source.
     cache = os.environ.get("NUMBA_CACHE_DIR") or tmp_path

@@ -21,7 +21,7 @@ import math
 from numba import prange
 
 from ..config import PARALLEL_ACTIVATIONS, PARALLEL_MIN_ACTIVATION, kernel
-from .parallel import _iget_num_threads
+from .parallel import block_count
 
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTMAX, HEAVISIDE = range(8)
 
@@ -349,7 +349,7 @@ def activation_backward(dx, dout, out, act, alpha):
 def bias_relu_parallel(out, x, b, relu):
     """out = relu(x + b) (``relu``) or x + b, on blocks of rows; ``b`` may be empty."""
     rows, cols = x.shape
-    chunks = max(min(_iget_num_threads(), rows), 1)
+    chunks = max(min(block_count(), rows), 1)
     zero = x.dtype.type(0)
     copy = out.ctypes.data != x.ctypes.data
     for c in prange(chunks):
@@ -373,7 +373,7 @@ def bias_relu_parallel(out, x, b, relu):
 def relu_backward_parallel(dx, dout, out):
     """dx = dout * relu'(.) from the forward's output, on blocks of rows."""
     rows, cols = out.shape
-    chunks = max(min(_iget_num_threads(), rows), 1)
+    chunks = max(min(block_count(), rows), 1)
     zero = out.dtype.type(0)
     for c in prange(chunks):
         for i in range(rows * c // chunks, rows * (c + 1) // chunks):

@@ -37,7 +37,7 @@ import numpy as np
 from numba import prange
 
 from ..config import PARALLEL_ALIGN, PARALLEL_MIN_ELEMENTS, PARALLEL_OPTIMIZER, kernel
-from .parallel import _iget_num_threads
+from .parallel import block_count
 
 SGD, ADAM, RMSPROP, ADAGRAD, ADAMW = range(5)
 
@@ -315,7 +315,7 @@ def adam_step_parallel(params, grads, m, v, lr, beta1, beta2, eps, step, weight_
     serial pass of a step (SGD's loop is a few times cheaper), and each parallel build costs
     about a second of every cold start."""
     n = params.size
-    chunks = min(_iget_num_threads(), n // PARALLEL_ALIGN)
+    chunks = min(block_count(), n // PARALLEL_ALIGN)
     if chunks < 2:  # set_num_threads(1): no launch (a TBB launch of one block ran 5-10% slower)
         adam_step(params, grads, m, v, lr, beta1, beta2, eps, step, weight_decay)
         return

@@ -13,15 +13,25 @@ few: each is a function of its own whose compile (its parfor, and LLVM over ever
 costs 0.5-1.3 s of a cold start, so a parallel build of a whole dispatcher (the activations, the
 four optimizers) did not fit.
 
-``_iget_num_threads``: the intrinsic that Numba's own prange lowering calls;
-``numba.get_num_threads()`` reaches the threading layer through a ctypes pointer, which keeps a
-function out of Numba's cache.
+``block_count()``: how many blocks a parallel kernel splits its work into. In a parallel build,
+Numba's threads: ``_iget_num_threads``, the intrinsic that Numba's own prange lowering calls
+(``numba.get_num_threads()`` reaches the threading layer through a ctypes pointer, which keeps a
+function out of Numba's cache). In a serial build (only the tests call these kernels there: every
+caller prunes them), a fixed 4, run one after another: the intrinsic starts the threading layer
+when it is compiled, not when its code is loaded from the cache, so a serial build loaded from a
+warm cache called a null pointer (a segfault in the test suite's second run).
 """
 from numba import prange
-from numba.np.ufunc.parallel import _iget_num_threads  # noqa: F401  (imported by the kernel modules)
 
-from ..config import (PARALLEL_ALIGN, PARALLEL_COLUMN_SUMS, PARALLEL_GATHER, PARALLEL_MIN_COLUMN_SUMS,
+from ..config import (PARALLEL, PARALLEL_ALIGN, PARALLEL_COLUMN_SUMS, PARALLEL_GATHER, PARALLEL_MIN_COLUMN_SUMS,
                       PARALLEL_MIN_GATHER, kernel)
+
+if PARALLEL:
+    from numba.np.ufunc.parallel import _iget_num_threads as block_count
+else:
+    @kernel(inline=True)
+    def block_count():
+        return 4
 
 
 @kernel(inline=True)
@@ -41,7 +51,7 @@ def column_sums_parallel(db, dz):
     """``column_sums`` over blocks of columns, one per thread: each block sums its own columns over
     every row, in the serial order (no thread adds into another's)."""
     rows, cols = dz.shape
-    chunks = max(min(_iget_num_threads(), cols // PARALLEL_ALIGN), 1)
+    chunks = max(min(block_count(), cols // PARALLEL_ALIGN), 1)
     size = ((cols + chunks - 1) // chunks + PARALLEL_ALIGN - 1) // PARALLEL_ALIGN * PARALLEL_ALIGN
     for c in prange(chunks):
         lo, hi = min(c * size, cols), min(c * size + size, cols)
@@ -71,7 +81,7 @@ def gather_rows(dst, src, order, start):
 def gather_rows_parallel(dst, src, order, start):
     """``gather_rows`` over blocks of rows, one per thread."""
     rows = dst.shape[0]
-    chunks = max(min(_iget_num_threads(), rows), 1)
+    chunks = max(min(block_count(), rows), 1)
     for c in prange(chunks):
         for r in range(rows * c // chunks, rows * (c + 1) // chunks):
             s = order[start + r]
