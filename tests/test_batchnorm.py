@@ -137,14 +137,14 @@ def test_the_column_form_the_cuda_twin_runs_equals_the_cpu_form(training, dtype)
     out_rows, out_cols = np.empty_like(x), np.empty_like(x).reshape(-1)
     K.batchnorm_forward(out_rows, x, p_rows, 0, n, training, 0.1, eps, scratch(n))
     for j in range(n):
-        K.batchnorm_forward_column(out_cols, x.reshape(-1), p_cols, 0, n, rows, n, j, training, 0.1, eps)
+        K.batchnorm_forward_column(j, out_cols, x.reshape(-1), p_cols, 0, n, rows, n, training, 0.1, eps)
     same(out_rows.reshape(-1), out_cols)
     same(p_rows, p_cols)
     g_rows, g_cols = np.zeros_like(params), np.zeros_like(params)
     dx_rows, dx_cols = np.empty_like(x), np.empty_like(x).reshape(-1)
     K.batchnorm_backward(dx_rows, g_rows, dout, x, params, 0, n, eps, scratch(n))
     for j in range(n):
-        K.batchnorm_backward_column(dx_cols, g_cols, dout.reshape(-1), x.reshape(-1), params, 0, n, rows, n, j, eps,
+        K.batchnorm_backward_column(j, dx_cols, g_cols, dout.reshape(-1), x.reshape(-1), params, 0, n, rows, n, eps,
                                     True, False)
     same(dx_rows.reshape(-1), dx_cols)
     same(g_rows, g_cols)

@@ -28,8 +28,8 @@ CHILD = textwrap.dedent(r"""
         class _Device:  # device functions ask the current device for its compute capability
             compute_capability = (9, 0)
         dispatcher.get_current_device = lambda: _Device()
-        from fastnn.cuda import (TILE_8, TILE_128, activations, batchnorm, buffers, dense, dropout, embedding,
-                                 layernorm, losses, merge, metrics, network, optimizers, regularizers)
+        from fastnn.cuda import (TILE_8, TILE_128, activations, buffers, dense, dispatch, dropout, embedding,
+                                 losses, merge, metrics, network, optimizers, regularizers)
     except Exception as e:
         print("cannot set up:", e); sys.exit(77)
     F = t.float32[::1]
@@ -54,18 +54,18 @@ CHILD = textwrap.dedent(r"""
              ("regularization_elements", regularizers.kernels("float32").regularization_elements,
               (F, F, D2, I, I, D1, I1)),
              ("penalty_elements", regularizers.kernels("float32").penalty_elements, (D1, F, D2, I, I)),
-             ("layernorm_forward_rows", layernorm.kernels("float32").layernorm_forward_rows,
-              (F, F, F, I, I, I, I, D, I)),
-             ("layernorm_backward_rows", layernorm.kernels("float32").layernorm_backward_rows,
-              (F, F, F, F, I, I, I, D, I, D1, B)),
-             ("layernorm_param_grads_columns", layernorm.kernels("float32").layernorm_param_grads_columns,
-              (F, F, F, I, I, I, I, I, D1)),
+             ("layernorm_forward_rows", dispatch._layernorm_forward_rows.kernel,
+              (I, t.Tuple((F, F, F, I, I, I, D, I)))),
+             ("layernorm_backward_rows", dispatch._layernorm_backward_rows.kernel,
+              (I, t.Tuple((F, F, F, F, I, I, D, I, D1, B)))),
+             ("layernorm_param_grads_columns", dispatch._layernorm_param_grads_columns.kernel,
+              (I, t.Tuple((F, F, F, I, I, I, I, I, D1)))),
              ("tensor_square_sums", optimizers.kernels("float32").tensor_square_sums, (F, I2, D1)),
              ("clip_elements", optimizers.kernels("float32").clip_elements, (F, I2, D2, I, I2, I, D1, I1)),
-             ("batchnorm_forward_columns", batchnorm.kernels("float32").batchnorm_forward_columns,
-              (F, F, F, I, I, I, I, B, D, D)),
-             ("batchnorm_backward_columns", batchnorm.kernels("float32").batchnorm_backward_columns,
-              (F, F, F, F, F, I, I, I, I, D, B, B)),
+             ("batchnorm_forward_columns", dispatch._batchnorm_forward_columns.kernel,
+              (I, t.Tuple((F, F, F, I, I, I, I, B, D, D)))),
+             ("batchnorm_backward_columns", dispatch._batchnorm_backward_columns.kernel,
+              (I, t.Tuple((F, F, F, F, F, I, I, I, I, D, B, B)))),
              ("embedding_forward_elements", embedding.kernels("float32").embedding_forward_elements,
               (F, F, F, I, I, I, I, I, I, B)),
              ("embedding_backward_elements", embedding.kernels("float32").embedding_backward_elements,

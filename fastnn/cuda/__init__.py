@@ -1,21 +1,24 @@
 """CUDA kernels, written with ``numba.cuda``: the twins of ``fastnn.kernels`` where the training
 step needs one, named after the CPU module they mirror.
 
-- Twins, same names and contracts: ``activations``, ``dense``, ``dropout``, ``batchnorm``,
-  ``merge``, ``losses``, ``metrics``, ``optimizers``, ``regularizers``, ``dispatch`` (one layer of
-  any kind), ``network`` (the walkers and the training step as a fixed sequence of launches,
-  which ``runner.StepRunner`` replays, as CUDA graphs where it can) and ``inference`` (predict's
-  and evaluate's batches); ``embedding`` holds the
-  twins of both ``kernels.embedding`` and ``kernels.masking``.
+- Twins, same names and contracts: ``activations``, ``dense``, ``dropout``, ``merge``,
+  ``losses``, ``metrics``, ``optimizers``, ``regularizers``, ``dispatch`` (one layer of any
+  kind), ``network`` (the walkers and the training step as a fixed sequence of launches, which
+  ``runner.StepRunner`` replays, as CUDA graphs where it can) and ``inference`` (predict's and
+  evaluate's batches); ``embedding`` holds the twins of both ``kernels.embedding`` and
+  ``kernels.masking``.
 - Without a module of their own here: ``kernels.table`` (the layout, read on the host by both
   targets), ``kernels.schedules`` (compiled into ``optimizers`` from the CPU source),
+  ``kernels.batchnorm`` and ``kernels.layernorm`` (functions of one feature or one row, run
+  from the CPU source one thread each by ``EachIndex``; their launchers are in ``dispatch``),
   ``kernels.checks`` and ``kernels.distributed`` (host-side or CPU-only concerns).
 - Only here: ``buffers`` (``fill_zero``), ``runner``, ``backend.CUDABackend``, which owns a model's
   device arrays, and ``host`` (its checks and arrays on the host).
 
 Kernels and their host-side launchers take outputs first, then inputs, then sizes; every array
 is a flat 1-D device array, so that one compiled kernel serves every shape. Where the element
-math is the CPU's own source, ``device_twin`` compiles it as a device function.
+math is the CPU's own source, ``device_twin`` compiles it as a device function, and
+``EachIndex`` runs a CPU kernel of one index over every index.
 
 Kernels are built per dtype (float32 or float64) by cached factories, so that every
 constant in them has the array's type: Numba types ``float32 * 2.0`` as float64, and the
@@ -25,6 +28,8 @@ Importing this package does not import ``numba.cuda``: ``CUDABackend`` checks fo
 so that a missing package or GPU is a clear error, not an ImportError from deep inside.
 """
 import os
+
+import numpy as np
 
 from ..config import CUDA_THREADS_PER_BLOCK
 
@@ -88,15 +93,65 @@ def kernel(fn=None, *, device=False):
     return wrap if fn is None else wrap(fn)
 
 
+_TWINS = {}
+
+
 def device_twin(cpu_kernel, **callees):
-    """``cpu_kernel``'s own Python source compiled as a CUDA device function, its calls to other
-    CPU kernels bound to their device twins (``callees``, by global name): one source for both
-    targets, as for Dropout's hash and the learning-rate schedules."""
+    """``cpu_kernel``'s own Python source compiled as a CUDA device function: one source for both
+    targets, as for Dropout's hash and the learning-rate schedules. The CPU kernels it calls are
+    bound to their own device twins (made the same way, once each); ``callees`` (by global
+    name) replaces one of them with a device function of the caller's, such as an atomic add."""
     import types
+    from numba.core.registry import CPUDispatcher
+    if not callees and cpu_kernel in _TWINS:
+        return _TWINS[cpu_kernel]
     fn = cpu_kernel.py_func
-    scope = dict(fn.__globals__, **callees)
-    twin = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
-    return kernel(twin, device=True)
+    scope = dict(fn.__globals__)
+    for name in fn.__code__.co_names:
+        if name not in callees and isinstance(scope.get(name), CPUDispatcher):
+            scope[name] = device_twin(scope[name])
+    scope.update(callees)
+    twin = kernel(types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__),
+                  device=True)
+    if not callees:
+        _TWINS[cpu_kernel] = twin
+    return twin
+
+
+def _each_index(count, args):
+    """``EachIndex``'s kernel; ``cuda`` and ``device`` are the globals it is built with."""
+    i = cuda.grid(1)  # noqa: F821
+    if i < count:
+        device(i, *args)  # noqa: F821
+
+
+class EachIndex:
+    """A CUDA kernel of one thread per index i < ``count`` that runs the CPU kernel
+    ``cpu_kernel(i, *args)`` from its own source (``device_twin``): the twin of a CPU loop
+    ``for i in range(count): cpu_kernel(i, *args)``, for the kinds whose kernels are written as
+    one row's or one feature's function (BatchNorm, LayerNormalization), so they need no CUDA
+    module of their own. ``each(count, *args, plan=None)`` launches it (or adds it to ``plan``);
+    the arguments travel as one tuple, which Numba types member by member."""
+
+    def __init__(self, cpu_kernel):
+        self.cpu_kernel = cpu_kernel
+        self._kernel = None
+
+    @property
+    def kernel(self):
+        if self._kernel is None:  # built at first use, so that importing compiles nothing
+            import types
+            from numba import cuda
+            # Globals, not a closure: the simulator swaps a kernel's global ``cuda`` for its own.
+            scope = {"cuda": cuda, "device": device_twin(self.cpu_kernel)}
+            self._kernel = kernel(types.FunctionType(_each_index.__code__, scope, "each_index"))
+        return self._kernel
+
+    def __call__(self, count, *args, plan=None):
+        # Table entries arrive as NumPy scalars: Python's are what every other launch passes, so
+        # that a step's plan keys (``Plan.key``) are alike.
+        args = tuple(a.item() if isinstance(a, np.generic) else a for a in args)
+        launch(plan, self.kernel, *blocks(int(count)), int(count), args)
 
 
 class Plan:
@@ -132,6 +187,8 @@ class Plan:
 
 
 def _arg_key(a):
+    if isinstance(a, tuple):  # ``EachIndex``'s arguments
+        return tuple(_arg_key(x) for x in a)
     ptr = getattr(a, "device_ctypes_pointer", None)
     if ptr is not None:
         return ("ptr", ptr.value, a.size)

@@ -14,20 +14,62 @@ from ..kernels.dispatch import ADDED, IN_PLACE, INTO_DX, NO_INPUT_GRADIENT
 from ..kernels.table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER,
                              DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, LAYERNORM_LAYER, MASKING_LAYER,
                              MULTIPLY_LAYER, N_IN, N_OUT, SLICE_LAYER, W_OFF)
-from . import N_CONTROL
+from ..kernels import batchnorm as cpu_batchnorm
+from ..kernels import layernorm as cpu_layernorm
+from . import N_CONTROL, EachIndex
 from .activations import IDENTITY, activation_backward, bias_activation_forward
-from .batchnorm import batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward, masking_backward, masking_forward
-from .layernorm import layernorm_backward, layernorm_forward
 from .merge import merge_backward, merge_forward, merge_widths
 
-__all__ = ["ADDED", "IN_PLACE", "INTO_DX", "NO_INPUT_GRADIENT", "layer_backward", "layer_forward"]
+__all__ = ["ADDED", "IN_PLACE", "INTO_DX", "NO_INPUT_GRADIENT", "batchnorm_backward", "batchnorm_forward",
+           "layer_backward", "layer_forward", "layernorm_backward", "layernorm_forward"]
 
 
 def _view(buffer, lo, size):
     return buffer[int(lo): int(lo) + int(size)]
+
+
+# The normalization kinds' CPU kernels are functions of one feature (BatchNorm) or one row
+# (LayerNormalization): on CUDA that very source runs one thread per feature or row
+# (``EachIndex``), so both targets compute the same statistics in the same order, with no CUDA
+# module of their own. Their launchers below have the CPU kernels' names and contracts, on flat
+# (rows, n) device arrays.
+_batchnorm_forward_columns = EachIndex(cpu_batchnorm.batchnorm_forward_column)
+_batchnorm_backward_columns = EachIndex(cpu_batchnorm.batchnorm_backward_column)
+_layernorm_forward_rows = EachIndex(cpu_layernorm.layernorm_forward_row)
+_layernorm_backward_rows = EachIndex(cpu_layernorm.layernorm_backward_row)
+_layernorm_param_grads_columns = EachIndex(cpu_layernorm.layernorm_param_grads_column)
+
+
+def batchnorm_forward(out, x, params, w, b, rows, n, training, momentum, epsilon, plan=None):
+    """As ``kernels.batchnorm.batchnorm_forward``. Adjacent threads read adjacent columns of a
+    row, so the reads of each row are coalesced."""
+    _batchnorm_forward_columns(n, out, x, params, int(w), int(b), int(rows), int(n), bool(training),
+                               float(momentum), float(epsilon), plan=plan)
+
+
+def batchnorm_backward(dx, grads, dout, x, params, w, b, rows, n, epsilon, want_dx=True, frozen=False, plan=None):
+    """As ``kernels.batchnorm.batchnorm_backward``; ``dx`` may be ``dout``."""
+    _batchnorm_backward_columns(n, dx, grads, dout, x, params, int(w), int(b), int(rows), int(n), float(epsilon),
+                                bool(want_dx), bool(frozen), plan=plan)
+
+
+def layernorm_forward(out, x, params, w, b, rows, n, epsilon, flags, plan=None):
+    """As ``kernels.layernorm.layernorm_forward``."""
+    _layernorm_forward_rows(rows, out, x, params, int(w), int(b), int(n), float(epsilon), int(flags), plan=plan)
+
+
+def layernorm_backward(dx, grads, dout, x, params, w, b, rows, n, epsilon, flags, stats, want_dx=True, plan=None):
+    """As ``kernels.layernorm.layernorm_backward``; ``dx`` may be ``dout``: the row pass that
+    writes dx runs after the feature sums, and a first pass (without dx) keeps the rows'
+    statistics in ``stats`` (the workspace's float64 scratch, ``layernorm_stats_size``)."""
+    row_args = (dout, x, params, int(w), int(n), float(epsilon), int(flags), stats)
+    _layernorm_backward_rows(rows, dx, *row_args, False, plan=plan)
+    _layernorm_param_grads_columns(n, grads, dout, x, int(w), int(b), int(rows), int(n), int(flags), stats, plan=plan)
+    if want_dx:
+        _layernorm_backward_rows(rows, dx, *row_args, True, plan=plan)
 
 
 def layer_forward(net, k, out, inp, second, work, rows, training=False, keep=True, control=None, defer_softmax=False,

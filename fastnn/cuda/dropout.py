@@ -18,8 +18,8 @@ from . import C_STEP, blocks, device_twin, kernel, launch
 
 
 mix64 = device_twin(cpu.mix64)
-dropout_stream = device_twin(cpu.dropout_stream, mix64=mix64)
-dropout_keeps = device_twin(cpu.dropout_keeps, mix64=mix64)
+dropout_stream = device_twin(cpu.dropout_stream)
+dropout_keeps = device_twin(cpu.dropout_keeps)
 dropout_threshold = device_twin(cpu.dropout_threshold)
 
 

@@ -19,7 +19,7 @@ from ..kernels import metrics as cpu
 from . import C_BAD, REDUCE_THREADS, blocks, device_twin, kernel, launch, reduce_threads
 
 row_argmax = device_twin(cpu.row_argmax)
-correct_row = device_twin(cpu.correct_row, row_argmax=row_argmax)
+correct_row = device_twin(cpu.correct_row)
 
 
 @kernel(device=True)
@@ -74,8 +74,7 @@ def atomic_add_count(counts, index, value):
     cuda.atomic.add(counts, index, value)
 
 
-metric_row_counts = device_twin(cpu.metric_row_counts, row_argmax=row_argmax, correct_row=correct_row,
-                                add_count=atomic_add_count)
+metric_row_counts = device_twin(cpu.metric_row_counts, add_count=atomic_add_count)
 
 
 @kernel

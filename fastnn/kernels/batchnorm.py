@@ -20,8 +20,9 @@ running statistics are written by the forward pass in training and read at infer
   so its backward is that of a fixed affine map, dx = dout * gamma / sqrt(running var + epsilon),
   and gamma and beta get no gradient (no optimizer reads them).
 
-The column functions work on one feature (column) of flat row-major (rows, n) arrays: the CUDA
-twin (``fastnn.cuda.batchnorm``) runs one thread per feature of this very source. The CPU
+The column functions work on one feature (column) of flat row-major (rows, n) arrays, the
+feature's index first: on CUDA this very source runs one thread per feature
+(``fastnn.cuda.EachIndex``, launched by ``fastnn.cuda.dispatch``). The CPU
 forms (``batchnorm_forward``, ``batchnorm_backward``) walk the batch row by row with the same
 arithmetic in the same order: they agree bit for bit in float32 and within an ulp in float64,
 where the compiler may fuse a multiply-add in one loop and not the other (tested). Sums are
@@ -50,7 +51,7 @@ def batchnorm_column_statistics(x, rows, n, j):
 
 
 @kernel(inline=True)
-def batchnorm_forward_column(out, x, params, w, b, rows, n, j, training, momentum, epsilon):
+def batchnorm_forward_column(j, out, x, params, w, b, rows, n, training, momentum, epsilon):
     """Column j of the layer's output; in training also its running statistics."""
     if training:
         mean, var = batchnorm_column_statistics(x, rows, n, j)
@@ -67,7 +68,7 @@ def batchnorm_forward_column(out, x, params, w, b, rows, n, j, training, momentu
 
 
 @kernel(inline=True)
-def batchnorm_backward_column(dx, grads, dout, x, params, w, b, rows, n, j, epsilon, want_dx, frozen):
+def batchnorm_backward_column(j, dx, grads, dout, x, params, w, b, rows, n, epsilon, want_dx, frozen):
     """dgamma and dbeta of column j into ``grads``; dx (which may be ``dout``) when ``want_dx``.
     ``frozen``: the inference-mode backward (module docstring)."""
     if frozen:

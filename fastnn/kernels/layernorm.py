@@ -13,8 +13,8 @@ dbeta = sum_r dout, dgamma = sum_r dout * xhat,
 dx = (g - mean_j(g) - xhat * mean_j(g * xhat)) / sqrt(var + epsilon).
 
 The row functions work on one row of flat row-major (rows, n) arrays and the column function
-on one feature: the CUDA twin (``fastnn.cuda.layernorm``) runs one thread per row or per
-feature of this very source. The backward pass keeps each row's mean and 1/std in ``stats``
+on one feature, the index first: on CUDA this very source runs one thread per row or per
+feature (``fastnn.cuda.EachIndex``, launched by ``fastnn.cuda.dispatch``). The backward pass keeps each row's mean and 1/std in ``stats``
 (float64, the workspace's scratch: ``layernorm_stats_size``) for the feature sums. The CPU form
 of those sums walks the batch row by row (a column walk reads memory a row apart at every step)
 with the same arithmetic in the same order per feature. Sums are float64.
@@ -48,7 +48,7 @@ def layernorm_row_statistics(x, r, n, epsilon):
 
 
 @kernel(inline=True)
-def layernorm_forward_row(out, x, params, w, b, r, n, epsilon, flags):
+def layernorm_forward_row(r, out, x, params, w, b, n, epsilon, flags):
     """Row r of the layer's output."""
     mean, inv_std = layernorm_row_statistics(x, r, n, epsilon)
     for j in range(n):
@@ -61,7 +61,7 @@ def layernorm_forward_row(out, x, params, w, b, r, n, epsilon, flags):
 
 
 @kernel(inline=True)
-def layernorm_backward_row(dx, dout, x, params, w, r, n, epsilon, flags, stats, want_dx):
+def layernorm_backward_row(r, dx, dout, x, params, w, n, epsilon, flags, stats, want_dx):
     """Row r's mean and 1/std into ``stats[2r]``, ``stats[2r + 1]``; dx of row r (which may be
     ``dout``) when ``want_dx``."""
     mean, inv_std = layernorm_row_statistics(x, r, n, epsilon)
@@ -87,7 +87,7 @@ def layernorm_backward_row(dx, dout, x, params, w, r, n, epsilon, flags, stats, 
 
 
 @kernel(inline=True)
-def layernorm_param_grads_column(grads, dout, x, w, b, rows, n, j, flags, stats):
+def layernorm_param_grads_column(j, grads, dout, x, w, b, rows, n, flags, stats):
     """dgamma and dbeta of feature j into ``grads``, from the rows' statistics in ``stats``."""
     dgamma = 0.0
     dbeta = 0.0
@@ -107,7 +107,7 @@ def layernorm_forward(out, x, params, w, b, epsilon, flags):
     rows, n = x.shape
     flat_out, flat_x = out.reshape(-1), x.reshape(-1)
     for r in range(rows):
-        layernorm_forward_row(flat_out, flat_x, params, w, b, r, n, epsilon, flags)
+        layernorm_forward_row(r, flat_out, flat_x, params, w, b, n, epsilon, flags)
 
 
 @kernel(inline=True)
@@ -118,7 +118,7 @@ def layernorm_backward(dx, grads, dout, x, params, w, b, epsilon, flags, stats):
     rows, n = x.shape
     flat_dout, flat_x = dout.reshape(-1), x.reshape(-1)
     for r in range(rows):
-        layernorm_backward_row(flat_dout, flat_dout, flat_x, params, w, r, n, epsilon, flags, stats, False)
+        layernorm_backward_row(r, flat_dout, flat_dout, flat_x, params, w, n, epsilon, flags, stats, False)
     # ``layernorm_param_grads_column``'s sums, accumulated row by row in the same order.
     acc = stats[2 * rows: 2 * rows + 2 * n]
     for j in range(2 * n):
@@ -137,4 +137,4 @@ def layernorm_backward(dx, grads, dout, x, params, w, b, epsilon, flags, stats):
     if dx.shape[0] > 0:
         flat_dx = dx.reshape(-1)
         for r in range(rows):
-            layernorm_backward_row(flat_dx, flat_dout, flat_x, params, w, r, n, epsilon, flags, stats, True)
+            layernorm_backward_row(r, flat_dx, flat_dout, flat_x, params, w, n, epsilon, flags, stats, True)

@@ -11,10 +11,26 @@ helpers), ``core`` (Dense, Activation, Dropout), ``normalization`` (BatchNormali
 LayerNormalization), ``embedding`` (Embedding, Masking), ``merging`` (Concatenate, Add,
 Multiply) and ``user`` (Lambda); every name is importable from ``fastnn.layers`` as well.
 """
+# Each module's ``__all__`` is its public layers: a new layer is exported here and by ``fastnn``
+# from the module that defines it, with no list to edit elsewhere (numpy's way).
+from . import base, core, embedding, merging, normalization, user
+from .base import *  # noqa: F401,F403
+from .core import *  # noqa: F401,F403
+from .embedding import *  # noqa: F401,F403
+from .merging import *  # noqa: F401,F403
+from .normalization import *  # noqa: F401,F403
+from .user import *  # noqa: F401,F403
+
 # What other modules import from ``fastnn.layers``, and what pickles of older versions name there.
-from .base import Input, Layer, Tensor, _function_name, as_tensor, check_weight_list  # noqa: F401
-from .core import _SEED_DEFAULT_ACTIVATION, Activation, Dense, Dropout  # noqa: F401
-from .embedding import Embedding, Masking  # noqa: F401
-from .merging import Add, Concatenate, Merge, Multiply  # noqa: F401
-from .normalization import BatchNorm, BatchNormalization, LayerNormalization  # noqa: F401
-from .user import Lambda, custom_function  # noqa: F401
+from .base import Tensor, _function_name, as_tensor, check_weight_list  # noqa: F401
+from .core import _SEED_DEFAULT_ACTIVATION  # noqa: F401
+from .merging import Merge  # noqa: F401
+from .user import custom_function  # noqa: F401
+
+__all__ = []
+__all__ += base.__all__
+__all__ += core.__all__
+__all__ += embedding.__all__
+__all__ += merging.__all__
+__all__ += normalization.__all__
+__all__ += user.__all__

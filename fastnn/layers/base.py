@@ -12,6 +12,8 @@ from ..kernels.table import B_OFF, KIND, N_IN, N_OUT, USER_LAYER, W_OFF
 from ..sparse_input import check_sparse, is_sparse
 from ..validation import check_features, check_int
 
+__all__ = ["Input", "Layer"]  # what ``fastnn`` and ``fastnn.layers`` export
+
 
 class Layer(Configurable):
     """Base class of every layer. ``input_dim``/``output_dim`` are widths; ``_model`` is set when added.

@@ -8,6 +8,8 @@ from ..kernels.table import ACT, ACTIVATION_LAYER, B_OFF, DENSE_LAYER, DROPOUT_L
 from ..validation import check_float, check_int
 from .base import Layer
 
+__all__ = ["Activation", "Dense", "Dropout"]  # what ``fastnn`` and ``fastnn.layers`` export
+
 _SEED_DEFAULT_ACTIVATION = "sigmoid"
 
 

@@ -13,6 +13,8 @@ from ..sparse_input import is_sparse
 from ..validation import check_float, check_int
 from .base import Input, Layer, as_tensor
 
+__all__ = ["Embedding", "Masking"]  # what ``fastnn`` and ``fastnn.layers`` export
+
 
 class Embedding(Layer):
     """Integer ids to trained vectors: ``Embedding(input_dim, output_dim, input_length=1,

@@ -6,6 +6,8 @@ from __future__ import annotations
 from ..kernels.table import ADD_LAYER, CONCATENATE_LAYER, KIND, MULTIPLY_LAYER
 from .base import Layer, as_tensor
 
+__all__ = ["Add", "Concatenate", "Multiply"]  # what ``fastnn`` and ``fastnn.layers`` export
+
 
 class Merge(Layer):
     """Base of the layers that combine two tensors (a list of more is merged pairwise)."""

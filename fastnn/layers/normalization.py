@@ -11,6 +11,8 @@ from ..kernels.table import B_OFF, BATCHNORM_LAYER, KIND, LAYERNORM_LAYER, W_OFF
 from ..validation import check_float, check_int
 from .base import Layer
 
+__all__ = ["BatchNorm", "BatchNormalization", "LayerNormalization"]  # what ``fastnn`` and ``fastnn.layers`` export
+
 
 class _Normalization(Layer):
     """What the normalization layers share: as many outputs as inputs, and their own optimizer."""

@@ -11,6 +11,8 @@ import numpy as np
 from ..validation import check_int
 from .base import Layer, _function_name
 
+__all__ = ["Lambda"]  # what ``fastnn`` and ``fastnn.layers`` export
+
 
 class Lambda(Layer):
     """A layer from two functions of NumPy arrays: ``forward(x) -> y`` and ``backward(x, y, dy) -> dx``
