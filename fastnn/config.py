@@ -219,6 +219,7 @@ def _install_cache_locators():
     if impl is None or not hasattr(impl, "_locator_classes"):
         return  # an unknown Numba layout: fall back to Numba's own invalidation
     stamp, tag = _kernel_sources_stamp(), _build_tag()
+    checked = set()  # the cache folders found writable
 
     class StampedLocator:
         @classmethod
@@ -232,6 +233,14 @@ def _install_cache_locators():
 
         def get_disambiguator(self):
             return f"{super().get_disambiguator()}_{tag}"
+
+        def ensure_cache_path(self):
+            # Numba checks that the folder is writable by creating a file in it, for every kernel
+            # at import (about 200 of them: 5 ms of ``import fastnn``); once per folder is enough.
+            path = self.get_cache_path()
+            if path not in checked:
+                super().ensure_cache_path()
+                checked.add(path)
 
     if not any(getattr(c, "_fastnn_stamp", False) for c in impl._locator_classes):
         impl._locator_classes[:0] = [type("Fastnn" + c.__name__, (StampedLocator, c), {"_fastnn_stamp": True})
@@ -271,7 +280,28 @@ def kernel(fn=None, *, inline=False, parallel=False):
     def wrap(f):
         if parallel and inline:
             raise ValueError("a parallel kernel cannot be inlined: its caller would run it serially")
-        return numba.njit(cache=CACHE, fastmath=FASTMATH, error_model="numpy", nogil=True,
-                          parallel=bool(parallel and PARALLEL),
-                          inline="always" if inline else "never")(f)
+        dispatcher = numba.njit(fastmath=FASTMATH, error_model="numpy", nogil=True,
+                                parallel=bool(parallel and PARALLEL),
+                                inline="always" if inline else "never")(f)
+        if CACHE and hasattr(dispatcher, "enable_caching"):
+            dispatcher._cache = _CacheOnFirstUse(f)
+        return dispatcher
     return wrap if fn is None else wrap(fn)
+
+
+class _CacheOnFirstUse:
+    """Numba's on-disk cache of one kernel (``caching.FunctionCache``, what ``njit(cache=True)``
+    sets up), made when its dispatcher first reads it, at its first call, instead of at import:
+    setting it up (finding its folder and index, stamping the source) costs about 0.1 ms a
+    kernel, and ``import fastnn`` defines some 200 kernels, most of which a program never calls."""
+
+    def __init__(self, py_func):
+        self._fastnn_py_func = py_func
+        self._fastnn_cache = None
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name.startswith("_fastnn"):
+            raise AttributeError(name)
+        if self._fastnn_cache is None:
+            self._fastnn_cache = caching.FunctionCache(self._fastnn_py_func)
+        return getattr(self._fastnn_cache, name)
