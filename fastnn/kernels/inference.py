@@ -102,24 +102,22 @@ def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=
         hi = min(lo + batch_size, n)
         pred = network_forward(net, x[lo:hi], work, bool(False), dropout, batchnorm, embedding, masking, user, 0,
                                graph, 0)  # a plain bool, as in train_batches
-        if weights is None:
-            total += batch_loss_value(loss, pred, y[lo:hi], user_loss, None) * (hi - lo)
-        else:
-            total += batch_loss_value(loss, pred, y[lo:hi], user_loss, weights[lo:hi]) * (hi - lo)
+        total += batch_loss_value(loss, pred, y[lo:hi], user_loss, weights, lo) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct
 
 
 @kernel(inline=True)
-def batch_loss_value(loss, pred, y, user_loss, weights):
-    """One batch's loss: built-in (``loss``) or the user's, unweighted or with ``weights``."""
+def batch_loss_value(loss, pred, y, user_loss, weights, lo):
+    """The loss of one batch, the rows from ``lo``: built-in (``loss``) or the user's, unweighted
+    (``weights`` None) or with the batch's share of ``weights``, one per row of the whole input."""
     if user_loss is not None:
         if weights is None:
             return user_loss.value[0](pred, y)
-        return user_loss.weighted[0](pred, y, weights)
+        return user_loss.weighted[0](pred, y, weights[lo: lo + pred.shape[0]])
     if weights is None:
         return loss_forward(loss, pred, y)
-    return weighted_loss_forward(loss, pred, y, weights)
+    return weighted_loss_forward(loss, pred, y, weights[lo: lo + pred.shape[0]])
 
 
 @kernel
@@ -131,9 +129,6 @@ def evaluate_predictions(loss, pred, y, batch_size, user_loss=None, weights=None
     correct = 0
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        if weights is None:
-            total += batch_loss_value(loss, pred[lo:hi], y[lo:hi], user_loss, None) * (hi - lo)
-        else:
-            total += batch_loss_value(loss, pred[lo:hi], y[lo:hi], user_loss, weights[lo:hi]) * (hi - lo)
+        total += batch_loss_value(loss, pred[lo:hi], y[lo:hi], user_loss, weights, lo) * (hi - lo)
         correct += count_correct(pred[lo:hi], y[lo:hi])
     return total, correct
