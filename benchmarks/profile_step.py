@@ -23,13 +23,12 @@ from numba.typed import List
 from fastnn import config
 from fastnn.config import kernel
 from fastnn.kernels import network as net
-from fastnn.kernels.losses import loss_forward
 
 STAGES = ("gather", "forward", "loss", "backward", "optimizer")
 
 
 @kernel
-def run_stages(stage, network, train, work, loss, x, y, order, batch_size, n_batches):
+def run_stages(stage, network, train, work, loss, loss_fns, x, y, order, batch_size, n_batches):
     """train_batches' loop, stopping each batch after ``stage`` (an index into STAGES)."""
     acts, act_off, targets = work.acts, work.act_off, work.targets
     n_in, n_out = x.shape[1], y.shape[1]
@@ -43,9 +42,9 @@ def run_stages(stage, network, train, work, loss, x, y, order, batch_size, n_bat
         if stage >= 1:
             pred = net.network_forward(network, xb, work, True)
             if stage >= 2:
-                total += loss_forward(loss, pred, yb)
+                total += loss_fns.value[0](pred, yb)
         if stage >= 3:
-            net.network_backward(network, train.grads, xb, work, loss, yb)
+            net.network_backward(network, train.grads, xb, work, loss, yb, loss_fns=loss_fns)
         if stage >= 4:
             net.apply_optimizers(network.params, train, None, None)
     return total
@@ -76,6 +75,7 @@ def main(argv=None):
 
     import fastnn
     from fastnn.threading import blas_threads_for
+    from fastnn.user_losses import loss_kernels
 
     fastnn.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -96,12 +96,13 @@ def main(argv=None):
     y = np.eye(sizes[-1], dtype=np.float32)[labels % sizes[-1]]
     order = np.random.default_rng(0).permutation(x.shape[0]).astype(np.int64)
     n_batches = x.shape[0] // args.batch
+    fns = loss_kernels(int(model.loss.code), np.float32)
 
     def call(stage):
         train = net.Training(backend.grads, backend.state1, backend.state2, backend.opt_meta, model._opt_hyper(),
                              backend.opt_steps)
-        return run_stages(stage, backend._network(), train, backend.work, model.loss.code, x, y, order, args.batch,
-                          n_batches)
+        return run_stages(stage, backend._network(), train, backend.work, model.loss.code, fns, x, y, order,
+                          args.batch, n_batches)
 
     rng = np.random.default_rng(1)
     weights, acts, deltas, grads = List(), List(), List(), List()

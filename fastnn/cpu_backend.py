@@ -24,7 +24,7 @@ from .kernels.sparse import SparseBatches
 from .sparse_input import SparseSource
 from .predictor import inference_workspace
 from .threading import blas_threads_for
-from .user_losses import UserLoss, UserMetrics
+from .user_losses import UserLoss, UserMetrics, loss_kernels
 from .validation import writable_input
 
 
@@ -168,14 +168,17 @@ class CPUBackend(Backend):
                 batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
                 *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph, sparse,
-                self._user_loss(loss), self._sample_weights(weights, batch_size),
+                self._loss_kernels(loss), self._sample_weights(weights, batch_size),
                 None if user_metrics is None else user_metrics(self.dtype))
 
-    def _user_loss(self, loss):
-        """``train_batches``' ``user_loss``: a user loss's compiled functions (its code carries
-        the loss, ``fastnn.user_losses.LossCode``), None for a built-in loss."""
+    def _loss_kernels(self, loss):
+        """``train_batches``' ``user_loss``: the loss's compiled functions, a user loss's (its code
+        carries the loss, ``fastnn.user_losses.LossCode``) or a built-in one's, so that the step
+        compiles this one loss rather than every built-in (``fastnn.user_losses.loss_kernels``)."""
         user = getattr(loss, "user", None)
-        return None if user is None else user.kernels(self.dtype, int(self.spec.table[-1, network.N_OUT]))
+        if user is None:
+            return loss_kernels(int(loss), self.dtype)
+        return user.kernels(self.dtype, int(self.spec.table[-1, network.N_OUT]))
 
     def _sample_weights(self, weights, batch_size):
         """``train_batches``' ``weights`` bundle (None: unweighted, compiled out), with a batch
@@ -264,7 +267,7 @@ class CPUBackend(Backend):
     def evaluate_predictions(self, pred, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
         """``evaluate``'s (loss x rows summed over batches, correct rows) of predictions made already
         (``predict_sparse``'s), batch by batch as ``evaluate``'s."""
-        return self._run(inference.evaluate_predictions, int(loss), pred, y, batch_size, self._user_loss(loss), weights)
+        return self._run(inference.evaluate_predictions, pred, y, batch_size, self._loss_kernels(loss), weights)
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
         """As ``predict``, a read-only ``x`` or ``y`` is copied. ``weights``: None, or a loss
@@ -272,6 +275,6 @@ class CPUBackend(Backend):
         x, y = writable_input(x), writable_input(y)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
-            return self._run(inference.evaluate_batches, self._network(), int(loss), x, y, batch_size, self.work,
-                             *self.kinds, self.graph, self._user_loss(loss), weights)
+            return self._run(inference.evaluate_batches, self._network(), x, y, batch_size, self.work,
+                             *self.kinds, self.graph, self._loss_kernels(loss), weights)
 

@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from numba import types
 
-from .kernels.losses import loss_backward, loss_forward, scale_block, weighted_loss_forward
+from .kernels.losses import LOSS_KERNELS, loss_forward, scale_block, weighted_loss_finish
 from .user_code import compile_generated
 from .user_layers import _compile, quietly
 
@@ -74,13 +74,6 @@ def metric(pred, target, weights):
     return np.float64(user_metric(target, pred))
 '''
 
-# One output's loss of several (``OutputLoss``), weighted as the loss is.
-_OUTPUT_LOSS_WRAPPER = '''
-def metric(pred, target, weights):
-    if weights.shape[0] == 0:
-        return loss_forward(CODE, pred[:, FIRST:STOP], target[:, FIRST:STOP])
-    return weighted_loss_forward(CODE, pred[:, FIRST:STOP], target[:, FIRST:STOP], weights)
-'''
 
 
 def _numba_message(exc):
@@ -122,6 +115,33 @@ def probe_loss(kernels, n_out, dtype):
     kernels.gradient[0](np.zeros_like(pred), pred, target)
 
 
+def _loss_terms(code, weight, lo, hi):
+    """Generated lines that add the built-in loss ``code`` on columns [lo, hi) (all: None), times
+    ``weight``, into ``total`` (value, weighted) and write its gradient into ``dpred``'s columns,
+    through that loss's own kernels (``kernels.losses.LOSS_KERNELS``); and the names they use."""
+    forward, backward = (k.py_func.__name__ for k in LOSS_KERNELS[code])
+    cols, row = ("", "") if lo is None else (f"[:, {lo}:{hi}]", f", {lo}:{hi}")
+    times = "" if weight == 1.0 else f"{float(weight)!r} * "
+    value = [f"    total += {times}{forward}(pred{cols}, target{cols})"]
+    weighted = ["    part = 0.0",
+                "    for i in range(pred.shape[0]):",
+                f"        part += np.float64(weights[i]) * {forward}(pred[i: i + 1{row}], target[i: i + 1{row}])",
+                f"    total += {times}weighted_loss_finish({code}, part, pred.shape[0])"]
+    gradient = [f"    {backward}(dpred{cols}, pred{cols}, target{cols})"]
+    if weight != 1.0:
+        gradient.append(f"    scale_block(dpred{cols}, dpred.dtype.type({float(weight)!r}))")
+    return value, weighted, gradient, {forward: LOSS_KERNELS[code][0], backward: LOSS_KERNELS[code][1]}
+
+
+@lru_cache(maxsize=64)
+def loss_kernels(code, dtype):
+    """A built-in loss's (value, gradient, weighted) functions, of a user loss's signatures: the
+    step takes them as it takes a user loss's, and so compiles this loss's kernels alone, not the
+    ten of ``loss_forward``'s branches (seconds of a cold start). The value with weights is
+    ``kernels.losses.weighted_loss_forward``'s."""
+    return _loss_bundle(((code, 1.0, None, None),), dtype, f"loss {code}")
+
+
 @lru_cache(maxsize=64)
 def output_loss_kernels(blocks, dtype):
     """The (value, gradient, weighted) wrappers of a model of several outputs
@@ -130,27 +150,28 @@ def output_loss_kernels(blocks, dtype):
     weight per row: each output's ``weighted_loss_forward``, as Keras weighs every output's loss by
     the one ``sample_weight``), the gradient each output's loss gradient times its weight, in its
     columns (the step scales its rows by their weights)."""
+    return _loss_bundle(blocks, dtype, "outputs' losses")
+
+
+def _loss_bundle(blocks, dtype, label):
     T = numba.from_dtype(np.dtype(dtype))
     m = T[:, ::1]
     value = ["def value(pred, target):", "    total = 0.0"]
     weighted = ["def weighted(pred, target, weights):", "    total = 0.0"]
     gradient = ["def gradient(dpred, pred, target):"]
-    for code, weight, lo, hi in blocks:
-        cols = f"[:, {lo}:{hi}]"
-        value.append(f"    total += {float(weight)!r} * loss_forward({code}, pred{cols}, target{cols})")
-        weighted.append(f"    total += {float(weight)!r} * weighted_loss_forward({code}, pred{cols}, target{cols}, "
-                        "weights)")
-        gradient += [f"    d = dpred{cols}",
-                     f"    loss_backward({code}, d, pred{cols}, target{cols})",
-                     f"    scale_block(d, d.dtype.type({float(weight)!r}))"]
-    scope = {"loss_forward": loss_forward, "loss_backward": loss_backward, "scale_block": scale_block,
-             "weighted_loss_forward": weighted_loss_forward}
+    scope = {"scale_block": scale_block, "weighted_loss_finish": weighted_loss_finish}
+    for block in blocks:
+        v, w, g, names = _loss_terms(*block)
+        value += v
+        weighted += w
+        gradient += g
+        scope.update(names)
     # The built-in kernels stand where a user's functions would: their code is in the cache key.
     compiled = compile_generated("\n".join(value + ["    return total", ""] + weighted + ["    return total", ""]
                                            + gradient + [""]), scope,
                                  {"value": types.float64(m, m), "gradient": types.void(m, m, m),
                                   "weighted": types.float64(m, m, T[::1])},
-                                 "outputs' losses", tuple(scope.values()))
+                                 label, tuple(scope.values()))
     return UserLoss((compiled["value"],), (compiled["gradient"],), (compiled["weighted"],))
 
 
@@ -179,11 +200,7 @@ def user_metric_kernel(fn, dtype, name):
     T = numba.from_dtype(np.dtype(dtype))
     signature = {"metric": types.float64(T[:, ::1], T[:, ::1], T[::1])}
     if isinstance(fn, OutputLoss):
-        source = _OUTPUT_LOSS_WRAPPER.replace("CODE", str(fn.code)).replace("FIRST", str(fn.first)).replace(
-            "STOP", str(fn.stop))
-        scope = {"loss_forward": loss_forward, "weighted_loss_forward": weighted_loss_forward}
-        return compile_generated(source, scope, signature, f"{name} of several outputs",
-                                 tuple(scope.values()))["metric"]
+        return _output_loss_metric(fn, np.dtype(dtype))
     source = _METRIC_WRAPPER
     if isinstance(fn, OutputMetric):
         source = source.replace("(target, pred)", f"(target[:, {fn.first}:{fn.stop}], pred[:, {fn.first}:{fn.stop}])")
@@ -194,6 +211,17 @@ def user_metric_kernel(fn, dtype, name):
     except numba.core.errors.NumbaError as exc:
         raise TypeError(f"metric {name}: metric(y_true, y_pred) must return a float and compile with Numba: "
                         f"{_numba_message(exc)}") from None
+
+
+def _output_loss_metric(fn, dtype):
+    """An ``OutputLoss``'s metric wrapper: its output's loss, weighted as the loss is."""
+    T = numba.from_dtype(dtype)
+    value, weighted, _, scope = _loss_terms(fn.code, 1.0, fn.first, fn.stop)
+    scope["weighted_loss_finish"] = weighted_loss_finish
+    source = "\n".join(["def metric(pred, target, weights):", "    total = 0.0", "    if weights.shape[0] == 0:"]
+                       + ["    " + line for line in value] + ["        return total"] + weighted + ["    return total", ""])
+    return compile_generated(source, scope, {"metric": types.float64(T[:, ::1], T[:, ::1], T[::1])},
+                             "an output's loss", tuple(scope.values()))["metric"]
 
 
 def metric_bundle(functions, dtype, offset):

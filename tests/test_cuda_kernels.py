@@ -27,6 +27,7 @@ from fastnn.kernels import dense as D  # noqa: E402
 from fastnn.kernels import losses as L  # noqa: E402
 from fastnn.kernels import metrics as M  # noqa: E402
 from fastnn.kernels import network as N  # noqa: E402
+from fastnn.user_losses import loss_kernels  # noqa: E402
 from fastnn.kernels import optimizers as O  # noqa: E402
 from test_kernels_network import RNG, setup_network, stack_as_graph  # noqa: E402
 from test_kernels_network import network as cpu_network  # noqa: E402
@@ -517,7 +518,8 @@ WALKED = ("tanh_softmax_ce_fused", "leaky_sigmoid_bce_fused", "bare_tanh_in_the_
 def cpu_gradients(net, loss, x, target):
     params, grads, work = net.params.copy(), np.full(net.params.size, np.nan), cpu_workspace(net, x.shape[0])
     N.network_forward(cpu_network(net, params), x, work, True, True, True, True, True)
-    N.network_backward(cpu_network(net, params), grads, x, work, loss, target)
+    N.network_backward(cpu_network(net, params), grads, x, work, loss, target,
+                       loss_fns=loss_kernels(loss, x.dtype))
     return grads
 
 

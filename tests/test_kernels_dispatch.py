@@ -9,6 +9,7 @@ from fastnn.kernels import activations as A
 from fastnn.kernels import losses as L
 from fastnn.kernels import optimizers as O
 from fastnn.kernels import schedules as S
+from fastnn.user_losses import loss_kernels
 from helpers import cuda_or_skip
 
 
@@ -87,6 +88,7 @@ def test_unknown_layer_kind_raises_in_both_passes():
     is an error in the forward pass and in both walkers' backward pass, not the last real kind."""
     N, layers, alphas, params = _unknown_kind_network()
     x, rows = np.ones((4, 2)), 4
+    mse = loss_kernels(L.MSE, x.dtype)
     act_off, n_acts, deltas_shape, n_targets, n_stats = N.workspace_layout(layers, rows)
     work = N.Workspace(np.zeros(n_acts), act_off, np.zeros(deltas_shape), np.zeros(n_targets), np.zeros(n_stats))
     net = N.Network(params, layers, alphas, np.zeros(2, np.int64))
@@ -94,11 +96,11 @@ def test_unknown_layer_kind_raises_in_both_passes():
         N.network_forward(net, x, work, True)
     graph = N.Graph(np.array([[-1, -1], [0, 0]], dtype=np.int64), np.zeros(n_acts))  # row 1 reads node 0 twice
     with pytest.raises(ValueError, match="unknown layer kind"):
-        N.graph_backward(net, np.zeros(params.size), x, work, L.MSE, np.zeros((rows, 3)), graph)
+        N.graph_backward(net, np.zeros(params.size), x, work, L.MSE, np.zeros((rows, 3)), graph, loss_fns=mse)
     with pytest.raises(ValueError, match="unknown layer kind"):
-        N.network_backward(net, np.zeros(params.size), x, work, L.MSE, np.zeros((rows, 3)))
+        N.network_backward(net, np.zeros(params.size), x, work, L.MSE, np.zeros((rows, 3)), loss_fns=mse)
     layers[1, N.KIND] = N.MULTIPLY_LAYER  # the last real kind passes the dispatch (in a graph)
-    N.graph_backward(net, np.zeros(params.size), x, work, L.MSE, np.zeros((rows, 3)), graph)
+    N.graph_backward(net, np.zeros(params.size), x, work, L.MSE, np.zeros((rows, 3)), graph, loss_fns=mse)
 
 
 def test_cuda_dispatch_refuses_an_unknown_layer_kind_on_the_host():

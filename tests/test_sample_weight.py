@@ -225,12 +225,15 @@ def test_sklearn_integer_weights_equal_repeated_rows():
         MLPRegressor(**kwargs).fit(x, y, sample_weight=-np.ones(20))
 
 
-def test_unweighted_evaluation_compiles_the_weights_out():
-    """weights=None drops the weighted loss before typing: an unweighted build never calls it."""
+def test_unweighted_evaluation_never_calls_the_weighted_loss():
+    """weights=None drops the weighted loss's call before typing: an evaluation through a bundle
+    whose weighted function raises (a user loss's, which takes no weights) runs unweighted and
+    raises weighted; through the built-in bundle, weights of one give the unweighted value."""
     import numba
     from fastnn.kernels import inference as I
     from fastnn.kernels import network as N
     from fastnn.kernels.table import workspace_layout
+    from fastnn.user_losses import UserLoss, loss_kernels
     m = model("softmax", "categorical_crossentropy")
     m.get_weights()  # builds the network
     spec = m._spec
@@ -240,12 +243,26 @@ def test_unweighted_evaluation_compiles_the_weights_out():
     x, labels, w = data()
     y = np.eye(N_OUT)[labels]
     fresh = numba.njit(cache=False)(I.evaluate_batches.py_func)
-    args = (net, K.CROSS_ENTROPY, x, y, 4, work, None, None, None, None, None, None, None)  # ..., graph, user_loss
-    plain_value = fresh(*args, None)
-    weighted_value = fresh(*args, np.ones(ROWS))
-    assert weighted_value[0] == pytest.approx(plain_value[0], rel=1e-13)
-    plain, full = (fresh.inspect_llvm(sig) for sig in fresh.signatures)
-    assert "weighted_loss_forward" not in plain and "weighted_loss_forward" in full
+    args = (net, x, y, 4, work, None, None, None, None, None, None)  # ..., user, graph
+    builtin = loss_kernels(K.CROSS_ENTROPY, np.float64)
+    plain_value = fresh(*args, builtin, None)
+    assert fresh(*args, builtin, np.ones(ROWS))[0] == pytest.approx(plain_value[0], rel=1e-13)
+    unweighable = UserLoss(builtin.value, builtin.gradient, user_loss_kernels_weighted())
+    assert fresh(*args, unweighable, None) == plain_value
+    with pytest.raises(ValueError, match="takes no sample weights"):
+        fresh(*args, unweighable, np.ones(ROWS))
+
+
+def user_loss_kernels_weighted():
+    """A user loss's ``weighted`` wrapper (float64), which raises."""
+    from fastnn.user_losses import user_loss_kernels
+
+    def value(y_true, y_pred):
+        return 0.0
+
+    def gradient(y_true, y_pred):
+        return y_pred * 0.0
+    return user_loss_kernels(value, gradient, np.dtype(np.float64), "probe").weighted
 
 
 @pytest.mark.slow  # a weighted graph step: compiled code no other test shares

@@ -29,8 +29,6 @@ so that a missing package or GPU is a clear error, not an ImportError from deep 
 """
 import os
 
-import numpy as np
-
 from ..config import CUDA_THREADS_PER_BLOCK
 
 # Elementwise kernels: threads per block (fewer when there are fewer elements).
@@ -148,9 +146,8 @@ class EachIndex:
         return self._kernel
 
     def __call__(self, count, *args, plan=None):
-        # Table entries arrive as NumPy scalars: Python's are what every other launch passes, so
-        # that a step's plan keys (``Plan.key``) are alike.
-        args = tuple(a.item() if isinstance(a, np.generic) else a for a in args)
+        # ``args``' scalars are Python's, as every launch's (the launchers cast table entries), so
+        # that a step's plan keys (``Plan.key``) are alike and each kernel compiles once.
         launch(plan, self.kernel, *blocks(int(count)), int(count), args)
 
 

@@ -12,7 +12,6 @@ from ..config import kernel
 from .activations import bias_activation_forward
 from .checks import all_finite
 from .dense import dense_product
-from .losses import loss_forward, weighted_loss_forward
 from .metrics import count_correct
 from .network import network_forward
 from .sparse import csr_first_forward
@@ -89,12 +88,12 @@ def predict_sparse_batches(out, net, indptr, indices, values, batch_size, work, 
 
 
 @kernel
-def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=True, embedding=True, masking=True,
-                     user=None, graph=None, user_loss=None, weights=None):
+def evaluate_batches(net, x, y, batch_size, work, dropout=True, batchnorm=True, embedding=True, masking=True,
+                     user=None, graph=None, loss_fns=None, weights=None):
     """(sum over batches of loss x rows, number of correct rows) over all rows of ``x``, in
-    inference mode (``net.rng`` is not read). ``user_loss`` as ``train_batches``'. ``weights``: None,
-    or one loss weight per row of ``x`` (each batch's loss as ``losses.weighted_loss_forward``; the
-    correct rows unweighted)."""
+    inference mode (``net.rng`` is not read). ``loss_fns``: the loss's functions, as
+    ``train_batches``'. ``weights``: None, or one loss weight per row of ``x`` (each batch's loss as
+    ``losses.weighted_loss_forward``; the correct rows unweighted)."""
     n = x.shape[0]
     total = 0.0
     correct = 0
@@ -102,26 +101,22 @@ def evaluate_batches(net, loss, x, y, batch_size, work, dropout=True, batchnorm=
         hi = min(lo + batch_size, n)
         pred = network_forward(net, x[lo:hi], work, bool(False), dropout, batchnorm, embedding, masking, user, 0,
                                graph, 0)  # a plain bool, as in train_batches
-        total += batch_loss_value(loss, pred, y[lo:hi], user_loss, weights, lo) * (hi - lo)
+        total += batch_loss_value(pred, y[lo:hi], loss_fns, weights, lo) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct
 
 
 @kernel(inline=True)
-def batch_loss_value(loss, pred, y, user_loss, weights, lo):
-    """The loss of one batch, the rows from ``lo``: built-in (``loss``) or the user's, unweighted
-    (``weights`` None) or with the batch's share of ``weights``, one per row of the whole input."""
-    if user_loss is not None:
-        if weights is None:
-            return user_loss.value[0](pred, y)
-        return user_loss.weighted[0](pred, y, weights[lo: lo + pred.shape[0]])
+def batch_loss_value(pred, y, loss_fns, weights, lo):
+    """The loss of one batch, the rows from ``lo``: unweighted (``weights`` None) or with the
+    batch's share of ``weights``, one per row of the whole input."""
     if weights is None:
-        return loss_forward(loss, pred, y)
-    return weighted_loss_forward(loss, pred, y, weights[lo: lo + pred.shape[0]])
+        return loss_fns.value[0](pred, y)
+    return loss_fns.weighted[0](pred, y, weights[lo: lo + pred.shape[0]])
 
 
 @kernel
-def evaluate_predictions(loss, pred, y, batch_size, user_loss=None, weights=None):
+def evaluate_predictions(pred, y, batch_size, loss_fns, weights=None):
     """``evaluate_batches``' (sum over batches of loss x rows, correct rows) from the predictions
     ``pred`` of all rows, made already (``predict_sparse_batches``), in the same batches."""
     n = pred.shape[0]
@@ -129,6 +124,6 @@ def evaluate_predictions(loss, pred, y, batch_size, user_loss=None, weights=None
     correct = 0
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        total += batch_loss_value(loss, pred[lo:hi], y[lo:hi], user_loss, weights, lo) * (hi - lo)
+        total += batch_loss_value(pred[lo:hi], y[lo:hi], loss_fns, weights, lo) * (hi - lo)
         correct += count_correct(pred[lo:hi], y[lo:hi])
     return total, correct

@@ -273,9 +273,16 @@ def weighted_loss_forward(loss, pred, target, weights):
     total = 0.0
     for i in range(pred.shape[0]):
         total += np.float64(weights[i]) * loss_forward(loss, pred[i: i + 1], target[i: i + 1])
-    if loss == SSE or pred.shape[0] == 0:
+    return weighted_loss_finish(loss, total, pred.shape[0])
+
+
+@kernel(inline=True)
+def weighted_loss_finish(loss, total, rows):
+    """The weighted loss from sum_i w_i l_i over ``rows`` rows: divided by the rows, but for the
+    summed SSE."""
+    if loss == SSE or rows == 0:
         return total
-    return total / pred.shape[0]
+    return total / rows
 
 
 @kernel(inline=True)
@@ -313,6 +320,17 @@ def scale_block(block, scale):
     (``user_losses.output_loss_kernels``)."""
     for i in range(block.shape[0]):
         scale_values(block[i], scale)
+
+
+# Each loss's (forward, backward) kernels by code, for code that names one loss: a model's step
+# compiles its own loss's alone (``fastnn.user_losses.loss_kernels``), not ``loss_forward``'s ten.
+LOSS_KERNELS = {MSE: (mse_forward, mse_backward), SSE: (sse_forward, sse_backward), MAE: (mae_forward, mae_backward),
+                MAPE: (mape_forward, mape_backward), MSLE: (msle_forward, msle_backward),
+                COSINE_SIMILARITY: (cosine_similarity_forward, cosine_similarity_backward),
+                CROSS_ENTROPY: (cross_entropy_forward, cross_entropy_backward),
+                BINARY_CROSS_ENTROPY: (binary_cross_entropy_forward, binary_cross_entropy_backward),
+                KL_DIVERGENCE: (kl_divergence_forward, kl_divergence_backward),
+                PERCEPTRON: (perceptron_forward, perceptron_backward)}
 
 
 @kernel

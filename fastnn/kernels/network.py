@@ -31,9 +31,8 @@ from ..config import kernel
 from .activations import activation_backward
 from .dispatch import IN_PLACE, INTO_DX, layer_backward, layer_forward
 from .distributed import allreduce_gradients, allreduce_loss, rank_rows
-from .losses import (CROSS_ENTROPY, loss_backward, loss_forward, loss_is_summed, sigmoid_binary_cross_entropy_backward,
-                     softmax_cross_entropy_backward, batch_weight_scale, scale_values, weight_rows,
-                     weighted_loss_forward)
+from .losses import (CROSS_ENTROPY, loss_is_summed, sigmoid_binary_cross_entropy_backward,
+                     softmax_cross_entropy_backward, batch_weight_scale, scale_values, weight_rows)
 from .metrics import count_correct, metric_counts
 from .optimizers import H_LR, H_SCHEDULE, clip_global_norms, clip_gradients, optimizer_step
 from .parallel import gather_rows
@@ -91,22 +90,21 @@ def network_forward(net, x, work, training, dropout=True, batchnorm=True, embedd
 # Compiled on its own, not inlined: its types do not depend on a model's layer kinds, so one compile
 # serves every model of a dtype (inlined, each new kind of model typed it again: 0.5 s of its 7.5).
 @kernel
-def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale, user_loss=None, weights=None):
+def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale, loss_fns=None, weights=None):
     """dout = dL/d(the last layer's output), times ``grad_scale``; or dL/d(its pre-activation) when
     ``fuse_loss_backward`` says so, which this returns (the cross-entropy pairs as one formula,
     ``fused_loss_activation``; any other activation's derivative applied after the loss's).
-    ``weights``: None, or the batch's per-row loss weights (``losses.weight_rows``)."""
+    ``loss_fns`` as ``train_batches``'; ``weights``: None, or the batch's per-row loss weights
+    (``losses.weight_rows``)."""
     last = layers.shape[0] - 1
     fuse = fuse_loss_backward(layers)
     paired = fuse and fused_loss_activation(loss, layers[last, ACT])
-    if user_loss is not None:
-        user_loss.gradient[0](dout, pred, target)
-    elif paired and loss == CROSS_ENTROPY:
+    if paired and loss == CROSS_ENTROPY:
         softmax_cross_entropy_backward(dout, pred, target)
     elif paired:
         sigmoid_binary_cross_entropy_backward(dout, pred, target)
     else:
-        loss_backward(loss, dout, pred, target)
+        loss_fns.gradient[0](dout, pred, target)
     if weights is not None:
         weight_rows(dout, weights)
     if grad_scale != 1.0:
@@ -121,7 +119,7 @@ def loss_gradient(dout, pred, target, loss, layers, alphas, grad_scale, user_los
 
 @kernel
 def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=True, embedding=True, masking=True,
-                     user=None, row0=0, grad_scale=1.0, stop=0, user_loss=None, weights=None):
+                     user=None, row0=0, grad_scale=1.0, stop=0, loss_fns=None, weights=None):
     """Fill ``grads`` with dL/dparams for the batch whose training forward pass is in ``work.acts``.
 
     ``work.deltas[cur]`` holds dL/d(layer k's output) when layer k is reached (dL/d(its
@@ -138,7 +136,7 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
     n_last = layers[last, N_OUT]
     cur = 0
     applied = loss_gradient(deltas[cur, : rows * n_last].reshape(rows, n_last), node_output(x, work, layers, last, rows),
-                            target, loss, layers, net.alphas, grad_scale, user_loss, weights)
+                            target, loss, layers, net.alphas, grad_scale, loss_fns, weights)
     for k in range(last, stop - 1, -1):
         n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
         inp = node_output(x, work, layers, k - 1, rows)
@@ -184,7 +182,7 @@ def add_into(dst, src):
 
 @kernel
 def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batchnorm=True, embedding=True, masking=True,
-                   user=None, row0=0, grad_scale=1.0, user_loss=None, weights=None):
+                   user=None, row0=0, grad_scale=1.0, loss_fns=None, weights=None):
     """``network_backward`` for a ``Graph``: every node's gradient buffer starts at zero, the loss
     gradient goes to the last node's, and each layer, in reverse order, adds dL/d(its inputs) into
     its sources' buffers (a node read by several layers sums their shares) after its own
@@ -202,7 +200,7 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
             for j in range(d.shape[1]):
                 d[r, j] = 0
     applied = loss_gradient(node_delta(graph, work, layers, last, rows), node_output(x, work, layers, last, rows),
-                            target, loss, layers, net.alphas, grad_scale, user_loss, weights)
+                            target, loss, layers, net.alphas, grad_scale, loss_fns, weights)
     for k in range(last, -1, -1):
         if layers[k, KIND] == SLICE_LAYER:
             continue
@@ -263,7 +261,7 @@ def apply_optimizers(params, train, tensors, schedules):
 @kernel
 def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, counts, metrics, reg, tensors, schedules,
                   dropout=True, batchnorm=True, embedding=True, masking=True, user=None, collective=None, graph=None,
-                  sparse=None, user_loss=None, weights=None, user_metrics=None):
+                  sparse=None, loss_fns=None, weights=None, user_metrics=None):
     """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
     ``x[order]``, ``y[order]``.
 
@@ -283,8 +281,11 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     ``graph``: None for a stack of layers, or a model's ``Graph``.
     ``sparse``: None, or a ``kernels.sparse.SparseBatches``: a CSR data set, or a first Dense layer
     that skips the input's zeros (then its passes run here, and the walkers start after it).
-    ``user_loss``: None, or a user loss's compiled functions (``fastnn.user_losses.UserLoss``),
-    which then give the loss's value and gradient. ``user_metrics``: None, or a
+    ``loss``: the loss's code, for the fused loss-activation gradients and MPI's reduction;
+    ``loss_fns``: its compiled value, gradient and weighted value (``fastnn.user_losses.UserLoss``):
+    a user loss's, or a built-in one's (``user_losses.loss_kernels``), called through their
+    addresses, so that a step compiles its own loss alone and one compile serves every loss
+    (calling ``loss_forward(loss, ...)`` here compiled all ten: 2.6 s of a cold start). ``user_metrics``: None, or a
     ``fastnn.user_losses.UserMetrics``: each user metric's value on the batch, times the batch's
     rows, is added to ``counts[offset + i]`` (their mean over rows is the epoch's figure).
     ``weights``: None, or a ``SampleWeights``: each row's loss and gradient weighted
@@ -333,15 +334,10 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
             pred = network_forward(net, xb, work, bool(True), dropout, batchnorm, embedding, masking, user, r0, graph,
                                    skip)
             # (the weights as weights.batch[:local], not wb: a first-class function takes no Optional)
-            if user_loss is not None:
-                if weights is None:
-                    value = user_loss.value[0](pred, yb)
-                else:
-                    value = user_loss.weighted[0](pred, yb, weights.batch[:local])
-            elif weights is None:
-                value = loss_forward(loss, pred, yb)
+            if weights is None:
+                value = loss_fns.value[0](pred, yb)
             else:
-                value = weighted_loss_forward(loss, pred, yb, wb)
+                value = loss_fns.weighted[0](pred, yb, weights.batch[:local])
             correct = count_correct(pred, yb)
             if metrics is not None:  # a diverged batch's counts are never read
                 metric_counts(metrics, counts, pred, yb)
@@ -363,13 +359,13 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         if local > 0:
             if graph is None:  # (Numba prunes a branch only on a plain ``is None`` test)
                 cur, applied = network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, embedding,
-                                                masking, user, r0, share, skip, user_loss, wb)
+                                                masking, user, r0, share, skip, loss_fns, wb)
                 if sparse is not None:
                     if skip:
                         sparse_first_backward(net, train.grads, sparse, work, local, cur, applied)
             else:
                 graph_backward(net, train.grads, xb, work, loss, yb, graph, dropout, batchnorm, embedding, masking,
-                               user, r0, share, user_loss, wb)
+                               user, r0, share, loss_fns, wb)
         else:
             for i in range(train.grads.size):
                 train.grads[i] = 0
