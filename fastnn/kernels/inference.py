@@ -8,6 +8,8 @@ are in cache (through the first Dense layer's product where there is one:
 nonzeros; ``evaluate_batches`` sums each batch's loss times its rows and the correct rows, and
 ``evaluate_predictions`` does the same from predictions made already.
 """
+import numpy as np
+
 from ..config import kernel
 from .activations import bias_activation_forward
 from .checks import all_finite
@@ -81,7 +83,7 @@ def predict_sparse_batches(out, net, indptr, indices, values, batch_size, work, 
         csr_first_forward(net, indptr[lo: hi + 1], indices, values, work, hi - lo)
         # (x: a stand-in of the batch's rows and no columns; with first = 1 no layer reads it)
         pred = network_forward(net, work.acts[:0].reshape(hi - lo, 0), work, bool(False), dropout, batchnorm,
-                               embedding, masking, user, 0, None, 1)
+                               embedding, masking, user, 0, None, np.int64(1))
         for i in range(hi - lo):
             for j in range(pred.shape[1]):
                 out[lo + i, j] = pred[i, j]
@@ -100,7 +102,7 @@ def evaluate_batches(net, x, y, batch_size, work, dropout=True, batchnorm=True, 
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         pred = network_forward(net, x[lo:hi], work, bool(False), dropout, batchnorm, embedding, masking, user, 0,
-                               graph, 0)  # a plain bool, as in train_batches
+                               graph, np.int64(0))  # a plain bool and an int64, as in train_batches
         total += batch_loss_value(pred, y[lo:hi], loss_fns, weights, lo) * (hi - lo)
         correct += count_correct(pred, y[lo:hi])
     return total, correct

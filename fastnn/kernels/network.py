@@ -306,13 +306,16 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         local = r1 - r0
         xb = acts[act_off[0]: act_off[0] + local * n_in].reshape(local, n_in)
         yb = targets[: local * n_out].reshape(local, n_out)
-        skip = 0  # the layers run before the walkers: the zero-skipping first layer
+        # The layers run before the walkers: the zero-skipping first layer. An int64, never the literal 0
+        # (Numba compiles a callee again for a literal argument): predict's is one, so training, predict
+        # and evaluate share one compiled network_forward (0.5 s of a first predict).
+        skip = np.int64(0)
         if sparse is None:
             gather_rows(xb, x, order, lo + r0)
         else:
             gather_sparse(sparse, xb, x, order, lo + r0)
             if sparse.skip:
-                skip = 1
+                skip = np.int64(1)
         gather_rows(yb, y, order, lo + r0)
         wb = None
         scale = 1.0  # scikit-learn's normalization (SampleWeights.normalize), applied after the allreduce
