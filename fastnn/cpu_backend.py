@@ -168,16 +168,17 @@ class CPUBackend(Backend):
                 batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
                 *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph, sparse,
-                self._loss_kernels(loss), self._sample_weights(weights, batch_size),
+                self._loss_kernels(loss, weights), self._sample_weights(weights, batch_size),
                 None if user_metrics is None else user_metrics(self.dtype))
 
-    def _loss_kernels(self, loss):
-        """``train_batches``' ``user_loss``: the loss's compiled functions, a user loss's (its code
+    def _loss_kernels(self, loss, weights):
+        """``train_batches``' ``loss_fns``: the loss's compiled functions, a user loss's (its code
         carries the loss, ``fastnn.user_losses.LossCode``) or a built-in one's, so that the step
-        compiles this one loss rather than every built-in (``fastnn.user_losses.loss_kernels``)."""
+        compiles this one loss rather than every built-in (``fastnn.user_losses.loss_kernels``;
+        its weighted value only for a step with ``weights``)."""
         user = getattr(loss, "user", None)
         if user is None:
-            return loss_kernels(int(loss), self.dtype)
+            return loss_kernels(int(loss), self.dtype, weights is not None)
         return user.kernels(self.dtype, int(self.spec.table[-1, network.N_OUT]))
 
     def _sample_weights(self, weights, batch_size):
@@ -267,7 +268,8 @@ class CPUBackend(Backend):
     def evaluate_predictions(self, pred, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
         """``evaluate``'s (loss x rows summed over batches, correct rows) of predictions made already
         (``predict_sparse``'s), batch by batch as ``evaluate``'s."""
-        return self._run(inference.evaluate_predictions, pred, y, batch_size, self._loss_kernels(loss), weights)
+        return self._run(inference.evaluate_predictions, pred, y, batch_size, self._loss_kernels(loss, weights),
+                         weights)
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
         """As ``predict``, a read-only ``x`` or ``y`` is copied. ``weights``: None, or a loss
@@ -276,5 +278,5 @@ class CPUBackend(Backend):
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
             return self._run(inference.evaluate_batches, self._network(), x, y, batch_size, self.work,
-                             *self.kinds, self.graph, self._loss_kernels(loss), weights)
+                             *self.kinds, self.graph, self._loss_kernels(loss, weights), weights)
 

@@ -134,12 +134,28 @@ def _loss_terms(code, weight, lo, hi):
 
 
 @lru_cache(maxsize=64)
-def loss_kernels(code, dtype):
+def loss_kernels(code, dtype, weighted=True):
     """A built-in loss's (value, gradient, weighted) functions, of a user loss's signatures: the
     step takes them as it takes a user loss's, and so compiles this loss's kernels alone, not the
     ten of ``loss_forward``'s branches (seconds of a cold start). The value with weights is
-    ``kernels.losses.weighted_loss_forward``'s."""
-    return _loss_bundle(((code, 1.0, None, None),), dtype, f"loss {code}")
+    ``kernels.losses.weighted_loss_forward``'s. ``weighted`` False: for a step without weights,
+    which never calls it (``train_batches`` drops the call on ``weights is None``), a stand-in
+    shared by every loss of the dtype, so that the loss's own is not compiled (0.3 s)."""
+    return _loss_bundle(((code, 1.0, None, None),), np.dtype(dtype), f"loss {code}", weighted)
+
+
+_UNWEIGHTED = '''
+def weighted(pred, target, weights):
+    raise ValueError("a step built without sample weights got some")
+'''
+
+
+@lru_cache(maxsize=4)
+def _unweighted(dtype):
+    """The ``weighted`` stand-in of ``loss_kernels(..., weighted=False)``."""
+    T = numba.from_dtype(dtype)
+    return compile_generated(_UNWEIGHTED, {}, {"weighted": types.float64(T[:, ::1], T[:, ::1], T[::1])},
+                             "an unweighted step", ())["weighted"]
 
 
 @lru_cache(maxsize=64)
@@ -150,28 +166,33 @@ def output_loss_kernels(blocks, dtype):
     weight per row: each output's ``weighted_loss_forward``, as Keras weighs every output's loss by
     the one ``sample_weight``), the gradient each output's loss gradient times its weight, in its
     columns (the step scales its rows by their weights)."""
-    return _loss_bundle(blocks, dtype, "outputs' losses")
+    return _loss_bundle(blocks, np.dtype(dtype), "outputs' losses")
 
 
-def _loss_bundle(blocks, dtype, label):
-    T = numba.from_dtype(np.dtype(dtype))
+def _loss_bundle(blocks, dtype, label, weighted=True):
+    """The (value, gradient, weighted) functions of the loss ``blocks`` (``_loss_terms``' arguments
+    per output); without ``weighted``, ``_unweighted``'s stand-in for the last. The weighted value
+    is a module of its own, so that the value and gradient compile once either way."""
+    T = numba.from_dtype(dtype)
     m = T[:, ::1]
-    value = ["def value(pred, target):", "    total = 0.0"]
-    weighted = ["def weighted(pred, target, weights):", "    total = 0.0"]
-    gradient = ["def gradient(dpred, pred, target):"]
+    lines = {"value": ["def value(pred, target):", "    total = 0.0"],
+             "weighted": ["def weighted(pred, target, weights):", "    total = 0.0"],
+             "gradient": ["def gradient(dpred, pred, target):"]}
     scope = {"scale_block": scale_block, "weighted_loss_finish": weighted_loss_finish}
     for block in blocks:
-        v, w, g, names = _loss_terms(*block)
-        value += v
-        weighted += w
-        gradient += g
+        *terms, names = _loss_terms(*block)
+        for name, more in zip(("value", "weighted", "gradient"), terms):
+            lines[name] += more
         scope.update(names)
     # The built-in kernels stand where a user's functions would: their code is in the cache key.
-    compiled = compile_generated("\n".join(value + ["    return total", ""] + weighted + ["    return total", ""]
-                                           + gradient + [""]), scope,
-                                 {"value": types.float64(m, m), "gradient": types.void(m, m, m),
-                                  "weighted": types.float64(m, m, T[::1])},
-                                 label, tuple(scope.values()))
+    compiled = compile_generated("\n".join(lines["value"] + ["    return total", ""] + lines["gradient"] + [""]),
+                                 scope, {"value": types.float64(m, m), "gradient": types.void(m, m, m)}, label,
+                                 tuple(scope.values()))
+    if weighted:
+        compiled.update(compile_generated("\n".join(lines["weighted"] + ["    return total", ""]), scope,
+                                          {"weighted": types.float64(m, m, T[::1])}, label, tuple(scope.values())))
+    else:
+        compiled["weighted"] = _unweighted(dtype)
     return UserLoss((compiled["value"],), (compiled["gradient"],), (compiled["weighted"],))
 
 
@@ -219,7 +240,8 @@ def _output_loss_metric(fn, dtype):
     value, weighted, _, scope = _loss_terms(fn.code, 1.0, fn.first, fn.stop)
     scope["weighted_loss_finish"] = weighted_loss_finish
     source = "\n".join(["def metric(pred, target, weights):", "    total = 0.0", "    if weights.shape[0] == 0:"]
-                       + ["    " + line for line in value] + ["        return total"] + weighted + ["    return total", ""])
+                       + ["    " + line for line in value] + ["        return total"]
+                       + weighted + ["    return total", ""])
     return compile_generated(source, scope, {"metric": types.float64(T[:, ::1], T[:, ::1], T[::1])},
                              "an output's loss", tuple(scope.values()))["metric"]
 
