@@ -103,7 +103,7 @@ class StepLimit:
             seconds.append(time.perf_counter() - start)
         return round(100.0 * self.products / statistics.median(seconds), 1)
 
-    track_products_percent_of_step.unit = "%"
+    track_products_percent_of_step.unit = "% products"  # regression_check: higher is better
 
 
 class TrainOnBatch:
