@@ -197,7 +197,7 @@ class CPUBackend(Backend):
         """``kernel(*args)``; with user layers or metrics, without Numba's notice that their first-class
         functions are an experimental feature (``fastnn.user_layers``). A loss's functions
         (``fastnn.user_losses.UserLoss``) raise no notice: their typed Lists are typed without
-        one, and this costs 15 us a call (each train_on_batch)."""
+        one, so a plain fit or train_on_batch call sets up no warnings filter."""
         if self.kinds[-1] is None and not self._user_functions(args):
             return kernel(*args)
         return user_kernels.quietly(kernel, *args)

@@ -112,7 +112,6 @@ def metric(pred, target, weights):
 '''
 
 
-
 def _numba_message(exc):
     return " ".join(str(exc).strip().splitlines()[:6])
 
