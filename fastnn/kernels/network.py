@@ -286,8 +286,9 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     a user loss's, or a built-in one's (``user_losses.loss_kernels``), called through their
     addresses, so that a step compiles its own loss alone and one compile serves every loss
     (calling ``loss_forward(loss, ...)`` here compiled all ten: 2.6 s of a cold start).
-    ``user_metrics``: None, or a ``fastnn.user_losses.UserMetrics``: each user metric's value on the batch, times the batch's
-    rows, is added to ``counts[offset + i]`` (their mean over rows is the epoch's figure).
+    ``user_metrics``: None, or a ``fastnn.user_losses.UserMetrics``: each user metric's value on
+    the batch, times the batch's rows, is added to ``counts[offset + i]`` (their mean over rows is
+    the epoch's figure).
     ``weights``: None, or a ``SampleWeights``: each row's loss and gradient weighted
     (``losses.weighted_loss_forward``); the training metrics stay unweighted, as Keras' ``metrics``
     (their functions get the weights, and only the outputs' losses of several use them).
