@@ -3,6 +3,7 @@
 Kernels are compiled through :func:`kernel`, which applies one set of flags to the whole
 package, so a reader (and ``tests/test_config.py``) can check them in one place.
 """
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -12,7 +13,8 @@ import sys
 import warnings
 
 import numba
-from numba.core import caching
+from numba.core import caching, sigutils
+from numba.core.compiler_lock import global_compiler_lock
 
 # fastmath without 'nnan' and 'ninf': with those two, isnan/isfinite fold to False
 # (numba#9383) and a diverging loss would go unnoticed. The rest lets LLVM vectorize
@@ -285,8 +287,58 @@ def kernel(fn=None, *, inline=False, parallel=False):
                                 inline="always" if inline else "never")(f)
         if CACHE and hasattr(dispatcher, "enable_caching"):
             dispatcher._cache = _CacheOnFirstUse(f)
+            dispatcher.compile = _compile_once(dispatcher)
         return dispatcher
     return wrap if fn is None else wrap(fn)
+
+
+def _compile_once(dispatcher):
+    """``dispatcher.compile`` for processes that share one cache (MPI ranks, joblib or pytest-xdist
+    workers, a process pool): one of them compiles a kernel for a signature while the others wait
+    for it, then load its work from the cache rather than compile it again. Each holds the lock
+    file of the (function, signature) pair from its cache lookup to its save.
+
+    The locks nest as calls do (a kernel's compile compiles its callees), so two processes could
+    only wait on each other through a recursive call. They are taken under Numba's compiler lock,
+    which lets one thread of a process compile at a time: the set of held locks needs no lock of
+    its own, and a thread never waits on a file its own process holds."""
+    plain = dispatcher.compile
+
+    def compile(sig):
+        with global_compiler_lock:
+            args, _ = sigutils.normalize_signature(sig)
+            if tuple(args) in dispatcher.overloads:  # compiled or loaded before: no file to touch
+                return plain(sig)
+            with _held_lock(dispatcher._cache.lock_path(args)):
+                return plain(sig)
+    return compile
+
+
+_held_locks = set()  # the lock files this process holds, read and written under Numba's compiler lock
+
+
+@contextlib.contextmanager
+def _held_lock(path):
+    """An exclusive lock on the file ``path`` between processes, reentrant within one (POSIX
+    ``flock``; elsewhere, or for a path that can't be opened, none; None: none). Under Numba's
+    compiler lock only, which keeps the other threads of the process out."""
+    handle = None
+    if path is not None and path not in _held_locks:
+        try:
+            import fcntl
+            handle = open(path, "a")
+        except (ImportError, OSError):  # no flock here, or a read-only cache, where nothing is saved
+            handle = None
+    if handle is None:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _held_locks.add(path)
+        try:
+            yield
+        finally:
+            _held_locks.discard(path)  # closing the file releases its lock
 
 
 class _CacheOnFirstUse:
@@ -302,6 +354,32 @@ class _CacheOnFirstUse:
     def __getattr__(self, name):
         if name.startswith("__") or name.startswith("_fastnn"):
             raise AttributeError(name)
+        return getattr(self._fastnn_made(), name)
+
+    def _fastnn_made(self):
         if self._fastnn_cache is None:
             self._fastnn_cache = caching.FunctionCache(self._fastnn_py_func)
-        return getattr(self._fastnn_cache, name)
+        return self._fastnn_cache
+
+    def _fastnn_index(self):
+        try:
+            return self._fastnn_made()._cache_file._index_path
+        except Exception:  # no cache folder found, or a Numba without these attributes
+            return None
+
+    def lock_path(self, args):
+        """The lock file of this function's kernel for the argument types ``args``, beside the
+        function's index (``_compile_once``); None without one."""
+        index = self._fastnn_index()
+        if index is None:
+            return None
+        return f"{index}-{hashlib.blake2b(str(args).encode(), digest_size=8).hexdigest()}.lock"
+
+    def save_overload(self, sig, data):
+        """Numba's save, one process at a time per function. Numba names a new data file by
+        counting the entries of the index it read, so two processes saving kernels of one
+        function at once (two signatures: ``_compile_once`` locks one) would write the same file,
+        and one would later load the other's machine code (numba#4807: crashes)."""
+        index = self._fastnn_index()
+        with _held_lock(None if index is None else index + ".lock"):
+            return self._fastnn_made().save_overload(sig, data)

@@ -1,7 +1,12 @@
 """The package's Numba flags live in fastnn.config alone (stumpy's habit): no kernel module
 compiles with flags of its own, and the fastmath set keeps NaN and inf observable."""
+import json
+import os
 import pathlib
 import re
+import subprocess
+import sys
+import time
 
 import fastnn
 from fastnn import config
@@ -96,3 +101,81 @@ def test_serial_and_parallel_builds_never_share_a_cache_entry_nor_a_cache_file(m
         monkeypatch.setattr(config, "PARALLEL_OPTIMIZER", optimizer)
         seen.add((config._kernel_sources_stamp(), config._build_tag()))
     assert len({s for s, _ in seen}) == len({t for _, t in seen}) == 3
+
+
+# Processes sharing a cache (config._compile_once, _CacheOnFirstUse.save_overload). Each child
+# imports a kernel defined in tmp_path and plays one part; the lock files are fastnn's own.
+_LOCKING_CHILD = """
+import json, sys
+import numba
+from numba.core.compiler_lock import global_compiler_lock
+sys.path.insert(0, sys.argv[1])
+from fastnn import config
+import locked_kernels as m
+part = sys.argv[2]
+if part == "call":
+    print("calling", flush=True)
+    print(json.dumps([m.twice(21), sum(m.twice.stats.cache_hits.values()), sum(m.twice.stats.cache_misses.values())]))
+else:
+    index = m.twice._cache._fastnn_index()
+    path = m.twice._cache.lock_path((numba.int64,)) if part == "hold-compile" else index + ".lock"
+    with global_compiler_lock, config._held_lock(path):
+        print("held", flush=True)
+        if sys.stdin.readline().strip() == "compile":
+            m.twice(21)  # compiled and saved under the lock held here (reentrant)
+            print("compiled", flush=True)
+            sys.stdin.readline()
+"""
+
+
+def _locking_children(tmp_path):
+    (tmp_path / "locked_kernels.py").write_text("from fastnn.config import kernel\n\n\n@kernel\ndef twice(x):\n"
+                                                "    return 2 * x\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def start(part):
+        return subprocess.Popen([sys.executable, "-c", _LOCKING_CHILD, str(tmp_path), part], env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return start
+
+
+def _result(child):
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    return json.loads(out.splitlines()[-1])
+
+
+def test_a_process_waits_for_another_compiling_the_same_kernel_then_loads_it(tmp_path):
+    """One process compiles a kernel for a signature; another that needs it meanwhile waits, then
+    loads it from the cache: one compile between them (without the lock, two)."""
+    start = _locking_children(tmp_path)
+    holder = start("hold-compile")
+    assert holder.stdout.readline().strip() == "held"
+    caller = start("call")
+    assert caller.stdout.readline().strip() == "calling"
+    time.sleep(0.5)  # the caller reaches the lock, and would compile at once without it
+    holder.stdin.write("compile\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "compiled"
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    holder.communicate(timeout=120)
+    assert _result(caller) == [42, 1, 0]  # loaded, not compiled
+
+
+def test_a_process_saves_a_functions_kernels_only_while_no_other_does(tmp_path):
+    """Two processes saving kernels of one function at once would name their data files alike
+    (numba#4807): a save waits while another process holds the function's save lock; then both
+    kernels stay in the cache, each loaded by a later process."""
+    start = _locking_children(tmp_path)
+    holder = start("hold-save")
+    assert holder.stdout.readline().strip() == "held"
+    caller = start("call")
+    assert caller.stdout.readline().strip() == "calling"
+    time.sleep(2.0)  # a compile of twice takes a fraction of this: the caller waits to save
+    assert caller.poll() is None
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    holder.communicate(timeout=120)
+    assert _result(caller) == [42, 0, 1]  # compiled, then saved
+    assert _result(start("call")) == [42, 1, 0]
