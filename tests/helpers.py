@@ -18,6 +18,22 @@ FD_ATOL = 1e-7
 FORWARD_RTOL = {np.float32: 2e-6, np.float64: 1e-12}
 
 
+def randomize_weights(model, seed=0):
+    """Every weight of ``model`` drawn anew, as a trained model's are (biases nonzero, BatchNorm's
+    moving statistics moved, the variances positive), so that an export or a conversion that
+    drops or mixes up one shows, without a training step, which compiles a step of its own."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        drawn = [(rng.uniform(0.5, 1.5, w.shape) if name == "moving_variance" else rng.normal(0.0, 0.5, w.shape))
+                 .astype(w.dtype) for name, w in zip(layer.weight_names(), weights)]
+        if getattr(layer, "mask_zero", False):
+            drawn[0][0] = 0  # the padding id's vector stays zero
+        layer.set_weights(drawn)
+
+
 def numerical_gradient(f, x, eps=FD_EPS):
     """Central differences d f() / d x for every element of the float64 array ``x``.
 

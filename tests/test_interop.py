@@ -8,26 +8,24 @@ torch = pytest.importorskip("torch")
 import fastnn  # noqa: E402
 from fastnn import MLP, Activation, BatchNormalization, Dense, Dropout, Input  # noqa: E402
 from fastnn.interop import from_torch, to_torch  # noqa: E402
+from helpers import randomize_weights  # noqa: E402
 
 
-def trained(dtype="float32"):
+def model_of(dtype="float32"):
     """Every kind: Dense with each activation, a bare Activation, Dropout, BatchNorm with
-    running statistics moved by training."""
+    running statistics moved (``randomize_weights``)."""
     model = MLP([Input(6), Dense(output_dim=8, activation="relu"), BatchNormalization(), Dropout(0.3),
                  Dense(8, 7, activation=fastnn.LeakyReLU(0.2)), Dense(7, 6, activation=fastnn.ELU(0.7)),
                  Dense(6, 5, activation="tanh"), Dense(5, 5, activation="sigmoid"), Dense(5, 4, activation=None),
                  Activation("softmax")], seed=0, dtype=dtype)
-    model.compile("cross_entropy", "adam")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 6)).astype(dtype)
-    model.fit(x, rng.integers(0, 4, 64), epochs=3, batch_size=16, verbose=0)
-    return model, x
+    randomize_weights(model)
+    return model, np.random.default_rng(0).normal(size=(64, 6)).astype(dtype)
 
 
 # float64 with -m slow: the same export, and a model of its own to compile.
 @pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_to_torch_computes_predict(dtype):
-    model, x = trained(dtype)
+    model, x = model_of(dtype)
     net = to_torch(model).eval()
     with torch.no_grad():
         out = net(torch.from_numpy(x)).numpy()
@@ -38,7 +36,7 @@ def test_to_torch_computes_predict(dtype):
 
 
 def test_from_torch_round_trip_and_a_torch_built_network():
-    model, x = trained()
+    model, x = model_of()
     back = from_torch(to_torch(model))
     np.testing.assert_allclose(back.predict(x), model.predict(x), rtol=1e-6, atol=1e-7)
     torch.manual_seed(0)

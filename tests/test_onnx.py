@@ -8,9 +8,10 @@ ort = pytest.importorskip("onnxruntime")
 
 import fastnn  # noqa: E402
 from fastnn import MLP, Activation, BatchNormalization, Dense, Dropout, Input  # noqa: E402
+from helpers import randomize_weights  # noqa: E402
 
 
-def trained(dtype, activations):
+def model_of(dtype, activations):
     layers = [Input(6), Dense(output_dim=8, activation="relu"), BatchNormalization(), Dropout(0.3)]
     width = 8
     for act in activations:
@@ -18,11 +19,8 @@ def trained(dtype, activations):
         width = 5
     layers += [Dense(width, 4, activation=None), Activation("softmax")]
     model = MLP(layers, seed=0, dtype=dtype)
-    model.compile("cross_entropy", "adam")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 6)).astype(dtype)
-    model.fit(x, rng.integers(0, 4, 64), epochs=3, batch_size=16, verbose=0)  # BatchNorm statistics move
-    return model, x
+    randomize_weights(model)  # BatchNorm's moving statistics as well
+    return model, np.random.default_rng(0).normal(size=(64, 6)).astype(dtype)
 
 
 def run(path, x):
@@ -33,7 +31,7 @@ def run(path, x):
 # float64 runs with -m slow: the same export at another dtype, and a model of its own to compile.
 @pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_onnxruntime_reproduces_predict(tmp_path, dtype):
-    model, x = trained(dtype, ["tanh", "sigmoid", fastnn.LeakyReLU(0.2), fastnn.ELU(0.7), "relu"])
+    model, x = model_of(dtype, ["tanh", "sigmoid", fastnn.LeakyReLU(0.2), fastnn.ELU(0.7), "relu"])
     path = model.to_onnx(tmp_path / "model.onnx")
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
@@ -52,7 +50,7 @@ def test_a_perceptron_step_exports(tmp_path):
 
 
 def test_bad_arguments(tmp_path):
-    model, _ = trained("float32", [])
+    model, _ = model_of("float32", [])
     with pytest.raises(ValueError, match="opset must be an integer >= 13"):
         model.to_onnx(tmp_path / "m.onnx", opset=11)
     with pytest.raises(TypeError, match="fastnn MLP"):
@@ -66,17 +64,16 @@ def test_embedding_and_masking_export_as_gather_and_where(tmp_path, combiner, ma
     model = MLP([fastnn.Embedding(9, 3, input_length=4, mask_zero=mask_zero, combiner=combiner),
                  Dense(output_dim=5, activation="relu"), fastnn.Masking(0.0), Dense(output_dim=2, activation=None)],
                 seed=0)
-    model.compile("mse", "adam")
+    randomize_weights(model)
     rng = np.random.default_rng(1)
     ids = rng.integers(0, 9, (32, 4))
     ids[0] = 0  # padding only
-    model.fit(ids, rng.normal(size=(32, 2)), epochs=2, batch_size=8, verbose=0)
     path = model.to_onnx(tmp_path / "embedding.onnx")
     np.testing.assert_allclose(run(path, ids.astype(np.float32)), model.predict(ids), rtol=1e-5, atol=1e-6)
 
 
 def functional(kind):
-    """A trained functional Model of ``kind`` and its list of inputs (ids as integers)."""
+    """A functional Model of ``kind`` (``randomize_weights``) and its list of inputs (ids as integers)."""
     from fastnn import Add, Concatenate, Model, Multiply
     rng = np.random.default_rng(3)
     if kind == "embedding":
@@ -103,12 +100,11 @@ def functional(kind):
         out = Dense(units=3, activation="softmax")(h)
         inputs, xs = [a, b], [rng.normal(size=(40, 4)), rng.normal(size=(40, 3))]
     model = Model(inputs, out, seed=0)
-    model.compile("cross_entropy", "adam")
-    model.fit(xs, rng.integers(0, 3, 40), epochs=3, batch_size=8, verbose=0)
+    randomize_weights(model)
     return model, xs
 
 
-# residual and embedding: a graph compiled for each alone
+# residual and embedding: a graph compiled for each alone (their predict)
 @pytest.mark.parametrize("kind", ["concatenate", pytest.param("residual", marks=pytest.mark.slow), "multiply",
                                   pytest.param("embedding", marks=pytest.mark.slow)])
 def test_functional_models_export_one_input_each(tmp_path, kind):
@@ -135,9 +131,8 @@ def test_a_shared_layer_exports_its_weights_once(tmp_path):
     ha, hb = enc(a), enc(b)
     out = Dense(units=3, activation="softmax")(Concatenate()([block(block(Add()([ha, hb]))), hb]))
     model = Model([a, b], out, seed=0)
-    model.compile("cross_entropy", "adam")
+    randomize_weights(model)
     xs = [rng.normal(size=(40, 4)), rng.normal(size=(40, 4))]
-    model.fit(xs, rng.integers(0, 3, 40), epochs=3, batch_size=8, verbose=0)
     proto = onnx.load(str(model.to_onnx(tmp_path / "shared.onnx")))
     assert len(proto.graph.initializer) == len(model.get_weights())  # enc, block, out: W and b each
     matmuls = [node for node in proto.graph.node if node.op_type == "MatMul"]
