@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from .config import SPARSE_FIRST_LAYER_MAX_DENSITY
-from .kernels.checks import all_finite
+from .kernels.checks import all_finite, count_nonzero
 
 # Rows of a dense input whose nonzeros estimate its density: enough for two decimals, and
 # cheap next to an epoch (1000 of MNIST's rows: about 0.3 ms).
@@ -69,7 +69,8 @@ def density(x):
     if is_sparse(x):
         return x.nnz / max(1, x.shape[0] * x.shape[1])
     sample = x[:: max(1, x.shape[0] // DENSITY_SAMPLE_ROWS)]
-    return np.count_nonzero(sample) / max(1, sample.size)
+    nonzeros = count_nonzero(sample) if sample.ndim == 2 and sample.dtype.kind == "f" else np.count_nonzero(sample)
+    return nonzeros / max(1, sample.size)
 
 
 class SparseSource:

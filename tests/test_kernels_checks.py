@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fastnn.kernels.checks import all_finite, labels_in_range
+from fastnn.kernels.checks import all_finite, count_nonzero, labels_in_range
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -33,3 +33,15 @@ def test_labels_in_range_matches_numpy():
     assert labels_in_range(labels, 10)
     assert not labels_in_range(labels, 9)
     assert not labels_in_range(np.array([0, -1], dtype=np.int64), 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_count_nonzero_equals_numpys_for_every_layout(dtype):
+    """-0.0 (a negative number times a zero mask) is a zero, NaN and inf are not; C order, rows
+    skipped (the density sample) and a transposed view."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((41, 23)) * (rng.random((41, 23)) < 0.3)).astype(dtype)
+    assert np.signbit(x[x == 0]).any()  # some zeros are -0.0
+    x[0, :3] = [np.nan, np.inf, -np.inf]
+    for view in (x, x[::4], x.T, x[:0]):
+        assert count_nonzero(view) == np.count_nonzero(view)

@@ -52,6 +52,7 @@ SGD, ADAM, RMSPROP, ADAGRAD, ADAMW = range(5)
 H_LR, H_1, H_2, H_EPS, H_FLAG, H_DECAY, H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE, H_CLIP_GROUP, H_SCHEDULE = \
     range(11)
 N_HYPER = H_SCHEDULE + 8
+assert (H_GLOBAL_CLIPNORM, H_CLIPVALUE) == (H_CLIPNORM + 1, H_CLIPNORM + 2)  # any_clipping's slice
 # torch.nn.utils.clip_grad_norm_'s guard: scale = max_norm / (total_norm + 1e-6).
 GLOBAL_CLIPNORM_EPSILON = 1e-6
 
@@ -60,7 +61,8 @@ def any_clipping(opt_hyper):
     """Whether any optimizer of the (S, >= N_HYPER) hyper-parameter table clips its gradients
     (the backends leave the clipping stage out of a step otherwise)."""
     hyper = np.asarray(opt_hyper, dtype=np.float64)
-    return bool(hyper.size) and bool(np.any(hyper[:, [H_CLIPNORM, H_GLOBAL_CLIPNORM, H_CLIPVALUE]] > 0))
+    # The three clipping columns are adjacent: a slice, not a fancy index (train_on_batch runs this per call).
+    return bool(hyper.size) and bool((hyper[:, H_CLIPNORM:H_CLIPVALUE + 1] > 0).any())
 
 
 # ---- the update rules, one element at a time ----------------------------------------------------
