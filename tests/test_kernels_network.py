@@ -15,7 +15,7 @@ from fastnn.kernels import inference as I
 from fastnn.kernels import losses as L
 from fastnn.kernels import network as N
 from fastnn.kernels import optimizers as O
-from fastnn.user_losses import loss_kernels
+from fastnn.user_losses import loss_kernels  # weighted=False: no step here weighs its rows
 from helpers import assert_gradient, naive_dropout_keep, numerical_gradient
 
 # Pre-activations and prediction errors stay this far from a kink, so that no finite
@@ -227,7 +227,7 @@ def test_network_backward_matches_finite_differences(name):
     work = workspace(net, ROWS)
     N.network_forward(network(net), x, work, True)
     grads = np.full_like(net.params, np.nan)
-    N.network_backward(network(net), grads, x, work, loss, target, loss_fns=loss_kernels(loss, x.dtype))
+    N.network_backward(network(net), grads, x, work, loss, target, loss_fns=loss_kernels(loss, x.dtype, weighted=False))
 
     fd_work = workspace(net, ROWS)
 
@@ -252,7 +252,7 @@ def test_network_backward_float32_matches_float64():
         xd, td = x.astype(dtype), target.astype(dtype)
         N.network_forward(network(net, params), xd, work, True)
         grads = np.full_like(params, np.nan)
-        N.network_backward(network(net, params), grads, xd, work, loss, td, loss_fns=loss_kernels(loss, dtype))
+        N.network_backward(network(net, params), grads, xd, work, loss, td, loss_fns=loss_kernels(loss, dtype, weighted=False))
         assert grads.dtype == dtype
         results.append(grads)
     np.testing.assert_allclose(results[1], results[0], rtol=1e-4, atol=1e-6)
@@ -293,7 +293,7 @@ def run_train_batches(net, params, loss, x, y, order, batch_size, first, stop, o
     bad = N.train_batches(network(net, params, rng), N.Training(grads, state1, state2, opt_meta, opt_hyper, opt_steps),
                           work, N.Batches(x, y, order, batch_size, first, stop), loss, batch_loss, batch_correct,
                           np.zeros(0), None, reg, N.weight_tensors(net.layers), True,
-                          loss_fns=loss_kernels(loss, x.dtype))
+                          loss_fns=loss_kernels(loss, x.dtype, weighted=False))
     return bad, batch_loss, batch_correct, opt_steps
 
 
@@ -326,7 +326,7 @@ def test_train_batches_matches_the_steps_written_out(name):
         g = np.empty_like(p)
         work = workspace(net, rows.size)
         N.network_forward(network(net, p, step), x[rows], work, True)
-        N.network_backward(network(net, p, step), g, x[rows], work, loss, y[rows], loss_fns=loss_kernels(loss, x.dtype))
+        N.network_backward(network(net, p, step), g, x[rows], work, loss, y[rows], loss_fns=loss_kernels(loss, x.dtype, weighted=False))
         naive_sgd_update(p[:split], g[:split], v_sgd, 0.1, 0.9)
         naive_adam_update(p[split:], g[split:], m_adam, v_adam, bi + 1, 0.01, 0.9, 0.999, 1e-3)
     np.testing.assert_allclose(params, p, rtol=1e-12, atol=1e-14)
@@ -415,7 +415,7 @@ def test_predict_and_evaluate_batches():
     out = np.full((11, net.n_out), np.nan)
     I.predict_batches(out, network(net), x, batch_size, work, False)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
-    total, correct = I.evaluate_batches(network(net), x, y, batch_size, work, loss_fns=loss_kernels(loss, x.dtype))
+    total, correct = I.evaluate_batches(network(net), x, y, batch_size, work, loss_fns=loss_kernels(loss, x.dtype, weighted=False))
     per_row = -(y * np.log(expected)).sum(axis=1)
     assert total == pytest.approx(per_row.sum(), rel=1e-12)  # sum over batches of mean loss x rows
     assert correct == np.sum(expected.argmax(axis=1) == y.argmax(axis=1))
@@ -508,10 +508,10 @@ def stack_and_graph_gradients(net, loss, x, target):
         params, grads, work = net.params.copy(), np.full(net.params.size, np.nan), workspace(net, x.shape[0])
         N.network_forward(network(net, params), x, work, True, True, True, True, True, None, 0, graph)
         if graph is None:
-            N.network_backward(network(net, params), grads, x, work, loss, target, loss_fns=loss_kernels(loss, x.dtype))
+            N.network_backward(network(net, params), grads, x, work, loss, target, loss_fns=loss_kernels(loss, x.dtype, weighted=False))
         else:
             N.graph_backward(network(net, params), grads, x, work, loss, target, graph,
-                             loss_fns=loss_kernels(loss, x.dtype))
+                             loss_fns=loss_kernels(loss, x.dtype, weighted=False))
         out.append(grads)
     return out
 
@@ -538,7 +538,7 @@ def test_graph_walker_differs_when_a_layer_is_rewired():
     rewired.sources[1, N.SOURCE] = -1
     grads, work = np.full(net.params.size, np.nan), workspace(net, x.shape[0])
     N.network_forward(network(net), x, work, True, True, True, True, True, None, 0, rewired)
-    N.graph_backward(network(net), grads, x, work, loss, target, rewired, loss_fns=loss_kernels(loss, x.dtype))
+    N.graph_backward(network(net), grads, x, work, loss, target, rewired, loss_fns=loss_kernels(loss, x.dtype, weighted=False))
     assert np.all(np.isfinite(grads)) and not np.allclose(grads, stack)
 
 
