@@ -319,26 +319,32 @@ _held_locks = set()  # the lock files this process holds, read and written under
 
 @contextlib.contextmanager
 def _held_lock(path):
-    """An exclusive lock on the file ``path`` between processes, reentrant within one (POSIX
-    ``flock``; elsewhere, or for a path that can't be opened, none; None: none). Under Numba's
-    compiler lock only, which keeps the other threads of the process out."""
-    handle = None
-    if path is not None and path not in _held_locks:
-        try:
-            import fcntl
-            handle = open(path, "a")
-        except (ImportError, OSError):  # no flock here, or a read-only cache, where nothing is saved
-            handle = None
-    if handle is None:
+    """``file_lock(path)``, reentrant within the process; none for None or a folder this process
+    cannot write (a read-only cache, where nothing is saved). Under Numba's compiler lock only,
+    which keeps the other threads of the process out."""
+    if path is None or path in _held_locks or not os.access(os.path.dirname(path), os.W_OK):
         yield
         return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with file_lock(path):
         _held_locks.add(path)
         try:
             yield
         finally:
-            _held_locks.discard(path)  # closing the file releases its lock
+            _held_locks.discard(path)
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """An exclusive lock on the file ``path`` between processes (POSIX ``flock``; elsewhere none),
+    held until the block ends: closing the file releases it."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 class _CacheOnFirstUse:
