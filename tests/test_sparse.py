@@ -61,6 +61,28 @@ def test_sparse_dense_backward_matches_numpy(dtype):
     assert not dW[np.flatnonzero(~x.any(axis=0))].any()  # a feature with no nonzero: a zero row
 
 
+def test_sparse_dense_backward_clears_only_the_previous_batch_rows_when_not_fresh():
+    """Batch after batch (``fresh=False``), dW is what a fresh call computes, bit for bit: the
+    previous batch's rows cleared (its features absent from this batch), nothing else written."""
+    rng = np.random.default_rng(7)
+    n_in, n_out, rows = 40, 5, 6
+    colptr, scratch_rows, scratch_values = np.zeros(n_in + 1, np.int64), np.zeros(n_in * rows, np.int32), \
+        np.zeros(n_in * rows)
+    dW, db = np.full((n_in, n_out), np.nan), np.zeros(n_out)
+    for step in range(4):
+        x = np.zeros((rows, n_in))
+        features = rng.choice(n_in, size=8, replace=False)  # a few features a batch, as in a bag of words
+        x[:, features] = rng.normal(size=(rows, 8)) * (rng.random((rows, 8)) < 0.6)
+        dz = rng.normal(size=(rows, n_out))
+        K.sparse_dense_backward(dW, db, dz, *csr_of(x), colptr, scratch_rows, scratch_values, step == 0)
+        fresh_dW = np.full((n_in, n_out), np.nan)
+        K.sparse_dense_backward(fresh_dW, np.zeros(n_out), dz, *csr_of(x), np.zeros(n_in + 1, np.int64),
+                                np.zeros(n_in * rows, np.int32), np.zeros(n_in * rows), True)
+        np.testing.assert_array_equal(dW, fresh_dW)
+        np.testing.assert_allclose(dW, x.T @ dz, rtol=1e-12, atol=1e-12)
+        assert not dW[np.flatnonzero(~x.any(axis=0))].any()
+
+
 @pytest.mark.parametrize("source", ["dense", "csr"])
 def test_gather_sparse_writes_the_batch_rows_as_csr(source):
     rng = np.random.default_rng(2)

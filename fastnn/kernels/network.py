@@ -298,6 +298,11 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     n = order.size
     n_in = x.shape[1]
     n_out = y.shape[1]
+    # Whether, between two batches, the zero-skipping first layer's weight gradient keeps zero in
+    # every row that the batch had no nonzero for, so that the next batch clears only those rows
+    # (``sparse_dense_backward``): not where a weight penalty, the allreduce or clipping writes to
+    # the gradient as a whole.
+    rows_kept = reg is None and collective is None and tensors is None
     for bi in range(first, stop):
         lo = bi * batch_size
         rows = min(lo + batch_size, n) - lo
@@ -366,7 +371,8 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
                                                 masking, user, r0, share, skip, loss_fns, wb)
                 if sparse is not None:
                     if skip:
-                        sparse_first_backward(net, train.grads, sparse, work, local, cur, applied)
+                        sparse_first_backward(net, train.grads, sparse, work, local, cur, applied,
+                                              bi == first or not rows_kept)
             else:
                 graph_backward(net, train.grads, xb, work, loss, yb, graph, dropout, batchnorm, embedding, masking,
                                user, r0, share, loss_fns, wb)

@@ -93,9 +93,11 @@ def csr_first_forward(net, indptr, indices, values, work, rows):
 
 
 @kernel
-def sparse_first_backward(net, grads, sparse, work, rows, cur, applied):
+def sparse_first_backward(net, grads, sparse, work, rows, cur, applied, fresh):
     """Layer 0's (Dense) gradients from dL/d(its output) in ``work.deltas[cur]`` (dL/d(its
-    pre-activation) when ``applied``, as ``dispatch.layer_backward``'s), on the CSR batch."""
+    pre-activation) when ``applied``, as ``dispatch.layer_backward``'s), on the CSR batch.
+    ``fresh``: as ``sparse_dense_backward``'s (False: its weight gradient is as the previous batch's
+    call left it, nothing having written to it since)."""
     layers, alphas = net.layers, net.alphas
     n_in, n_out = layers[0, N_IN], layers[0, N_OUT]
     w, b = layers[0, W_OFF], layers[0, B_OFF]
@@ -105,4 +107,5 @@ def sparse_first_backward(net, grads, sparse, work, rows, cur, applied):
         activation_backward(dout, dout, out, layers[0, ACT], alphas[0, ALPHA])
     sparse_dense_backward(grads[w: w + n_in * n_out].reshape(n_in, n_out), grads[b: b + n_out], dout,
                           sparse.batch_indptr[: rows + 1], sparse.batch_indices, sparse.batch_values, sparse.colptr,
-                          sparse.rows, sparse.colvalues)
+                          sparse.rows, sparse.colvalues, fresh)
+
