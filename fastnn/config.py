@@ -144,8 +144,6 @@ def _parallel_plan():
     chosen = os.environ.get("FASTNN_PARALLEL", "").strip().lower()
     if chosen in ("0", "false", "no"):
         return False, "serial: FASTNN_PARALLEL=0"
-    if not chosen:  # no pass is on by default (PARALLEL_PASSES, below): TBB is not even loaded
-        return False, "serial: no parallel pass chosen (FASTNN_PARALLEL)"
     from numba.np.ufunc import parallel
     if parallel._is_initialized:  # another library launched Numba's threads first
         layer = numba.threading_layer()
@@ -169,18 +167,37 @@ PARALLEL, PARALLEL_REASON = _parallel_plan()
 # 3.3 s, the column sums' 0.6 s and the gather's 0.8 s (2 cores, loaded machine). And on a
 # 2-core AMD EPYC none paid: the passes outside the products are bound by memory bandwidth there
 # (Adam over the wide network 1.01 ms serial, 1.03 ms on two threads), and Adam's parallel pass
-# crashed a rank under MPI (``distributed.init`` refuses the pair). So none is on by default:
-# FASTNN_PARALLEL names the passes to run in parallel ("optimizer,activations,column_sums,gather",
-# or "all"; "1" is "optimizer") where cores have bandwidth to spare, for long runs of wide
-# networks, whose compile is paid once and cached; "0" turns TBB off altogether.
+# crashed a rank under MPI (``distributed.init`` refuses the pair). So FASTNN_PARALLEL names the
+# passes to run in parallel for every model ("optimizer,activations,column_sums,gather", or
+# "all"; "1" is "optimizer"), where cores have bandwidth to spare, for long runs of wide networks,
+# whose compile is paid once and cached; "0" turns TBB off altogether.
 PARALLEL_PASSES = ("optimizer", "activations", "column_sums", "gather")
 _chosen = os.environ.get("FASTNN_PARALLEL", "").replace(" ", "").lower()
 _chosen = PARALLEL_PASSES if _chosen == "all" else ("optimizer",) if _chosen in ("1", "true", "yes") \
     else tuple(_chosen.split(",")) if _chosen else ()
+PARALLEL_PASSES_CHOSEN = PARALLEL and bool(_chosen)
 PARALLEL_OPTIMIZER = PARALLEL and "optimizer" in _chosen
 PARALLEL_ACTIVATIONS = PARALLEL and "activations" in _chosen
 PARALLEL_COLUMN_SUMS = PARALLEL and "column_sums" in _chosen
 PARALLEL_GATHER = PARALLEL and "gather" in _chosen
+# Without FASTNN_PARALLEL, one pass runs in parallel: Adam over a model of at least this many
+# parameters (``parallel_optimizer``). The model chooses it when it trains, through an argument of
+# its step, not a constant, so that a smaller model's step never compiles the parallel kernel (its
+# cold start stays as it was) and a larger one's compiles it once. Adam is bound by its square
+# root and division on an Intel Xeon (AVX-512, 2 cores), serial and on two threads: 10.5 and 5.5
+# ms over the 12.8M parameters of a 50,000-256-20 bag-of-words network, 1.02 and 0.53 ms over the
+# wide network's 1.86M, 163 and 66 us over 300,000, 29 and 22 us over the seed network's 84,060.
+# Bound by memory on the AMD EPYC, it neither gains nor loses there.
+PARALLEL_OPTIMIZER_MIN_PARAMS = 1 << 18
+
+
+def parallel_optimizer(n_params):
+    """Whether a model of ``n_params`` parameters runs Adam's parallel pass (in a parallel build,
+    ``PARALLEL``): every model where FASTNN_PARALLEL names the optimizer, none where it names
+    other passes only, and without it, a model of at least ``PARALLEL_OPTIMIZER_MIN_PARAMS``."""
+    if PARALLEL_PASSES_CHOSEN:
+        return PARALLEL_OPTIMIZER
+    return PARALLEL and n_params >= PARALLEL_OPTIMIZER_MIN_PARAMS
 
 
 def _kernel_sources_stamp():

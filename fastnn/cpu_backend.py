@@ -14,7 +14,7 @@ import numpy as np
 from . import distributed
 from . import user_layers as user_kernels
 from .backend import Backend, check_state
-from .config import INFERENCE_BATCH_SIZE
+from .config import INFERENCE_BATCH_SIZE, PARALLEL_PASSES_CHOSEN, parallel_optimizer
 from .kernels import inference, network
 from .kernels.table import optional_kinds
 from .kernels.optimizers import H_SCHEDULE, any_clipping
@@ -57,9 +57,13 @@ class CPUBackend(Backend):
         self.kinds = optional_kinds(table, spec.user)
         self.capacity = 0
         self._spares = []  # (rows, workspace, graph) of inference passes, one taken per running predict
-        # Forward matrix-product FLOPs per row; a training step costs about three times this.
-        self.flops_per_row = 2.0 * float(np.sum(table[:, network.N_IN] * table[:, network.N_OUT]
-                                                * (table[:, network.KIND] == network.DENSE_LAYER)))
+        # Forward matrix-product FLOPs per row, which decide BLAS's thread count; a training step
+        # costs about three times this. Less the first layer's where it skips a sparse input's zeros:
+        # its passes are fastnn's own loops then, and BLAS's second thread would spin through them
+        # (and through Adam's parallel pass) on the core they need.
+        dense_flops = 2.0 * table[:, network.N_IN] * table[:, network.N_OUT] * (table[:, network.KIND] == network.DENSE_LAYER)
+        self.flops_per_row = float(np.sum(dense_flops))
+        self.sparse_flops_per_row = float(np.sum(dense_flops[1:]))
 
     def host(self, name, lo=0, hi=None):
         return getattr(self, name)[lo:hi].copy()
@@ -126,7 +130,10 @@ class CPUBackend(Backend):
               counts=None, user_metrics=None, weights=None):
         args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
                                 metrics, counts, user_metrics, weights)
-        with blas_threads_for(3 * self.flops_per_row * batch_size):
+        source = data[2]
+        flops = self.sparse_flops_per_row if source is not None and source.skip else self.flops_per_row
+        parallel = args[-1] is not None  # (the step's last argument: parallel_optimizer)
+        with blas_threads_for(3 * flops * batch_size, PARALLEL_PASSES_CHOSEN or parallel):
             return self._run(network.train_batches, *args)
 
     def compile_train(self, *args, **kwargs):
@@ -164,12 +171,15 @@ class CPUBackend(Backend):
         sparse = self._sparse_batches(source, batch_size)
         if source is not None and not source.dense:  # the rows are in the bundle; x gives the width
             x = np.zeros((0, x.shape[1]), self.dtype)
+        collective = self._collective()
+        # Under MPI the passes stay serial (``distributed.init``).
+        parallel = True if collective is None and parallel_optimizer(self.params.size) else None
         return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), int(loss),
                 batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
-                *self.optional_stages(opt_hyper), *self.kinds, self._collective(), self.graph, sparse,
+                *self.optional_stages(opt_hyper), *self.kinds, collective, self.graph, sparse,
                 self._loss_kernels(loss, weights), self._sample_weights(weights, batch_size),
-                None if user_metrics is None else user_metrics(self.dtype))
+                None if user_metrics is None else user_metrics(self.dtype), parallel)
 
     def _loss_kernels(self, loss, weights):
         """``train_batches``' ``loss_fns``: the loss's compiled functions, a user loss's (its code
@@ -262,7 +272,7 @@ class CPUBackend(Backend):
         (a batch of 1,024 rows of 50,000 features would take 205 MB, as its densified copy)."""
         out = np.empty((x.shape[0], self.spec.table[-1, network.N_OUT]), dtype=self.dtype)
         work, _ = inference_workspace(self.spec.table, None, batch_size, self.dtype, input_room=False)
-        with blas_threads_for(self.flops_per_row * batch_size):
+        with blas_threads_for(self.sparse_flops_per_row * batch_size):
             self._run(inference.predict_sparse_batches, out, self._network(), x.indptr.astype(np.int64, copy=False),
                       x.indices.astype(np.int32, copy=False), x.data, batch_size, work, *self.kinds)
         return out

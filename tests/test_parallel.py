@@ -104,12 +104,13 @@ def test_adam_parallel_against_numpy():
 
 
 FIT = textwrap.dedent("""
-    import json, multiprocessing, numpy as np, fastnn
+    import json, multiprocessing, os, numpy as np, fastnn
     from fastnn import config
     rng = np.random.default_rng(0)
     x = rng.random((512, 784), dtype=np.float32)
     y = rng.integers(0, 10, 512)
-    model = fastnn.MLP([fastnn.Dense(784, 128, activation="relu"), fastnn.Dense(128, 10, activation="softmax")],
+    hidden = int(os.environ.get("HIDDEN", "128"))
+    model = fastnn.MLP([fastnn.Dense(784, hidden, activation="relu"), fastnn.Dense(hidden, 10, activation="softmax")],
                        seed=0)
     model.compile(loss="cross_entropy", optimizer=fastnn.Adam(1e-3))
     model.fit(x, y, epochs=2, batch_size=256, verbose=0)
@@ -117,6 +118,7 @@ FIT = textwrap.dedent("""
         squares = pool.map_async(abs, [-1, -2]).get(timeout=60)
     print(json.dumps({"passes": [config.PARALLEL_OPTIMIZER, config.PARALLEL_ACTIVATIONS, config.PARALLEL_COLUMN_SUMS,
                                  config.PARALLEL_GATHER], "pool": squares,
+                      "adam": config.parallel_optimizer(sum(w.size for w in model.get_weights())),
                       "params": [float(v) for v in model.get_weights()[0].ravel()[::997]]
                                 + [float(v) for w in model.get_weights()[1:] for v in w.ravel()]}))
 """)
@@ -139,6 +141,40 @@ def test_serial_and_parallel_builds_train_the_same_parameters():
     assert results["all"]["params"] == results["0"]["params"]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not config.PARALLEL or sys.platform != "linux", reason="needs Numba's TBB layer and fork")
+def test_a_large_model_runs_adams_parallel_pass_by_default_with_the_serial_result():
+    """Without FASTNN_PARALLEL, a model of PARALLEL_OPTIMIZER_MIN_PARAMS parameters or more (784-340-10:
+    270,660) runs Adam's parallel pass: the same parameters as a serial build, bit for bit, and a
+    fork pool works after it."""
+    results = {}
+    for passes in ("", "0"):
+        env = {k: v for k, v in os.environ.items() if k != "FASTNN_PARALLEL"}
+        env.update(HIDDEN="340", **({"FASTNN_PARALLEL": passes} if passes else {}))
+        done = subprocess.run([sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        results[passes] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 784 * 340 + 340 + 3410 + 10 >= config.PARALLEL_OPTIMIZER_MIN_PARAMS
+    assert results[""]["adam"] is True and results["0"]["adam"] is False
+    assert results[""]["pool"] == [1, 2]
+    assert results[""]["params"] == results["0"]["params"]
+
+
+def test_parallel_optimizer_choice(monkeypatch):
+    """FASTNN_PARALLEL's choice holds for every model size; without one, the size decides; a serial
+    build never runs it."""
+    for chosen, optimizer, parallel, size, expected in [
+            (False, False, True, config.PARALLEL_OPTIMIZER_MIN_PARAMS, True),
+            (False, False, True, config.PARALLEL_OPTIMIZER_MIN_PARAMS - 1, False),
+            (True, True, True, 10, True),
+            (True, False, True, 10**9, False),  # other passes named: Adam stays serial
+            (False, False, False, 10**9, False)]:
+        monkeypatch.setattr(config, "PARALLEL_PASSES_CHOSEN", chosen)
+        monkeypatch.setattr(config, "PARALLEL_OPTIMIZER", optimizer)
+        monkeypatch.setattr(config, "PARALLEL", parallel)
+        assert config.parallel_optimizer(size) is expected, (chosen, optimizer, parallel, size)
+
+
 WARM = textwrap.dedent("""
     import numpy as np
     from fastnn.kernels import activations as A, optimizers as O, parallel as P
@@ -154,7 +190,7 @@ WARM = textwrap.dedent("""
 
 
 def test_every_parallel_kernel_runs_when_loaded_from_a_warm_cache(tmp_path):
-    """The build of each parallel kernel (serial here, as the test suite's) runs when a new process
+    """The build of each parallel kernel (the test suite's: parallel where TBB loads) runs when a new process
     loads it from the cache, not only when compiled: Numba's thread-count intrinsic starts the
     threading layer when compiled only, and the second process called a null pointer."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}

@@ -233,7 +233,7 @@ def add_shared_gradients(grads, shared):
 
 
 @kernel
-def apply_optimizers(params, train, tensors, schedules):
+def apply_optimizers(params, train, tensors, schedules, parallel=None):
     """One step of every optimizer on its own slice of the flat buffers, after clipping the
     slice's gradients as the optimizer asks (global_clipnorm over all of an optimizer's slices
     first, ``clip_global_norms``; ``tensors``: [start, stop) of every weight tensor, for clipnorm),
@@ -241,7 +241,8 @@ def apply_optimizers(params, train, tensors, schedules):
 
     ``tensors`` None: no optimizer clips; ``schedules`` None: no optimizer has a schedule. Numba
     drops a branch on ``is None`` of a None-typed argument before typing it, so a model without
-    clipping or schedules compiles neither (seconds of a cold start).
+    clipping or schedules compiles neither (seconds of a cold start). ``parallel``: as
+    ``optimizers.optimizer_step``'s.
     """
     grads, state1, state2, opt_meta, opt_hyper, opt_steps = train
     if tensors is not None:
@@ -255,13 +256,13 @@ def apply_optimizers(params, train, tensors, schedules):
                 opt_hyper[s, H_LR] = learning_rate_at(opt_hyper[s], H_SCHEDULE, opt_steps[s])
         opt_steps[s] += 1
         optimizer_step(opt_meta[s, 2], params[lo:hi], grads[lo:hi], state1[lo:hi], state2[lo:hi],
-                       opt_hyper[s], opt_steps[s])
+                       opt_hyper[s], opt_steps[s], parallel)
 
 
 @kernel
 def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, counts, metrics, reg, tensors, schedules,
                   dropout=True, batchnorm=True, embedding=True, masking=True, user=None, collective=None, graph=None,
-                  sparse=None, loss_fns=None, weights=None, user_metrics=None):
+                  sparse=None, loss_fns=None, weights=None, user_metrics=None, parallel_optimizer=None):
     """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
     ``x[order]``, ``y[order]``.
 
@@ -289,6 +290,7 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     ``user_metrics``: None, or a ``fastnn.user_losses.UserMetrics``: each user metric's value on
     the batch, times the batch's rows, is added to ``counts[offset + i]`` (their mean over rows is
     the epoch's figure).
+    ``parallel_optimizer``: None, or True: Adam's parallel pass (``config.parallel_optimizer``).
     ``weights``: None, or a ``SampleWeights``: each row's loss and gradient weighted
     (``losses.weighted_loss_forward``); the training metrics stay unweighted, as Keras' ``metrics``
     (their functions get the weights, and only the outputs' losses of several use them).
@@ -387,6 +389,6 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
             if weights.normalize:
                 batch_loss[bi] *= scale
                 scale_values(train.grads, train.grads.dtype.type(scale))
-        apply_optimizers(net.params, train, tensors, schedules)
+        apply_optimizers(net.params, train, tensors, schedules, parallel_optimizer)
         net.rng[RNG_STEP] += 1
     return -1

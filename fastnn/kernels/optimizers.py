@@ -36,7 +36,7 @@ import math
 import numpy as np
 from numba import prange
 
-from ..config import PARALLEL_ALIGN, PARALLEL_MIN_ELEMENTS, PARALLEL_OPTIMIZER, kernel
+from ..config import PARALLEL_ALIGN, PARALLEL_MIN_ELEMENTS, kernel
 from .parallel import block_count
 
 SGD, ADAM, RMSPROP, ADAGRAD, ADAMW = range(5)
@@ -288,17 +288,21 @@ def clip_gradients(grads, lo, hi, tensors, hyper):
 
 
 @kernel
-def optimizer_step(kind, params, grads, state1, state2, hyper, step):
+def optimizer_step(kind, params, grads, state1, state2, hyper, step, parallel=None):
     """One update of optimizer ``kind`` over matching flat slices; ``hyper`` laid out as H_*.
 
     state1/state2: SGD velocity/unused, Adam and AdamW m/v, RMSprop square_avg/unused, Adagrad sum/unused.
+    ``parallel``: None, or True for Adam's parallel pass above ``PARALLEL_MIN_ELEMENTS`` (only in a
+    parallel build: ``config.parallel_optimizer``). None compiles the parallel kernel out.
     """
     lr, h1, h2, eps, flag = hyper[H_LR], hyper[H_1], hyper[H_2], hyper[H_EPS], hyper[H_FLAG]
     if kind == SGD:
         sgd_step(params, grads, state1, lr, h1, flag != 0)
     elif kind == ADAM or kind == ADAMW:
         decay = hyper[H_DECAY] if kind == ADAMW else 0.0
-        if PARALLEL_OPTIMIZER and params.size >= PARALLEL_MIN_ELEMENTS:  # a constant: serial builds compile it out
+        if parallel is None:  # (Numba prunes a branch only on a plain ``is None`` test)
+            adam_step(params, grads, state1, state2, lr, h1, h2, eps, step, decay)
+        elif params.size >= PARALLEL_MIN_ELEMENTS:
             adam_step_parallel(params, grads, state1, state2, lr, h1, h2, eps, step, decay)
         else:
             adam_step(params, grads, state1, state2, lr, h1, h2, eps, step, decay)
