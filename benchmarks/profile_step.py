@@ -28,8 +28,9 @@ STAGES = ("gather", "forward", "loss", "backward", "optimizer")
 
 
 @kernel
-def run_stages(stage, network, train, work, loss, loss_fns, x, y, order, batch_size, n_batches):
-    """train_batches' loop, stopping each batch after ``stage`` (an index into STAGES)."""
+def run_stages(stage, network, train, work, loss, loss_fns, x, y, order, batch_size, n_batches, parallel=None):
+    """train_batches' loop, stopping each batch after ``stage`` (an index into STAGES); ``parallel``:
+    train_batches' ``parallel_optimizer``."""
     acts, act_off, targets = work.acts, work.act_off, work.targets
     n_in, n_out = x.shape[1], y.shape[1]
     total = 0.0
@@ -46,7 +47,7 @@ def run_stages(stage, network, train, work, loss, loss_fns, x, y, order, batch_s
         if stage >= 3:
             net.network_backward(network, train.grads, xb, work, loss, yb, loss_fns=loss_fns)
         if stage >= 4:
-            net.apply_optimizers(network.params, train, None, None)
+            net.apply_optimizers(network.params, train, None, None, parallel)
     return total
 
 
@@ -97,12 +98,13 @@ def main(argv=None):
     order = np.random.default_rng(0).permutation(x.shape[0]).astype(np.int64)
     n_batches = x.shape[0] // args.batch
     fns = loss_kernels(int(model.loss.code), np.float32)
+    parallel = True if config.parallel_optimizer(backend.params.size) else None  # as fit chooses
 
     def call(stage):
         train = net.Training(backend.grads, backend.state1, backend.state2, backend.opt_meta, model._opt_hyper(),
                              backend.opt_steps)
         return run_stages(stage, backend._network(), train, backend.work, model.loss.code, fns, x, y, order,
-                          args.batch, n_batches)
+                          args.batch, n_batches, parallel)
 
     rng = np.random.default_rng(1)
     weights, acts, deltas, grads = List(), List(), List(), List()
@@ -114,7 +116,7 @@ def main(argv=None):
             grads.append(np.empty((sizes[k - 1], width), np.float32))
 
     per_batch = {name: [] for name in STAGES + ("products",)}
-    with blas_threads_for(3 * backend.flops_per_row * args.batch):
+    with blas_threads_for(3 * backend.flops_per_row * args.batch, config.PARALLEL_PASSES_CHOSEN or parallel is not None):
         call(len(STAGES) - 1)  # compiles, and warms every buffer
         run_products(weights, acts, deltas, grads, 1)
         for _ in range(args.repeats):
@@ -133,7 +135,8 @@ def main(argv=None):
         print(json.dumps({"sizes": sizes, "batch": args.batch, "threads": args.threads, "stages_us": stages,
                           "step_us": previous, "products_us": medians["products"],
                           "kernels": config.PARALLEL_REASON, "parallel_passes": [
-                              p for p in config.PARALLEL_PASSES if getattr(config, "PARALLEL_" + p.upper())]}))
+                              p for p in config.PARALLEL_PASSES if getattr(config, "PARALLEL_" + p.upper())
+                              or p == "optimizer" and parallel is not None]}))
         return
     print(f"{'-'.join(map(str, sizes))}, batch {args.batch}, {args.threads} thread(s), "
           f"medians of {args.repeats} epochs of {n_batches} batches")
