@@ -144,6 +144,8 @@ def _parallel_plan():
     chosen = os.environ.get("FASTNN_PARALLEL", "").strip().lower()
     if chosen in ("0", "false", "no"):
         return False, "serial: FASTNN_PARALLEL=0"
+    if not chosen:  # no pass is on by default (PARALLEL_PASSES, below): TBB is not even loaded
+        return False, "serial: no parallel pass chosen (FASTNN_PARALLEL)"
     from numba.np.ufunc import parallel
     if parallel._is_initialized:  # another library launched Numba's threads first
         layer = numba.threading_layer()
@@ -180,24 +182,22 @@ PARALLEL_OPTIMIZER = PARALLEL and "optimizer" in _chosen
 PARALLEL_ACTIVATIONS = PARALLEL and "activations" in _chosen
 PARALLEL_COLUMN_SUMS = PARALLEL and "column_sums" in _chosen
 PARALLEL_GATHER = PARALLEL and "gather" in _chosen
-# Without FASTNN_PARALLEL, one pass runs in parallel: Adam over a model of at least this many
-# parameters (``parallel_optimizer``). The model chooses it when it trains, through an argument of
-# its step, not a constant, so that a smaller model's step never compiles the parallel kernel (its
-# cold start stays as it was) and a larger one's compiles it once. Adam is bound by its square
-# root and division on an Intel Xeon (AVX-512, 2 cores), serial and on two threads: 10.5 and 5.5
-# ms over the 12.8M parameters of a 50,000-256-20 bag-of-words network, 1.02 and 0.53 ms over the
-# wide network's 1.86M, 163 and 66 us over 300,000, 29 and 22 us over the seed network's 84,060.
-# Bound by memory on the AMD EPYC, it neither gains nor loses there.
-PARALLEL_OPTIMIZER_MIN_PARAMS = 1 << 18
+# Adam's parallel pass is chosen per model as it trains (``parallel_optimizer``), through an
+# argument of its compiled step rather than a constant, so that a model that does not run it
+# never compiles it. It is not on by default: with it on for models of 262,144 parameters or
+# more, a benchmark process (asv's forkserver: one forked process after another sharing one
+# cache) crashed with SIGSEGV in the first step of a model whose step another process had
+# compiled, and the cause is not found yet. Where it runs, Adam is bound by its square root and
+# division on an Intel Xeon (AVX-512, 2 cores), serial and on two threads: 10.5 and 5.5 ms over the
+# 12.8M parameters of a 50,000-256-20 bag-of-words network, 1.02 and 0.53 ms over the wide
+# network's 1.86M, 163 and 66 us over 300,000, 29 and 22 us over the seed network's 84,060.
 
 
 def parallel_optimizer(n_params):
-    """Whether a model of ``n_params`` parameters runs Adam's parallel pass (in a parallel build,
-    ``PARALLEL``): every model where FASTNN_PARALLEL names the optimizer, none where it names
-    other passes only, and without it, a model of at least ``PARALLEL_OPTIMIZER_MIN_PARAMS``."""
-    if PARALLEL_PASSES_CHOSEN:
-        return PARALLEL_OPTIMIZER
-    return PARALLEL and n_params >= PARALLEL_OPTIMIZER_MIN_PARAMS
+    """Whether a model of ``n_params`` parameters runs Adam's parallel pass: where FASTNN_PARALLEL
+    names the optimizer (in a parallel build, ``PARALLEL``), a model of at least
+    ``PARALLEL_MIN_ELEMENTS`` (below it the pass would run its serial loop anyway)."""
+    return PARALLEL_OPTIMIZER and n_params >= PARALLEL_MIN_ELEMENTS
 
 
 def _kernel_sources_stamp():

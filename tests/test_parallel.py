@@ -142,37 +142,33 @@ def test_serial_and_parallel_builds_train_the_same_parameters():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not config.PARALLEL or sys.platform != "linux", reason="needs Numba's TBB layer and fork")
-def test_a_large_model_runs_adams_parallel_pass_by_default_with_the_serial_result():
-    """Without FASTNN_PARALLEL, a model of PARALLEL_OPTIMIZER_MIN_PARAMS parameters or more (784-340-10:
-    270,660) runs Adam's parallel pass: the same parameters as a serial build, bit for bit, and a
-    fork pool works after it."""
+@pytest.mark.skipif(sys.platform != "linux", reason="fork")
+def test_adams_parallel_pass_is_chosen_per_model_with_the_serial_result():
+    """FASTNN_PARALLEL=optimizer: a model above PARALLEL_MIN_ELEMENTS parameters (784-340-10:
+    270,660) runs Adam's parallel pass, chosen as it trains (an argument of its step): the same
+    parameters as a serial build, bit for bit, and a fork pool works after it."""
     results = {}
-    for passes in ("", "0"):
-        env = {k: v for k, v in os.environ.items() if k != "FASTNN_PARALLEL"}
-        env.update(HIDDEN="340", **({"FASTNN_PARALLEL": passes} if passes else {}))
+    for passes in ("optimizer", "0"):
+        env = dict(os.environ, HIDDEN="340", FASTNN_PARALLEL=passes)
         done = subprocess.run([sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
         results[passes] = json.loads(done.stdout.strip().splitlines()[-1])
-    assert 784 * 340 + 340 + 3410 + 10 >= config.PARALLEL_OPTIMIZER_MIN_PARAMS
-    assert results[""]["adam"] is True and results["0"]["adam"] is False
-    assert results[""]["pool"] == [1, 2]
-    assert results[""]["params"] == results["0"]["params"]
+    assert results["0"]["adam"] is False
+    if not results["optimizer"]["passes"][0]:
+        pytest.skip("Numba's TBB layer is not available here")
+    assert results["optimizer"]["adam"] is True
+    assert results["optimizer"]["pool"] == [1, 2]
+    assert results["optimizer"]["params"] == results["0"]["params"]
 
 
 def test_parallel_optimizer_choice(monkeypatch):
-    """FASTNN_PARALLEL's choice holds for every model size; without one, the size decides; a serial
-    build never runs it."""
-    for chosen, optimizer, parallel, size, expected in [
-            (False, False, True, config.PARALLEL_OPTIMIZER_MIN_PARAMS, True),
-            (False, False, True, config.PARALLEL_OPTIMIZER_MIN_PARAMS - 1, False),
-            (True, True, True, 10, True),
-            (True, False, True, 10**9, False),  # other passes named: Adam stays serial
-            (False, False, False, 10**9, False)]:
-        monkeypatch.setattr(config, "PARALLEL_PASSES_CHOSEN", chosen)
+    """Adam's parallel pass runs only where FASTNN_PARALLEL names the optimizer, and only for a
+    model large enough for the pass to split its work."""
+    for optimizer, size, expected in [(True, config.PARALLEL_MIN_ELEMENTS, True),
+                                      (True, config.PARALLEL_MIN_ELEMENTS - 1, False),
+                                      (False, 10**9, False)]:
         monkeypatch.setattr(config, "PARALLEL_OPTIMIZER", optimizer)
-        monkeypatch.setattr(config, "PARALLEL", parallel)
-        assert config.parallel_optimizer(size) is expected, (chosen, optimizer, parallel, size)
+        assert config.parallel_optimizer(size) is expected, (optimizer, size)
 
 
 WARM = textwrap.dedent("""
@@ -190,7 +186,7 @@ WARM = textwrap.dedent("""
 
 
 def test_every_parallel_kernel_runs_when_loaded_from_a_warm_cache(tmp_path):
-    """The build of each parallel kernel (the test suite's: parallel where TBB loads) runs when a new process
+    """The build of each parallel kernel (serial here, as the test suite's) runs when a new process
     loads it from the cache, not only when compiled: Numba's thread-count intrinsic starts the
     threading layer when compiled only, and the second process called a null pointer."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
