@@ -187,7 +187,8 @@ PARALLEL_GATHER = PARALLEL and "gather" in _chosen
 # never compiles it. It is not on by default: with it on for models of 262,144 parameters or
 # more, a benchmark process (asv's forkserver: one forked process after another sharing one
 # cache) crashed with SIGSEGV in the first step of a model whose step another process had
-# compiled, and the cause is not found yet. Where it runs, Adam is bound by its square root and
+# compiled, and the cause is not found yet (FASTNN_PARALLEL=1 crashes there too, and did before
+# the choice was per model: docs/performance.md, Parallel kernels). Where it runs, Adam is bound by its square root and
 # division on an Intel Xeon (AVX-512, 2 cores), serial and on two threads: 10.5 and 5.5 ms over the
 # 12.8M parameters of a 50,000-256-20 bag-of-words network, 1.02 and 0.53 ms over the wide
 # network's 1.86M, 163 and 66 us over 300,000, 29 and 22 us over the seed network's 84,060.
