@@ -177,7 +177,6 @@ PARALLEL_PASSES = ("optimizer", "activations", "column_sums", "gather")
 _chosen = os.environ.get("FASTNN_PARALLEL", "").replace(" ", "").lower()
 _chosen = PARALLEL_PASSES if _chosen == "all" else ("optimizer",) if _chosen in ("1", "true", "yes") \
     else tuple(_chosen.split(",")) if _chosen else ()
-PARALLEL_PASSES_CHOSEN = PARALLEL and bool(_chosen)
 PARALLEL_OPTIMIZER = PARALLEL and "optimizer" in _chosen
 PARALLEL_ACTIVATIONS = PARALLEL and "activations" in _chosen
 PARALLEL_COLUMN_SUMS = PARALLEL and "column_sums" in _chosen
@@ -188,10 +187,11 @@ PARALLEL_GATHER = PARALLEL and "gather" in _chosen
 # more, a benchmark process (asv's forkserver: one forked process after another sharing one
 # cache) crashed with SIGSEGV in the first step of a model whose step another process had
 # compiled, and the cause is not found yet (FASTNN_PARALLEL=1 crashes there too, and did before
-# the choice was per model: docs/performance.md, Parallel kernels). Where it runs, Adam is bound by its square root and
-# division on an Intel Xeon (AVX-512, 2 cores), serial and on two threads: 10.5 and 5.5 ms over the
-# 12.8M parameters of a 50,000-256-20 bag-of-words network, 1.02 and 0.53 ms over the wide
-# network's 1.86M, 163 and 66 us over 300,000, 29 and 22 us over the seed network's 84,060.
+# the choice was per model: docs/performance.md, Parallel kernels). Where it runs, Adam is bound
+# by its square root and division on an Intel Xeon (AVX-512, 2 cores), serial and on two threads:
+# 10.5 and 5.5 ms over the 12.8M parameters of a 50,000-256-20 bag-of-words network, 1.02 and
+# 0.53 ms over the wide network's 1.86M, 163 and 66 us over 300,000, 29 and 22 us over the seed
+# network's 84,060.
 
 
 def parallel_optimizer(n_params):

@@ -113,12 +113,11 @@ def sparse_dense_backward(dW, db, dz, indptr, indices, values, colptr, rows, col
     n_in = dW.shape[0]
     end = 0
     for k in range(n_in):
-        if fresh or colptr[k] > end:
+        if fresh or colptr[k] > end:  # (fresh: all rows, whatever colptr holds)
             g = dW[k]
             for j in range(g.shape[0]):
                 g[j] = 0
-        if not fresh:
-            end = colptr[k]
+        end = colptr[k]
     for k in range(n_in + 1):
         colptr[k] = 0
     for p in range(indptr[0], indptr[dz.shape[0]]):

@@ -108,4 +108,3 @@ def sparse_first_backward(net, grads, sparse, work, rows, cur, applied, fresh):
     sparse_dense_backward(grads[w: w + n_in * n_out].reshape(n_in, n_out), grads[b: b + n_out], dout,
                           sparse.batch_indptr[: rows + 1], sparse.batch_indices, sparse.batch_values, sparse.colptr,
                           sparse.rows, sparse.colvalues, fresh)
-
