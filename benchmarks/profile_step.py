@@ -116,7 +116,7 @@ def main(argv=None):
             grads.append(np.empty((sizes[k - 1], width), np.float32))
 
     per_batch = {name: [] for name in STAGES + ("products",)}
-    with blas_threads_for(3 * backend.flops_per_row * args.batch):
+    with blas_threads_for(3 * backend.flops_per_row * args.batch, config.PARALLEL_PASSES_CHOSEN or parallel is not None):
         call(len(STAGES) - 1)  # compiles, and warms every buffer
         run_products(weights, acts, deltas, grads, 1)
         for _ in range(args.repeats):
@@ -135,7 +135,8 @@ def main(argv=None):
         print(json.dumps({"sizes": sizes, "batch": args.batch, "threads": args.threads, "stages_us": stages,
                           "step_us": previous, "products_us": medians["products"],
                           "kernels": config.PARALLEL_REASON, "parallel_passes": [
-                              p for p in config.PARALLEL_PASSES if getattr(config, "PARALLEL_" + p.upper())]}))
+                              p for p in config.PARALLEL_PASSES if getattr(config, "PARALLEL_" + p.upper())
+                              or p == "optimizer" and parallel is not None]}))
         return
     print(f"{'-'.join(map(str, sizes))}, batch {args.batch}, {args.threads} thread(s), "
           f"medians of {args.repeats} epochs of {n_batches} batches")

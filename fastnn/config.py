@@ -144,8 +144,6 @@ def _parallel_plan():
     chosen = os.environ.get("FASTNN_PARALLEL", "").strip().lower()
     if chosen in ("0", "false", "no"):
         return False, "serial: FASTNN_PARALLEL=0"
-    if not chosen:  # no pass is on by default (PARALLEL_PASSES, below): TBB is not even loaded
-        return False, "serial: no parallel pass chosen (FASTNN_PARALLEL)"
     from numba.np.ufunc import parallel
     if parallel._is_initialized:  # another library launched Numba's threads first
         layer = numba.threading_layer()
@@ -177,28 +175,29 @@ PARALLEL_PASSES = ("optimizer", "activations", "column_sums", "gather")
 _chosen = os.environ.get("FASTNN_PARALLEL", "").replace(" ", "").lower()
 _chosen = PARALLEL_PASSES if _chosen == "all" else ("optimizer",) if _chosen in ("1", "true", "yes") \
     else tuple(_chosen.split(",")) if _chosen else ()
+PARALLEL_PASSES_CHOSEN = PARALLEL and bool(_chosen)
 PARALLEL_OPTIMIZER = PARALLEL and "optimizer" in _chosen
 PARALLEL_ACTIVATIONS = PARALLEL and "activations" in _chosen
 PARALLEL_COLUMN_SUMS = PARALLEL and "column_sums" in _chosen
 PARALLEL_GATHER = PARALLEL and "gather" in _chosen
-# Adam's parallel pass is chosen per model as it trains (``parallel_optimizer``), through an
-# argument of its compiled step rather than a constant, so that a model that does not run it
-# never compiles it. It is not on by default: with it on for models of 262,144 parameters or
-# more, a benchmark process (asv's forkserver: one forked process after another sharing one
-# cache) crashed with SIGSEGV in the first step of a model whose step another process had
-# compiled, and the cause is not found yet (FASTNN_PARALLEL=1 crashes there too, and did before
-# the choice was per model: docs/performance.md, Parallel kernels). Where it runs, Adam is bound
-# by its square root and division on an Intel Xeon (AVX-512, 2 cores), serial and on two threads:
-# 10.5 and 5.5 ms over the 12.8M parameters of a 50,000-256-20 bag-of-words network, 1.02 and
-# 0.53 ms over the wide network's 1.86M, 163 and 66 us over 300,000, 29 and 22 us over the seed
-# network's 84,060.
+# Without FASTNN_PARALLEL, one pass runs in parallel: Adam over a model of at least this many
+# parameters (``parallel_optimizer``). The model chooses it when it trains, through an argument of
+# its step, not a constant, so that a smaller model's step never compiles the parallel kernel (its
+# cold start stays as it was) and a larger one's compiles it once. Adam is bound by its square
+# root and division on an Intel Xeon (AVX-512, 2 cores), serial and on two threads: 10.5 and 5.5
+# ms over the 12.8M parameters of a 50,000-256-20 bag-of-words network, 1.02 and 0.53 ms over the
+# wide network's 1.86M, 163 and 66 us over 300,000, 29 and 22 us over the seed network's 84,060.
+# Bound by memory on the AMD EPYC, it neither gains nor loses there.
+PARALLEL_OPTIMIZER_MIN_PARAMS = 1 << 18
 
 
 def parallel_optimizer(n_params):
-    """Whether a model of ``n_params`` parameters runs Adam's parallel pass: where FASTNN_PARALLEL
-    names the optimizer (in a parallel build, ``PARALLEL``), a model of at least
-    ``PARALLEL_MIN_ELEMENTS`` (below it the pass would run its serial loop anyway)."""
-    return PARALLEL_OPTIMIZER and n_params >= PARALLEL_MIN_ELEMENTS
+    """Whether a model of ``n_params`` parameters runs Adam's parallel pass (in a parallel build,
+    ``PARALLEL``): every model where FASTNN_PARALLEL names the optimizer, none where it names
+    other passes only, and without it, a model of at least ``PARALLEL_OPTIMIZER_MIN_PARAMS``."""
+    if PARALLEL_PASSES_CHOSEN:
+        return PARALLEL_OPTIMIZER
+    return PARALLEL and n_params >= PARALLEL_OPTIMIZER_MIN_PARAMS
 
 
 def _kernel_sources_stamp():
@@ -398,6 +397,19 @@ class _CacheOnFirstUse:
         if index is None:
             return None
         return f"{index}-{hashlib.blake2b(str(args).encode(), digest_size=8).hexdigest()}.lock"
+
+    def load_overload(self, sig, target_context):
+        """Numba's load, and what it forgets: the start-up of its threads travels with a kernel
+        (``reload_init``) but is not put back on the library it loads, so a kernel compiled in
+        this process that calls a parallel kernel loaded from the cache is saved without it. A
+        later process that loads the caller alone then runs the parallel loop with no threads
+        started: SIGSEGV (numba#8578, numba#9938; the crash of Adam's parallel pass under asv's
+        forkserver, docs/performance.md)."""
+        cres = self._fastnn_made().load_overload(sig, target_context)
+        reload_init = getattr(cres, "reload_init", None)
+        if reload_init and hasattr(cres.library, "_reload_init"):
+            cres.library._reload_init.update(reload_init)
+        return cres
 
     def save_overload(self, sig, data):
         """Numba's save, one process at a time per function. Numba names a new data file by

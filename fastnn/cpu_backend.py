@@ -14,7 +14,7 @@ import numpy as np
 from . import distributed
 from . import user_layers as user_kernels
 from .backend import Backend, check_state
-from .config import INFERENCE_BATCH_SIZE, parallel_optimizer
+from .config import INFERENCE_BATCH_SIZE, PARALLEL_PASSES_CHOSEN, parallel_optimizer
 from .kernels import inference, network
 from .kernels.table import optional_kinds
 from .kernels.optimizers import H_SCHEDULE, any_clipping
@@ -132,7 +132,8 @@ class CPUBackend(Backend):
                                 metrics, counts, user_metrics, weights)
         source = data[2]
         flops = self.sparse_flops_per_row if source is not None and source.skip else self.flops_per_row
-        with blas_threads_for(3 * flops * batch_size):
+        parallel = args[-1] is not None  # (the step's last argument: parallel_optimizer)
+        with blas_threads_for(3 * flops * batch_size, PARALLEL_PASSES_CHOSEN or parallel):
             return self._run(network.train_batches, *args)
 
     def compile_train(self, *args, **kwargs):

@@ -9,7 +9,8 @@ good. While one of its own calls runs (``fit``, ``predict``, ``evaluate``, ...),
 threads of that one BLAS library: to one thread for products too small to pay for more
 (``config.BLAS_PARALLEL_MIN_FLOPS``), else to ``set_num_threads(n)`` if that was called; the
 previous count is back when the call returns; ``set_num_threads(n)`` sets Numba's thread count
-as well, in the calling thread, for that call's duration. NumPy's own BLAS, PyTorch's and any other
+as well, in the calling thread, for the duration of a call that runs a parallel pass (a call that
+runs none does not start Numba's threads). NumPy's own BLAS, PyTorch's and any other
 library's pools are never touched. ``OPENBLAS_NUM_THREADS`` (read by OpenBLAS at start-up)
 sets the default.
 """
@@ -22,7 +23,7 @@ import os
 import sys
 import threading
 
-from .config import BLAS_PARALLEL_MIN_FLOPS, PARALLEL, PARALLEL_REASON
+from .config import BLAS_PARALLEL_MIN_FLOPS, PARALLEL, PARALLEL_PASSES_CHOSEN, PARALLEL_REASON
 from .validation import check_int
 
 _num_threads = None     # set_num_threads(n); None: the BLAS library's own count
@@ -84,7 +85,7 @@ def get_num_threads() -> int:
 
 
 @contextlib.contextmanager
-def blas_threads_for(flops):
+def blas_threads_for(flops, parallel=PARALLEL_PASSES_CHOSEN):
     """A context for a fastnn call whose matrix products do ``flops`` of work per batch: BLAS on
     one thread below ``BLAS_PARALLEL_MIN_FLOPS`` (waking threads costs more than the product),
     else on ``set_num_threads``' count (or its own). The count the first call found is back
@@ -92,7 +93,9 @@ def blas_threads_for(flops):
 
     Calls from several threads at once (predicts, which run concurrently) share one count: the
     library has one. While two or more run, it is one thread: they are the parallelism then,
-    and each product runs in its caller's thread instead of queueing for the BLAS pool."""
+    and each product runs in its caller's thread instead of queueing for the BLAS pool.
+    ``parallel``: whether the call may run a parallel pass (then Numba's count is
+    ``set_num_threads``' too); by default, whether FASTNN_PARALLEL chose any."""
     global _active, _before
     limit = 1 if flops < BLAS_PARALLEL_MIN_FLOPS else _num_threads
     libs = _blas_controller().lib_controllers
@@ -106,7 +109,7 @@ def blas_threads_for(flops):
                 if lib.num_threads != target:
                     lib.set_num_threads(target)
     try:
-        with _numba_threads(_num_threads) if PARALLEL and _num_threads is not None else contextlib.nullcontext():
+        with _numba_threads(_num_threads) if parallel and _num_threads is not None else contextlib.nullcontext():
             yield
     finally:
         with _calls:

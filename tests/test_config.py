@@ -84,7 +84,7 @@ def test_the_parallel_plan_keeps_a_layer_the_user_chose():
     assert results["workqueue"] == [False, True]
     assert results["priority"] == [False, True]
     assert results["off"] == [False, True]
-    assert results["default"] == [False, True]  # no pass chosen: serial, and TBB not loaded
+    assert results["default"] == [config._tbb_loads(), True]  # TBB where it loads, as Numba's default order picks
     assert results["safe"] == [config._tbb_loads(), True]  # TBB is what "safe" asks for
 
 

@@ -142,33 +142,37 @@ def test_serial_and_parallel_builds_train_the_same_parameters():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sys.platform != "linux", reason="fork")
-def test_adams_parallel_pass_is_chosen_per_model_with_the_serial_result():
-    """FASTNN_PARALLEL=optimizer: a model above PARALLEL_MIN_ELEMENTS parameters (784-340-10:
-    270,660) runs Adam's parallel pass, chosen as it trains (an argument of its step): the same
-    parameters as a serial build, bit for bit, and a fork pool works after it."""
+@pytest.mark.skipif(not config.PARALLEL or sys.platform != "linux", reason="needs Numba's TBB layer and fork")
+def test_a_large_model_runs_adams_parallel_pass_by_default_with_the_serial_result():
+    """Without FASTNN_PARALLEL, a model of PARALLEL_OPTIMIZER_MIN_PARAMS parameters or more (784-340-10:
+    270,660) runs Adam's parallel pass: the same parameters as a serial build, bit for bit, and a
+    fork pool works after it."""
     results = {}
-    for passes in ("optimizer", "0"):
-        env = dict(os.environ, HIDDEN="340", FASTNN_PARALLEL=passes)
+    for passes in ("", "0"):
+        env = {k: v for k, v in os.environ.items() if k != "FASTNN_PARALLEL"}
+        env.update(HIDDEN="340", **({"FASTNN_PARALLEL": passes} if passes else {}))
         done = subprocess.run([sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
         results[passes] = json.loads(done.stdout.strip().splitlines()[-1])
-    assert results["0"]["adam"] is False
-    if not results["optimizer"]["passes"][0]:
-        pytest.skip("Numba's TBB layer is not available here")
-    assert results["optimizer"]["adam"] is True
-    assert results["optimizer"]["pool"] == [1, 2]
-    assert results["optimizer"]["params"] == results["0"]["params"]
+    assert 784 * 340 + 340 + 3410 + 10 >= config.PARALLEL_OPTIMIZER_MIN_PARAMS
+    assert results[""]["adam"] is True and results["0"]["adam"] is False
+    assert results[""]["pool"] == [1, 2]
+    assert results[""]["params"] == results["0"]["params"]
 
 
 def test_parallel_optimizer_choice(monkeypatch):
-    """Adam's parallel pass runs only where FASTNN_PARALLEL names the optimizer, and only for a
-    model large enough for the pass to split its work."""
-    for optimizer, size, expected in [(True, config.PARALLEL_MIN_ELEMENTS, True),
-                                      (True, config.PARALLEL_MIN_ELEMENTS - 1, False),
-                                      (False, 10**9, False)]:
+    """FASTNN_PARALLEL's choice holds for every model size; without one, the size decides; a serial
+    build never runs it."""
+    for chosen, optimizer, parallel, size, expected in [
+            (False, False, True, config.PARALLEL_OPTIMIZER_MIN_PARAMS, True),
+            (False, False, True, config.PARALLEL_OPTIMIZER_MIN_PARAMS - 1, False),
+            (True, True, True, 10, True),
+            (True, False, True, 10**9, False),  # other passes named: Adam stays serial
+            (False, False, False, 10**9, False)]:
+        monkeypatch.setattr(config, "PARALLEL_PASSES_CHOSEN", chosen)
         monkeypatch.setattr(config, "PARALLEL_OPTIMIZER", optimizer)
-        assert config.parallel_optimizer(size) is expected, (optimizer, size)
+        monkeypatch.setattr(config, "PARALLEL", parallel)
+        assert config.parallel_optimizer(size) is expected, (chosen, optimizer, parallel, size)
 
 
 WARM = textwrap.dedent("""
@@ -186,10 +190,47 @@ WARM = textwrap.dedent("""
 
 
 def test_every_parallel_kernel_runs_when_loaded_from_a_warm_cache(tmp_path):
-    """The build of each parallel kernel (serial here, as the test suite's) runs when a new process
+    """The build of each parallel kernel (the test suite's: parallel where TBB loads) runs when a new process
     loads it from the cache, not only when compiled: Numba's thread-count intrinsic starts the
     threading layer when compiled only, and the second process called a null pointer."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     for run in ("compiles", "loads"):
         done = subprocess.run([sys.executable, "-c", WARM], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0 and done.stdout.strip() == "ran", (run, done.returncode, done.stderr[-2000:])
+
+
+CALLER = textwrap.dedent("""
+    import sys, numpy as np
+    from fastnn import config
+    from fastnn.kernels import optimizers as O
+    n = 2 * config.PARALLEL_MIN_ELEMENTS
+    p, g, m, v = (np.full(n, x, np.float32) for x in (1.0, 0.5, 0.0, 0.0))
+    if sys.argv[1] == "callee":
+        O.adam_step_parallel(p, g, m, v, 1e-3, 0.9, 0.999, 1e-7, 1, 0.0)
+    else:
+        hyper = np.zeros(O.N_HYPER)
+        hyper[[O.H_LR, O.H_1, O.H_2, O.H_EPS]] = 1e-3, 0.9, 0.999, 1e-7
+        O.optimizer_step(O.ADAM, p, g, m, v, hyper, 1, True)
+    print(config.PARALLEL_OPTIMIZER, float(p[0]), float(p[-1]))
+""")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the crash was seen on Linux only")
+def test_a_caller_compiled_against_a_cached_parallel_kernel_starts_the_threads_when_loaded(tmp_path):
+    """Three processes on one cache: the first compiles Adam's parallel kernel alone; the second
+    loads it and compiles a caller (``optimizer_step``); the third loads that caller alone. Numba
+    does not put a loaded kernel's thread start-up (``reload_init``) back on its library, so the
+    caller was saved without it and the third process crashed (SIGSEGV) in the parallel loop
+    (``config._CacheOnFirstUse.load_overload``)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "FASTNN_PARALLEL": "optimizer"}
+    outputs = []
+    for role in ("callee", "caller compiles", "caller loads"):
+        done = subprocess.run([sys.executable, "-c", CALLER, role.split()[0]], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, (role, done.returncode, done.stderr[-2000:])
+        outputs.append(done.stdout.split())
+    if outputs[0][0] != "True":
+        pytest.skip("Numba's TBB layer is not available here")
+    # Adam's first step moves each parameter by lr (g / (|g| + eps)), the same in each process.
+    assert outputs[1] == outputs[2] == outputs[0], outputs
+    assert abs(float(outputs[0][1]) - 0.999) < 1e-6 and outputs[0][1] == outputs[0][2], outputs
