@@ -49,7 +49,9 @@ FEW_ROWS = 4
 # the rows of W at its nonzeros (an MNIST digit: about 19%; a ReLU layer's output: about half).
 # One row, float32, 2-core EPYC, BLAS's vector-matrix product / the rows at the nonzeros, in us:
 # 784 -> 100 at 20% nonzeros 3.4 / 1.5, at 50% 3.3 / 2.9, at 100% 3.5 / 6.0; 100 -> 50 at 50%
-# 0.35 / 0.29; 1024 -> 1024 at 50% (one thread) about 2x faster by the nonzeros.
+# 0.35 / 0.29; 1024 -> 1024 at 50% (one thread) about 2x faster by the nonzeros. On a 2-core
+# Xeon (AVX-512), with the rows summed four at a time: 784 -> 100 at 50% 3.3 / 2.8, at 60%
+# 3.2 / 3.4; 1024 -> 10 at 60% 1.7 / 2.3; 256 -> 256 at 60% 2.3 / 1.9: above a half it is a draw.
 FEW_ROWS_MAX_DENSITY = 0.5
 
 # Density (fraction of nonzero inputs) at or below which a stack's first Dense layer trains on

@@ -144,15 +144,29 @@ def test_predicts_few_row_path_equals_the_full_path_and_follows_the_weights():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("density", [0.0, 0.2, 0.5, 0.8, 1.0])
-def test_row_times_matrix_is_the_vector_matrix_product(density, dtype):
+@pytest.mark.parametrize("n_in", [37, 200])  # one partial block of 64 inputs; three whole ones and a partial
+def test_row_times_matrix_is_the_vector_matrix_product(density, dtype, n_in):
     rng = np.random.default_rng(int(density * 10))
-    W = rng.standard_normal((37, 11)).astype(dtype)
-    x = rng.standard_normal(37).astype(dtype)
-    x[rng.permutation(37)[: int(round((1 - density) * 37))]] = 0
+    W = rng.standard_normal((n_in, 11)).astype(dtype)
+    x = rng.standard_normal(n_in).astype(dtype)
+    x[rng.permutation(n_in)[: int(round((1 - density) * n_in))]] = 0
     out = np.full(11, np.nan, dtype)
     row_times_matrix(out, x, W)
     expected = x.astype(np.float64) @ W.astype(np.float64)
     np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+@pytest.mark.parametrize("where", [0, 63, 64, 199])  # the first and last element of a block, the last of x
+def test_row_times_matrix_sees_a_nonzero_at_a_block_edge_and_a_nan(where):
+    W = np.arange(200 * 3, dtype=np.float32).reshape(200, 3)
+    x = np.zeros(200, np.float32)
+    x[where] = 2
+    out = np.full(3, np.nan, np.float32)
+    row_times_matrix(out, x, W)
+    np.testing.assert_array_equal(out, 2 * W[where])
+    x[where] = np.nan
+    row_times_matrix(out, x, W)
+    assert np.isnan(out).all()
 
 
 @pytest.mark.slow
