@@ -98,7 +98,8 @@ def main(argv=None):
     order = np.random.default_rng(0).permutation(x.shape[0]).astype(np.int64)
     n_batches = x.shape[0] // args.batch
     fns = loss_kernels(int(model.loss.code), np.float32)
-    parallel = True if config.parallel_optimizer(backend.params.size) else None  # as fit chooses
+    parallel = True if config.parallel_optimizer(backend.params.size, 3 * backend.flops_per_row * args.batch) \
+        else None  # as fit chooses (a dense first layer)
 
     def call(stage):
         train = net.Training(backend.grads, backend.state1, backend.state2, backend.opt_meta, model._opt_hyper(),

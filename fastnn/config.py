@@ -183,7 +183,7 @@ PARALLEL_ACTIVATIONS = PARALLEL and "activations" in _chosen
 PARALLEL_COLUMN_SUMS = PARALLEL and "column_sums" in _chosen
 PARALLEL_GATHER = PARALLEL and "gather" in _chosen
 # Without FASTNN_PARALLEL, one pass runs in parallel: Adam over a model of at least this many
-# parameters (``parallel_optimizer``). The model chooses it when it trains, through an argument of
+# parameters whose products run BLAS on one thread (``parallel_optimizer``). The model chooses it when it trains, through an argument of
 # its step, not a constant, so that a smaller model's step never compiles the parallel kernel (its
 # cold start stays as it was) and a larger one's compiles it once. Adam is bound by its square
 # root and division on an Intel Xeon (AVX-512, 2 cores), serial and on two threads: 10.5 and 5.5
@@ -193,13 +193,19 @@ PARALLEL_GATHER = PARALLEL and "gather" in _chosen
 PARALLEL_OPTIMIZER_MIN_PARAMS = 1 << 18
 
 
-def parallel_optimizer(n_params):
-    """Whether a model of ``n_params`` parameters runs Adam's parallel pass (in a parallel build,
-    ``PARALLEL``): every model where FASTNN_PARALLEL names the optimizer, none where it names
-    other passes only, and without it, a model of at least ``PARALLEL_OPTIMIZER_MIN_PARAMS``."""
+def parallel_optimizer(n_params, step_flops):
+    """Whether a model of ``n_params`` parameters, whose training step's matrix products do
+    ``step_flops`` of work, runs Adam's parallel pass (in a parallel build, ``PARALLEL``): every
+    model where FASTNN_PARALLEL names the optimizer, none where it names other passes only.
+    Without it: a model of at least ``PARALLEL_OPTIMIZER_MIN_PARAMS`` whose products run BLAS
+    on one thread (``step_flops`` below ``BLAS_PARALLEL_MIN_FLOPS``, ``threading.blas_threads_for``),
+    as a bag-of-words network's do (its first layer skips the zeros). Where BLAS runs on several,
+    its threads wait busily between products on the cores the pass would take: in the wide
+    network's step on two threads, Adam took 1.43-1.50 ms serial and 1.69-1.83 ms in parallel on
+    one Xeon (``benchmarks/scaling.py``), though 1.11 against 0.73 ms on another."""
     if PARALLEL_PASSES_CHOSEN:
         return PARALLEL_OPTIMIZER
-    return PARALLEL and n_params >= PARALLEL_OPTIMIZER_MIN_PARAMS
+    return PARALLEL and n_params >= PARALLEL_OPTIMIZER_MIN_PARAMS and step_flops < BLAS_PARALLEL_MIN_FLOPS
 
 
 def _kernel_sources_stamp():

@@ -130,11 +130,15 @@ class CPUBackend(Backend):
               counts=None, user_metrics=None, weights=None):
         args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
                                 metrics, counts, user_metrics, weights)
-        source = data[2]
-        flops = self.sparse_flops_per_row if source is not None and source.skip else self.flops_per_row
         parallel = args[-1] is not None  # (the step's last argument: parallel_optimizer)
-        with blas_threads_for(3 * flops * batch_size, PARALLEL_PASSES_CHOSEN or parallel):
+        with blas_threads_for(self._step_flops(data[2], batch_size), PARALLEL_PASSES_CHOSEN or parallel):
             return self._run(network.train_batches, *args)
+
+    def _step_flops(self, source, batch_size):
+        """The FLOPs of a training step's matrix products (forward, and the two products of the
+        backward pass), without a zero-skipping first layer's, which BLAS does not run."""
+        flops = self.sparse_flops_per_row if source is not None and source.skip else self.flops_per_row
+        return 3 * flops * batch_size
 
     def compile_train(self, *args, **kwargs):
         """Compile (or load from Numba's cache) the training step for ``train``'s arguments
@@ -173,7 +177,8 @@ class CPUBackend(Backend):
             x = np.zeros((0, x.shape[1]), self.dtype)
         collective = self._collective()
         # Under MPI the passes stay serial (``distributed.init``).
-        parallel = True if collective is None and parallel_optimizer(self.params.size) else None
+        parallel = True if collective is None and parallel_optimizer(self.params.size,
+                                                                     self._step_flops(source, batch_size)) else None
         return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), int(loss),
                 batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,

@@ -109,16 +109,17 @@ FIT = textwrap.dedent("""
     rng = np.random.default_rng(0)
     x = rng.random((512, 784), dtype=np.float32)
     y = rng.integers(0, 10, 512)
-    hidden = int(os.environ.get("HIDDEN", "128"))
+    hidden, batch = int(os.environ.get("HIDDEN", "128")), int(os.environ.get("BATCH", "256"))
     model = fastnn.MLP([fastnn.Dense(784, hidden, activation="relu"), fastnn.Dense(hidden, 10, activation="softmax")],
                        seed=0)
     model.compile(loss="cross_entropy", optimizer=fastnn.Adam(1e-3))
-    model.fit(x, y, epochs=2, batch_size=256, verbose=0)
+    model.fit(x, y, epochs=2, batch_size=batch, verbose=0)
     with multiprocessing.get_context("fork").Pool(2) as pool:  # still works after the parallel passes
         squares = pool.map_async(abs, [-1, -2]).get(timeout=60)
     print(json.dumps({"passes": [config.PARALLEL_OPTIMIZER, config.PARALLEL_ACTIVATIONS, config.PARALLEL_COLUMN_SUMS,
                                  config.PARALLEL_GATHER], "pool": squares,
-                      "adam": config.parallel_optimizer(sum(w.size for w in model.get_weights())),
+                      "adam": config.parallel_optimizer(model._backend.params.size,  # as the step chose
+                                                        model._backend._step_flops(None, batch)),
                       "params": [float(v) for v in model.get_weights()[0].ravel()[::997]]
                                 + [float(v) for w in model.get_weights()[1:] for v in w.ravel()]}))
 """)
@@ -145,12 +146,12 @@ def test_serial_and_parallel_builds_train_the_same_parameters():
 @pytest.mark.skipif(not config.PARALLEL or sys.platform != "linux", reason="needs Numba's TBB layer and fork")
 def test_a_large_model_runs_adams_parallel_pass_by_default_with_the_serial_result():
     """Without FASTNN_PARALLEL, a model of PARALLEL_OPTIMIZER_MIN_PARAMS parameters or more (784-340-10:
-    270,660) runs Adam's parallel pass: the same parameters as a serial build, bit for bit, and a
-    fork pool works after it."""
+    270,660) whose products run BLAS on one thread (batch 16) runs Adam's parallel pass: the same
+    parameters as a serial build, bit for bit, and a fork pool works after it."""
     results = {}
     for passes in ("", "0"):
         env = {k: v for k, v in os.environ.items() if k != "FASTNN_PARALLEL"}
-        env.update(HIDDEN="340", **({"FASTNN_PARALLEL": passes} if passes else {}))
+        env.update(HIDDEN="340", BATCH="16", **({"FASTNN_PARALLEL": passes} if passes else {}))
         done = subprocess.run([sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
         results[passes] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -161,18 +162,20 @@ def test_a_large_model_runs_adams_parallel_pass_by_default_with_the_serial_resul
 
 
 def test_parallel_optimizer_choice(monkeypatch):
-    """FASTNN_PARALLEL's choice holds for every model size; without one, the size decides; a serial
-    build never runs it."""
-    for chosen, optimizer, parallel, size, expected in [
-            (False, False, True, config.PARALLEL_OPTIMIZER_MIN_PARAMS, True),
-            (False, False, True, config.PARALLEL_OPTIMIZER_MIN_PARAMS - 1, False),
-            (True, True, True, 10, True),
-            (True, False, True, 10**9, False),  # other passes named: Adam stays serial
-            (False, False, False, 10**9, False)]:
+    """FASTNN_PARALLEL's choice holds for every model; without one, the model's size and whether its
+    products run BLAS on one thread decide; a serial build never runs it."""
+    small, large = config.BLAS_PARALLEL_MIN_FLOPS - 1, config.BLAS_PARALLEL_MIN_FLOPS  # a step's FLOPs
+    for chosen, optimizer, parallel, size, flops, expected in [
+            (False, False, True, config.PARALLEL_OPTIMIZER_MIN_PARAMS, small, True),
+            (False, False, True, config.PARALLEL_OPTIMIZER_MIN_PARAMS, large, False),  # BLAS on two threads
+            (False, False, True, config.PARALLEL_OPTIMIZER_MIN_PARAMS - 1, small, False),
+            (True, True, True, 10, large, True),
+            (True, False, True, 10**9, small, False),  # other passes named: Adam stays serial
+            (False, False, False, 10**9, small, False)]:
         monkeypatch.setattr(config, "PARALLEL_PASSES_CHOSEN", chosen)
         monkeypatch.setattr(config, "PARALLEL_OPTIMIZER", optimizer)
         monkeypatch.setattr(config, "PARALLEL", parallel)
-        assert config.parallel_optimizer(size) is expected, (chosen, optimizer, parallel, size)
+        assert config.parallel_optimizer(size, flops) is expected, (chosen, optimizer, parallel, size, flops)
 
 
 WARM = textwrap.dedent("""
