@@ -183,9 +183,10 @@ PARALLEL_ACTIVATIONS = PARALLEL and "activations" in _chosen
 PARALLEL_COLUMN_SUMS = PARALLEL and "column_sums" in _chosen
 PARALLEL_GATHER = PARALLEL and "gather" in _chosen
 # Without FASTNN_PARALLEL, one pass runs in parallel: Adam over a model of at least this many
-# parameters whose products run BLAS on one thread (``parallel_optimizer``). The model chooses it when it trains, through an argument of
-# its step, not a constant, so that a smaller model's step never compiles the parallel kernel (its
-# cold start stays as it was) and a larger one's compiles it once. Adam is bound by its square
+# parameters whose products run BLAS on one thread (``parallel_optimizer``). The model chooses it
+# when it trains, through an argument of its step, not a constant, so that a smaller model's step
+# never compiles the parallel kernel (its cold start stays as it was) and a larger one's compiles
+# it once. Adam is bound by its square
 # root and division on an Intel Xeon (AVX-512, 2 cores), serial and on two threads: 10.5 and 5.5
 # ms over the 12.8M parameters of a 50,000-256-20 bag-of-words network, 1.02 and 0.53 ms over the
 # wide network's 1.86M, 163 and 66 us over 300,000, 29 and 22 us over the seed network's 84,060.
