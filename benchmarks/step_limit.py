@@ -3,8 +3,9 @@
 A training step of an MLP with layer widths ``sizes`` and batch B does, per dense layer k,
 x_k @ W_k forward, x_k.T @ dz_k for the weight gradient and (except for the first layer)
 dz_k @ W_k.T for the input gradient. ``products_seconds`` runs exactly these products (the same
-shapes, the same BLAS through Numba's ``np.dot``, with the number of BLAS threads fastnn's own
-rule picks for that step) and nothing else, on random data that holds no denormal numbers.
+shapes, the same BLAS through Numba's ``np.dot``, or MKL's GEMM for the products where fastnn
+picks MKL (``fastnn/blas.py``, with the ``mkl`` extra), with the number of BLAS threads fastnn's
+own rule picks for that step) and nothing else, on random data that holds no denormal numbers.
 What a step costs beyond that figure is everything that is not a matrix product: gather,
 elementwise passes, loss, optimizer, and the hand-over between them. ``peers.py`` prints
 products / step time per framework as its "distance to the limit"; ``bench_model.StepLimit``
@@ -21,26 +22,43 @@ import numpy as np
 def _products_kernel():
     import numba
 
+    from fastnn.kernels.dense import GEMM_INPUT, GEMM_WEIGHTS, repeat_product
+
     @numba.njit(cache=False)
-    def products(weights, xs, dzs, dws):
+    def products(weights, xs, dzs, dws, gemm):
         n_layers = len(weights)
         for k in range(n_layers):
-            np.dot(xs[k], weights[k], xs[k + 1])
+            repeat_product(xs[k + 1], xs[k], weights[k], 0, gemm[k] & 1 != 0, 1)
         for k in range(n_layers - 1, -1, -1):
-            np.dot(xs[k].T, dzs[k + 1], dws[k])
+            repeat_product(dws[k], xs[k], dzs[k + 1], 1, gemm[k] & GEMM_WEIGHTS != 0, 1)
             if k > 0:
-                np.dot(dzs[k + 1], weights[k].T, dzs[k])
+                repeat_product(dzs[k], dzs[k + 1], weights[k], 2, gemm[k] & GEMM_INPUT != 0, 1)
     return products
 
 
 def _forward_kernel():
     import numba
 
+    from fastnn.kernels.dense import repeat_product
+
     @numba.njit(cache=False)
-    def forward(weights, xs):
+    def forward(weights, xs, gemm):
         for k in range(len(weights)):
-            np.dot(xs[k], weights[k], xs[k + 1])
+            repeat_product(xs[k + 1], xs[k], weights[k], 0, gemm[k] & 1 != 0, 1)
     return forward
+
+
+def _gemm(sizes, batch, backward):
+    """fastnn's choice of library for each layer's products (``fastnn.blas.plan``; zeros: OpenBLAS
+    for all), inside the call's ``blas_threads_for``."""
+    from fastnn import blas
+    from fastnn.kernels.table import DENSE_LAYER, KIND, N_IN, N_OUT
+    from fastnn.threading import call_blas_threads
+
+    table = np.zeros((len(sizes) - 1, 6), np.int64)
+    table[:, N_IN], table[:, N_OUT], table[:, KIND] = sizes[:-1], sizes[1:], DENSE_LAYER
+    gemm = blas.plan(table, batch, np.float32, backward, call_blas_threads())
+    return np.zeros(len(sizes) - 1, np.int64) if gemm is None else gemm
 
 
 def _median_seconds(call, repeats):
@@ -90,7 +108,8 @@ def predict_products_seconds(sizes, rows, batch_size=None, repeats=7):
     def batch_seconds(batch):
         xs = List([rng.standard_normal((batch, a)).astype(np.float32) for a in sizes])
         with blas_threads_for(flops_per_row * batch):  # the rule of fastnn's predict
-            return _median_seconds(lambda: forward(weights, xs), repeats)
+            gemm = _gemm(sizes, batch, False)
+            return _median_seconds(lambda: forward(weights, xs, gemm), repeats)
 
     return _over_rows(batch_seconds, rows, batch_size)
 
@@ -111,6 +130,7 @@ def products_seconds(sizes, batch_size, rows=None, repeats=20):
         dzs = List([rng.standard_normal((batch, a)).astype(np.float32) for a in sizes])
         dws = List([np.empty((a, b), np.float32) for a, b in zip(sizes[:-1], sizes[1:])])
         with blas_threads_for(3 * flops_per_row * batch):  # the rule of fastnn's training step
-            return _median_seconds(lambda: products(weights, xs, dzs, dws), repeats)
+            gemm = _gemm(sizes, batch, True)
+            return _median_seconds(lambda: products(weights, xs, dzs, dws, gemm), repeats)
 
     return step_seconds(batch_size) if rows is None else _over_rows(step_seconds, rows, batch_size)

@@ -89,13 +89,20 @@ def _tbb_candidates():
     """Where pip's or conda's ``tbb`` puts its library, which the loader does not search in a
     virtual environment (pip writes it into ``<prefix>/lib``, outside every rpath)."""
     name = {"win32": "tbb12.dll", "darwin": "libtbb.12.dylib"}.get(sys.platform, "libtbb.so.12")
-    prefixes = [sys.prefix, sys.exec_prefix, sys.base_prefix, getattr(site, "USER_BASE", None)]
     subdirs = ("Library/bin", "Lib", "bin", "lib") if sys.platform == "win32" else ("lib",)
+    return _library_candidates((name,), subdirs)
+
+
+def _library_candidates(names, subdirs):
+    """The existing files ``<prefix>/<subdir>/<name>`` over the interpreter's prefixes and the
+    user base, in that order: where pip's and conda's wheels of shared libraries put them."""
+    prefixes = [sys.prefix, sys.exec_prefix, sys.base_prefix, getattr(site, "USER_BASE", None)]
     seen = []
     for prefix in prefixes:
         for sub in subdirs:
-            if prefix and os.path.join(prefix, sub, name) not in seen:
-                seen.append(os.path.join(prefix, sub, name))
+            for name in names:
+                if prefix and os.path.join(prefix, sub, name) not in seen:
+                    seen.append(os.path.join(prefix, sub, name))
     return [path for path in seen if os.path.isfile(path)]
 
 
@@ -162,6 +169,49 @@ def _parallel_plan():
 
 
 PARALLEL, PARALLEL_REASON = _parallel_plan()
+
+# MKL for the matrix products, where the ``mkl`` extra (Intel's ``mkl`` wheel) is installed. On a
+# 2-core Xeon (AVX-512) its SGEMM beat SciPy's OpenBLAS by 1.05-1.45x on most of the seed and
+# wide networks' shapes and lost 4x on one (256 x 1024 x 10 on two threads), and on AMD cores
+# OpenBLAS is the faster library: so each Dense layer's products go to MKL only where timing both
+# on that layer's shapes, on the machine it runs on, says so (``fastnn/blas.py``). MKL's
+# ``cblas_sgemm`` and ``cblas_dgemm`` are called from compiled code as symbols that this module
+# registers with LLVM under fastnn's own names (``fastnn_cblas_sgemm``), so that the compiled step
+# stays in Numba's cache (the addresses are registered again at each import) and the library's
+# symbols are not made global for other libraries. FASTNN_BLAS=openblas leaves MKL unloaded;
+# =mkl runs every product through MKL where it loads; unset (or "auto"), the timing decides.
+BLAS_CHOICES = ("auto", "openblas", "mkl")
+BLAS_CHOICE = os.environ.get("FASTNN_BLAS", "auto").strip().lower() or "auto"
+MKL_NAMES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.dylib", "mkl_rt.3.dll", "mkl_rt.2.dll")
+
+
+def _mkl_plan():
+    """(the loaded MKL library or None, why): MKL's single dynamic library, where pip or conda put
+    it, loaded privately (RTLD_LOCAL), its two GEMMs registered with LLVM as fastnn's symbols."""
+    if BLAS_CHOICE not in BLAS_CHOICES:
+        raise ValueError(f"FASTNN_BLAS must be one of {', '.join(BLAS_CHOICES)}, got {BLAS_CHOICE!r}")
+    if BLAS_CHOICE == "openblas":
+        return None, "OpenBLAS only: FASTNN_BLAS=openblas"
+    subdirs = ("Library/bin", "Lib", "bin", "lib") if sys.platform == "win32" else ("lib",)
+    for path in _library_candidates(MKL_NAMES, subdirs):
+        try:
+            lib = ctypes.CDLL(path)
+            addresses = {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                         for name in ("cblas_sgemm", "cblas_dgemm")}
+            lib.MKL_Set_Num_Threads_Local.restype = ctypes.c_int
+            lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
+        except (OSError, AttributeError):
+            continue
+        import llvmlite.binding as llvm
+        for name, address in addresses.items():
+            llvm.add_symbol("fastnn_" + name, address)
+        return lib, f"MKL ({path}) where timing each Dense layer's products picks it" \
+            if BLAS_CHOICE == "auto" else f"MKL ({path}) for every product: FASTNN_BLAS=mkl"
+    return None, "OpenBLAS only: the mkl extra is not installed (pip install fastnn[mkl])"
+
+
+MKL_LIBRARY, BLAS_REASON = _mkl_plan()
+MKL = MKL_LIBRARY is not None   # a module constant: without MKL, its calls compile out
 # Which passes run in parallel where PARALLEL: module constants that Numba prunes on, so a pass
 # that is off compiles no parallel kernel. Each parallel kernel costs cold-start time, more the
 # deeper its caller sits (LLVM optimizes a callee again in every compiled caller): the optimizer's
@@ -227,17 +277,18 @@ def _kernel_sources_stamp():
 
 def _build_tag():
     """What tells this process's build of the kernels from another's in one cache: the serial
-    build, or the parallel passes chosen (``FASTNN_PARALLEL``).
+    build, or the parallel passes chosen (``FASTNN_PARALLEL``); and whether MKL is loaded.
 
     It names the cache files, not only their stamp: with the stamp alone, a serial and a parallel
     process sharing a cache write data files of the same names (Numba numbers them per index),
     and one that reads its index while the other rewrites a data file loads the other build's
     machine code, a parallel build into a process that never started Numba's threads.
     """
+    mkl = "-mkl" if MKL else ""  # (a build with MKL's calls needs its symbols when it loads)
     if not PARALLEL:  # (a kernel's ``parallel=True`` builds in parallel wherever PARALLEL is)
-        return "serial"
+        return "serial" + mkl
     flags = (PARALLEL_OPTIMIZER, PARALLEL_ACTIVATIONS, PARALLEL_COLUMN_SUMS, PARALLEL_GATHER)
-    return "parallel" + "".join(str(int(f)) for f in flags)
+    return "parallel" + "".join(str(int(f)) for f in flags) + mkl
 
 
 def _install_cache_locators():

@@ -11,7 +11,7 @@ import time
 import numba
 import numpy as np
 
-from . import distributed
+from . import blas, distributed
 from . import user_layers as user_kernels
 from .backend import Backend, check_state
 from .config import INFERENCE_BATCH_SIZE, PARALLEL_PASSES_CHOSEN, parallel_optimizer
@@ -23,7 +23,7 @@ from .kernels.schedules import CONSTANT
 from .kernels.sparse import SparseBatches
 from .sparse_input import SparseSource
 from .predictor import inference_workspace
-from .threading import blas_threads_for
+from .threading import blas_threads_for, call_blas_threads
 from .user_losses import UserMetrics, loss_kernels
 from .validation import writable_input
 
@@ -128,10 +128,11 @@ class CPUBackend(Backend):
 
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
               counts=None, user_metrics=None, weights=None):
-        args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                                metrics, counts, user_metrics, weights)
-        parallel = args[-1] is not None  # (the step's last argument: parallel_optimizer)
+        parallel = self._parallel_optimizer(data[2], batch_size) is not None
         with blas_threads_for(self._step_flops(data[2], batch_size), PARALLEL_PASSES_CHOSEN or parallel):
+            # (inside: the products' library is chosen at the thread count they run on)
+            args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
+                                    metrics, counts, user_metrics, weights)
             return self._run(network.train_batches, *args)
 
     def _step_flops(self, source, batch_size):
@@ -145,7 +146,7 @@ class CPUBackend(Backend):
         without running it; returns None, or a note for the user when it had to be compiled:
         a cold first run takes seconds, which should not count as training time."""
         dispatcher = network.train_batches
-        values = self._train_args(*args, **kwargs)
+        values = self._train_args(*args, **kwargs, measure=False)
         run = user_kernels.quietly if self._user_functions(values) else self._run
         types = run(lambda: tuple(numba.typeof(a) for a in values))
         if types in dispatcher.overloads:
@@ -167,7 +168,9 @@ class CPUBackend(Backend):
             return False
 
     def _train_args(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                    metrics=None, counts=None, user_metrics=None, weights=None):
+                    metrics=None, counts=None, user_metrics=None, weights=None, measure=True):
+        """``train_batches``' arguments; ``measure`` False: the products' library is not timed
+        (``fastnn.blas``), for a caller that needs the types only."""
         x, y, source = data
         self.reserve(batch_size)
         train = network.Training(self.grads, self.state1, self.state2, self.spec.slices.meta, opt_hyper,
@@ -176,15 +179,21 @@ class CPUBackend(Backend):
         if source is not None and not source.dense:  # the rows are in the bundle; x gives the width
             x = np.zeros((0, x.shape[1]), self.dtype)
         collective = self._collective()
-        # Under MPI the passes stay serial (``distributed.init``).
-        parallel = True if collective is None and parallel_optimizer(self.params.size,
-                                                                     self._step_flops(source, batch_size)) else None
-        return (self._network(), train, self.work, network.Batches(x, y, order, batch_size, first, stop), int(loss),
+        parallel = self._parallel_optimizer(source, batch_size)
+        skip = source is not None and source.skip
+        return (self._network(batch_size, True, skip, measure), train, self.work, network.Batches(x, y, order, batch_size, first, stop), int(loss),
                 batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
                 *self.optional_stages(opt_hyper), *self.kinds, collective, self.graph, sparse,
                 self._loss_kernels(loss, weights), self._sample_weights(weights, batch_size),
                 None if user_metrics is None else user_metrics(self.dtype), parallel)
+
+    def _parallel_optimizer(self, source, batch_size):
+        """The step's ``parallel`` argument: True where Adam's parallel pass runs, else None.
+        Under MPI the passes stay serial (``distributed.init``)."""
+        if self._collective() is None and parallel_optimizer(self.params.size, self._step_flops(source, batch_size)):
+            return True
+        return None
 
     def _loss_kernels(self, loss, weights):
         """``train_batches``' ``loss_fns``: the loss's compiled functions, a user loss's (its code
@@ -226,9 +235,13 @@ class CPUBackend(Backend):
         """None in one process; under MPI the step's ``kernels.distributed.Collective``."""
         return distributed.collective(self.dtype, self.params.size)
 
-    def _network(self):
-        # Built per call, not kept: load and configure_optimizers may replace the arrays.
-        return network.Network(self.params, self.spec.table, self.spec.alphas, self.rng)
+    def _network(self, rows=0, backward=False, skip_first=False, measure=True):
+        """The ``Network`` bundle for a call over batches of ``rows`` rows (``backward``: training),
+        inside its ``blas_threads_for``: the products' library timed for that thread count
+        (``fastnn.blas``; ``skip_first``: the first layer skips a CSR input's zeros, no BLAS).
+        Built per call, not kept: load and configure_optimizers may replace the arrays."""
+        gemm = blas.plan(self.spec.table, rows, self.dtype, backward, call_blas_threads(), measure, skip_first)
+        return network.Network(self.params, self.spec.table, self.spec.alphas, self.rng, gemm)
 
     def optional_stages(self, opt_hyper):
         """(reg, tensors, schedules) for ``train_batches``: each None where no layer or optimizer
@@ -248,15 +261,15 @@ class CPUBackend(Backend):
         if training:  # under the model's exclusive lock: the training workspace, and a step of Dropout's stream
             self.reserve(batch_size)
             with blas_threads_for(self.flops_per_row * batch_size):
-                self._run(inference.predict_batches, out, self._network(), x, batch_size, self.work, True, *self.kinds,
-                          self.graph)
+                self._run(inference.predict_batches, out, self._network(min(batch_size, x.shape[0])), x, batch_size,
+                          self.work, True, *self.kinds, self.graph)
             self.rng[network.RNG_STEP] += 1
             return out
         spare = self._workspace(batch_size)
         try:
             with blas_threads_for(self.flops_per_row * batch_size):
-                bad = self._run(inference.predict_batches, out, self._network(), x, batch_size, spare[1], False,
-                                *self.kinds, spare[2], bool(check))
+                bad = self._run(inference.predict_batches, out, self._network(min(batch_size, x.shape[0])), x,
+                                batch_size, spare[1], False, *self.kinds, spare[2], bool(check))
         finally:
             self._spares.append(spare)
         if bad >= 0:
@@ -278,7 +291,8 @@ class CPUBackend(Backend):
         out = np.empty((x.shape[0], self.spec.table[-1, network.N_OUT]), dtype=self.dtype)
         work, _ = inference_workspace(self.spec.table, None, batch_size, self.dtype, input_room=False)
         with blas_threads_for(self.sparse_flops_per_row * batch_size):
-            self._run(inference.predict_sparse_batches, out, self._network(), x.indptr.astype(np.int64, copy=False),
+            self._run(inference.predict_sparse_batches, out, self._network(min(batch_size, x.shape[0]), False, True),
+                      x.indptr.astype(np.int64, copy=False),
                       x.indices.astype(np.int32, copy=False), x.data, batch_size, work, *self.kinds)
         return out
 
@@ -294,6 +308,7 @@ class CPUBackend(Backend):
         x, y = writable_input(x), writable_input(y)
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
-            return self._run(inference.evaluate_batches, self._network(), x, y, batch_size, self.work,
+            return self._run(inference.evaluate_batches, self._network(min(batch_size, x.shape[0])), x, y, batch_size,
+                             self.work,
                              *self.kinds, self.graph, self._loss_kernels(loss, weights), weights)
 

@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 
-from .config import BLAS_PARALLEL_MIN_FLOPS, PARALLEL, PARALLEL_PASSES_CHOSEN, PARALLEL_REASON
+from .config import BLAS_PARALLEL_MIN_FLOPS, BLAS_REASON, MKL_LIBRARY, PARALLEL, PARALLEL_PASSES_CHOSEN, PARALLEL_REASON
 from .validation import check_int
 
 _num_threads = None     # set_num_threads(n); None: the BLAS library's own count
@@ -31,6 +31,7 @@ _blas = None            # threadpoolctl controller of the BLAS library Numba cal
 _calls = threading.Lock()   # guards the two below
 _active = 0             # fastnn calls inside blas_threads_for right now (predicts from several threads)
 _before = None          # the BLAS thread counts that the first of them found, put back by the last
+_local = threading.local()  # .threads: the BLAS thread count of the fastnn call running in this thread
 
 
 def _import_threadpoolctl():
@@ -61,7 +62,9 @@ def _blas_controller():
         scipy_dir = os.path.realpath(os.path.dirname(scipy.__file__))  # .../scipy; wheels: .../scipy.libs
         ours = [lib.filepath for lib in controller.lib_controllers
                 if os.path.realpath(lib.filepath).startswith(scipy_dir)]
-        _blas = controller.select(filepath=ours) if ours else controller
+        # (MKL, where loaded, takes its count per call and thread instead: blas_threads_for)
+        others = [lib.filepath for lib in controller.lib_controllers if lib.internal_api != "mkl"]
+        _blas = controller.select(filepath=ours or others)
     return _blas
 
 
@@ -108,16 +111,30 @@ def blas_threads_for(flops, parallel=PARALLEL_PASSES_CHOSEN):
             for lib in libs:
                 if lib.num_threads != target:
                     lib.set_num_threads(target)
+        threads = target if target is not None else libs[0].num_threads if libs else 1
+    outer = getattr(_local, "threads", None)
+    _local.threads = threads
+    # MKL's count in this thread only (MKL_Set_Num_Threads_Local), the same as OpenBLAS's.
+    mkl_before = MKL_LIBRARY.MKL_Set_Num_Threads_Local(threads) if MKL_LIBRARY is not None else None
     try:
         with _numba_threads(_num_threads) if parallel and _num_threads is not None else contextlib.nullcontext():
             yield
     finally:
+        _local.threads = outer
+        if mkl_before is not None:
+            MKL_LIBRARY.MKL_Set_Num_Threads_Local(mkl_before)
         with _calls:
             _active -= 1
             if _active == 0:
                 for lib, n in zip(libs, _before):
                     if lib.num_threads != n:
                         lib.set_num_threads(n)
+
+
+def call_blas_threads():
+    """The BLAS thread count of the fastnn call running in this thread (``blas_threads_for``), or
+    None outside one."""
+    return getattr(_local, "threads", None)
 
 
 @contextlib.contextmanager
@@ -142,4 +159,5 @@ def threading_info() -> dict[str, Any]:
         "num_threads": get_num_threads(),
         "kernels": PARALLEL_REASON if PARALLEL else f"serial Numba ({PARALLEL_REASON})",
         "blas": [{k: info[k] for k in keys if k in info} for info in _blas_controller().info()],
+        "products": BLAS_REASON,
     }

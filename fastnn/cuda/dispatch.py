@@ -79,7 +79,7 @@ def layer_forward(net, k, out, inp, second, work, rows, training=False, keep=Tru
     ``stats``, the scratch of normalization layers; None where no layer needs any). ``net.rng`` is
     Dropout's key (an int; the step is in ``control[C_STEP]`` on the device). ``defer_softmax``: a dense layer leaves its
     softmax to the loss kernel (the forward half of ``table.fuse_loss_backward``)."""
-    params, layers, alphas, key = net
+    params, layers, alphas, key = net.params, net.layers, net.alphas, net.rng
     n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
     kind = layers[k, KIND]
     if kind == DENSE_LAYER:
@@ -121,7 +121,7 @@ def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work,
     ``NO_INPUT_GRADIENT``). ``dx``, ``dsum``, ``dsum2`` None: not needed. ``fuse``
     (``table.fuse_activation_backward``): the dense layer's dx GEMM applies layer k - 1's
     activation derivative in its epilogue."""
-    params, layers, alphas, key = net
+    params, layers, alphas, key = net.params, net.layers, net.alphas, net.rng
     n_in, n_out = int(layers[k, N_IN]), int(layers[k, N_OUT])
     kind = layers[k, KIND]
     act = int(layers[k, ACT])

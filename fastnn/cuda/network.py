@@ -207,7 +207,7 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
                weights=None, outputs=None):
     """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring);
     ``weights``, ``outputs`` as ``train_batches``'."""
-    params, layers, alphas, key = net
+    params, layers, alphas, key = net.params, net.layers, net.alphas, net.rng
     acts, act_off, deltas, targets = work.acts, work.act_off, work.deltas, work.targets
     last = layers.shape[0] - 1
     n_in, n_out = int(layers[0, N_IN]), int(layers[last, N_OUT])

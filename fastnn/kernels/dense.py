@@ -1,32 +1,109 @@
 """Dense (fully connected) layer: ``out = act(x @ W + b)`` with W of shape (in, out).
 
 The matrix products go to BLAS through ``np.dot(a, b, out)``: with ``out=`` it writes in
-place, and a transposed operand (``x.T``) is passed to BLAS as a flag, not copied. The bias
-and the activation are applied in the same pass over ``out`` (``bias_activation_forward``).
+place, and a transposed operand (``x.T``) is passed to BLAS as a flag, not copied. Where MKL is
+loaded (``config.MKL``), each of a layer's three products can go to MKL's GEMM instead
+(``mkl_gemm``), as the bits ``gemm`` of the layer say (``GEMM_FORWARD``, ``GEMM_WEIGHTS``,
+``GEMM_INPUT``; chosen by timing, ``fastnn/blas.py``). The bias and the activation are applied in
+the same pass over ``out`` (``bias_activation_forward``).
 """
 import numpy as np
+from numba import types
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from ..config import FEW_ROWS, FEW_ROWS_MAX_DENSITY, kernel
+from ..config import FEW_ROWS, FEW_ROWS_MAX_DENSITY, MKL, kernel
 from .activations import bias_activation_forward
 from .parallel import column_sums
 
+# Which of a Dense layer's products run on MKL: bits of its entry in ``Network.gemm``.
+GEMM_FORWARD, GEMM_WEIGHTS, GEMM_INPUT = 1, 2, 4
+
+# cblas_?gemm(layout, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), MKL's LP64
+# interface (32-bit ints), under the names ``config`` registers its addresses with.
+_GEMM_ARGS = (types.int32,) * 6
+SGEMM = types.ExternalFunction("fastnn_cblas_sgemm", types.void(*_GEMM_ARGS, types.float32, types.intp, types.int32,
+                                                                 types.intp, types.int32, types.float32, types.intp,
+                                                                 types.int32))
+DGEMM = types.ExternalFunction("fastnn_cblas_dgemm", types.void(*_GEMM_ARGS, types.float64, types.intp, types.int32,
+                                                                 types.intp, types.int32, types.float64, types.intp,
+                                                                 types.int32))
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+
 
 @kernel(inline=True)
-def dense_forward(out, x, W, b, act, alpha):
+def dense_forward(out, x, W, b, act, alpha, gemm=0):
     """out (B, n_out) = act(x (B, n_in) @ W (n_in, n_out) + b (n_out,)), ``act`` an activation code."""
-    dense_product(out, x, W)
+    dense_product(out, x, W, gemm)
     bias_activation_forward(out, out, b, act, alpha)
 
 
 @kernel(inline=True)
-def dense_product(out, x, W):
-    """out (B, n_out) = x (B, n_in) @ W (n_in, n_out): row by row for a few rows, else BLAS."""
+def dense_product(out, x, W, gemm=0):
+    """out (B, n_out) = x (B, n_in) @ W (n_in, n_out): row by row for a few rows, else BLAS (MKL
+    where ``gemm`` has ``GEMM_FORWARD``)."""
     if x.shape[0] <= FEW_ROWS:
         for i in range(x.shape[0]):
             row_times_matrix(out[i], x[i], W)
+    elif MKL and gemm & GEMM_FORWARD and mkl_gemm(out, x, W, False, False):
+        return
     else:
         np.dot(x, W, out)
+
+
+@kernel
+def gemm_bits(gemm, k):
+    """Layer k's ``GEMM_*`` bits in ``Network.gemm``; 0 where that is None (a statement, not an
+    expression: Numba compiles out a branch on None only in an ``if``)."""
+    if gemm is None:
+        return 0
+    return gemm[k]
+
+
+@kernel
+def mkl_gemm(out, a, b, trans_a, trans_b):
+    """out = op(a) @ op(b) through MKL's cblas_sgemm or cblas_dgemm (op: transposed where asked),
+    every operand row-major with its rows ``strides[0]`` apart; True, or False (nothing done) for
+    an operand whose elements are not adjacent or a size past MKL's 32-bit integers."""
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    size = a.itemsize
+    if not (gemm_operand(a) and gemm_operand(b) and gemm_operand(out)):
+        return False
+    lda, ldb, ldc = max(a.strides[0] // size, 1), max(b.strides[0] // size, 1), max(out.strides[0] // size, 1)
+    if m == 0 or n == 0:
+        return True
+    ta, tb = np.int32(TRANS if trans_a else NO_TRANS), np.int32(TRANS if trans_b else NO_TRANS)
+    if size == 4:
+        SGEMM(np.int32(ROW_MAJOR), ta, tb, np.int32(m), np.int32(n), np.int32(k), np.float32(1), a.ctypes.data,
+              np.int32(lda), b.ctypes.data, np.int32(ldb), np.float32(0), out.ctypes.data, np.int32(ldc))
+    else:
+        DGEMM(np.int32(ROW_MAJOR), ta, tb, np.int32(m), np.int32(n), np.int32(k), 1.0, a.ctypes.data, np.int32(lda),
+              b.ctypes.data, np.int32(ldb), 0.0, out.ctypes.data, np.int32(ldc))
+    return True
+
+
+@kernel
+def repeat_product(out, a, b, layout, mkl, calls):
+    """``calls`` times out = a @ b (``layout`` 0), a.T @ b (1) or a @ b.T (2), through MKL or
+    ``np.dot``: what ``fastnn/blas.py`` times to choose between them."""
+    for _ in range(calls):
+        if MKL and mkl and mkl_gemm(out, a, b, layout == 1, layout == 2):
+            continue
+        if layout == 0:
+            np.dot(a, b, out)
+        elif layout == 1:
+            np.dot(a.T, b, out)
+        else:
+            np.dot(a, b.T, out)
+
+
+@kernel(inline=True)
+def gemm_operand(arr):
+    """Whether MKL's GEMM takes ``arr`` as it lies: adjacent elements along its rows, every size
+    and row stride within 32-bit integers."""
+    big = 2 ** 31 - 1
+    return (arr.shape[1] <= 1 or arr.strides[1] == arr.itemsize) and arr.strides[0] // arr.itemsize <= big \
+        and arr.shape[0] <= big and arr.shape[1] <= big
 
 
 @kernel
@@ -81,15 +158,17 @@ def row_times_matrix(out, x, W):
 
 
 @kernel(inline=True)
-def dense_backward(dx, dW, db, dz, x, W):
+def dense_backward(dx, dW, db, dz, x, W, gemm=0):
     """Gradients of a dense layer from dz = dL/d(x @ W + b) (B, n_out).
 
     dW = x.T @ dz, db = column sums of dz, dx = dz @ W.T. ``dx`` may be an empty array to
-    skip it: the first layer needs no gradient for its input.
+    skip it: the first layer needs no gradient for its input. ``gemm``: as ``dense_product``'s
+    (``GEMM_WEIGHTS`` for dW, ``GEMM_INPUT`` for dx).
     """
-    np.dot(x.T, dz, dW)
+    if not (MKL and gemm & GEMM_WEIGHTS and mkl_gemm(dW, x, dz, True, False)):
+        np.dot(x.T, dz, dW)
     column_sums(db, dz)
-    if dx.size:
+    if dx.size and not (MKL and gemm & GEMM_INPUT and mkl_gemm(dx, dz, W, False, True)):
         np.dot(dz, W.T, dx)
 
 

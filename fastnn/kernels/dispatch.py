@@ -15,7 +15,7 @@ import numpy as np
 from ..config import kernel
 from .activations import IDENTITY, activation_backward, bias_activation_forward
 from .batchnorm import batchnorm_backward, batchnorm_forward
-from .dense import dense_backward, dense_forward
+from .dense import dense_backward, dense_forward, gemm_bits
 from .dropout import dropout_backward, dropout_forward, dropout_stream
 from .embedding import embedding_backward, embedding_dim, embedding_forward
 from .layernorm import layernorm_backward, layernorm_forward
@@ -42,13 +42,13 @@ def layer_forward(net, k, out, inp, second, work, training, keep, row0, dropout,
     ``graph`` None (a stack): merge layers and input slices are an error, and their code compiles
     out, as an optional kind's.
     """
-    params, layers, alphas, rng = net
+    params, layers, alphas, rng, gemm = net
     n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
     kind = layers[k, KIND]
     if kind == DENSE_LAYER:
         w, b = layers[k, W_OFF], layers[k, B_OFF]
         dense_forward(out, inp, params[w: w + n_in * n_out].reshape(n_in, n_out), params[b: b + n_out],
-                      layers[k, ACT], alphas[k, ALPHA])
+                      layers[k, ACT], alphas[k, ALPHA], gemm_bits(gemm, k))
     elif kind == ACTIVATION_LAYER:
         bias_activation_forward(out, inp, params[0:0], layers[k, ACT], alphas[k, ALPHA])
     elif kind == DROPOUT_LAYER:
@@ -111,7 +111,7 @@ def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work,
     (``table.fuse_activation_backward``): a dense layer also applies layer k - 1's activation
     derivative to ``dx`` (from ``inp``, that layer's output). ``graph`` as in ``layer_forward``.
     """
-    params, layers, alphas, rng = net
+    params, layers, alphas, rng, gemm = net
     n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
     kind = layers[k, KIND]
     wanted = dx.shape[0] > 0
@@ -120,7 +120,7 @@ def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work,
             activation_backward(dout, dout, out, layers[k, ACT], alphas[k, ALPHA])
         w, b = layers[k, W_OFF], layers[k, B_OFF]
         dense_backward(dx, grads[w: w + n_in * n_out].reshape(n_in, n_out), grads[b: b + n_out], dout, inp,
-                       params[w: w + n_in * n_out].reshape(n_in, n_out))
+                       params[w: w + n_in * n_out].reshape(n_in, n_out), gemm_bits(gemm, k))
         if fuse and wanted:
             activation_backward(dx, dx, inp, layers[k - 1, ACT], alphas[k - 1, ALPHA])
         return INTO_DX

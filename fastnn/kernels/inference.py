@@ -13,7 +13,7 @@ import numpy as np
 from ..config import kernel
 from .activations import bias_activation_forward
 from .checks import all_finite
-from .dense import dense_product
+from .dense import dense_product, gemm_bits
 from .metrics import count_correct
 from .network import network_forward
 from .sparse import csr_first_forward
@@ -62,7 +62,7 @@ def first_dense_checked(net, x, work):
     w, b = layers[0, W_OFF], layers[0, B_OFF]
     rows = x.shape[0]
     out = work.acts[work.act_off[1]: work.act_off[1] + rows * n_out].reshape(rows, n_out)
-    dense_product(out, x, params[w: w + n_in * n_out].reshape(n_in, n_out))
+    dense_product(out, x, params[w: w + n_in * n_out].reshape(n_in, n_out), gemm_bits(net.gemm, 0))
     if not all_finite(out) and not all_finite(x):
         return False
     bias_activation_forward(out, out, params[b: b + n_out], layers[0, ACT], alphas[0, ALPHA])

@@ -77,8 +77,10 @@ from .losses import BINARY_CROSS_ENTROPY, CROSS_ENTROPY
 
 # The kernels' arguments, bundled by what they are (Numba types a named tuple of arrays as one
 # argument and keeps the field names inside compiled code). The CUDA twins take the same bundles.
-Network = namedtuple("Network", ["params", "layers", "alphas", "rng"])
-Network.__doc__ = """What every pass reads: the flat parameter buffer, ``layers``, ``alphas`` and ``rng``."""
+Network = namedtuple("Network", ["params", "layers", "alphas", "rng", "gemm"], defaults=(None,))
+Network.__doc__ = """What every pass reads: the flat parameter buffer, ``layers``, ``alphas``, ``rng``, and
+``gemm``: None (every product through Numba's ``np.dot``), or int64 (L,), which of each Dense
+layer's products run on MKL (bits of ``dense.GEMM_*``, ``fastnn/blas.py``; the CPU only)."""
 Workspace = namedtuple("Workspace", ["acts", "act_off", "deltas", "targets", "stats"])
 Workspace.__doc__ = """Scratch of the passes (``workspace_layout``): activations, the two gradient buffers, the
 gathered targets, and float64 per-feature scratch for BatchNorm's CPU passes (the CUDA twin needs none)."""

@@ -1,0 +1,203 @@
+"""The products' library (``fastnn/blas.py``, ``kernels/dense.py: mkl_gemm``): MKL's GEMM against
+NumPy in each layout the layers use, the choice's rules, training with MKL's products against
+training with OpenBLAS's, MKL's thread count per call, and fork-based pools after MKL ran on
+several threads. The MKL tests skip where the ``mkl`` extra is not installed."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import blas, config
+from fastnn.kernels.dense import GEMM_FORWARD, GEMM_INPUT, GEMM_WEIGHTS, gemm_bits, mkl_gemm, repeat_product
+from fastnn.threading import blas_threads_for, call_blas_threads
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+needs_mkl = pytest.mark.skipif(not config.MKL, reason=f"no MKL here: {config.BLAS_REASON}")
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mkl_gemm_matches_numpy_in_each_layout(dtype, rng):
+    # Ragged sizes, and a view whose rows are further apart than its width (a column slice).
+    a = rng.standard_normal((37, 53)).astype(dtype)
+    b = rng.standard_normal((53, 29)).astype(dtype)
+    dz = rng.standard_normal((37, 29)).astype(dtype)
+    wide = rng.standard_normal((37, 70)).astype(dtype)
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    cases = [(np.empty((37, 29), dtype), a, b, False, False, a @ b),
+             (np.empty((53, 29), dtype), a, dz, True, False, a.T @ dz),
+             (np.empty((37, 53), dtype), dz, b, False, True, dz @ b.T),
+             (np.empty((37, 29), dtype), wide[:, 9:62], b, False, False, wide[:, 9:62] @ b)]
+    for out, x, y, ta, tb, expected in cases:
+        out[:] = np.nan
+        assert mkl_gemm(out, x, y, ta, tb)
+        np.testing.assert_allclose(out, expected, **tol)
+
+
+@needs_mkl
+def test_mkl_gemm_refuses_an_operand_whose_elements_are_not_adjacent(rng):
+    a = rng.standard_normal((8, 20)).astype(np.float32)[:, ::2]  # every other column
+    out = np.full((8, 3), 7.0, np.float32)
+    assert not mkl_gemm(out, a, np.ones((10, 3), np.float32), False, False)
+    assert (out == 7).all()  # untouched: the caller falls back to np.dot
+
+
+@needs_mkl
+@pytest.mark.parametrize("layout", [0, 1, 2])
+def test_repeat_product_computes_the_same_product_through_either_library(layout, rng):
+    shape_a, shape_b, product = [((24, 16), (16, 12), lambda a, b: a @ b),
+                                 ((24, 16), (24, 12), lambda a, b: a.T @ b),
+                                 ((24, 12), (16, 12), lambda a, b: a @ b.T)][layout]
+    a, b = rng.standard_normal(shape_a).astype(np.float32), rng.standard_normal(shape_b).astype(np.float32)
+    expected = product(a, b)
+    for mkl in (False, True):
+        out = np.full(expected.shape, np.nan, np.float32)
+        repeat_product(out, a, b, layout, mkl, 2)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_bits_read_the_layer_or_give_zero_without_a_plan():
+    assert gemm_bits(None, 3) == 0
+    assert gemm_bits(np.array([0, 5, 2], np.int64), 1) == 5
+
+
+TABLE = np.array([[0, 0, 784, 100, 1, 1],     # Dense 784 -> 100 (W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND)
+                  [0, 0, 100, 100, 1, 0],     # an Activation layer: no product
+                  [0, 0, 100, 10, 1, 1]], np.int64)
+
+
+def fake_times(monkeypatch, mkl_wins):
+    """time_product stubbed: MKL twice as fast where ``mkl_wins(rows, n_in, n_out, product)``."""
+    calls = []
+
+    def times(dtype, rows, n_in, n_out, product):
+        calls.append((rows, n_in, n_out, product))
+        return (1.0, 0.5) if mkl_wins(rows, n_in, n_out, product) else (1.0, 1.0)
+    monkeypatch.setattr(blas, "time_product", times)
+    monkeypatch.setattr(blas, "_choices", {})
+    return calls
+
+
+def test_plan_is_none_without_mkl(monkeypatch):
+    monkeypatch.setattr(config, "MKL", False)
+    assert blas.plan(TABLE, 50, np.float32, True, 1) is None
+
+
+def test_plan_gives_mkl_the_products_it_runs_faster_on_one_thread(monkeypatch):
+    monkeypatch.setattr(config, "MKL", True)
+    monkeypatch.setattr(config, "BLAS_CHOICE", "auto")
+    calls = fake_times(monkeypatch, lambda rows, n_in, n_out, product: n_in == 784 or product == GEMM_INPUT)
+    gemm = blas.plan(TABLE, 50, np.float32, True, 1)
+    assert gemm.tolist() == [GEMM_FORWARD | GEMM_WEIGHTS, 0, GEMM_INPUT]
+    # No dx for the first layer, nothing for the Activation layer; each shape timed once.
+    assert sorted(calls) == sorted([(50, 784, 100, GEMM_FORWARD), (50, 784, 100, GEMM_WEIGHTS),
+                                    (50, 100, 10, GEMM_FORWARD), (50, 100, 10, GEMM_WEIGHTS),
+                                    (50, 100, 10, GEMM_INPUT)])
+    blas.plan(TABLE, 50, np.float32, True, 1)
+    assert len(calls) == 5
+    # Inference: the forward products only; a CSR first layer (no BLAS): not timed.
+    assert blas.plan(TABLE, 50, np.float32, False, 1).tolist() == [GEMM_FORWARD, 0, 0]
+    assert blas.plan(TABLE, 50, np.float32, True, 1, skip_first=True).tolist() == [0, 0, GEMM_INPUT]
+
+
+def test_plan_times_nothing_on_several_threads_few_rows_or_for_types_only(monkeypatch):
+    monkeypatch.setattr(config, "MKL", True)
+    monkeypatch.setattr(config, "BLAS_CHOICE", "auto")
+    calls = fake_times(monkeypatch, lambda *shape: True)
+    for args in [(50, 2, True), (config.FEW_ROWS, 1, True), (50, 1, False), (50, None, True)]:
+        rows, threads, measure = args
+        gemm = blas.plan(TABLE, rows, np.float32, True, threads, measure)
+        assert gemm.dtype == np.int64 and gemm.tolist() == [0, 0, 0]
+    assert calls == []
+
+
+def test_fastnn_blas_mkl_gives_mkl_every_product_without_timing(monkeypatch):
+    monkeypatch.setattr(config, "MKL", True)
+    monkeypatch.setattr(config, "BLAS_CHOICE", "mkl")
+    calls = fake_times(monkeypatch, lambda *shape: False)
+    assert blas.plan(TABLE, 256, np.float32, True, 2).tolist() == [GEMM_FORWARD | GEMM_WEIGHTS, 0,
+                                                                   GEMM_FORWARD | GEMM_WEIGHTS | GEMM_INPUT]
+    assert calls == []
+
+
+def test_an_unknown_fastnn_blas_is_refused_at_import():
+    done = subprocess.run([sys.executable, "-c", "import fastnn"], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, FASTNN_BLAS="atlas"))
+    assert done.returncode != 0 and "FASTNN_BLAS must be one of auto, openblas, mkl" in done.stderr
+
+
+@needs_mkl
+def test_training_with_mkls_products_matches_openblas(monkeypatch, rng):
+    """The same five steps with every product through MKL and through OpenBLAS (one thread): the
+    same parameters up to float32 rounding of a different summation order."""
+    x = rng.standard_normal((250, 30)).astype(np.float32)
+    y = rng.integers(0, 4, 250)
+    results = []
+    for bits in (0, GEMM_FORWARD | GEMM_WEIGHTS | GEMM_INPUT):
+        monkeypatch.setattr(blas, "plan", lambda table, *args, bits=bits, **kwargs: np.full(table.shape[0], bits,
+                                                                                           np.int64))
+        model = fastnn.MLP([fastnn.Dense(30, 40, activation="relu"), fastnn.Dense(40, 20, activation="tanh"),
+                            fastnn.Dense(20, 4, activation="softmax")], seed=3)
+        model.compile(loss="cross_entropy", optimizer=fastnn.Adam(1e-2))
+        monkeypatch.setattr(fastnn.threading, "_num_threads", 1)  # (set_num_threads(1), undone after the test)
+        model.fit(x, y, epochs=1, batch_size=50, shuffle=False, verbose=0)
+        results.append((model.get_weights(), model.predict(x, batch_size=125)))
+    (w_ob, p_ob), (w_mkl, p_mkl) = results
+    for a, b in zip(w_ob, w_mkl):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(p_ob, p_mkl, rtol=1e-4, atol=1e-6)
+
+
+@needs_mkl
+def test_mkls_thread_count_is_the_calls_and_is_put_back():
+    lib = config.MKL_LIBRARY
+    lib.MKL_Get_Max_Threads.restype = int
+    outside = lib.MKL_Get_Max_Threads()
+    with blas_threads_for(1.0):  # below BLAS_PARALLEL_MIN_FLOPS: one thread
+        assert call_blas_threads() == 1
+        assert lib.MKL_Get_Max_Threads() == 1
+    assert call_blas_threads() is None
+    assert lib.MKL_Get_Max_Threads() == outside
+
+
+@needs_mkl
+@pytest.mark.slow  # child processes that compile and train
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_a_fork_pool_works_after_mkl_ran_on_several_threads():
+    """Intel's OpenMP, which MKL's threads run on, survives a fork: children of a process whose
+    products ran through MKL on two threads train and predict through MKL themselves."""
+    code = textwrap.dedent("""
+        import json, multiprocessing
+        import numpy as np
+        import fastnn
+
+        def fit_once(seed):
+            rng = np.random.default_rng(seed)
+            x = rng.random((512, 200), dtype=np.float32)
+            y = rng.integers(0, 10, 512)
+            model = fastnn.MLP([fastnn.Dense(200, 512, activation="relu"),
+                                fastnn.Dense(512, 10, activation="softmax")], seed=seed)
+            model.compile(loss="cross_entropy", optimizer=fastnn.Adam(1e-3))
+            model.fit(x, y, epochs=2, batch_size=256, verbose=0)
+            return float(np.ravel(model.evaluate(x, y, verbose=0))[0])
+
+        fastnn.set_num_threads(2)
+        parent = fit_once(0)
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            children = pool.map_async(fit_once, [0, 1]).get(timeout=120)
+        print(json.dumps({"parent": parent, "children": children}))
+    """)
+    env = dict(os.environ, FASTNN_BLAS="mkl")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    result = __import__("json").loads(done.stdout.strip().splitlines()[-1])
+    assert result["children"][0] == pytest.approx(result["parent"], rel=1e-5)
+    assert result["children"][1] > 0
