@@ -140,7 +140,8 @@ class FastnnPeer(Peer):
         import numba
         threading = self.fastnn.threading_info()
         return {"summary": f"fastnn {self.fastnn.__version__}, numba {numba.__version__}, "
-                           f"kernels: {threading.get('kernels', '?')}, {threading['num_threads']} BLAS threads",
+                           f"kernels: {threading.get('kernels', '?')}, {threading['num_threads']} BLAS threads, "
+                           f"products: {threading.get('products', 'OpenBLAS')}",
                 "blas": blas_text(threading.get("blas", []))}
 
     def build(self, sizes, batch_size, style="plain"):

@@ -5,7 +5,7 @@ up to every core, each in a clean subprocess (``benchmarks/profile_step.py --jso
 
 Each thread count runs in a fresh interpreter with the environment that ``benchmarks/peers.py``
 gives its workers (a whitelist of the caller's variables, the BLAS/OpenMP thread counts set to
-the count; plus ``FASTNN_DATA``, ``FASTNN_PARALLEL`` and ``NUMBA_CACHE_DIR`` where set), so no
+the count; plus ``FASTNN_DATA``, ``FASTNN_PARALLEL``, ``FASTNN_BLAS`` and ``NUMBA_CACHE_DIR`` where set), so no
 pool of an earlier run is warm. Prints samples/s, the matrix products' time alone and the rest of
 the step (what fastnn's own passes cost), each stage, the CPU and fastnn's threading layer.
 """
@@ -18,7 +18,7 @@ import sys
 
 CONFIGS = {"seed": ("784,100,50,10", 50), "wide": ("784,1024,1024,10", 256)}
 CLEAN_ENV_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TERM",
-                   "VIRTUAL_ENV", "PYTHONPATH", "FASTNN_DATA", "FASTNN_PARALLEL", "NUMBA_CACHE_DIR")
+                   "VIRTUAL_ENV", "PYTHONPATH", "FASTNN_DATA", "FASTNN_PARALLEL", "FASTNN_BLAS", "NUMBA_CACHE_DIR")
 THREAD_ENV_NAMES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profile_step.py")
 
