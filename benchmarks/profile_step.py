@@ -104,8 +104,8 @@ def main(argv=None):
     def call(stage):
         train = net.Training(backend.grads, backend.state1, backend.state2, backend.opt_meta, model._opt_hyper(),
                              backend.opt_steps)
-        return run_stages(stage, backend._network(args.batch, True), train, backend.work, model.loss.code, fns, x, y, order,
-                          args.batch, n_batches, parallel)
+        return run_stages(stage, backend._network(args.batch, True), train, backend.work, model.loss.code, fns, x, y,
+                          order, args.batch, n_batches, parallel)
 
     rng = np.random.default_rng(1)
     weights, acts, deltas, grads = List(), List(), List(), List()

@@ -181,8 +181,9 @@ class CPUBackend(Backend):
         collective = self._collective()
         parallel = self._parallel_optimizer(source, batch_size)
         skip = source is not None and source.skip
-        return (self._network(batch_size, True, skip, measure), train, self.work, network.Batches(x, y, order, batch_size, first, stop), int(loss),
-                batch_loss, batch_correct, _NO_COUNTS if counts is None else counts,
+        return (self._network(batch_size, True, skip, measure), train, self.work,
+                network.Batches(x, y, order, batch_size, first, stop), int(loss), batch_loss, batch_correct,
+                _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
                 *self.optional_stages(opt_hyper), *self.kinds, collective, self.graph, sparse,
                 self._loss_kernels(loss, weights), self._sample_weights(weights, batch_size),
@@ -309,6 +310,5 @@ class CPUBackend(Backend):
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
             return self._run(inference.evaluate_batches, self._network(min(batch_size, x.shape[0])), x, y, batch_size,
-                             self.work,
-                             *self.kinds, self.graph, self._loss_kernels(loss, weights), weights)
+                             self.work, *self.kinds, self.graph, self._loss_kernels(loss, weights), weights)
 
