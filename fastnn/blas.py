@@ -11,13 +11,18 @@ the products it runs at least ``MKL_MARGIN`` faster. Each shape is timed once pe
 batches are timed at fewer rows).
 
 Only where the call's products run BLAS on one thread (``threading.blas_threads_for``: a step
-under ``BLAS_PARALLEL_MIN_FLOPS``, or ``set_num_threads(1)``). On several threads each library
-keeps its own pool, whose threads wait busily for the next product (OpenBLAS's for a while, Intel
-OpenMP's for 200 ms): alternating products of the two libraries then run against the other's
-waiting threads, and 50 x 784 x 100 took 0.9 ms through MKL instead of 0.04 ms. There every
-product stays with OpenBLAS, unless FASTNN_BLAS=mkl gives MKL every product (``config.BLAS_CHOICE``;
-=openblas leaves MKL unloaded): the wide network's step on two threads took 9.9-10.0 ms through
-MKL against 10.9-12.5 ms through OpenBLAS on that Xeon.
+under ``BLAS_PARALLEL_MIN_FLOPS``, or ``set_num_threads(1)``), so that MKL never starts a thread
+of Intel OpenMP, its threading runtime. On several threads each library keeps its own pool, whose
+threads wait busily for the next product (OpenBLAS's for a while, Intel OpenMP's for 200 ms):
+alternating products of the two libraries then run against the other's waiting threads, and 50 x
+784 x 100 took 0.9 ms through MKL instead of 0.04 ms. And an OpenMP runtime with threads is what
+fastnn keeps out of its host process: GNU OpenMP's hung forked children, and a fork-based pool's
+children hung once, in CI, after their parent's products ran through MKL on two threads (not in
+eight later runs). All
+MKL would give there is a few percent (the wide network's step on two threads, every product
+through MKL: 9.2 ms against 9.7-10.0 ms through OpenBLAS on that Xeon). So a call on several
+threads runs every product on OpenBLAS. FASTNN_BLAS=mkl gives MKL every product of a call on one
+thread without timing; =openblas leaves MKL unloaded (``config.BLAS_CHOICE``).
 """
 import math
 import threading
@@ -56,7 +61,7 @@ def plan(table, rows, dtype, backward, threads, measure=True, skip_first=False):
     gemm = np.zeros(table.shape[0], np.int64)
     if not measure or rows <= config.FEW_ROWS:  # (a few rows run row by row, not through BLAS)
         return gemm
-    if config.BLAS_CHOICE != "mkl" and threads != 1:
+    if threads != 1:
         return gemm
     products = ((GEMM_FORWARD, GEMM_WEIGHTS, GEMM_INPUT) if backward else (GEMM_FORWARD,))
     for k in range(1 if skip_first else 0, table.shape[0]):

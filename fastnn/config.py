@@ -179,7 +179,8 @@ PARALLEL, PARALLEL_REASON = _parallel_plan()
 # registers with LLVM under fastnn's own names (``fastnn_cblas_sgemm``), so that the compiled step
 # stays in Numba's cache (the addresses are registered again at each import) and the library's
 # symbols are not made global for other libraries. FASTNN_BLAS=openblas leaves MKL unloaded;
-# =mkl runs every product through MKL where it loads; unset (or "auto"), the timing decides.
+# =mkl gives MKL every product that may run on it (a call on one thread) without timing; unset
+# (or "auto"), the timing decides.
 BLAS_CHOICES = ("auto", "openblas", "mkl")
 BLAS_CHOICE = os.environ.get("FASTNN_BLAS", "auto").strip().lower() or "auto"
 MKL_NAMES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.dylib", "mkl_rt.3.dll", "mkl_rt.2.dll")
@@ -206,7 +207,7 @@ def _mkl_plan():
         for name, address in addresses.items():
             llvm.add_symbol("fastnn_" + name, address)
         return lib, f"MKL ({path}) where timing each Dense layer's products picks it" \
-            if BLAS_CHOICE == "auto" else f"MKL ({path}) for every product: FASTNN_BLAS=mkl"
+            if BLAS_CHOICE == "auto" else f"MKL ({path}) for every product on one thread: FASTNN_BLAS=mkl"
     return None, "OpenBLAS only: the mkl extra is not installed (pip install fastnn[mkl])"
 
 
