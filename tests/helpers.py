@@ -5,6 +5,12 @@ float64. The step 1e-6 balances truncation error (O(eps²) times the third deriv
 rounding (about 1e-16 * |f| / eps), which leaves some 8 correct digits: comparisons at
 ``FD_RTOL``/``FD_ATOL`` would still catch a factor, a sign or a missing term.
 """
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -177,3 +183,30 @@ class Affine(fastnn.Layer):
     @staticmethod
     def backward(x, scale, shift, frozen, y, dy):
         return dy * scale, ((dy * x).sum(axis=0), dy.sum(axis=0), np.zeros_like(frozen))
+
+
+# Trains a model whose optimizer covers 784*256+256+256*10+10 = 203,530 parameters: above the
+# size from which fastnn's optimizer pass runs in parallel (on TBB, config.PARALLEL_MIN_ELEMENTS).
+TRAIN = textwrap.dedent("""
+    import numpy as np
+    import fastnn
+
+    def fit_once(seed):
+        rng = np.random.default_rng(seed)
+        x = rng.random((512, 784), dtype=np.float32)
+        y = rng.integers(0, 10, 512)
+        model = fastnn.MLP([fastnn.Dense(784, 256, activation="relu"),
+                            fastnn.Dense(256, 10, activation="softmax")], seed=seed)
+        model.compile(loss="cross_entropy", optimizer=fastnn.Adam(1e-3), metrics=["accuracy"])
+        model.fit(x, y, epochs=1, batch_size=256, verbose=0)
+        model.predict(x)
+        return float(model.evaluate(x, y, verbose=0)[0])
+""")
+
+
+def run_python(code, env=None, timeout=300):
+    """Run ``code`` in a fresh interpreter; returns the JSON it prints last."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env=env if env is not None else dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -14,6 +14,7 @@ import fastnn
 from fastnn import blas, config
 from fastnn.kernels.dense import GEMM_FORWARD, GEMM_INPUT, GEMM_WEIGHTS, gemm_bits, mkl_gemm, repeat_product
 from fastnn.threading import blas_threads_for, call_blas_threads
+from helpers import TRAIN, run_python
 
 @pytest.fixture
 def rng():
@@ -176,30 +177,14 @@ def test_mkls_thread_count_is_the_calls_and_is_put_back():
 def test_a_fork_pool_works_after_mkl_ran():
     """Children of a process whose products ran through MKL (on one thread: MKL starts no thread
     of Intel OpenMP) train and predict through MKL themselves, with the parent's result."""
-    code = textwrap.dedent("""
+    code = TRAIN + textwrap.dedent("""
         import json, multiprocessing
-        import numpy as np
-        import fastnn
-
-        def fit_once(seed):
-            rng = np.random.default_rng(seed)
-            x = rng.random((512, 200), dtype=np.float32)
-            y = rng.integers(0, 10, 512)
-            model = fastnn.MLP([fastnn.Dense(200, 512, activation="relu"),
-                                fastnn.Dense(512, 10, activation="softmax")], seed=seed)
-            model.compile(loss="cross_entropy", optimizer=fastnn.Adam(1e-3))
-            model.fit(x, y, epochs=2, batch_size=256, verbose=0)
-            return float(np.ravel(model.evaluate(x, y, verbose=0))[0])
-
         fastnn.set_num_threads(1)
         parent = fit_once(0)
         with multiprocessing.get_context("fork").Pool(2) as pool:
             children = pool.map_async(fit_once, [0, 1]).get(timeout=120)
         print(json.dumps({"parent": parent, "children": children}))
     """)
-    env = dict(os.environ, FASTNN_BLAS="mkl")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr
-    result = __import__("json").loads(done.stdout.strip().splitlines()[-1])
+    result = run_python(code, dict(os.environ, FASTNN_BLAS="mkl"), timeout=300)
     assert result["children"][0] == pytest.approx(result["parent"], rel=1e-5)
     assert result["children"][1] > 0

@@ -5,39 +5,13 @@ and fork-based process pools work after any fastnn call.
 Each check runs in a fresh interpreter, so nothing earlier in the test session (another test
 importing threadpoolctl, say) can hide a change or cause one.
 """
-import json
 import os
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
-# Trains a model whose optimizer covers 784*256+256+256*10+10 = 203,530 parameters: above the
-# size from which fastnn's optimizer pass runs in parallel (on TBB, config.PARALLEL_MIN_ELEMENTS).
-TRAIN = textwrap.dedent("""
-    import numpy as np
-    import fastnn
-
-    def fit_once(seed):
-        rng = np.random.default_rng(seed)
-        x = rng.random((512, 784), dtype=np.float32)
-        y = rng.integers(0, 10, 512)
-        model = fastnn.MLP([fastnn.Dense(784, 256, activation="relu"),
-                            fastnn.Dense(256, 10, activation="softmax")], seed=seed)
-        model.compile(loss="cross_entropy", optimizer=fastnn.Adam(1e-3), metrics=["accuracy"])
-        model.fit(x, y, epochs=1, batch_size=256, verbose=0)
-        model.predict(x)
-        return float(model.evaluate(x, y, verbose=0)[0])
-""")
-
-
-def run_python(code, env=None, timeout=300):
-    """Run ``code`` in a fresh interpreter; returns the JSON it prints last."""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                          env=env if env is not None else dict(os.environ))
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+from helpers import TRAIN, run_python
 
 
 @pytest.mark.slow  # a child process that compiles and trains
