@@ -1,9 +1,10 @@
 """A trained network as an object that compiled code can call: ``model.predictor()``.
 
 A ``Predictor`` holds a copy of the model's weights and tables and a workspace of its own, and
-runs the same forward pass as ``model.predict`` (``kernels.network.network_forward``, inference
-mode) with no Python in between. It is a Numba structref, so it passes into the user's own
-``@numba.njit`` functions as an argument and its methods compile there::
+runs the same forward pass as ``model.predict`` (``kernels.inference.few_rows_forward``:
+``network_forward``'s, inference mode) with no Python in between. It is a Numba structref, so
+it passes into the user's own ``@numba.njit`` functions as an argument and its methods compile
+there::
 
     p = model.predictor()
 
@@ -39,6 +40,7 @@ from numba.experimental import structref
 
 from .config import kernel
 from .kernels import network
+from .kernels.inference import few_rows_forward
 from .kernels.table import N_IN, N_OUT
 from .user_layers import quietly
 
@@ -161,8 +163,8 @@ def predictor_predict(p, x, out, finite=False):
                     raise ValueError("x contains NaN or infinite values")
     for lo in range(0, n, p.rows):
         hi = min(lo + p.rows, n)
-        pred = network.network_forward(p.net, x[lo:hi], p.work, bool(False), p.dropout, p.batchnorm, p.embedding,
-                                       p.masking, p.user, 0, p.graph)
+        pred = few_rows_forward(p.net, x[lo:hi], p.work, p.dropout, p.batchnorm, p.embedding, p.masking, p.user,
+                                p.graph)
         for i in range(hi - lo):
             for j in range(p.n_out):
                 out[lo + i, j] = pred[i, j]

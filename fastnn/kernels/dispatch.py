@@ -24,6 +24,7 @@ from .merge import merge_backward, merge_forward
 from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER, DENSE_LAYER,
                     DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, LAYERNORM_LAYER, MASKING_LAYER, MULTIPLY_LAYER,
                     N_IN, N_OUT, RNG_KEY, RNG_STEP, SLICE_LAYER, USER_LAYER, W_OFF)
+from .views import matrix_view
 
 # Where ``layer_backward`` leaves dL/d(the layer's input).
 NO_INPUT_GRADIENT, IN_PLACE, INTO_DX, ADDED = range(4)
@@ -47,7 +48,7 @@ def layer_forward(net, k, out, inp, second, work, training, keep, row0, dropout,
     kind = layers[k, KIND]
     if kind == DENSE_LAYER:
         w, b = layers[k, W_OFF], layers[k, B_OFF]
-        dense_forward(out, inp, params[w: w + n_in * n_out].reshape(n_in, n_out), params[b: b + n_out],
+        dense_forward(out, inp, matrix_view(params, w, n_in, n_out), params[b: b + n_out],
                       layers[k, ACT], alphas[k, ALPHA], gemm_bits(gemm, k))
     elif kind == ACTIVATION_LAYER:
         bias_activation_forward(out, inp, params[0:0], layers[k, ACT], alphas[k, ALPHA])
@@ -119,8 +120,8 @@ def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work,
         if not applied:
             activation_backward(dout, dout, out, layers[k, ACT], alphas[k, ALPHA])
         w, b = layers[k, W_OFF], layers[k, B_OFF]
-        dense_backward(dx, grads[w: w + n_in * n_out].reshape(n_in, n_out), grads[b: b + n_out], dout, inp,
-                       params[w: w + n_in * n_out].reshape(n_in, n_out), gemm_bits(gemm, k))
+        dense_backward(dx, matrix_view(grads, w, n_in, n_out), grads[b: b + n_out], dout, inp,
+                       matrix_view(params, w, n_in, n_out), gemm_bits(gemm, k))
         if fuse and wanted:
             activation_backward(dx, dx, inp, layers[k - 1, ACT], alphas[k - 1, ALPHA])
         return INTO_DX

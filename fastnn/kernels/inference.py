@@ -13,11 +13,13 @@ import numpy as np
 from ..config import kernel
 from .activations import bias_activation_forward
 from .checks import all_finite
-from .dense import dense_product, gemm_bits
+from .dense import dense_forward, dense_product, gemm_bits
+from .dispatch import layer_forward
 from .metrics import count_correct
-from .network import network_forward
+from .network import network_forward, node_output
 from .sparse import csr_first_forward
 from .table import ACT, ALPHA, B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF
+from .views import matrix_view
 
 
 @kernel
@@ -61,8 +63,8 @@ def first_dense_checked(net, x, work):
     n_in, n_out = layers[0, N_IN], layers[0, N_OUT]
     w, b = layers[0, W_OFF], layers[0, B_OFF]
     rows = x.shape[0]
-    out = work.acts[work.act_off[1]: work.act_off[1] + rows * n_out].reshape(rows, n_out)
-    dense_product(out, x, params[w: w + n_in * n_out].reshape(n_in, n_out), gemm_bits(net.gemm, 0))
+    out = matrix_view(work.acts, work.act_off[1], rows, n_out)
+    dense_product(out, x, matrix_view(params, w, n_in, n_out), gemm_bits(net.gemm, 0))
     if not all_finite(out) and not all_finite(x):
         return False
     bias_activation_forward(out, out, params[b: b + n_out], layers[0, ACT], alphas[0, ALPHA])
@@ -87,6 +89,36 @@ def predict_sparse_batches(out, net, indptr, indices, values, batch_size, work, 
         for i in range(hi - lo):
             for j in range(pred.shape[1]):
                 out[lo + i, j] = pred[i, j]
+
+
+@kernel
+def few_rows_forward(net, x, work, dropout=True, batchnorm=True, embedding=True, masking=True, user=None, graph=None):
+    """``network_forward`` in inference mode, for a few rows at a time (``Predictor``, and through
+    it ``model.predict`` of a few rows): a stack's Dense layers run here, every other layer
+    through ``layer_forward``. A one-row pass of a layer takes a microsecond or less, and the
+    call into the layer dispatcher was a tenth of it: Numba counts a reference up and down (an
+    atomic add each) for every array of the network and workspace tuples it passes. Not in
+    ``network_forward``: training and batch predict share that one, whose passes are long, and
+    the Dense pass spliced into it cost about 0.9 s more compiling at a model's first fit (here,
+    0.2 s at a predictor's first call). A graph goes to ``network_forward`` as it is."""
+    if graph is not None:
+        return network_forward(net, x, work, bool(False), dropout, batchnorm, embedding, masking, user, 0, graph,
+                               np.int64(0))
+    params, layers, alphas = net.params, net.layers, net.alphas
+    rows = x.shape[0]
+    inp = x
+    for k in range(layers.shape[0]):
+        out = node_output(x, work, layers, k, rows)
+        if layers[k, KIND] == DENSE_LAYER:
+            n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
+            w, b = layers[k, W_OFF], layers[k, B_OFF]
+            dense_forward(out, inp, matrix_view(params, w, n_in, n_out), params[b: b + n_out],
+                          layers[k, ACT], alphas[k, ALPHA], gemm_bits(net.gemm, k))
+            inp = out
+        else:
+            inp = layer_forward(net, k, out, inp, inp, work, bool(False), False, 0, dropout, batchnorm, embedding,
+                                masking, user, None)
+    return inp
 
 
 @kernel

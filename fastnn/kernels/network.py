@@ -45,6 +45,7 @@ from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LA
                     CALL_GRADS, CALL_PARAMS, CALL_SIZE, Graph, Network, SampleWeights, Training, Workspace,
                     alpha_table, fuse_activation_backward, fuse_loss_backward, fused_loss_activation,
                     shared_gradient_shift, weight_tensors, workspace_layout)
+from .views import matrix_view
 
 
 @kernel
@@ -135,14 +136,14 @@ def network_backward(net, grads, x, work, loss, target, dropout=True, batchnorm=
     last = layers.shape[0] - 1
     n_last = layers[last, N_OUT]
     cur = 0
-    applied = loss_gradient(deltas[cur, : rows * n_last].reshape(rows, n_last), node_output(x, work, layers, last, rows),
+    applied = loss_gradient(matrix_view(deltas[cur], 0, rows, n_last), node_output(x, work, layers, last, rows),
                             target, loss, layers, net.alphas, grad_scale, loss_fns, weights)
     for k in range(last, stop - 1, -1):
         n_in, n_out = layers[k, N_IN], layers[k, N_OUT]
         inp = node_output(x, work, layers, k - 1, rows)
-        dout = deltas[cur, : rows * n_out].reshape(rows, n_out)
+        dout = matrix_view(deltas[cur], 0, rows, n_out)
         # The input batch needs no gradient: a dx of no rows says so.
-        dx = deltas[1 - cur, : (rows * n_in if k > 0 else 0)].reshape(rows if k > 0 else 0, n_in)
+        dx = matrix_view(deltas[1 - cur], 0, rows if k > 0 else 0, n_in)
         fuse = fuse_activation_backward(layers, k, True)
         out = node_output(x, work, layers, k, rows)
         where = layer_backward(net, grads, k, dx, dx[:0], dx[:0], dout, inp, inp, out, work, row0, applied, fuse,
@@ -159,7 +160,7 @@ def node_output(x, work, layers, node, rows):
     if node < 0:
         return x
     n = layers[node, N_OUT]
-    return work.acts[work.act_off[node + 1]: work.act_off[node + 1] + rows * n].reshape(rows, n)
+    return matrix_view(work.acts, work.act_off[node + 1], rows, n)
 
 
 @kernel(inline=True)
@@ -167,9 +168,9 @@ def node_delta(graph, work, layers, node, rows):
     """Node ``node``'s dL/d(output) in ``graph.deltas``; none (no rows) for the batch or an input
     slice, which need no gradient."""
     if node < 0 or layers[node, KIND] == SLICE_LAYER:
-        return graph.deltas[:0].reshape(0, 1)
+        return matrix_view(graph.deltas, 0, 0, 1)
     n = layers[node, N_OUT]
-    return graph.deltas[work.act_off[node + 1]: work.act_off[node + 1] + rows * n].reshape(rows, n)
+    return matrix_view(graph.deltas, work.act_off[node + 1], rows, n)
 
 
 @kernel(inline=True)
@@ -209,7 +210,7 @@ def graph_backward(net, grads, x, work, loss, target, graph, dropout=True, batch
         d = node_delta(graph, work, layers, k, rows)
         target_delta = node_delta(graph, work, layers, src, rows)
         wants = target_delta.shape[0] > 0
-        scratch = work.deltas[0, : (rows * n_in if wants else 0)].reshape(rows if wants else 0, n_in)
+        scratch = matrix_view(work.deltas[0], 0, rows if wants else 0, n_in)
         # A later call of a shared layer writes its weight gradients into its own region (table.py).
         where = layer_backward(net, grads[shared_gradient_shift(graph.shared, k):], k, scratch, target_delta,
                                node_delta(graph, work, layers, src2, rows), d,
@@ -312,8 +313,8 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         if collective is not None:
             r0, r1 = rank_rows(rows, collective.rank, collective.size)
         local = r1 - r0
-        xb = acts[act_off[0]: act_off[0] + local * n_in].reshape(local, n_in)
-        yb = targets[: local * n_out].reshape(local, n_out)
+        xb = matrix_view(acts, act_off[0], local, n_in)
+        yb = matrix_view(targets, 0, local, n_out)
         # The layers run before the walkers: the zero-skipping first layer. An int64, never the literal 0
         # (Numba compiles a callee again for a literal argument): predict's is one, so training, predict
         # and evaluate share one compiled network_forward (0.5 s of a first predict).
