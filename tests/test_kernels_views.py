@@ -1,5 +1,8 @@
 """``kernels.views.matrix_view``: the walkers' views of the flat buffers, made without NumPy's
 reshape, against the slice-and-reshape they replace."""
+import sys
+
+import numba
 import numpy as np
 import pytest
 
@@ -31,6 +34,26 @@ def test_matrix_view_keeps_its_buffer_alive():
     v = matrix_view(a, 2, 3, 2)
     del a
     np.testing.assert_array_equal(v, np.arange(2, 8, dtype=np.float64).reshape(3, 2))
+
+
+@numba.njit
+def sum_of_views(a, n):
+    """n views made and dropped in compiled code, as the walkers make them."""
+    total = 0.0
+    for i in range(n):
+        total += matrix_view(a, i % 4, 4, 4)[3, 3]
+    return total
+
+
+def test_matrix_views_made_in_compiled_code_release_their_buffer():
+    # Each view takes a reference to the buffer's memory and gives it back when dropped: a
+    # view that kept its reference would keep the array alive (one more reference to it after
+    # the call), one that gave back too many would free memory still in use.
+    a = np.arange(20, dtype=np.float64)
+    sum_of_views(a, 1)
+    before = sys.getrefcount(a)
+    assert sum_of_views(a, 100) == sum(a[i % 4 + 15] for i in range(100))
+    assert sys.getrefcount(a) == before
 
 
 @pytest.mark.parametrize("lo,rows,cols", [(0, 5, 5), (18, 1, 3), (-1, 1, 1), (0, -1, 2), (0, 2, -1)])
