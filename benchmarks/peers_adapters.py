@@ -181,8 +181,43 @@ class FastnnPeer(Peer):
         return path
 
     def one_row_call(self, mode, row):
+        """``model.predict(row)`` ("predict"), ``model(row)`` ("call") or the predictor's
+        ``p.predict(row)`` from Python ("predictor")."""
         model = self.model
+        if mode == "predictor":
+            p = model.predictor()
+            return lambda: p.predict(row)
         return (lambda: model.predict(row)) if mode == "predict" else (lambda: model(row))
+
+    def latency_seconds(self, mode, calls):
+        """As ``Peer.latency_seconds``; mode "njit": the predictor called ``calls`` times on the
+        row inside one ``@numba.njit`` loop (a user's compiled code), timed as that one call."""
+        if mode != "njit":
+            return super().latency_seconds(mode, calls)
+        p, row = self.model.predictor(), self.x_test[:1]
+        out = np.empty((1, p.n_out), row.dtype)
+        loop = self._njit_loop()
+        loop(p, row, out, 1)  # compiles
+        start = time.perf_counter()
+        loop(p, row, out, calls)
+        return (time.perf_counter() - start) / calls
+
+    def _njit_loop(self):
+        if not hasattr(self, "_loop"):
+            import numba
+
+            @numba.njit
+            def loop(p, row, out, calls):
+                for _ in range(calls):
+                    p.predict(row, out)
+                return out
+            self._loop = loop
+        return self._loop
+
+    def save_weights(self, path):
+        """The model's weights (``get_weights``: W, b of each Dense layer in order) as ``.npz``."""
+        np.savez(path, *self.model.get_weights())
+        return path
 
     def products_seconds(self, sizes, batch_size, rows):
         """Seconds of the dense products alone of one epoch (``step_limit``), in this process."""

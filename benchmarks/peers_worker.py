@@ -135,9 +135,11 @@ def serve(conn, peer, threads, data_dir, options):
     """Import one framework, load the data, answer (method, kwargs) calls until None."""
     import peers_adapters
     try:
+        import peers_latency
         import peers_onnx
         import peers_sparse
-        classes = dict(peers_adapters.PEER_CLASSES, **peers_sparse.PEER_CLASSES, **peers_onnx.PEER_CLASSES)
+        classes = dict(peers_adapters.PEER_CLASSES, **peers_sparse.PEER_CLASSES, **peers_onnx.PEER_CLASSES,
+                       **peers_latency.PEER_CLASSES)
         rss = {"python": peers_adapters.maxrss_mb()}
         impl = classes[peer](threads, options)
         rss["import"] = peers_adapters.maxrss_mb()

@@ -145,6 +145,7 @@ def test_onnx_runtime_predicts_what_fastnn_exported_and_the_row_calls_return_pro
 import os, tempfile
 import numpy as np
 from peers_adapters import FastnnPeer, TorchFusedPeer
+from peers_latency import NumpyPeer
 from peers_onnx import OnnxRuntimePeer
 rng = np.random.default_rng(0)
 data = (rng.random((64, 20), dtype=np.float32), rng.integers(0, 3, 64), rng.random((16, 20), dtype=np.float32),
@@ -154,20 +155,54 @@ for p in (fast, ort, torch_peer):
     p.set_data(*data)
 fast.build((20, 8, 3), 16)
 fast.fit_rows(64, 16, 0)
+by_hand = NumpyPeer(1, {})
+by_hand.set_data(*data)
 with tempfile.TemporaryDirectory() as d:
     ort.load_model(fast.export_onnx(os.path.join(d, "m.onnx")))
+    assert by_hand.load_weights(fast.save_weights(os.path.join(d, "w.npz"))) == 2
 expected = fast.probabilities()
 assert not np.allclose(expected, expected[:1])  # trained, and rows differ
 np.testing.assert_allclose(ort.probabilities(), expected, rtol=1e-4, atol=1e-6)
 row = data[2][:1]
-for peer, mode in ((fast, "predict"), (fast, "call"), (ort, "call")):
+for peer, mode in ((fast, "predict"), (fast, "call"), (fast, "predictor"), (ort, "call"), (by_hand, "call")):
     out = peer.one_row_call(mode, row)()
     out = out[0] if isinstance(out, list) else out
     np.testing.assert_allclose(out, expected[:1], rtol=1e-4, atol=1e-6)
     assert peer.latency_seconds(mode, 3) > 0
+assert fast.latency_seconds("njit", 3) > 0  # the predictor in a compiled loop
 torch_peer.build((20, 8, 3), 16)  # the shared initial weights, untrained: the same forward as numpy's
 w = torch_peer.initial
 h = np.maximum(row @ w[0] + w[1], 0) @ w[2] + w[3]
 p = np.exp(h - h.max()) / np.exp(h - h.max()).sum()
 np.testing.assert_allclose(torch_peer.one_row_call("call", row)().numpy(), p, rtol=1e-4, atol=1e-6)
 """)
+
+
+def test_the_latency_goals_pass_and_fail_on_their_figures():
+    out = run_child("""
+import json
+import latency
+results = {"seed": {"model.predict(row)": 6.0, "model(row)": 5.5, "predictor inside @njit": 3.2, "ONNX Runtime": 5.0},
+           "wide": {"model.predict(row)": 100.0, "model(row)": 130.0, "ONNX Runtime": 90.0}}
+print(json.dumps([[g, s] for g, s, t in latency.goals(results)]))
+""")
+    import json
+    assert json.loads(out.strip().splitlines()[-1]) == [
+        ["seed, the predictor inside @njit <= 3.0 us", "FAIL"],                            # 3.2 us
+        ["seed, fastnn's faster call from Python <= 1.0x ONNX Runtime's", "FAIL"],        # 5.5 > 5.0
+        ["wide, fastnn's faster call from Python <= 1.2x ONNX Runtime's", "PASS"]]        # 100 <= 108
+
+
+@pytest.mark.slow  # four worker processes, fastnn's predictor compiled: about a minute
+def test_the_latency_script_prints_every_caller_and_the_goals():
+    import os
+    if not os.environ.get("FASTNN_DATA"):
+        pytest.skip("needs MNIST under FASTNN_DATA")
+    done = subprocess.run([sys.executable, "benchmarks/latency.py", "--quick", "--configs", "seed", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    table = done.stdout
+    for label in ("model.predict(row)", "model(row)", "predictor from Python", "predictor inside @njit", "NumPy by hand"):
+        line = next(row for row in table.splitlines() if row.startswith(label))
+        assert float(line.split()[-1]) > 0
+    assert "goal: seed, the predictor inside @njit <= 3.0 us:" in table
