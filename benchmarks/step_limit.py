@@ -22,13 +22,13 @@ import numpy as np
 def _products_kernel():
     import numba
 
-    from fastnn.kernels.dense import GEMM_INPUT, GEMM_WEIGHTS, repeat_product
+    from fastnn.kernels.dense import GEMM_FORWARD, GEMM_INPUT, GEMM_WEIGHTS, repeat_product
 
     @numba.njit(cache=False)
     def products(weights, xs, dzs, dws, gemm):
         n_layers = len(weights)
         for k in range(n_layers):
-            repeat_product(xs[k + 1], xs[k], weights[k], 0, gemm[k] & 1 != 0, 1)
+            repeat_product(xs[k + 1], xs[k], weights[k], 0, gemm[k] & GEMM_FORWARD != 0, 1)
         for k in range(n_layers - 1, -1, -1):
             repeat_product(dws[k], xs[k], dzs[k + 1], 1, gemm[k] & GEMM_WEIGHTS != 0, 1)
             if k > 0:
@@ -39,12 +39,12 @@ def _products_kernel():
 def _forward_kernel():
     import numba
 
-    from fastnn.kernels.dense import repeat_product
+    from fastnn.kernels.dense import GEMM_FORWARD, repeat_product
 
     @numba.njit(cache=False)
     def forward(weights, xs, gemm):
         for k in range(len(weights)):
-            repeat_product(xs[k + 1], xs[k], weights[k], 0, gemm[k] & 1 != 0, 1)
+            repeat_product(xs[k + 1], xs[k], weights[k], 0, gemm[k] & GEMM_FORWARD != 0, 1)
     return forward
 
 

@@ -19,10 +19,9 @@ alternating products of the two libraries then run against the other's waiting t
 784 x 100 took 0.9 ms through MKL instead of 0.04 ms. And an OpenMP runtime with threads is what
 fastnn keeps out of its host process: GNU OpenMP's hung forked children, and a fork-based pool's
 children hung once, in CI, after their parent's products ran through MKL on two threads (not in
-eight later runs). All
-MKL would give there is a few percent (the wide network's step on two threads, every product
-through MKL: 9.2 ms against 9.7-10.0 ms through OpenBLAS on that Xeon). So a call on several
-threads runs every product on OpenBLAS. FASTNN_BLAS=mkl gives MKL every product of a call on one
+eight later runs). All MKL would give there is a few percent (the wide network's step on two
+threads, every product through MKL: 9.2 ms against 9.7-10.0 ms through OpenBLAS on that Xeon).
+So a call on several threads runs every product on OpenBLAS. FASTNN_BLAS=mkl gives MKL every product of a call on one
 thread without timing; =openblas leaves MKL unloaded (``config.BLAS_CHOICE``).
 """
 import math

@@ -89,14 +89,14 @@ def _tbb_candidates():
     """Where pip's or conda's ``tbb`` puts its library, which the loader does not search in a
     virtual environment (pip writes it into ``<prefix>/lib``, outside every rpath)."""
     name = {"win32": "tbb12.dll", "darwin": "libtbb.12.dylib"}.get(sys.platform, "libtbb.so.12")
-    subdirs = ("Library/bin", "Lib", "bin", "lib") if sys.platform == "win32" else ("lib",)
-    return _library_candidates((name,), subdirs)
+    return _library_candidates((name,))
 
 
-def _library_candidates(names, subdirs):
+def _library_candidates(names):
     """The existing files ``<prefix>/<subdir>/<name>`` over the interpreter's prefixes and the
     user base, in that order: where pip's and conda's wheels of shared libraries put them."""
     prefixes = [sys.prefix, sys.exec_prefix, sys.base_prefix, getattr(site, "USER_BASE", None)]
+    subdirs = ("Library/bin", "Lib", "bin", "lib") if sys.platform == "win32" else ("lib",)
     seen = []
     for prefix in prefixes:
         for sub in subdirs:
@@ -193,8 +193,7 @@ def _mkl_plan():
         raise ValueError(f"FASTNN_BLAS must be one of {', '.join(BLAS_CHOICES)}, got {BLAS_CHOICE!r}")
     if BLAS_CHOICE == "openblas":
         return None, "OpenBLAS only: FASTNN_BLAS=openblas"
-    subdirs = ("Library/bin", "Lib", "bin", "lib") if sys.platform == "win32" else ("lib",)
-    for path in _library_candidates(MKL_NAMES, subdirs):
+    for path in _library_candidates(MKL_NAMES):
         try:
             lib = ctypes.CDLL(path)
             addresses = {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
