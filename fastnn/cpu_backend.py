@@ -14,8 +14,10 @@ import numpy as np
 from . import blas, distributed
 from . import user_layers as user_kernels
 from .backend import Backend, check_state
-from .config import INFERENCE_BATCH_SIZE, PARALLEL_PASSES_CHOSEN, parallel_optimizer
-from .kernels import inference, network
+from .config import (BLAS_PARALLEL_MIN_FLOPS, INFERENCE_BATCH_SIZE, NONZERO_PRODUCT_MAX_WORK, NONZERO_PRODUCT_MIN_ROWS,
+                     NONZERO_SAMPLE_BLOCKS, PARALLEL, PARALLEL_PASSES_CHOSEN, parallel_optimizer)
+from .kernels import dense, inference, network
+from .kernels.simd import SIMD, VECTOR_BITS
 from .kernels.table import optional_kinds
 from .kernels.optimizers import H_SCHEDULE, any_clipping
 from .kernels.regularizers import regularization_penalty
@@ -146,7 +148,8 @@ class CPUBackend(Backend):
         without running it; returns None, or a note for the user when it had to be compiled:
         a cold first run takes seconds, which should not count as training time."""
         dispatcher = network.train_batches
-        values = self._train_args(*args, **kwargs, measure=False)
+        with blas_threads_for(self._step_flops(args[0][2], args[2])):  # as train's: the thread count decides
+            values = self._train_args(*args, **kwargs, measure=False)
         run = user_kernels.quietly if self._user_functions(values) else self._run
         types = run(lambda: tuple(numba.typeof(a) for a in values))
         if types in dispatcher.overloads:
@@ -187,7 +190,20 @@ class CPUBackend(Backend):
                 metrics if metrics is not None and metrics.shape[0] else None,
                 *self.optional_stages(opt_hyper), *self.kinds, collective, self.graph, sparse,
                 self._loss_kernels(loss, weights), self._sample_weights(weights, batch_size),
-                None if user_metrics is None else user_metrics(self.dtype), parallel)
+                None if user_metrics is None else user_metrics(self.dtype), parallel,
+                self._nonzero_scratch(x, source, batch_size))
+
+    def _nonzero_scratch(self, x, source, batch_size):
+        """``train_batches``' ``nonzero``: None, or the int32 scratch of the first layer's forward
+        product and weight gradient over each batch's nonzero columns (serial, against BLAS on the
+        step's threads)."""
+        if source is not None or not self._nonzero_first(x, batch_size, call_blas_threads() or 1):
+            return None
+        room = max(x.shape[1], batch_size) + 64  # the input's columns or a batch's rows, and a vector's lanes
+        held = getattr(self, "_nonzero_idx", None)
+        if held is None or held.size < room:
+            held = self._nonzero_idx = np.empty(room, np.int32)
+        return held
 
     def _parallel_optimizer(self, source, batch_size):
         """The step's ``parallel`` argument: True where Adam's parallel pass runs, else None.
@@ -267,10 +283,16 @@ class CPUBackend(Backend):
             self.rng[network.RNG_STEP] += 1
             return out
         spare = self._workspace(batch_size)
+        # In parallel where BLAS's other layers run on one thread: OpenBLAS's threads wait busily
+        # for 0.1 s after each product, taking a core from the parallel one (the wide network's
+        # predict: 170-180 ms instead of 131-137).
+        nonzero = PARALLEL and self.sparse_flops_per_row * min(batch_size, x.shape[0]) < BLAS_PARALLEL_MIN_FLOPS \
+            and self._nonzero_first(x, min(batch_size, x.shape[0]), 1)
         try:
-            with blas_threads_for(self.flops_per_row * batch_size):
+            with blas_threads_for((self.sparse_flops_per_row if nonzero else self.flops_per_row) * batch_size,
+                                  PARALLEL_PASSES_CHOSEN or nonzero):
                 bad = self._run(inference.predict_batches, out, self._network(min(batch_size, x.shape[0])), x,
-                                batch_size, spare[1], False, *self.kinds, spare[2], bool(check))
+                                batch_size, spare[1], False, *self.kinds, spare[2], bool(check), nonzero)
         finally:
             self._spares.append(spare)
         if bad >= 0:
@@ -278,6 +300,20 @@ class CPUBackend(Backend):
             raise ValueError(f"x contains NaN or infinite values (or values beyond {self.dtype.name}'s range): "
                              f"row {row}")
         return out
+
+    def _nonzero_first(self, x, rows, threads):
+        """Whether the first layer's forward product over ``rows`` rows of ``x`` a batch runs over
+        their nonzero columns only (a stack whose first layer is Dense; x dense, its rows' columns
+        adjacent): by the estimate ``config.NONZERO_PRODUCT_MAX_WORK`` describes, against GEMM on
+        ``threads`` threads where the product runs on one (training), or on as many (predict)."""
+        if not (SIMD and self.sparse_first_layer() and rows >= NONZERO_PRODUCT_MIN_ROWS and x.dtype == self.dtype
+                and x.ndim == 2 and x.shape[0] > 0 and x.strides[1] == x.itemsize):
+            return False
+        n_out = int(self.spec.table[0, network.N_OUT])
+        block = 4 * (VECTOR_BITS // (8 * x.itemsize))
+        padded = -(-n_out // block) * block
+        work = dense.nonzero_fraction(x, NONZERO_SAMPLE_BLOCKS) * padded / n_out
+        return work * threads <= NONZERO_PRODUCT_MAX_WORK
 
     def sparse_first_layer(self):
         """Whether a CSR input can run this network's first layer over its nonzeros only: a stack

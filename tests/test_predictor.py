@@ -230,3 +230,33 @@ def test_a_model_reading_embedding_ids_has_no_predictor():
     model.compile(loss="categorical_crossentropy")
     with pytest.raises(TypeError, match="Embedding ids"):
         model.predictor()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batch_predict_over_the_nonzero_columns_is_the_dense_forward_pass(dtype):
+    """A first Dense layer wide enough and an input with many zeros: predict multiplies the
+    nonzero columns only (``kernels/dense.py: nonzero_rows_product``), with the answer of NumPy's
+    dense forward pass (sums in another order: within RTOL); a NaN is still caught and named.
+    An input without zeros, or a first layer too narrow for the kernel's blocks, takes GEMM."""
+    from fastnn.kernels.simd import SIMD
+    model, _ = trained([Dense(120, 96, activation="relu"), Dense(96, 3, activation="softmax")], dtype)
+    x = np.random.default_rng(4).random((300, 120)).astype(dtype)
+    x[x < 0.95] = 0  # blocks of 6 rows: about a quarter of the columns nonzero
+    backend = model._backend
+    assert backend._nonzero_first(x, 300, 1) == SIMD
+    assert not backend._nonzero_first(x + 1, 300, 1)  # no zeros
+    assert not backend._nonzero_first(x[:20], 20, 1)  # too few rows to pay
+    assert not backend._nonzero_first(x, 300, 8)  # against BLAS on 8 threads, one thread's product
+    W0, b0, W1, b1 = (w.astype(np.float64) for w in model.get_weights())
+    z = np.maximum(x @ W0 + b0, 0) @ W1 + b1
+    want = np.exp(z - z.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    for batch_size in (None, 64, 7):
+        np.testing.assert_allclose(model.predict(x, batch_size=batch_size), want, rtol=RTOL, atol=1e-6)
+    bad = x.copy()
+    bad[201] = 0
+    bad[201, 4] = np.nan
+    with pytest.raises(ValueError, match="x contains NaN or infinite values.*row 201$"):
+        model.predict(bad)
+    narrow, _ = trained([Dense(120, 8, activation="relu"), Dense(8, 3, activation="softmax")], dtype)
+    assert not narrow._backend._nonzero_first(x, 300, 1)  # 8 of a block's 32 or 64 columns

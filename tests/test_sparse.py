@@ -311,3 +311,32 @@ def test_evaluate_of_a_sparse_input_predicts_it_once(monkeypatch):
     figures = m.evaluate(sp.csr_matrix(x), y, batch_size=7)
     assert len(calls) == 1
     np.testing.assert_allclose(figures, reference, rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_first_layers_product_over_nonzero_columns_trains_as_the_dense_path(dtype, monkeypatch):
+    """A dense input with many zeros and a first layer wide enough: fit's first forward product
+    and weight gradient run over each batch's nonzero columns (``kernels/sparse.py:
+    nonzero_first_forward``/``nonzero_first_backward``), the same sums as GEMM's up to their
+    order; the weights after training match the GEMM path's."""
+    from fastnn.cpu_backend import CPUBackend
+    from fastnn.kernels.simd import SIMD
+    rng = np.random.default_rng(6)
+    x = rng.random((200, 40)).astype(dtype)
+    x[:, 6:34] = 0  # 30% nonzero (the CSR path takes under 10%), 12 columns zero in every row (as
+    y = rng.integers(0, 3, 200)  # MNIST's borders), the first and the last nonzero
+
+    def build():
+        m = MLP([Dense(40, 70, activation="relu"), Dense(70, 3, activation="softmax")], seed=3, dtype=dtype)
+        m.compile(loss="cross_entropy", optimizer=Adam(0.01))
+        return m
+    skipping = build()
+    skipping.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    skipping.train_on_batch(x[:40], y[:40])
+    assert hasattr(skipping._backend, "_nonzero_idx") == SIMD
+    reference = build()
+    monkeypatch.setattr(CPUBackend, "_nonzero_scratch", lambda self, *args: None)
+    reference.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    reference.train_on_batch(x[:40], y[:40])
+    assert not hasattr(reference._backend, "_nonzero_idx")
+    assert_same_weights(reference, skipping, rtol=1e-9 if dtype == "float64" else 2e-5)

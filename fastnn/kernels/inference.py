@@ -10,13 +10,14 @@ nonzeros; ``evaluate_batches`` sums each batch's loss times its rows and the cor
 """
 import numpy as np
 
-from ..config import kernel
+from ..config import PARALLEL, kernel
 from .activations import bias_activation_forward
 from .checks import all_finite
-from .dense import dense_forward, dense_product, gemm_bits
+from .dense import dense_forward, dense_product, gemm_bits, nonzero_rows_product_parallel
 from .dispatch import layer_forward
 from .metrics import count_correct
 from .network import network_forward, node_output
+from .simd import SIMD
 from .sparse import csr_first_forward
 from .table import ACT, ALPHA, B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF
 from .views import matrix_view
@@ -24,23 +25,24 @@ from .views import matrix_view
 
 @kernel
 def predict_batches(out, net, x, batch_size, work, training, dropout=True, batchnorm=True, embedding=True, masking=True,
-                    user=None, graph=None, check=False):
+                    user=None, graph=None, check=False, nonzero=False):
     """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass: in inference
     mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``net.rng[RNG_STEP]``).
     Returns -1, or with ``check`` the first row of the first batch holding a NaN or an infinity
     (nothing from it on is computed): each batch is scanned just before its pass, while its rows
-    are in cache, instead of the whole input once more before it."""
+    are in cache, instead of the whole input once more before it. ``nonzero``: a stack's first
+    Dense layer multiplies x's nonzero columns only (``dense.nonzero_rows_product_parallel``)."""
     n = x.shape[0]
+    dense_first = graph is None and net.layers[0, KIND] == DENSE_LAYER
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         first = 0
-        if check:
-            if graph is None and net.layers[0, KIND] == DENSE_LAYER:
-                if not first_dense_checked(net, x[lo:hi], work):
-                    return lo
-                first = 1
-            elif not all_finite(x[lo:hi]):
+        if dense_first and (check or nonzero):
+            if not first_dense_checked(net, x[lo:hi], work, check, nonzero):
                 return lo
+            first = 1
+        elif check and not all_finite(x[lo:hi]):
+            return lo
         pred = network_forward(net, x[lo:hi], work, training, dropout, batchnorm, embedding, masking, user, 0, graph,
                                first)
         for i in range(hi - lo):
@@ -50,10 +52,11 @@ def predict_batches(out, net, x, batch_size, work, training, dropout=True, batch
 
 
 @kernel(inline=True)
-def first_dense_checked(net, x, work):
-    """Layer 0 (a stack's Dense layer) on the rows ``x`` for ``predict_batches``' check: its product
-    first, then, only where the product holds a NaN or an infinity, a scan of the rows themselves;
-    bias and activation after. False (nothing more computed) when a row of ``x`` is not finite.
+def first_dense_checked(net, x, work, check=True, nonzero=False):
+    """Layer 0 (a stack's Dense layer) on the rows ``x`` for ``predict_batches``: its product
+    first (over x's nonzero columns where ``nonzero``), then, with ``check`` and only where the
+    product holds a NaN or an infinity, a scan of the rows themselves; bias and activation after.
+    False (nothing more computed) when a row of ``x`` is not finite.
     A NaN or an infinity anywhere in a row makes every column of that row's product one (NaN times
     anything, 0 included, is NaN; inf times 0 is NaN), so the product's check misses none; a
     product that overflows from finite rows passes, as before. The rows are read once, by the
@@ -64,8 +67,12 @@ def first_dense_checked(net, x, work):
     w, b = layers[0, W_OFF], layers[0, B_OFF]
     rows = x.shape[0]
     out = matrix_view(work.acts, work.act_off[1], rows, n_out)
-    dense_product(out, x, matrix_view(params, w, n_in, n_out), gemm_bits(net.gemm, 0))
-    if not all_finite(out) and not all_finite(x):
+    W = matrix_view(params, w, n_in, n_out)
+    if SIMD and PARALLEL and nonzero:
+        nonzero_rows_product_parallel(out, x, W)
+    else:
+        dense_product(out, x, W, gemm_bits(net.gemm, 0))
+    if check and not all_finite(out) and not all_finite(x):
         return False
     bias_activation_forward(out, out, params[b: b + n_out], layers[0, ACT], alphas[0, ALPHA])
     return True

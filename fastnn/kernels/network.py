@@ -38,7 +38,8 @@ from .optimizers import H_LR, H_SCHEDULE, clip_global_norms, clip_gradients, opt
 from .parallel import gather_rows
 from .regularizers import regularization_forward_backward
 from .schedules import CONSTANT, learning_rate_at
-from .sparse import gather_sparse, sparse_first_backward, sparse_first_forward
+from .sparse import (gather_sparse, nonzero_first_backward, nonzero_first_forward, sparse_first_backward,
+                     sparse_first_forward)
 from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER,  # noqa: F401
                     DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, MULTIPLY_LAYER, N_IN,
                     N_OUT, OPTIONAL_KINDS, RNG_KEY, RNG_STEP, SLICE_LAYER, SOURCE, SOURCE2, USER_LAYER, W_OFF, Batches,
@@ -263,7 +264,7 @@ def apply_optimizers(params, train, tensors, schedules, parallel=None):
 @kernel
 def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, counts, metrics, reg, tensors, schedules,
                   dropout=True, batchnorm=True, embedding=True, masking=True, user=None, collective=None, graph=None,
-                  sparse=None, loss_fns=None, weights=None, user_metrics=None, parallel_optimizer=None):
+                  sparse=None, loss_fns=None, weights=None, user_metrics=None, parallel_optimizer=None, nonzero=None):
     """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
     ``x[order]``, ``y[order]``.
 
@@ -292,6 +293,9 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     the batch, times the batch's rows, is added to ``counts[offset + i]`` (their mean over rows is
     the epoch's figure).
     ``parallel_optimizer``: None, or True: Adam's parallel pass (``config.parallel_optimizer``).
+    ``nonzero``: None, or int32 scratch for the first Dense layer's passes over the batch's nonzero
+    columns (``sparse.nonzero_first_forward``/``nonzero_first_backward``), on a dense input with
+    many zeros: room for the input's columns and for a batch's rows, and a vector's lanes more.
     ``weights``: None, or a ``SampleWeights``: each row's loss and gradient weighted
     (``losses.weighted_loss_forward``); the training metrics stay unweighted, as Keras' ``metrics``
     (their functions get the weights, and only the outputs' losses of several use them).
@@ -326,6 +330,7 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
             if sparse.skip:
                 skip = np.int64(1)
         gather_rows(yb, y, order, lo + r0)
+        ran = skip  # the layers run before the walkers (``nonzero``: the first, both ways)
         wb = None
         scale = 1.0  # scikit-learn's normalization (SampleWeights.normalize), applied after the allreduce
         if weights is not None:
@@ -343,8 +348,11 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
             if sparse is not None:  # (Numba prunes a branch only on a plain ``is None`` test)
                 if skip:
                     sparse_first_forward(net, sparse, work, local)
+            if nonzero is not None:
+                nonzero_first_forward(net, xb, work, nonzero)
+                ran = np.int64(1)
             pred = network_forward(net, xb, work, bool(True), dropout, batchnorm, embedding, masking, user, r0, graph,
-                                   skip)
+                                   ran)
             # (the weights as weights.batch[:local], not wb: a first-class function takes no Optional)
             if weights is None:
                 value = loss_fns.value[0](pred, yb)
@@ -371,11 +379,13 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         if local > 0:
             if graph is None:  # (Numba prunes a branch only on a plain ``is None`` test)
                 cur, applied = network_backward(net, train.grads, xb, work, loss, yb, dropout, batchnorm, embedding,
-                                                masking, user, r0, share, skip, loss_fns, wb)
+                                                masking, user, r0, share, ran, loss_fns, wb)
                 if sparse is not None:
                     if skip:
                         sparse_first_backward(net, train.grads, sparse, work, local, cur, applied,
                                               bi == first or not rows_kept)
+                if nonzero is not None:
+                    nonzero_first_backward(net, train.grads, xb, work, cur, applied, nonzero)
             else:
                 graph_backward(net, train.grads, xb, work, loss, yb, graph, dropout, batchnorm, embedding, masking,
                                user, r0, share, loss_fns, wb)

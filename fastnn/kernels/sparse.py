@@ -12,6 +12,11 @@ this out) in two cases, which ``fastnn/sparse_input.py`` chooses once per data s
 - otherwise the data set is CSR and each batch is densified into the gathered batch, the dense
   path's input (a functional model, a first layer that is not Dense, or a dense-enough input).
 
+A dense data set with fewer zeros (MNIST: 19% nonzero) keeps the dense path, but its first Dense
+layer's forward product and weight gradient may run over the columns nonzero in each block of
+the batch's rows (``nonzero_first_forward``/``nonzero_first_backward``, ``train_batches``'
+``nonzero``), where ``fastnn/cpu_backend.py: _nonzero_first`` estimates it faster than GEMM.
+
 ``indptr``/``indices``/``values``: the CSR data set (int64, int32, the model's dtype); no entries
 (``indptr`` empty) for a dense data set, whose rows are in ``Batches.x``. ``batch_indptr``
 (batch_size + 1,), ``batch_indices`` and ``batch_values``: the gathered batch's CSR, with room for
@@ -22,9 +27,11 @@ when not ``skip``.
 from collections import namedtuple
 
 from ..config import kernel
-from .activations import activation_backward
-from .dense import sparse_dense_backward, sparse_dense_forward
+from .activations import activation_backward, bias_activation_forward
+from .dense import nonzero_rows_product, sparse_dense_backward, sparse_dense_forward
+from .parallel import column_sums
 from .table import ACT, ALPHA, B_OFF, N_IN, N_OUT, W_OFF
+from .views import matrix_view
 
 SparseBatches = namedtuple("SparseBatches", ["indptr", "indices", "values", "batch_indptr", "batch_indices",
                                              "batch_values", "colptr", "rows", "colvalues", "skip"])
@@ -77,6 +84,40 @@ def sparse_first_forward(net, sparse, work, rows):
     sparse_dense_forward(out, sparse.batch_indptr[: rows + 1], sparse.batch_indices, sparse.batch_values,
                          params[w: w + n_in * n_out].reshape(n_in, n_out), params[b: b + n_out], layers[0, ACT],
                          alphas[0, ALPHA])
+
+
+@kernel(inline=True)
+def nonzero_first_forward(net, x, work, idx):
+    """Layer 0 (Dense) on the dense rows ``x``, its product over the columns nonzero in each block
+    of rows (``dense.nonzero_rows_product``; ``idx`` its int32 scratch), into its output in
+    ``work.acts``: ``train_batches``' first layer where ``fastnn/cpu_backend.py: _nonzero_first``
+    chose it."""
+    params, layers, alphas = net.params, net.layers, net.alphas
+    n_in, n_out = layers[0, N_IN], layers[0, N_OUT]
+    w, b = layers[0, W_OFF], layers[0, B_OFF]
+    rows = x.shape[0]
+    out = matrix_view(work.acts, work.act_off[1], rows, n_out)
+    nonzero_rows_product(out, x, matrix_view(params, w, n_in, n_out), idx, 0, rows)
+    bias_activation_forward(out, out, params[b: b + n_out], layers[0, ACT], alphas[0, ALPHA])
+
+
+@kernel(inline=True)
+def nonzero_first_backward(net, grads, x, work, cur, applied, idx):
+    """Layer 0's (Dense) gradients from dL/d(its output) in ``work.deltas[cur]`` (dL/d(its
+    pre-activation) when ``applied``, as ``sparse_first_backward``'s), on the dense rows ``x``: the
+    weight gradient x.T @ dz over, for each block of 6 of x's columns, the rows where any of them
+    is nonzero (``dense.nonzero_rows_product``, transposed); ``idx`` its int32 scratch, room for
+    x's rows."""
+    params, layers, alphas = net.params, net.layers, net.alphas
+    n_in, n_out = layers[0, N_IN], layers[0, N_OUT]
+    w, b = layers[0, W_OFF], layers[0, B_OFF]
+    rows = x.shape[0]
+    dout = matrix_view(work.deltas[cur], 0, rows, n_out)
+    if not applied:
+        out = matrix_view(work.acts, work.act_off[1], rows, n_out)
+        activation_backward(dout, dout, out, layers[0, ACT], alphas[0, ALPHA])
+    nonzero_rows_product(matrix_view(grads, w, n_in, n_out), x, dout, idx, 0, n_in, True)
+    column_sums(grads[b: b + n_out], dout)
 
 
 @kernel(inline=True)
