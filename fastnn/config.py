@@ -343,6 +343,15 @@ if CACHE:
     _install_cache_locators()
 
 
+KERNEL_OPTIONS = dict(fastmath=FASTMATH, error_model="numpy")  # (for an ``overload``'s jit_options)
+
+
+def c_entry(fn, signature):
+    """``fn`` compiled with the package's flags as a C function of ``signature``, cached: an entry
+    that compiled code calls by address (``kernels/dense.py: nonzero_entry``)."""
+    return numba.cfunc(signature, cache=CACHE, **KERNEL_OPTIONS)(fn)
+
+
 def kernel(fn=None, *, inline=False, parallel=False):
     """Compile ``fn`` with the package's flags (``njit``, cached, fastmath without nnan/ninf).
 

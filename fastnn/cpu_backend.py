@@ -199,6 +199,7 @@ class CPUBackend(Backend):
         step's threads)."""
         if source is not None or not self._nonzero_first(x, batch_size, call_blas_threads() or 1):
             return None
+        dense.nonzero_entry(self.dtype)
         room = max(x.shape[1], batch_size) + 64  # the input's columns or a batch's rows, and a vector's lanes
         held = getattr(self, "_nonzero_idx", None)
         if held is None or held.size < room:

@@ -340,3 +340,24 @@ def test_the_first_layers_product_over_nonzero_columns_trains_as_the_dense_path(
     reference.train_on_batch(x[:40], y[:40])
     assert not hasattr(reference._backend, "_nonzero_idx")
     assert_same_weights(reference, skipping, rtol=1e-9 if dtype == "float64" else 2e-5)
+
+
+@pytest.mark.slow
+def test_a_step_calling_the_nonzero_product_by_address_loads_from_the_cache_in_a_new_process(tmp_path):
+    """The step calls the product through a symbol that ``kernels/dense.py: nonzero_entry``
+    registers: a process that loads the cached step (not compiling it) must register it first,
+    else the step fails to load or calls nowhere."""
+    import os
+    import subprocess
+    import sys
+    code = ("import numpy as np; from fastnn import MLP, Dense; "
+            "x = np.random.default_rng(0).random((96, 40)).astype('float32'); x[:, 6:34] = 0; "
+            "m = MLP([Dense(40, 70, activation='relu'), Dense(70, 3, activation='softmax')], seed=0); "
+            "m.compile(loss='cross_entropy', optimizer='adam'); "
+            "m.fit(x, np.arange(96) % 3, epochs=1, batch_size=32, verbose=0); "
+            "print(hasattr(m._backend, '_nonzero_idx'), np.isfinite(m.get_weights()[0]).all())")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    for _ in range(2):  # compiles, then loads
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[-2:] == ["True", "True"]

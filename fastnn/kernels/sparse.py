@@ -28,7 +28,7 @@ from collections import namedtuple
 
 from ..config import kernel
 from .activations import activation_backward, bias_activation_forward
-from .dense import nonzero_rows_product, sparse_dense_backward, sparse_dense_forward
+from .dense import nonzero_product_by_address, sparse_dense_backward, sparse_dense_forward
 from .parallel import column_sums
 from .table import ACT, ALPHA, B_OFF, N_IN, N_OUT, W_OFF
 from .views import matrix_view
@@ -97,7 +97,7 @@ def nonzero_first_forward(net, x, work, idx):
     w, b = layers[0, W_OFF], layers[0, B_OFF]
     rows = x.shape[0]
     out = matrix_view(work.acts, work.act_off[1], rows, n_out)
-    nonzero_rows_product(out, x, matrix_view(params, w, n_in, n_out), idx, 0, rows)
+    nonzero_product_by_address(out, x, matrix_view(params, w, n_in, n_out), idx, 0, rows, False)
     bias_activation_forward(out, out, params[b: b + n_out], layers[0, ACT], alphas[0, ALPHA])
 
 
@@ -116,7 +116,7 @@ def nonzero_first_backward(net, grads, x, work, cur, applied, idx):
     if not applied:
         out = matrix_view(work.acts, work.act_off[1], rows, n_out)
         activation_backward(dout, dout, out, layers[0, ACT], alphas[0, ALPHA])
-    nonzero_rows_product(matrix_view(grads, w, n_in, n_out), x, dout, idx, 0, n_in, True)
+    nonzero_product_by_address(matrix_view(grads, w, n_in, n_out), x, dout, idx, 0, n_in, True)
     column_sums(grads[b: b + n_out], dout)
 
 
