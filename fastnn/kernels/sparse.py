@@ -108,7 +108,7 @@ def nonzero_first_backward(net, grads, x, work, cur, applied, idx):
     weight gradient x.T @ dz over, for each block of 6 of x's columns, the rows where any of them
     is nonzero (``dense.nonzero_rows_product``, transposed); ``idx`` its int32 scratch, room for
     x's rows."""
-    params, layers, alphas = net.params, net.layers, net.alphas
+    layers, alphas = net.layers, net.alphas
     n_in, n_out = layers[0, N_IN], layers[0, N_OUT]
     w, b = layers[0, W_OFF], layers[0, B_OFF]
     rows = x.shape[0]
