@@ -313,7 +313,7 @@ def test_evaluate_of_a_sparse_input_predicts_it_once(monkeypatch):
     np.testing.assert_allclose(figures, reference, rtol=1e-9)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", [pytest.param("float64", marks=pytest.mark.slow), "float32"])
 def test_the_first_layers_product_over_nonzero_columns_trains_as_the_dense_path(dtype, monkeypatch):
     """A dense input with many zeros and a first layer wide enough: fit's first forward product
     and weight gradient run over each batch's nonzero columns (``kernels/sparse.py:
