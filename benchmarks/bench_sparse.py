@@ -11,7 +11,10 @@ import time
 import numpy as np
 
 from fastnn.kernels.activations import RELU
-from fastnn.kernels.dense import dense_backward, dense_forward, sparse_dense_backward, sparse_dense_forward
+from fastnn.kernels.activations import bias_activation_forward
+from fastnn.kernels.dense import (dense_backward, dense_forward, nonzero_rows_product, sparse_dense_backward,
+                                  sparse_dense_forward)
+from fastnn.kernels.parallel import column_sums
 from fastnn.kernels.network import gather_rows
 from fastnn.kernels.sparse import SparseBatches, gather_sparse
 
@@ -39,6 +42,7 @@ class FirstLayer:
         self.dW = np.empty((n_in, n_out), f32)
         self.db = np.empty(n_out, f32)
         room = batch * n_in
+        self.idx = np.empty(max(n_in, batch) + 64, np.int32)
         self.csr = SparseBatches(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, f32),
                                  np.zeros(batch + 1, np.int64), np.empty(room, np.int32), np.empty(room, f32),
                                  np.zeros(n_in + 1, np.int64), np.empty(room, np.int32), np.empty(room, f32), True)
@@ -47,6 +51,15 @@ class FirstLayer:
         gather_rows(self.xb, self.data, self.order, 0)
         dense_forward(self.out, self.xb, self.W, self.b, RELU, 0.0)
         dense_backward(self.dx, self.dW, self.db, self.dz, self.xb, self.W)
+
+    def nonzero(self):
+        """The dense path with both products over the columns nonzero in each block of 6 rows
+        (``kernels/sparse.py: nonzero_first_forward``/``nonzero_first_backward``' kernels)."""
+        gather_rows(self.xb, self.data, self.order, 0)
+        nonzero_rows_product(self.out, self.xb, self.W, self.idx, 0, self.out.shape[0])
+        bias_activation_forward(self.out, self.out, self.b, RELU, 0.0)
+        nonzero_rows_product(self.dW, self.xb, self.dz, self.idx, 0, self.dW.shape[0], True)
+        column_sums(self.db, self.dz)
 
     def sparse(self):
         c = self.csr
@@ -60,10 +73,12 @@ def warm_up():
     a = FirstLayer(2, 3, 4, 0.5, rows=4)
     a.dense()
     a.sparse()
+    a.nonzero()
 
 
 class FirstLayerStep:
-    """Gather + forward + dW of the first layer, dense path vs zero-skipping path."""
+    """Gather + forward + dW of the first layer: the dense path, the CSR zero-skipping path, and
+    the dense path over each block's nonzero columns."""
     params = [sizes(SHAPES), sizes(ASV_DENSITIES)]
     param_names = ["batch_in_out", "density"]
 
@@ -71,12 +86,16 @@ class FirstLayerStep:
         self.a = FirstLayer(*shape, density)
         self.a.dense()
         self.a.sparse()
+        self.a.nonzero()
 
     def time_dense_path(self, shape, density):
         self.a.dense()
 
     def time_zero_skipping(self, shape, density):
         self.a.sparse()
+
+    def time_nonzero_columns(self, shape, density):
+        self.a.nonzero()
 
 
 def crossover(shapes=SHAPES, seconds=4.0):
@@ -90,17 +109,18 @@ def crossover(shapes=SHAPES, seconds=4.0):
         rest = n_out * 50 + 500 if n_out == 100 else n_out * n_out + n_out * 10
         for density in DENSITIES:
             a = FirstLayer(batch, n_in, n_out, density)
-            dense, sparse = [], []
+            dense, sparse, nonzero = [], [], []
             with blas_threads_for(6.0 * batch * (n_in * n_out + rest)):
                 end = time.perf_counter() + seconds
                 while time.perf_counter() < end or len(dense) < 5:
-                    for fn, times in ((a.dense, dense), (a.sparse, sparse)):
+                    for fn, times in ((a.dense, dense), (a.sparse, sparse), (a.nonzero, nonzero)):
                         t0 = time.perf_counter()
                         fn()
                         times.append(time.perf_counter() - t0)
-            dense, sparse = np.array(dense) * 1e6, np.array(sparse) * 1e6
+            dense, sparse, nonzero = (np.array(t) * 1e6 for t in (dense, sparse, nonzero))
             print(f"{batch}x{n_in}x{n_out} density {density:.2f}: dense {np.median(dense):8.1f} us, zero-skipping "
-                  f"{np.median(sparse):8.1f} us, ratio {np.median(sparse / dense):.2f} ({dense.size} pairs)",
+                  f"{np.median(sparse):8.1f} us, ratio {np.median(sparse / dense):.2f}; nonzero columns "
+                  f"{np.median(nonzero):8.1f} us, ratio {np.median(nonzero / dense):.2f} ({dense.size} triples)",
                   flush=True)
 
 
