@@ -69,18 +69,21 @@ FEW_ROWS_MAX_DENSITY = 0.5
 # nonzero); MNIST (19%) stays on the dense path, which also spares its first fit the path's
 # compile (2-3 s of CPU time).
 SPARSE_FIRST_LAYER_MAX_DENSITY = 0.1
-# Batch predict of a dense input with many exact zeros: the first Dense layer's product over the
-# columns nonzero in each block of 6 rows (``kernels/dense.py: nonzero_rows_product``), where its
-# estimated work against GEMM's, (the fraction of columns nonzero in the input's first 6 rows) x
-# (n_out rounded up to the kernel's 64 float32 or 32 float64 columns) / n_out, is at most this.
-# 10,000 MNIST rows (41% of the columns nonzero per block), 2-core Xeon (AVX-512), both cores, ms,
-# this product / OpenBLAS's GEMM: n_out 1024 40 / 50-58, 100 3.6-3.9 / 5.9-6.7, 50 4.1 / 3.8-4.9,
-# 10 4.1 / 2.1-2.9 (the estimates 0.41, 0.53, 0.53, 2.7); float64 n_out 100 9.7 / 20.1. Runs
-# on Numba's threads (``PARALLEL``), and then BLAS runs the other layers' products on one
-# thread where they are small: OpenBLAS's threads wait busily for 0.1 s after each product, and
-# took a core from the parallel product meanwhile (8 ms instead of 3.7).
+# A dense input with many exact zeros: the first Dense layer's products (fit: forward and weight
+# gradient, serially; predict: forward, on Numba's threads) over the columns nonzero in each block
+# of 6 rows (``kernels/dense.py: nonzero_rows_product``), where the estimated work against GEMM's,
+# (the fraction of columns nonzero per block, ``NONZERO_SAMPLE_BLOCKS`` blocks sampled) x (n_out
+# rounded up to the kernel's 64 float32 or 32 float64 columns) / n_out x (GEMM's threads), is at
+# most this (``CPUBackend._nonzero_first``). 10,000 MNIST rows (41% of the columns nonzero per
+# block), 2-core Xeon (AVX-512), both cores, ms, this product / OpenBLAS's GEMM: n_out 1024 40 /
+# 50-58, 100 3.6-3.9 / 5.9-6.7, 50 4.1 / 3.8-4.9, 10 4.1 / 2.1-2.9 (the estimates 0.41, 0.53,
+# 0.53, 2.7); float64 n_out 100 9.7 / 20.1. Predict takes it only where BLAS runs the other
+# layers' products on one thread: OpenBLAS's threads wait busily for 0.1 s after each product,
+# and took a core from the parallel product meanwhile (8 ms instead of 3.7).
 NONZERO_PRODUCT_MAX_WORK = 0.6
-NONZERO_PRODUCT_MIN_ROWS = 4  # seed network, one thread, batch 4: 7.2 -> 4.2 us forward, 16.2 -> 8.7 the weight gradient
+# Rows a batch from which it pays: the seed network's first layer at batch 4, one thread, us,
+# forward 7.2 -> 4.2, weight gradient 16.2 -> 8.7.
+NONZERO_PRODUCT_MIN_ROWS = 4
 NONZERO_SAMPLE_BLOCKS = 8  # blocks of 6 rows, spread over the input, the estimate's sample
 
 # CUDA launch geometry.

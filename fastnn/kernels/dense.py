@@ -7,13 +7,13 @@ loaded (``config.MKL``), each of a layer's three products can go to MKL's GEMM i
 ``GEMM_INPUT``; chosen by timing, ``fastnn/blas.py``). The bias and the activation are applied in
 the same pass over ``out`` (``bias_activation_forward``).
 """
-import numpy as np
-from numba import carray, types
-from numba import from_dtype as numba_from_dtype
-from numba.extending import overload
-from numba.cpython.unsafe.numbers import trailing_zeros
+import threading
 
-from numba import prange
+import numpy as np
+from numba import carray, prange, types
+from numba import from_dtype as numba_from_dtype
+from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import overload
 
 from ..config import FEW_ROWS, FEW_ROWS_MAX_DENSITY, KERNEL_OPTIONS, MKL, c_entry, kernel
 from .activations import bias_activation_forward
@@ -133,17 +133,23 @@ def nonzero_rows_product(out, x, W, idx, lo, hi, transposed=False):
                 w2, w3 = vec_load(W, off + 2 * lanes, m2), vec_load(W, off + 3 * lanes, m3)
                 a = k * sk
                 s = element_at(x, b0 + a)
-                a00, a01, a02, a03 = vec_madd(a00, s, w0), vec_madd(a01, s, w1), vec_madd(a02, s, w2), vec_madd(a03, s, w3)
+                a00, a01 = vec_madd(a00, s, w0), vec_madd(a01, s, w1)
+                a02, a03 = vec_madd(a02, s, w2), vec_madd(a03, s, w3)
                 s = element_at(x, b1 + a)
-                a10, a11, a12, a13 = vec_madd(a10, s, w0), vec_madd(a11, s, w1), vec_madd(a12, s, w2), vec_madd(a13, s, w3)
+                a10, a11 = vec_madd(a10, s, w0), vec_madd(a11, s, w1)
+                a12, a13 = vec_madd(a12, s, w2), vec_madd(a13, s, w3)
                 s = element_at(x, b2 + a)
-                a20, a21, a22, a23 = vec_madd(a20, s, w0), vec_madd(a21, s, w1), vec_madd(a22, s, w2), vec_madd(a23, s, w3)
+                a20, a21 = vec_madd(a20, s, w0), vec_madd(a21, s, w1)
+                a22, a23 = vec_madd(a22, s, w2), vec_madd(a23, s, w3)
                 s = element_at(x, b3 + a)
-                a30, a31, a32, a33 = vec_madd(a30, s, w0), vec_madd(a31, s, w1), vec_madd(a32, s, w2), vec_madd(a33, s, w3)
+                a30, a31 = vec_madd(a30, s, w0), vec_madd(a31, s, w1)
+                a32, a33 = vec_madd(a32, s, w2), vec_madd(a33, s, w3)
                 s = element_at(x, b4 + a)
-                a40, a41, a42, a43 = vec_madd(a40, s, w0), vec_madd(a41, s, w1), vec_madd(a42, s, w2), vec_madd(a43, s, w3)
+                a40, a41 = vec_madd(a40, s, w0), vec_madd(a41, s, w1)
+                a42, a43 = vec_madd(a42, s, w2), vec_madd(a43, s, w3)
                 s = element_at(x, b5 + a)
-                a50, a51, a52, a53 = vec_madd(a50, s, w0), vec_madd(a51, s, w1), vec_madd(a52, s, w2), vec_madd(a53, s, w3)
+                a50, a51 = vec_madd(a50, s, w0), vec_madd(a51, s, w1)
+                a52, a53 = vec_madd(a52, s, w2), vec_madd(a53, s, w3)
             o = r0 * n + c0
             vec_store(a00, out, o, m0), vec_store(a01, out, o + lanes, m1)
             vec_store(a02, out, o + 2 * lanes, m2), vec_store(a03, out, o + 3 * lanes, m3)
@@ -186,6 +192,7 @@ def _nonzero_entry(out_p, x_p, w_p, idx_p, x_rows, x_cols, x_step, n_inner, n, o
 
 
 _ENTRIES = {}
+_ENTRIES_LOCK = threading.Lock()
 
 
 def nonzero_entry(dtype):
@@ -193,13 +200,15 @@ def nonzero_entry(dtype):
     register its address with LLVM as ``fastnn_nonzero_rows_product_<dtype>``, the symbol that
     ``nonzero_product_by_address`` calls: before any code that calls it is compiled or loaded."""
     dtype = np.dtype(dtype)
-    if dtype not in _ENTRIES:
-        import llvmlite.binding as llvm
-        pointer = types.CPointer(numba_from_dtype(dtype))
-        entry = c_entry(_nonzero_entry, types.void(pointer, pointer, pointer, types.CPointer(types.int32), *_ENTRY_ARGS))
-        llvm.add_symbol(f"fastnn_nonzero_rows_product_{dtype.name}", entry.address)
-        _ENTRIES[dtype] = entry
-    return _ENTRIES[dtype]
+    with _ENTRIES_LOCK:  # one entry per dtype: code linked to a symbol keeps its address for good
+        if dtype not in _ENTRIES:
+            import llvmlite.binding as llvm
+            pointer = types.CPointer(numba_from_dtype(dtype))
+            entry = c_entry(_nonzero_entry, types.void(pointer, pointer, pointer, types.CPointer(types.int32),
+                                                       *_ENTRY_ARGS))
+            llvm.add_symbol(f"fastnn_nonzero_rows_product_{dtype.name}", entry.address)
+            _ENTRIES[dtype] = entry
+        return _ENTRIES[dtype]
 
 
 _BY_ADDRESS = {name: types.ExternalFunction(f"fastnn_nonzero_rows_product_{name}", types.void(*(types.intp,) * 13))
