@@ -232,7 +232,7 @@ def test_a_model_reading_embedding_ids_has_no_predictor():
         model.predictor()
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_batch_predict_over_the_nonzero_columns_is_the_dense_forward_pass(dtype):
     """A first Dense layer wide enough and an input with many zeros: predict multiplies the
     nonzero columns only (``kernels/dense.py: nonzero_rows_product``), with the answer of NumPy's
