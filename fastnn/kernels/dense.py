@@ -133,46 +133,45 @@ def nonzero_rows_product(out, x, W, idx, lo, hi, transposed=False):
                 w2, w3 = vec_load(W, off + 2 * lanes, m2), vec_load(W, off + 3 * lanes, m3)
                 a = k * sk
                 s = element_at(x, b0 + a)
-                a00, a01 = vec_madd(a00, s, w0), vec_madd(a01, s, w1)
-                a02, a03 = vec_madd(a02, s, w2), vec_madd(a03, s, w3)
+                a00, a01, a02, a03 = madd_block_row(a00, a01, a02, a03, s, w0, w1, w2, w3)
                 s = element_at(x, b1 + a)
-                a10, a11 = vec_madd(a10, s, w0), vec_madd(a11, s, w1)
-                a12, a13 = vec_madd(a12, s, w2), vec_madd(a13, s, w3)
+                a10, a11, a12, a13 = madd_block_row(a10, a11, a12, a13, s, w0, w1, w2, w3)
                 s = element_at(x, b2 + a)
-                a20, a21 = vec_madd(a20, s, w0), vec_madd(a21, s, w1)
-                a22, a23 = vec_madd(a22, s, w2), vec_madd(a23, s, w3)
+                a20, a21, a22, a23 = madd_block_row(a20, a21, a22, a23, s, w0, w1, w2, w3)
                 s = element_at(x, b3 + a)
-                a30, a31 = vec_madd(a30, s, w0), vec_madd(a31, s, w1)
-                a32, a33 = vec_madd(a32, s, w2), vec_madd(a33, s, w3)
+                a30, a31, a32, a33 = madd_block_row(a30, a31, a32, a33, s, w0, w1, w2, w3)
                 s = element_at(x, b4 + a)
-                a40, a41 = vec_madd(a40, s, w0), vec_madd(a41, s, w1)
-                a42, a43 = vec_madd(a42, s, w2), vec_madd(a43, s, w3)
+                a40, a41, a42, a43 = madd_block_row(a40, a41, a42, a43, s, w0, w1, w2, w3)
                 s = element_at(x, b5 + a)
-                a50, a51 = vec_madd(a50, s, w0), vec_madd(a51, s, w1)
-                a52, a53 = vec_madd(a52, s, w2), vec_madd(a53, s, w3)
+                a50, a51, a52, a53 = madd_block_row(a50, a51, a52, a53, s, w0, w1, w2, w3)
             o = r0 * n + c0
-            vec_store(a00, out, o, m0), vec_store(a01, out, o + lanes, m1)
-            vec_store(a02, out, o + 2 * lanes, m2), vec_store(a03, out, o + 3 * lanes, m3)
+            store_block_row(out, o, lanes, m0, m1, m2, m3, a00, a01, a02, a03)
             if rows > 1:
-                o += n
-                vec_store(a10, out, o, m0), vec_store(a11, out, o + lanes, m1)
-                vec_store(a12, out, o + 2 * lanes, m2), vec_store(a13, out, o + 3 * lanes, m3)
+                store_block_row(out, o + n, lanes, m0, m1, m2, m3, a10, a11, a12, a13)
             if rows > 2:
-                o += n
-                vec_store(a20, out, o, m0), vec_store(a21, out, o + lanes, m1)
-                vec_store(a22, out, o + 2 * lanes, m2), vec_store(a23, out, o + 3 * lanes, m3)
+                store_block_row(out, o + 2 * n, lanes, m0, m1, m2, m3, a20, a21, a22, a23)
             if rows > 3:
-                o += n
-                vec_store(a30, out, o, m0), vec_store(a31, out, o + lanes, m1)
-                vec_store(a32, out, o + 2 * lanes, m2), vec_store(a33, out, o + 3 * lanes, m3)
+                store_block_row(out, o + 3 * n, lanes, m0, m1, m2, m3, a30, a31, a32, a33)
             if rows > 4:
-                o += n
-                vec_store(a40, out, o, m0), vec_store(a41, out, o + lanes, m1)
-                vec_store(a42, out, o + 2 * lanes, m2), vec_store(a43, out, o + 3 * lanes, m3)
+                store_block_row(out, o + 4 * n, lanes, m0, m1, m2, m3, a40, a41, a42, a43)
             if rows > 5:
-                o += n
-                vec_store(a50, out, o, m0), vec_store(a51, out, o + lanes, m1)
-                vec_store(a52, out, o + 2 * lanes, m2), vec_store(a53, out, o + 3 * lanes, m3)
+                store_block_row(out, o + 5 * n, lanes, m0, m1, m2, m3, a50, a51, a52, a53)
+
+
+@kernel(inline=True)
+def madd_block_row(a0, a1, a2, a3, s, w0, w1, w2, w3):
+    """One row of ``nonzero_rows_product``'s block: its four vectors of sums plus s times W's."""
+    return vec_madd(a0, s, w0), vec_madd(a1, s, w1), vec_madd(a2, s, w2), vec_madd(a3, s, w3)
+
+
+@kernel(inline=True)
+def store_block_row(out, o, lanes, m0, m1, m2, m3, a0, a1, a2, a3):
+    """One row of ``nonzero_rows_product``'s block into out from element o: its four vectors,
+    m0 .. m3 lanes of each."""
+    vec_store(a0, out, o, m0)
+    vec_store(a1, out, o + lanes, m1)
+    vec_store(a2, out, o + 2 * lanes, m2)
+    vec_store(a3, out, o + 3 * lanes, m3)
 
 
 # The step calls ``nonzero_rows_product`` by address (``nonzero_product_by_address``), a C entry
