@@ -101,17 +101,21 @@ class CPUBackend(Backend):
                                                                         self.spec.shared)
         self.capacity = rows
 
-    def _workspace(self, rows):
-        """(workspace, graph) for an inference pass of up to ``rows`` rows, not in use by another
-        thread: a spare one (``list.pop`` is atomic), else a new one. The caller appends it back to ``_spares``."""
+    def _workspace(self, rows, threads=0):
+        """(rows, workspace, graph) for an inference pass of up to ``rows`` rows, not in use by
+        another thread: a spare one (``list.pop`` is atomic), else a new one; ``threads``: one
+        with a row of ``acts`` and ``stats`` per thread (``predict_batches_parallel``), 0 for
+        ``predict_batches``. The caller appends it back to ``_spares``."""
         spares = self._spares
-        try:
-            spare = spares.pop()
-        except IndexError:
-            spare = None
-        if spare is None or spare[0] < rows:
-            spare = (rows, *inference_workspace(self.spec.table, self.spec.graph, rows, self.dtype))
-        return spare
+        for _ in range(len(spares)):
+            try:
+                spare = spares.pop()
+            except IndexError:
+                break
+            if spare[0] >= rows and (spare[1].acts.shape[0] if spare[1].acts.ndim == 2 else 0) == threads:
+                return spare
+            spares.insert(0, spare)  # another shape: left for the calls that want it
+        return (rows, *inference_workspace(self.spec.table, self.spec.graph, rows, self.dtype, threads=threads))
 
     def _sparse_batches(self, source, batch_size):
         """``train_batches``' ``sparse`` bundle for ``source`` (None: the dense path), with batch
@@ -283,19 +287,35 @@ class CPUBackend(Backend):
                           self.work, True, *self.kinds, self.graph)
             self.rng[network.RNG_STEP] += 1
             return out
-        spare = self._workspace(batch_size)
-        # In parallel where BLAS's other layers run on one thread: OpenBLAS's threads wait busily
-        # for 0.1 s after each product, taking a core from the parallel one (the wide network's
-        # predict: 170-180 ms instead of 131-137).
-        nonzero = PARALLEL and self.sparse_flops_per_row * min(batch_size, x.shape[0]) < BLAS_PARALLEL_MIN_FLOPS \
-            and self._nonzero_first(x, min(batch_size, x.shape[0]), 1)
-        try:
-            with blas_threads_for((self.sparse_flops_per_row if nonzero else self.flops_per_row) * batch_size,
-                                  PARALLEL_PASSES_CHOSEN or nonzero):
-                bad = self._run(inference.predict_batches, out, self._network(min(batch_size, x.shape[0])), x,
-                                batch_size, spare[1], False, *self.kinds, spare[2], bool(check), nonzero)
-        finally:
-            self._spares.append(spare)
+        rows = min(batch_size, x.shape[0])
+        batches = -(-x.shape[0] // batch_size)
+        threads = 1
+        if PARALLEL and batches > 1 and self.flops_per_row * x.shape[0] >= BLAS_PARALLEL_MIN_FLOPS:
+            # Batches on Numba's threads, BLAS on one thread in each (inference.predict_batches_parallel).
+            with blas_threads_for(0, True):
+                threads = min(numba.get_num_threads(), batches)
+                if threads > 1:
+                    nonzero = self._nonzero_first(x, rows, 1)
+                    spare = self._workspace(batch_size, threads)
+                    try:
+                        # (every product on OpenBLAS: MKL's thread count is set in this thread only)
+                        bad = self._run(inference.predict_batches_parallel, out, self._network(rows, measure=False),
+                                        x, batch_size, spare[1], *self.kinds, spare[2], bool(check), nonzero)
+                    finally:
+                        self._spares.append(spare)
+        if threads < 2:
+            spare = self._workspace(batch_size)
+            # In parallel where BLAS's other layers run on one thread: OpenBLAS's threads wait busily
+            # for 0.1 s after each product, taking a core from the parallel one.
+            nonzero = PARALLEL and self.sparse_flops_per_row * rows < BLAS_PARALLEL_MIN_FLOPS \
+                and self._nonzero_first(x, rows, 1)
+            try:
+                with blas_threads_for((self.sparse_flops_per_row if nonzero else self.flops_per_row) * batch_size,
+                                      PARALLEL_PASSES_CHOSEN or nonzero):
+                    bad = self._run(inference.predict_batches, out, self._network(rows), x,
+                                    batch_size, spare[1], False, *self.kinds, spare[2], bool(check), nonzero)
+            finally:
+                self._spares.append(spare)
         if bad >= 0:
             row = bad + int(np.argmin(np.isfinite(x[bad: bad + batch_size]).all(axis=1)))
             raise ValueError(f"x contains NaN or infinite values (or values beyond {self.dtype.name}'s range): "

@@ -119,18 +119,20 @@ class Predictor(structref.StructRefProxy):
 structref.define_proxy(Predictor, PredictorType, list(FIELDS))
 
 
-def inference_workspace(layers, sources, rows, dtype, input_room=True):
+def inference_workspace(layers, sources, rows, dtype, input_room=True, threads=0):
     """(Workspace, Graph or None) for inference passes of up to ``rows`` rows of the network
     ``layers`` (``sources``: a functional model's graph table, None for a stack): a predictor's, or
     one of the CPU backend's spare ones for concurrent predicts. ``input_room=False``: none for the
-    gathered batch (``inference.predict_sparse_batches`` reads its input as CSR)."""
+    gathered batch (``inference.predict_sparse_batches`` reads its input as CSR). ``threads``: a
+    row of ``acts`` and ``stats`` per thread (``inference.predict_batches_parallel``)."""
     if not input_room:
         layers = np.array(layers, dtype=np.int64)
         layers[0, N_IN] = 0
     act_off, n_acts, _, _, n_stats = network.workspace_layout(layers, rows)
     # Inference reads no gradient buffers and no targets: empty, not sized for training.
-    work = network.Workspace(np.empty(n_acts, dtype), act_off, np.empty((2, 0), dtype), np.empty(0, dtype),
-                             np.empty(n_stats))
+    shape = (threads,) if threads else ()
+    work = network.Workspace(np.empty(shape + (n_acts,), dtype), act_off, np.empty((2, 0), dtype),
+                             np.empty(0, dtype), np.empty(shape + (n_stats,)))
     return work, None if sources is None else network.Graph(sources, np.empty(n_acts, dtype))
 
 

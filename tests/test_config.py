@@ -40,7 +40,8 @@ def test_kernels_detect_nan_through_the_package_flags():
 def test_parallel_kernels_are_the_named_leaf_kernels_and_only_on_tbb():
     """Only the small leaf kernels named ``*_parallel`` are parallel builds, and only where the
     plan chose Numba's TBB layer: the walkers and ``train_batches`` stay serial (a parallel build
-    would make copies of their reshaped views), and without TBB (GNU OpenMP's threads spin against
+    would make copies of their reshaped views; ``predict_batches_parallel`` only calls the serial
+    ``predict_batches``, a function of its own, from each thread), and without TBB (GNU OpenMP's threads spin against
     BLAS and hang forked children) every kernel is serial."""
     import importlib
     kernels = []
@@ -51,11 +52,13 @@ def test_parallel_kernels_are_the_named_leaf_kernels_and_only_on_tbb():
     parallel = sorted({name for name, obj in kernels if obj.targetoptions.get("parallel")})
     if config.PARALLEL:
         assert parallel == ["adam_step_parallel", "bias_relu_parallel", "column_sums_parallel",
-                            "gather_rows_parallel", "nonzero_rows_product_parallel", "relu_backward_parallel"]
+                            "gather_rows_parallel", "nonzero_rows_product_parallel", "predict_batches_parallel",
+                            "relu_backward_parallel"]
     else:
         assert parallel == []
     assert [path.name for path in KERNEL_DIR.glob("*.py")
-            if "prange" in path.read_text() and path.stem not in ("parallel", "activations", "optimizers", "dense")] == []
+            if "prange" in path.read_text() and path.stem not in ("parallel", "activations", "optimizers", "dense",
+                                                                                  "inference")] == []
 
 
 def test_the_parallel_plan_keeps_a_layer_the_user_chose():

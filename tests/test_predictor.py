@@ -100,7 +100,7 @@ def test_shapes_that_do_not_match_raise_from_python_and_from_compiled_code():
 
 # A functional model with -m slow: its graph walker compiles for this test alone.
 @pytest.mark.parametrize("kind", ["batchnorm_dropout", pytest.param("functional", marks=pytest.mark.slow)])
-def test_every_layer_kind_runs_in_the_predictor(kind):
+def test_every_layer_kind_runs_in_the_predictor(kind, monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 5)).astype(np.float32)
     y = rng.integers(0, 3, 40)
@@ -118,6 +118,9 @@ def test_every_layer_kind_runs_in_the_predictor(kind):
     p = model.predictor()
     np.testing.assert_allclose(p.predict(x), model.predict(x), rtol=RTOL, atol=1e-7)
     np.testing.assert_allclose(run_inside(p, x), model.predict(x), rtol=RTOL, atol=1e-7)
+    from fastnn import cpu_backend
+    monkeypatch.setattr(cpu_backend, "BLAS_PARALLEL_MIN_FLOPS", 0)  # batches shared among threads too
+    np.testing.assert_allclose(model.predict(x, batch_size=8), p.predict(x), rtol=RTOL, atol=1e-7)
 
 
 def test_predicts_few_row_path_equals_the_full_path_and_follows_the_weights():
@@ -260,3 +263,52 @@ def test_batch_predict_over_the_nonzero_columns_is_the_dense_forward_pass(dtype)
         model.predict(bad)
     narrow, _ = trained([Dense(120, 8, activation="relu"), Dense(8, 3, activation="softmax")], dtype)
     assert not narrow._backend._nonzero_first(x, 300, 1)  # 8 of a block's 32 or 64 columns
+
+
+@pytest.mark.parametrize("nonzero", [False, True])
+def test_batches_shared_among_threads_are_the_serial_passes(nonzero, monkeypatch):
+    """``predict_batches_parallel`` runs batches t, t + T, ... on thread t with a workspace of its
+    own: every row equals the serial pass's bit for bit (the same batches, BLAS on one thread in
+    both), for any thread count, and the first bad row is found whichever thread met it first."""
+    from fastnn import cpu_backend
+    from fastnn.kernels import inference
+    from fastnn.kernels.simd import SIMD
+    from fastnn.predictor import inference_workspace
+    from fastnn.threading import blas_threads_for
+    model, _ = trained([Dense(120, 96, activation="relu"), Dense(96, 3, activation="softmax")])
+    x = np.random.default_rng(5).random((300, 120)).astype(np.float32)
+    x[x < 0.9] = 0
+    backend = model._backend
+    nonzero = nonzero and SIMD
+    table = backend.spec.table
+
+    def serial(x, batch_size):
+        out = np.full((x.shape[0], 3), -1.0, np.float32)
+        work, _ = inference_workspace(table, None, batch_size, np.float32)
+        bad = inference.predict_batches(out, backend._network(batch_size, measure=False), x, batch_size, work, False,
+                                        *backend.kinds, None, True, nonzero)
+        return out, bad
+
+    def shared(x, batch_size, threads):
+        out = np.full((x.shape[0], 3), -1.0, np.float32)
+        works, _ = inference_workspace(table, None, batch_size, np.float32, threads=threads)
+        bad = inference.predict_batches_parallel(out, backend._network(batch_size, measure=False), x, batch_size,
+                                                 works, *backend.kinds, None, True, nonzero)
+        return out, bad
+
+    bad_x = x.copy()
+    bad_x[250, 7] = np.inf  # batch 35 of 7 rows
+    bad_x[201, 3] = np.nan  # batch 28: the first bad batch, on another thread than batch 35 for 2 and 3 threads
+    with blas_threads_for(0):
+        want, ok = serial(x, 7)
+        assert ok == -1 and (want >= 0).all()
+        for threads in (1, 2, 3, 5):
+            got, ok = shared(x, 7, threads)
+            np.testing.assert_array_equal(got, want)
+            assert ok == -1
+            assert shared(bad_x, 7, threads)[1] == serial(bad_x, 7)[1] == 196
+    # Through predict: the backend shares the batches wherever there are two or more and enough work.
+    monkeypatch.setattr(cpu_backend, "BLAS_PARALLEL_MIN_FLOPS", 0)
+    np.testing.assert_allclose(model.predict(x, batch_size=7), want, rtol=RTOL, atol=1e-7)
+    with pytest.raises(ValueError, match="x contains NaN or infinite values.*row 201$"):
+        model.predict(bad_x, batch_size=7)

@@ -9,36 +9,39 @@ nonzeros; ``evaluate_batches`` sums each batch's loss times its rows and the cor
 ``evaluate_predictions`` does the same from predictions made already.
 """
 import numpy as np
+from numba import prange
 
 from ..config import PARALLEL, kernel
 from .activations import bias_activation_forward
 from .checks import all_finite
-from .dense import dense_forward, dense_product, gemm_bits, nonzero_rows_product_parallel
+from .dense import dense_forward, dense_product, gemm_bits, nonzero_rows_product, nonzero_rows_product_parallel
 from .dispatch import layer_forward
 from .metrics import count_correct
 from .network import network_forward, node_output
 from .simd import SIMD
 from .sparse import csr_first_forward
-from .table import ACT, ALPHA, B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF
+from .table import ACT, ALPHA, B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Workspace
 from .views import matrix_view
 
 
 @kernel
 def predict_batches(out, net, x, batch_size, work, training, dropout=True, batchnorm=True, embedding=True, masking=True,
-                    user=None, graph=None, check=False, nonzero=False):
+                    user=None, graph=None, check=False, nonzero=False, start=0, step=1, idx=None):
     """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass: in inference
     mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``net.rng[RNG_STEP]``).
     Returns -1, or with ``check`` the first row of the first batch holding a NaN or an infinity
     (nothing from it on is computed): each batch is scanned just before its pass, while its rows
     are in cache, instead of the whole input once more before it. ``nonzero``: a stack's first
-    Dense layer multiplies x's nonzero columns only (``dense.nonzero_rows_product_parallel``)."""
+    Dense layer multiplies x's nonzero columns only (``dense.nonzero_rows_product_parallel``, or
+    serially with ``idx`` as its scratch). ``start``, ``step``: only batches start, start + step, ...
+    (one thread's share of ``predict_batches_parallel``)."""
     n = x.shape[0]
     dense_first = graph is None and net.layers[0, KIND] == DENSE_LAYER
-    for lo in range(0, n, batch_size):
+    for lo in range(start * batch_size, n, step * batch_size):
         hi = min(lo + batch_size, n)
         first = 0
         if dense_first and (check or nonzero):
-            if not first_dense_checked(net, x[lo:hi], work, check, nonzero):
+            if not first_dense_checked(net, x[lo:hi], work, check, nonzero, idx):
                 return lo
             first = 1
         elif check and not all_finite(x[lo:hi]):
@@ -51,8 +54,34 @@ def predict_batches(out, net, x, batch_size, work, training, dropout=True, batch
     return -1
 
 
+@kernel(parallel=True)
+def predict_batches_parallel(out, net, x, batch_size, works, dropout=True, batchnorm=True, embedding=True,
+                             masking=True, user=None, graph=None, check=False, nonzero=False):
+    """``predict_batches`` in inference mode with its batches shared among Numba's threads: thread t
+    of T runs batches t, t + T, ... with a workspace of its own (``works``: a ``Workspace`` whose
+    ``acts`` and ``stats`` have a row per thread), its products on one BLAS thread each (the
+    caller's ``blas_threads_for``). Every batch is the serial path's, rows and all, so each row's
+    result is the serial path's on one BLAS thread. Why not BLAS's own threads: OpenBLAS's wait
+    busily for 0.1 s after each product and took the second core from the first layer's parallel
+    nonzero product (the wide network, 10,000 rows: 170-180 ms against 131-137 through GEMM); with
+    one pool doing all the work, every pass of the network runs on every core. Returns as
+    ``predict_batches``: the first row of the first batch holding a NaN or an infinity, or -1."""
+    threads = works.acts.shape[0]
+    bad = np.empty(threads, np.int64)
+    for t in prange(threads):
+        work = Workspace(works.acts[t], works.act_off, works.deltas, works.targets, works.stats[t])
+        idx = np.empty(x.shape[1] + 64, np.int32)  # (nonzero_rows_product's scratch: columns + a vector)
+        bad[t] = predict_batches(out, net, x, batch_size, work, False, dropout, batchnorm, embedding, masking, user,
+                                 graph, check, nonzero, t, threads, idx)
+    first = -1
+    for t in range(threads):
+        if bad[t] >= 0 and (first < 0 or bad[t] < first):
+            first = bad[t]
+    return first
+
+
 @kernel(inline=True)
-def first_dense_checked(net, x, work, check=True, nonzero=False):
+def first_dense_checked(net, x, work, check=True, nonzero=False, idx=None):
     """Layer 0 (a stack's Dense layer) on the rows ``x`` for ``predict_batches``: its product
     first (over x's nonzero columns where ``nonzero``), then, with ``check`` and only where the
     product holds a NaN or an infinity, a scan of the rows themselves; bias and activation after.
@@ -68,7 +97,9 @@ def first_dense_checked(net, x, work, check=True, nonzero=False):
     rows = x.shape[0]
     out = matrix_view(work.acts, work.act_off[1], rows, n_out)
     W = matrix_view(params, w, n_in, n_out)
-    if SIMD and PARALLEL and nonzero:
+    if SIMD and nonzero and idx is not None:
+        nonzero_rows_product(out, x, W, idx, 0, rows)
+    elif SIMD and PARALLEL and nonzero:
         nonzero_rows_product_parallel(out, x, W)
     else:
         dense_product(out, x, W, gemm_bits(net.gemm, 0))
