@@ -204,7 +204,8 @@ MKL_NAMES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.dylib", "mkl_rt.3.dl
 
 def _mkl_plan():
     """(the loaded MKL library or None, why): MKL's single dynamic library, where pip or conda put
-    it, loaded privately (RTLD_LOCAL), its two GEMMs registered with LLVM as fastnn's symbols."""
+    it, loaded privately (RTLD_LOCAL), its two GEMMs and its per-thread thread count registered
+    with LLVM as fastnn's symbols."""
     if BLAS_CHOICE not in BLAS_CHOICES:
         raise ValueError(f"FASTNN_BLAS must be one of {', '.join(BLAS_CHOICES)}, got {BLAS_CHOICE!r}")
     if BLAS_CHOICE == "openblas":
@@ -213,7 +214,7 @@ def _mkl_plan():
         try:
             lib = ctypes.CDLL(path)
             addresses = {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-                         for name in ("cblas_sgemm", "cblas_dgemm")}
+                         for name in ("cblas_sgemm", "cblas_dgemm", "MKL_Set_Num_Threads_Local")}
             lib.MKL_Set_Num_Threads_Local.restype = ctypes.c_int
             lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
         except (OSError, AttributeError):

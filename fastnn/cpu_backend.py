@@ -298,8 +298,7 @@ class CPUBackend(Backend):
                     nonzero = self._nonzero_first(x, rows, 1)
                     spare = self._workspace(batch_size, threads)
                     try:
-                        # (every product on OpenBLAS: MKL's thread count is set in this thread only)
-                        bad = self._run(inference.predict_batches_parallel, out, self._network(rows, measure=False),
+                        bad = self._run(inference.predict_batches_parallel, out, self._network(rows),
                                         x, batch_size, spare[1], *self.kinds, spare[2], bool(check), nonzero)
                     finally:
                         self._spares.append(spare)

@@ -29,6 +29,9 @@ _GEMM_ARGS = (types.int32,) * 6
 SGEMM = types.ExternalFunction("fastnn_cblas_sgemm", types.void(*_GEMM_ARGS, types.float32, types.intp, types.int32,
                                                                  types.intp, types.int32, types.float32, types.intp,
                                                                  types.int32))
+# MKL_Set_Num_Threads_Local(n): MKL's thread count in the calling thread (0: the global one);
+# returns the one before.
+MKL_LOCAL_THREADS = types.ExternalFunction("fastnn_MKL_Set_Num_Threads_Local", types.int32(types.int32))
 DGEMM = types.ExternalFunction("fastnn_cblas_dgemm", types.void(*_GEMM_ARGS, types.float64, types.intp, types.int32,
                                                                  types.intp, types.int32, types.float64, types.intp,
                                                                  types.int32))

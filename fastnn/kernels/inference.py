@@ -11,10 +11,11 @@ nonzeros; ``evaluate_batches`` sums each batch's loss times its rows and the cor
 import numpy as np
 from numba import prange
 
-from ..config import PARALLEL, kernel
+from ..config import MKL, PARALLEL, kernel
 from .activations import bias_activation_forward
 from .checks import all_finite
-from .dense import dense_forward, dense_product, gemm_bits, nonzero_rows_product, nonzero_rows_product_parallel
+from .dense import (MKL_LOCAL_THREADS, dense_forward, dense_product, gemm_bits, nonzero_rows_product,
+                    nonzero_rows_product_parallel)
 from .dispatch import layer_forward
 from .metrics import count_correct
 from .network import network_forward, node_output
@@ -61,7 +62,8 @@ def predict_batches_parallel(out, net, x, batch_size, works, dropout=True, batch
     of T runs batches t, t + T, ... with a workspace of its own (``works``: a ``Workspace`` whose
     ``acts`` and ``stats`` have a row per thread), its products on one BLAS thread each (the
     caller's ``blas_threads_for``). Every batch is the serial path's, rows and all, so each row's
-    result is the serial path's on one BLAS thread. Why not BLAS's own threads: OpenBLAS's wait
+    result is the serial path's on one BLAS thread (MKL's too, where ``net.gemm`` gives it products:
+    its count is set in each thread). Why not BLAS's own threads: OpenBLAS's wait
     busily for 0.1 s after each product and took the second core from the first layer's parallel
     nonzero product (the wide network, 10,000 rows: 170-180 ms against 131-137 through GEMM); with
     one pool doing all the work, every pass of the network runs on every core. Returns as
@@ -71,8 +73,12 @@ def predict_batches_parallel(out, net, x, batch_size, works, dropout=True, batch
     for t in prange(threads):
         work = Workspace(works.acts[t], works.act_off, works.deltas, works.targets, works.stats[t])
         idx = np.empty(x.shape[1] + 64, np.int32)  # (nonzero_rows_product's scratch: columns + a vector)
+        if MKL:  # MKL on one thread in this thread, as in the caller's: never a team of Intel OpenMP's
+            before = MKL_LOCAL_THREADS(np.int32(1))
         bad[t] = predict_batches(out, net, x, batch_size, work, False, dropout, batchnorm, embedding, masking, user,
                                  graph, check, nonzero, t, threads, idx)
+        if MKL:
+            MKL_LOCAL_THREADS(before)
     first = -1
     for t in range(threads):
         if bad[t] >= 0 and (first < 0 or bad[t] < first):
