@@ -85,6 +85,16 @@ NONZERO_PRODUCT_MAX_WORK = 0.6
 # forward 7.2 -> 4.2, weight gradient 16.2 -> 8.7.
 NONZERO_PRODUCT_MIN_ROWS = 4
 NONZERO_SAMPLE_BLOCKS = 8  # blocks of 6 rows, spread over the input, the estimate's sample
+# Where a training step's products would run BLAS on several threads (``BLAS_PARALLEL_MIN_FLOPS``),
+# its first layer's two products over the nonzeros run on Numba's threads instead (each thread
+# its own rows of the product), and the step's other products on one BLAS thread, if the first
+# layer does at least this share of the step's product FLOPs: the seed network (784 x 100, 93%),
+# MNIST, step in us, GEMM on OpenBLAS's two threads -> this: batch 100, 418 -> 300-307; 128,
+# 471-478 -> 364-374; 256, 849-850 -> 648-661; 2048, 5746-5851 -> 4842-4907. Below the FLOPs, on
+# one thread, the product stays serial: at batch 50 and 64 the parallel one lost 1-4% of the
+# step (two thread launches a step). Not the wide network (43%): its other products need BLAS's
+# threads, which wait busily on the cores the parallel product needs.
+NONZERO_PARALLEL_MIN_SHARE = 0.75
 
 # CUDA launch geometry.
 CUDA_THREADS_PER_BLOCK = 256

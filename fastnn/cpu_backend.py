@@ -14,8 +14,9 @@ import numpy as np
 from . import blas, distributed
 from . import user_layers as user_kernels
 from .backend import Backend, check_state
-from .config import (BLAS_PARALLEL_MIN_FLOPS, INFERENCE_BATCH_SIZE, NONZERO_PRODUCT_MAX_WORK, NONZERO_PRODUCT_MIN_ROWS,
-                     NONZERO_SAMPLE_BLOCKS, PARALLEL, PARALLEL_PASSES_CHOSEN, parallel_optimizer)
+from .config import (BLAS_PARALLEL_MIN_FLOPS, INFERENCE_BATCH_SIZE, NONZERO_PARALLEL_MIN_SHARE,
+                     NONZERO_PRODUCT_MAX_WORK, NONZERO_PRODUCT_MIN_ROWS, NONZERO_SAMPLE_BLOCKS, PARALLEL,
+                     PARALLEL_PASSES_CHOSEN, parallel_optimizer)
 from .kernels import dense, inference, network
 from .kernels.simd import SIMD, VECTOR_BITS
 from .kernels.table import optional_kinds
@@ -25,7 +26,7 @@ from .kernels.schedules import CONSTANT
 from .kernels.sparse import SparseBatches
 from .sparse_input import SparseSource
 from .predictor import inference_workspace
-from .threading import blas_threads_for, call_blas_threads
+from .threading import blas_threads_for, call_blas_threads, get_num_threads
 from .user_losses import UserMetrics, loss_kernels
 from .validation import writable_input
 
@@ -135,11 +136,18 @@ class CPUBackend(Backend):
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
               counts=None, user_metrics=None, weights=None):
         parallel = self._parallel_optimizer(data[2], batch_size) is not None
-        with blas_threads_for(self._step_flops(data[2], batch_size), PARALLEL_PASSES_CHOSEN or parallel):
+        nonzero = self._nonzero_plan(data[0], data[2], batch_size)
+        with blas_threads_for(self._blas_flops(data[2], batch_size, nonzero),
+                              PARALLEL_PASSES_CHOSEN or parallel or nonzero is True):
             # (inside: the products' library is chosen at the thread count they run on)
             args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                                    metrics, counts, user_metrics, weights)
+                                    metrics, counts, user_metrics, weights, nonzero=nonzero)
             return self._run(network.train_batches, *args)
+
+    def _blas_flops(self, source, batch_size, nonzero):
+        """``blas_threads_for``'s FLOPs for a training step: its products' (``_step_flops``), or
+        none (one BLAS thread) beside a first layer that runs on Numba's threads."""
+        return 0 if nonzero is True else self._step_flops(source, batch_size)
 
     def _step_flops(self, source, batch_size):
         """The FLOPs of a training step's matrix products (forward, and the two products of the
@@ -152,8 +160,9 @@ class CPUBackend(Backend):
         without running it; returns None, or a note for the user when it had to be compiled:
         a cold first run takes seconds, which should not count as training time."""
         dispatcher = network.train_batches
-        with blas_threads_for(self._step_flops(args[0][2], args[2])):  # as train's: the thread count decides
-            values = self._train_args(*args, **kwargs, measure=False)
+        nonzero = self._nonzero_plan(args[0][0], args[0][2], args[2])
+        with blas_threads_for(self._blas_flops(args[0][2], args[2], nonzero), nonzero is True):  # as train's
+            values = self._train_args(*args, **kwargs, measure=False, nonzero=nonzero)
         run = user_kernels.quietly if self._user_functions(values) else self._run
         types = run(lambda: tuple(numba.typeof(a) for a in values))
         if types in dispatcher.overloads:
@@ -175,9 +184,9 @@ class CPUBackend(Backend):
             return False
 
     def _train_args(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                    metrics=None, counts=None, user_metrics=None, weights=None, measure=True):
+                    metrics=None, counts=None, user_metrics=None, weights=None, measure=True, nonzero=None):
         """``train_batches``' arguments; ``measure`` False: the products' library is not timed
-        (``fastnn.blas``), for a caller that needs the types only."""
+        (``fastnn.blas``), for a caller that needs the types only; ``nonzero``: ``_nonzero_plan``'s."""
         x, y, source = data
         self.reserve(batch_size)
         train = network.Training(self.grads, self.state1, self.state2, self.spec.slices.meta, opt_hyper,
@@ -195,20 +204,33 @@ class CPUBackend(Backend):
                 *self.optional_stages(opt_hyper), *self.kinds, collective, self.graph, sparse,
                 self._loss_kernels(loss, weights), self._sample_weights(weights, batch_size),
                 None if user_metrics is None else user_metrics(self.dtype), parallel,
-                self._nonzero_scratch(x, source, batch_size))
+                self._nonzero_first_args(nonzero, x, batch_size))
 
-    def _nonzero_scratch(self, x, source, batch_size):
-        """``train_batches``' ``nonzero``: None, or the int32 scratch of the first layer's forward
-        product and weight gradient over each batch's nonzero columns (serial, against BLAS on the
-        step's threads)."""
-        if source is not None or not self._nonzero_first(x, batch_size, call_blas_threads() or 1):
+    def _nonzero_plan(self, x, source, batch_size):
+        """How a training step on the dense rows ``x`` runs its first layer's two products: over
+        each batch's nonzero columns on Numba's threads where BLAS would have several (True; the
+        other products on one BLAS thread, ``config.NONZERO_PARALLEL_MIN_SHARE``), serially
+        (False), or by GEMM (None), by ``_nonzero_first``'s estimate against GEMM."""
+        if source is not None:
+            return None
+        threads = 1 if self._step_flops(source, batch_size) < BLAS_PARALLEL_MIN_FLOPS else get_num_threads()
+        first = self.flops_per_row - self.sparse_flops_per_row
+        if PARALLEL and threads > 1 and first >= NONZERO_PARALLEL_MIN_SHARE * self.flops_per_row \
+                and self._nonzero_first(x, batch_size, 1):
+            return True
+        return False if self._nonzero_first(x, batch_size, threads) else None
+
+    def _nonzero_first_args(self, nonzero, x, batch_size):
+        """``train_batches``' ``nonzero`` for ``_nonzero_plan``'s choice: None, or a
+        ``NonzeroFirst`` with int32 scratch that grows only."""
+        if nonzero is None:
             return None
         dense.nonzero_entry(self.dtype)
         room = max(x.shape[1], batch_size) + 64  # the input's columns or a batch's rows, and a vector's lanes
         held = getattr(self, "_nonzero_idx", None)
         if held is None or held.size < room:
             held = self._nonzero_idx = np.empty(room, np.int32)
-        return held
+        return network.NonzeroFirst(held, nonzero)
 
     def _parallel_optimizer(self, source, batch_size):
         """The step's ``parallel`` argument: True where Adam's parallel pass runs, else None.

@@ -80,7 +80,8 @@ def test_nonzero_rows_product_is_the_product(dtype, n_in, n_out):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_parallel_product_is_the_serial_one_bit_for_bit(dtype):
-    """The threads take whole blocks from row 0 on, as the serial loop does: same sums, same order."""
+    """The threads take whole blocks from row 0 on (of x's columns, transposed), as the serial loop
+    does: same sums, same order."""
     rng = np.random.default_rng(5)
     for rows in (1, 5, 6, 7, 64, 301):
         x = _mnist_like(rng, rows, 50, dtype)
@@ -88,6 +89,12 @@ def test_parallel_product_is_the_serial_one_bit_for_bit(dtype):
         serial, parallel = np.empty((rows, 70), dtype), np.empty((rows, 70), dtype)
         K.nonzero_rows_product(serial, x, W, np.empty(50 + 16, np.int32), 0, rows)
         K.nonzero_rows_product_parallel(parallel, x, W)
+        np.testing.assert_array_equal(parallel, serial)
+        # The weight gradient x.T @ dz: blocks of x's columns.
+        dz = rng.standard_normal((rows, 70)).astype(dtype)
+        serial, parallel = np.empty((50, 70), dtype), np.empty((50, 70), dtype)
+        K.nonzero_rows_product(serial, x, dz, np.empty(max(50, rows) + 16, np.int32), 0, 50, True)
+        K.nonzero_rows_product_parallel(parallel, x, dz, True)
         np.testing.assert_array_equal(parallel, serial)
 
 

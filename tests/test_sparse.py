@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastnn import MLP, Model
+from fastnn import MLP, Model, config
 from fastnn import sparse_input as S
 from fastnn.kernels import activations as A
 from fastnn.kernels import dense as K
@@ -313,18 +313,24 @@ def test_evaluate_of_a_sparse_input_predicts_it_once(monkeypatch):
     np.testing.assert_allclose(figures, reference, rtol=1e-9)
 
 
+@pytest.mark.parametrize("threads", ["serial", "parallel"])
 @pytest.mark.parametrize("dtype", [pytest.param("float64", marks=pytest.mark.slow), "float32"])
-def test_the_first_layers_product_over_nonzero_columns_trains_as_the_dense_path(dtype, monkeypatch):
+def test_the_first_layers_product_over_nonzero_columns_trains_as_the_dense_path(dtype, threads, monkeypatch):
     """A dense input with many zeros and a first layer wide enough: fit's first forward product
     and weight gradient run over each batch's nonzero columns (``kernels/sparse.py:
     nonzero_first_forward``/``nonzero_first_backward``), the same sums as GEMM's up to their
-    order; the weights after training match the GEMM path's."""
+    order; the weights after training match the GEMM path's. "parallel": a step whose products
+    would run BLAS on several threads (no FLOPs too few here) runs both on Numba's threads."""
+    from fastnn import cpu_backend
     from fastnn.cpu_backend import CPUBackend
     from fastnn.kernels.simd import SIMD
+    from fastnn.threading import get_num_threads
     rng = np.random.default_rng(6)
     x = rng.random((200, 40)).astype(dtype)
     x[:, 6:34] = 0  # 30% nonzero (the CSR path takes under 10%), 12 columns zero in every row (as
     y = rng.integers(0, 3, 200)  # MNIST's borders), the first and the last nonzero
+    if threads == "parallel":
+        monkeypatch.setattr(cpu_backend, "BLAS_PARALLEL_MIN_FLOPS", 0)
 
     def build():
         m = MLP([Dense(40, 70, activation="relu"), Dense(70, 3, activation="softmax")], seed=3, dtype=dtype)
@@ -332,10 +338,12 @@ def test_the_first_layers_product_over_nonzero_columns_trains_as_the_dense_path(
         return m
     skipping = build()
     skipping.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    if threads == "serial" or (config.PARALLEL and get_num_threads() > 1):
+        assert skipping._backend._nonzero_plan(x, None, 32) is ((threads == "parallel") if SIMD else None)
     skipping.train_on_batch(x[:40], y[:40])
     assert hasattr(skipping._backend, "_nonzero_idx") == SIMD
     reference = build()
-    monkeypatch.setattr(CPUBackend, "_nonzero_scratch", lambda self, *args: None)
+    monkeypatch.setattr(CPUBackend, "_nonzero_plan", lambda self, *args: None)
     reference.fit(x, y, epochs=2, batch_size=32, verbose=0)
     reference.train_on_batch(x[:40], y[:40])
     assert not hasattr(reference._backend, "_nonzero_idx")

@@ -15,7 +15,7 @@ from numba import from_dtype as numba_from_dtype
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import overload
 
-from ..config import FEW_ROWS, FEW_ROWS_MAX_DENSITY, KERNEL_OPTIONS, MKL, c_entry, kernel
+from ..config import FEW_ROWS, FEW_ROWS_MAX_DENSITY, KERNEL_OPTIONS, MKL, PARALLEL, c_entry, kernel
 from .activations import bias_activation_forward
 from .parallel import block_count, column_sums
 from .simd import append_bit_positions, element_at, nonzero_bits, vec_lanes, vec_load, vec_madd, vec_store, vec_zeros
@@ -184,13 +184,17 @@ def store_block_row(out, o, lanes, m0, m1, m2, m3, a0, a1, a2, a3):
 # ``nonzero_entry`` may call it (the step's call compiles out where its ``nonzero`` is None):
 # code that calls a symbol LLVM does not know fails to load. So predict, whose kernel has the
 # call whether it runs or not, links the kernel in (``nonzero_rows_product_parallel``).
-_ENTRY_ARGS = (types.int64,) * 9  # x's rows, columns, row step; W's rows, columns; out's rows; lo, hi, transposed
+# x's rows, columns, row step; W's rows, columns; out's rows; lo, hi, transposed, parallel
+_ENTRY_ARGS = (types.int64,) * 10
 
 
-def _nonzero_entry(out_p, x_p, w_p, idx_p, x_rows, x_cols, x_step, n_inner, n, out_rows, lo, hi, transposed):
+def _nonzero_entry(out_p, x_p, w_p, idx_p, x_rows, x_cols, x_step, n_inner, n, out_rows, lo, hi, transposed, parallel):
     x = carray(x_p, (x_rows, x_step))[:, :x_cols]  # (no read past x's last row's x_cols columns)
-    nonzero_rows_product(carray(out_p, (out_rows, n)), x, carray(w_p, (n_inner, n)),
-                         carray(idx_p, (max(n_inner, x_cols) + 64,)), lo, hi, transposed != 0)
+    out, W = carray(out_p, (out_rows, n)), carray(w_p, (n_inner, n))
+    if parallel:  # (all of out's rows: lo and hi are 0 and its rows)
+        nonzero_rows_product_parallel(out, x, W, transposed != 0)
+    else:
+        nonzero_rows_product(out, x, W, carray(idx_p, (max(n_inner, x_cols) + 64,)), lo, hi, transposed != 0)
 
 
 _ENTRIES = {}
@@ -205,6 +209,9 @@ def nonzero_entry(dtype):
     with _ENTRIES_LOCK:  # one entry per dtype: code linked to a symbol keeps its address for good
         if dtype not in _ENTRIES:
             import llvmlite.binding as llvm
+            if PARALLEL:  # the entry calls the parallel kernel: the threading layer's symbols first
+                from numba.np.ufunc.parallel import _launch_threads
+                _launch_threads()
             pointer = types.CPointer(numba_from_dtype(dtype))
             entry = c_entry(_nonzero_entry, types.void(pointer, pointer, pointer, types.CPointer(types.int32),
                                                        *_ENTRY_ARGS))
@@ -213,34 +220,37 @@ def nonzero_entry(dtype):
         return _ENTRIES[dtype]
 
 
-_BY_ADDRESS = {name: types.ExternalFunction(f"fastnn_nonzero_rows_product_{name}", types.void(*(types.intp,) * 13))
+_BY_ADDRESS = {name: types.ExternalFunction(f"fastnn_nonzero_rows_product_{name}", types.void(*(types.intp,) * 14))
                for name in ("float32", "float64")}
 
 
-def nonzero_product_by_address(out, x, W, idx, lo, hi, transposed):
-    """``nonzero_rows_product`` through its C entry (registered by ``nonzero_entry``)."""
+def nonzero_product_by_address(out, x, W, idx, lo, hi, transposed, parallel=False):
+    """``nonzero_rows_product`` through its C entry (registered by ``nonzero_entry``); where
+    ``parallel``, ``nonzero_rows_product_parallel`` on all of out's rows."""
 
 
 @overload(nonzero_product_by_address, jit_options=KERNEL_OPTIONS)
-def _nonzero_product_by_address(out, x, W, idx, lo, hi, transposed):
+def _nonzero_product_by_address(out, x, W, idx, lo, hi, transposed, parallel=False):
     entry = _BY_ADDRESS[str(out.dtype)]
 
-    def call(out, x, W, idx, lo, hi, transposed):
+    def call(out, x, W, idx, lo, hi, transposed, parallel=False):
         entry(out.ctypes.data, x.ctypes.data, W.ctypes.data, idx.ctypes.data, x.shape[0], x.shape[1],
-              x.strides[0] // x.itemsize, W.shape[0], W.shape[1], out.shape[0], lo, hi, 1 if transposed else 0)
+              x.strides[0] // x.itemsize, W.shape[0], W.shape[1], out.shape[0], lo, hi, 1 if transposed else 0,
+              1 if parallel else 0)
     return call
 
 
 @kernel(parallel=True)
-def nonzero_rows_product_parallel(out, x, W):
-    """``nonzero_rows_product`` of every row of x, one run of whole blocks per thread (each
-    writes its own rows of out, with scratch of its own)."""
-    rows = x.shape[0]
+def nonzero_rows_product_parallel(out, x, W, transposed=False):
+    """``nonzero_rows_product`` of all of out's rows (x's rows, or where ``transposed`` its
+    columns), one run of whole blocks per thread (each writes its own rows of out, with scratch of
+    its own)."""
+    rows = x.shape[1] if transposed else x.shape[0]
     chunks = max(min(block_count(), rows // NONZERO_BLOCK_ROWS), 1)
     size = ((rows + chunks - 1) // chunks + NONZERO_BLOCK_ROWS - 1) // NONZERO_BLOCK_ROWS * NONZERO_BLOCK_ROWS
     for c in prange(chunks):
-        idx = np.empty(W.shape[0] + vec_lanes(W), np.int32)
-        nonzero_rows_product(out, x, W, idx, min(c * size, rows), min(c * size + size, rows))
+        idx = np.empty(max(x.shape[0], x.shape[1]) + vec_lanes(W), np.int32)
+        nonzero_rows_product(out, x, W, idx, min(c * size, rows), min(c * size + size, rows), transposed)
 
 
 @kernel

@@ -43,7 +43,7 @@ from .sparse import (gather_sparse, nonzero_first_backward, nonzero_first_forwar
 from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER,  # noqa: F401
                     DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, MULTIPLY_LAYER, N_IN,
                     N_OUT, OPTIONAL_KINDS, RNG_KEY, RNG_STEP, SLICE_LAYER, SOURCE, SOURCE2, USER_LAYER, W_OFF, Batches,
-                    CALL_GRADS, CALL_PARAMS, CALL_SIZE, Graph, Network, SampleWeights, Training, Workspace,
+                    CALL_GRADS, CALL_PARAMS, CALL_SIZE, Graph, Network, NonzeroFirst, SampleWeights, Training, Workspace,
                     alpha_table, fuse_activation_backward, fuse_loss_backward, fused_loss_activation,
                     shared_gradient_shift, weight_tensors, workspace_layout)
 from .views import matrix_view
@@ -293,9 +293,9 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     the batch, times the batch's rows, is added to ``counts[offset + i]`` (their mean over rows is
     the epoch's figure).
     ``parallel_optimizer``: None, or True: Adam's parallel pass (``config.parallel_optimizer``).
-    ``nonzero``: None, or int32 scratch for the first Dense layer's passes over the batch's nonzero
+    ``nonzero``: None, or a ``NonzeroFirst``: the first Dense layer's passes over the batch's nonzero
     columns (``sparse.nonzero_first_forward``/``nonzero_first_backward``), on a dense input with
-    many zeros: room for the input's columns and for a batch's rows, and a vector's lanes more.
+    many zeros.
     ``weights``: None, or a ``SampleWeights``: each row's loss and gradient weighted
     (``losses.weighted_loss_forward``); the training metrics stay unweighted, as Keras' ``metrics``
     (their functions get the weights, and only the outputs' losses of several use them).

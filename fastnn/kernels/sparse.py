@@ -87,27 +87,27 @@ def sparse_first_forward(net, sparse, work, rows):
 
 
 @kernel(inline=True)
-def nonzero_first_forward(net, x, work, idx):
+def nonzero_first_forward(net, x, work, nonzero):
     """Layer 0 (Dense) on the dense rows ``x``, its product over the columns nonzero in each block
-    of rows (``dense.nonzero_rows_product``; ``idx`` its int32 scratch), into its output in
-    ``work.acts``: ``train_batches``' first layer where ``fastnn/cpu_backend.py: _nonzero_first``
+    of rows (``dense.nonzero_rows_product``; ``nonzero`` a ``NonzeroFirst``), into its output in
+    ``work.acts``: ``train_batches``' first layer where ``fastnn/cpu_backend.py: _nonzero_plan``
     chose it."""
     params, layers, alphas = net.params, net.layers, net.alphas
     n_in, n_out = layers[0, N_IN], layers[0, N_OUT]
     w, b = layers[0, W_OFF], layers[0, B_OFF]
     rows = x.shape[0]
     out = matrix_view(work.acts, work.act_off[1], rows, n_out)
-    nonzero_product_by_address(out, x, matrix_view(params, w, n_in, n_out), idx, 0, rows, False)
+    nonzero_product_by_address(out, x, matrix_view(params, w, n_in, n_out), nonzero.idx, 0, rows, False,
+                               nonzero.parallel)
     bias_activation_forward(out, out, params[b: b + n_out], layers[0, ACT], alphas[0, ALPHA])
 
 
 @kernel(inline=True)
-def nonzero_first_backward(net, grads, x, work, cur, applied, idx):
+def nonzero_first_backward(net, grads, x, work, cur, applied, nonzero):
     """Layer 0's (Dense) gradients from dL/d(its output) in ``work.deltas[cur]`` (dL/d(its
     pre-activation) when ``applied``, as ``sparse_first_backward``'s), on the dense rows ``x``: the
     weight gradient x.T @ dz over, for each block of 6 of x's columns, the rows where any of them
-    is nonzero (``dense.nonzero_rows_product``, transposed); ``idx`` its int32 scratch, room for
-    x's rows."""
+    is nonzero (``dense.nonzero_rows_product``, transposed; ``nonzero`` as the forward's)."""
     layers, alphas = net.layers, net.alphas
     n_in, n_out = layers[0, N_IN], layers[0, N_OUT]
     w, b = layers[0, W_OFF], layers[0, B_OFF]
@@ -116,7 +116,8 @@ def nonzero_first_backward(net, grads, x, work, cur, applied, idx):
     if not applied:
         out = matrix_view(work.acts, work.act_off[1], rows, n_out)
         activation_backward(dout, dout, out, layers[0, ACT], alphas[0, ALPHA])
-    nonzero_product_by_address(matrix_view(grads, w, n_in, n_out), x, dout, idx, 0, n_in, True)
+    nonzero_product_by_address(matrix_view(grads, w, n_in, n_out), x, dout, nonzero.idx, 0, n_in, True,
+                               nonzero.parallel)
     column_sums(grads[b: b + n_out], dout)
 
 

@@ -84,6 +84,10 @@ layer's products run on MKL (bits of ``dense.GEMM_*``, ``fastnn/blas.py``; the C
 Workspace = namedtuple("Workspace", ["acts", "act_off", "deltas", "targets", "stats"])
 Workspace.__doc__ = """Scratch of the passes (``workspace_layout``): activations, the two gradient buffers, the
 gathered targets, and float64 per-feature scratch for BatchNorm's CPU passes (the CUDA twin needs none)."""
+NonzeroFirst = namedtuple("NonzeroFirst", ["idx", "parallel"])
+NonzeroFirst.__doc__ = """A first Dense layer whose passes run over the columns nonzero in each block of a batch's
+rows (``sparse.nonzero_first_forward``): ``idx`` int32 scratch (room for the input's columns and a
+batch's rows, and a vector's lanes), ``parallel`` whether on Numba's threads."""
 Training = namedtuple("Training", ["grads", "state1", "state2", "opt_meta", "opt_hyper", "opt_steps"])
 Training.__doc__ = """What only training touches: the flat gradient buffer and the optimizers' state and tables."""
 Batches = namedtuple("Batches", ["x", "y", "order", "batch_size", "first", "stop"])
