@@ -98,9 +98,7 @@ def test_shapes_that_do_not_match_raise_from_python_and_from_compiled_code():
         model.predictor(rows=0)
 
 
-# A functional model with -m slow: its graph walker compiles for this test alone.
-@pytest.mark.parametrize("kind", ["batchnorm_dropout", pytest.param("functional", marks=pytest.mark.slow)])
-def test_every_layer_kind_runs_in_the_predictor(kind, monkeypatch):
+def every_kind_model(kind):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 5)).astype(np.float32)
     y = rng.integers(0, 3, 40)
@@ -115,12 +113,28 @@ def test_every_layer_kind_runs_in_the_predictor(kind, monkeypatch):
                      Dense(6, 3, activation="softmax")], seed=1)
     model.compile(loss="categorical_crossentropy", optimizer="adam")
     model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    return model, x
+
+
+# A functional model with -m slow: its graph walker compiles for this test alone.
+@pytest.mark.parametrize("kind", ["batchnorm_dropout", pytest.param("functional", marks=pytest.mark.slow)])
+def test_every_layer_kind_runs_in_the_predictor(kind):
+    model, x = every_kind_model(kind)
     p = model.predictor()
     np.testing.assert_allclose(p.predict(x), model.predict(x), rtol=RTOL, atol=1e-7)
     np.testing.assert_allclose(run_inside(p, x), model.predict(x), rtol=RTOL, atol=1e-7)
+
+
+# Slow: the shared-batches predict of these kinds compiles for this test alone (17 s).
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["batchnorm_dropout", "functional"])
+def test_every_layer_kind_runs_in_batches_shared_among_threads(kind, monkeypatch):
+    """predict over batches on Numba's threads (``inference.predict_batches_parallel``), every
+    thread a workspace of its own, BatchNorm's scratch included: the predictor's answers."""
     from fastnn import cpu_backend
-    monkeypatch.setattr(cpu_backend, "BLAS_PARALLEL_MIN_FLOPS", 0)  # batches shared among threads too
-    np.testing.assert_allclose(model.predict(x, batch_size=8), p.predict(x), rtol=RTOL, atol=1e-7)
+    model, x = every_kind_model(kind)
+    monkeypatch.setattr(cpu_backend, "BLAS_PARALLEL_MIN_FLOPS", 0)
+    np.testing.assert_allclose(model.predict(x, batch_size=8), model.predictor().predict(x), rtol=RTOL, atol=1e-7)
 
 
 def test_predicts_few_row_path_equals_the_full_path_and_follows_the_weights():
