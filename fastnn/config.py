@@ -70,16 +70,19 @@ FEW_ROWS_MAX_DENSITY = 0.5
 # compile (2-3 s of CPU time).
 SPARSE_FIRST_LAYER_MAX_DENSITY = 0.1
 # A dense input with many exact zeros: the first Dense layer's products (fit: forward and weight
-# gradient, serially; predict: forward, on Numba's threads) over the columns nonzero in each block
-# of 6 rows (``kernels/dense.py: nonzero_rows_product``), where the estimated work against GEMM's,
+# gradient, serially or on Numba's threads, below; predict: forward) over the columns nonzero in
+# each block of 6 rows (``kernels/dense.py: nonzero_rows_product``), where the estimated work
+# against GEMM's,
 # (the fraction of columns nonzero per block, ``NONZERO_SAMPLE_BLOCKS`` blocks sampled) x (n_out
 # rounded up to the kernel's 64 float32 or 32 float64 columns) / n_out x (GEMM's threads), is at
 # most this (``CPUBackend._nonzero_first``). 10,000 MNIST rows (41% of the columns nonzero per
 # block), 2-core Xeon (AVX-512), both cores, ms, this product / OpenBLAS's GEMM: n_out 1024 40 /
 # 50-58, 100 3.6-3.9 / 5.9-6.7, 50 4.1 / 3.8-4.9, 10 4.1 / 2.1-2.9 (the estimates 0.41, 0.53,
-# 0.53, 2.7); float64 n_out 100 9.7 / 20.1. Predict takes it only where BLAS runs the other
-# layers' products on one thread: OpenBLAS's threads wait busily for 0.1 s after each product,
-# and took a core from the parallel product meanwhile (8 ms instead of 3.7).
+# 0.53, 2.7); float64 n_out 100 9.7 / 20.1. Nowhere beside BLAS on several threads: OpenBLAS's
+# threads wait busily for 0.1 s after each product, and took a core from the parallel product
+# meanwhile (8 ms instead of 3.7). So predict of two batches or more shares them among Numba's
+# threads, BLAS on one thread in each (``inference.predict_batches_parallel``), and estimates
+# for one thread.
 NONZERO_PRODUCT_MAX_WORK = 0.6
 # Rows a batch from which it pays: the seed network's first layer at batch 4, one thread, us,
 # forward 7.2 -> 4.2, weight gradient 16.2 -> 8.7.
@@ -87,13 +90,15 @@ NONZERO_PRODUCT_MIN_ROWS = 4
 NONZERO_SAMPLE_BLOCKS = 8  # blocks of 6 rows, spread over the input, the estimate's sample
 # Where a training step's products would run BLAS on several threads (``BLAS_PARALLEL_MIN_FLOPS``),
 # its first layer's two products over the nonzeros run on Numba's threads instead (each thread
-# its own rows of the product), and the step's other products on one BLAS thread, if the first
-# layer does at least this share of the step's product FLOPs: the seed network (784 x 100, 93%),
-# MNIST, step in us, GEMM on OpenBLAS's two threads -> this: batch 100, 418 -> 300-307; 128,
-# 471-478 -> 364-374; 256, 849-850 -> 648-661; 2048, 5746-5851 -> 4842-4907. Below the FLOPs, on
-# one thread, the product stays serial: at batch 50 and 64 the parallel one lost 1-4% of the
-# step (two thread launches a step). Not the wide network (43%): its other products need BLAS's
-# threads, which wait busily on the cores the parallel product needs.
+# its own rows of the product), its batch is gathered there too, and the step's other products
+# run on one BLAS thread, if the first layer does at least this share of the step's product
+# FLOPs: the seed network (784 x 100, 93%), MNIST, step in us, GEMM on OpenBLAS's two threads ->
+# the products on Numba's threads: batch 100, 418 -> 300-307; 128, 471-478 -> 364-374; 256,
+# 849-850 -> 648-661; 512, 1150-1169 with the serial gather -> 1019-1037 with the parallel one;
+# 2048, 5746-5851 -> 4389-4907 -> 3801-3907. Below the FLOPs, on one thread, the product stays
+# serial: at batch 50 and 64 the parallel one lost 1-4% of the step (two thread launches a step).
+# Not the wide network (43%): its other products need BLAS's threads, which wait busily on the
+# cores the parallel product needs.
 NONZERO_PARALLEL_MIN_SHARE = 0.75
 
 # CUDA launch geometry.

@@ -204,7 +204,8 @@ class CPUBackend(Backend):
                 *self.optional_stages(opt_hyper), *self.kinds, collective, self.graph, sparse,
                 self._loss_kernels(loss, weights), self._sample_weights(weights, batch_size),
                 None if user_metrics is None else user_metrics(self.dtype), parallel,
-                self._nonzero_first_args(nonzero, x, batch_size))
+                self._nonzero_first_args(nonzero, x, batch_size),
+                True if nonzero is True else None)  # (parallel_gather: as the first layer, on Numba's threads)
 
     def _nonzero_plan(self, x, source, batch_size):
         """How a training step on the dense rows ``x`` runs its first layer's two products: over

@@ -320,20 +320,21 @@ def test_the_first_layers_product_over_nonzero_columns_trains_as_the_dense_path(
     and weight gradient run over each batch's nonzero columns (``kernels/sparse.py:
     nonzero_first_forward``/``nonzero_first_backward``), the same sums as GEMM's up to their
     order; the weights after training match the GEMM path's. "parallel": a step whose products
-    would run BLAS on several threads (no FLOPs too few here) runs both on Numba's threads."""
+    would run BLAS on several threads (no FLOPs too few here) runs both on Numba's threads, and
+    gathers its batch there too (32 rows of 1,100: above ``PARALLEL_MIN_GATHER``)."""
     from fastnn import cpu_backend
     from fastnn.cpu_backend import CPUBackend
     from fastnn.kernels.simd import SIMD
     from fastnn.threading import get_num_threads
     rng = np.random.default_rng(6)
-    x = rng.random((200, 40)).astype(dtype)
-    x[:, 6:34] = 0  # 30% nonzero (the CSR path takes under 10%), 12 columns zero in every row (as
+    x = rng.random((200, 1100)).astype(dtype)
+    x[:, 6:776] = 0  # 30% nonzero (the CSR path takes under 10%), 770 columns zero in every row (as
     y = rng.integers(0, 3, 200)  # MNIST's borders), the first and the last nonzero
     if threads == "parallel":
         monkeypatch.setattr(cpu_backend, "BLAS_PARALLEL_MIN_FLOPS", 0)
 
     def build():
-        m = MLP([Dense(40, 70, activation="relu"), Dense(70, 3, activation="softmax")], seed=3, dtype=dtype)
+        m = MLP([Dense(1100, 70, activation="relu"), Dense(70, 3, activation="softmax")], seed=3, dtype=dtype)
         m.compile(loss="cross_entropy", optimizer=Adam(0.01))
         return m
     skipping = build()

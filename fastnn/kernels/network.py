@@ -27,7 +27,7 @@ where dL/d(its input) goes, and, in a graph, the sum over a node's readers.
 """
 import numpy as np
 
-from ..config import kernel
+from ..config import PARALLEL_MIN_GATHER, kernel
 from .activations import activation_backward
 from .dispatch import IN_PLACE, INTO_DX, layer_backward, layer_forward
 from .distributed import allreduce_gradients, allreduce_loss, rank_rows
@@ -35,7 +35,7 @@ from .losses import (CROSS_ENTROPY, loss_is_summed, sigmoid_binary_cross_entropy
                      softmax_cross_entropy_backward, batch_weight_scale, scale_values, weight_rows)
 from .metrics import count_correct, metric_counts
 from .optimizers import H_LR, H_SCHEDULE, clip_global_norms, clip_gradients, optimizer_step
-from .parallel import gather_rows
+from .parallel import gather_rows, gather_rows_parallel
 from .regularizers import regularization_forward_backward
 from .schedules import CONSTANT, learning_rate_at
 from .sparse import (gather_sparse, nonzero_first_backward, nonzero_first_forward, sparse_first_backward,
@@ -264,7 +264,8 @@ def apply_optimizers(params, train, tensors, schedules, parallel=None):
 @kernel
 def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, counts, metrics, reg, tensors, schedules,
                   dropout=True, batchnorm=True, embedding=True, masking=True, user=None, collective=None, graph=None,
-                  sparse=None, loss_fns=None, weights=None, user_metrics=None, parallel_optimizer=None, nonzero=None):
+                  sparse=None, loss_fns=None, weights=None, user_metrics=None, parallel_optimizer=None, nonzero=None,
+                  parallel_gather=None):
     """Train ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the rows
     ``x[order]``, ``y[order]``.
 
@@ -293,6 +294,9 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
     the batch, times the batch's rows, is added to ``counts[offset + i]`` (their mean over rows is
     the epoch's figure).
     ``parallel_optimizer``: None, or True: Adam's parallel pass (``config.parallel_optimizer``).
+    ``parallel_gather``: None, or True: the batch's rows gathered on Numba's threads
+    (``parallel.gather_rows_parallel``), chosen per step as ``parallel_optimizer`` is (its kernel
+    compiles only into a step that may run it).
     ``nonzero``: None, or a ``NonzeroFirst``: the first Dense layer's passes over the batch's nonzero
     columns (``sparse.nonzero_first_forward``/``nonzero_first_backward``), on a dense input with
     many zeros.
@@ -324,7 +328,10 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         # and evaluate share one compiled network_forward (0.5 s of a first predict).
         skip = np.int64(0)
         if sparse is None:
-            gather_rows(xb, x, order, lo + r0)
+            if parallel_gather is not None and xb.size >= PARALLEL_MIN_GATHER:
+                gather_rows_parallel(xb, x, order, lo + r0)
+            else:
+                gather_rows(xb, x, order, lo + r0)
         else:
             gather_sparse(sparse, xb, x, order, lo + r0)
             if sparse.skip:
