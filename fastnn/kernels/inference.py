@@ -73,6 +73,7 @@ def predict_batches_parallel(out, net, x, batch_size, works, dropout=True, batch
     for t in prange(threads):
         work = Workspace(works.acts[t], works.act_off, works.deltas, works.targets, works.stats[t])
         idx = np.empty(x.shape[1] + 64, np.int32)  # (nonzero_rows_product's scratch: columns + a vector)
+        before = np.int32(0)
         if MKL:  # MKL on one thread in this thread, as in the caller's: never a team of Intel OpenMP's
             before = MKL_LOCAL_THREADS(np.int32(1))
         bad[t] = predict_batches(out, net, x, batch_size, work, False, dropout, batchnorm, embedding, masking, user,
