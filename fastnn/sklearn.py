@@ -334,8 +334,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _fit(self, X, y, incremental, sample_weight=None):
         first = not (incremental and hasattr(self, "_model")) and not (self.warm_start and hasattr(self, "_model"))
-        X, y = validate_data(self, X, y, reset=first, multi_output=True, y_numeric=True,
-                             dtype=(np.float64, np.float32), accept_sparse=_SPARSE, ensure_all_finite=False)  # (_FINITE)
+        X, y = validate_data(self, X, y, reset=first, multi_output=True, y_numeric=True,  # (_FINITE:)
+                             dtype=(np.float64, np.float32), accept_sparse=_SPARSE, ensure_all_finite=False)
         sample_weight = _weights(sample_weight, X)
         self._y_1d = y.ndim == 1
         Y = np.asarray(y, dtype=self._dtype(X)).reshape(y.shape[0], -1)

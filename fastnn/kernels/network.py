@@ -43,8 +43,8 @@ from .sparse import (gather_sparse, nonzero_first_backward, nonzero_first_forwar
 from .table import (ACT, ACTIVATION_LAYER, ADD_LAYER, ALPHA, B_OFF, BATCHNORM_LAYER, CONCATENATE_LAYER,  # noqa: F401
                     DENSE_LAYER, DROPOUT_LAYER, EMBEDDING_LAYER, EPSILON, KIND, MASKING_LAYER, MULTIPLY_LAYER, N_IN,
                     N_OUT, OPTIONAL_KINDS, RNG_KEY, RNG_STEP, SLICE_LAYER, SOURCE, SOURCE2, USER_LAYER, W_OFF, Batches,
-                    CALL_GRADS, CALL_PARAMS, CALL_SIZE, Graph, Network, NonzeroFirst, SampleWeights, Training, Workspace,
-                    alpha_table, fuse_activation_backward, fuse_loss_backward, fused_loss_activation,
+                    CALL_GRADS, CALL_PARAMS, CALL_SIZE, Graph, Network, NonzeroFirst, SampleWeights, Training,
+                    Workspace, alpha_table, fuse_activation_backward, fuse_loss_backward, fused_loss_activation,
                     shared_gradient_shift, weight_tensors, workspace_layout)
 from .views import matrix_view
 
