@@ -27,7 +27,7 @@ where dL/d(its input) goes, and, in a graph, the sum over a node's readers.
 """
 import numpy as np
 
-from ..config import PARALLEL_MIN_GATHER, kernel
+from ..config import kernel
 from .activations import activation_backward
 from .dispatch import IN_PLACE, INTO_DX, layer_backward, layer_forward
 from .distributed import allreduce_gradients, allreduce_loss, rank_rows
@@ -35,7 +35,7 @@ from .losses import (CROSS_ENTROPY, loss_is_summed, sigmoid_binary_cross_entropy
                      softmax_cross_entropy_backward, batch_weight_scale, scale_values, weight_rows)
 from .metrics import count_correct, metric_counts
 from .optimizers import H_LR, H_SCHEDULE, clip_global_norms, clip_gradients, optimizer_step
-from .parallel import gather_rows, gather_rows_parallel
+from .parallel import gather_rows
 from .regularizers import regularization_forward_backward
 from .schedules import CONSTANT, learning_rate_at
 from .sparse import (gather_sparse, nonzero_first_backward, nonzero_first_forward, sparse_first_backward,
@@ -328,10 +328,7 @@ def train_batches(net, train, work, batches, loss, batch_loss, batch_correct, co
         # and evaluate share one compiled network_forward (0.5 s of a first predict).
         skip = np.int64(0)
         if sparse is None:
-            if parallel_gather is not None and xb.size >= PARALLEL_MIN_GATHER:
-                gather_rows_parallel(xb, x, order, lo + r0)
-            else:
-                gather_rows(xb, x, order, lo + r0)
+            gather_rows(xb, x, order, lo + r0, parallel_gather)
         else:
             gather_sparse(sparse, xb, x, order, lo + r0)
             if sparse.skip:

@@ -63,12 +63,14 @@ def column_sums_parallel(db, dz):
 
 
 @kernel(inline=True)
-def gather_rows(dst, src, order, start):
-    """dst[r] = src[order[start + r]] for every row of dst.
+def gather_rows(dst, src, order, start, parallel=None):
+    """dst[r] = src[order[start + r]] for every row of dst; on Numba's threads above
+    ``PARALLEL_MIN_GATHER`` where FASTNN_PARALLEL names the gather or ``parallel`` is True (a
+    step's own choice, ``train_batches``' ``parallel_gather``).
 
     Element loops rather than slice assignment: a slice assignment compiles numba's
     shape-mismatch error formatting, seconds of every cold start."""
-    if PARALLEL_GATHER and dst.size >= PARALLEL_MIN_GATHER:
+    if (PARALLEL_GATHER or parallel is not None) and dst.size >= PARALLEL_MIN_GATHER:
         gather_rows_parallel(dst, src, order, start)
         return
     for r in range(dst.shape[0]):
