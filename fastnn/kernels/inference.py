@@ -19,7 +19,7 @@ from .dense import (MKL_LOCAL_THREADS, dense_forward, dense_product, gemm_bits, 
 from .dispatch import layer_forward
 from .metrics import count_correct
 from .network import network_forward, node_output
-from .simd import SIMD
+from .simd import SIMD, vec_lanes
 from .sparse import csr_first_forward
 from .table import ACT, ALPHA, B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Workspace
 from .views import matrix_view
@@ -72,7 +72,7 @@ def predict_batches_parallel(out, net, x, batch_size, works, dropout=True, batch
     bad = np.empty(threads, np.int64)
     for t in prange(threads):
         work = Workspace(works.acts[t], works.act_off, works.deltas, works.targets, works.stats[t])
-        idx = np.empty(x.shape[1] + 64, np.int32)  # (nonzero_rows_product's scratch: columns + a vector)
+        idx = np.empty(x.shape[1] + vec_lanes(x), np.int32)  # (as nonzero_rows_product_parallel's)
         before = np.int32(0)
         if MKL:  # MKL on one thread in this thread, as in the caller's: never a team of Intel OpenMP's
             before = MKL_LOCAL_THREADS(np.int32(1))
