@@ -46,6 +46,38 @@ def test_fit_predict_and_fitted_attributes():
     assert clf.out_activation_ == "softmax" and clf.n_layers_ == 3
 
 
+@pytest.mark.parametrize("values", [[-128, 3, 127], [2, 9], [7], [0, 1, 2, 3, 40, 41]])
+@pytest.mark.parametrize("dtype", [np.int8, np.int64, np.uint16])
+def test_integer_labels_train_as_through_scikit_learns_checks(values, dtype, monkeypatch):
+    # A 1-D integer y takes a counting pass of its own (sklearn._integer_labels) instead of
+    # scikit-learn's checks and LabelBinarizer's transform; with that pass off, the same y takes those.
+    values = np.array(values, dtype=np.int64)
+    if dtype == np.uint16:
+        values = values - values.min()
+    x, names = blobs(120)
+    y = values[np.searchsorted(np.unique(names), names) % len(values)].astype(dtype)
+    given = np.r_[values, 99].astype(dtype)  # partial_fit's classes: more than y holds
+
+    def fits():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            full = MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0).fit(x, y)
+            part = MLPClassifier(hidden_layer_sizes=(5,), random_state=0).partial_fit(x, y, classes=given)
+        return full, part
+
+    fast = fits()
+    monkeypatch.setattr("fastnn.sklearn._integer_labels", lambda y: None)
+    slow = fits()
+    for a, b in zip(fast, slow):
+        assert a.classes_.dtype == b.classes_.dtype == y.dtype
+        np.testing.assert_array_equal(a.classes_, b.classes_)
+        for wa, wb in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+            np.testing.assert_array_equal(wa, wb)
+        np.testing.assert_array_equal(a.predict(x), b.predict(x))
+    np.testing.assert_array_equal(fast[0].classes_, np.unique(y))
+    assert fast[1].coefs_[-1].shape[1] == (len(given) if len(given) > 2 else 1)  # two: one logistic unit
+
+
 def test_binary_classes_get_a_logistic_unit_and_two_probability_columns():
     x, y = blobs()
     y = (y == "dog").astype(int)
