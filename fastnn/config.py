@@ -101,6 +101,12 @@ NONZERO_SAMPLE_BLOCKS = 8  # blocks of 6 rows, spread over the input, the estima
 # cores the parallel product needs.
 NONZERO_PARALLEL_MIN_SHARE = 0.75
 
+# A training set with at most this fraction of nonzero inputs (``sparse_input.density``) has the
+# CUDA step's first Dense layer timed on the device over each row's nonzeros against the GEMM, and
+# the faster kept (``CUDABackend._nonzero_first``); a denser one takes the GEMM untimed. A half:
+# where the CPU's estimate calls the nonzero product a draw (``FEW_ROWS_MAX_DENSITY``).
+CUDA_NONZERO_MAX_DENSITY = 0.5
+
 # CUDA launch geometry.
 CUDA_THREADS_PER_BLOCK = 256
 

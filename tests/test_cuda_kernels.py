@@ -613,3 +613,67 @@ def test_sparse_dense_backward_matches_cpu(rng):
     np.testing.assert_allclose(got[: n_in * n_out].reshape(n_in, n_out), dW, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(got[n_in * n_out:], db, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(dW, naive_matmul(x.T, dz), rtol=1e-5, atol=1e-5)
+def zeros_batch(rng, rows, n_in):
+    """float32 rows, about 70% exact zeros, an all-zero row and a row without zeros."""
+    x, _, _, _ = csr_batch(rng, rows, n_in)
+    return x
+
+
+@pytest.mark.parametrize("rows, n_in, n_out", [(5, 7, 6), (9, 12, 33)])
+def test_nonzero_rows_product_matches_cpu(rows, n_in, n_out, rng):
+    """Forward x @ W and, transposed, [x.T @ dz; column sums of dz], each over x's nonzero entries,
+    as the CPU kernel (which sums the same terms) and NumPy's float64 products."""
+    x = zeros_batch(rng, rows, n_in)
+    w = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    dz = rng.standard_normal((rows, n_out)).astype(np.float32)
+    out = cuda.device_array(rows * n_out, np.float32)
+    CD.nonzero_rows_product(out, dev(x), dev(w), rows, n_in, n_out)
+    expected = np.empty((rows, n_out), np.float32)
+    D.nonzero_rows_product(expected, x, w, np.empty(n_in + 64, np.int32), 0, rows)
+    np.testing.assert_allclose(back(out, (rows, n_out)), expected, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(back(out, (rows, n_out)), naive_matmul(x, w), rtol=1e-5, atol=1e-5)
+    assert not back(out, (rows, n_out))[1].any()  # the all-zero row
+    dWb = cuda.device_array((n_in + 1) * n_out, np.float32)
+    CD.nonzero_rows_product(dWb, dev(x), dev(dz), rows, n_in, n_out, transposed=True)
+    dW = np.empty((n_in, n_out), np.float32)
+    D.nonzero_rows_product(dW, x, dz, np.empty(max(n_in, rows) + 64, np.int32), 0, n_in, True)
+    got = back(dWb, (n_in + 1, n_out))
+    np.testing.assert_allclose(got[:n_in], dW, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got[:n_in], naive_matmul(x.T, dz), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[n_in], dz.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("applied", [False, True])
+def test_nonzero_first_layer_matches_the_gemm_layer(applied, rng):
+    """``sparse.nonzero_first_forward``/``backward`` give layer 0's output and [dW; db] as the GEMM
+    path (``dispatch.layer_forward``/``layer_backward``) does."""
+    from fastnn.cuda import dispatch as CDP
+    from fastnn.cuda import sparse as CS
+    from fastnn.kernels.table import DENSE_LAYER, Network
+    rows, n_in, n_out = 6, 9, 5
+    layers = np.zeros((2, 6), np.int64)  # W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND
+    layers[0] = [0, n_in * n_out, n_in, n_out, A.TANH, DENSE_LAYER]
+    w1 = (n_in + 1) * n_out
+    layers[1] = [w1, w1 + n_out * 3, n_out, 3, A.IDENTITY, DENSE_LAYER]
+    size = w1 + (n_out + 1) * 3
+    params = dev(rng.standard_normal(size).astype(np.float32))
+    net = Network(params, layers, np.zeros((2, 2)), 0)
+    x = dev(zeros_batch(rng, rows, n_in))
+    dz = rng.standard_normal((rows, n_out)).astype(np.float32)
+    outs, grads = [], []
+    for nonzero in (False, True):
+        out = cuda.device_array(rows * n_out, np.float32)
+        g = dev(np.zeros(size, np.float32))
+        if nonzero:
+            CS.nonzero_first_forward(net, x, out, rows)
+            CS.nonzero_first_backward(net, g, x, out, dev(dz), rows, applied)
+        else:
+            CDP.layer_forward(net, 0, out, x, x, None, rows)
+            CDP.layer_backward(net, g, 0, None, None, None, dev(dz), x, None, out, None, rows, applied=applied)
+        outs.append(back(out))
+        grads.append(back(g))
+    np.testing.assert_allclose(outs[1], outs[0], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(grads[1], grads[0], rtol=RTOL, atol=ATOL)
+    assert np.abs(grads[1][:w1]).sum() > 0 and not grads[1][w1:].any()  # layer 0's [dW; db] only
+
+

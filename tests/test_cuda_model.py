@@ -158,6 +158,61 @@ def test_a_data_set_too_large_for_the_device_is_streamed(data):
     assert_weights_close(models["cpu"], models["cuda"])
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_first_layer_over_the_nonzeros_matches_cpu(data, streamed, monkeypatch):
+    """The CUDA step with its first layer over the batch's nonzero inputs (chosen: ``nonzero_first``)
+    trains as the CPU does, resident or streamed; the CPU path it is compared with is GEMM's or its
+    own nonzero product, as its estimate picks."""
+    from fastnn.cuda import sparse as CS
+    x, y = data
+    x = np.where(np.random.default_rng(5).random(x.shape) < 0.7, 0, x).astype(np.float32)
+    x[2] = 0
+    models = {d: classifier(d) for d in ("cpu", "cuda")}
+    models["cuda"].get_weights()  # builds the backend
+    backend = models["cuda"]._backend
+    backend.nonzero_first = True
+    if streamed:
+        backend.dataset_budget = 2 * 4 * (6 + 3) * 4
+    products = []
+    kernel = CS.nonzero_rows_product
+    monkeypatch.setattr(CS, "nonzero_rows_product", lambda *a, **k: products.append(k.get("transposed", False))
+                        or kernel(*a, **k))
+    hist = {d: m.fit(x, y, epochs=3, batch_size=4, verbose=0) for d, m in models.items()}
+    assert sorted(set(products)) == [False, True]  # the forward and the weight gradient
+    assert hist["cpu"].history["loss"][-1] < hist["cpu"].history["loss"][0]
+    assert_history_close(hist["cpu"], hist["cuda"])
+    assert_weights_close(models["cpu"], models["cuda"])
+
+
+def test_the_first_layer_is_timed_once_per_data_set_and_batch_size_and_only_on_many_zeros(data, monkeypatch):
+    x, y = data
+    model = classifier("cuda")
+    model.get_weights()
+    backend = model._backend
+    timed = []
+    monkeypatch.setattr(type(backend), "_nonzero_faster", lambda self, d, b: timed.append(b) or True)
+    y1 = np.eye(3, dtype=np.float32)[y]
+    dense = backend.dataset(x, y1)
+    assert backend._nonzero_first(dense, 4) is False and timed == []  # no zeros: GEMM, untimed
+    sparse = backend.dataset(np.where(x > 0.5, x, 0), y1)
+    assert [backend._nonzero_first(sparse, b) for b in (4, 4, 3)] == [True, True, True] and timed == [4, 3]
+    backend.nonzero_first = False
+    assert backend._nonzero_first(sparse, 4) is False
+
+
+def test_timing_the_first_layer_in_the_simulator_keeps_the_gemm(data):
+    """The simulator's events measure nothing: the timing runs both paths and keeps the GEMM's."""
+    from numba import config
+    if not config.ENABLE_CUDASIM:
+        pytest.skip("on a GPU the choice is the device's timing")
+    x, y = data
+    model = classifier("cuda")
+    model.get_weights()
+    backend = model._backend
+    assert backend._nonzero_faster(backend.dataset(np.where(x > 0.5, x, 0), np.eye(3, dtype=np.float32)[y]), 4) \
+        is False
+
+
 def test_a_failed_graph_capture_falls_back_to_plain_launches(data):
     class NoCapture:  # a driver whose stream capture always fails
         class CUstreamCaptureMode:

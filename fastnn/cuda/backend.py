@@ -14,11 +14,12 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..backend import Backend, check_state
-from ..config import INFERENCE_BATCH_SIZE
+from ..config import CUDA_NONZERO_MAX_DENSITY, INFERENCE_BATCH_SIZE
 from ..kernels.table import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batches, Graph, Network, Outputs, Training,
                                Workspace, workspace_layout)
 from ..kernels.losses import PERCEPTRON
 from ..kernels.optimizers import ADAMW, H_SCHEDULE, any_clipping
+from ..sparse_input import density
 from ..kernels.schedules import COSINE_DECAY
 from . import C_BAD, C_BATCH, C_STEP0, DATASET_MEMORY_FRACTION, Plan, check_code
 from .host import DeviceData, check_cpu_only, check_metric_spec, new_control, require_cuda
@@ -50,6 +51,9 @@ class CUDABackend(Backend):
         # of the device memory free when it is uploaded.
         self.dataset_budget = None
         self._small = {}  # name -> device array reused between calls (graphs keep pointers)
+        # Whether the step's first layer multiplies only its input's nonzeros: None, timed per data
+        # set and batch size (``_nonzero_first``); True or False, chosen.
+        self.nonzero_first = None
         self._views, self._bases = {}, {}
 
     # ---- buffers ----------------------------------------------------------------------------
@@ -235,6 +239,7 @@ class CUDABackend(Backend):
             counted = SimpleNamespace(spec=self._upload("metric_spec", np.ascontiguousarray(metrics, np.int64)),
                                       counts=self._upload("metric_counts", np.zeros(counts.size)))
         stages = (counted, self.reg, self.clip if any_clipping(host_hyper) else None)
+        nonzero = self._nonzero_first(data, batch_size)
         wb = None if weights is None else self._sized("weight_batch", (batch_size,), self.dtype)
         if data.resident:
             positions[lo:hi].copy_to_device(np.ascontiguousarray(order[lo:hi], dtype=np.int64), stream=self.stream)
@@ -242,10 +247,10 @@ class CUDABackend(Backend):
                                         Batches(data.x, data.y, positions, batch_size, first, stop), loss,
                                         records, control, *stages, self.runner, self.graph,
                                         None if weights is None else (self._upload("weights", weights), wb),
-                                        outputs)
+                                        outputs, nonzero)
         else:
             self._train_streamed(data, order, batch_size, first, stop, train, loss, records, control, stages,
-                                 positions, weights, wb, outputs)
+                                 positions, weights, wb, outputs, nonzero)
         CUDABackend._stepped = True
         counted_host = counted.counts.copy_to_host(stream=self.stream) if counted is not None else None
         outputs_host = outputs.counts.copy_to_host(stream=self.stream) if outputs is not None else None
@@ -277,7 +282,7 @@ class CUDABackend(Backend):
         ``will_compile`` said it would compile."""
         check_cpu_only(loss, user_metrics)
         key = (loss, batch_size, None if metrics is None else np.asarray(metrics).tobytes(), data.resident,
-               weights is None,
+               weights is None, self._nonzero_first(data, batch_size),
                any_clipping(np.asarray(opt_hyper, dtype=np.float64).reshape(self.opt_meta.shape[0], -1)))
         if key in self._warmed:
             return None
@@ -301,13 +306,69 @@ class CUDABackend(Backend):
         from numba import config
         return not CUDABackend._stepped and not config.ENABLE_CUDASIM
 
+    def _nonzero_first(self, data, batch_size):
+        """Whether the step's first layer (Dense, not the last, in a stack) multiplies only the
+        batch's nonzero inputs (``sparse.nonzero_first_forward``/``nonzero_first_backward``):
+        ``nonzero_first`` where it is set; else, on a training set of at most
+        ``CUDA_NONZERO_MAX_DENSITY`` nonzeros, whichever of that layer's two products (forward and
+        weight gradient) took less device time on a batch of the set, the nonzero kernels or the
+        GEMMs (timed once per data set and batch size); else the GEMMs."""
+        table = self.spec.table
+        if self.spec.graph is not None or table.shape[0] < 2 or table[0, KIND] != DENSE_LAYER:
+            return False
+        if self.nonzero_first is not None:
+            return bool(self.nonzero_first)
+        if batch_size not in data.nonzero_first:
+            data.nonzero_first[batch_size] = bool(density(data.host[0]) <= CUDA_NONZERO_MAX_DENSITY
+                                                  and self._nonzero_faster(data, batch_size))
+        return data.nonzero_first[batch_size]
+
+    def _nonzero_faster(self, data, batch_size, repeats=5):
+        """Whether the first layer's two products over the nonzeros took less device time than
+        its GEMMs, medians of ``repeats`` on the first ``batch_size`` rows of the set (the
+        simulator's events time nothing: there, False)."""
+        from . import dense, sparse
+        from .activations import IDENTITY
+        x = data.host[0]
+        rows = min(batch_size, x.shape[0])
+        n_in, n_out, w, b = (int(self.spec.table[0, c]) for c in (N_IN, N_OUT, W_OFF, B_OFF))
+        xb = self._to_device(x[:rows].reshape(-1))
+        out = self.cuda.device_array(rows * n_out, self.dtype, stream=self.stream)
+        dz = self.cuda.to_device(np.ones(rows * n_out, self.dtype), stream=self.stream)
+        dWb = self.cuda.device_array((n_in + 1) * n_out, self.dtype, stream=self.stream)
+        W, bias = self.params[w: w + n_in * n_out], self.params[b: b + n_out]
+
+        def gemms(plan):
+            dense.dense_forward(out, xb, W, bias, IDENTITY, 0.0, rows, n_in, n_out, plan=plan)
+            dense.dense_backward(None, dWb, dz, xb, W, rows, n_in, n_out, plan=plan)
+
+        def nonzeros(plan):
+            sparse.nonzero_rows_product(out, xb, W, rows, n_in, n_out, plan=plan)
+            sparse.nonzero_rows_product(dWb, xb, dz, rows, n_in, n_out, transposed=True, plan=plan)
+
+        times = []
+        for build in (gemms, nonzeros):
+            plan = Plan(self.stream)
+            build(plan)
+            plan.run()  # the first launch compiles
+            samples = []
+            for _ in range(repeats):
+                start, end = self.cuda.event(), self.cuda.event()
+                start.record(self.stream)
+                plan.run()
+                end.record(self.stream)
+                end.synchronize()
+                samples.append(start.elapsed_time(end))
+            times.append(float(np.median(samples)))
+        return 0 < times[1] < times[0]
+
     def _net(self):
         """The network bundle of the CUDA kernels: its ``rng`` is Dropout's key alone (the step
         is handed to the device in ``control``)."""
         return Network(self.params, self.spec.table, self.spec.alphas, int(self.rng[0]))
 
     def _train_streamed(self, data, order, batch_size, first, stop, train, loss, records, control, stages,
-                        positions, weights=None, wb=None, outputs=None):
+                        positions, weights=None, wb=None, outputs=None, nonzero=False):
         """Training for a data set that does not fit: the rows of as many batches as fit in the
         budget are gathered on the host, uploaded to a staging buffer, and trained on."""
         x, y = data.host
@@ -330,7 +391,7 @@ class CUDABackend(Backend):
             positions[lo:hi].copy_to_device(np.arange(hi - lo, dtype=np.int64), stream=self.stream)
             self._network.train_batches(self._net(), train, self.work, Batches(xs, ys, positions, batch_size, b0, b1),
                                         loss, records, control, *stages, self.runner, self.graph,
-                                        None if ws is None else (ws, wb), outputs)
+                                        None if ws is None else (ws, wb), outputs, nonzero)
             self.stream.synchronize()  # the staging buffer is overwritten next
 
     # ---- inference --------------------------------------------------------------------------

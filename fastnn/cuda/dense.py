@@ -377,5 +377,5 @@ def dense_backward(dx, dWb, dz, x, W, rows, n_in, n_out, prev_out=None, prev_act
                      rows, n_in, n_out, rows, prev_out, n_in, prev_act, prev_alpha)
 
 
-# The zero-skipping first layer's twins (a CSR batch), in a module of their own.
-from .sparse import sparse_dense_backward, sparse_dense_forward  # noqa: E402, F401
+# The zero-skipping first layer's twins (a CSR batch, and a dense batch's nonzeros), in a module of their own.
+from .sparse import nonzero_rows_product, sparse_dense_backward, sparse_dense_forward  # noqa: E402, F401

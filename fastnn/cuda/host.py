@@ -39,6 +39,7 @@ class DeviceData:
         self.host = host
         self.x = x
         self.y = y
+        self.nonzero_first = {}  # batch size -> the step's first layer over the nonzeros (CUDABackend._nonzero_first)
 
     @property
     def resident(self):

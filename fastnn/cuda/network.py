@@ -8,7 +8,9 @@ backward rule and the same two fusions as on the CPU (``table.fuse_loss_backward
 1. ``gather_batch``: rows ``order[b * batch_size + r]`` of the resident data set into the
    batch buffers (b read from ``control[C_BATCH]``);
 2. per layer, one SGEMM with bias + activation in its epilogue (``dense.dense_forward``);
-   the last layer's softmax is left to the loss kernel;
+   the last layer's softmax is left to the loss kernel; the first layer may instead multiply
+   only the batch's nonzero inputs (``sparse.nonzero_first_forward``, and its weight gradient
+   ``nonzero_first_backward``; the backend times both ways per data set);
 3. ``losses.loss_backward``: softmax, loss, accuracy and dL/d(pre-activation) of the last
    layer in one block, which also records the batch's loss and advances the batch counter
    ``control[C_BATCH]`` (from which the next gather derives Dropout's step, ``control[C_STEP]``);
@@ -44,6 +46,7 @@ from .merge import add_into
 from .metrics import metric_counts
 from .optimizers import clip_gradients, optimizer_step
 from .regularizers import regularization_forward_backward
+from .sparse import nonzero_first_backward, nonzero_first_forward
 from .runner import StepRunner  # noqa: F401 (the backend's runner of step plans)
 
 
@@ -104,7 +107,7 @@ def _node_delta(graph, act_off, layers, node, rows):
 
 
 def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None, training=False, control=None,
-                    graph=None):
+                    graph=None, nonzero=False):
     """Every layer of ``net`` on the ``rows`` rows of ``x`` (``dispatch.layer_forward``); the last
     writes to ``out`` if given (else its slice of ``work.acts``). ``net.rng`` is Dropout's key (an
     int; the step is on the device, in ``control[C_STEP]``). Returns whether the last layer's
@@ -114,6 +117,8 @@ def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None
     otherwise it is skipped (a last Dropout copies its input to its output).
     ``graph`` (``kernels.table.Graph`` of host sources and a device buffer): each layer reads its
     sources' outputs, as in ``kernels.network.network_forward``.
+    ``nonzero``: layer 0 (Dense, not the last, no ``graph``) multiplies only x's nonzero entries
+    (``sparse.nonzero_first_forward``; ``CUDABackend._nonzero_first`` chooses).
     """
     layers, acts, act_off = net.layers, work.acts, work.act_off
     last = layers.shape[0] - 1
@@ -130,6 +135,10 @@ def network_forward(net, x, work, rows, out=None, defer_softmax=False, plan=None
             raise ValueError(f"layers: a merge or input row {k}, but no graph")
         elif kind == EMBEDDING_LAYER and k != 0:
             raise ValueError(f"layers: an Embedding must be the first layer, found in row {k}")
+        if nonzero and k == 0:
+            nonzero_first_forward(net, x, o, rows, plan=plan)
+            inp = o
+            continue
         inp = layer_forward(net, k, o, inp, second, work, rows, training=training, keep=k == last or graph is not None,
                             control=control, defer_softmax=deferred and k == last, plan=plan)
     return deferred
@@ -141,13 +150,14 @@ def loss_activation(layers):
     return int(layers[-1, ACT]) if fuse_loss_backward.py_func(layers) else IDENTITY
 
 
-def network_backward(net, grads, x, work, rows, plan=None, control=None):
+def network_backward(net, grads, x, work, rows, plan=None, control=None, nonzero=False):
     """Fill ``grads`` from the loss gradient in ``work.deltas[0]`` (from ``loss_activation``: dL/d(the
     last pre-activation) where ``fuse_loss_backward`` holds), as ``kernels.network.network_backward``:
     ``deltas[cur]`` holds dL/d(layer k's output) when layer k is reached (its pre-activation where a
     fusion applied the derivative), and ``dispatch.layer_backward`` leaves dL/d(its input) there or
     in ``deltas[1 - cur]``. Where ``fuse_activation_backward`` holds, a dense layer's dx SGEMM
-    applies the derivative of the layer below in its epilogue.
+    applies the derivative of the layer below in its epilogue. ``nonzero``: as ``network_forward``'s
+    (``sparse.nonzero_first_backward``).
     """
     layers, acts, act_off, deltas = net.layers, work.acts, work.act_off, work.deltas
     cur = 0
@@ -157,6 +167,10 @@ def network_backward(net, grads, x, work, rows, plan=None, control=None):
         dout = view(deltas[cur], 0, rows * n_out)
         dx = view(deltas[1 - cur], 0, rows * n_in) if k > 0 else None  # the input batch needs no gradient
         fuse = fuse_activation_backward.py_func(layers, k, True)
+        if nonzero and k == 0:
+            nonzero_first_backward(net, grads, x, _node(x, acts, act_off, layers, 0, rows), dout, rows, applied,
+                                   plan=plan)
+            break
         where = layer_backward(net, grads, k, dx, None, None, dout, _node(x, acts, act_off, layers, k - 1, rows), None,
                                _node(x, acts, act_off, layers, k, rows), work, rows, applied=applied, fuse=fuse,
                                control=control, plan=plan)
@@ -204,9 +218,9 @@ def add_shared_gradients(grads, shared, plan=None):
 
 
 def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, records, control, plan, graph=None,
-               weights=None, outputs=None):
+               weights=None, outputs=None, nonzero=False):
     """Append one training step on a batch of ``rows`` rows to ``plan`` (see the module docstring);
-    ``weights``, ``outputs`` as ``train_batches``'."""
+    ``weights``, ``outputs``, ``nonzero`` as ``train_batches``'."""
     params, layers, alphas, key = net.params, net.layers, net.alphas, net.rng
     acts, act_off, deltas, targets = work.acts, work.act_off, work.deltas, work.targets
     last = layers.shape[0] - 1
@@ -220,7 +234,7 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
         wb = weights[1][:rows]
         gather_weights(wb, weights[0], batches.order, control, batches.batch_size, rows, plan=plan)
     deferred = network_forward(net, xb, work, rows, defer_softmax=True, plan=plan, training=True, control=control,
-                               graph=graph)
+                               graph=graph, nonzero=nonzero)
     pred = view(acts, act_off[last + 1], rows * n_out)
     if graph is not None:  # every node's gradient buffer starts at zero; the loss's goes to the last node's
         fill_zero(graph.deltas, plan=plan)
@@ -233,7 +247,7 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
     if metrics is not None:  # after the loss kernel, which applied a deferred softmax to pred
         metric_counts(metrics.spec, metrics.counts, pred, yb, rows, n_out, control, plan=plan)
     if graph is None:
-        network_backward(net, train.grads, xb, work, rows, plan=plan, control=control)
+        network_backward(net, train.grads, xb, work, rows, plan=plan, control=control, nonzero=nonzero)
     else:
         graph_backward(net, train.grads, xb, work, rows, graph, plan=plan, control=control)
     if reg is not None:
@@ -247,7 +261,7 @@ def train_step(net, train, work, batches, loss, metrics, reg, clip, rows, record
 
 
 def train_batches(net, train, work, batches, loss, records, control, metrics, reg, clip, runner, graph=None,
-                  weights=None, outputs=None):
+                  weights=None, outputs=None, nonzero=False):
     """Enqueue training of ``net`` on batches ``batches.first`` .. ``batches.stop - 1`` of the
     rows ``x[order]``, ``y[order]``.
 
@@ -265,16 +279,18 @@ def train_batches(net, train, work, batches, loss, records, control, metrics, re
     ``weights``: None, or (a loss weight per row of ``x``, a device buffer of ``batch_size``): each
     row's loss and gradient weighted, as ``kernels.network.train_batches``' (Keras' normalization).
     ``outputs``: None, or the device tables of a model of several outputs (``losses.outputs_loss``),
-    whose loss the step takes instead of ``loss``.
+    whose loss the step takes instead of ``loss``. ``nonzero``: the first layer multiplies only the
+    batch's nonzero entries (``network_forward``'s).
     """
     n, batch_size, first, stop = batches.order.size, batches.batch_size, batches.first, batches.stop
     full_stop = min(stop, n // batch_size)
     # What a step's launches depend on: the plan of a step is built once for these (first and
     # stop are not among them: the device's control array says which batch a step trains on).
     args = (net, train, work, batches._replace(first=0, stop=0), loss, metrics, reg, clip)
+    nonzero = bool(nonzero)
     for rows, times in ((batch_size, full_stop - first), (n - full_stop * batch_size, stop - max(first, full_stop))):
         if times > 0:
-            plan = runner.plan(args + (rows, records, control, graph, weights, outputs),
+            plan = runner.plan(args + (rows, records, control, graph, weights, outputs, nonzero),
                                lambda p, rows=rows: train_step(*args, rows, records, control, p, graph, weights,
-                                                               outputs))
+                                                               outputs, nonzero))
             runner.run(plan, times)

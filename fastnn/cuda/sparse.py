@@ -15,6 +15,17 @@ gathers it), W and every other array flat and row-major as ``cuda/dense.py``'s.
   ``dWb`` as ``dense_backward`` lays them out) takes a thread per column.
 
 Not wired into the CUDA backend yet (its gather writes dense batches): see the module's tests.
+
+The first layer over a dense batch's nonzero entries (``kernels.dense.nonzero_rows_product`` and
+``kernels.sparse.nonzero_first_forward``/``nonzero_first_backward``'s twins): a thread per element
+of the product, which multiplies only where x is nonzero. A warp's threads take consecutive
+output columns, so they share the row i (forward) or the input feature k (dW) whose x[i, k]
+they test: one broadcast load, the same branch in every thread, and the row of W (or dz) read
+coalesced. Each element is summed by one thread, in a fixed order (k, or the batch's rows,
+ascending): deterministic, with no atomics and no zeroing pass. Unlike the GEMM's tiles, which
+reuse each load many times from shared memory, this kernel reads W for every nonzero: it can win
+only where most of x is zero, and the CUDA backend times both on the data set before choosing
+(``CUDABackend._nonzero_first``).
 """
 from functools import lru_cache
 
@@ -22,8 +33,9 @@ import numba
 import numpy as np
 from numba import cuda
 
+from ..kernels.table import ACT, ALPHA, B_OFF, N_IN, N_OUT, W_OFF
 from . import blocks, kernel, launch
-from .activations import IDENTITY, SOFTMAX, bias_activation_forward, device_functions
+from .activations import IDENTITY, SOFTMAX, activation_backward, bias_activation_forward, device_functions
 
 
 @kernel(device=True)
@@ -133,3 +145,79 @@ def sparse_dense_backward(dWb, dz, indptr, indices, values, colptr, csc_rows, cs
     launch(plan, csc_fill, *blocks(n_in), csc_rows, csc_values, colptr, indptr, indices, values, rows, n_in)
     launch(plan, sparse_weight_gradient_kernel(dz.dtype.name), *blocks((n_in + 1) * n_out), dWb, dz, colptr, csc_rows,
            csc_values, rows, n_in, n_out)
+
+
+@lru_cache(maxsize=None)
+def nonzero_product_kernels(dtype):
+    ZERO = numba.from_dtype(np.dtype(dtype))(0)  # sums in the arrays' type, not float64
+
+    @kernel
+    def nonzero_product(out, x, W, rows, n_in, n_out):
+        t = cuda.grid(1)
+        if t < rows * n_out:
+            i = t // n_out
+            j = t - i * n_out
+            row = i * n_in
+            acc = ZERO
+            for k in range(n_in):
+                v = x[row + k]
+                if v != ZERO:
+                    acc += v * W[k * n_out + j]
+            out[t] = acc
+
+    @kernel
+    def nonzero_product_transposed(out, x, dz, rows, n_in, n_out):
+        t = cuda.grid(1)
+        if t < n_in * n_out:
+            k = t // n_out
+            j = t - k * n_out
+            acc = ZERO
+            for i in range(rows):
+                v = x[i * n_in + k]
+                if v != ZERO:
+                    acc += v * dz[i * n_out + j]
+            out[t] = acc
+        elif t < (n_in + 1) * n_out:  # the bias row: column sums of dz, in row order
+            j = t - n_in * n_out
+            acc = ZERO
+            for i in range(rows):
+                acc += dz[i * n_out + j]
+            out[t] = acc
+
+    return nonzero_product, nonzero_product_transposed
+
+
+def nonzero_rows_product(out, x, W, rows, n_in, n_out, transposed=False, plan=None):
+    """out (rows, n_out) = x (rows, n_in) @ W (n_in, n_out), each row summed over its nonzero
+    columns; ``transposed``: out (n_in + 1, n_out) = [x.T @ W; column sums of W] for W (rows,
+    n_out), a dz (``dense_backward``'s [dW; db] layout). Flat row-major device arrays."""
+    forward, backward = nonzero_product_kernels(out.dtype.name)
+    if transposed:
+        launch(plan, backward, *blocks((n_in + 1) * n_out), out, x, W, rows, n_in, n_out)
+    else:
+        launch(plan, forward, *blocks(rows * n_out), out, x, W, rows, n_in, n_out)
+
+
+def _first_layer(net):
+    """Layer 0's (n_in, n_out, W's offset, b's offset, activation, alpha)."""
+    layers = net.layers
+    return (int(layers[0, N_IN]), int(layers[0, N_OUT]), int(layers[0, W_OFF]), int(layers[0, B_OFF]),
+            int(layers[0, ACT]), float(net.alphas[0, ALPHA]))
+
+
+def nonzero_first_forward(net, x, out, rows, plan=None):
+    """As ``kernels.sparse.nonzero_first_forward``: layer 0 (Dense, not the last layer) on the dense
+    rows ``x`` into ``out``, its product over each row's nonzero columns, then its bias and
+    activation."""
+    n_in, n_out, w, b, act, alpha = _first_layer(net)
+    nonzero_rows_product(out, x, net.params[w: w + n_in * n_out], rows, n_in, n_out, plan=plan)
+    bias_activation_forward(out, out, net.params[b: b + n_out], act, alpha, rows, n_out, plan=plan)
+
+
+def nonzero_first_backward(net, grads, x, out, dout, rows, applied, plan=None):
+    """As ``kernels.sparse.nonzero_first_backward``: layer 0's [dW; db] from dL/d(its output)
+    ``dout`` (dL/d(its pre-activation) when ``applied``; ``out`` its output), on the dense rows ``x``."""
+    n_in, n_out, w, _, act, alpha = _first_layer(net)
+    if not applied and act != IDENTITY:
+        activation_backward(dout, dout, out, act, alpha, rows, n_out, plan=plan)
+    nonzero_rows_product(grads[w: w + (n_in + 1) * n_out], x, dout, rows, n_in, n_out, transposed=True, plan=plan)
