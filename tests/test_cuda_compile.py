@@ -29,7 +29,7 @@ CHILD = textwrap.dedent(r"""
             compute_capability = (9, 0)
         dispatcher.get_current_device = lambda: _Device()
         from fastnn.cuda import (TILE_8, TILE_128, activations, buffers, dense, dispatch, dropout, embedding,
-                                 losses, merge, metrics, network, optimizers, regularizers)
+                                 losses, merge, metrics, network, optimizers, regularizers, sparse)
     except Exception as e:
         print("cannot set up:", e); sys.exit(77)
     F = t.float32[::1]
@@ -74,6 +74,15 @@ CHILD = textwrap.dedent(r"""
              ("merge_elements", merge.kernels("float32").merge_elements, (F, F, F, I, I, I, I, I, I)),
              ("add_elements", merge.kernels("float32").add_elements, (F, F, I, I, I, I, F, B)),
              ("zero_elements", buffers.kernels("float32"), (F, I))]
+    I32 = t.int32[::1]
+    nonzero_product, nonzero_product_transposed = sparse.nonzero_product_kernels("float32")
+    jobs += [("nonzero_product", nonzero_product, (F, F, F, I, I, I)),
+             ("nonzero_product_transposed", nonzero_product_transposed, (F, F, F, I, I, I)),
+             ("sparse_forward", sparse.sparse_forward_kernel("float32"), (F, I1, I32, F, F, F, I, I, I, D)),
+             ("csc_count", sparse.csc_count, (I1, I1, I32, I, I)),
+             ("csc_scan", sparse.csc_scan, (I1, I)),
+             ("csc_fill", sparse.csc_fill, (I32, F, I1, I1, I32, F, I, I)),
+             ("sparse_weight_gradient", sparse.sparse_weight_gradient_kernel("float32"), (F, F, I1, I32, F, I, I, I))]
     def probe(a):
         a[0] = 1.0
     try:  # no NVVM, or a toolkit this numba-cuda cannot use: a skip; past this, any error fails
