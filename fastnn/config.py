@@ -40,6 +40,9 @@ BLAS_PARALLEL_MIN_FLOPS = 4e7
 # Rows per forward pass in predict/evaluate: large enough for efficient GEMMs, small enough
 # that the activations of a wide network stay in cache.
 INFERENCE_BATCH_SIZE = 1024
+# evaluate, where its batches are shared among threads as predict's: predictions of at most this
+# many elements at a time (a whole number of batches), then their losses batch by batch in order.
+EVALUATE_CHUNK_ELEMENTS = 1 << 22
 
 # A forward pass over at most this many rows (online inference: one request at a time) runs row
 # by row as vector-matrix products rather than one matrix product: BLAS's SGEMM packs W for

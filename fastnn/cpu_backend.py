@@ -14,7 +14,7 @@ import numpy as np
 from . import blas, distributed
 from . import user_layers as user_kernels
 from .backend import Backend, check_state
-from .config import (BLAS_PARALLEL_MIN_FLOPS, INFERENCE_BATCH_SIZE, NONZERO_PARALLEL_MIN_SHARE,
+from .config import (BLAS_PARALLEL_MIN_FLOPS, EVALUATE_CHUNK_ELEMENTS, INFERENCE_BATCH_SIZE, NONZERO_PARALLEL_MIN_SHARE,
                      NONZERO_PRODUCT_MAX_WORK, NONZERO_PRODUCT_MIN_ROWS, NONZERO_SAMPLE_BLOCKS, PARALLEL,
                      PARALLEL_PASSES_CHOSEN, parallel_optimizer)
 from .kernels import dense, inference, network
@@ -311,12 +311,11 @@ class CPUBackend(Backend):
             self.rng[network.RNG_STEP] += 1
             return out
         rows = min(batch_size, x.shape[0])
-        batches = -(-x.shape[0] // batch_size)
         threads = 1
-        if PARALLEL and batches > 1 and self.flops_per_row * x.shape[0] >= BLAS_PARALLEL_MIN_FLOPS:
+        if self._shares_batches(x.shape[0], batch_size):
             # Batches on Numba's threads, BLAS on one thread in each (inference.predict_batches_parallel).
             with blas_threads_for(0, True):
-                threads = min(numba.get_num_threads(), batches)
+                threads = min(numba.get_num_threads(), -(-x.shape[0] // batch_size))
                 if threads > 1:
                     nonzero = self._nonzero_first(x, rows, 1)
                     spare = self._workspace(batch_size, threads)
@@ -343,6 +342,12 @@ class CPUBackend(Backend):
             raise ValueError(f"x contains NaN or infinite values (or values beyond {self.dtype.name}'s range): "
                              f"row {row}")
         return out
+
+    def _shares_batches(self, n, batch_size):
+        """Whether ``predict`` of ``n`` rows may share its batches among Numba's threads: two batches
+        or more, with enough work for BLAS's threads (``BLAS_PARALLEL_MIN_FLOPS``), which run one
+        each there."""
+        return PARALLEL and n > batch_size and self.flops_per_row * n >= BLAS_PARALLEL_MIN_FLOPS
 
     def _nonzero_first(self, x, rows, threads):
         """Whether the first layer's forward product over ``rows`` rows of ``x`` a batch runs over
@@ -384,8 +389,21 @@ class CPUBackend(Backend):
 
     def evaluate(self, x, y, loss, batch_size=INFERENCE_BATCH_SIZE, weights=None):
         """As ``predict``, a read-only ``x`` or ``y`` is copied. ``weights``: None, or a loss
-        weight per row."""
+        weight per row. Where ``predict`` shares its batches among threads, so does evaluate: the
+        predictions of ``EVALUATE_CHUNK_ELEMENTS`` at a time (whole batches), then their losses
+        batch by batch in order (``evaluate_predictions``), the serial pass's batches and sums."""
         x, y = writable_input(x), writable_input(y)
+        n = x.shape[0]
+        if self._shares_batches(n, batch_size):
+            n_out = int(self.spec.table[-1, network.N_OUT])
+            chunk = batch_size * max(1, EVALUATE_CHUNK_ELEMENTS // (batch_size * n_out))
+            total, correct = 0.0, 0
+            for lo in range(0, n, chunk):
+                hi = min(lo + chunk, n)
+                part = self.evaluate_predictions(self.predict(x[lo:hi], batch_size), y[lo:hi], loss, batch_size,
+                                                 None if weights is None else weights[lo:hi])
+                total, correct = total + part[0], correct + part[1]
+            return total, correct
         self.reserve(batch_size)
         with blas_threads_for(self.flops_per_row * batch_size):
             return self._run(inference.evaluate_batches, self._network(min(batch_size, x.shape[0])), x, y, batch_size,

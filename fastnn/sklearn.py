@@ -374,9 +374,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 def _integer_labels(y):
     """(the sorted distinct labels, each row's index among them) of a 1-D integer y, from one
-    counting pass; None for any other y, which takes scikit-learn's checks. A 1-D integer y is 'binary' or 'multiclass' to
-    ``type_of_target``, both accepted by ``check_classification_targets``; np.unique sorts y, and
-    scikit-learn's checks and ``LabelBinarizer`` ran it six times (MNIST's labels: 1 ms each)."""
+    counting pass; None for any other y, which takes scikit-learn's checks. A 1-D integer y is
+    'binary' or 'multiclass' to ``type_of_target``, both accepted by
+    ``check_classification_targets``; np.unique sorts y, and scikit-learn's checks and
+    ``LabelBinarizer`` ran it six times (MNIST's labels: 1 ms each)."""
     if not (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu" and y.size):
         return None
     lo, hi = int(y.min()), int(y.max())

@@ -326,3 +326,34 @@ def test_batches_shared_among_threads_are_the_serial_passes(nonzero, monkeypatch
     np.testing.assert_allclose(model.predict(x, batch_size=7), want, rtol=RTOL, atol=1e-7)
     with pytest.raises(ValueError, match="x contains NaN or infinite values.*row 201$"):
         model.predict(bad_x, batch_size=7)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_evaluate_shares_its_batches_as_predict_and_gives_the_serial_figures(weighted, monkeypatch):
+    """Where predict shares its batches among threads, evaluate predicts a chunk of whole batches at a
+    time that way and sums each batch's loss in order (``evaluate_predictions``): the figures of its
+    serial pass (``evaluate_batches``), with BLAS on one thread in both, within float32 rounding of
+    the predictions (the loss, a float64 sum of 300 rows' terms) and exactly for the correct rows."""
+    from fastnn import cpu_backend
+    from fastnn.threading import blas_threads_for
+    model, _ = trained([Dense(120, 96, activation="relu"), Dense(96, 3, activation="softmax")])
+    rng = np.random.default_rng(6)
+    x = rng.random((300, 120)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 300)]
+    w = rng.random(300).astype(np.float32) if weighted else None
+    backend = model._backend
+    args = (x, y, model.loss.code, 7) + (() if w is None else (w,))
+    with blas_threads_for(0):
+        want = backend.evaluate(*args)  # the serial pass: too little work to share
+        monkeypatch.setattr(cpu_backend, "BLAS_PARALLEL_MIN_FLOPS", 0)
+        monkeypatch.setattr(cpu_backend, "EVALUATE_CHUNK_ELEMENTS", 5 * 7 * 3)  # 9 chunks of 5 batches
+        calls = []
+        predict = backend.predict
+        monkeypatch.setattr(backend, "predict", lambda *a, **k: calls.append(a[0].shape[0]) or predict(*a, **k))
+        got = backend.evaluate(*args)
+    assert calls == [35] * 8 + [20]
+    assert got[1] == want[1] > 0
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    monkeypatch.undo()
+    monkeypatch.setattr(cpu_backend, "BLAS_PARALLEL_MIN_FLOPS", 0)
+    np.testing.assert_allclose(model.evaluate(x, y, batch_size=7, sample_weight=w), want[0] / 300, rtol=1e-6)
