@@ -19,8 +19,8 @@ from ..kernels.table import (B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Batch
                                Workspace, workspace_layout)
 from ..kernels.losses import PERCEPTRON
 from ..kernels.optimizers import ADAMW, H_SCHEDULE, any_clipping
-from ..sparse_input import density
 from ..kernels.schedules import COSINE_DECAY
+from ..sparse_input import density
 from . import C_BAD, C_BATCH, C_STEP0, DATASET_MEMORY_FRACTION, Plan, check_code
 from .host import DeviceData, check_cpu_only, check_metric_spec, new_control, require_cuda
 

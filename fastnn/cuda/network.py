@@ -46,8 +46,8 @@ from .merge import add_into
 from .metrics import metric_counts
 from .optimizers import clip_gradients, optimizer_step
 from .regularizers import regularization_forward_backward
-from .sparse import nonzero_first_backward, nonzero_first_forward
 from .runner import StepRunner  # noqa: F401 (the backend's runner of step plans)
+from .sparse import nonzero_first_backward, nonzero_first_forward
 
 
 @lru_cache(maxsize=None)
