@@ -75,9 +75,7 @@ CHILD = textwrap.dedent(r"""
              ("add_elements", merge.kernels("float32").add_elements, (F, F, I, I, I, I, F, B)),
              ("zero_elements", buffers.kernels("float32"), (F, I))]
     I32 = t.int32[::1]
-    nonzero_product, nonzero_product_transposed = sparse.nonzero_product_kernels("float32")
-    jobs += [("nonzero_product", nonzero_product, (F, F, F, I, I, I)),
-             ("nonzero_product_transposed", nonzero_product_transposed, (F, F, F, I, I, I)),
+    jobs += [("nonzero_product", sparse.nonzero_product_kernel("float32"), (F, F, F, I, I, I, I, I, B)),
              ("sparse_forward", sparse.sparse_forward_kernel("float32"), (F, I1, I32, F, F, F, I, I, I, D)),
              ("csc_count", sparse.csc_count, (I1, I1, I32, I, I)),
              ("csc_scan", sparse.csc_scan, (I1, I)),

@@ -51,6 +51,14 @@ def find_in_row(indices, lo, hi, k):
     return lo if lo < end and indices[lo] == k else -1
 
 
+@kernel(device=True)
+def column_sum(dz, j, rows, n_out, acc):
+    """``acc`` plus column j of the (rows, n_out) ``dz``, summed in row order: db's element j."""
+    for i in range(rows):
+        acc += dz[i * n_out + j]
+    return acc
+
+
 @lru_cache(maxsize=None)
 def sparse_forward_kernel(dtype):
     forward_value = device_functions(dtype).activation_forward_value
@@ -116,12 +124,8 @@ def sparse_weight_gradient_kernel(dtype):
             for q in range(colptr[k], colptr[k + 1]):
                 acc += csc_values[q] * dz[csc_rows[q] * n_out + j]
             dWb[t] = acc
-        elif t < (n_in + 1) * n_out:  # the bias row: column sums of dz, in row order
-            j = t - n_in * n_out
-            acc = ZERO
-            for i in range(rows):
-                acc += dz[i * n_out + j]
-            dWb[t] = acc
+        elif t < (n_in + 1) * n_out:  # the bias row
+            dWb[t] = column_sum(dz, t - n_in * n_out, rows, n_out, ZERO)
 
     return sparse_weight_gradient
 
@@ -148,54 +152,39 @@ def sparse_dense_backward(dWb, dz, indptr, indices, values, colptr, csc_rows, cs
 
 
 @lru_cache(maxsize=None)
-def nonzero_product_kernels(dtype):
+def nonzero_product_kernel(dtype):
     ZERO = numba.from_dtype(np.dtype(dtype))(0)  # sums in the arrays' type, not float64
 
     @kernel
-    def nonzero_product(out, x, W, rows, n_in, n_out):
+    def nonzero_product(out, x, W, m, n_inner, n_out, si, sk, bias_row):
+        """out (m, n_out) = A @ W over A's nonzero entries, A[i, k] = x[i * si + k * sk] (x, or x.T
+        with the strides swapped); ``bias_row``: a row more, W's column sums."""
         t = cuda.grid(1)
-        if t < rows * n_out:
+        if t < m * n_out:
             i = t // n_out
             j = t - i * n_out
-            row = i * n_in
             acc = ZERO
-            for k in range(n_in):
-                v = x[row + k]
+            for k in range(n_inner):
+                v = x[i * si + k * sk]
                 if v != ZERO:
                     acc += v * W[k * n_out + j]
             out[t] = acc
+        elif bias_row and t < (m + 1) * n_out:
+            out[t] = column_sum(W, t - m * n_out, n_inner, n_out, ZERO)
 
-    @kernel
-    def nonzero_product_transposed(out, x, dz, rows, n_in, n_out):
-        t = cuda.grid(1)
-        if t < n_in * n_out:
-            k = t // n_out
-            j = t - k * n_out
-            acc = ZERO
-            for i in range(rows):
-                v = x[i * n_in + k]
-                if v != ZERO:
-                    acc += v * dz[i * n_out + j]
-            out[t] = acc
-        elif t < (n_in + 1) * n_out:  # the bias row: column sums of dz, in row order
-            j = t - n_in * n_out
-            acc = ZERO
-            for i in range(rows):
-                acc += dz[i * n_out + j]
-            out[t] = acc
-
-    return nonzero_product, nonzero_product_transposed
+    return nonzero_product
 
 
 def nonzero_rows_product(out, x, W, rows, n_in, n_out, transposed=False, plan=None):
     """out (rows, n_out) = x (rows, n_in) @ W (n_in, n_out), each row summed over its nonzero
     columns; ``transposed``: out (n_in + 1, n_out) = [x.T @ W; column sums of W] for W (rows,
-    n_out), a dz (``dense_backward``'s [dW; db] layout). Flat row-major device arrays."""
-    forward, backward = nonzero_product_kernels(out.dtype.name)
+    n_out), a dz (``dense_backward``'s [dW; db] layout). Flat row-major device arrays. As the CPU's
+    kernel, one kernel serves both, by the strides of A = x or x.T."""
+    kernel_ = nonzero_product_kernel(out.dtype.name)
     if transposed:
-        launch(plan, backward, *blocks((n_in + 1) * n_out), out, x, W, rows, n_in, n_out)
+        launch(plan, kernel_, *blocks((n_in + 1) * n_out), out, x, W, n_in, rows, n_out, 1, n_in, True)
     else:
-        launch(plan, forward, *blocks(rows * n_out), out, x, W, rows, n_in, n_out)
+        launch(plan, kernel_, *blocks(rows * n_out), out, x, W, rows, n_in, n_out, n_in, 1, False)
 
 
 def _first_layer(net):
