@@ -70,6 +70,18 @@ def test_gather_rows_parallel():
     np.testing.assert_array_equal(dst, src[order[17: 17 + ROWS]])
 
 
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_gather_rows_takes_the_rows_of_any_layout(layout):
+    """The serial gather, which asks for a C-contiguous source's lines before copying them
+    (``copy_rows``), and copies any other layout without."""
+    src = rng_matrix(5, 300, 2 * COLS)
+    src = {"C": src[:, :COLS].copy(), "F": np.asfortranarray(src[:, :COLS]), "strided": src[:, ::2]}[layout]
+    order = np.random.default_rng(6).permutation(300).astype(np.int64)
+    dst = np.empty((ROWS, COLS), np.float32)
+    P.gather_rows(dst, src, order, 17)
+    np.testing.assert_array_equal(dst, src[order[17: 17 + ROWS]])
+
+
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 def test_adam_step_parallel_equals_adam_step_on_views(weight_decay):
     n = config.PARALLEL_MIN_ELEMENTS + 1001  # not a multiple of the blocks' alignment

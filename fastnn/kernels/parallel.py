@@ -25,6 +25,7 @@ from numba import prange
 
 from ..config import (PARALLEL, PARALLEL_ALIGN, PARALLEL_COLUMN_SUMS, PARALLEL_GATHER, PARALLEL_MIN_COLUMN_SUMS,
                       PARALLEL_MIN_GATHER, kernel)
+from .simd import SIMD, prefetch_line
 
 if PARALLEL:
     from numba.np.ufunc.parallel import _iget_num_threads as block_count
@@ -73,7 +74,22 @@ def gather_rows(dst, src, order, start, parallel=None):
     if (PARALLEL_GATHER or parallel is not None) and dst.size >= PARALLEL_MIN_GATHER:
         gather_rows_parallel(dst, src, order, start)
         return
-    for r in range(dst.shape[0]):
+    copy_rows(dst, src, order, start, 0, dst.shape[0])
+
+
+@kernel(inline=True)
+def copy_rows(dst, src, order, start, lo, hi):
+    """dst[r] = src[order[start + r]] for r in [lo, hi), every row's cache lines asked for first
+    (``simd.prefetch_line``): the rows lie at random places of a large array, and one copy loop
+    has only a few of its lines on their way from memory at a time; the hints put all of them on
+    their way at once (the seed network's step at batch 50: 2-3% shorter)."""
+    if SIMD and src.flags.c_contiguous:  # (SIMD: an LLVM whose intrinsics simd.py names)
+        line = max(1, 64 // src.itemsize)
+        for r in range(lo, hi):
+            row = order[start + r] * src.shape[1]
+            for j in range(0, src.shape[1], line):
+                prefetch_line(src, row + j)
+    for r in range(lo, hi):
         s = order[start + r]
         for j in range(dst.shape[1]):
             dst[r, j] = src[s, j]
@@ -85,7 +101,4 @@ def gather_rows_parallel(dst, src, order, start):
     rows = dst.shape[0]
     chunks = max(min(block_count(), rows), 1)
     for c in prange(chunks):
-        for r in range(rows * c // chunks, rows * (c + 1) // chunks):
-            s = order[start + r]
-            for j in range(dst.shape[1]):
-                dst[r, j] = src[s, j]
+        copy_rows(dst, src, order, start, rows * c // chunks, rows * (c + 1) // chunks)

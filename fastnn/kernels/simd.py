@@ -212,3 +212,22 @@ def element_at(typingctx, a, off):
     def codegen(context, builder, signature, args):
         return builder.load(_element_pointer(context, builder, signature.args[0], args[0], args[1], signature.args[1]))
     return a.dtype(a, off), codegen
+
+
+@intrinsic
+def prefetch_line(typingctx, a, off):
+    """Ask the cache for the line holding a's element ``off`` (counted from its data pointer), to be
+    read soon; returns at once. A hint: it changes no value, and a bad address is not an error."""
+    if not isinstance(a, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointer = builder.bitcast(_element_pointer(context, builder, signature.args[0], args[0], args[1],
+                                                   signature.args[1]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32]), "llvm.prefetch.p0")
+        # read (0), into every cache level (locality 3), data (1)
+        builder.call(fn, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.none(a, off), codegen
