@@ -11,6 +11,8 @@ LLVM lowers for the machine it compiles on: one AVX-512 register each, or two AV
 Offsets count elements from an array's data pointer and are not checked: the caller keeps
 every access inside the array (``count`` lanes from ``off``). Lanes past ``count`` are not read
 and not written (LLVM's masked loads and stores).
+
+``prefetch_line`` is LLVM's prefetch hint, for the batch gather (``parallel.copy_rows``).
 """
 from llvmlite import binding, ir
 from numba import types
