@@ -141,3 +141,24 @@ def test_transposed_nonzero_rows_product_is_the_weight_gradient(dtype, rows, n_i
         K.nonzero_rows_product(out, x, dz, idx, lo, hi, True)
         np.testing.assert_allclose(out[lo:hi], want[lo:hi], rtol=tol, atol=tol * np.abs(dz).sum(axis=0).max())
         assert np.isnan(out[:lo]).all() and np.isnan(out[hi:]).all()
+
+
+def test_fetch_add_hands_out_every_value_once_among_threads():
+    """``fetch_add`` on a shared counter from Numba's threads at once: each of the 20,000 calls
+    gets a value of its own, and the counter ends at their number. Some work between the calls
+    keeps the threads running side by side (a plain load and store lost additions here)."""
+    from fastnn.kernels.simd import fetch_add
+
+    @numba.njit(parallel=True)
+    def take(counter, got, work):
+        for i in numba.prange(got.size):
+            got[i] = fetch_add(counter, 0, 1)
+            s = 0.0
+            for k in range(200):
+                s += np.sqrt(k + i + 1.0)
+            work[i] = s
+
+    counter, got = np.zeros(1, np.int64), np.empty(20_000, np.int64)
+    take(counter, got, np.empty(got.size))
+    assert counter[0] == got.size
+    np.testing.assert_array_equal(np.sort(got), np.arange(got.size))

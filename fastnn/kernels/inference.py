@@ -19,7 +19,7 @@ from .dense import (MKL_LOCAL_THREADS, dense_forward, dense_product, gemm_bits, 
 from .dispatch import layer_forward
 from .metrics import count_correct
 from .network import network_forward, node_output
-from .simd import SIMD, vec_lanes
+from .simd import SIMD, fetch_add, vec_lanes
 from .sparse import csr_first_forward
 from .table import ACT, ALPHA, B_OFF, DENSE_LAYER, KIND, N_IN, N_OUT, W_OFF, Workspace
 from .views import matrix_view
@@ -27,18 +27,27 @@ from .views import matrix_view
 
 @kernel
 def predict_batches(out, net, x, batch_size, work, training, dropout=True, batchnorm=True, embedding=True, masking=True,
-                    user=None, graph=None, check=False, nonzero=False, start=0, step=1, idx=None):
+                    user=None, graph=None, check=False, nonzero=False, counter=None, idx=None):
     """out[i] = network(x[i]) for every row, ``batch_size`` rows per forward pass: in inference
     mode, or with ``training`` as ``network_forward``'s (Dropout active, step ``net.rng[RNG_STEP]``).
     Returns -1, or with ``check`` the first row of the first batch holding a NaN or an infinity
     (nothing from it on is computed): each batch is scanned just before its pass, while its rows
     are in cache, instead of the whole input once more before it. ``nonzero``: a stack's first
     Dense layer multiplies x's nonzero columns only (``dense.nonzero_rows_product_parallel``, or
-    serially with ``idx`` as its scratch). ``start``, ``step``: only batches start, start + step, ...
-    (one thread's share of ``predict_batches_parallel``)."""
+    serially with ``idx`` as its scratch). ``counter``: None, every batch in order; or an int64
+    array whose element 0 hands out the next batch to whichever thread asks
+    (``predict_batches_parallel``): each thread takes batches until none is left."""
     n = x.shape[0]
     dense_first = graph is None and net.layers[0, KIND] == DENSE_LAYER
-    for lo in range(start * batch_size, n, step * batch_size):
+    b = 0
+    if counter is not None:  # (Numba prunes a branch only on a plain ``is None`` test)
+        b = fetch_add(counter, 0, 1)
+    while b * batch_size < n:
+        lo = b * batch_size
+        if counter is None:
+            b += 1
+        else:
+            b = fetch_add(counter, 0, 1)
         hi = min(lo + batch_size, n)
         first = 0
         if dense_first and (check or nonzero):
@@ -58,18 +67,23 @@ def predict_batches(out, net, x, batch_size, work, training, dropout=True, batch
 @kernel(parallel=True)
 def predict_batches_parallel(out, net, x, batch_size, works, dropout=True, batchnorm=True, embedding=True,
                              masking=True, user=None, graph=None, check=False, nonzero=False):
-    """``predict_batches`` in inference mode with its batches shared among Numba's threads: thread t
-    of T runs batches t, t + T, ... with a workspace of its own (``works``: a ``Workspace`` whose
-    ``acts`` and ``stats`` have a row per thread), its products on one BLAS thread each (the
-    caller's ``blas_threads_for``). Every batch is the serial path's, rows and all, so each row's
-    result is the serial path's on one BLAS thread (MKL's too, where ``net.gemm`` gives it products:
-    its count is set in each thread). Why not BLAS's own threads: OpenBLAS's wait
-    busily for 0.1 s after each product and took the second core from the first layer's parallel
-    nonzero product (the wide network, 10,000 rows: 170-180 ms against 131-137 through GEMM); with
-    one pool doing all the work, every pass of the network runs on every core. Returns as
-    ``predict_batches``: the first row of the first batch holding a NaN or an infinity, or -1."""
+    """``predict_batches`` in inference mode with its batches shared among Numba's threads: each
+    thread takes the next batch not yet taken (``simd.fetch_add`` on a shared counter) until none
+    is left, so that a thread whose core is busy with other work takes fewer (with a fixed share,
+    batches t, t + T, ... on thread t, the call waited for the slowest thread). Each thread has a
+    workspace of its own (``works``: a ``Workspace`` whose ``acts`` and ``stats`` have a row per
+    thread) and runs its products on one BLAS thread (the caller's ``blas_threads_for``). Every
+    batch is the serial path's, rows and all, so each row's result is the serial path's on one BLAS
+    thread (MKL's too, where ``net.gemm`` gives it products: its count is set in each thread),
+    whichever thread ran it. Why not BLAS's own threads: OpenBLAS's wait busily for 0.1 s after
+    each product and took the second core from the first layer's parallel nonzero product (the
+    wide network, 10,000 rows: 170-180 ms against 131-137 through GEMM); with one pool doing all
+    the work, every pass of the network runs on every core. Returns as ``predict_batches``: the
+    first row of the first batch holding a NaN or an infinity, or -1 (every batch before a bad one
+    was handed out before it, and run)."""
     threads = works.acts.shape[0]
     bad = np.empty(threads, np.int64)
+    counter = np.zeros(1, np.int64)
     for t in prange(threads):
         work = Workspace(works.acts[t], works.act_off, works.deltas, works.targets, works.stats[t])
         idx = np.empty(x.shape[1] + vec_lanes(x), np.int32)  # (as nonzero_rows_product_parallel's)
@@ -77,7 +91,7 @@ def predict_batches_parallel(out, net, x, batch_size, works, dropout=True, batch
         if MKL:  # MKL on one thread in this thread, as in the caller's: never a team of Intel OpenMP's
             before = MKL_LOCAL_THREADS(np.int32(1))
         bad[t] = predict_batches(out, net, x, batch_size, work, False, dropout, batchnorm, embedding, masking, user,
-                                 graph, check, nonzero, t, threads, idx)
+                                 graph, check, nonzero, counter, idx)
         if MKL:
             MKL_LOCAL_THREADS(before)
     first = -1

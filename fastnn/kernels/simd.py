@@ -12,7 +12,9 @@ Offsets count elements from an array's data pointer and are not checked: the cal
 every access inside the array (``count`` lanes from ``off``). Lanes past ``count`` are not read
 and not written (LLVM's masked loads and stores).
 
-``prefetch_line`` is LLVM's prefetch hint, for the batch gather (``parallel.copy_rows``).
+``prefetch_line`` is LLVM's prefetch hint, for the batch gather (``parallel.copy_rows``), and
+``fetch_add`` an atomic addition, for threads that take work from a shared counter
+(``inference.predict_batches_parallel``).
 """
 from llvmlite import binding, ir
 from numba import types
@@ -233,3 +235,17 @@ def prefetch_line(typingctx, a, off):
         builder.call(fn, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
     return types.none(a, off), codegen
+
+
+@intrinsic
+def fetch_add(typingctx, a, off, value):
+    """a[off] += value as one atomic operation (threads adding at once lose no addition); returns
+    a[off] before it. ``a`` an int64 array, ``off`` counted from its data pointer."""
+    if not (isinstance(a, types.Array) and a.dtype == types.int64 and isinstance(value, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointer = _element_pointer(context, builder, signature.args[0], args[0], args[1], signature.args[1])
+        return builder.atomic_rmw("add", pointer, context.cast(builder, args[2], signature.args[2], types.int64),
+                                  "monotonic")
+    return types.int64(a, off, value), codegen
