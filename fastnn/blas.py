@@ -13,7 +13,8 @@ at fewer rows).
 
 Only where the call's products run BLAS on one thread (``threading.blas_threads_for``: a step
 under ``BLAS_PARALLEL_MIN_FLOPS``, or ``set_num_threads(1)``), so that MKL never starts a thread
-of Intel OpenMP, its threading runtime. On several threads each library keeps its own pool, whose
+of Intel OpenMP, its threading runtime (fastnn's copy of MKL runs on MKL's sequential layer:
+``config.MKL_SEQUENTIAL``). On several threads each library keeps its own pool, whose
 threads wait busily for the next product (OpenBLAS's for a while, Intel OpenMP's for 200 ms):
 alternating products of the two libraries then run against the other's waiting threads, and 50 x
 784 x 100 took 0.9 ms through MKL instead of 0.04 ms. And an OpenMP runtime with threads is what

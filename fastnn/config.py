@@ -224,6 +224,21 @@ PARALLEL, PARALLEL_REASON = _parallel_plan()
 BLAS_CHOICES = ("auto", "openblas", "mkl")
 BLAS_CHOICE = os.environ.get("FASTNN_BLAS", "auto").strip().lower() or "auto"
 MKL_NAMES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.dylib", "mkl_rt.3.dll", "mkl_rt.2.dll")
+MKL_THREADING_SEQUENTIAL = 1  # MKL_Set_Threading_Layer's code for no threads (mkl_service.h)
+# Whether fastnn's MKL runs on its sequential layer (``_mkl_plan``).
+MKL_SEQUENTIAL = False
+
+
+def _loaded(path):
+    """Whether the library at ``path`` is in the process already (loaded by another library)."""
+    noload = getattr(os, "RTLD_NOLOAD", None)
+    if noload is None:
+        return False
+    try:
+        ctypes.CDLL(path, mode=noload)
+        return True
+    except OSError:
+        return False
 
 
 def _mkl_plan():
@@ -236,13 +251,25 @@ def _mkl_plan():
         return None, "OpenBLAS only: FASTNN_BLAS=openblas"
     for path in _library_candidates(MKL_NAMES):
         try:
+            shared = _loaded(path)
             lib = ctypes.CDLL(path)
             addresses = {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
                          for name in ("cblas_sgemm", "cblas_dgemm", "MKL_Set_Num_Threads_Local")}
             lib.MKL_Set_Num_Threads_Local.restype = ctypes.c_int
             lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
+            lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
+            lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
         except (OSError, AttributeError):
             continue
+        # MKL runs only products on one thread (``fastnn/blas.py``), so its sequential layer:
+        # then MKL never loads Intel OpenMP's runtime (which its default layer loads at the first
+        # product, even on one thread), and a second copy of it in the process (a conda build of
+        # PyTorch or NumPy) cannot stop the process ("OMP: Error #15"). Chosen before MKL's first
+        # call fixes its layer, and only in a copy of MKL that fastnn loaded: a copy that another
+        # library loaded first keeps the layer that library chose.
+        global MKL_SEQUENTIAL
+        sequential = MKL_THREADING_SEQUENTIAL
+        MKL_SEQUENTIAL = not shared and lib.MKL_Set_Threading_Layer(sequential) == sequential
         import llvmlite.binding as llvm
         for name, address in addresses.items():
             llvm.add_symbol("fastnn_" + name, address)

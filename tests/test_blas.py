@@ -172,6 +172,41 @@ def test_mkls_thread_count_is_the_calls_and_is_put_back():
 
 
 @needs_mkl
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/maps")
+def test_mkl_runs_on_its_sequential_layer_and_loads_no_openmp_runtime():
+    """fastnn's copy of MKL runs on MKL's sequential layer: after a product through MKL, Intel
+    OpenMP's runtime is not in the process (beside a second copy it stops the process)."""
+    code = textwrap.dedent("""
+        import json
+        import numpy as np
+        from fastnn import config
+        from fastnn.kernels.dense import repeat_product
+        a = np.full((64, 64), 0.5, np.float32)
+        out = np.empty_like(a)
+        repeat_product(out, a, a, 0, True, 1)
+        print(json.dumps({"sequential": bool(config.MKL_SEQUENTIAL), "product": float(out[3, 5]),
+                          "openmp": "libiomp5" in open("/proc/self/maps").read()}))
+    """)
+    assert run_python(code, timeout=120) == {"sequential": True, "product": 16.0, "openmp": False}
+
+
+@needs_mkl
+@pytest.mark.skipif(not hasattr(os, "RTLD_NOLOAD"), reason="no RTLD_NOLOAD")
+def test_a_copy_of_mkl_that_another_library_loaded_keeps_its_threading_layer():
+    """MKL loaded before fastnn by another library: fastnn uses that copy and leaves its layer to
+    that library, which still chooses Intel OpenMP's after fastnn's import (MKL keeps the first
+    layer set)."""
+    code = textwrap.dedent(f"""
+        import ctypes, json
+        other = ctypes.CDLL({config.MKL_LIBRARY._name!r})
+        from fastnn import config
+        print(json.dumps({{"mkl": config.MKL, "sequential": bool(config.MKL_SEQUENTIAL),
+                          "layer": other.MKL_Set_Threading_Layer(0)}}))  # MKL_THREADING_INTEL
+    """)
+    assert run_python(code, timeout=120) == {"mkl": True, "sequential": False, "layer": 0}
+
+
+@needs_mkl
 @pytest.mark.slow  # child processes that compile and train
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
 def test_a_fork_pool_works_after_mkl_ran():
