@@ -68,10 +68,13 @@ def density(x):
     ``DENSITY_SAMPLE_ROWS`` rows evenly spaced)."""
     if is_sparse(x):
         return x.nnz / max(1, x.shape[0] * x.shape[1])
-    sample = x[:: max(1, x.shape[0] // DENSITY_SAMPLE_ROWS)]
-    fast = sample.ndim == 2 and sample.dtype in (np.float32, np.float64)  # the models' dtypes: one compile each
-    nonzeros = count_nonzero(sample) if fast else np.count_nonzero(sample)
-    return nonzeros / max(1, sample.size)
+    step = max(1, x.shape[0] // DENSITY_SAMPLE_ROWS)
+    rows = -(-x.shape[0] // step)  # (the rows of x[::step])
+    if x.ndim == 2 and x.dtype in (np.float32, np.float64):  # the models' dtypes: one compile each
+        nonzeros = count_nonzero(x, step)
+    else:
+        nonzeros = np.count_nonzero(x[::step])
+    return nonzeros / max(1, rows * (x.size // max(1, x.shape[0])))
 
 
 class SparseSource:

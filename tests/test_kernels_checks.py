@@ -38,10 +38,25 @@ def test_labels_in_range_matches_numpy():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_count_nonzero_equals_numpys_for_every_layout(dtype):
     """-0.0 (a negative number times a zero mask) is a zero, NaN and inf are not; C order, rows
-    skipped (the density sample) and a transposed view."""
+    skipped (the density sample, by a step or a view's stride) and a transposed view."""
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((41, 23)) * (rng.random((41, 23)) < 0.3)).astype(dtype)
     assert np.signbit(x[x == 0]).any()  # some zeros are -0.0
     x[0, :3] = [np.nan, np.inf, -np.inf]
+    x[40, :5] = 1.0  # (the last row, which a step of 4 or 5 reads, and 3 or 6 does not)
     for view in (x, x[::4], x.T, x[:0]):
-        assert count_nonzero(view) == np.count_nonzero(view)
+        for step in (1, 3, 4, 5, 6, 50):
+            assert count_nonzero(view, step) == np.count_nonzero(view[::step]), step
+
+
+def test_density_samples_every_kth_row_of_a_large_array():
+    """``sparse_input.density`` of a dense array: the nonzero share of rows 0, k, 2k, ... (k the
+    rows over ``DENSITY_SAMPLE_ROWS``), whatever the array's dtype and layout."""
+    from fastnn import sparse_input
+    rows = 3 * sparse_input.DENSITY_SAMPLE_ROWS + 7
+    x = np.zeros((rows, 10), np.float32)
+    x[::3, :4] = 1.0  # sampled rows (k = 3): 40% nonzero; the rest all nonzero and never read
+    x[1::3] = x[2::3] = 2.0
+    for view in (x, np.asfortranarray(x), x.astype(np.float64), x.astype(np.int8)):
+        assert sparse_input.density(view) == pytest.approx(0.4)
+    assert sparse_input.density(x[:5]) == pytest.approx(np.count_nonzero(x[:5]) / 50)
