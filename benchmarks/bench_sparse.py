@@ -1,7 +1,8 @@
 """The zero-skipping first Dense layer (``kernels/sparse.py``) against the dense path: one
 training step's first-layer work, the batch gather, the forward product and the weight gradient
 (the first layer computes no dx), for the seed (784-100, batch 50) and wide (784-1024, batch 256)
-networks' first layers at MNIST's density (19% nonzero) and around it.
+networks' first layers at MNIST's density (19% nonzero) and around it; and ``peers.py``'s
+bag-of-words network (50000-256-20 on a CSR matrix, ``peers_sparse.py``) trained through ``fit``.
 
 ``python -m benchmarks.bench_sparse`` prints the crossover table that sets
 ``config.SPARSE_FIRST_LAYER_MAX_DENSITY`` (medians of alternating repeats; BLAS on the threads
@@ -18,7 +19,8 @@ from fastnn.kernels.parallel import column_sums
 from fastnn.kernels.network import gather_rows
 from fastnn.kernels.sparse import SparseBatches, gather_sparse
 
-from . import sizes, warm_numba_cache as setup_cache  # noqa: F401  (asv runs it once, first)
+from . import QUICK, sizes, warm_numba_cache as setup_cache  # noqa: F401  (asv runs it once, first)
+from .peers_sparse import BOW_BATCH, BOW_CLASSES, BOW_FEATURES, BOW_HIDDEN, bow_weights, make_bow
 
 SHAPES = [(50, 784, 100), (256, 784, 1024)]  # (batch, inputs, outputs)
 DENSITIES = [0.05, 0.1, 0.19, 0.3, 0.45, 0.6]  # the crossover table's
@@ -74,6 +76,19 @@ def warm_up():
     a.dense()
     a.sparse()
     a.nonzero()
+    _bow_model().fit(*make_bow(8, 0), epochs=1, batch_size=4, verbose=0)
+
+
+def _bow_model():
+    """``peers.py``'s bag-of-words network from its fixed Glorot weights, compiled as there."""
+    from fastnn import MLP, Adam, Dense
+    model = MLP([Dense(BOW_FEATURES, BOW_HIDDEN, activation="relu"),
+                 Dense(BOW_HIDDEN, BOW_CLASSES, activation="softmax")], seed=0)
+    model.compile(loss="cross_entropy", optimizer=Adam(1e-3), metrics=["accuracy"])
+    weights = bow_weights()
+    for layer, w, b in zip(model.layers, weights[0::2], weights[1::2]):
+        layer.set_weights([w, b])
+    return model
 
 
 class FirstLayerStep:
@@ -96,6 +111,41 @@ class FirstLayerStep:
 
     def time_nonzero_columns(self, shape, density):
         self.a.nonzero()
+
+
+class BagOfWordsEpoch:
+    """One epoch of ``fit`` on ``rows`` rows of the bag-of-words CSR matrix (about 100 nonzeros a
+    row of 50,000), batch 256: the first layer over each batch's nonzeros, Adam over 12.8M
+    parameters (``peers.py`` compares it with PyTorch and scikit-learn)."""
+    params = [[2_000 if QUICK else 20_000]]
+    param_names = ["rows"]
+    number = 1
+    repeat = (2, 5, 60.0)
+    warmup_time = 0.0
+    timeout = 600
+
+    def setup(self, rows):
+        self.x, self.y = make_bow(rows, 0)
+        self.model = _bow_model()
+        self.model.fit(self.x[: 2 * BOW_BATCH], self.y[: 2 * BOW_BATCH], epochs=1, batch_size=BOW_BATCH, verbose=0)
+
+    def _epoch(self):
+        self.model.fit(self.x, self.y, epochs=1, batch_size=BOW_BATCH, verbose=0)
+
+    def time_fit_epoch(self, rows):
+        self._epoch()
+
+    def peakmem_fit_epoch(self, rows):
+        """Peak resident memory of a process holding the CSR matrix and training one epoch."""
+        self._epoch()
+
+    def track_train_samples_per_second(self, rows):
+        """Training rows per second over one epoch. Higher is better."""
+        start = time.perf_counter()
+        self._epoch()
+        return round(rows / (time.perf_counter() - start), 1)
+
+    track_train_samples_per_second.unit = "samples/s"
 
 
 def crossover(shapes=SHAPES, seconds=4.0):

@@ -59,34 +59,51 @@ def serial_column_sums(db, dz):
             db[j] += dz[i, j]
 
 
+class WidePasses:
+    """The arrays of the wide step's passes outside its products (random numbers; MNIST's training
+    set's size for the gather's source), and each pass as a call, serial or parallel."""
+    NAMES = ("gather", "bias_relu", "relu_backward", "column_sums", "adam")
+
+    def __init__(self, rows=60000):
+        rng = np.random.default_rng(0)
+        self.x = rng.random((rows, 784), dtype=np.float32)
+        self.order = rng.permutation(rows)
+        self.xb = np.empty((B, 784), np.float32)
+        self.h = [rng.standard_normal((B, W)).astype(np.float32) for _ in range(2)]  # activations
+        self.d = [rng.standard_normal((B, W)).astype(np.float32) for _ in range(2)]  # their gradients
+        self.b = rng.standard_normal(W).astype(np.float32)
+        self.p, self.g, self.m = (rng.standard_normal(N_PARAMS).astype(np.float32) for _ in range(3))
+        self.v = np.abs(self.g)
+        self.db = np.empty(W, np.float32)
+
+    def run_pass(self, name, parallel):
+        """One pass as the wide step runs it (the layer passes twice: two hidden layers)."""
+        h, d, b, db = self.h, self.d, self.b, self.db
+        if name == "gather":
+            (P.gather_rows_parallel if parallel else serial_gather)(self.xb, self.x, self.order, 0)
+        elif name == "adam":
+            (O.adam_step_parallel if parallel else O.adam_step)(self.p, self.g, self.m, self.v, 1e-3, 0.9, 0.999,
+                                                                  1e-7, 5, 0.0)
+        else:
+            for k in range(2):
+                if name == "bias_relu":
+                    A.bias_relu_parallel(h[k], h[k], b, True) if parallel else serial_bias_relu(h[k], b)
+                elif name == "relu_backward":  # (in place, as the step's backward pass: d *= relu'(h))
+                    A.relu_backward_parallel(d[k], d[k], h[k]) if parallel else serial_relu_backward(d[k], h[k])
+                else:
+                    P.column_sums_parallel(db, d[k]) if parallel else serial_column_sums(db, d[k])
+
+    def run(self, parallel):
+        for name in self.NAMES:
+            self.run_pass(name, parallel)
+
+
 def main():
     if not config.PARALLEL:
         raise SystemExit(f"no parallel kernels here ({config.PARALLEL_REASON}): set FASTNN_PARALLEL=all")
-    rng = np.random.default_rng(0)
-    x = rng.random((60000, 784), dtype=np.float32)
-    order = rng.permutation(60000)
-    xb = np.empty((B, 784), np.float32)
-    h = [rng.standard_normal((B, W)).astype(np.float32) for _ in range(2)]
-    b = rng.standard_normal(W).astype(np.float32)
-    p, g, m = (rng.standard_normal(N_PARAMS).astype(np.float32) for _ in range(3))
-    v = np.abs(g)
-    db = np.empty(W, np.float32)
-
-    def run(parallel):
-        if parallel:
-            P.gather_rows_parallel(xb, x, order, 0)
-            for k in range(2):
-                A.bias_relu_parallel(h[k], h[k], b, True)
-                A.relu_backward_parallel(h[k], h[k], h[k])
-                P.column_sums_parallel(db, h[k])
-            O.adam_step_parallel(p, g, m, v, 1e-3, 0.9, 0.999, 1e-7, 5, 0.0)
-        else:
-            serial_gather(xb, x, order, 0)
-            for k in range(2):
-                serial_bias_relu(h[k], b)
-                serial_relu_backward(h[k], h[k])
-                serial_column_sums(db, h[k])
-            O.adam_step(p, g, m, v, 1e-3, 0.9, 0.999, 1e-7, 5, 0.0)
+    passes = WidePasses()
+    run = passes.run
+    p, g, m, v = passes.p, passes.g, passes.m, passes.v
 
     run(False)
     run(True)  # compiles

@@ -56,11 +56,14 @@ def column_sums_parallel(db, dz):
     size = ((cols + chunks - 1) // chunks + PARALLEL_ALIGN - 1) // PARALLEL_ALIGN * PARALLEL_ALIGN
     for c in prange(chunks):
         lo, hi = min(c * size, cols), min(c * size + size, cols)
-        for j in range(lo, hi):
-            db[j] = 0
+        # Over views from 0: an index from ``lo`` may be negative as far as LLVM knows, and its
+        # wraparound test kept the loop scalar (256 x 1024 on two threads: 200 us, serial 38 us).
+        block = db[lo:hi]
+        block[:] = 0
         for i in range(rows):
-            for j in range(lo, hi):
-                db[j] += dz[i, j]
+            row = dz[i, lo:hi]
+            for j in range(hi - lo):
+                block[j] += row[j]
 
 
 @kernel(inline=True)
