@@ -34,7 +34,8 @@ Environment variables
     1,000 predicted rows instead of 60,000 and 10,000 (as parameters, so such figures never
     land in the graphs of full ones).
 ``FASTNN_BENCH_THREADS=N``
-    Runs Numba's and BLAS' thread pools with N threads (unset or empty: one per core).
+    Runs BLAS' thread pool with N threads and Numba's parallel kernels on N of its threads (unset
+    or empty: one per core); ``bench_parallel`` sets its own count, up to one per core.
     ``asv.conf.json`` sets it through ``matrix.env_nobuild`` (1 by default), which applies to
     its virtualenvs and to ``--python=same``, not to ``-E existing:...``.
 """
@@ -50,11 +51,12 @@ def _flag(name):
 
 QUICK = _flag("FASTNN_BENCH_QUICK")
 
-# Both pools read these when their libraries load, so they are set before numpy and numba are
-# imported (``setdefault``: an explicit NUMBA_NUM_THREADS/OPENBLAS_NUM_THREADS wins).
+# BLAS reads these when it loads, so they are set before numpy is imported (``setdefault``: an
+# explicit OPENBLAS_NUM_THREADS wins). Numba's pool keeps a thread per core (or NUMBA_NUM_THREADS):
+# its count is set below, per thread, so that ``bench_parallel`` can still ask for two.
 _threads = os.environ.get("FASTNN_BENCH_THREADS", "").strip()
 if _threads:
-    for _name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_name, _threads)
 
 _CACHE_PREFIX = "fastnn-bench-"
@@ -91,6 +93,11 @@ def _private_numba_cache_dir():
 NUMBA_CACHE_DIR = _private_numba_cache_dir()
 os.makedirs(NUMBA_CACHE_DIR, exist_ok=True)
 os.environ["NUMBA_CACHE_DIR"] = NUMBA_CACHE_DIR
+
+if _threads:
+    import fastnn  # noqa: F401  (first: its import lets Numba find TBB before Numba starts its threads)
+    import numba
+    numba.set_num_threads(max(1, min(int(_threads), numba.config.NUMBA_NUM_THREADS)))
 
 _WARM_MARKER = os.path.join(NUMBA_CACHE_DIR, "warm")
 
