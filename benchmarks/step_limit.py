@@ -3,8 +3,9 @@
 A training step of an MLP with layer widths ``sizes`` and batch B does, per dense layer k,
 x_k @ W_k forward, x_k.T @ dz_k for the weight gradient and (except for the first layer)
 dz_k @ W_k.T for the input gradient. ``products_seconds`` runs exactly these products (the same
-shapes, the same BLAS through Numba's ``np.dot``, or MKL's GEMM for the products where fastnn
-picks MKL (``fastnn/blas.py``, with the ``mkl`` extra), with the number of BLAS threads fastnn's
+shapes, the same BLAS through Numba's ``np.dot``, or MKL's GEMM (as tiles on Numba's threads
+where the step runs them so) for the products where fastnn picks MKL (``fastnn/blas.py``, with
+the ``mkl`` extra), with the number of BLAS threads fastnn's
 own rule picks for that step) and nothing else, on random data that holds no denormal numbers.
 What a step costs beyond that figure is everything that is not a matrix product: gather,
 elementwise passes, loss, optimizer, and the hand-over between them. ``peers.py`` prints
@@ -22,17 +23,19 @@ import numpy as np
 def _products_kernel():
     import numba
 
-    from fastnn.kernels.dense import GEMM_FORWARD, GEMM_INPUT, GEMM_WEIGHTS, repeat_product
+    from fastnn.kernels.dense import GEMM_FORWARD, GEMM_INPUT, GEMM_TILES_SHIFT, GEMM_WEIGHTS, repeat_product
 
     @numba.njit(cache=False)
     def products(weights, xs, dzs, dws, gemm):
         n_layers = len(weights)
         for k in range(n_layers):
-            repeat_product(xs[k + 1], xs[k], weights[k], 0, gemm[k] & GEMM_FORWARD != 0, 1)
+            tiles = max(gemm[k] >> GEMM_TILES_SHIFT, 1)  # (MKL tiles on Numba's threads, as the step's)
+            repeat_product(xs[k + 1], xs[k], weights[k], 0, gemm[k] & GEMM_FORWARD != 0, 1, tiles)
         for k in range(n_layers - 1, -1, -1):
-            repeat_product(dws[k], xs[k], dzs[k + 1], 1, gemm[k] & GEMM_WEIGHTS != 0, 1)
+            tiles = max(gemm[k] >> GEMM_TILES_SHIFT, 1)
+            repeat_product(dws[k], xs[k], dzs[k + 1], 1, gemm[k] & GEMM_WEIGHTS != 0, 1, tiles)
             if k > 0:
-                repeat_product(dzs[k], dzs[k + 1], weights[k], 2, gemm[k] & GEMM_INPUT != 0, 1)
+                repeat_product(dzs[k], dzs[k + 1], weights[k], 2, gemm[k] & GEMM_INPUT != 0, 1, tiles)
     return products
 
 

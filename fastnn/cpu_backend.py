@@ -138,7 +138,7 @@ class CPUBackend(Backend):
         parallel = self._parallel_optimizer(data[2], batch_size) is not None
         nonzero = self._nonzero_plan(data[0], data[2], batch_size)
         with blas_threads_for(self._blas_flops(data[2], batch_size, nonzero),
-                              PARALLEL_PASSES_CHOSEN or parallel or nonzero is True):
+                              PARALLEL_PASSES_CHOSEN or parallel or nonzero is True or blas.tiles_possible()):
             # (inside: the products' library is chosen at the thread count they run on)
             args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
                                     metrics, counts, user_metrics, weights, nonzero=nonzero)
@@ -195,9 +195,10 @@ class CPUBackend(Backend):
         if source is not None and not source.dense:  # the rows are in the bundle; x gives the width
             x = np.zeros((0, x.shape[1]), self.dtype)
         collective = self._collective()
-        parallel = self._parallel_optimizer(source, batch_size)
         skip = source is not None and source.skip
-        return (self._network(batch_size, True, skip, measure), train, self.work,
+        net = self._network(batch_size, True, skip, measure)
+        parallel = self._parallel_optimizer(source, batch_size, blas.tiled(net.gemm))
+        return (net, train, self.work,
                 network.Batches(x, y, order, batch_size, first, stop), int(loss), batch_loss, batch_correct,
                 _NO_COUNTS if counts is None else counts,
                 metrics if metrics is not None and metrics.shape[0] else None,
@@ -233,10 +234,13 @@ class CPUBackend(Backend):
             held = self._nonzero_idx = np.empty(room, np.int32)
         return network.NonzeroFirst(held, nonzero)
 
-    def _parallel_optimizer(self, source, batch_size):
+    def _parallel_optimizer(self, source, batch_size, tiled=False):
         """The step's ``parallel`` argument: True where Adam's parallel pass runs, else None.
-        Under MPI the passes stay serial (``distributed.init``)."""
-        if self._collective() is None and parallel_optimizer(self.params.size, self._step_flops(source, batch_size)):
+        ``tiled``: the step's products run as tiles on Numba's threads (``fastnn.blas.tiled``), no
+        BLAS threads beside the pass, as where BLAS runs on one thread. Under MPI the passes stay
+        serial (``distributed.init``)."""
+        flops = 0 if tiled else self._step_flops(source, batch_size)
+        if self._collective() is None and parallel_optimizer(self.params.size, flops):
             return True
         return None
 

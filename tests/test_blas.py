@@ -12,7 +12,8 @@ import pytest
 
 import fastnn
 from fastnn import blas, config
-from fastnn.kernels.dense import GEMM_FORWARD, GEMM_INPUT, GEMM_WEIGHTS, gemm_bits, mkl_gemm, repeat_product
+from fastnn.kernels.dense import (GEMM_FORWARD, GEMM_INPUT, GEMM_TILES_SHIFT, GEMM_WEIGHTS, gemm_bits, mkl_gemm,
+                                  mkl_gemm_parallel, repeat_product)
 from fastnn.threading import blas_threads_for, call_blas_threads
 from helpers import TRAIN, run_python
 
@@ -41,6 +42,31 @@ def test_mkl_gemm_matches_numpy_in_each_layout(dtype, rng):
         out[:] = np.nan
         assert mkl_gemm(out, x, y, ta, tb)
         np.testing.assert_allclose(out, expected, **tol)
+
+
+@needs_mkl
+@pytest.mark.parametrize("tiles", [1, 2, 3, 5])
+def test_mkl_gemm_parallel_computes_mkl_gemms_product_as_tiles_in_each_layout(tiles, rng):
+    """Tiles of out's columns (70 columns: multiples of 16, the last one short) or, for 10
+    columns, of its rows (37 rows; more tiles than rows of a 3-row product); a column slice as
+    an operand; every element written once."""
+    a = rng.standard_normal((37, 53)).astype(np.float32)
+    wide = rng.standard_normal((37, 90)).astype(np.float32)
+    cases = []
+    for n in (70, 10):
+        b = rng.standard_normal((53, n)).astype(np.float32)
+        dz = rng.standard_normal((37, n)).astype(np.float32)
+        view = wide[:, 11:64]
+        cases += [((37, n), a, b, False, False, a @ b), ((53, n), a, dz, True, False, a.T @ dz),
+                  ((37, 53), dz, b, False, True, dz @ b.T), ((37, n), view, b, False, False, view @ b),
+                  ((3, n), a[:3], b, False, False, a[:3] @ b)]
+    for shape, x, y, ta, tb, expected in cases:
+        out = np.full(shape, np.nan, np.float32)
+        assert mkl_gemm_parallel(out, x, y, ta, tb, tiles)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+    out = np.full((8, 3), 7.0, np.float32)
+    assert not mkl_gemm_parallel(out, a[:8, ::2][:, :10], np.ones((10, 3), np.float32), False, False, 2)
+    assert (out == 7).all()
 
 
 @needs_mkl
@@ -109,26 +135,66 @@ def test_plan_gives_mkl_the_products_it_runs_faster_on_one_thread(monkeypatch):
     assert blas.plan(TABLE, 50, np.float32, True, 1, skip_first=True).tolist() == [0, 0, GEMM_INPUT]
 
 
-def test_plan_times_nothing_on_several_threads_few_rows_or_for_types_only(monkeypatch):
-    monkeypatch.setattr(config, "MKL", True)
+def fake_tiles(monkeypatch, possible, faster):
+    """Tiles possible or not (MKL on its sequential layer, Numba on TBB, one process) and timed
+    faster or not: the step's timings recorded, not run."""
+    for name in ("MKL", "MKL_SEQUENTIAL", "PARALLEL"):
+        monkeypatch.setattr(config, name, possible)
+    timed = []
+
+    def tiles_faster(dtype, rows, step, threads):
+        timed.append((rows, tuple(step), threads))
+        return faster
+    monkeypatch.setattr(blas, "tiles_faster", tiles_faster)
+    return timed
+
+
+def test_plan_times_nothing_for_few_rows_for_types_only_or_where_tiles_cannot_run(monkeypatch):
     monkeypatch.setattr(config, "BLAS_CHOICE", "auto")
     calls = fake_times(monkeypatch, lambda *shape: True)
-    for args in [(50, 2, True), (config.FEW_ROWS, 1, True), (50, 1, False), (50, None, True)]:
+    timed = fake_tiles(monkeypatch, True, True)
+    for args in [(config.FEW_ROWS, 1, True), (50, 1, False), (50, None, True), (config.FEW_ROWS, 2, True)]:
         rows, threads, measure = args
         gemm = blas.plan(TABLE, rows, np.float32, True, threads, measure)
         assert gemm.dtype == np.int64 and gemm.tolist() == [0, 0, 0]
+    # Several threads without MKL's sequential layer or Numba's TBB threads: OpenBLAS's threads.
+    for name in ("MKL_SEQUENTIAL", "PARALLEL"):
+        monkeypatch.setattr(config, name, False)
+        assert blas.plan(TABLE, 50, np.float32, True, 2).tolist() == [0, 0, 0]
+        monkeypatch.setattr(config, name, True)
+    assert calls == [] and timed == []
+
+
+def test_plan_runs_a_several_thread_training_steps_products_as_tiles_where_they_win(monkeypatch):
+    monkeypatch.setattr(config, "BLAS_CHOICE", "auto")
+    calls = fake_times(monkeypatch, lambda *shape: True)
+    timed = fake_tiles(monkeypatch, True, True)
+    tiles = 3 << GEMM_TILES_SHIFT
+    everything = GEMM_FORWARD | GEMM_WEIGHTS | GEMM_INPUT
+    assert blas.plan(TABLE, 256, np.float32, True, 3).tolist() == [GEMM_FORWARD | GEMM_WEIGHTS | tiles, 0,
+                                                                   everything | tiles]
+    # One timing of the whole step (no dx for the first layer, nothing for the Activation layer).
+    assert timed == [(256, ((0, 784, 100, GEMM_FORWARD), (0, 784, 100, GEMM_WEIGHTS), (2, 100, 10, GEMM_FORWARD),
+                            (2, 100, 10, GEMM_WEIGHTS), (2, 100, 10, GEMM_INPUT)), 3)]
+    assert blas.tiled(blas.plan(TABLE, 256, np.float32, True, 3)) and not blas.tiled(np.zeros(3, np.int64))
+    # Tiles are for training steps: inference on several threads keeps OpenBLAS's threads.
+    assert blas.plan(TABLE, 256, np.float32, False, 3).tolist() == [0, 0, 0]
+    # Timed slower: OpenBLAS.
+    fake_tiles(monkeypatch, True, False)
+    assert blas.plan(TABLE, 256, np.float32, True, 3).tolist() == [0, 0, 0]
     assert calls == []
 
 
-def test_fastnn_blas_mkl_gives_mkl_every_product_of_a_one_thread_call_without_timing(monkeypatch):
-    monkeypatch.setattr(config, "MKL", True)
+def test_fastnn_blas_mkl_gives_mkl_every_product_without_timing(monkeypatch):
     monkeypatch.setattr(config, "BLAS_CHOICE", "mkl")
     calls = fake_times(monkeypatch, lambda *shape: False)
-    assert blas.plan(TABLE, 256, np.float32, True, 1).tolist() == [GEMM_FORWARD | GEMM_WEIGHTS, 0,
-                                                                   GEMM_FORWARD | GEMM_WEIGHTS | GEMM_INPUT]
-    # On several threads MKL would start Intel OpenMP's threads: OpenBLAS runs every product.
-    assert blas.plan(TABLE, 256, np.float32, True, 2).tolist() == [0, 0, 0]
-    assert calls == []
+    timed = fake_tiles(monkeypatch, True, False)
+    everything = GEMM_FORWARD | GEMM_WEIGHTS | GEMM_INPUT
+    assert blas.plan(TABLE, 256, np.float32, True, 1).tolist() == [GEMM_FORWARD | GEMM_WEIGHTS, 0, everything]
+    tiles = 2 << GEMM_TILES_SHIFT
+    assert blas.plan(TABLE, 256, np.float32, True, 2).tolist() == [GEMM_FORWARD | GEMM_WEIGHTS | tiles, 0,
+                                                                   everything | tiles]
+    assert calls == [] and timed == []
 
 
 def test_an_unknown_fastnn_blas_is_refused_at_import():
@@ -157,6 +223,40 @@ def test_training_with_mkls_products_matches_openblas(monkeypatch, rng):
     for a, b in zip(w_ob, w_mkl):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(p_ob, p_mkl, rtol=1e-4, atol=1e-6)
+
+
+@needs_mkl
+@pytest.mark.parametrize("tiles", [2, 3])
+def test_training_with_mkls_products_as_tiles_matches_openblas(monkeypatch, tiles, rng):
+    """Five steps with every product as MKL tiles on Numba's threads against OpenBLAS: the same
+    parameters up to float32 rounding, and predict's products (one call each) agree."""
+    x = rng.standard_normal((250, 30)).astype(np.float32)
+    y = rng.integers(0, 4, 250)
+    results = []
+    for bits in (0, GEMM_FORWARD | GEMM_WEIGHTS | GEMM_INPUT | (tiles << GEMM_TILES_SHIFT)):
+        monkeypatch.setattr(blas, "plan", lambda table, *args, bits=bits, **kwargs: np.full(table.shape[0], bits,
+                                                                                           np.int64))
+        model = fastnn.MLP([fastnn.Dense(30, 40, activation="relu"), fastnn.Dense(40, 20, activation="tanh"),
+                            fastnn.Dense(20, 4, activation="softmax")], seed=3)
+        model.compile(loss="cross_entropy", optimizer=fastnn.Adam(1e-2))
+        model.fit(x, y, epochs=1, batch_size=50, shuffle=False, verbose=0)
+        results.append(model.get_weights())
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_step_whose_products_are_tiles_runs_adams_parallel_pass_as_one_on_one_blas_thread_does():
+    """Where no BLAS thread waits busily beside it (tiles: ``blas.tiled``), a model of at least
+    ``PARALLEL_OPTIMIZER_MIN_PARAMS`` runs Adam in parallel; on BLAS's threads it does not."""
+    model = fastnn.MLP([fastnn.Dense(784, 512, activation="relu"), fastnn.Dense(512, 10, activation="softmax")])
+    model.compile(loss="cross_entropy", optimizer=fastnn.Adam())
+    model._ensure_built()
+    backend = model._backend
+    assert backend.params.size >= config.PARALLEL_OPTIMIZER_MIN_PARAMS
+    if config.PARALLEL_PASSES_CHOSEN:
+        pytest.skip("FASTNN_PARALLEL chose the passes")
+    assert backend._parallel_optimizer(None, 256, tiled=True) is (True if config.PARALLEL else None)
+    assert backend._parallel_optimizer(None, 256) is None  # (the step's FLOPs put BLAS on several threads)
 
 
 @needs_mkl

@@ -52,8 +52,8 @@ def test_parallel_kernels_are_the_named_leaf_kernels_and_only_on_tbb():
     parallel = sorted({name for name, obj in kernels if obj.targetoptions.get("parallel")})
     if config.PARALLEL:
         assert parallel == ["adam_step_parallel", "bias_relu_parallel", "column_sums_parallel",
-                            "gather_rows_parallel", "nonzero_rows_product_parallel", "predict_batches_parallel",
-                            "relu_backward_parallel"]
+                            "gather_rows_parallel", "mkl_gemm_parallel", "nonzero_rows_product_parallel",
+                            "predict_batches_parallel", "relu_backward_parallel"]
     else:
         assert parallel == []
     assert [path.name for path in KERNEL_DIR.glob("*.py")

@@ -20,8 +20,14 @@ from .activations import bias_activation_forward
 from .parallel import block_count, column_sums
 from .simd import append_bit_positions, element_at, nonzero_bits, vec_lanes, vec_load, vec_madd, vec_store, vec_zeros
 
-# Which of a Dense layer's products run on MKL: bits of its entry in ``Network.gemm``.
+# Which of a Dense layer's products run on MKL: bits of its entry in ``Network.gemm``. Above
+# GEMM_TILES_SHIFT the entry holds the tiles each of them is split into (``mkl_gemm_parallel``; 0 or
+# 1: one call).
 GEMM_FORWARD, GEMM_WEIGHTS, GEMM_INPUT = 1, 2, 4
+GEMM_TILES_SHIFT = 8
+# Tiles split the output's columns in multiples of this (a cache line of float32); an output with
+# fewer columns than this per tile (an output layer's) is split by rows instead.
+TILE_COLUMNS = 16
 
 # cblas_?gemm(layout, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), MKL's LP64
 # interface (32-bit ints), under the names ``config`` registers its addresses with.
@@ -52,7 +58,7 @@ def dense_product(out, x, W, gemm=0):
     if x.shape[0] <= FEW_ROWS:
         for i in range(x.shape[0]):
             row_times_matrix(out[i], x[i], W)
-    elif MKL and gemm & GEMM_FORWARD and mkl_gemm(out, x, W, False, False):
+    elif MKL and gemm & GEMM_FORWARD and mkl_product(out, x, W, False, False, gemm):
         return
     else:
         np.dot(x, W, out)
@@ -285,12 +291,49 @@ def mkl_gemm(out, a, b, trans_a, trans_b):
     return True
 
 
+@kernel(inline=True)
+def mkl_product(out, a, b, trans_a, trans_b, gemm):
+    """``mkl_gemm``, or ``mkl_gemm_parallel`` where the layer's ``gemm`` entry asks for tiles."""
+    tiles = gemm >> GEMM_TILES_SHIFT
+    if PARALLEL and tiles > 1:
+        return mkl_gemm_parallel(out, a, b, trans_a, trans_b, tiles)
+    return mkl_gemm(out, a, b, trans_a, trans_b)
+
+
+@kernel(parallel=True)
+def mkl_gemm_parallel(out, a, b, trans_a, trans_b, tiles):
+    """``mkl_gemm`` as ``tiles`` products on Numba's threads, each one call of MKL on one thread
+    (its sequential layer) over a block of out's columns (multiples of ``TILE_COLUMNS``), or of
+    its rows for an output of few columns. With every product of a step so, the step runs on one
+    pool of threads, which sleep when idle (TBB's): OpenBLAS's threads wait busily for the next
+    product on the cores that the step's parallel passes would take. On a 2-core Xeon the wide
+    network's eight products took 6.9-7.2 ms as two tiles each against 8.2 ms on OpenBLAS's two
+    threads (``fastnn/blas.py`` times both on the machine it runs on)."""
+    if not (gemm_operand(a) and gemm_operand(b) and gemm_operand(out)):
+        return False
+    m, n = out.shape
+    by_rows = n < TILE_COLUMNS * tiles
+    size = (m + tiles - 1) // tiles if by_rows else \
+        ((n + tiles - 1) // tiles + TILE_COLUMNS - 1) // TILE_COLUMNS * TILE_COLUMNS
+    for t in prange(tiles):
+        if by_rows:
+            lo, hi = min(t * size, m), min(t * size + size, m)
+            if hi > lo:  # out's rows lo:hi are op(a)'s
+                mkl_gemm(out[lo:hi], a[:, lo:hi] if trans_a else a[lo:hi], b, trans_a, trans_b)
+        else:
+            lo, hi = min(t * size, n), min(t * size + size, n)
+            if hi > lo:  # out's columns lo:hi are op(b)'s
+                mkl_gemm(out[:, lo:hi], a, b[lo:hi] if trans_b else b[:, lo:hi], trans_a, trans_b)
+    return True
+
+
 @kernel
-def repeat_product(out, a, b, layout, mkl, calls):
-    """``calls`` times out = a @ b (``layout`` 0), a.T @ b (1) or a @ b.T (2), through MKL or
-    ``np.dot``: what ``fastnn/blas.py`` times to choose between them."""
+def repeat_product(out, a, b, layout, mkl, calls, tiles=1):
+    """``calls`` times out = a @ b (``layout`` 0), a.T @ b (1) or a @ b.T (2), through MKL (as
+    ``tiles`` tiles where that is 2 or more) or ``np.dot``: what ``fastnn/blas.py`` times to choose
+    between them."""
     for _ in range(calls):
-        if MKL and mkl and mkl_gemm(out, a, b, layout == 1, layout == 2):
+        if MKL and mkl and mkl_product(out, a, b, layout == 1, layout == 2, tiles << GEMM_TILES_SHIFT):
             continue
         if layout == 0:
             np.dot(a, b, out)
@@ -368,10 +411,10 @@ def dense_backward(dx, dW, db, dz, x, W, gemm=0):
     skip it: the first layer needs no gradient for its input. ``gemm``: as ``dense_product``'s
     (``GEMM_WEIGHTS`` for dW, ``GEMM_INPUT`` for dx).
     """
-    if not (MKL and gemm & GEMM_WEIGHTS and mkl_gemm(dW, x, dz, True, False)):
+    if not (MKL and gemm & GEMM_WEIGHTS and mkl_product(dW, x, dz, True, False, gemm)):
         np.dot(x.T, dz, dW)
     column_sums(db, dz)
-    if dx.size and not (MKL and gemm & GEMM_INPUT and mkl_gemm(dx, dz, W, False, True)):
+    if dx.size and not (MKL and gemm & GEMM_INPUT and mkl_product(dx, dz, W, False, True, gemm)):
         np.dot(dz, W.T, dx)
 
 
