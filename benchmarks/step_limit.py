@@ -23,16 +23,14 @@ import numpy as np
 def _products_kernel():
     import numba
 
-    from fastnn.kernels.dense import GEMM_FORWARD, GEMM_INPUT, GEMM_TILES_SHIFT, GEMM_WEIGHTS, repeat_product
+    from fastnn.kernels.dense import GEMM_FORWARD, GEMM_INPUT, GEMM_WEIGHTS, repeat_product
 
     @numba.njit(cache=False)
-    def products(weights, xs, dzs, dws, gemm):
+    def products(weights, xs, dzs, dws, gemm, tiles):  # (tiles: None, or MKL's tiles as the step's)
         n_layers = len(weights)
         for k in range(n_layers):
-            tiles = max(gemm[k] >> GEMM_TILES_SHIFT, 1)  # (MKL tiles on Numba's threads, as the step's)
             repeat_product(xs[k + 1], xs[k], weights[k], 0, gemm[k] & GEMM_FORWARD != 0, 1, tiles)
         for k in range(n_layers - 1, -1, -1):
-            tiles = max(gemm[k] >> GEMM_TILES_SHIFT, 1)
             repeat_product(dws[k], xs[k], dzs[k + 1], 1, gemm[k] & GEMM_WEIGHTS != 0, 1, tiles)
             if k > 0:
                 repeat_product(dzs[k], dzs[k + 1], weights[k], 2, gemm[k] & GEMM_INPUT != 0, 1, tiles)
@@ -134,6 +132,8 @@ def products_seconds(sizes, batch_size, rows=None, repeats=20):
         dws = List([np.empty((a, b), np.float32) for a, b in zip(sizes[:-1], sizes[1:])])
         with blas_threads_for(3 * flops_per_row * batch):  # the rule of fastnn's training step
             gemm = _gemm(sizes, batch, True)
-            return _median_seconds(lambda: products(weights, xs, dzs, dws, gemm), repeats)
+            tiles = getattr(gemm, "tiles", None)  # (a TiledGemm: the step's products as MKL tiles)
+            bits = getattr(gemm, "bits", gemm)
+            return _median_seconds(lambda: products(weights, xs, dzs, dws, bits, tiles), repeats)
 
     return step_seconds(batch_size) if rows is None else _over_rows(step_seconds, rows, batch_size)

@@ -39,7 +39,7 @@ import time
 import numpy as np
 
 from . import config
-from .kernels.dense import GEMM_FORWARD, GEMM_INPUT, GEMM_TILES_SHIFT, GEMM_WEIGHTS, repeat_product
+from .kernels.dense import GEMM_FORWARD, GEMM_INPUT, GEMM_WEIGHTS, TiledGemm, repeat_product
 from .kernels.table import DENSE_LAYER, KIND, N_IN, N_OUT
 
 # MKL takes a product only if its best time is below this share of OpenBLAS's: a tie stays with
@@ -59,8 +59,8 @@ _lock = threading.Lock()      # one timing at a time: two at once would time eac
 
 def plan(table, rows, dtype, backward, threads, measure=True, skip_first=False):
     """``Network.gemm`` for a call over batches of ``rows`` rows: None without MKL, else int64
-    (L,) with the ``GEMM_*`` bits of the products that MKL runs faster, and above
-    ``GEMM_TILES_SHIFT`` the tiles each runs as (a training call on several threads). ``backward``: training
+    (L,) with the ``GEMM_*`` bits of the products that MKL runs faster, in a ``TiledGemm`` with
+    the tiles of each where they run as tiles (a training call on several threads). ``backward``: training
     (three products a layer), else the forward product only. ``threads``: the BLAS thread count
     the call's products run on (``threading.call_blas_threads``; None: outside a call, nothing
     timed). ``measure`` False: zeros, for a call that only needs the types. ``skip_first``: the
@@ -81,7 +81,8 @@ def plan(table, rows, dtype, backward, threads, measure=True, skip_first=False):
     elif step and tiles_possible(backward) and (config.BLAS_CHOICE == "mkl" or
                                                 tiles_faster(np.dtype(dtype), rows, step, threads)):
         for k, _, _, product in step:
-            gemm[k] |= product | (threads << GEMM_TILES_SHIFT)
+            gemm[k] |= product
+        return TiledGemm(gemm, threads)
     return gemm
 
 
@@ -121,8 +122,8 @@ def tiles_faster(dtype, rows, step, threads):
 
 
 def tiled(gemm):
-    """Whether ``plan``'s ``gemm`` runs any product as tiles."""
-    return gemm is not None and bool((np.asarray(gemm) >> GEMM_TILES_SHIFT > 1).any())
+    """Whether ``plan``'s ``gemm`` runs its products as tiles."""
+    return isinstance(gemm, TiledGemm) and gemm.tiles > 1
 
 
 def _operands(dtype, rows, n_in, n_out, product):

@@ -7,12 +7,13 @@ import subprocess
 import sys
 import textwrap
 
+import numba
 import numpy as np
 import pytest
 
 import fastnn
 from fastnn import blas, config
-from fastnn.kernels.dense import (GEMM_FORWARD, GEMM_INPUT, GEMM_TILES_SHIFT, GEMM_WEIGHTS, gemm_bits, mkl_gemm,
+from fastnn.kernels.dense import (GEMM_FORWARD, GEMM_INPUT, GEMM_WEIGHTS, TiledGemm, gemm_bits, gemm_tiles, mkl_gemm,
                                   mkl_gemm_parallel, repeat_product)
 from fastnn.threading import blas_threads_for, call_blas_threads
 from helpers import TRAIN, run_python
@@ -91,9 +92,17 @@ def test_repeat_product_computes_the_same_product_through_either_library(layout,
         np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_gemm_bits_read_the_layer_or_give_zero_without_a_plan():
-    assert gemm_bits(None, 3) == 0
-    assert gemm_bits(np.array([0, 5, 2], np.int64), 1) == 5
+def test_gemm_bits_and_tiles_read_the_layer_or_give_zero_and_none_without_a_plan():
+    bits = np.array([0, 5, 2], np.int64)
+
+    @numba.njit
+    def compiled(gemm, k):
+        return gemm_bits(gemm, k), gemm_tiles(gemm) is None
+    for read in (lambda gemm, k: (gemm_bits(gemm, k), gemm_tiles(gemm) is None), compiled):
+        assert read(None, 3) == (0, True)
+        assert read(bits, 1) == (5, True)
+        assert read(TiledGemm(bits, 4), 1) == (5, False)
+    assert gemm_tiles(TiledGemm(bits, 4)) == 4
 
 
 TABLE = np.array([[0, 0, 784, 100, 1, 1],     # Dense 784 -> 100 (W_OFF, B_OFF, N_IN, N_OUT, ACT, KIND)
@@ -169,10 +178,10 @@ def test_plan_runs_a_several_thread_training_steps_products_as_tiles_where_they_
     monkeypatch.setattr(config, "BLAS_CHOICE", "auto")
     calls = fake_times(monkeypatch, lambda *shape: True)
     timed = fake_tiles(monkeypatch, True, True)
-    tiles = 3 << GEMM_TILES_SHIFT
     everything = GEMM_FORWARD | GEMM_WEIGHTS | GEMM_INPUT
-    assert blas.plan(TABLE, 256, np.float32, True, 3).tolist() == [GEMM_FORWARD | GEMM_WEIGHTS | tiles, 0,
-                                                                   everything | tiles]
+    gemm = blas.plan(TABLE, 256, np.float32, True, 3)
+    assert isinstance(gemm, TiledGemm) and gemm.tiles == 3
+    assert gemm.bits.tolist() == [GEMM_FORWARD | GEMM_WEIGHTS, 0, everything]
     # One timing of the whole step (no dx for the first layer, nothing for the Activation layer).
     assert timed == [(256, ((0, 784, 100, GEMM_FORWARD), (0, 784, 100, GEMM_WEIGHTS), (2, 100, 10, GEMM_FORWARD),
                             (2, 100, 10, GEMM_WEIGHTS), (2, 100, 10, GEMM_INPUT)), 3)]
@@ -191,9 +200,8 @@ def test_fastnn_blas_mkl_gives_mkl_every_product_without_timing(monkeypatch):
     timed = fake_tiles(monkeypatch, True, False)
     everything = GEMM_FORWARD | GEMM_WEIGHTS | GEMM_INPUT
     assert blas.plan(TABLE, 256, np.float32, True, 1).tolist() == [GEMM_FORWARD | GEMM_WEIGHTS, 0, everything]
-    tiles = 2 << GEMM_TILES_SHIFT
-    assert blas.plan(TABLE, 256, np.float32, True, 2).tolist() == [GEMM_FORWARD | GEMM_WEIGHTS | tiles, 0,
-                                                                   everything | tiles]
+    gemm = blas.plan(TABLE, 256, np.float32, True, 2)
+    assert gemm.tiles == 2 and gemm.bits.tolist() == [GEMM_FORWARD | GEMM_WEIGHTS, 0, everything]
     assert calls == [] and timed == []
 
 
@@ -233,9 +241,10 @@ def test_training_with_mkls_products_as_tiles_matches_openblas(monkeypatch, tile
     x = rng.standard_normal((250, 30)).astype(np.float32)
     y = rng.integers(0, 4, 250)
     results = []
-    for bits in (0, GEMM_FORWARD | GEMM_WEIGHTS | GEMM_INPUT | (tiles << GEMM_TILES_SHIFT)):
-        monkeypatch.setattr(blas, "plan", lambda table, *args, bits=bits, **kwargs: np.full(table.shape[0], bits,
-                                                                                           np.int64))
+    everything = GEMM_FORWARD | GEMM_WEIGHTS | GEMM_INPUT
+    for plan in (lambda table, *args, **kwargs: np.zeros(table.shape[0], np.int64),
+                 lambda table, *args, **kwargs: TiledGemm(np.full(table.shape[0], everything, np.int64), tiles)):
+        monkeypatch.setattr(blas, "plan", plan)
         model = fastnn.MLP([fastnn.Dense(30, 40, activation="relu"), fastnn.Dense(40, 20, activation="tanh"),
                             fastnn.Dense(20, 4, activation="softmax")], seed=3)
         model.compile(loss="cross_entropy", optimizer=fastnn.Adam(1e-2))

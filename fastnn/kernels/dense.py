@@ -8,6 +8,7 @@ loaded (``config.MKL``), each of a layer's three products can go to MKL's GEMM i
 the same pass over ``out`` (``bias_activation_forward``).
 """
 import threading
+from collections import namedtuple
 
 import numpy as np
 from numba import carray, prange, types
@@ -20,11 +21,11 @@ from .activations import bias_activation_forward
 from .parallel import block_count, column_sums
 from .simd import append_bit_positions, element_at, nonzero_bits, vec_lanes, vec_load, vec_madd, vec_store, vec_zeros
 
-# Which of a Dense layer's products run on MKL: bits of its entry in ``Network.gemm``. Above
-# GEMM_TILES_SHIFT the entry holds the tiles each of them is split into (``mkl_gemm_parallel``; 0 or
-# 1: one call).
+# Which of a Dense layer's products run on MKL: bits of its entry in ``Network.gemm``.
 GEMM_FORWARD, GEMM_WEIGHTS, GEMM_INPUT = 1, 2, 4
-GEMM_TILES_SHIFT = 8
+# ``Network.gemm`` of a step whose MKL products each run as ``tiles`` tiles on Numba's threads
+# (``mkl_gemm_parallel``): a type of its own, so that only such a step compiles the tiles' code.
+TiledGemm = namedtuple("TiledGemm", ["bits", "tiles"])
 # Tiles split the output's columns in multiples of this (a cache line of float32); an output with
 # fewer columns than this per tile (an output layer's) is split by rows instead.
 TILE_COLUMNS = 16
@@ -45,20 +46,20 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
 
 @kernel(inline=True)
-def dense_forward(out, x, W, b, act, alpha, gemm=0):
+def dense_forward(out, x, W, b, act, alpha, gemm=0, tiles=None):
     """out (B, n_out) = act(x (B, n_in) @ W (n_in, n_out) + b (n_out,)), ``act`` an activation code."""
-    dense_product(out, x, W, gemm)
+    dense_product(out, x, W, gemm, tiles)
     bias_activation_forward(out, out, b, act, alpha)
 
 
 @kernel(inline=True)
-def dense_product(out, x, W, gemm=0):
+def dense_product(out, x, W, gemm=0, tiles=None):
     """out (B, n_out) = x (B, n_in) @ W (n_in, n_out): row by row for a few rows, else BLAS (MKL
-    where ``gemm`` has ``GEMM_FORWARD``)."""
+    where ``gemm`` has ``GEMM_FORWARD``, as ``tiles`` tiles where that is an int: ``mkl_product``)."""
     if x.shape[0] <= FEW_ROWS:
         for i in range(x.shape[0]):
             row_times_matrix(out[i], x[i], W)
-    elif MKL and gemm & GEMM_FORWARD and mkl_product(out, x, W, False, False, gemm):
+    elif MKL and gemm & GEMM_FORWARD and mkl_product(out, x, W, False, False, tiles):
         return
     else:
         np.dot(x, W, out)
@@ -259,13 +260,34 @@ def nonzero_rows_product_parallel(out, x, W, transposed=False):
         nonzero_rows_product(out, x, W, idx, min(c * size, rows), min(c * size + size, rows), transposed)
 
 
-@kernel
 def gemm_bits(gemm, k):
-    """Layer k's ``GEMM_*`` bits in ``Network.gemm``; 0 where that is None (a statement, not an
-    expression: Numba compiles out a branch on None only in an ``if``)."""
+    """Layer k's ``GEMM_*`` bits in ``Network.gemm``: 0 where that is None, from ``bits`` of a
+    ``TiledGemm``."""
     if gemm is None:
         return 0
-    return gemm[k]
+    return (gemm.bits if isinstance(gemm, TiledGemm) else gemm)[k]
+
+
+def gemm_tiles(gemm):
+    """The tiles of each MKL product of a ``TiledGemm``; None (typed so: no tiles' code compiles)
+    for any other ``Network.gemm``."""
+    return gemm.tiles if isinstance(gemm, TiledGemm) else None
+
+
+@overload(gemm_bits, jit_options=KERNEL_OPTIONS)
+def _gemm_bits(gemm, k):
+    if isinstance(gemm, (types.NoneType, types.Omitted)):
+        return lambda gemm, k: 0
+    if isinstance(gemm, types.BaseTuple):  # (a TiledGemm)
+        return lambda gemm, k: gemm[0][k]
+    return lambda gemm, k: gemm[k]
+
+
+@overload(gemm_tiles, jit_options=KERNEL_OPTIONS)
+def _gemm_tiles(gemm):
+    if isinstance(gemm, types.BaseTuple):
+        return lambda gemm: gemm[1]
+    return lambda gemm: None
 
 
 @kernel
@@ -291,13 +313,22 @@ def mkl_gemm(out, a, b, trans_a, trans_b):
     return True
 
 
-@kernel(inline=True)
-def mkl_product(out, a, b, trans_a, trans_b, gemm):
-    """``mkl_gemm``, or ``mkl_gemm_parallel`` where the layer's ``gemm`` entry asks for tiles."""
-    tiles = gemm >> GEMM_TILES_SHIFT
-    if PARALLEL and tiles > 1:
-        return mkl_gemm_parallel(out, a, b, trans_a, trans_b, tiles)
-    return mkl_gemm(out, a, b, trans_a, trans_b)
+def mkl_product(out, a, b, trans_a, trans_b, tiles=None):
+    """``mkl_gemm``; where ``tiles`` is an int of 2 or more, ``mkl_gemm_parallel``. Chosen by its
+    type: with ``tiles`` None, the tiles' parallel kernel is not compiled in (it cost the seed
+    network's first fit on an empty cache 6.5 s)."""
+
+
+@overload(mkl_product, jit_options=KERNEL_OPTIONS)
+def _mkl_product(out, a, b, trans_a, trans_b, tiles=None):
+    if not PARALLEL or isinstance(tiles, (types.NoneType, types.Omitted)) or tiles is None:
+        return lambda out, a, b, trans_a, trans_b, tiles=None: mkl_gemm(out, a, b, trans_a, trans_b)
+
+    def tiled(out, a, b, trans_a, trans_b, tiles=None):
+        if tiles > 1:
+            return mkl_gemm_parallel(out, a, b, trans_a, trans_b, tiles)
+        return mkl_gemm(out, a, b, trans_a, trans_b)
+    return tiled
 
 
 @kernel(parallel=True)
@@ -328,12 +359,12 @@ def mkl_gemm_parallel(out, a, b, trans_a, trans_b, tiles):
 
 
 @kernel
-def repeat_product(out, a, b, layout, mkl, calls, tiles=1):
+def repeat_product(out, a, b, layout, mkl, calls, tiles=None):
     """``calls`` times out = a @ b (``layout`` 0), a.T @ b (1) or a @ b.T (2), through MKL (as
-    ``tiles`` tiles where that is 2 or more) or ``np.dot``: what ``fastnn/blas.py`` times to choose
-    between them."""
+    ``tiles`` tiles where that is an int of 2 or more) or ``np.dot``: what ``fastnn/blas.py`` times
+    to choose between them."""
     for _ in range(calls):
-        if MKL and mkl and mkl_product(out, a, b, layout == 1, layout == 2, tiles << GEMM_TILES_SHIFT):
+        if MKL and mkl and mkl_product(out, a, b, layout == 1, layout == 2, tiles):
             continue
         if layout == 0:
             np.dot(a, b, out)
@@ -404,17 +435,17 @@ def row_times_matrix(out, x, W):
 
 
 @kernel(inline=True)
-def dense_backward(dx, dW, db, dz, x, W, gemm=0):
+def dense_backward(dx, dW, db, dz, x, W, gemm=0, tiles=None):
     """Gradients of a dense layer from dz = dL/d(x @ W + b) (B, n_out).
 
     dW = x.T @ dz, db = column sums of dz, dx = dz @ W.T. ``dx`` may be an empty array to
     skip it: the first layer needs no gradient for its input. ``gemm``: as ``dense_product``'s
     (``GEMM_WEIGHTS`` for dW, ``GEMM_INPUT`` for dx).
     """
-    if not (MKL and gemm & GEMM_WEIGHTS and mkl_product(dW, x, dz, True, False, gemm)):
+    if not (MKL and gemm & GEMM_WEIGHTS and mkl_product(dW, x, dz, True, False, tiles)):
         np.dot(x.T, dz, dW)
     column_sums(db, dz)
-    if dx.size and not (MKL and gemm & GEMM_INPUT and mkl_product(dx, dz, W, False, True, gemm)):
+    if dx.size and not (MKL and gemm & GEMM_INPUT and mkl_product(dx, dz, W, False, True, tiles)):
         np.dot(dz, W.T, dx)
 
 

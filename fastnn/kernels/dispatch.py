@@ -15,7 +15,7 @@ import numpy as np
 from ..config import kernel
 from .activations import IDENTITY, activation_backward, bias_activation_forward
 from .batchnorm import batchnorm_backward, batchnorm_forward
-from .dense import dense_backward, dense_forward, gemm_bits
+from .dense import dense_backward, dense_forward, gemm_bits, gemm_tiles
 from .dropout import dropout_backward, dropout_forward, dropout_stream
 from .embedding import embedding_backward, embedding_dim, embedding_forward
 from .layernorm import layernorm_backward, layernorm_forward
@@ -49,7 +49,7 @@ def layer_forward(net, k, out, inp, second, work, training, keep, row0, dropout,
     if kind == DENSE_LAYER:
         w, b = layers[k, W_OFF], layers[k, B_OFF]
         dense_forward(out, inp, matrix_view(params, w, n_in, n_out), params[b: b + n_out],
-                      layers[k, ACT], alphas[k, ALPHA], gemm_bits(gemm, k))
+                      layers[k, ACT], alphas[k, ALPHA], gemm_bits(gemm, k), gemm_tiles(gemm))
     elif kind == ACTIVATION_LAYER:
         bias_activation_forward(out, inp, params[0:0], layers[k, ACT], alphas[k, ALPHA])
     elif kind == DROPOUT_LAYER:
@@ -121,7 +121,7 @@ def layer_backward(net, grads, k, dx, dsum, dsum2, dout, inp, second, out, work,
             activation_backward(dout, dout, out, layers[k, ACT], alphas[k, ALPHA])
         w, b = layers[k, W_OFF], layers[k, B_OFF]
         dense_backward(dx, matrix_view(grads, w, n_in, n_out), grads[b: b + n_out], dout, inp,
-                       matrix_view(params, w, n_in, n_out), gemm_bits(gemm, k))
+                       matrix_view(params, w, n_in, n_out), gemm_bits(gemm, k), gemm_tiles(gemm))
         if fuse and wanted:
             activation_backward(dx, dx, inp, layers[k - 1, ACT], alphas[k - 1, ALPHA])
         return INTO_DX

@@ -80,8 +80,8 @@ from .losses import BINARY_CROSS_ENTROPY, CROSS_ENTROPY
 Network = namedtuple("Network", ["params", "layers", "alphas", "rng", "gemm"], defaults=(None,))
 Network.__doc__ = """What every pass reads: the flat parameter buffer, ``layers``, ``alphas``, ``rng``, and
 ``gemm``: None (every product through Numba's ``np.dot``), or int64 (L,), which of each Dense
-layer's products run on MKL (bits of ``dense.GEMM_*``, and the tiles each runs as above
-``dense.GEMM_TILES_SHIFT``: ``fastnn/blas.py``; the CPU only)."""
+layer's products run on MKL (bits of ``dense.GEMM_*``), or a ``dense.TiledGemm`` of those bits and
+the tiles each runs as (``fastnn/blas.py``; the CPU only)."""
 Workspace = namedtuple("Workspace", ["acts", "act_off", "deltas", "targets", "stats"])
 Workspace.__doc__ = """Scratch of the passes (``workspace_layout``): activations, the two gradient buffers, the
 gathered targets, and float64 per-feature scratch for BatchNorm's CPU passes (the CUDA twin needs none)."""
