@@ -13,6 +13,8 @@ in one compiled loop), the part of the step that BLAS's threads run; ``benchmark
 runs this at each thread count (``--json``).
 """
 import argparse
+import os
+import sys
 import time
 
 import json
@@ -52,16 +54,16 @@ def run_stages(stage, network, train, work, loss, loss_fns, x, y, order, batch_s
 
 
 @kernel
-def run_products(weights, acts, deltas, grads, n_batches):
+def run_products(products, weights, acts, deltas, grads, n_batches, gemm=None):
     """The matrix products of ``n_batches`` steps: forward x @ W, backward x.T @ dz and dz @ W.T
-    (none for the first layer's input), as the dense layers call them."""
+    (none for the first layer's input), as the dense layers call them: through the library the
+    step's ``gemm`` gives each (``fastnn.blas.plan``: MKL, or MKL tiles on Numba's threads), by
+    ``products`` (``step_limit._products_kernel``)."""
+    bits = getattr(gemm, "bits", gemm)
+    bits = np.zeros(len(weights), np.int64) if bits is None else bits
+    tiles = getattr(gemm, "tiles", None)
     for _ in range(n_batches):
-        for k in range(len(weights)):
-            np.dot(acts[k], weights[k], acts[k + 1])
-        for k in range(len(weights) - 1, -1, -1):
-            np.dot(acts[k].T, deltas[k + 1], grads[k])
-            if k > 0:
-                np.dot(deltas[k + 1], weights[k].T, deltas[k])
+        products(weights, acts, deltas, grads, bits, tiles)
 
 
 def main(argv=None):
@@ -75,7 +77,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import fastnn
+    from fastnn import blas
     from fastnn.threading import blas_threads_for
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from step_limit import _products_kernel  # (benchmarks/, this script's folder)
     from fastnn.user_losses import loss_kernels
 
     fastnn.set_num_threads(args.threads)
@@ -98,8 +103,9 @@ def main(argv=None):
     order = np.random.default_rng(0).permutation(x.shape[0]).astype(np.int64)
     n_batches = x.shape[0] // args.batch
     fns = loss_kernels(int(model.loss.code), np.float32)
-    parallel = True if config.parallel_optimizer(backend.params.size, 3 * backend.flops_per_row * args.batch) \
-        else None  # as fit chooses (a dense first layer)
+    with blas_threads_for(3 * backend.flops_per_row * args.batch, True):
+        gemm = backend._network(args.batch, True).gemm  # (the products' library, as fit's step)
+    parallel = backend._parallel_optimizer(None, args.batch, blas.tiled(gemm))  # as fit chooses (a dense first layer)
 
     def call(stage):
         train = net.Training(backend.grads, backend.state1, backend.state2, backend.opt_meta, model._opt_hyper(),
@@ -117,16 +123,17 @@ def main(argv=None):
             grads.append(np.empty((sizes[k - 1], width), np.float32))
 
     per_batch = {name: [] for name in STAGES + ("products",)}
-    with blas_threads_for(3 * backend.flops_per_row * args.batch, config.PARALLEL_PASSES_CHOSEN or parallel is not None):
+    with blas_threads_for(3 * backend.flops_per_row * args.batch, True):
         call(len(STAGES) - 1)  # compiles, and warms every buffer
-        run_products(weights, acts, deltas, grads, 1)
+        products = _products_kernel()
+        run_products(products, weights, acts, deltas, grads, 1, gemm)
         for _ in range(args.repeats):
             for stage, name in enumerate(STAGES):
                 start = time.perf_counter()
                 call(stage)
                 per_batch[name].append((time.perf_counter() - start) / n_batches * 1e6)
             start = time.perf_counter()
-            run_products(weights, acts, deltas, grads, n_batches)
+            run_products(products, weights, acts, deltas, grads, n_batches, gemm)
             per_batch["products"].append((time.perf_counter() - start) / n_batches * 1e6)
     medians = {name: float(np.median(times)) for name, times in per_batch.items()}
     if args.json:
