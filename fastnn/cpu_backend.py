@@ -135,14 +135,19 @@ class CPUBackend(Backend):
 
     def train(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct, metrics=None,
               counts=None, user_metrics=None, weights=None):
-        parallel = self._parallel_optimizer(data[2], batch_size) is not None
         nonzero = self._nonzero_plan(data[0], data[2], batch_size)
-        with blas_threads_for(self._blas_flops(data[2], batch_size, nonzero),
-                              PARALLEL_PASSES_CHOSEN or parallel or nonzero is True or blas.tiles_possible()):
+        with self._train_threads(data[2], batch_size, nonzero):
             # (inside: the products' library is chosen at the thread count they run on)
             args = self._train_args(data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
                                     metrics, counts, user_metrics, weights, nonzero=nonzero)
             return self._run(network.train_batches, *args)
+
+    def _train_threads(self, source, batch_size, nonzero):
+        """``train``'s ``blas_threads_for``: BLAS's threads by the step's FLOPs, and Numba's count
+        set too where the step may run a parallel pass (Adam's, a parallel first layer, MKL tiles)."""
+        parallel = self._parallel_optimizer(source, batch_size) is not None
+        return blas_threads_for(self._blas_flops(source, batch_size, nonzero),
+                                PARALLEL_PASSES_CHOSEN or parallel or nonzero is True or blas.tiles_possible())
 
     def _blas_flops(self, source, batch_size, nonzero):
         """``blas_threads_for``'s FLOPs for a training step: its products' (``_step_flops``), or
@@ -161,8 +166,10 @@ class CPUBackend(Backend):
         a cold first run takes seconds, which should not count as training time."""
         dispatcher = network.train_batches
         nonzero = self._nonzero_plan(args[0][0], args[0][2], args[2])
-        with blas_threads_for(self._blas_flops(args[0][2], args[2], nonzero), nonzero is True):  # as train's
-            values = self._train_args(*args, **kwargs, measure=False, nonzero=nonzero)
+        with self._train_threads(args[0][2], args[2], nonzero):
+            # The products' library timed as train's first call would (once per process): a step
+            # whose products run as tiles has types of its own (``blas.plan``'s ``TiledGemm``).
+            values = self._train_args(*args, **kwargs, nonzero=nonzero)
         run = user_kernels.quietly if self._user_functions(values) else self._run
         types = run(lambda: tuple(numba.typeof(a) for a in values))
         if types in dispatcher.overloads:
@@ -184,9 +191,9 @@ class CPUBackend(Backend):
             return False
 
     def _train_args(self, data, order, batch_size, first, stop, loss, opt_hyper, batch_loss, batch_correct,
-                    metrics=None, counts=None, user_metrics=None, weights=None, measure=True, nonzero=None):
-        """``train_batches``' arguments; ``measure`` False: the products' library is not timed
-        (``fastnn.blas``), for a caller that needs the types only; ``nonzero``: ``_nonzero_plan``'s."""
+                    metrics=None, counts=None, user_metrics=None, weights=None, nonzero=None):
+        """``train_batches``' arguments, inside ``_train_threads`` (the products' library is timed
+        there: ``fastnn.blas``); ``nonzero``: ``_nonzero_plan``'s."""
         x, y, source = data
         self.reserve(batch_size)
         train = network.Training(self.grads, self.state1, self.state2, self.spec.slices.meta, opt_hyper,
@@ -196,7 +203,7 @@ class CPUBackend(Backend):
             x = np.zeros((0, x.shape[1]), self.dtype)
         collective = self._collective()
         skip = source is not None and source.skip
-        net = self._network(batch_size, True, skip, measure)
+        net = self._network(batch_size, True, skip)
         parallel = self._parallel_optimizer(source, batch_size, blas.tiled(net.gemm))
         return (net, train, self.work,
                 network.Batches(x, y, order, batch_size, first, stop), int(loss), batch_loss, batch_correct,

@@ -269,6 +269,36 @@ def test_a_step_whose_products_are_tiles_runs_adams_parallel_pass_as_one_on_one_
 
 
 @needs_mkl
+def test_compile_train_compiles_the_step_that_train_then_runs_tiles_included(monkeypatch, rng):
+    """fit's compile_train (verbose) types the step as train's first call does: with its products
+    as tiles, the step's Network holds a TiledGemm, and Adam's parallel pass beside them."""
+    from fastnn.kernels import network
+    if not blas.tiles_possible():
+        pytest.skip("no MKL tiles here (MKL's sequential layer, Numba's TBB layer, one process)")
+    monkeypatch.setattr(config, "BLAS_CHOICE", "mkl")  # (tiles on several threads, untimed)
+    monkeypatch.setattr(fastnn.threading, "_num_threads", 2)
+    real = network.train_batches
+    seen = {"compiled": [], "run": []}
+
+    class Step:  # train_batches, recording the types it is compiled for and called with
+        overloads, stats = {}, real.stats
+
+        def compile(self, types):
+            seen["compiled"].append(types)
+
+        def __call__(self, *args):
+            seen["run"].append(tuple(numba.typeof(a) for a in args))
+            return -1
+    monkeypatch.setattr(network, "train_batches", Step())
+    model = fastnn.MLP([fastnn.Dense(784, 400, activation="relu"), fastnn.Dense(400, 10, activation="softmax")])
+    model.compile(loss="cross_entropy", optimizer=fastnn.Adam())
+    x = rng.random((256, 784), dtype=np.float32)
+    model.fit(x, rng.integers(0, 10, 256), batch_size=128, epochs=1, verbose=1)
+    assert seen["compiled"] and seen["run"] and seen["compiled"][0] == seen["run"][0]
+    assert "TiledGemm" in str(seen["run"][0][0])
+
+
+@needs_mkl
 def test_mkls_thread_count_is_the_calls_and_is_put_back():
     lib = config.MKL_LIBRARY
     lib.MKL_Get_Max_Threads.restype = int
