@@ -438,8 +438,10 @@ def test_shared_layers_match_cpu():
 
 
 
-# The weighted step compiles another several-output step, its seconds -m slow's.
-@pytest.mark.parametrize("weighted", [False, pytest.param(True, marks=pytest.mark.slow)])
+# Each case compiles a several-output step for the simulator and the CPU (35 s cold, the default
+# run's longest test): -m slow's, so that the default run stays under 5 minutes on two cores.
+@pytest.mark.slow
+@pytest.mark.parametrize("weighted", [False, True])
 def test_several_outputs_match_cpu(weighted):
     """Two outputs (one read by the other's layer) with their losses weighted, a shared layer: the
     loss of the outputs side by side, each output's block reduced in turn, and its logs; each
