@@ -288,6 +288,9 @@ def test_gradient_clipping_sees_gamma_and_beta_as_tensors():
 
 # ---- CUDA -----------------------------------------------------------------------------------
 
+# Compiles BatchNorm's CUDA step in the simulator and the CPU's (23 s cold): -m slow's, so that
+# the default run stays under 5 minutes on two cores.
+@pytest.mark.slow
 @pytest.mark.parametrize("first", [False, True])
 def test_cuda_matches_the_cpu(first):
     cuda_or_skip()
