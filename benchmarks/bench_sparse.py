@@ -20,7 +20,7 @@ from fastnn.kernels.network import gather_rows
 from fastnn.kernels.sparse import SparseBatches, gather_sparse
 
 from . import QUICK, sizes, warm_numba_cache as setup_cache  # noqa: F401  (asv runs it once, first)
-from .peers_sparse import BOW_BATCH, BOW_CLASSES, BOW_FEATURES, BOW_HIDDEN, bow_weights, make_bow
+from .peers_sparse import BOW_BATCH, bow_weights, fastnn_bow_model, make_bow
 
 SHAPES = [(50, 784, 100), (256, 784, 1024)]  # (batch, inputs, outputs)
 DENSITIES = [0.05, 0.1, 0.19, 0.3, 0.45, 0.6]  # the crossover table's
@@ -81,14 +81,8 @@ def warm_up():
 
 def _bow_model():
     """``peers.py``'s bag-of-words network from its fixed Glorot weights, compiled as there."""
-    from fastnn import MLP, Adam, Dense
-    model = MLP([Dense(BOW_FEATURES, BOW_HIDDEN, activation="relu"),
-                 Dense(BOW_HIDDEN, BOW_CLASSES, activation="softmax")], seed=0)
-    model.compile(loss="cross_entropy", optimizer=Adam(1e-3), metrics=["accuracy"])
-    weights = bow_weights()
-    for layer, w, b in zip(model.layers, weights[0::2], weights[1::2]):
-        layer.set_weights([w, b])
-    return model
+    import fastnn
+    return fastnn_bow_model(fastnn, bow_weights())
 
 
 class FirstLayerStep:

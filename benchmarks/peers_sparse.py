@@ -85,6 +85,23 @@ def save_bow(data_dir, train_rows, test_rows):
             "nnz_per_row": x.nnz / x.shape[0], "class_counts": np.bincount(y[:train_rows]).tolist()}
 
 
+def fastnn_bow_model(fastnn, weights):
+    """The network in fastnn (the ``fastnn`` module passed in: only numpy at this module's level),
+    from ``weights`` (``bow_weights``), compiled (``reset_fastnn_bow_model``)."""
+    model = fastnn.MLP([fastnn.Dense(BOW_FEATURES, BOW_HIDDEN, activation="relu"),
+                        fastnn.Dense(BOW_HIDDEN, BOW_CLASSES, activation="softmax")], seed=0)
+    reset_fastnn_bow_model(model, fastnn, weights)
+    return model
+
+
+def reset_fastnn_bow_model(model, fastnn, weights):
+    """Compile ``model`` afresh (Adam 1e-3 from zero moments, cross-entropy, accuracy) with
+    ``weights`` as its parameters."""
+    model.compile(loss="cross_entropy", optimizer=fastnn.Adam(1e-3), metrics=["accuracy"])
+    for layer, w, b in zip(model.layers, weights[0::2], weights[1::2]):
+        layer.set_weights([w, b])
+
+
 def bow_weights(seed=0):
     """[W1, b1, W2, b2]: Glorot-uniform float32 (drawn in float32: a float64 draw of W1 would
     add 100 MB to every peer's peak memory), zero biases; the same in every process."""
@@ -128,11 +145,8 @@ class BowFastnnPeer(BowPeer):
         return f"fastnn {self.fastnn.__version__}: fit(csr_matrix, y)"
 
     def build(self, batch_size):
-        fn = self.fastnn
-        self.model = fn.MLP([fn.Dense(BOW_FEATURES, BOW_HIDDEN, activation="relu"),
-                             fn.Dense(BOW_HIDDEN, BOW_CLASSES, activation="softmax")], seed=0)
         self.initial = bow_weights()
-        self.reset()
+        self.model = fastnn_bow_model(self.fastnn, self.initial)
         try:  # one small fit: does this fastnn take the CSR matrix at all?
             self.model.fit(self.x[:2 * batch_size], self.y[:2 * batch_size], epochs=1, batch_size=batch_size,
                            verbose=0)
@@ -141,9 +155,7 @@ class BowFastnnPeer(BowPeer):
         self.reset()
 
     def reset(self):
-        self.model.compile(loss="cross_entropy", optimizer=self.fastnn.Adam(1e-3), metrics=["accuracy"])
-        for layer, w, b in zip(self.model.layers, self.initial[0::2], self.initial[1::2]):
-            layer.set_weights([w, b])
+        reset_fastnn_bow_model(self.model, self.fastnn, self.initial)
 
     def fit_rows(self, n, batch_size, seed):
         x, y = self.x[:n], self.y[:n]
